@@ -1,0 +1,56 @@
+# Shared C structures of the data plane. Everything here is plain C: the
+# per-frame path touches only these structs and never a Python object.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+
+
+cdef enum:
+    MAX_PORTS = 4096          # port ids are indexes into a fixed array
+    MAX_NETWORKS = 4096       # network ids 1..MAX_NETWORKS-1 (0 = none)
+    FRAME_HEADROOM = 64       # room to prepend headers without copying
+    FRAME_BUF = 65536 + 128   # one TSO superframe plus its headers
+    ETH_HLEN = 14
+    VLAN_HLEN = 4
+
+
+# Drop reasons (per-frame counters). Keep DROP_NAMES in _fastpath.pyx in the same order.
+cdef enum:  # drop reasons
+    DROP_RUNT = 0             # shorter than an Ethernet header
+    DROP_OVERSIZE             # longer than the port's MTU allows
+    DROP_BAD_SOURCE           # multicast/broadcast source MAC
+    DROP_LOOP                 # destination learned on the ingress port
+    DROP_NO_ROUTE             # nowhere to send it (no other port in the network)
+    DROP_PORT_DOWN            # egress interface is down (per copy)
+    DROP_QUEUE_FULL           # egress fd would block (per copy)
+    DROP_WRITE_ERROR          # egress write failed otherwise (per copy)
+    N_DROP_REASONS
+
+
+cdef struct port_t:
+    int32_t fd                # -1 when the slot is free
+    uint16_t network          # network id, 0 = not switching
+    uint16_t mtu              # L3 MTU; frames above mtu + L2 header are oversize
+    uint64_t rx_packets
+    uint64_t rx_bytes
+    uint64_t rx_dropped       # frames from this port dropped at ingress
+    uint64_t tx_packets
+    uint64_t tx_bytes
+    uint64_t tx_dropped       # copies towards this port that were not written
+
+
+cdef struct fdb_entry_t:
+    uint64_t key              # network << 48 | mac; 0 = empty slot
+    uint64_t seen_ns          # last time the source was seen (CLOCK_MONOTONIC)
+    uint32_t port
+
+
+cdef struct fdb_t:
+    fdb_entry_t *slots
+    uint64_t mask             # capacity - 1, capacity a power of two
+    uint64_t count
+    uint64_t max_entries      # learning stops here (counted as fdb_full)
+    uint64_t aging_ns
+    uint64_t learned          # new entries
+    uint64_t moves            # a MAC seen on another port than before
+    uint64_t full             # learn attempts refused because the table is full
+    uint64_t expired
