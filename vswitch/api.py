@@ -1,0 +1,178 @@
+"""The control API: HTTP/1.1 + JSON on a Unix socket, one request per
+connection. Routes map to Switch methods; every failure is a JSON error
+answer ({"error": message}) and never takes the daemon down."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import socket
+from http import HTTPStatus
+from urllib.parse import parse_qs, urlsplit
+
+from .switch import Switch
+from .tap import TapError
+
+log = logging.getLogger("vswitch.api")
+
+MAX_BODY = 1 << 20
+
+
+class ApiError(Exception):
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+class Api:
+    def __init__(self, switch: Switch):
+        self.switch = switch
+        self.routes = {
+            ("GET", "status"): self.status,
+            ("GET", "ports"): self.list_ports,
+            ("POST", "ports"): self.add_port,
+            ("GET", "ports/*"): self.show_port,
+            ("DELETE", "ports/*"): self.del_port,
+            ("GET", "fdb"): self.show_fdb,
+            ("POST", "fdb/flush"): self.flush_fdb,
+            ("GET", "stats"): self.stats,
+        }
+
+    # ------------------------------------------------------------- handlers
+
+    async def status(self, query, body, arg):
+        return self.switch.status()
+
+    async def list_ports(self, query, body, arg):
+        return [self.switch.port_info(p) for p in self.switch.ports.values()]
+
+    async def add_port(self, query, body, arg):
+        if not isinstance(body, dict):
+            raise ApiError("expected a JSON object")
+        allowed = {"name", "netns", "ifname", "network", "ip", "mac"}
+        unknown = set(body) - allowed
+        if unknown:
+            raise ApiError(f"unknown field {sorted(unknown)[0]!r}")
+        for field in ("name", "netns"):
+            if not isinstance(body.get(field), str):
+                raise ApiError(f"field {field!r} is required (a string)")
+        for field in allowed:
+            if body.get(field) is not None and not isinstance(body[field], str):
+                raise ApiError(f"field {field!r} must be a string")
+        port = await self.switch.add_port(**{k: v for k, v in body.items() if v is not None})
+        return self.switch.port_info(port)
+
+    async def show_port(self, query, body, name):
+        return self.switch.port_info(self.switch.port(name))
+
+    async def del_port(self, query, body, name):
+        self.switch.remove_port(name)
+        return {"deleted": name}
+
+    async def show_fdb(self, query, body, arg):
+        return self.switch.fdb(query.get("network"))
+
+    async def flush_fdb(self, query, body, arg):
+        network = body.get("network") if isinstance(body, dict) else None
+        return {"flushed": self.switch.fdb_flush(network)}
+
+    async def stats(self, query, body, arg):
+        return self.switch.stats()
+
+    # ------------------------------------------------------------- HTTP
+
+    def _route(self, method: str, path: str):
+        parts = path.strip("/").split("/")
+        if parts[0] != "v1":
+            raise ApiError(f"no such path {path!r}", 404)
+        rest = "/".join(parts[1:])
+        if (method, rest) in self.routes:
+            return self.routes[(method, rest)], None
+        if len(parts) == 3 and (method, f"{parts[1]}/*") in self.routes:
+            return self.routes[(method, f"{parts[1]}/*")], parts[2]
+        if any(r == rest or r == f"{parts[1]}/*" for _, r in self.routes):
+            raise ApiError(f"method {method} not allowed on {path}", 405)
+        raise ApiError(f"no such path {path!r}", 404)
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        status, result = 200, None
+        try:
+            method, path, query, body = await self._read_request(reader)
+            handler, arg = self._route(method, path)
+            result = await handler(query, body, arg)
+        except (ApiError, TapError) as e:
+            status, result = e.status, {"error": str(e)}
+        except (asyncio.IncompleteReadError, ConnectionError):
+            writer.close()
+            return
+        except Exception as e:      # a bug must not take the daemon down
+            log.exception("request failed")
+            status, result = 500, {"error": f"internal error: {e}"}
+        payload = json.dumps(result).encode() + b"\n"
+        head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
+                f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
+                "Connection: close\r\n\r\n").encode()
+        try:
+            writer.write(head + payload)
+            await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    async def _read_request(self, reader: asyncio.StreamReader):
+        head = await reader.readuntil(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        try:
+            method, target, _version = lines[0].split(" ")
+        except ValueError:
+            raise ApiError("malformed request line") from None
+        headers = {}
+        for line in lines[1:]:
+            if ":" in line:
+                k, v = line.split(":", 1)
+                headers[k.strip().lower()] = v.strip()
+        try:
+            length = int(headers.get("content-length", "0"))
+        except ValueError:
+            raise ApiError("bad Content-Length") from None
+        if not 0 <= length <= MAX_BODY:
+            raise ApiError("request body too large", 413)
+        body = None
+        if length:
+            raw = await reader.readexactly(length)
+            try:
+                body = json.loads(raw)
+            except ValueError as e:
+                raise ApiError(f"body is not valid JSON: {e}") from None
+        url = urlsplit(target)
+        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        return method, url.path, query, body
+
+
+def _claim_socket_path(path: str):
+    """Remove a stale socket file; refuse if a daemon answers on it."""
+    if not os.path.exists(path):
+        return
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(path)
+    except OSError:
+        os.unlink(path)
+    else:
+        raise RuntimeError(f"another vswitchd is listening on {path}")
+    finally:
+        probe.close()
+
+
+async def start(path: str, switch: Switch) -> asyncio.AbstractServer:
+    """Listen on `path`, owned by root with mode 0600."""
+    os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
+    _claim_socket_path(path)
+    old = os.umask(0o177)
+    try:
+        return await asyncio.start_unix_server(Api(switch).handle, path=path)
+    finally:
+        os.umask(old)

@@ -1,0 +1,87 @@
+"""A small client for the daemon's control API (HTTP + JSON on a Unix
+socket). Shared by vswitchctl and, later, the CNI plugin; it imports
+nothing of the daemon."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import socket
+from urllib.parse import quote, urlencode
+
+DEFAULT_SOCKET = "/run/vswitch/vswitchd.sock"
+
+
+class ClientError(Exception):
+    def __init__(self, message: str, status: int | None = None):
+        super().__init__(message)
+        self.status = status
+
+
+class _UnixConnection(http.client.HTTPConnection):
+    def __init__(self, path: str, timeout: float):
+        super().__init__("localhost", timeout=timeout)
+        self.path = path
+
+    def connect(self):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(self.timeout)
+        self.sock.connect(self.path)
+
+
+class Client:
+    def __init__(self, socket_path: str = DEFAULT_SOCKET, timeout: float = 30.0):
+        self.socket_path = socket_path
+        self.timeout = timeout
+
+    def request(self, method: str, path: str, body=None, query: dict | None = None):
+        """The decoded JSON answer; ClientError on any failure."""
+        url = "/v1/" + path
+        query = {k: v for k, v in (query or {}).items() if v is not None}
+        if query:
+            url += "?" + urlencode(query)
+        conn = _UnixConnection(self.socket_path, self.timeout)
+        try:
+            payload = json.dumps(body).encode() if body is not None else None
+            headers = {"Content-Type": "application/json"} if payload else {}
+            conn.request(method, url, body=payload, headers=headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ClientError(f"vswitchd is not running (no answer on {self.socket_path})") from None
+        except OSError as e:
+            raise ClientError(f"talking to vswitchd on {self.socket_path}: {e}") from None
+        finally:
+            conn.close()
+        try:
+            result = json.loads(data)
+        except ValueError:
+            raise ClientError(f"vswitchd sent a malformed answer (HTTP {resp.status})", resp.status) from None
+        if resp.status >= 400:
+            raise ClientError(result.get("error", f"HTTP {resp.status}"), resp.status)
+        return result
+
+    # Convenience wrappers, one per API route.
+    def status(self):
+        return self.request("GET", "status")
+
+    def ports(self):
+        return self.request("GET", "ports")
+
+    def add_port(self, name, netns, **options):
+        return self.request("POST", "ports", dict(name=name, netns=netns, **options))
+
+    def port(self, name):
+        return self.request("GET", "ports/" + quote(name, safe=""))
+
+    def del_port(self, name):
+        return self.request("DELETE", "ports/" + quote(name, safe=""))
+
+    def fdb(self, network=None):
+        return self.request("GET", "fdb", query={"network": network})
+
+    def fdb_flush(self, network=None):
+        return self.request("POST", "fdb/flush", {"network": network})
+
+    def stats(self):
+        return self.request("GET", "stats")

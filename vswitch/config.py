@@ -1,0 +1,166 @@
+"""The daemon's configuration: one TOML file, validated into dataclasses.
+
+Every problem is reported as a ConfigError naming the offending key
+(`network[1].vni`, `fdb.aging_time`, ...); the daemon exits 2 on it.
+Without a file, the built-in defaults below describe a working bridge-mode
+node with one network.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .client import DEFAULT_SOCKET
+
+DEFAULT_STATE_DIR = "/var/lib/vswitch"
+# Built-in network: 198.18.0.0/15 is reserved for benchmarking and never
+# routed, so trying vswitch out cannot clash with a real network.
+DEFAULT_NETWORK = {"name": "default", "vni": 42, "subnet": "198.18.0.0/16",
+                   "block": "198.18.1.0/24", "mtu": 1450}
+
+NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+
+
+class ConfigError(Exception):
+    def __init__(self, key: str, problem: str):
+        super().__init__(f"{key}: {problem}")
+        self.key = key
+
+
+@dataclass(frozen=True)
+class NetworkConfig:
+    name: str
+    vni: int
+    subnet: ipaddress.IPv4Network
+    block: ipaddress.IPv4Network
+    mtu: int
+
+
+@dataclass(frozen=True)
+class Config:
+    node_name: str
+    mode: str = "bridge"
+    socket: str = DEFAULT_SOCKET
+    state_dir: str = DEFAULT_STATE_DIR
+    log_level: str = "info"
+    aging_time: float = 300.0
+    fdb_max_entries: int = 65536
+    batch: int = 64
+    networks: tuple[NetworkConfig, ...] = field(default_factory=tuple)
+
+    def network(self, name: str) -> NetworkConfig | None:
+        return next((n for n in self.networks if n.name == name), None)
+
+
+class _Table:
+    """Reads keys of one TOML table, checking type and range, remembering
+    which keys were consumed so that unknown ones are reported."""
+
+    def __init__(self, data, prefix: str):
+        if not isinstance(data, dict):
+            raise ConfigError(prefix, "must be a table")
+        self.data, self.prefix, self.seen = data, prefix, set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def get(self, name, kind, default, check=None, hint=""):
+        self.seen.add(name)
+        if name not in self.data:
+            return default
+        value = self.data[name]
+        if kind is float and isinstance(value, int) and not isinstance(value, bool):
+            value = float(value)
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
+            raise ConfigError(self.key(name), f"must be {kind.__name__}, got {value!r}")
+        if check is not None and not check(value):
+            raise ConfigError(self.key(name), f"{hint}, got {value!r}")
+        return value
+
+    def done(self):
+        unknown = sorted(set(self.data) - self.seen)
+        if unknown:
+            raise ConfigError(self.key(unknown[0]), "unknown key")
+
+
+def _cidr(table: _Table, name: str, default: str | None) -> ipaddress.IPv4Network:
+    text = table.get(name, str, default)
+    if text is None:
+        raise ConfigError(table.key(name), "is required")
+    try:
+        return ipaddress.IPv4Network(text)
+    except ValueError as e:
+        raise ConfigError(table.key(name), f"not an IPv4 network in CIDR form ({e})") from None
+
+
+def _network(data, index: int) -> NetworkConfig:
+    t = _Table(data, f"network[{index}]")
+    name = t.get("name", str, None, NAME_RE.match,
+                 "must be 1-32 lowercase letters, digits or '-'")
+    if name is None:
+        raise ConfigError(t.key("name"), "is required")
+    vni = t.get("vni", int, None, lambda v: 1 <= v <= 0xFFFFFF, "must be 1..16777215")
+    if vni is None:
+        raise ConfigError(t.key("vni"), "is required")
+    subnet = _cidr(t, "subnet", None)
+    block = _cidr(t, "block", str(subnet))
+    if not block.subnet_of(subnet):
+        raise ConfigError(t.key("block"), f"{block} is not inside subnet {subnet}")
+    mtu = t.get("mtu", int, 1450, lambda v: 68 <= v <= 65485, "must be 68..65485")
+    t.done()
+    return NetworkConfig(name, vni, subnet, block, mtu)
+
+
+def parse(data: dict) -> Config:
+    top = _Table(data, "")
+    node = _Table(top.get("node", dict, {}), "node")
+    fdb = _Table(top.get("fdb", dict, {}), "fdb")
+    datapath = _Table(top.get("datapath", dict, {}), "datapath")
+    cfg = dict(
+        node_name=node.get("name", str, socket.gethostname(), bool, "must not be empty"),
+        mode=node.get("mode", str, "bridge", lambda v: v == "bridge",
+                      'must be "bridge" (overlay mode is not available yet)'),
+        socket=node.get("socket", str, DEFAULT_SOCKET, lambda v: v.startswith("/"),
+                        "must be an absolute path"),
+        state_dir=node.get("state_dir", str, DEFAULT_STATE_DIR, lambda v: v.startswith("/"),
+                           "must be an absolute path"),
+        log_level=node.get("log_level", str, "info",
+                           lambda v: v in ("debug", "info", "warning", "error"),
+                           "must be debug, info, warning or error"),
+        aging_time=fdb.get("aging_time", float, 300.0, lambda v: 1 <= v <= 86400,
+                           "must be 1..86400 seconds"),
+        fdb_max_entries=fdb.get("max_entries", int, 65536, lambda v: 1 <= v <= 1 << 24,
+                                "must be 1..16777216"),
+        batch=datapath.get("batch", int, 64, lambda v: 1 <= v <= 1024, "must be 1..1024"),
+    )
+    raw_networks = top.get("network", list, [DEFAULT_NETWORK])
+    if not raw_networks:
+        raise ConfigError("network", "at least one [[network]] is required")
+    networks = tuple(_network(n, i) for i, n in enumerate(raw_networks))
+    for i, n in enumerate(networks):
+        for other in networks[:i]:
+            if n.name == other.name:
+                raise ConfigError(f"network[{i}].name", f"duplicate network {n.name!r}")
+            if n.vni == other.vni:
+                raise ConfigError(f"network[{i}].vni", f"VNI {n.vni} already used by {other.name!r}")
+    for t in (node, fdb, datapath, top):
+        t.done()
+    return Config(networks=networks, **cfg)
+
+
+def load(path: str | None) -> Config:
+    """The config from a TOML file, or the built-in defaults when path is None."""
+    if path is None:
+        return parse({})
+    try:
+        data = tomllib.loads(Path(path).read_text())
+    except OSError as e:
+        raise ConfigError(path, f"cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(path, f"not valid TOML: {e}") from None
+    return parse(data)

@@ -1,0 +1,122 @@
+"""vswitchctl: control and inspect a running vswitchd through its socket."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+from .client import DEFAULT_SOCKET, Client, ClientError
+
+
+def _table(rows: list[list], header: list[str]) -> str:
+    rows = [[str(c) for c in r] for r in rows]
+    widths = [max(len(x) for x in col) for col in zip(header, *rows)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip()
+                     for r in [header, *rows])
+
+
+def _port_rows(ports):
+    return _table([[p["name"], p["network"], p["netns"], p["ifname"], p["mac"],
+                    ",".join(p["addresses"]) or "-", p["state"],
+                    p["counters"]["rx_packets"], p["counters"]["tx_packets"]] for p in ports],
+                  ["NAME", "NETWORK", "NETNS", "IFNAME", "MAC", "ADDRESSES", "STATE",
+                   "RX_PKTS", "TX_PKTS"])
+
+
+def show_status(s):
+    return (f"node {s['node']}  mode {s['mode']}  version {s['version']}  uptime {s['uptime']}s\n"
+            f"ports {s['ports']}  networks {', '.join(s['networks'])}  "
+            f"fdb entries {s['fdb_entries']} (aging {s['aging_time']:g}s)")
+
+
+def show_port(p):
+    lines = [f"{k}: {v}" for k, v in p.items() if k not in ("counters", "addresses")]
+    lines.append(f"addresses: {', '.join(p['addresses']) or '-'}")
+    lines += [f"  {k}: {v}" for k, v in p["counters"].items()]
+    return "\n".join(lines)
+
+
+def show_fdb(entries):
+    return _table([[e["network"], e["mac"], e["port"], e["age"]] for e in entries],
+                  ["NETWORK", "MAC", "PORT", "AGE"])
+
+
+def show_stats(s):
+    ports = _table([[name, *c.values()] for name, c in s["ports"].items()],
+                   ["PORT", "RX_PKTS", "RX_BYTES", "RX_DROP", "TX_PKTS", "TX_BYTES", "TX_DROP"])
+    drops = "  ".join(f"{k}={v}" for k, v in s["drops"].items())
+    fdb = "  ".join(f"{k}={v}" for k, v in s["fdb"].items())
+    return (f"{ports}\n\nforwarded: unicast={s['unicast']}  flooded={s['flooded']}\n"
+            f"drops: {drops}\nfdb: {fdb}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    # SUPPRESS: a verb's own --json must not reset one given before the verb.
+    common.add_argument("--json", action="store_true", default=argparse.SUPPRESS,
+                        help="machine-readable output")
+    p = argparse.ArgumentParser(prog="vswitchctl", parents=[common],
+                                description="Control and inspect vswitchd.")
+    p.set_defaults(json=False)
+    p.add_argument("--socket", default=os.environ.get("VSWITCH_SOCKET", DEFAULT_SOCKET),
+                   help=f"daemon socket (default {DEFAULT_SOCKET}, or $VSWITCH_SOCKET)")
+    sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
+    sub.add_parser("status", parents=[common], help="node, mode, version, uptime, counts")
+    sub.add_parser("stats", parents=[common], help="per-port and per-drop-reason counters")
+
+    port = sub.add_parser("port", help="add, delete, list and show ports").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    add = port.add_parser("add", parents=[common], help="attach a pod namespace")
+    add.add_argument("name")
+    add.add_argument("--netns", required=True, help="namespace name (ip netns) or path")
+    add.add_argument("--ifname", default="eth0", help="interface name in the pod (default eth0)")
+    add.add_argument("--network", help="network name (default: the first configured)")
+    add.add_argument("--ip", help="address in CIDR form, inside the network's subnet")
+    add.add_argument("--mac", help="MAC address (default: random, locally administered)")
+    port.add_parser("del", parents=[common], help="detach and delete a port").add_argument("name")
+    port.add_parser("list", parents=[common], help="all ports with counters")
+    port.add_parser("show", parents=[common], help="one port with counters").add_argument("name")
+
+    fdb = sub.add_parser("fdb", help="show or flush learned MACs").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    for action in ("show", "flush"):
+        fdb.add_parser(action, parents=[common]).add_argument("--network")
+    return p
+
+
+def run(args, client: Client):
+    """(result, text renderer) for the parsed command."""
+    verb, action = args.verb, getattr(args, "action", None)
+    if verb == "status":
+        return client.status(), show_status
+    if verb == "stats":
+        return client.stats(), show_stats
+    if verb == "port":
+        if action == "add":
+            options = {k: getattr(args, k) for k in ("ifname", "network", "ip", "mac")}
+            return client.add_port(args.name, args.netns, **options), show_port
+        if action == "del":
+            return client.del_port(args.name), lambda r: f"port {r['deleted']} deleted"
+        if action == "list":
+            return client.ports(), _port_rows
+        return client.port(args.name), show_port
+    if action == "show":
+        return client.fdb(args.network), show_fdb
+    return client.fdb_flush(args.network), lambda r: f"{r['flushed']} entries flushed"
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        result, render = run(args, Client(args.socket))
+    except ClientError as e:
+        print(f"vswitchctl: {e}", file=sys.stderr)
+        return 1
+    print(json.dumps(result, indent=2) if args.json else render(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

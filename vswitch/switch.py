@@ -1,0 +1,158 @@
+"""The control plane's model of the switch: networks, ports and the data
+plane that forwards between them. The API calls these methods; only they
+change data-plane state, through the Datapath's small API."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import re
+import time
+from dataclasses import dataclass
+
+from . import __version__
+from ._fastpath import Datapath
+from .config import Config, NetworkConfig
+from .tap import Tap, TapError, check_ifname, normalize_mac, random_mac
+
+log = logging.getLogger("vswitch.switch")
+
+PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+@dataclass
+class Port:
+    name: str
+    netns: str
+    ifname: str
+    network: NetworkConfig
+    mac: str
+    addresses: list[ipaddress.IPv4Interface]
+    tap: Tap
+    port_id: int
+    state: str = "up"       # "lost" once its device disappeared under us
+
+
+class Switch:
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop):
+        self.config = config
+        self.loop = loop
+        self.dp = Datapath(config.fdb_max_entries, config.aging_time, config.batch)
+        # Data-plane network ids: 1.. in config order.
+        self.network_ids = {n.name: i + 1 for i, n in enumerate(config.networks)}
+        self.ports: dict[str, Port] = {}
+        self._pending: set[str] = set()     # names of ports being created
+        self.started = time.monotonic()
+
+    # ---------------------------------------------------------------- ports
+
+    def _network(self, name: str | None) -> NetworkConfig:
+        net = self.config.network(name) if name else self.config.networks[0]
+        if net is None:
+            known = ", ".join(n.name for n in self.config.networks)
+            raise TapError(f"unknown network {name!r} (known: {known})", 404)
+        return net
+
+    def _address(self, net: NetworkConfig, cidr: str) -> ipaddress.IPv4Interface:
+        try:
+            addr = ipaddress.IPv4Interface(cidr if "/" in cidr else f"{cidr}/{net.subnet.prefixlen}")
+        except ValueError as e:
+            raise TapError(f"bad address {cidr!r}: {e}") from None
+        if addr.ip not in net.subnet:
+            raise TapError(f"address {addr} is outside network {net.name!r} ({net.subnet})")
+        if addr.ip in (net.subnet.network_address, net.subnet.broadcast_address):
+            raise TapError(f"address {addr.ip} is the network or broadcast address of {net.subnet}")
+        for p in self.ports.values():
+            if p.network is net and any(a.ip == addr.ip for a in p.addresses):
+                raise TapError(f"address {addr.ip} is already used by port {p.name!r}", 409)
+        return addr
+
+    async def add_port(self, name: str, netns: str, ifname: str = "eth0",
+                       network: str | None = None, ip: str | None = None,
+                       mac: str | None = None) -> Port:
+        if not isinstance(name, str) or not PORT_NAME_RE.match(name):
+            raise TapError(f"bad port name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
+        if name in self.ports or name in self._pending:
+            raise TapError(f"port {name!r} already exists", 409)
+        net = self._network(network)
+        addresses = [self._address(net, ip)] if ip else []
+        mac = normalize_mac(mac) if mac else random_mac()
+        check_ifname(ifname)
+        self._pending.add(name)
+        try:
+            # Netlink work runs off the loop so forwarding goes on meanwhile.
+            tap = await self.loop.run_in_executor(
+                None, Tap, netns, ifname, mac, net.mtu, addresses)
+        finally:
+            self._pending.discard(name)
+        port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], net.mtu)
+        port = Port(name, netns, ifname, net, mac, addresses, tap, port_id)
+        self.ports[name] = port
+        self.loop.add_reader(tap.fileno(), self._readable, port)
+        log.info("port %s added: %s in %s, network %s, mac %s%s", name, ifname, netns,
+                 net.name, mac, "".join(f", {a}" for a in addresses))
+        return port
+
+    def _readable(self, port: Port):
+        if self.dp.drain(port.port_id) < 0:
+            # The device is gone (its namespace was deleted): stop watching.
+            self.loop.remove_reader(port.tap.fileno())
+            port.state = "lost"
+            log.warning("port %s: device gone, no longer forwarding", port.name)
+
+    def port(self, name: str) -> Port:
+        try:
+            return self.ports[name]
+        except KeyError:
+            raise TapError(f"no port {name!r}", 404) from None
+
+    def remove_port(self, name: str):
+        port = self.port(name)
+        self.loop.remove_reader(port.tap.fileno())
+        self.dp.remove_port(port.port_id)
+        port.tap.close()
+        del self.ports[name]
+        log.info("port %s removed", name)
+
+    def close(self):
+        for name in list(self.ports):
+            self.remove_port(name)
+
+    # ---------------------------------------------------------- inspection
+
+    def port_info(self, port: Port) -> dict:
+        return {"name": port.name, "netns": port.netns, "ifname": port.ifname,
+                "network": port.network.name, "mac": port.mac,
+                "addresses": [str(a) for a in port.addresses], "mtu": port.network.mtu,
+                "state": port.state, "id": port.port_id,
+                "counters": self.dp.port_counters(port.port_id)}
+
+    def _network_id(self, name: str | None) -> int:
+        return self.network_ids[self._network(name).name] if name else 0
+
+    def fdb(self, network: str | None = None) -> list[dict]:
+        names = {i: n for n, i in self.network_ids.items()}
+        by_id = {p.port_id: p.name for p in self.ports.values()}
+        entries = self.dp.fdb_entries(self._network_id(network))
+        return sorted(({"network": names[net], "mac": mac, "port": by_id.get(pid, f"#{pid}"),
+                        "age": round(age, 1)} for net, mac, pid, age in entries),
+                      key=lambda e: (e["network"], e["port"], e["mac"]))
+
+    def fdb_flush(self, network: str | None = None) -> int:
+        return self.dp.fdb_flush(self._network_id(network))
+
+    def expire_fdb(self) -> int:
+        return self.dp.fdb_expire()
+
+    def stats(self) -> dict:
+        counters = self.dp.counters()
+        counters["ports"] = {p.name: self.dp.port_counters(p.port_id) for p in self.ports.values()}
+        return counters
+
+    def status(self) -> dict:
+        fdb = self.dp.counters()["fdb"]
+        return {"node": self.config.node_name, "mode": self.config.mode,
+                "version": __version__, "uptime": round(time.monotonic() - self.started, 1),
+                "ports": len(self.ports), "networks": [n.name for n in self.config.networks],
+                "fdb_entries": fdb["entries"], "aging_time": self.dp.aging_time}

@@ -1,0 +1,145 @@
+"""Pod interfaces: a TAP whose fd the daemon keeps and whose netdev lives in
+the pod's network namespace, configured over netlink (pyroute2)."""
+
+from __future__ import annotations
+
+import ctypes
+import ipaddress
+import os
+import secrets
+from contextlib import contextmanager
+
+import pytun
+from pyroute2 import IPRoute
+from pyroute2.netlink.exceptions import NetlinkError
+
+NETNS_RUN_DIR = "/run/netns"
+IFNAMSIZ = 15
+
+
+class TapError(Exception):
+    """A request that cannot be satisfied; `status` is the HTTP status the
+    API answers with."""
+
+    def __init__(self, message: str, status: int = 400):
+        super().__init__(message)
+        self.status = status
+
+
+def netns_path(netns: str) -> str:
+    """Path of a namespace given by name (`ip netns` style) or by path."""
+    path = netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
+    if not os.path.exists(path):
+        raise TapError(f"network namespace {netns!r} not found ({path})", 404)
+    return path
+
+
+def random_mac() -> str:
+    """A random unicast, locally administered MAC (02:xx:...)."""
+    b = bytearray(secrets.token_bytes(6))
+    b[0] = (b[0] & 0xFC) | 0x02
+    return ":".join(f"{x:02x}" for x in b)
+
+
+def normalize_mac(mac: str) -> str:
+    parts = mac.replace("-", ":").split(":")
+    try:
+        if len(parts) != 6 or any(len(p) != 2 for p in parts):
+            raise ValueError
+        octets = bytes(int(p, 16) for p in parts)
+    except ValueError:
+        raise TapError(f"bad MAC address {mac!r}: expected six hex octets like 02:00:5e:10:00:01") from None
+    if octets[0] & 1:
+        raise TapError(f"bad MAC address {mac!r}: multicast addresses cannot be a port's MAC")
+    if octets == bytes(6):
+        raise TapError(f"bad MAC address {mac!r}: all-zero")
+    return octets.hex(":")
+
+
+def check_ifname(ifname: str) -> str:
+    if not 0 < len(ifname) <= IFNAMSIZ or "/" in ifname or ifname in (".", "..") \
+            or any(c.isspace() for c in ifname):
+        raise TapError(f"bad interface name {ifname!r}: 1-{IFNAMSIZ} characters, no '/' or spaces")
+    return ifname
+
+
+_libc = ctypes.CDLL(None, use_errno=True)
+CLONE_NEWNET = 0x40000000
+
+
+def _setns(fd: int):
+    if _libc.setns(fd, CLONE_NEWNET) != 0:
+        err = ctypes.get_errno()
+        raise OSError(err, f"setns: {os.strerror(err)}")
+
+
+@contextmanager
+def _netlink(netns_path: str | None = None):
+    """A netlink socket in `netns_path` (default: ours).
+
+    The calling thread enters the namespace just long enough to open the
+    socket, which stays bound to it. (pyroute2's own netns support forks a
+    child, which would inherit and trip the event loop's signal handling.)
+    """
+    if netns_path is None:
+        with IPRoute() as ipr:
+            yield ipr
+        return
+    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
+    target = os.open(netns_path, os.O_RDONLY)
+    try:
+        _setns(target)
+        try:
+            ipr = IPRoute()
+        finally:
+            _setns(own)
+    finally:
+        os.close(own)
+        os.close(target)
+    with ipr:
+        yield ipr
+
+
+class Tap:
+    """An open TAP device moved into a namespace. Closing the fd deletes
+    the device, wherever it lives."""
+
+    def __init__(self, netns: str, ifname: str, mac: str, mtu: int,
+                 addresses: list[ipaddress.IPv4Interface]):
+        path = netns_path(netns)
+        with _netlink(path) as ipr:
+            if ipr.link_lookup(ifname=ifname):
+                raise TapError(f"interface {ifname!r} already exists in namespace {netns!r}", 409)
+        # A temporary unique name in our namespace; renamed once moved.
+        self.device = pytun.TunTapDevice(name=f"vsw{secrets.token_hex(6)}",
+                                         flags=pytun.IFF_TAP | pytun.IFF_NO_PI)
+        try:
+            os.set_blocking(self.device.fileno(), False)
+            self._move(path, netns, ifname, mac, mtu, addresses)
+        except BaseException:
+            self.close()
+            raise
+
+    def _move(self, path, netns, ifname, mac, mtu, addresses):
+        with _netlink() as ipr:
+            index = ipr.link_lookup(ifname=self.device.name)[0]
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                ipr.link("set", index=index, net_ns_fd=fd)
+            finally:
+                os.close(fd)
+        try:
+            with _netlink(path) as ipr:
+                index = ipr.link_lookup(ifname=self.device.name)[0]
+                ipr.link("set", index=index, ifname=ifname, address=mac, mtu=mtu)
+                for addr in addresses:
+                    ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+                ipr.link("set", index=index, state="up")
+        except NetlinkError as e:
+            raise TapError(f"configuring {ifname!r} in {netns!r} failed: {e.args[-1]}", 500) from None
+
+    def fileno(self) -> int:
+        return self.device.fileno()
+
+    def close(self):
+        self.device.close()
