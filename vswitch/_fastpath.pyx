@@ -184,9 +184,7 @@ cdef class Datapath:
                     if errno == EAGAIN:
                         break
                     return -errno
-                if n == 0:
-                    break
-                count += 1
+                count += 1          # an empty datagram is a (runt) frame too
                 self._switch(port_id, inp, frame, n, now)
         return count
 

@@ -3,7 +3,6 @@ the pod's network namespace, configured over netlink (pyroute2)."""
 
 from __future__ import annotations
 
-import ctypes
 import ipaddress
 import os
 import secrets
@@ -13,7 +12,8 @@ import pytun
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-NETNS_RUN_DIR = "/run/netns"
+from .netns import NetnsNotFound, entered, netns_path
+
 IFNAMSIZ = 15
 
 
@@ -24,14 +24,6 @@ class TapError(Exception):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
-
-
-def netns_path(netns: str) -> str:
-    """Path of a namespace given by name (`ip netns` style) or by path."""
-    path = netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns)
-    if not os.path.exists(path):
-        raise TapError(f"network namespace {netns!r} not found ({path})", 404)
-    return path
 
 
 def random_mac() -> str:
@@ -63,39 +55,16 @@ def check_ifname(ifname: str) -> str:
     return ifname
 
 
-_libc = ctypes.CDLL(None, use_errno=True)
-CLONE_NEWNET = 0x40000000
-
-
-def _setns(fd: int):
-    if _libc.setns(fd, CLONE_NEWNET) != 0:
-        err = ctypes.get_errno()
-        raise OSError(err, f"setns: {os.strerror(err)}")
-
-
 @contextmanager
-def _netlink(netns_path: str | None = None):
-    """A netlink socket in `netns_path` (default: ours).
-
-    The calling thread enters the namespace just long enough to open the
-    socket, which stays bound to it. (pyroute2's own netns support forks a
-    child, which would inherit and trip the event loop's signal handling.)
-    """
-    if netns_path is None:
-        with IPRoute() as ipr:
-            yield ipr
-        return
-    own = os.open("/proc/thread-self/ns/net", os.O_RDONLY)
-    target = os.open(netns_path, os.O_RDONLY)
-    try:
-        _setns(target)
-        try:
+def _netlink(netns: str | None = None):
+    """A netlink socket in `netns` (default: ours). The socket stays bound
+    to the namespace it was opened in. (pyroute2's own netns support forks
+    a child, which would inherit and trip the event loop's signal handling.)"""
+    if netns is None:
+        ipr = IPRoute()
+    else:
+        with entered(netns):
             ipr = IPRoute()
-        finally:
-            _setns(own)
-    finally:
-        os.close(own)
-        os.close(target)
     with ipr:
         yield ipr
 
@@ -106,7 +75,10 @@ class Tap:
 
     def __init__(self, netns: str, ifname: str, mac: str, mtu: int,
                  addresses: list[ipaddress.IPv4Interface]):
-        path = netns_path(netns)
+        try:
+            path = netns_path(netns)
+        except NetnsNotFound as e:
+            raise TapError(str(e), 404) from None
         with _netlink(path) as ipr:
             if ipr.link_lookup(ifname=ifname):
                 raise TapError(f"interface {ifname!r} already exists in namespace {netns!r}", 409)
@@ -133,7 +105,9 @@ class Tap:
                 index = ipr.link_lookup(ifname=self.device.name)[0]
                 ipr.link("set", index=index, ifname=ifname, address=mac, mtu=mtu)
                 for addr in addresses:
-                    ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen)
+                    ipr.addr("add", index=index, address=str(addr.ip),
+                             prefixlen=addr.network.prefixlen,
+                             broadcast=str(addr.network.broadcast_address))
                 ipr.link("set", index=index, state="up")
         except NetlinkError as e:
             raise TapError(f"configuring {ifname!r} in {netns!r} failed: {e.args[-1]}", 500) from None

@@ -1,0 +1,194 @@
+"""Fixtures for tests on real TAPs and network namespaces (SPEC section 6).
+
+Every namespace a test makes has this run's unique prefix and is deleted at
+teardown, pass or fail; every daemon is stopped. Addresses come only from
+198.18.0.0/15 and only live inside those namespaces.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vswitch.client import Client, ClientError
+from vswitch.netns import entered
+
+RUN_PREFIX = "vt" + secrets.token_hex(2)          # e.g. vt3fa2
+CTL = [sys.executable, "-m", "vswitch.ctl"]
+DAEMON = [sys.executable, "-m", "vswitch.daemon"]
+
+
+def sh(*args, check=True, timeout=60, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run(args, check=check, timeout=timeout, capture_output=True, text=True, **kw)
+
+
+def in_ns(ns: str, *args, **kw) -> subprocess.CompletedProcess:
+    return sh("ip", "netns", "exec", ns, *args, **kw)
+
+
+def toml_value(v) -> str:
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return str(v)
+
+
+def write_toml(path: Path, config: dict):
+    """Enough TOML for our configs: tables of scalars and arrays of tables."""
+    lines = []
+    for section, body in config.items():
+        for table in body if isinstance(body, list) else [body]:
+            lines.append(f"[[{section}]]" if isinstance(body, list) else f"[{section}]")
+            lines += [f"{k} = {toml_value(v)}" for k, v in table.items()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+class Daemon:
+    def __init__(self, config_path: Path, socket_path: str, log_path: Path):
+        self.socket = socket_path
+        self.log_path = log_path
+        self.client = Client(socket_path)
+        self.proc = subprocess.Popen(DAEMON + ["--config", str(config_path)],
+                                     stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                self.client.status()
+                return
+            except ClientError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError(f"vswitchd did not start:\n{log_path.read_text()}")
+                time.sleep(0.05)
+
+    def ctl(self, *args, check=True) -> subprocess.CompletedProcess:
+        """Run vswitchctl (the real CLI) against this daemon."""
+        r = subprocess.run(CTL + ["--socket", self.socket, *args], capture_output=True,
+                           text=True, timeout=60)
+        if check and r.returncode != 0:
+            raise AssertionError(f"vswitchctl {' '.join(args)} failed: {r.stderr}")
+        return r
+
+    def ctl_json(self, *args):
+        return json.loads(self.ctl(*args, "--json").stdout)
+
+    def stop(self, timeout=10) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def netns():
+    """Factory: make_ns("a") creates namespace <prefix>-<n>a with lo up and
+    IPv6 off (so pods send nothing we did not ask for)."""
+    made = []
+
+    def make(tag: str) -> str:
+        name = f"{RUN_PREFIX}-{len(made)}{tag}"
+        sh("ip", "netns", "add", name)
+        made.append(name)
+        in_ns(name, "ip", "link", "set", "lo", "up")
+        for key in ("all", "default"):
+            in_ns(name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+        return name
+
+    yield make
+    for name in made:
+        # Processes a test started in the namespace would outlive it.
+        pids = sh("ip", "netns", "pids", name, check=False).stdout.split()
+        for pid in pids:
+            try:
+                os.kill(int(pid), signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        sh("ip", "netns", "del", name, check=False)
+
+
+BLUE = {"name": "blue", "vni": 100, "subnet": "198.18.0.0/16", "mtu": 1500}
+RED = {"name": "red", "vni": 200, "subnet": "198.19.0.0/16", "mtu": 1500}
+
+
+@pytest.fixture
+def vswitchd(tmp_path):
+    """Factory: start a vswitchd with a config (dict of TOML tables)."""
+    daemons = []
+
+    def start(aging_time: float = 300, networks=(BLUE, RED), **extra) -> Daemon:
+        sock = str(tmp_path / f"vswitchd{len(daemons)}.sock")
+        config = {"node": {"name": "test-node", "socket": sock,
+                           "state_dir": str(tmp_path / "state")},
+                  "fdb": {"aging_time": aging_time}, "network": list(networks), **extra}
+        path = tmp_path / f"vswitchd{len(daemons)}.toml"
+        write_toml(path, config)
+        daemon = Daemon(path, sock, tmp_path / f"vswitchd{len(daemons)}.log")
+        daemons.append(daemon)
+        return daemon
+
+    yield start
+    for d in daemons:
+        d.stop()
+
+
+@pytest.fixture
+def pods(netns, vswitchd):
+    """Factory: pods(daemon, ("a", "198.18.0.1/16"), ("c", "198.19.0.1/16", "red"))
+    makes a namespace per pod and attaches it; returns {tag: (ns, port info)}."""
+
+    def attach(daemon: Daemon, *specs):
+        out = {}
+        for spec in specs:
+            tag, ip, network = (*spec, "blue")[:3]
+            ns = netns(tag)
+            info = daemon.ctl_json("port", "add", f"pod-{tag}", "--netns", ns, "--ip", ip,
+                                   "--network", network)
+            out[tag] = (ns, info)
+        return out
+
+    return attach
+
+
+def packet_socket(ns: str, ifname: str = "eth0"):
+    """A raw AF_PACKET socket bound to ifname inside namespace ns."""
+    import socket
+    with entered(ns):
+        s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+        s.bind((ifname, 0))
+    return s
+
+
+class Capture:
+    """tcpdump on an interface of a namespace, read back with scapy."""
+
+    def __init__(self, ns: str, bpf: str, path: Path, ifname: str = "eth0"):
+        self.path = path
+        self.proc = subprocess.Popen(
+            ["ip", "netns", "exec", ns, "tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode", "-w", str(path), bpf],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        line = self.proc.stderr.readline()        # "listening on eth0, ..."
+        if "listening" not in line:
+            self.proc.kill()
+            raise RuntimeError(f"tcpdump did not start: {line}{self.proc.stderr.read()}")
+
+    def stop(self):
+        time.sleep(0.3)                           # let in-flight frames land
+        self.proc.send_signal(signal.SIGINT)
+        self.proc.wait(10)
+        import scapy.layers.inet  # noqa: F401  (registers Ethernet/IP decoding)
+        from scapy.utils import rdpcap
+        return list(rdpcap(str(self.path)))
