@@ -59,7 +59,6 @@ def build_parser() -> argparse.ArgumentParser:
                         help="machine-readable output")
     p = argparse.ArgumentParser(prog="vswitchctl", parents=[common],
                                 description="Control and inspect vswitchd.")
-    p.set_defaults(json=False)
     p.add_argument("--socket", default=os.environ.get("VSWITCH_SOCKET", DEFAULT_SOCKET),
                    help=f"daemon socket (default {DEFAULT_SOCKET}, or $VSWITCH_SOCKET)")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
     except ClientError as e:
         print(f"vswitchctl: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(result, indent=2) if args.json else render(result))
+    print(json.dumps(result, indent=2) if getattr(args, "json", False) else render(result))
     return 0
 
 
