@@ -93,6 +93,16 @@ class Daemon:
         return self.proc.returncode
 
 
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_behind():
+    """After the whole run: no namespace of ours, no TAP of a daemon's."""
+    yield
+    left = [n for n in sh("ip", "netns", "list").stdout.split() if n.startswith(RUN_PREFIX)]
+    left += [line.split(":")[1].strip() for line in sh("ip", "-o", "link").stdout.splitlines()
+             if line.split(":")[1].strip().startswith("vsw")]
+    assert left == [], f"left behind: {left}"
+
+
 @pytest.fixture
 def netns():
     """Factory: make_ns("a") creates namespace <prefix>-<n>a with lo up and
