@@ -11,6 +11,19 @@ cdef enum:
     FRAME_BUF = 65536 + 128   # one TSO superframe plus its headers
     ETH_HLEN = 14
     VLAN_HLEN = 4
+    VNET_HLEN = 10            # struct virtio_net_hdr, before each frame on IFF_VNET_HDR fds
+
+
+# struct virtio_net_hdr fields (little-endian u16s after the two bytes).
+cdef enum:
+    VNET_F_NEEDS_CSUM = 1
+    VNET_F_DATA_VALID = 2
+    VNET_GSO_NONE = 0
+    VNET_GSO_TCPV4 = 1
+    VNET_GSO_UDP = 3
+    VNET_GSO_TCPV6 = 4
+    VNET_GSO_UDP_L4 = 5
+    VNET_GSO_ECN = 0x80
 
 
 # Drop reasons (per-frame counters). Keep DROP_NAMES in _fastpath.pyx in the same order.
@@ -20,6 +33,8 @@ cdef enum:  # drop reasons
     DROP_BAD_SOURCE           # multicast/broadcast source MAC
     DROP_LOOP                 # destination learned on the ingress port
     DROP_NO_ROUTE             # nowhere to send it (no other port in the network)
+    DROP_BAD_VNET_HDR         # offload header that does not fit the frame
+    DROP_NEEDS_SEGMENTATION   # superframe towards a port without offloads (per copy)
     DROP_PORT_DOWN            # egress interface is down (per copy)
     DROP_QUEUE_FULL           # egress fd would block (per copy)
     DROP_WRITE_ERROR          # egress write failed otherwise (per copy)
@@ -30,6 +45,7 @@ cdef struct port_t:
     int32_t fd                # -1 when the slot is free
     uint16_t network          # network id, 0 = not switching
     uint16_t mtu              # L3 MTU; frames above mtu + L2 header are oversize
+    bint vnet_hdr             # frames on this fd carry a virtio_net_hdr
     uint64_t rx_packets
     uint64_t rx_bytes
     uint64_t rx_dropped       # frames from this port dropped at ingress

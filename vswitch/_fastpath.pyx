@@ -17,10 +17,11 @@ from posix.unistd cimport read, write
 
 include "_frame.pxi"
 include "_fdb.pxi"
+include "_offload.pxi"
 
 # Names of DropReason values, in enum order.
-DROP_NAMES = ("runt", "oversize", "bad_source", "loop", "no_route",
-              "port_down", "queue_full", "write_error")
+DROP_NAMES = ("runt", "oversize", "bad_source", "loop", "no_route", "bad_vnet_hdr",
+              "needs_segmentation", "port_down", "queue_full", "write_error")
 assert len(DROP_NAMES) == N_DROP_REASONS
 
 
@@ -68,8 +69,9 @@ cdef class Datapath:
 
     # ---------------------------------------------------------------- ports
 
-    def add_port(self, int fd, int network, int mtu):
-        """Attach a non-blocking fd to `network` (1..4095); returns the port id."""
+    def add_port(self, int fd, int network, int mtu, bint vnet_hdr=False):
+        """Attach a non-blocking fd to `network` (1..4095); returns the port id.
+        vnet_hdr: frames on the fd are preceded by a virtio_net_hdr."""
         if not 0 < network < MAX_NETWORKS:
             raise ValueError(f"network id must be 1..{MAX_NETWORKS - 1}")
         if not 68 <= mtu <= 65535:
@@ -81,6 +83,7 @@ cdef class Datapath:
                 self.ports[i].fd = fd
                 self.ports[i].network = network
                 self.ports[i].mtu = mtu
+                self.ports[i].vnet_hdr = vnet_hdr
                 if i >= self.port_limit:
                     self.port_limit = i + 1
                 return i
@@ -171,13 +174,19 @@ cdef class Datapath:
         if port_id >= self.port_limit or self.ports[port_id].fd < 0:
             return 0
         cdef port_t *inp = &self.ports[port_id]
+        # The frame always starts at `frame` and its virtio_net_hdr sits just
+        # before it, so that any egress can write either without a copy.
         cdef unsigned char *frame = self.buf + FRAME_HEADROOM
+        cdef unsigned char *hdr = frame - VNET_HLEN
         cdef uint64_t now = monotonic_ns()
         cdef ssize_t n
         cdef int count = 0
         with nogil:
             while count < self.batch:
-                n = read(inp.fd, frame, FRAME_BUF)
+                if inp.vnet_hdr:
+                    n = read(inp.fd, hdr, FRAME_BUF + VNET_HLEN)
+                else:
+                    n = read(inp.fd, frame, FRAME_BUF)
                 if n < 0:
                     if errno == EINTR:
                         continue
@@ -185,23 +194,38 @@ cdef class Datapath:
                         break
                     return -errno
                 count += 1          # an empty datagram is a (runt) frame too
-                self._switch(port_id, inp, frame, n, now)
+                if inp.vnet_hdr:
+                    n -= VNET_HLEN
+                else:
+                    memset(hdr, 0, VNET_HLEN)
+                self._switch(port_id, inp, hdr, frame, n, now)
         return count
 
     cdef inline void _drop(self, port_t *inp, int reason) noexcept nogil:
         self.drops[reason] += 1
         inp.rx_dropped += 1
 
-    cdef inline void _switch(self, uint32_t in_id, port_t *inp, unsigned char *frame,
-                             ssize_t n, uint64_t now) noexcept nogil:
+    cdef inline void _switch(self, uint32_t in_id, port_t *inp, unsigned char *hdr,
+                             unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil:
         """Learn, look up, deliver: the pipeline for one frame."""
         inp.rx_packets += 1
-        inp.rx_bytes += n
         cdef ssize_t l2 = eth_header_len(frame, n)
         if l2 < 0:
+            inp.rx_bytes += max(n, 0)
             self._drop(inp, DROP_RUNT)
             return
-        if n - l2 > inp.mtu:
+        inp.rx_bytes += n
+        if not vnet_hdr_valid(hdr, n):
+            self._drop(inp, DROP_BAD_VNET_HDR)
+            return
+        cdef bint oversize
+        if vnet_is_gso(hdr):
+            # A superframe is longer than the MTU by design; its segments
+            # (gso_size bytes of payload each) are what must fit.
+            oversize = le16(hdr + 4) > inp.mtu
+        else:
+            oversize = n - l2 > inp.mtu
+        if oversize:
             self._drop(inp, DROP_OVERSIZE)
             return
         if is_multicast(frame + 6):
@@ -217,26 +241,38 @@ cdef class Datapath:
                 return
             if out >= 0:
                 self.unicast += 1
-                self._send(&self.ports[out], frame, n)
+                self._send(&self.ports[out], hdr, frame, n)
                 return
-        self._flood(in_id, inp, frame, n)
+        self._flood(in_id, inp, hdr, frame, n)
 
-    cdef inline void _flood(self, uint32_t in_id, port_t *inp, unsigned char *frame,
-                            ssize_t n) noexcept nogil:
+    cdef inline void _flood(self, uint32_t in_id, port_t *inp, unsigned char *hdr,
+                            unsigned char *frame, ssize_t n) noexcept nogil:
         cdef uint32_t i
         cdef bint sent = False
         for i in range(self.port_limit):
             if i != in_id and self.ports[i].fd >= 0 and self.ports[i].network == inp.network:
-                self._send(&self.ports[i], frame, n)
+                self._send(&self.ports[i], hdr, frame, n)
                 sent = True
         if sent:
             self.flooded += 1
         else:
             self._drop(inp, DROP_NO_ROUTE)
 
-    cdef inline void _send(self, port_t *out, unsigned char *frame, ssize_t n) noexcept nogil:
-        cdef ssize_t w = write(out.fd, frame, n)
-        if w == n:
+    cdef inline void _send(self, port_t *out, unsigned char *hdr, unsigned char *frame,
+                           ssize_t n) noexcept nogil:
+        cdef ssize_t w, want = n
+        if out.vnet_hdr:
+            want = n + VNET_HLEN
+            w = write(out.fd, hdr, want)
+        elif vnet_is_gso(hdr):
+            out.tx_dropped += 1
+            self.drops[DROP_NEEDS_SEGMENTATION] += 1
+            return
+        else:
+            if hdr[0] & VNET_F_NEEDS_CSUM:
+                complete_checksum(hdr, frame, n)    # in place, once: later copies reuse it
+            w = write(out.fd, frame, n)
+        if w == want:
             out.tx_packets += 1
             out.tx_bytes += n
             return

@@ -51,6 +51,7 @@ class Config:
     aging_time: float = 300.0
     fdb_max_entries: int = 65536
     batch: int = 64
+    offloads: bool = True
     networks: tuple[NetworkConfig, ...] = field(default_factory=tuple)
 
     def network(self, name: str) -> NetworkConfig | None:
@@ -137,6 +138,7 @@ def parse(data: dict) -> Config:
         fdb_max_entries=fdb.get("max_entries", int, 65536, lambda v: 1 <= v <= 1 << 24,
                                 "must be 1..16777216"),
         batch=datapath.get("batch", int, 64, lambda v: 1 <= v <= 1024, "must be 1..1024"),
+        offloads=datapath.get("offloads", bool, True),
     )
     raw_networks = top.get("network", list, [DEFAULT_NETWORK])
     if not raw_networks:

@@ -83,10 +83,11 @@ class Switch:
         try:
             # Netlink work runs off the loop so forwarding goes on meanwhile.
             tap = await self.loop.run_in_executor(
-                None, Tap, netns, ifname, mac, net.mtu, addresses)
+                None, Tap, netns, ifname, mac, net.mtu, addresses, self.config.offloads)
         finally:
             self._pending.discard(name)
-        port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], net.mtu)
+        port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], net.mtu,
+                                   tap.vnet_hdr)
         port = Port(name, netns, ifname, net, mac, addresses, tap, port_id)
         self.ports[name] = port
         self.loop.add_reader(tap.fileno(), self._readable, port)
@@ -125,7 +126,7 @@ class Switch:
         return {"name": port.name, "netns": port.netns, "ifname": port.ifname,
                 "network": port.network.name, "mac": port.mac,
                 "addresses": [str(a) for a in port.addresses], "mtu": port.network.mtu,
-                "state": port.state, "id": port.port_id,
+                "state": port.state, "id": port.port_id, "offloads": port.tap.offloads,
                 "counters": self.dp.port_counters(port.port_id)}
 
     def _network_id(self, name: str | None) -> int:
