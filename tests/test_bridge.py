@@ -48,9 +48,9 @@ print(n, h.hexdigest(), flush=True)
 """
 
 
-def test_50mb_tcp_transfer_arrives_intact(vswitchd, pods, tmp_path):
-    d = vswitchd()
-    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+def tcp_transfer_50mb(d, p, tmp_path) -> dict:
+    """Send 50 MB of random data from pod a to pod b over TCP; check it
+    arrives intact; returns pod a's port (with counters)."""
     data = os.urandom(50 * 1024 * 1024)
     src = tmp_path / "payload"
     src.write_bytes(data)
@@ -67,7 +67,29 @@ def test_50mb_tcp_transfer_arrives_intact(vswitchd, pods, tmp_path):
         sink.kill()
     assert int(size) == len(data)
     assert digest == hashlib.sha256(data).hexdigest()
-    assert d.ctl_json("port", "show", "pod-b")["counters"]["tx_bytes"] > len(data)
+    sender = d.ctl_json("port", "show", "pod-a")
+    assert sender["counters"]["rx_bytes"] > len(data)
+    return sender
+
+
+def test_50mb_tcp_transfer_arrives_intact_in_superframes(vswitchd, pods, tmp_path):
+    d = vswitchd()
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    sender = tcp_transfer_50mb(d, p, tmp_path)
+    assert "tso4" in sender["offloads"]
+    assert "tcp-segmentation-offload: on" in in_ns(p["a"][0], "ethtool", "-k", "eth0").stdout
+    c = sender["counters"]
+    assert c["rx_bytes"] / c["rx_packets"] > 3000        # far above one MTU: TSO in use
+
+
+def test_50mb_tcp_transfer_without_offloads(vswitchd, pods, tmp_path):
+    d = vswitchd(datapath={"offloads": False})
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    sender = tcp_transfer_50mb(d, p, tmp_path)
+    assert sender["offloads"] == []
+    assert "tcp-segmentation-offload: off" in in_ns(p["a"][0], "ethtool", "-k", "eth0").stdout
+    c = sender["counters"]
+    assert c["rx_bytes"] / c["rx_packets"] <= 1514
 
 
 def test_broadcast_reaches_every_pod_of_the_network_only(vswitchd, pods, tmp_path):

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from vswitch._fastpath import DROP_NAMES, Datapath
 
-INGRESS_DROPS = ("runt", "oversize", "bad_source", "loop", "no_route")
+INGRESS_DROPS = ("runt", "oversize", "bad_source", "loop", "no_route", "bad_vnet_hdr")
 BCAST = b"\xff" * 6
 
 
@@ -33,12 +33,12 @@ class Rig:
         self.dp = Datapath(**kw)
         self.pods, self._keep = {}, []
 
-    def port(self, network=1, mtu=1500) -> int:
+    def port(self, network=1, mtu=1500, vnet_hdr=False) -> int:
         sw, pod = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         sw.setblocking(False)
         pod.setblocking(False)
         self._keep.append(sw)              # the switch end must outlive the port
-        pid = self.dp.add_port(sw.fileno(), network, mtu)
+        pid = self.dp.add_port(sw.fileno(), network, mtu, vnet_hdr)
         self.pods[pid] = pod
         return pid
 
@@ -240,7 +240,7 @@ def test_fuzz_counters_add_up(batch):
     """Whatever arrives: no crash, and every received frame is accounted for
     exactly once (delivered to one port, flooded, or dropped by reason)."""
     r = Rig()
-    ports = [r.port(mtu=1500), r.port(mtu=1500), r.port(mtu=1500)]
+    ports = [r.port(mtu=1500), r.port(mtu=1500), r.port(mtu=1500, vnet_hdr=True)]
     for p, data in batch:
         r.send(ports[p], data)
     c = r.dp.counters()

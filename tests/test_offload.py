@@ -1,0 +1,100 @@
+"""Frames with a virtio_net_hdr (IFF_VNET_HDR ports): pass-through between
+offload ports, checksum completion and refusals towards plain ports."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+from scapy.layers.inet import IP, TCP, UDP
+from scapy.layers.l2 import Ether
+
+from test_fastpath import BCAST, Rig, frame, mac
+
+NEEDS_CSUM, DATA_VALID = 1, 2
+GSO_NONE, GSO_TCPV4 = 0, 1
+
+
+def vnet(flags=0, gso=GSO_NONE, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0) -> bytes:
+    return struct.pack("<BBHHHH", flags, gso, hdr_len, gso_size, csum_start, csum_offset)
+
+
+def ones_sum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return total
+
+
+def partial(pkt, l4):
+    """pkt as a sending stack hands it over with checksum offload: the L4
+    checksum field holds only the (uncomplemented) pseudo-header sum."""
+    ip = pkt[IP]
+    l4_len = len(ip) - ip.ihl * 4
+    pseudo = socket.inet_aton(ip.src) + socket.inet_aton(ip.dst) + struct.pack("!BBH", 0, ip.proto, l4_len)
+    raw = bytearray(bytes(pkt))
+    start = 14 + ip.ihl * 4
+    field = start + (16 if l4 is TCP else 6)
+    raw[field:field + 2] = struct.pack("!H", ones_sum(pseudo))
+    return bytes(raw), start, field - start
+
+
+def test_header_and_frame_pass_unchanged_between_offload_ports():
+    r = Rig()
+    a, b = r.port(vnet_hdr=True), r.port(vnet_hdr=True)
+    superframe = vnet(NEEDS_CSUM, GSO_TCPV4, 66, 1448, 34, 16) + frame(BCAST, mac(1), b"\x45" + b"\0" * 9000)
+    r.send(a, superframe)
+    assert r.received(b) == [superframe]
+    assert r.dp.port_counters(b)["tx_bytes"] == len(superframe) - 10
+
+
+def test_plain_port_frames_get_an_empty_header():
+    r = Rig()
+    a, b = r.port(), r.port(vnet_hdr=True)
+    f = frame(BCAST, mac(1))
+    r.send(a, f)
+    assert r.received(b) == [bytes(10) + f]
+
+
+@pytest.mark.parametrize("l4", [TCP, UDP])
+def test_partial_checksum_is_completed_towards_a_plain_port(l4):
+    pkt = Ether(dst="02:00:00:00:00:02", src="02:00:00:00:00:01") / \
+        IP(src="198.18.0.1", dst="198.18.0.2") / l4(sport=1234, dport=80) / (b"payload!" * 37 + b"x")
+    good = bytes(Ether(bytes(pkt)))                       # scapy fills in the checksums
+    raw, start, offset = partial(Ether(good), l4)
+    assert raw != good
+    r = Rig()
+    a, b, c = r.port(vnet_hdr=True), r.port(), r.port(vnet_hdr=True)
+    r.send(a, vnet(NEEDS_CSUM, GSO_NONE, 0, 0, start, offset) + raw)
+    assert r.received(b) == [good]
+    # The offload port got it too, either still partial or completed and
+    # marked so: in both cases a receiver ends up with the right checksum.
+    (copy,) = r.received(c)
+    assert copy[10:] in (raw, good)
+
+
+def test_superframe_towards_a_plain_port_is_dropped_and_counted():
+    r = Rig()
+    a, plain, offload = r.port(vnet_hdr=True), r.port(), r.port(vnet_hdr=True)
+    r.send(a, vnet(NEEDS_CSUM, GSO_TCPV4, 66, 1448, 34, 16) + frame(BCAST, mac(1), b"\0" * 5000))
+    assert r.received(plain) == [] and len(r.received(offload)) == 1
+    assert r.dp.counters()["drops"]["needs_segmentation"] == 1
+    assert r.dp.port_counters(plain)["tx_dropped"] == 1
+
+
+@pytest.mark.parametrize("header,reason", [
+    (vnet(NEEDS_CSUM, GSO_NONE, 0, 0, 60, 16), "bad_vnet_hdr"),     # field past the end
+    (vnet(0, 9), "bad_vnet_hdr"),                                    # unknown GSO type
+    (vnet(0, GSO_TCPV4, 66, 1448), "bad_vnet_hdr"),                  # GSO without NEEDS_CSUM
+    (vnet(NEEDS_CSUM, GSO_TCPV4, 66, 1600, 34, 16), "oversize"),     # segments above the MTU
+    (b"\0" * 5, "runt"),                                             # not even a header
+])
+def test_bad_offload_headers_are_dropped(header, reason):
+    r = Rig()
+    a, b = r.port(vnet_hdr=True, mtu=1500), r.port(vnet_hdr=True)
+    r.send(a, header + (frame(BCAST, mac(1), b"\0" * 46) if len(header) == 10 else b""))
+    assert r.received(b) == []
+    assert r.dp.counters()["drops"][reason] == 1
