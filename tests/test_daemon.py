@@ -155,3 +155,27 @@ def test_deleted_pod_namespace_is_noticed(vswitchd, pods, netns):
     assert d.ctl_json("port", "show", "pod-a")["state"] == "lost"
     d.ctl("port", "del", "pod-a")
     assert [x["name"] for x in d.ctl_json("port", "list")] == ["pod-b"]
+
+
+def test_concurrent_port_adds_cannot_share_a_name_or_address(vswitchd, netns):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from vswitch.client import ClientError
+    d = vswitchd()
+    spaces = [netns(t) for t in "abcd"]
+    requests = [("same-name", spaces[0], "198.18.0.1"), ("same-name", spaces[1], "198.18.0.2"),
+                ("x", spaces[2], "198.18.0.9"), ("y", spaces[3], "198.18.0.9")]
+
+    def add(req):
+        name, ns, ip = req
+        try:
+            d.client.add_port(name, ns, ip=ip)
+            return "ok"
+        except ClientError as e:
+            return e.status
+
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(add, requests))
+    assert sorted(results[:2], key=str) == [409, "ok"]
+    assert sorted(results[2:], key=str) == [409, "ok"]
+    assert len(d.client.ports()) == 2

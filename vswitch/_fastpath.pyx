@@ -19,13 +19,13 @@ include "_frame.pxi"
 include "_fdb.pxi"
 include "_offload.pxi"
 
-# Names of DropReason values, in enum order.
+# Names of the drop reasons, in the order of their enum in _fastpath.pxd.
 DROP_NAMES = ("runt", "oversize", "bad_source", "loop", "no_route", "bad_vnet_hdr",
               "needs_segmentation", "port_down", "queue_full", "write_error")
 assert len(DROP_NAMES) == N_DROP_REASONS
 
 
-cdef inline uint64_t monotonic_ns() nogil:
+cdef inline uint64_t monotonic_ns() noexcept nogil:
     cdef timespec ts
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return <uint64_t>ts.tv_sec * 1000000000ULL + <uint64_t>ts.tv_nsec
@@ -96,11 +96,6 @@ cdef class Datapath:
         self.ports[port_id].fd = -1
         while self.port_limit > 0 and self.ports[self.port_limit - 1].fd < 0:
             self.port_limit -= 1
-
-    def set_port_mtu(self, uint32_t port_id, int mtu):
-        if not 68 <= mtu <= 65535:
-            raise ValueError("mtu must be 68..65535")
-        self._port(port_id).mtu = mtu
 
     def port_counters(self, uint32_t port_id):
         cdef port_t *p = self._port(port_id)

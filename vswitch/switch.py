@@ -42,7 +42,8 @@ class Switch:
         # Data-plane network ids: 1.. in config order.
         self.network_ids = {n.name: i + 1 for i, n in enumerate(config.networks)}
         self.ports: dict[str, Port] = {}
-        self._pending: set[str] = set()     # names of ports being created
+        # Ports being created (netlink work in a thread): name -> (network, addresses).
+        self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface]]] = {}
         self.started = time.monotonic()
 
     # ---------------------------------------------------------------- ports
@@ -63,9 +64,11 @@ class Switch:
             raise TapError(f"address {addr} is outside network {net.name!r} ({net.subnet})")
         if addr.ip in (net.subnet.network_address, net.subnet.broadcast_address):
             raise TapError(f"address {addr.ip} is the network or broadcast address of {net.subnet}")
-        for p in self.ports.values():
-            if p.network is net and any(a.ip == addr.ip for a in p.addresses):
-                raise TapError(f"address {addr.ip} is already used by port {p.name!r}", 409)
+        ports = [(p.name, p.network, p.addresses) for p in self.ports.values()]
+        ports += [(name, n, addresses) for name, (n, addresses) in self._pending.items()]
+        for name, network, addresses in ports:
+            if network is net and any(a.ip == addr.ip for a in addresses):
+                raise TapError(f"address {addr.ip} is already used by port {name!r}", 409)
         return addr
 
     async def add_port(self, name: str, netns: str, ifname: str = "eth0",
@@ -79,15 +82,19 @@ class Switch:
         addresses = [self._address(net, ip)] if ip else []
         mac = normalize_mac(mac) if mac else random_mac()
         check_ifname(ifname)
-        self._pending.add(name)
+        self._pending[name] = (net, addresses)
         try:
             # Netlink work runs off the loop so forwarding goes on meanwhile.
             tap = await self.loop.run_in_executor(
                 None, Tap, netns, ifname, mac, net.mtu, addresses, self.config.offloads)
         finally:
-            self._pending.discard(name)
-        port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], net.mtu,
-                                   tap.vnet_hdr)
+            del self._pending[name]
+        try:
+            port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], net.mtu,
+                                       tap.vnet_hdr)
+        except OverflowError as e:
+            tap.close()
+            raise TapError(str(e), 507) from None
         port = Port(name, netns, ifname, net, mac, addresses, tap, port_id)
         self.ports[name] = port
         self.loop.add_reader(tap.fileno(), self._readable, port)
