@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import stat
 import subprocess
@@ -61,14 +62,16 @@ def test_missing_config_file_exits_2(tmp_path):
     assert r.returncode == 2 and "nope.toml" in r.stderr and "cannot read" in r.stderr
 
 
-def test_socket_is_private_and_removed_with_ports_on_sigterm(vswitchd, pods):
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_socket_is_private_and_removed_with_ports_on_stop(vswitchd, pods, sig):
     d = vswitchd()
     p = pods(d, ("a", "198.18.0.1/16"))
     mode = os.stat(d.socket).st_mode
     assert stat.S_ISSOCK(mode) and stat.S_IMODE(mode) == 0o600
     assert os.stat(d.socket).st_uid == 0
     assert "eth0" in in_ns(p["a"][0], "ip", "-br", "link").stdout
-    assert d.stop() == 0
+    d.proc.send_signal(sig)
+    assert d.proc.wait(10) == 0
     assert not os.path.exists(d.socket)
     assert "eth0" not in in_ns(p["a"][0], "ip", "-br", "link").stdout
     assert "stopping" in d.log_path.read_text()

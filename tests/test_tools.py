@@ -1,0 +1,36 @@
+"""The README's demo and the benchmark harness keep working."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_demo_shows_two_pods_talking():
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), "--no-install"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stderr
+    assert "3 received, 0% packet loss" in r.stdout
+    assert re.search(r"[\d.]+ Gbits/sec\s+receiver", r.stdout)
+    rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()
+            if line.startswith("pod-")}
+    assert int(rows["pod-a"][1]) > 1000 and int(rows["pod-b"][4]) > 1000   # RX_PKTS, TX_PKTS
+    assert "vsdemo" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                          text=True).stdout
+
+
+def test_bench_prints_ratios_and_json(tmp_path):
+    out = tmp_path / "bench.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--duration", "1",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "TCP throughput" in r.stdout and "x\n" in r.stdout
+    results = json.loads(out.read_text())
+    for side in ("vswitch", "linux_bridge"):
+        assert results[side]["tcp_gbps"] > 0 and results[side]["rtt_us"] > 0
+    assert set(results["ratio"]) == {"tcp_gbps", "udp64_kpps", "rtt_us", "rtt_busy_us"}
