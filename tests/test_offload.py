@@ -94,7 +94,7 @@ def test_superframe_towards_a_plain_port_is_dropped_and_counted():
 ])
 def test_bad_offload_headers_are_dropped(header, reason):
     r = Rig()
-    a, b = r.port(vnet_hdr=True, mtu=1500), r.port(vnet_hdr=True)
+    a, b = r.port(vnet_hdr=True), r.port(vnet_hdr=True)
     r.send(a, header + (frame(BCAST, mac(1), b"\0" * 46) if len(header) == 10 else b""))
     assert r.received(b) == []
     assert r.dp.counters()["drops"][reason] == 1

@@ -12,6 +12,13 @@ cdef enum:
     ETH_HLEN = 14
     VLAN_HLEN = 4
     VNET_HLEN = 10            # struct virtio_net_hdr, before each frame on IFF_VNET_HDR fds
+    MAX_PEERS = 1024          # remote VTEPs; FDB entries name them as PEER_BASE + index
+    PEER_BASE = MAX_PORTS
+    MAX_MEMBERS = 8192        # (network, peer) pairs: which peers a network floods to
+    MAX_PENDING = 1024        # VXLAN datagrams queued for one sendmmsg
+    VXLAN_HLEN = 8
+    UDP_HLEN = 8
+    OUTER_OVERHEAD = 20 + UDP_HLEN + VXLAN_HLEN   # outer IPv4 + UDP + VXLAN
 
 
 # struct virtio_net_hdr fields (little-endian u16s after the two bytes).
@@ -34,7 +41,11 @@ cdef enum:  # drop reasons
     DROP_LOOP                 # destination learned on the ingress port
     DROP_NO_ROUTE             # nowhere to send it (no other port in the network)
     DROP_BAD_VNET_HDR         # offload header that does not fit the frame
+    DROP_BAD_VXLAN            # short datagram, wrong flags or reserved bits set
+    DROP_UNKNOWN_VNI          # VXLAN for a VNI this node has no network for
+    DROP_UNKNOWN_PEER         # VXLAN from a source that is not a peer
     DROP_NEEDS_SEGMENTATION   # superframe towards a port without offloads (per copy)
+    DROP_TOO_BIG              # would exceed the underlay MTU once encapsulated (per copy)
     DROP_PORT_DOWN            # egress interface is down (per copy)
     DROP_QUEUE_FULL           # egress fd would block (per copy)
     DROP_WRITE_ERROR          # egress write failed otherwise (per copy)
@@ -57,7 +68,17 @@ cdef struct port_t:
 cdef struct fdb_entry_t:
     uint64_t key              # network << 48 | mac; 0 = empty slot
     uint64_t seen_ns          # last time the source was seen (CLOCK_MONOTONIC)
-    uint32_t port
+    uint32_t port             # local port id, or PEER_BASE + peer index
+    bint is_static            # configured, never ages, not moved by learning
+
+
+cdef struct peer_t:
+    uint32_t ip               # IPv4, network byte order; 0 = free slot
+    uint64_t rx_packets
+    uint64_t rx_bytes
+    uint64_t tx_packets
+    uint64_t tx_bytes
+    uint64_t tx_dropped
 
 
 cdef struct fdb_t:

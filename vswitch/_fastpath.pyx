@@ -10,18 +10,50 @@ FDB) is control-path code and may use Python objects freely.
 
 from libc.errno cimport errno, EAGAIN, EINTR, EIO
 from libc.stdint cimport int64_t
-from libc.stdlib cimport malloc, free
+from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memset
 from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
 from posix.unistd cimport read, write
 
+cdef extern from "<sys/uio.h>":
+    struct iovec:
+        void *iov_base
+        size_t iov_len
+
+cdef extern from "<netinet/in.h>":
+    struct in_addr:
+        uint32_t s_addr
+    struct sockaddr_in:
+        uint16_t sin_family
+        uint16_t sin_port
+        in_addr sin_addr
+    int AF_INET
+
+cdef extern from "<sys/socket.h>":
+    struct msghdr:
+        void *msg_name
+        unsigned int msg_namelen
+        iovec *msg_iov
+        size_t msg_iovlen
+        void *msg_control
+        size_t msg_controllen
+        int msg_flags
+    struct mmsghdr:
+        msghdr msg_hdr
+        unsigned int msg_len
+    int MSG_DONTWAIT
+    int sendmmsg(int fd, mmsghdr *msgs, unsigned int n, int flags) nogil
+    int recvmmsg(int fd, mmsghdr *msgs, unsigned int n, int flags, timespec *timeout) nogil
+
 include "_frame.pxi"
 include "_fdb.pxi"
 include "_offload.pxi"
+include "_vxlan.pxi"
 
 # Names of the drop reasons, in the order of their enum in _fastpath.pxd.
 DROP_NAMES = ("runt", "oversize", "bad_source", "loop", "no_route", "bad_vnet_hdr",
-              "needs_segmentation", "port_down", "queue_full", "write_error")
+              "bad_vxlan", "unknown_vni", "unknown_peer", "needs_segmentation", "too_big",
+              "port_down", "queue_full", "write_error")
 assert len(DROP_NAMES) == N_DROP_REASONS
 
 
@@ -31,58 +63,140 @@ cdef inline uint64_t monotonic_ns() noexcept nogil:
     return <uint64_t>ts.tv_sec * 1000000000ULL + <uint64_t>ts.tv_nsec
 
 
+cdef enum:
+    SLOT_SIZE = FRAME_HEADROOM + FRAME_BUF   # one frame buffer of a batch
+
+
+cdef inline unsigned char *slot_frame(unsigned char *slots, int i) noexcept nogil:
+    return slots + <size_t>i * SLOT_SIZE + FRAME_HEADROOM
+
+
 cdef class Datapath:
-    """A switch: ports (file descriptors carrying Ethernet frames), one FDB
-    shared by all networks (keyed by network and MAC), and counters."""
+    """A switch: ports (file descriptors carrying Ethernet frames), an
+    optional VXLAN tunnel to peers, one FDB shared by all networks (keyed by
+    network and MAC), and counters."""
 
     cdef port_t *ports
     cdef uint32_t port_limit      # highest port id in use + 1
     cdef fdb_t fdb
-    cdef unsigned char *buf
+    # One buffer per frame of a batch: frames queued for the tunnel stay put
+    # until the batch's sendmmsg.
+    cdef unsigned char *slots
     cdef uint64_t drops[N_DROP_REASONS]
-    cdef uint64_t unicast         # frames delivered to one learned port
-    cdef uint64_t flooded         # frames sent to every other port of their network
+    cdef uint64_t unicast         # frames delivered to one learned port or peer
+    cdef uint64_t flooded         # frames sent to every other port/peer of their network
     cdef readonly int batch
+    # Networks: VNI and MTU per data-plane network id.
+    cdef uint32_t *vni_of
+    cdef uint16_t *mtu_of
+    # Overlay: peers, which networks flood to which peers, the tunnel fds.
+    cdef peer_t *peers
+    cdef sockaddr_in *peer_addr
+    cdef uint32_t peer_limit
+    cdef uint16_t *member_net
+    cdef uint16_t *member_peer
+    cdef uint32_t n_members
+    cdef int tunnel_rx_fd         # UDP socket bound to the VTEP address and port
+    cdef int tunnel_tx_fd         # raw IPPROTO_UDP socket: we write the UDP header
+    cdef uint16_t udp_port
+    cdef uint16_t underlay_mtu
+    cdef bint learn_peers
+    cdef port_t tunnel            # the tunnel's own rx/tx counters
+    # Pending VXLAN datagrams: two iovecs each (UDP+VXLAN header, frame).
+    cdef mmsghdr *pending
+    cdef iovec *pending_iov
+    cdef unsigned char *pending_hdr
+    cdef uint32_t *pending_peer
+    cdef uint32_t n_pending
+    cdef mmsghdr *rx_msgs
+    cdef iovec *rx_iov
+    cdef sockaddr_in *rx_addr
 
     def __cinit__(self, uint64_t fdb_max_entries=65536, double aging_time=300.0,
                   int batch=64):
-        if fdb_max_entries < 1 or aging_time <= 0 or batch < 1:
-            raise ValueError("fdb_max_entries, aging_time and batch must be positive")
-        self.ports = <port_t *>malloc(MAX_PORTS * sizeof(port_t))
-        self.buf = <unsigned char *>malloc(FRAME_BUF + FRAME_HEADROOM)
-        if self.ports == NULL or self.buf == NULL or \
+        if fdb_max_entries < 1 or aging_time <= 0 or not 1 <= batch <= 1024:
+            raise ValueError("fdb_max_entries and aging_time must be positive, batch 1..1024")
+        self.batch = batch
+        self.ports = <port_t *>calloc(MAX_PORTS, sizeof(port_t))
+        self.slots = <unsigned char *>malloc(<size_t>batch * SLOT_SIZE)
+        self.vni_of = <uint32_t *>calloc(MAX_NETWORKS, sizeof(uint32_t))
+        self.mtu_of = <uint16_t *>calloc(MAX_NETWORKS, sizeof(uint16_t))
+        self.peers = <peer_t *>calloc(MAX_PEERS, sizeof(peer_t))
+        self.peer_addr = <sockaddr_in *>calloc(MAX_PEERS, sizeof(sockaddr_in))
+        self.member_net = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
+        self.member_peer = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
+        self.pending = <mmsghdr *>calloc(MAX_PENDING, sizeof(mmsghdr))
+        self.pending_iov = <iovec *>calloc(2 * MAX_PENDING, sizeof(iovec))
+        self.pending_hdr = <unsigned char *>calloc(MAX_PENDING, UDP_HLEN + VXLAN_HLEN)
+        self.pending_peer = <uint32_t *>calloc(MAX_PENDING, sizeof(uint32_t))
+        self.rx_msgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
+        self.rx_iov = <iovec *>calloc(batch, sizeof(iovec))
+        self.rx_addr = <sockaddr_in *>calloc(batch, sizeof(sockaddr_in))
+        if not (self.ports and self.slots and self.vni_of and self.mtu_of and self.peers
+                and self.peer_addr and self.member_net and self.member_peer and self.pending
+                and self.pending_iov and self.pending_hdr and self.pending_peer
+                and self.rx_msgs and self.rx_iov and self.rx_addr) or \
                 fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9)) < 0:
             raise MemoryError()
         cdef int i
         for i in range(MAX_PORTS):
-            memset(&self.ports[i], 0, sizeof(port_t))
             self.ports[i].fd = -1
         memset(self.drops, 0, sizeof(self.drops))
-        self.port_limit = 0
+        memset(&self.tunnel, 0, sizeof(port_t))
+        self.tunnel.fd = -1
+        self.tunnel_rx_fd = self.tunnel_tx_fd = -1
+        self.port_limit = self.peer_limit = self.n_members = self.n_pending = 0
         self.unicast = self.flooded = 0
-        self.batch = batch
+        for i in range(batch):
+            # VXLAN lands just before the frame: the inner frame then starts
+            # where every other path expects it.
+            self.rx_iov[i].iov_base = slot_frame(self.slots, i) - VXLAN_HLEN
+            self.rx_iov[i].iov_len = FRAME_BUF + VXLAN_HLEN
+            self.rx_msgs[i].msg_hdr.msg_iov = &self.rx_iov[i]
+            self.rx_msgs[i].msg_hdr.msg_iovlen = 1
+            self.rx_msgs[i].msg_hdr.msg_name = &self.rx_addr[i]
+            self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
 
     def __dealloc__(self):
         fdb_destroy(&self.fdb)
-        free(self.ports)
-        free(self.buf)
+        free(self.ports); free(self.slots); free(self.vni_of); free(self.mtu_of)
+        free(self.peers); free(self.peer_addr); free(self.member_net); free(self.member_peer)
+        free(self.pending); free(self.pending_iov); free(self.pending_hdr)
+        free(self.pending_peer); free(self.rx_msgs); free(self.rx_iov); free(self.rx_addr)
+
+    # ------------------------------------------------------------- networks
+
+    def set_network(self, int network, uint32_t vni, int mtu):
+        """Declare network id 1..4095 with its VNI and pod MTU."""
+        if not 0 < network < MAX_NETWORKS:
+            raise ValueError(f"network id must be 1..{MAX_NETWORKS - 1}")
+        if not 0 < vni <= 0xFFFFFF or not 68 <= mtu <= 65535:
+            raise ValueError("vni must be 1..16777215 and mtu 68..65535")
+        self.vni_of[network] = vni
+        self.mtu_of[network] = mtu
+
+    cdef inline uint16_t _network_of_vni(self, uint32_t vni) noexcept nogil:
+        # Linear: a node has few networks.
+        cdef uint16_t net
+        for net in range(1, MAX_NETWORKS):
+            if self.vni_of[net] == vni:
+                return net
+        return 0
 
     # ---------------------------------------------------------------- ports
 
-    def add_port(self, int fd, int network, int mtu, bint vnet_hdr=False):
-        """Attach a non-blocking fd to `network` (1..4095); returns the port id.
+    def add_port(self, int fd, int network, bint vnet_hdr=False):
+        """Attach a non-blocking fd to a declared network; returns the port id.
         vnet_hdr: frames on the fd are preceded by a virtio_net_hdr."""
-        if not 0 < network < MAX_NETWORKS:
-            raise ValueError(f"network id must be 1..{MAX_NETWORKS - 1}")
-        if not 68 <= mtu <= 65535:
-            raise ValueError("mtu must be 68..65535")
+        if not 0 < network < MAX_NETWORKS or self.vni_of[network] == 0:
+            raise ValueError(f"network {network} is not declared")
         cdef uint32_t i
         for i in range(MAX_PORTS):
             if self.ports[i].fd < 0:
                 memset(&self.ports[i], 0, sizeof(port_t))
                 self.ports[i].fd = fd
                 self.ports[i].network = network
-                self.ports[i].mtu = mtu
+                self.ports[i].mtu = self.mtu_of[network]
                 self.ports[i].vnet_hdr = vnet_hdr
                 if i >= self.port_limit:
                     self.port_limit = i + 1
@@ -98,15 +212,105 @@ cdef class Datapath:
             self.port_limit -= 1
 
     def port_counters(self, uint32_t port_id):
-        cdef port_t *p = self._port(port_id)
-        return {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
-                "rx_dropped": p.rx_dropped, "tx_packets": p.tx_packets,
-                "tx_bytes": p.tx_bytes, "tx_dropped": p.tx_dropped}
+        return _counters(self._port(port_id))
 
     cdef port_t *_port(self, uint32_t port_id) except NULL:
         if port_id >= MAX_PORTS or self.ports[port_id].fd < 0:
             raise KeyError(f"no port {port_id}")
         return &self.ports[port_id]
+
+    # ---------------------------------------------------------------- peers
+
+    def set_tunnel(self, int rx_fd, int tx_fd, int udp_port, int underlay_mtu,
+                   bint learn_peers=False):
+        """Enable VXLAN: rx_fd a non-blocking UDP socket bound to the VTEP,
+        tx_fd a raw IPPROTO_UDP socket (this writes the UDP header)."""
+        if not 0 < udp_port < 65536 or not 576 <= underlay_mtu <= 65535:
+            raise ValueError("udp_port must be 1..65535 and underlay_mtu 576..65535")
+        self.tunnel_rx_fd, self.tunnel_tx_fd = rx_fd, tx_fd
+        self.udp_port, self.underlay_mtu, self.learn_peers = udp_port, underlay_mtu, learn_peers
+
+    cdef inline int64_t _find_peer(self, uint32_t ip) noexcept nogil:
+        # Linear: peers are nodes of one cluster, and this runs once per batch entry.
+        cdef uint32_t i
+        for i in range(self.peer_limit):
+            if self.peers[i].ip == ip:
+                return i
+        return -1
+
+    cdef int64_t _add_member(self, uint32_t ip, uint16_t network) noexcept nogil:
+        """Peer index of ip, created if new, now flooded to for network; -1 if full."""
+        cdef int64_t idx = self._find_peer(ip)
+        cdef uint32_t i
+        if idx < 0:
+            for i in range(MAX_PEERS):
+                if self.peers[i].ip == 0:
+                    idx = i
+                    break
+            if idx < 0:
+                return -1
+            memset(&self.peers[idx], 0, sizeof(peer_t))
+            self.peers[idx].ip = ip
+            self.peer_addr[idx].sin_family = AF_INET
+            self.peer_addr[idx].sin_addr.s_addr = ip
+            if idx >= self.peer_limit:
+                self.peer_limit = idx + 1
+        for i in range(self.n_members):
+            if self.member_net[i] == network and self.member_peer[i] == idx:
+                return idx
+        if self.n_members == MAX_MEMBERS:
+            return -1
+        self.member_net[self.n_members] = network
+        self.member_peer[self.n_members] = idx
+        self.n_members += 1
+        return idx
+
+    def add_peer(self, uint32_t ip, int network):
+        """Flood `network` to the VTEP ip (network byte order); returns its index."""
+        if not 0 < network < MAX_NETWORKS or self.vni_of[network] == 0:
+            raise ValueError(f"network {network} is not declared")
+        cdef int64_t idx = self._add_member(ip, network)
+        if idx < 0:
+            raise OverflowError("peer table is full")
+        return idx
+
+    def remove_peer(self, uint32_t ip, int network=0):
+        """Stop flooding `network` (0: all) to ip; a peer left in no network
+        is forgotten with its FDB entries. Returns whether it was known."""
+        cdef int64_t idx = self._find_peer(ip)
+        if idx < 0:
+            return False
+        cdef uint32_t i = 0, left = 0
+        while i < self.n_members:
+            if self.member_peer[i] == idx and (network == 0 or self.member_net[i] == network):
+                self.n_members -= 1
+                self.member_net[i] = self.member_net[self.n_members]
+                self.member_peer[i] = self.member_peer[self.n_members]
+                continue
+            if self.member_peer[i] == idx:
+                left += 1
+            i += 1
+        if left == 0:
+            fdb_sweep(&self.fdb, SWEEP_PORT, 0, PEER_BASE + idx, 0)
+            self.peers[idx].ip = 0
+            while self.peer_limit > 0 and self.peers[self.peer_limit - 1].ip == 0:
+                self.peer_limit -= 1
+        return True
+
+    def peer_list(self):
+        """[(ip, [network ids], counters)] of known peers."""
+        out = []
+        cdef uint32_t i, m
+        for i in range(self.peer_limit):
+            if self.peers[i].ip == 0:
+                continue
+            nets = sorted(self.member_net[m] for m in range(self.n_members)
+                          if self.member_peer[m] == i)
+            p = &self.peers[i]
+            out.append((p.ip, nets, {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
+                                     "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
+                                     "tx_dropped": p.tx_dropped}))
+        return out
 
     # ------------------------------------------------------------------ FDB
 
@@ -120,35 +324,51 @@ cdef class Datapath:
             raise ValueError("aging_time must be positive")
         self.fdb.aging_ns = <uint64_t>(seconds * 1e9)
 
+    def fdb_add_remote(self, int network, uint64_t mac, uint32_t peer_ip):
+        """A static entry: (network, mac) lives behind the peer peer_ip."""
+        cdef int64_t idx = self._find_peer(peer_ip)
+        if idx < 0:
+            raise KeyError("no such peer")
+        if fdb_set_static(&self.fdb, network, mac, PEER_BASE + idx) < 0:
+            raise OverflowError("FDB is full")
+
+    def fdb_delete(self, int network, uint64_t mac):
+        """Delete one entry, learned or static; returns whether it existed."""
+        return fdb_delete(&self.fdb, network, mac) == 0
+
     def fdb_flush(self, int network=0):
         """Forget learned MACs of one network (0: all); returns how many."""
         return fdb_sweep(&self.fdb, SWEEP_ALL, network, 0, 0)
 
     def fdb_expire(self):
-        """Delete entries older than the aging time; returns how many."""
+        """Delete learned entries older than the aging time; returns how many."""
         cdef uint64_t n = fdb_sweep(&self.fdb, SWEEP_EXPIRED, 0, 0, monotonic_ns())
         self.fdb.expired += n
         return n
 
     def fdb_entries(self, int network=0):
-        """[(network, mac, port_id, age_seconds)] of live entries."""
+        """[(network, mac, port_id or None, peer ip or None, age, static)] of
+        live entries; peer ips in network byte order."""
         cdef uint64_t i, now = monotonic_ns()
         cdef fdb_entry_t *e
         out = []
         for i in range(self.fdb.mask + 1):
             e = &self.fdb.slots[i]
-            if e.key == 0 or now - e.seen_ns > self.fdb.aging_ns:
+            if e.key == 0 or (not e.is_static and now - e.seen_ns > self.fdb.aging_ns):
                 continue
             if network and (e.key >> 48) != <uint64_t>network:
                 continue
+            remote = e.port >= PEER_BASE
             out.append((e.key >> 48, mac_to_str(e.key & 0xFFFFFFFFFFFF),
-                        e.port, (now - e.seen_ns) / 1e9))
+                        None if remote else e.port,
+                        self.peers[e.port - PEER_BASE].ip if remote else None,
+                        0.0 if e.is_static else (now - e.seen_ns) / 1e9, bool(e.is_static)))
         return out
 
     # ------------------------------------------------------------- counters
 
     def counters(self):
-        """Switch-wide counters: decisions, drops by reason, FDB."""
+        """Switch-wide counters: decisions, drops by reason, FDB, tunnel."""
         return {
             "unicast": self.unicast,
             "flooded": self.flooded,
@@ -156,6 +376,7 @@ cdef class Datapath:
             "fdb": {"entries": self.fdb.count, "max_entries": self.fdb.max_entries,
                     "learned": self.fdb.learned, "moves": self.fdb.moves,
                     "full": self.fdb.full, "expired": self.fdb.expired},
+            "tunnel": _counters(&self.tunnel),
         }
 
     # ----------------------------------------------------------- frame path
@@ -169,15 +390,17 @@ cdef class Datapath:
         if port_id >= self.port_limit or self.ports[port_id].fd < 0:
             return 0
         cdef port_t *inp = &self.ports[port_id]
-        # The frame always starts at `frame` and its virtio_net_hdr sits just
+        # The frame starts at `frame` and its virtio_net_hdr sits just
         # before it, so that any egress can write either without a copy.
-        cdef unsigned char *frame = self.buf + FRAME_HEADROOM
-        cdef unsigned char *hdr = frame - VNET_HLEN
+        cdef unsigned char *frame
+        cdef unsigned char *hdr
         cdef uint64_t now = monotonic_ns()
         cdef ssize_t n
-        cdef int count = 0
+        cdef int count = 0, err = 0
         with nogil:
             while count < self.batch:
+                frame = slot_frame(self.slots, count)
+                hdr = frame - VNET_HLEN
                 if inp.vnet_hdr:
                     n = read(inp.fd, hdr, FRAME_BUF + VNET_HLEN)
                 else:
@@ -185,31 +408,79 @@ cdef class Datapath:
                 if n < 0:
                     if errno == EINTR:
                         continue
-                    if errno == EAGAIN:
-                        break
-                    return -errno
+                    if errno != EAGAIN:
+                        err = errno
+                    break
                 count += 1          # an empty datagram is a (runt) frame too
                 if inp.vnet_hdr:
                     n -= VNET_HLEN
                 else:
                     memset(hdr, 0, VNET_HLEN)
-                self._switch(port_id, inp, hdr, frame, n, now)
-        return count
+                self._switch(port_id, inp, inp.network, hdr, frame, n, now)
+            self._flush_tunnel()
+        return -err if err else count
+
+    cpdef int drain_tunnel(self) except? -2:
+        """Receive up to `batch` VXLAN datagrams (one recvmmsg), check them and
+        switch their inner frames to local ports. Returns the number received
+        or -errno."""
+        cdef int i, got
+        cdef unsigned char *frame
+        cdef ssize_t n
+        cdef int64_t vni, peer
+        cdef uint16_t net
+        cdef uint64_t now = monotonic_ns()
+        with nogil:
+            got = recvmmsg(self.tunnel_rx_fd, self.rx_msgs, self.batch, MSG_DONTWAIT, NULL)
+            if got < 0:
+                return 0 if errno == EAGAIN or errno == EINTR else -errno
+            for i in range(got):
+                frame = slot_frame(self.slots, i)
+                n = self.rx_msgs[i].msg_len
+                self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+                self.tunnel.rx_packets += 1
+                self.tunnel.rx_bytes += n
+                vni = vxlan_vni(frame - VXLAN_HLEN) if n >= VXLAN_HLEN else -1
+                if vni < 0:
+                    self._drop(&self.tunnel, DROP_BAD_VXLAN)
+                    continue
+                net = self._network_of_vni(vni)
+                if net == 0:
+                    self._drop(&self.tunnel, DROP_UNKNOWN_VNI)
+                    continue
+                peer = self._find_peer(self.rx_addr[i].sin_addr.s_addr)
+                if peer < 0 and self.learn_peers:
+                    peer = self._add_member(self.rx_addr[i].sin_addr.s_addr, net)
+                if peer < 0:
+                    self._drop(&self.tunnel, DROP_UNKNOWN_PEER)
+                    continue
+                self.peers[peer].rx_packets += 1
+                self.peers[peer].rx_bytes += n
+                memset(frame - VNET_HLEN, 0, VNET_HLEN)     # over the parsed VXLAN header
+                self._switch(PEER_BASE + peer, &self.tunnel, net, frame - VNET_HLEN, frame,
+                             n - VXLAN_HLEN, now)
+        return got
 
     cdef inline void _drop(self, port_t *inp, int reason) noexcept nogil:
         self.drops[reason] += 1
         inp.rx_dropped += 1
 
-    cdef inline void _switch(self, uint32_t in_id, port_t *inp, unsigned char *hdr,
-                             unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil:
-        """Learn, look up, deliver: the pipeline for one frame."""
-        inp.rx_packets += 1
+    cdef inline void _switch(self, uint32_t in_id, port_t *inp, uint16_t net,
+                             unsigned char *hdr, unsigned char *frame, ssize_t n,
+                             uint64_t now) noexcept nogil:
+        """Learn, look up, deliver: the pipeline for one frame. in_id is a
+        port id, or PEER_BASE + peer index for frames from the tunnel."""
+        cdef bint from_tunnel = in_id >= PEER_BASE
+        if not from_tunnel:
+            inp.rx_packets += 1
         cdef ssize_t l2 = eth_header_len(frame, n)
         if l2 < 0:
-            inp.rx_bytes += max(n, 0)
+            if not from_tunnel:
+                inp.rx_bytes += max(n, 0)
             self._drop(inp, DROP_RUNT)
             return
-        inp.rx_bytes += n
+        if not from_tunnel:
+            inp.rx_bytes += n
         if not vnet_hdr_valid(hdr, n):
             self._drop(inp, DROP_BAD_VNET_HDR)
             return
@@ -217,37 +488,48 @@ cdef class Datapath:
         if vnet_is_gso(hdr):
             # A superframe is longer than the MTU by design; its segments
             # (gso_size bytes of payload each) are what must fit.
-            oversize = le16(hdr + 4) > inp.mtu
+            oversize = le16(hdr + 4) > self.mtu_of[net]
         else:
-            oversize = n - l2 > inp.mtu
+            oversize = n - l2 > self.mtu_of[net]
         if oversize:
             self._drop(inp, DROP_OVERSIZE)
             return
         if is_multicast(frame + 6):
             self._drop(inp, DROP_BAD_SOURCE)
             return
-        cdef uint16_t net = inp.network
         fdb_learn(&self.fdb, net, mac48(frame + 6), in_id, now)
         cdef int64_t out
         if not is_multicast(frame):
             out = fdb_lookup(&self.fdb, net, mac48(frame), now)
-            if out == in_id:
+            # Split horizon: what came from the tunnel never goes back into it.
+            if out == in_id or (from_tunnel and out >= PEER_BASE):
                 self._drop(inp, DROP_LOOP)
+                return
+            if out >= PEER_BASE:
+                self.unicast += 1
+                self._to_peer(out - PEER_BASE, net, hdr, frame, n)
                 return
             if out >= 0:
                 self.unicast += 1
                 self._send(&self.ports[out], hdr, frame, n)
                 return
-        self._flood(in_id, inp, hdr, frame, n)
+        self._flood(in_id, net, inp, hdr, frame, n)
 
-    cdef inline void _flood(self, uint32_t in_id, port_t *inp, unsigned char *hdr,
-                            unsigned char *frame, ssize_t n) noexcept nogil:
+    cdef inline void _flood(self, uint32_t in_id, uint16_t net, port_t *inp,
+                            unsigned char *hdr, unsigned char *frame, ssize_t n) noexcept nogil:
         cdef uint32_t i
         cdef bint sent = False
         for i in range(self.port_limit):
-            if i != in_id and self.ports[i].fd >= 0 and self.ports[i].network == inp.network:
+            if i != in_id and self.ports[i].fd >= 0 and self.ports[i].network == net:
                 self._send(&self.ports[i], hdr, frame, n)
                 sent = True
+        if in_id < PEER_BASE:
+            # Head-end replication: one copy per peer of the network. Local
+            # copies went first: encapsulation may complete the checksum in place.
+            for i in range(self.n_members):
+                if self.member_net[i] == net:
+                    self._to_peer(self.member_peer[i], net, hdr, frame, n)
+                    sent = True
         if sent:
             self.flooded += 1
         else:
@@ -272,9 +554,71 @@ cdef class Datapath:
             out.tx_bytes += n
             return
         out.tx_dropped += 1
-        if w < 0 and errno == EAGAIN:
-            self.drops[DROP_QUEUE_FULL] += 1
-        elif w < 0 and errno == EIO:
-            self.drops[DROP_PORT_DOWN] += 1
-        else:
-            self.drops[DROP_WRITE_ERROR] += 1
+        self.drops[_write_error_reason(w)] += 1
+
+    cdef inline void _to_peer(self, uint32_t peer, uint16_t net, unsigned char *hdr,
+                              unsigned char *frame, ssize_t n) noexcept nogil:
+        """Queue the frame, VXLAN-encapsulated, for the peer; sent by _flush_tunnel."""
+        cdef peer_t *p = &self.peers[peer]
+        if vnet_is_gso(hdr) or n + OUTER_OVERHEAD > self.underlay_mtu:
+            p.tx_dropped += 1
+            self.tunnel.tx_dropped += 1
+            self.drops[DROP_NEEDS_SEGMENTATION if vnet_is_gso(hdr) else DROP_TOO_BIG] += 1
+            return
+        if hdr[0] & VNET_F_NEEDS_CSUM:
+            complete_checksum(hdr, frame, n)
+        if self.n_pending == MAX_PENDING:
+            self._flush_tunnel()
+        cdef uint32_t k = self.n_pending
+        self.n_pending += 1
+        cdef unsigned char *outer = self.pending_hdr + k * (UDP_HLEN + VXLAN_HLEN)
+        vxlan_encap_header(outer, self.vni_of[net], self.udp_port, frame, n)
+        self.pending_iov[2 * k].iov_base = outer
+        self.pending_iov[2 * k].iov_len = UDP_HLEN + VXLAN_HLEN
+        self.pending_iov[2 * k + 1].iov_base = frame
+        self.pending_iov[2 * k + 1].iov_len = n
+        self.pending[k].msg_hdr.msg_name = &self.peer_addr[peer]
+        self.pending[k].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        self.pending[k].msg_hdr.msg_iov = &self.pending_iov[2 * k]
+        self.pending[k].msg_hdr.msg_iovlen = 2
+        self.pending_peer[k] = peer
+
+    cdef void _flush_tunnel(self) noexcept nogil:
+        """Send the queued VXLAN datagrams, as few sendmmsg calls as it takes."""
+        cdef uint32_t done = 0, k
+        cdef int r
+        cdef peer_t *p
+        while done < self.n_pending:
+            r = sendmmsg(self.tunnel_tx_fd, &self.pending[done], self.n_pending - done,
+                         MSG_DONTWAIT)
+            if r < 0:
+                if errno == EINTR:
+                    continue
+                r = 0                           # this one failed: count it, go on
+                p = &self.peers[self.pending_peer[done]]
+                p.tx_dropped += 1
+                self.tunnel.tx_dropped += 1
+                self.drops[_write_error_reason(-1)] += 1
+                done += 1
+                continue
+            for k in range(done, done + r):
+                p = &self.peers[self.pending_peer[k]]
+                p.tx_packets += 1
+                p.tx_bytes += self.pending[k].msg_len
+                self.tunnel.tx_packets += 1
+                self.tunnel.tx_bytes += self.pending[k].msg_len
+            done += r
+        self.n_pending = 0
+
+
+cdef inline int _write_error_reason(ssize_t w) noexcept nogil:
+    if w < 0 and errno == EAGAIN:
+        return DROP_QUEUE_FULL
+    if w < 0 and errno == EIO:
+        return DROP_PORT_DOWN
+    return DROP_WRITE_ERROR
+
+
+cdef dict _counters(port_t *p):
+    return {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes, "rx_dropped": p.rx_dropped,
+            "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes, "tx_dropped": p.tx_dropped}

@@ -47,7 +47,7 @@ cdef inline fdb_entry_t *fdb_find(fdb_t *t, uint64_t key) noexcept nogil:
 cdef inline int64_t fdb_lookup(fdb_t *t, uint16_t network, uint64_t mac, uint64_t now) noexcept nogil:
     """Port of a live entry, or -1 (absent or older than the aging time)."""
     cdef fdb_entry_t *e = fdb_find(t, fdb_key(network, mac))
-    if e == NULL or now - e.seen_ns > t.aging_ns:
+    if e == NULL or (not e.is_static and now - e.seen_ns > t.aging_ns):
         return -1
     return e.port
 
@@ -57,6 +57,8 @@ cdef inline void fdb_learn(fdb_t *t, uint16_t network, uint64_t mac, uint32_t po
     cdef uint64_t i = fdb_slot_of(t, key)
     while t.slots[i].key != 0:
         if t.slots[i].key == key:
+            if t.slots[i].is_static:
+                return
             if t.slots[i].port != port:
                 t.slots[i].port = port
                 t.moves += 1
@@ -69,8 +71,34 @@ cdef inline void fdb_learn(fdb_t *t, uint16_t network, uint64_t mac, uint32_t po
     t.slots[i].key = key
     t.slots[i].port = port
     t.slots[i].seen_ns = now
+    t.slots[i].is_static = False
     t.count += 1
     t.learned += 1
+
+
+cdef int fdb_set_static(fdb_t *t, uint16_t network, uint64_t mac, uint32_t port) noexcept nogil:
+    """Add or overwrite a static entry; -1 when the table is full."""
+    cdef uint64_t key = fdb_key(network, mac)
+    cdef uint64_t i = fdb_slot_of(t, key)
+    while t.slots[i].key != 0 and t.slots[i].key != key:
+        i = (i + 1) & t.mask
+    if t.slots[i].key == 0:
+        if t.count >= t.max_entries:
+            return -1
+        t.count += 1
+    t.slots[i].key = key
+    t.slots[i].port = port
+    t.slots[i].is_static = True
+    return 0
+
+
+cdef int fdb_delete(fdb_t *t, uint16_t network, uint64_t mac) noexcept nogil:
+    """Delete one entry; -1 when there is none."""
+    cdef fdb_entry_t *e = fdb_find(t, fdb_key(network, mac))
+    if e == NULL:
+        return -1
+    fdb_delete_slot(t, e - t.slots)
+    return 0
 
 
 cdef void fdb_delete_slot(fdb_t *t, uint64_t hole) noexcept nogil:
@@ -91,8 +119,8 @@ cdef void fdb_delete_slot(fdb_t *t, uint64_t hole) noexcept nogil:
 
 
 cdef enum FdbSweep:
-    SWEEP_ALL = 0        # every entry of the network (0 = all networks)
-    SWEEP_PORT = 1       # entries pointing at one port
+    SWEEP_ALL = 0        # every learned entry of the network (0 = all networks)
+    SWEEP_PORT = 1       # entries pointing at one port (or peer)
     SWEEP_EXPIRED = 2    # entries older than the aging time
 
 
@@ -111,9 +139,9 @@ cdef uint64_t fdb_sweep(fdb_t *t, int kind, uint16_t network, uint32_t port, uin
             if kind == SWEEP_PORT:
                 match = e.port == port
             elif kind == SWEEP_EXPIRED:
-                match = now - e.seen_ns > t.aging_ns
-            else:
-                match = network == 0 or (e.key >> 48) == network
+                match = not e.is_static and now - e.seen_ns > t.aging_ns
+            else:               # learned entries only: static ones stay until deleted
+                match = not e.is_static and (network == 0 or (e.key >> 48) == network)
             if match:
                 fdb_delete_slot(t, i)
                 removed += 1

@@ -10,7 +10,7 @@ import logging
 import os
 import socket
 from http import HTTPStatus
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from .switch import Switch
 from .tap import TapError
@@ -36,7 +36,12 @@ class Api:
             ("GET", "ports/*"): self.show_port,
             ("DELETE", "ports/*"): self.del_port,
             ("GET", "fdb"): self.show_fdb,
+            ("POST", "fdb"): self.add_fdb,
+            ("DELETE", "fdb/*"): self.del_fdb,
             ("POST", "fdb/flush"): self.flush_fdb,
+            ("GET", "peers"): self.list_peers,
+            ("POST", "peers"): self.add_peer,
+            ("DELETE", "peers/*"): self.del_peer,
             ("GET", "stats"): self.stats,
         }
 
@@ -49,19 +54,9 @@ class Api:
         return [self.switch.port_info(p) for p in self.switch.ports.values()]
 
     async def add_port(self, query, body, arg):
-        if not isinstance(body, dict):
-            raise ApiError("expected a JSON object")
-        allowed = {"name", "netns", "ifname", "network", "ip", "mac"}
-        unknown = set(body) - allowed
-        if unknown:
-            raise ApiError(f"unknown field {sorted(unknown)[0]!r}")
-        for field in ("name", "netns"):
-            if not isinstance(body.get(field), str):
-                raise ApiError(f"field {field!r} is required (a string)")
-        for field in allowed:
-            if body.get(field) is not None and not isinstance(body[field], str):
-                raise ApiError(f"field {field!r} must be a string")
-        port = await self.switch.add_port(**{k: v for k, v in body.items() if v is not None})
+        fields = _string_fields(body, required=("name", "netns"),
+                                optional=("ifname", "network", "ip", "mac"))
+        port = await self.switch.add_port(**fields)
         return self.switch.port_info(port)
 
     async def show_port(self, query, body, name):
@@ -73,6 +68,23 @@ class Api:
 
     async def show_fdb(self, query, body, arg):
         return self.switch.fdb(query.get("network"))
+
+    async def add_fdb(self, query, body, arg):
+        return self.switch.fdb_add(**_string_fields(body, ("mac", "peer"), ("network",)))
+
+    async def del_fdb(self, query, body, mac):
+        self.switch.fdb_del(mac, query.get("network"))
+        return {"deleted": mac}
+
+    async def list_peers(self, query, body, arg):
+        return self.switch.peers()
+
+    async def add_peer(self, query, body, arg):
+        return self.switch.add_peer(**_string_fields(body, ("ip",), ("network",)))
+
+    async def del_peer(self, query, body, ip):
+        self.switch.del_peer(ip)
+        return {"deleted": ip}
 
     async def flush_fdb(self, query, body, arg):
         network = body.get("network") if isinstance(body, dict) else None
@@ -91,7 +103,7 @@ class Api:
         if (method, rest) in self.routes:
             return self.routes[(method, rest)], None
         if len(parts) == 3 and (method, f"{parts[1]}/*") in self.routes:
-            return self.routes[(method, f"{parts[1]}/*")], parts[2]
+            return self.routes[(method, f"{parts[1]}/*")], unquote(parts[2])
         if any(r == rest or r == f"{parts[1]}/*" for _, r in self.routes):
             raise ApiError(f"method {method} not allowed on {path}", 405)
         raise ApiError(f"no such path {path!r}", 404)
@@ -150,6 +162,22 @@ class Api:
         url = urlsplit(target)
         query = {k: v[-1] for k, v in parse_qs(url.query).items()}
         return method, url.path, query, body
+
+
+def _string_fields(body, required: tuple[str, ...], optional: tuple[str, ...]) -> dict:
+    """The request's fields, all strings; required ones present, no others."""
+    if not isinstance(body, dict):
+        raise ApiError("expected a JSON object")
+    unknown = set(body) - set(required) - set(optional)
+    if unknown:
+        raise ApiError(f"unknown field {sorted(unknown)[0]!r}")
+    for field in required:
+        if not isinstance(body.get(field), str):
+            raise ApiError(f"field {field!r} is required (a string)")
+    for field in optional:
+        if body.get(field) is not None and not isinstance(body[field], str):
+            raise ApiError(f"field {field!r} must be a string")
+    return {k: v for k, v in body.items() if v is not None}
 
 
 def _claim_socket_path(path: str):

@@ -80,6 +80,21 @@ class Client:
     def fdb(self, network=None):
         return self.request("GET", "fdb", query={"network": network})
 
+    def fdb_add(self, mac, peer, network=None):
+        return self.request("POST", "fdb", {"mac": mac, "peer": peer, "network": network})
+
+    def fdb_del(self, mac, network=None):
+        return self.request("DELETE", "fdb/" + quote(mac, safe=""), query={"network": network})
+
+    def peers(self):
+        return self.request("GET", "peers")
+
+    def add_peer(self, ip, network=None):
+        return self.request("POST", "peers", {"ip": ip, "network": network})
+
+    def del_peer(self, ip):
+        return self.request("DELETE", "peers/" + quote(ip, safe=""))
+
     def fdb_flush(self, network=None):
         return self.request("POST", "fdb/flush", {"network": network})
 

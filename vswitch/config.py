@@ -42,6 +42,19 @@ class NetworkConfig:
 
 
 @dataclass(frozen=True)
+class OverlayConfig:
+    vtep_ip: ipaddress.IPv4Address
+    udp_port: int = 4789
+    peers: tuple[ipaddress.IPv4Address, ...] = ()
+    underlay_mtu: int = 1500
+    learn_peers: bool = False
+
+
+# Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
+VXLAN_OVERHEAD = 50
+
+
+@dataclass(frozen=True)
 class Config:
     node_name: str
     mode: str = "bridge"
@@ -53,6 +66,7 @@ class Config:
     batch: int = 64
     offloads: bool = True
     networks: tuple[NetworkConfig, ...] = field(default_factory=tuple)
+    overlay: OverlayConfig | None = None
 
     def network(self, name: str) -> NetworkConfig | None:
         return next((n for n in self.networks if n.name == name), None)
@@ -124,8 +138,8 @@ def parse(data: dict) -> Config:
     datapath = _Table(top.get("datapath", dict, {}), "datapath")
     cfg = dict(
         node_name=node.get("name", str, socket.gethostname(), bool, "must not be empty"),
-        mode=node.get("mode", str, "bridge", lambda v: v == "bridge",
-                      'must be "bridge" (overlay mode is not available yet)'),
+        mode=node.get("mode", str, "bridge", lambda v: v in ("bridge", "overlay"),
+                      'must be "bridge" or "overlay"'),
         socket=node.get("socket", str, DEFAULT_SOCKET, lambda v: v.startswith("/"),
                         "must be an absolute path"),
         state_dir=node.get("state_dir", str, DEFAULT_STATE_DIR, lambda v: v.startswith("/"),
@@ -150,9 +164,47 @@ def parse(data: dict) -> Config:
                 raise ConfigError(f"network[{i}].name", f"duplicate network {n.name!r}")
             if n.vni == other.vni:
                 raise ConfigError(f"network[{i}].vni", f"VNI {n.vni} already used by {other.name!r}")
+    overlay = None
+    if cfg["mode"] == "overlay":
+        overlay = _overlay(top.get("overlay", dict, None))
+        for i, n in enumerate(networks):
+            if n.mtu + VXLAN_OVERHEAD > overlay.underlay_mtu:
+                raise ConfigError(f"network[{i}].mtu", f"{n.mtu} + {VXLAN_OVERHEAD} bytes of VXLAN "
+                                  f"overhead exceeds overlay.underlay_mtu {overlay.underlay_mtu}")
+    elif "overlay" in data:
+        raise ConfigError("overlay", 'only used with node.mode = "overlay"')
     for t in (node, fdb, datapath, top):
         t.done()
-    return Config(networks=networks, **cfg)
+    return Config(networks=networks, overlay=overlay, **cfg)
+
+
+def _ipv4(table: _Table, key: str, text) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Address(text)
+    except ValueError:
+        raise ConfigError(table.key(key), f"not an IPv4 address: {text!r}") from None
+
+
+def _overlay(data) -> OverlayConfig:
+    if data is None:
+        raise ConfigError("overlay", 'is required with node.mode = "overlay" (at least vtep_ip)')
+    t = _Table(data, "overlay")
+    vtep = t.get("vtep_ip", str, None)
+    if vtep is None:
+        raise ConfigError(t.key("vtep_ip"), "is required in overlay mode")
+    peers = t.get("peers", list, [])
+    config = OverlayConfig(
+        vtep_ip=_ipv4(t, "vtep_ip", vtep),
+        udp_port=t.get("udp_port", int, 4789, lambda v: 1 <= v <= 65535, "must be 1..65535"),
+        peers=tuple(_ipv4(t, "peers", p) for p in peers),
+        underlay_mtu=t.get("underlay_mtu", int, 1500, lambda v: 576 <= v <= 65535,
+                           "must be 576..65535"),
+        learn_peers=t.get("learn_peers", bool, False),
+    )
+    if config.vtep_ip in config.peers:
+        raise ConfigError(t.key("peers"), f"lists this node's own vtep_ip {config.vtep_ip}")
+    t.done()
+    return config
 
 
 def load(path: str | None) -> Config:

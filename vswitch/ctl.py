@@ -26,9 +26,15 @@ def _port_rows(ports):
 
 
 def show_status(s):
+    overlay = f"  vtep {s['vtep']}  peers {s['peers']}" if s["vtep"] else ""
     return (f"node {s['node']}  mode {s['mode']}  version {s['version']}  uptime {s['uptime']}s\n"
             f"ports {s['ports']}  networks {', '.join(s['networks'])}  "
-            f"fdb entries {s['fdb_entries']} (aging {s['aging_time']:g}s)")
+            f"fdb entries {s['fdb_entries']} (aging {s['aging_time']:g}s){overlay}")
+
+
+def show_peers(peers):
+    return _table([[p["ip"], ",".join(p["networks"]), *p["counters"].values()] for p in peers],
+                  ["PEER", "NETWORKS", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "TX_DROP"])
 
 
 def show_port(p):
@@ -39,8 +45,8 @@ def show_port(p):
 
 
 def show_fdb(entries):
-    return _table([[e["network"], e["mac"], e["port"], e["age"]] for e in entries],
-                  ["NETWORK", "MAC", "PORT", "AGE"])
+    return _table([[e["network"], e["mac"], e["port"], "static" if e["static"] else e["age"]]
+                   for e in entries], ["NETWORK", "MAC", "PORT", "AGE"])
 
 
 def show_stats(s):
@@ -48,8 +54,12 @@ def show_stats(s):
                    ["PORT", "RX_PKTS", "RX_BYTES", "RX_DROP", "TX_PKTS", "TX_BYTES", "TX_DROP"])
     drops = "  ".join(f"{k}={v}" for k, v in s["drops"].items())
     fdb = "  ".join(f"{k}={v}" for k, v in s["fdb"].items())
-    return (f"{ports}\n\nforwarded: unicast={s['unicast']}  flooded={s['flooded']}\n"
+    text = (f"{ports}\n\nforwarded: unicast={s['unicast']}  flooded={s['flooded']}\n"
             f"drops: {drops}\nfdb: {fdb}")
+    if s["peers"]:
+        tunnel = "  ".join(f"{k}={v}" for k, v in s["tunnel"].items())
+        text += f"\ntunnel: {tunnel}\n\n{show_peers([{'ip': ip, 'networks': [], 'counters': c} for ip, c in s['peers'].items()])}"
+    return text
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -78,10 +88,25 @@ def build_parser() -> argparse.ArgumentParser:
     port.add_parser("list", parents=[common], help="all ports with counters")
     port.add_parser("show", parents=[common], help="one port with counters").add_argument("name")
 
-    fdb = sub.add_parser("fdb", help="show or flush learned MACs").add_subparsers(
+    fdb = sub.add_parser("fdb", help="show, flush, add or delete MAC entries").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     for action in ("show", "flush"):
         fdb.add_parser(action, parents=[common]).add_argument("--network")
+    fdb_add = fdb.add_parser("add", parents=[common], help="static entry: MAC behind a peer")
+    fdb_add.add_argument("mac")
+    fdb_add.add_argument("--peer", required=True, help="the peer's VTEP address")
+    fdb_add.add_argument("--network")
+    fdb_del = fdb.add_parser("del", parents=[common], help="delete one entry")
+    fdb_del.add_argument("mac")
+    fdb_del.add_argument("--network")
+
+    peer = sub.add_parser("peer", help="VXLAN peers (overlay mode)").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    peer_add = peer.add_parser("add", parents=[common], help="flood networks to a VTEP")
+    peer_add.add_argument("ip")
+    peer_add.add_argument("--network", help="one network (default: all)")
+    peer.add_parser("del", parents=[common], help="forget a peer").add_argument("ip")
+    peer.add_parser("list", parents=[common], help="peers with counters")
     return p
 
 
@@ -101,8 +126,19 @@ def run(args, client: Client):
         if action == "list":
             return client.ports(), _port_rows
         return client.port(args.name), show_port
+    if verb == "peer":
+        if action == "add":
+            return client.add_peer(args.ip, args.network), lambda r: show_peers([r])
+        if action == "del":
+            return client.del_peer(args.ip), lambda r: f"peer {r['deleted']} deleted"
+        return client.peers(), show_peers
     if action == "show":
         return client.fdb(args.network), show_fdb
+    if action == "add":
+        return client.fdb_add(args.mac, args.peer, args.network), \
+            lambda r: f"{r['mac']} -> vxlan:{r['peer']} (static)"
+    if action == "del":
+        return client.fdb_del(args.mac, args.network), lambda r: f"{r['deleted']} deleted"
     return client.fdb_flush(args.network), lambda r: f"{r['flushed']} entries flushed"
 
 

@@ -32,7 +32,13 @@ async def _sweep_fdb(switch: Switch):
 
 async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
-    switch = Switch(config, loop)
+    try:
+        switch = Switch(config, loop)
+    except OSError as e:       # the VXLAN sockets: the address is not this node's, or in use
+        ov = config.overlay
+        print(f"vswitchd: config error: overlay.vtep_ip: cannot bind {ov.vtep_ip}:{ov.udp_port}: "
+              f"{e.strerror}", file=sys.stderr)
+        return 2
     try:
         server = await api.start(config.socket, switch)
     except (RuntimeError, OSError) as e:

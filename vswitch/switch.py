@@ -14,7 +14,8 @@ from dataclasses import dataclass
 from . import __version__
 from ._fastpath import Datapath
 from .config import Config, NetworkConfig
-from .tap import Tap, TapError, check_ifname, normalize_mac, random_mac
+from .tap import OFFLOADS_ALL, OFFLOADS_CSUM, Tap, TapError, check_ifname, normalize_mac, random_mac
+from .tunnel import Tunnel, ip_str, ip_to_int
 
 log = logging.getLogger("vswitch.switch")
 
@@ -41,10 +42,97 @@ class Switch:
         self.dp = Datapath(config.fdb_max_entries, config.aging_time, config.batch)
         # Data-plane network ids: 1.. in config order.
         self.network_ids = {n.name: i + 1 for i, n in enumerate(config.networks)}
+        for net in config.networks:
+            self.dp.set_network(self.network_ids[net.name], net.vni, net.mtu)
         self.ports: dict[str, Port] = {}
+        self.tunnel: Tunnel | None = None
+        if config.overlay:
+            self._start_tunnel()
         # Ports being created (netlink work in a thread): name -> (network, addresses).
         self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface]]] = {}
         self.started = time.monotonic()
+
+    # ------------------------------------------------------------- overlay
+
+    def _start_tunnel(self):
+        ov = self.config.overlay
+        self.tunnel = Tunnel(ov.vtep_ip, ov.udp_port)      # OSError: the daemon reports it
+        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.tx.fileno(), ov.udp_port,
+                           ov.underlay_mtu, ov.learn_peers)
+        self.loop.add_reader(self.tunnel.rx.fileno(), self._tunnel_readable)
+        for peer in ov.peers:
+            for net_id in self.network_ids.values():
+                self.dp.add_peer(ip_to_int(peer), net_id)
+
+    def _tunnel_readable(self):
+        if self.dp.drain_tunnel() < 0:
+            log.error("VXLAN socket failed; tunnel traffic stops")
+            self.loop.remove_reader(self.tunnel.rx.fileno())
+
+    def _need_overlay(self):
+        if self.tunnel is None:
+            raise TapError("peers need overlay mode (node.mode = \"overlay\")", 409)
+
+    @staticmethod
+    def _peer_ip(ip: str) -> int:
+        try:
+            return ip_to_int(ipaddress.IPv4Address(ip))
+        except ValueError:
+            raise TapError(f"bad peer address {ip!r}: expected an IPv4 address") from None
+
+    def add_peer(self, ip: str, network: str | None = None) -> dict:
+        self._need_overlay()
+        value = self._peer_ip(ip)
+        if ip_str(value) == str(self.config.overlay.vtep_ip):
+            raise TapError(f"{ip} is this node's own VTEP address")
+        ids = [self._network_id(network)] if network else list(self.network_ids.values())
+        for net_id in ids:
+            try:
+                self.dp.add_peer(value, net_id)
+            except OverflowError as e:
+                raise TapError(str(e), 507) from None
+        log.info("peer %s added for %s", ip_str(value), network or "all networks")
+        return self.peer(ip)
+
+    def del_peer(self, ip: str):
+        self._need_overlay()
+        if not self.dp.remove_peer(self._peer_ip(ip)):
+            raise TapError(f"no peer {ip}", 404)
+        log.info("peer %s removed", ip)
+
+    def peers(self) -> list[dict]:
+        if self.tunnel is None:
+            return []
+        names = {i: n for n, i in self.network_ids.items()}
+        return [{"ip": ip_str(ip), "networks": [names[n] for n in nets], "counters": counters}
+                for ip, nets, counters in self.dp.peer_list()]
+
+    def peer(self, ip: str) -> dict:
+        wanted = ip_str(self._peer_ip(ip))
+        for p in self.peers():
+            if p["ip"] == wanted:
+                return p
+        raise TapError(f"no peer {ip}", 404)
+
+    def fdb_add(self, mac: str, peer: str, network: str | None = None) -> dict:
+        """A static entry: mac lives behind peer (never ages, not re-learned)."""
+        self._need_overlay()
+        mac = normalize_mac(mac)
+        net_id = self._network_id(network) or self.network_ids[self.config.networks[0].name]
+        try:
+            self.dp.fdb_add_remote(net_id, int(mac.replace(":", ""), 16), self._peer_ip(peer))
+        except KeyError:
+            raise TapError(f"no peer {peer}: add it first", 404) from None
+        except OverflowError as e:
+            raise TapError(str(e), 507) from None
+        return {"mac": mac, "peer": peer}
+
+    def fdb_del(self, mac: str, network: str | None = None) -> bool:
+        mac = normalize_mac(mac)
+        net_id = self._network_id(network) or self.network_ids[self.config.networks[0].name]
+        if not self.dp.fdb_delete(net_id, int(mac.replace(":", ""), 16)):
+            raise TapError(f"no FDB entry for {mac}", 404)
+        return True
 
     # ---------------------------------------------------------------- ports
 
@@ -86,12 +174,11 @@ class Switch:
         try:
             # Netlink work runs off the loop so forwarding goes on meanwhile.
             tap = await self.loop.run_in_executor(
-                None, Tap, netns, ifname, mac, net.mtu, addresses, self.config.offloads)
+                None, Tap, netns, ifname, mac, net.mtu, addresses, self._offloads())
         finally:
             del self._pending[name]
         try:
-            port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], net.mtu,
-                                       tap.vnet_hdr)
+            port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], tap.vnet_hdr)
         except OverflowError as e:
             tap.close()
             raise TapError(str(e), 507) from None
@@ -101,6 +188,14 @@ class Switch:
         log.info("port %s added: %s in %s, network %s, mac %s%s", name, ifname, netns,
                  net.name, mac, "".join(f", {a}" for a in addresses))
         return port
+
+    def _offloads(self) -> tuple[str, ...]:
+        if not self.config.offloads:
+            return ()
+        # TSO superframes would have to be segmented before encapsulation,
+        # which the data plane cannot do yet: overlay pods get checksum
+        # offload only.
+        return OFFLOADS_CSUM if self.tunnel else OFFLOADS_ALL
 
     def _readable(self, port: Port):
         if self.dp.drain(port.port_id) < 0:
@@ -126,6 +221,9 @@ class Switch:
     def close(self):
         for name in list(self.ports):
             self.remove_port(name)
+        if self.tunnel:
+            self.loop.remove_reader(self.tunnel.rx.fileno())
+            self.tunnel.close()
 
     # ---------------------------------------------------------- inspection
 
@@ -143,8 +241,10 @@ class Switch:
         names = {i: n for n, i in self.network_ids.items()}
         by_id = {p.port_id: p.name for p in self.ports.values()}
         entries = self.dp.fdb_entries(self._network_id(network))
-        return sorted(({"network": names[net], "mac": mac, "port": by_id.get(pid, f"#{pid}"),
-                        "age": round(age, 1)} for net, mac, pid, age in entries),
+        return sorted(({"network": names[net], "mac": mac,
+                        "port": by_id.get(pid, f"#{pid}") if peer is None else f"vxlan:{ip_str(peer)}",
+                        "age": round(age, 1), "static": static}
+                       for net, mac, pid, peer, age, static in entries),
                       key=lambda e: (e["network"], e["port"], e["mac"]))
 
     def fdb_flush(self, network: str | None = None) -> int:
@@ -156,6 +256,7 @@ class Switch:
     def stats(self) -> dict:
         counters = self.dp.counters()
         counters["ports"] = {p.name: self.dp.port_counters(p.port_id) for p in self.ports.values()}
+        counters["peers"] = {p["ip"]: p["counters"] for p in self.peers()}
         return counters
 
     def status(self) -> dict:
@@ -163,4 +264,6 @@ class Switch:
         return {"node": self.config.node_name, "mode": self.config.mode,
                 "version": __version__, "uptime": round(time.monotonic() - self.started, 1),
                 "ports": len(self.ports), "networks": [n.name for n in self.config.networks],
-                "fdb_entries": fdb["entries"], "aging_time": self.dp.aging_time}
+                "fdb_entries": fdb["entries"], "aging_time": self.dp.aging_time,
+                "vtep": str(self.config.overlay.vtep_ip) if self.config.overlay else None,
+                "peers": len(self.peers())}

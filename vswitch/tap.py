@@ -21,8 +21,11 @@ IFNAMSIZ = 15
 # virtio_net_hdr: partial checksums, TCP segmentation (v4, v6, ECN) and,
 # on Linux 6.2+, UDP segmentation.
 TUNSETOFFLOAD = 0x400454D0
-TUN_OFFLOADS = {"csum": 0x01, "tso4": 0x02, "tso6": 0x04, "tso_ecn": 0x08}
-TUN_OFFLOADS_USO = {"uso4": 0x20, "uso6": 0x40}
+TUN_F = {"csum": 0x01, "tso4": 0x02, "tso6": 0x04, "tso_ecn": 0x08, "uso4": 0x20, "uso6": 0x40}
+# What a port asks for: everything, or (while frames towards a VXLAN peer
+# cannot be segmented in software yet) partial checksums only.
+OFFLOADS_ALL = tuple(TUN_F)
+OFFLOADS_CSUM = ("csum",)
 
 
 class TapError(Exception):
@@ -82,7 +85,7 @@ class Tap:
     the device, wherever it lives."""
 
     def __init__(self, netns: str, ifname: str, mac: str, mtu: int,
-                 addresses: list[ipaddress.IPv4Interface], offloads: bool = True):
+                 addresses: list[ipaddress.IPv4Interface], offloads: tuple[str, ...] = OFFLOADS_ALL):
         try:
             path = netns_path(netns)
         except NetnsNotFound as e:
@@ -91,12 +94,12 @@ class Tap:
             if ipr.link_lookup(ifname=ifname):
                 raise TapError(f"interface {ifname!r} already exists in namespace {netns!r}", 409)
         # A temporary unique name in our namespace; renamed once moved.
-        self.vnet_hdr = offloads    # frames on the fd carry a virtio_net_hdr
+        self.vnet_hdr = bool(offloads)      # frames on the fd carry a virtio_net_hdr
         flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offloads else 0)
         self.device = pytun.TunTapDevice(name=f"vsw{secrets.token_hex(6)}", flags=flags)
         try:
             os.set_blocking(self.device.fileno(), False)
-            self.offloads = self._enable_offloads() if offloads else []
+            self.offloads = self._enable_offloads(offloads) if offloads else []
             self._move(path, netns, ifname, mac, mtu, addresses)
         except BaseException:
             self.close()
@@ -122,14 +125,15 @@ class Tap:
         except NetlinkError as e:
             raise TapError(f"configuring {ifname!r} in {netns!r} failed: {e.args[-1]}", 500) from None
 
-    def _enable_offloads(self) -> list[str]:
-        """Turn on what the kernel supports; returns the names."""
-        for table in ({**TUN_OFFLOADS, **TUN_OFFLOADS_USO}, TUN_OFFLOADS):
+    def _enable_offloads(self, wanted: tuple[str, ...]) -> list[str]:
+        """Turn on what is wanted and the kernel supports; returns the names."""
+        without_uso = tuple(n for n in wanted if not n.startswith("uso"))
+        for names in (wanted, without_uso):     # USO needs Linux 6.2+
             try:
-                fcntl.ioctl(self.device.fileno(), TUNSETOFFLOAD, sum(table.values()))
-                return list(table)
+                fcntl.ioctl(self.device.fileno(), TUNSETOFFLOAD, sum(TUN_F[n] for n in names))
+                return list(names)
             except OSError:
-                continue            # USO needs Linux 6.2+
+                continue
         return []
 
     def fileno(self) -> int:
