@@ -55,11 +55,13 @@ def write_toml(path: Path, config: dict):
 
 
 class Daemon:
-    def __init__(self, config_path: Path, socket_path: str, log_path: Path):
+    def __init__(self, config_path: Path, socket_path: str, log_path: Path,
+                 netns: str | None = None):
         self.socket = socket_path
         self.log_path = log_path
         self.client = Client(socket_path)
-        self.proc = subprocess.Popen(DAEMON + ["--config", str(config_path)],
+        where = ["ip", "netns", "exec", netns] if netns else []     # a "node" namespace
+        self.proc = subprocess.Popen(where + DAEMON + ["--config", str(config_path)],
                                      stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
         deadline = time.monotonic() + 20
         while True:
@@ -139,14 +141,15 @@ def vswitchd(tmp_path):
     """Factory: start a vswitchd with a config (dict of TOML tables)."""
     daemons = []
 
-    def start(aging_time: float = 300, networks=(BLUE, RED), **extra) -> Daemon:
+    def start(aging_time: float = 300, networks=(BLUE, RED), netns=None, mode="bridge",
+              **extra) -> Daemon:
         sock = str(tmp_path / f"vswitchd{len(daemons)}.sock")
-        config = {"node": {"name": "test-node", "socket": sock,
+        config = {"node": {"name": f"test-node{len(daemons)}", "socket": sock, "mode": mode,
                            "state_dir": str(tmp_path / "state")},
                   "fdb": {"aging_time": aging_time}, "network": list(networks), **extra}
         path = tmp_path / f"vswitchd{len(daemons)}.toml"
         write_toml(path, config)
-        daemon = Daemon(path, sock, tmp_path / f"vswitchd{len(daemons)}.log")
+        daemon = Daemon(path, sock, tmp_path / f"vswitchd{len(daemons)}.log", netns)
         daemons.append(daemon)
         return daemon
 

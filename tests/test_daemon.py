@@ -125,7 +125,7 @@ def test_cli_human_and_json_output(vswitchd, pods):
     p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
     in_ns(p["a"][0], "ping", "-c", "1", "198.18.0.2")
     status = d.ctl_json("status")
-    assert status["mode"] == "bridge" and status["ports"] == 2 and status["node"] == "test-node"
+    assert status["mode"] == "bridge" and status["ports"] == 2 and status["node"] == "test-node0"
     assert "mode bridge" in d.ctl("status").stdout
     listing = d.ctl("port", "list").stdout
     assert "pod-a" in listing and "198.18.0.2/16" in listing

@@ -602,11 +602,12 @@ cdef class Datapath:
                 done += 1
                 continue
             for k in range(done, done + r):
+                # Bytes are UDP payload (VXLAN header + frame), as on receipt.
                 p = &self.peers[self.pending_peer[k]]
                 p.tx_packets += 1
-                p.tx_bytes += self.pending[k].msg_len
+                p.tx_bytes += self.pending[k].msg_len - UDP_HLEN
                 self.tunnel.tx_packets += 1
-                self.tunnel.tx_bytes += self.pending[k].msg_len
+                self.tunnel.tx_bytes += self.pending[k].msg_len - UDP_HLEN
             done += r
         self.n_pending = 0
 

@@ -16,6 +16,7 @@ SOCKET_BUFFER = 8 << 20      # room for bursts; *FORCE because we are root
 # otherwise get a copy of every UDP datagram the node receives.
 _DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
 SO_ATTACH_FILTER = 26
+SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33          # asm-generic/socket.h; not in Python's socket
 
 
 def ip_to_int(ip) -> int:
@@ -35,8 +36,8 @@ class Tunnel:
             self.rx.bind((str(vtep_ip), udp_port))
             self.tx.bind((str(vtep_ip), 0))
             _attach_drop_all(self.tx)
-            self.rx.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUFFORCE, SOCKET_BUFFER)
-            self.tx.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUFFORCE, SOCKET_BUFFER)
+            self.rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER)
+            self.tx.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER)
             self.rx.setblocking(False)
             self.tx.setblocking(False)
         except OSError:
