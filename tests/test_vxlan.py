@@ -1,0 +1,147 @@
+"""The data plane's VXLAN path on its own: a Datapath with socketpair ports
+and real tunnel sockets on the loopback of a namespace made for the test;
+a "peer" is a UDP socket bound to another loopback address."""
+
+from __future__ import annotations
+
+import socket
+import struct
+
+import pytest
+
+from conftest import in_ns
+from test_fastpath import BCAST, Rig, frame, mac
+from test_offload import NEEDS_CSUM, partial, vnet
+from vswitch.netns import entered
+from vswitch.tunnel import Tunnel, ip_to_int
+
+PORT = 4789
+
+
+class OverlayRig(Rig):
+    def __init__(self, ns: str, underlay_mtu=1500, mtu=1450, **kw):
+        super().__init__(mtu=mtu, **kw)
+        with entered(ns):
+            self.tunnel = Tunnel("127.0.0.1", PORT)
+            self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.peer.bind(("127.0.0.2", PORT))
+        self.peer.settimeout(0.2)
+        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.tx.fileno(), PORT, underlay_mtu)
+        self.dp.add_peer(ip_to_int("127.0.0.2"), 1)
+
+    def from_peer(self, data: bytes):
+        self.peer.sendto(data, ("127.0.0.1", PORT))
+        while self.dp.drain_tunnel() > 0:
+            pass
+
+    def at_peer(self) -> list[tuple[bytes, int]]:
+        """(UDP payload, source port) of what reached the peer."""
+        out = []
+        try:
+            while True:
+                data, (_, sport) = self.peer.recvfrom(70000)
+                out.append((data, sport))
+        except socket.timeout:
+            return out
+
+
+@pytest.fixture
+def rig(netns):
+    ns = netns("lo")
+    in_ns(ns, "ip", "addr", "add", "127.0.0.2/8", "dev", "lo")
+    rigs = []
+
+    def make(**kw):
+        rigs.append(OverlayRig(ns, **kw))
+        return rigs[-1]
+
+    yield make
+    for r in rigs:
+        r.tunnel.close()
+        r.peer.close()
+
+
+def header(vni: int) -> bytes:
+    return b"\x08\0\0\0" + vni.to_bytes(3, "big") + b"\0"
+
+
+def test_flood_is_encapsulated_with_the_networks_vni(rig):
+    r = rig()
+    a = r.port(network=1)
+    f = frame(BCAST, mac(1))
+    r.send(a, f)
+    ((payload, sport),) = r.at_peer()
+    assert payload == header(101) + f
+    assert 49152 <= sport <= 65535
+    assert r.dp.counters()["tunnel"]["tx_packets"] == 1
+
+
+def test_source_port_follows_the_inner_flow(rig):
+    r = rig()
+    a = r.port()
+    flow = lambda sp: bytes.fromhex("ffffffffffff020000000001") + b"\x08\x00" + \
+        bytes.fromhex("450000280000400040110000c6120001c6120002") + struct.pack("!HH", sp, 53) + bytes(4)  # noqa: E731
+    for sp in (1000, 1000, 2000):
+        r.send(a, flow(sp))
+    ports = [s for _, s in r.at_peer()]
+    assert ports[0] == ports[1] and len(set(ports)) == 2
+
+
+def test_decap_learns_the_peer_and_unicast_goes_back_to_it(rig):
+    r = rig()
+    a, b = r.port(), r.port()
+    r.from_peer(header(101) + frame(BCAST, mac(9)))
+    assert len(r.received(a)) == 1 and len(r.received(b)) == 1
+    assert r.at_peer() == []                                 # split horizon: not back out
+    r.send(a, frame(mac(9), mac(1)))
+    ((payload, _),) = r.at_peer()
+    assert payload == header(101) + frame(mac(9), mac(1))
+    assert r.received(b) == []
+    (entry,) = [e for e in r.dp.fdb_entries() if e[1] == "02:00:00:00:00:09"]
+    assert entry[2] is None and entry[3] == ip_to_int("127.0.0.2")
+
+
+def test_frame_for_a_remote_mac_from_the_tunnel_is_not_sent_back(rig):
+    r = rig()
+    a = r.port()
+    r.from_peer(header(101) + frame(BCAST, mac(9)))
+    r.received(a)
+    r.from_peer(header(101) + frame(mac(9), mac(8)))          # dst lives behind the tunnel
+    assert r.at_peer() == [] and r.received(a) == []
+    assert r.dp.counters()["drops"]["loop"] == 1
+
+
+def test_partial_checksum_is_completed_before_encapsulation(rig):
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    good = bytes(Ether(bytes(Ether(dst="ff:ff:ff:ff:ff:ff", src="02:00:00:00:00:01") /
+                             IP(src="198.18.0.1", dst="198.18.0.2") / TCP() / (b"z" * 300))))
+    raw, start, offset = partial(Ether(good), TCP)
+    r = rig()
+    a = r.port(vnet_hdr=True)
+    r.send(a, vnet(NEEDS_CSUM, 0, 0, 0, start, offset) + raw)
+    ((payload, _),) = r.at_peer()
+    assert payload == header(101) + good
+
+
+def test_superframes_and_oversize_frames_do_not_enter_the_tunnel(rig):
+    r = rig(underlay_mtu=1500, mtu=1500)
+    a = r.port(vnet_hdr=True)
+    r.send(a, vnet(NEEDS_CSUM, 1, 66, 1448, 34, 16) + frame(BCAST, mac(1), b"\x45" + bytes(3000)))
+    r.send(a, vnet() + frame(BCAST, mac(1), bytes(1500)))    # 1514 + 36 > 1500
+    r.send(a, vnet() + frame(BCAST, mac(1), bytes(1450)))    # 1464 + 36 = 1500 fits
+    assert [len(p) for p, _ in r.at_peer()] == [8 + 1464]
+    drops = r.dp.counters()["drops"]
+    assert (drops["needs_segmentation"], drops["too_big"]) == (1, 1)
+    assert r.dp.peer_list()[0][2]["tx_dropped"] == 2
+
+
+def test_peer_membership_decides_replication(rig):
+    r = rig()
+    a, x = r.port(network=1), r.port(network=2)
+    r.send(x, frame(BCAST, mac(5)))                          # network 2 has no peer
+    assert r.at_peer() == []
+    assert r.dp.counters()["drops"]["no_route"] == 1
+    r.dp.remove_peer(ip_to_int("127.0.0.2"), 1)
+    r.send(a, frame(BCAST, mac(1)))
+    assert r.at_peer() == [] and r.dp.peer_list() == []
