@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
-"""vswitch against the Linux bridge, in one run, on one machine.
+"""vswitch against the Linux kernel, in one run, on one machine.
 
-Two pods (network namespaces) are connected once through vswitchd (TAP
-ports) and once through a Linux bridge (veth pairs, the bridge in a
-namespace of its own). The same workloads run against both:
+Bridge mode: two pods (network namespaces) are connected once through
+vswitchd (TAP ports) and once through a Linux bridge (veth pairs, the bridge
+in a namespace of its own). Overlay mode: two nodes (namespaces on a veth
+underlay, 192.0.2.0/24) with one pod each, connected once by vswitchd in
+VXLAN and once by the kernel (bridge + vxlan device per node). The same
+workloads run against each:
 
 * TCP throughput pod to pod (iperf3, one stream)
 * 64-byte UDP packet rate (iperf3 -u, 18-byte payload: 64-byte frames
@@ -14,7 +17,7 @@ namespace of its own). The same workloads run against both:
   thread at all), and back to back (-i 0), where the switch is awake
 
 and the table shows vswitch / kernel ratios. Run as root:
-    python3 bench/run.py [--duration 10] [--json results.json]
+    python3 bench/run.py [--mode bridge|overlay|all] [--duration 10] [--json results.json]
 Everything it creates is removed at exit.
 """
 
@@ -34,7 +37,7 @@ import time
 
 PREFIX = "vb" + secrets.token_hex(2)
 ADDR_A, ADDR_B, PLEN = "198.18.0.1", "198.18.0.2", 16
-MTU = 1500
+MTU = 1450            # fits a 1500-byte underlay in overlay mode; the same for every topology
 
 
 def sh(*args, **kw) -> str:
@@ -65,28 +68,89 @@ def namespaces(*tags):
 
 
 @contextlib.contextmanager
+def vswitchd(tmp: str, name: str, node_ns: str | None = None, overlay: str = ""):
+    """A vswitchd (in node_ns if given); yields the vswitchctl command."""
+    sock = os.path.join(tmp, f"{name}.sock")
+    config = os.path.join(tmp, f"{name}.toml")
+    mode = "overlay" if overlay else "bridge"
+    with open(config, "w") as f:
+        f.write(f'[node]\nsocket = "{sock}"\nstate_dir = "{tmp}"\nmode = "{mode}"\n{overlay}'
+                f'[[network]]\nname = "bench"\nvni = 1\nsubnet = "198.18.0.0/16"\nmtu = {MTU}\n')
+    where = ["ip", "netns", "exec", node_ns] if node_ns else []
+    daemon = subprocess.Popen(where + [sys.executable, "-m", "vswitch.daemon", "--config", config],
+                              stderr=open(os.path.join(tmp, f"{name}.log"), "w"))
+    ctl = [sys.executable, "-m", "vswitch.ctl", "--socket", sock]
+    try:
+        for _ in range(200):
+            if subprocess.run(ctl + ["status"], capture_output=True).returncode == 0:
+                break
+            time.sleep(0.05)
+        yield ctl
+    finally:
+        daemon.send_signal(signal.SIGTERM)
+        daemon.wait(10)
+
+
+@contextlib.contextmanager
 def vswitch_topology():
     """Two pods on vswitchd; yields (pod_a, pod_b)."""
-    with namespaces("va", "vb") as (a, b), tempfile.TemporaryDirectory() as tmp:
-        sock = os.path.join(tmp, "vswitchd.sock")
-        config = os.path.join(tmp, "vswitchd.toml")
-        with open(config, "w") as f:
-            f.write(f'[node]\nsocket = "{sock}"\nstate_dir = "{tmp}"\n'
-                    f'[[network]]\nname = "bench"\nvni = 1\nsubnet = "198.18.0.0/16"\nmtu = {MTU}\n')
-        daemon = subprocess.Popen([sys.executable, "-m", "vswitch.daemon", "--config", config],
-                                  stderr=open(os.path.join(tmp, "log"), "w"))
-        ctl = [sys.executable, "-m", "vswitch.ctl", "--socket", sock]
-        try:
-            for _ in range(200):
-                if subprocess.run(ctl + ["status"], capture_output=True).returncode == 0:
-                    break
-                time.sleep(0.05)
-            sh(*ctl, "port", "add", "a", "--netns", a, "--ip", f"{ADDR_A}/{PLEN}")
-            sh(*ctl, "port", "add", "b", "--netns", b, "--ip", f"{ADDR_B}/{PLEN}")
-            yield a, b
-        finally:
-            daemon.send_signal(signal.SIGTERM)
-            daemon.wait(10)
+    with namespaces("va", "vb") as (a, b), tempfile.TemporaryDirectory() as tmp, \
+            vswitchd(tmp, "node") as ctl:
+        sh(*ctl, "port", "add", "a", "--netns", a, "--ip", f"{ADDR_A}/{PLEN}")
+        sh(*ctl, "port", "add", "b", "--netns", b, "--ip", f"{ADDR_B}/{PLEN}")
+        yield a, b
+
+
+@contextlib.contextmanager
+def underlay(*tags):
+    """Node namespaces on a bridged veth underlay: node i is 192.0.2.(i+1)."""
+    with namespaces("ul", *tags) as (hub, *nodes):
+        ns_exec(hub, "ip", "link", "add", "ul", "type", "bridge")
+        ns_exec(hub, "ip", "link", "set", "ul", "up")
+        for i, node in enumerate(nodes):
+            ns_exec(hub, "ip", "link", "add", f"ul{i}", "type", "veth", "peer", "name", "u0",
+                    "netns", node)
+            ns_exec(hub, "ip", "link", "set", f"ul{i}", "master", "ul", "up")
+            ns_exec(node, "ip", "addr", "add", f"192.0.2.{i + 1}/24", "dev", "u0")
+            ns_exec(node, "ip", "link", "set", "u0", "up")
+        yield nodes
+
+
+@contextlib.contextmanager
+def vswitch_overlay_topology():
+    """Two nodes running vswitchd in overlay mode, one pod each."""
+    with underlay("v1", "v2") as (n1, n2), namespaces("va", "vb") as (a, b), \
+            tempfile.TemporaryDirectory() as tmp, \
+            vswitchd(tmp, "n1", n1, '[overlay]\nvtep_ip = "192.0.2.1"\npeers = ["192.0.2.2"]\n') as c1, \
+            vswitchd(tmp, "n2", n2, '[overlay]\nvtep_ip = "192.0.2.2"\npeers = ["192.0.2.1"]\n') as c2:
+        sh(*c1, "port", "add", "a", "--netns", a, "--ip", f"{ADDR_A}/{PLEN}")
+        sh(*c2, "port", "add", "b", "--netns", b, "--ip", f"{ADDR_B}/{PLEN}")
+        yield a, b
+
+
+@contextlib.contextmanager
+def kernel_vxlan_topology():
+    """Two nodes with a Linux bridge and a kernel VXLAN device each."""
+    with underlay("k1", "k2") as nodes, namespaces("ka", "kb") as pods:
+        for i, (node, pod, addr) in enumerate(zip(nodes, pods, (ADDR_A, ADDR_B))):
+            ns_exec(node, "ip", "link", "add", "vx0", "type", "vxlan", "id", "1", "dstport", "4789",
+                    "local", f"192.0.2.{i + 1}", "dev", "u0")
+            ns_exec(node, "ip", "link", "add", "br0", "type", "bridge")
+            ns_exec(node, "ip", "link", "set", "vx0", "master", "br0", "mtu", str(MTU), "up")
+            bridge_pod(node, pod, addr, "pk")
+            ns_exec(node, "ip", "link", "set", "br0", "up")
+            ns_exec(node, "bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0",
+                    "dst", f"192.0.2.{2 - i}")
+        yield pods
+
+
+def bridge_pod(bridge_ns: str, pod: str, addr: str, port: str):
+    """A veth from the bridge br0 in bridge_ns to eth0 in pod."""
+    ns_exec(bridge_ns, "ip", "link", "add", port, "mtu", str(MTU), "type", "veth",
+            "peer", "name", "eth0", "netns", pod)
+    ns_exec(bridge_ns, "ip", "link", "set", port, "master", "br0", "up")
+    ns_exec(pod, "ip", "link", "set", "eth0", "mtu", str(MTU), "up")
+    ns_exec(pod, "ip", "addr", "add", f"{addr}/{PLEN}", "dev", "eth0")
 
 
 @contextlib.contextmanager
@@ -95,12 +159,8 @@ def linux_bridge_topology():
     with namespaces("br", "ka", "kb") as (br, a, b):
         ns_exec(br, "ip", "link", "add", "br0", "type", "bridge")
         ns_exec(br, "ip", "link", "set", "br0", "up")
-        for pod, addr, tag in ((a, ADDR_A, "a"), (b, ADDR_B, "b")):
-            ns_exec(br, "ip", "link", "add", f"p{tag}", "mtu", str(MTU), "type", "veth",
-                    "peer", "name", "eth0", "netns", pod)
-            ns_exec(br, "ip", "link", "set", f"p{tag}", "master", "br0", "up")
-            ns_exec(pod, "ip", "link", "set", "eth0", "mtu", str(MTU), "up")
-            ns_exec(pod, "ip", "addr", "add", f"{addr}/{PLEN}", "dev", "eth0")
+        bridge_pod(br, a, ADDR_A, "pa")
+        bridge_pod(br, b, ADDR_B, "pb")
         yield a, b
 
 
@@ -122,7 +182,7 @@ def iperf(client_ns: str, server_ns: str, duration: float, *extra) -> dict:
 
 def measure(pods, duration: float) -> dict:
     a, b = pods
-    ns_exec(a, "ping", "-c", "3", "-i", "0.1", ADDR_B)       # ARP, FDB warm
+    ns_exec(a, "ping", "-c", "1", "-w", "10", ADDR_B)        # bridge ports ready, ARP, FDB warm
     tcp = iperf(a, b, duration)["end"]["sum_received"]["bits_per_second"]
     udp = iperf(a, b, duration, "-u", "-b", "0", "-l", "18")["end"]["sum"]
     delivered = (udp["packets"] - udp["lost_packets"]) / udp["seconds"]
@@ -144,34 +204,47 @@ ROWS = [("TCP throughput, 1 stream", "tcp_gbps", "Gbit/s", True),
         ("RTT, ping back to back", "rtt_busy_us", "us", False)]
 
 
+MODES = {"bridge": (("vswitch", vswitch_topology), ("linux_bridge", linux_bridge_topology)),
+         "overlay": (("vswitch", vswitch_overlay_topology), ("kernel_vxlan", kernel_vxlan_topology))}
+
+
 def table(results: dict) -> str:
-    v, k = results["vswitch"], results["linux_bridge"]
-    lines = [f"{'workload':28} {'vswitch':>12} {'linux bridge':>14} {'ratio':>7}",
-             "-" * 64]
-    for title, key, unit, _higher_better in ROWS:
-        lines.append(f"{title:28} {v[key]:>8.2f} {unit:<3} {k[key]:>10.2f} {unit:<3} "
-                     f"{v[key] / k[key]:>6.2f}x")
-    lines.append(f"(ratio = vswitch / linux bridge; higher is better except for round-trip time;"
-                 f" UDP loss {v['udp64_loss_pct']:.1f}% vs {k['udp64_loss_pct']:.1f}%)")
+    lines = []
+    for mode, ((_, _), (ref, _)) in MODES.items():
+        if mode not in results:
+            continue
+        v, k = results[mode]["vswitch"], results[mode][ref]
+        lines += ["", f"{mode} mode: vswitch vs {ref.replace('_', ' ')}",
+                  f"{'workload':28} {'vswitch':>14} {'kernel':>14} {'ratio':>7}", "-" * 66]
+        for title, key, unit, _higher_better in ROWS:
+            lines.append(f"{title:28} {v[key]:>10.2f} {unit:<3} {k[key]:>10.2f} {unit:<3} "
+                         f"{v[key] / k[key]:>6.2f}x")
+        lines.append(f"UDP loss {v['udp64_loss_pct']:.1f}% vs {k['udp64_loss_pct']:.1f}%")
+    lines.append("(ratio = vswitch / kernel; higher is better except for round-trip times)")
     return "\n".join(lines)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=["bridge", "overlay", "all"], default="all")
     parser.add_argument("--duration", type=float, default=10, help="seconds per workload")
     parser.add_argument("--json", metavar="FILE", help="also write results as JSON")
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root (it creates namespaces and TAP devices)")
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
-               "duration": args.duration}
-    with vswitch_topology() as pods:
-        results["vswitch"] = measure(pods, args.duration)
-    with linux_bridge_topology() as pods:
-        results["linux_bridge"] = measure(pods, args.duration)
-    results["ratio"] = {key: results["vswitch"][key] / results["linux_bridge"][key]
-                        for _, key, _, _ in ROWS}
-    print(table(results))
+               "duration": args.duration, "mtu": MTU}
+    for mode, sides in MODES.items():
+        if args.mode not in (mode, "all"):
+            continue
+        results[mode] = {}
+        for side, topology in sides:
+            with topology() as pods:
+                results[mode][side] = measure(pods, args.duration)
+        ref = results[mode][sides[1][0]]
+        results[mode]["ratio"] = {key: results[mode]["vswitch"][key] / ref[key]
+                                  for _, key, _, _ in ROWS}
+    print(table(results).lstrip("\n"))
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

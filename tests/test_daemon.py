@@ -47,6 +47,19 @@ NET = '[[network]]\nname = "blue"\nvni = 1\nsubnet = "198.18.0.0/16"\n'
     (NET + "colour = 3\n", "network[0].colour"),
     ("network = []\n", "network"),
     ("[overlay]\nvtep_ip = \"192.0.2.1\"\n" + NET, "overlay"),
+    ('[node]\nmode = "overlay"\n' + NET, "overlay"),
+    ('[node]\nmode = "overlay"\n[overlay]\npeers = []\n' + NET, "overlay.vtep_ip"),
+    ('[node]\nmode = "overlay"\n[overlay]\nvtep_ip = "192.0.2.300"\n' + NET, "overlay.vtep_ip"),
+    ('[node]\nmode = "overlay"\n[overlay]\nvtep_ip = "192.0.2.1"\npeers = ["x"]\n' + NET,
+     "overlay.peers"),
+    ('[node]\nmode = "overlay"\n[overlay]\nvtep_ip = "192.0.2.1"\npeers = ["192.0.2.1"]\n' + NET,
+     "overlay.peers"),
+    ('[node]\nmode = "overlay"\n[overlay]\nvtep_ip = "192.0.2.1"\nudp_port = 0\n' + NET,
+     "overlay.udp_port"),
+    ('[node]\nmode = "overlay"\n[overlay]\nvtep_ip = "192.0.2.1"\n' + NET + "mtu = 1460\n",
+     "network[0].mtu"),
+    ('[node]\nmode = "overlay"\n[overlay]\nvtep_ip = "192.0.2.1"\nlearn_peers = 1\n' + NET,
+     "overlay.learn_peers"),
     ("[node\nname = 1\n", "not valid TOML"),
 ])
 def test_bad_config_exits_2_naming_the_key(tmp_path, text, key):
@@ -54,6 +67,18 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, text, key):
     assert r.returncode == 2, r.stderr
     assert key in r.stderr
     assert r.stderr.count("\n") == 1                    # one message, no traceback
+
+
+def test_vtep_address_not_on_this_node_exits_2(tmp_path, netns):
+    node = netns("n")
+    path = tmp_path / "overlay.toml"
+    write_toml(path, {"node": {"mode": "overlay", "socket": str(tmp_path / "s.sock")},
+                      "overlay": {"vtep_ip": "192.0.2.77"}, "network": [{**BLUE, "mtu": 1450}]})
+    r = subprocess.run(["ip", "netns", "exec", node] + DAEMON + ["--config", str(path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "overlay.vtep_ip" in r.stderr and "192.0.2.77:4789" in r.stderr
+    assert not os.path.exists(tmp_path / "s.sock")
 
 
 def test_missing_config_file_exits_2(tmp_path):

@@ -79,6 +79,8 @@ def test_broadcast_reaches_pods_on_both_nodes_and_stays_in_its_vni(vswitchd, und
     assert seen["r"] == []
     from scapy.layers.vxlan import VXLAN
     frames = [f for f in wire.stop() if f.haslayer(VXLAN)]
+    decoded = sh("tcpdump", "-r", str(wire.path), "-n").stdout     # tcpdump's own decoder
+    assert "VXLAN, flags [I] (0x08), vni 100" in decoded and "ARP, Request who-has 198.18.0.99" in decoded
     assert frames and {f[VXLAN].vni for f in frames} == {100}
     assert all(49152 <= f["UDP"].sport <= 65535 and f["UDP"].dport == 4789 for f in frames)
     assert all(f[VXLAN].flags == 0x08 for f in frames)
