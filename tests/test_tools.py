@@ -29,8 +29,10 @@ def test_bench_prints_ratios_and_json(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--duration", "1",
                         "--json", str(out)], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
-    assert "TCP throughput" in r.stdout and "x\n" in r.stdout
+    assert "bridge mode: vswitch vs linux bridge" in r.stdout
+    assert "overlay mode: vswitch vs kernel vxlan" in r.stdout
     results = json.loads(out.read_text())
-    for side in ("vswitch", "linux_bridge"):
-        assert results[side]["tcp_gbps"] > 0 and results[side]["rtt_us"] > 0
-    assert set(results["ratio"]) == {"tcp_gbps", "udp64_kpps", "rtt_us", "rtt_busy_us"}
+    for mode, ref in (("bridge", "linux_bridge"), ("overlay", "kernel_vxlan")):
+        for side in ("vswitch", ref):
+            assert results[mode][side]["tcp_gbps"] > 0 and results[mode][side]["rtt_us"] > 0
+        assert set(results[mode]["ratio"]) == {"tcp_gbps", "udp64_kpps", "rtt_us", "rtt_busy_us"}
