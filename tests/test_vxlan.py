@@ -179,3 +179,49 @@ def test_fuzzed_datagrams_are_all_accounted_for(rig):
     assert c["drops"]["bad_vxlan"] >= sum(1 for d in sent if len(d) < 8)
     r.from_peer(valid)                                       # still switching
     assert len(r.received(a)) == 1
+
+
+@pytest.mark.parametrize("version", [4, 6])
+def test_tcp_superframe_is_cut_into_valid_segments(rig, version):
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    data = bytes(range(256)) * 20 + b"tail!"                  # 5125 bytes
+    l3 = IP(src="198.18.0.1", dst="198.18.0.2", id=1000) if version == 4 else \
+        IPv6(src="2001:db8::1", dst="2001:db8::2")
+    pkt = Ether(dst="02:00:00:00:00:09", src="02:00:00:00:00:01") / l3 / \
+        TCP(sport=40000, dport=80, seq=123456, flags="PAF", options=[("NOP", None)] * 4) / data
+    raw = bytearray(bytes(pkt))
+    l4 = 14 + (20 if version == 4 else 40)
+    raw[l4 + 16:l4 + 18] = b"\x12\x34"        # a partial checksum: must be recomputed anyway
+    if version == 4:
+        raw[16:18] = b"\xff\xff"              # the stack leaves the total length to us
+    gso_size = 1400 if version == 4 else 1380     # headers + segment + 36 must fit 1500
+    r = rig()
+    a = r.port(vnet_hdr=True)
+    r.send(a, vnet(NEEDS_CSUM, 1 if version == 4 else 4, 0, gso_size, l4, 16) + bytes(raw))
+    got = r.at_peer()
+    assert len(got) == 4 and len({sport for _, sport in got}) == 1
+    payload = b""
+    for i, (datagram, _) in enumerate(got):
+        assert datagram[:8] == header(101)
+        seg = Ether(datagram[8:])
+        tcp = seg[TCP]
+        assert tcp.seq == 123456 + i * gso_size
+        assert str(tcp.flags) == ("FPA" if i == 3 else "A")
+        chunk = bytes(tcp.payload)
+        assert len(chunk) == (gso_size if i < 3 else len(data) - 3 * gso_size)
+        payload += chunk
+        again = seg.copy()
+        del again[TCP].chksum
+        if version == 4:
+            assert seg[IP].id == 1000 + i and seg[IP].len == 20 + 24 + len(chunk)
+            del again[IP].chksum, again[IP].len
+        else:
+            assert seg[IPv6].plen == 24 + len(chunk)
+        rebuilt = Ether(bytes(again))
+        assert rebuilt[TCP].chksum == tcp.chksum             # checksums are right
+        if version == 4:
+            assert rebuilt[IP].chksum == seg[IP].chksum
+    assert payload == data
+    assert r.dp.counters()["drops"]["needs_segmentation"] == 0

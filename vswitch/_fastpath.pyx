@@ -102,10 +102,12 @@ cdef class Datapath:
     cdef uint16_t underlay_mtu
     cdef bint learn_peers
     cdef port_t tunnel            # the tunnel's own rx/tx counters
-    # Pending VXLAN datagrams: two iovecs each (UDP+VXLAN header, frame).
+    # Pending VXLAN datagrams: three iovecs each (UDP+VXLAN header, frame
+    # or a segment's headers, a segment's payload).
     cdef mmsghdr *pending
     cdef iovec *pending_iov
     cdef unsigned char *pending_hdr
+    cdef unsigned char *pending_seg
     cdef uint32_t *pending_peer
     cdef uint32_t n_pending
     cdef mmsghdr *rx_msgs
@@ -126,15 +128,16 @@ cdef class Datapath:
         self.member_net = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
         self.member_peer = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
         self.pending = <mmsghdr *>calloc(MAX_PENDING, sizeof(mmsghdr))
-        self.pending_iov = <iovec *>calloc(2 * MAX_PENDING, sizeof(iovec))
+        self.pending_iov = <iovec *>calloc(3 * MAX_PENDING, sizeof(iovec))
         self.pending_hdr = <unsigned char *>calloc(MAX_PENDING, UDP_HLEN + VXLAN_HLEN)
+        self.pending_seg = <unsigned char *>calloc(MAX_PENDING, SEG_HDR_MAX)
         self.pending_peer = <uint32_t *>calloc(MAX_PENDING, sizeof(uint32_t))
         self.rx_msgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
         self.rx_iov = <iovec *>calloc(batch, sizeof(iovec))
         self.rx_addr = <sockaddr_in *>calloc(batch, sizeof(sockaddr_in))
         if not (self.ports and self.slots and self.vni_of and self.mtu_of and self.peers
                 and self.peer_addr and self.member_net and self.member_peer and self.pending
-                and self.pending_iov and self.pending_hdr and self.pending_peer
+                and self.pending_iov and self.pending_hdr and self.pending_seg and self.pending_peer
                 and self.rx_msgs and self.rx_iov and self.rx_addr) or \
                 fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9)) < 0:
             raise MemoryError()
@@ -161,7 +164,7 @@ cdef class Datapath:
         fdb_destroy(&self.fdb)
         free(self.ports); free(self.slots); free(self.vni_of); free(self.mtu_of)
         free(self.peers); free(self.peer_addr); free(self.member_net); free(self.member_peer)
-        free(self.pending); free(self.pending_iov); free(self.pending_hdr)
+        free(self.pending); free(self.pending_iov); free(self.pending_hdr); free(self.pending_seg)
         free(self.pending_peer); free(self.rx_msgs); free(self.rx_iov); free(self.rx_addr)
 
     # ------------------------------------------------------------- networks
@@ -558,30 +561,68 @@ cdef class Datapath:
 
     cdef inline void _to_peer(self, uint32_t peer, uint16_t net, unsigned char *hdr,
                               unsigned char *frame, ssize_t n) noexcept nogil:
-        """Queue the frame, VXLAN-encapsulated, for the peer; sent by _flush_tunnel."""
-        cdef peer_t *p = &self.peers[peer]
-        if vnet_is_gso(hdr) or n + OUTER_OVERHEAD > self.underlay_mtu:
-            p.tx_dropped += 1
-            self.tunnel.tx_dropped += 1
-            self.drops[DROP_NEEDS_SEGMENTATION if vnet_is_gso(hdr) else DROP_TOO_BIG] += 1
+        """Queue the frame, VXLAN-encapsulated, for the peer (cut into
+        segments first if it is a TCP superframe); sent by _flush_tunnel."""
+        cdef ssize_t l2, hlen, off, size, gso_size
+        cdef uint32_t i = 0, k
+        if vnet_is_gso(hdr):
+            l2 = eth_header_len(frame, n)
+            hlen = tso_header_len(hdr, frame, n, l2)
+            gso_size = le16(hdr + 4)
+            if hlen < 0 or hlen > SEG_HDR_MAX:
+                self._peer_drop(peer, DROP_NEEDS_SEGMENTATION)
+            elif hlen + gso_size + OUTER_OVERHEAD > self.underlay_mtu:
+                self._peer_drop(peer, DROP_TOO_BIG)
+            else:
+                off = hlen
+                while off < n:
+                    size = min(gso_size, n - off)
+                    k = self._queue(peer, net, frame, NULL, hlen, frame + off, size)
+                    tso_segment_headers(<unsigned char *>self.pending_iov[3 * k + 1].iov_base,
+                                        hdr, frame, l2, hlen, i, frame + off, size, off + size >= n)
+                    off += size
+                    i += 1
+            return
+        if n + OUTER_OVERHEAD > self.underlay_mtu:
+            self._peer_drop(peer, DROP_TOO_BIG)
             return
         if hdr[0] & VNET_F_NEEDS_CSUM:
             complete_checksum(hdr, frame, n)
+        self._queue(peer, net, frame, frame, n, NULL, 0)
+
+    cdef inline void _peer_drop(self, uint32_t peer, int reason) noexcept nogil:
+        self.peers[peer].tx_dropped += 1
+        self.tunnel.tx_dropped += 1
+        self.drops[reason] += 1
+
+    cdef inline uint32_t _queue(self, uint32_t peer, uint16_t net, const unsigned char *flow,
+                                unsigned char *head, ssize_t head_len, unsigned char *payload,
+                                ssize_t size) noexcept nogil:
+        """Queue one datagram: UDP+VXLAN header, head, payload (may be empty).
+        flow: the frame whose flow picks the outer source port.
+        head NULL: the datagram's own segment-header slot, which the caller
+        fills (before the flush that sends it). Returns the datagram's index."""
+        cdef uint32_t k
         if self.n_pending == MAX_PENDING:
             self._flush_tunnel()
-        cdef uint32_t k = self.n_pending
+        k = self.n_pending
+        if head == NULL:
+            head = self.pending_seg + k * SEG_HDR_MAX
         self.n_pending += 1
         cdef unsigned char *outer = self.pending_hdr + k * (UDP_HLEN + VXLAN_HLEN)
-        vxlan_encap_header(outer, self.vni_of[net], self.udp_port, frame, n)
-        self.pending_iov[2 * k].iov_base = outer
-        self.pending_iov[2 * k].iov_len = UDP_HLEN + VXLAN_HLEN
-        self.pending_iov[2 * k + 1].iov_base = frame
-        self.pending_iov[2 * k + 1].iov_len = n
+        vxlan_encap_header(outer, self.vni_of[net], self.udp_port, flow, head_len + size)
+        self.pending_iov[3 * k].iov_base = outer
+        self.pending_iov[3 * k].iov_len = UDP_HLEN + VXLAN_HLEN
+        self.pending_iov[3 * k + 1].iov_base = head
+        self.pending_iov[3 * k + 1].iov_len = head_len
+        self.pending_iov[3 * k + 2].iov_base = payload
+        self.pending_iov[3 * k + 2].iov_len = size
         self.pending[k].msg_hdr.msg_name = &self.peer_addr[peer]
         self.pending[k].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-        self.pending[k].msg_hdr.msg_iov = &self.pending_iov[2 * k]
-        self.pending[k].msg_hdr.msg_iovlen = 2
+        self.pending[k].msg_hdr.msg_iov = &self.pending_iov[3 * k]
+        self.pending[k].msg_hdr.msg_iovlen = 3 if size else 2
         self.pending_peer[k] = peer
+        return k
 
     cdef void _flush_tunnel(self) noexcept nogil:
         """Send the queued VXLAN datagrams, as few sendmmsg calls as it takes."""
@@ -594,12 +635,8 @@ cdef class Datapath:
             if r < 0:
                 if errno == EINTR:
                     continue
-                r = 0                           # this one failed: count it, go on
-                p = &self.peers[self.pending_peer[done]]
-                p.tx_dropped += 1
-                self.tunnel.tx_dropped += 1
-                self.drops[_write_error_reason(-1)] += 1
-                done += 1
+                self._peer_drop(self.pending_peer[done], _write_error_reason(-1))
+                done += 1                       # that one failed: counted, go on
                 continue
             for k in range(done, done + r):
                 # Bytes are UDP payload (VXLAN header + frame), as on receipt.

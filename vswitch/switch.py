@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from . import __version__
 from ._fastpath import Datapath
 from .config import Config, NetworkConfig
-from .tap import OFFLOADS_ALL, OFFLOADS_CSUM, Tap, TapError, check_ifname, normalize_mac, random_mac
+from .tap import OFFLOADS_ALL, OFFLOADS_TCP, Tap, TapError, check_ifname, normalize_mac, random_mac
 from .tunnel import Tunnel, ip_str, ip_to_int
 
 log = logging.getLogger("vswitch.switch")
@@ -192,10 +192,9 @@ class Switch:
     def _offloads(self) -> tuple[str, ...]:
         if not self.config.offloads:
             return ()
-        # TSO superframes would have to be segmented before encapsulation,
-        # which the data plane cannot do yet: overlay pods get checksum
-        # offload only.
-        return OFFLOADS_CSUM if self.tunnel else OFFLOADS_ALL
+        # Superframes bound for the tunnel are segmented before encapsulation;
+        # the data plane does that for TCP, not (yet) for UDP.
+        return OFFLOADS_TCP if self.tunnel else OFFLOADS_ALL
 
     def _readable(self, port: Port):
         if self.dp.drain(port.port_id) < 0:

@@ -22,10 +22,10 @@ IFNAMSIZ = 15
 # on Linux 6.2+, UDP segmentation.
 TUNSETOFFLOAD = 0x400454D0
 TUN_F = {"csum": 0x01, "tso4": 0x02, "tso6": 0x04, "tso_ecn": 0x08, "uso4": 0x20, "uso6": 0x40}
-# What a port asks for: everything, or (while frames towards a VXLAN peer
-# cannot be segmented in software yet) partial checksums only.
+# What a port asks for: everything, or, in overlay mode, what the data plane
+# can cut into wire-size segments before encapsulation (TCP, not UDP).
 OFFLOADS_ALL = tuple(TUN_F)
-OFFLOADS_CSUM = ("csum",)
+OFFLOADS_TCP = ("csum", "tso4", "tso6", "tso_ecn")
 
 
 class TapError(Exception):
