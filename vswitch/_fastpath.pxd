@@ -17,6 +17,7 @@ cdef enum:
     MAX_MEMBERS = 8192        # (network, peer) pairs: which peers a network floods to
     MAX_PENDING = 1024        # VXLAN datagrams queued for one sendmmsg
     SEG_HDR_MAX = 256         # room for one segment's copy of a superframe's headers
+    GRO_MAX_IOV = 48          # segments merged into one superframe, at most
     VXLAN_HLEN = 8
     UDP_HLEN = 8
     OUTER_OVERHEAD = 20 + UDP_HLEN + VXLAN_HLEN   # outer IPv4 + UDP + VXLAN

@@ -6,7 +6,7 @@
 # own copy of the headers plus a slice of the superframe).
 # Included by _fastpath.pyx; C-only helpers.
 
-from libc.string cimport memcpy
+from libc.string cimport memcmp, memcpy
 
 cdef inline uint16_t le16(const unsigned char *p) noexcept nogil:
     return p[0] | (p[1] << 8)
@@ -117,3 +117,57 @@ cdef void tso_segment_headers(unsigned char *seg, const unsigned char *hdr,
         tcp[13] &= ~0x80                    # CWR only on the first
     tcp[16] = tcp[17] = 0
     put16(tcp + 16, csum_fold(csum_add(csum_add(pseudo, tcp, hlen - l4), payload, size)))
+
+
+cdef inline ssize_t tcp4_gro_header_len(const unsigned char *frame, ssize_t n) noexcept nogil:
+    """Header length of a frame GRO may merge (untagged IPv4 without
+    options or fragmentation, TCP with only ACK or ACK+PSH, a payload, and
+    both checksums right), or -1."""
+    if n < 55 or frame[12] != 0x08 or frame[13] != 0x00:
+        return -1
+    cdef const unsigned char *ip = frame + 14
+    cdef const unsigned char *tcp = frame + 34
+    if ip[0] != 0x45 or ip[9] != 6 or (ip[6] & 0x3F) or ip[7] or ((ip[2] << 8) | ip[3]) != n - 14:
+        return -1
+    cdef ssize_t hlen = 34 + (tcp[12] >> 4) * 4
+    if (tcp[12] >> 4) < 5 or hlen >= n or (tcp[13] & ~0x18) or not (tcp[13] & 0x10):
+        return -1
+    if csum_fold(csum_add(0, ip, 20)) != 0:
+        return -1
+    if csum_fold(csum_add(csum_add(6 + n - 34, ip + 12, 8), tcp, n - 34)) != 0:
+        return -1
+    return hlen
+
+
+cdef inline bint gro_same_flow(const unsigned char *a, const unsigned char *b,
+                               ssize_t hlen) noexcept nogil:
+    """Same Ethernet header, IP TOS/TTL/addresses, ports, ack, header length
+    and options: b may continue a."""
+    return memcmp(a, b, 14) == 0 and a[15] == b[15] and a[22] == b[22] \
+        and memcmp(a + 26, b + 26, 12) == 0 and memcmp(a + 42, b + 42, 5) == 0 \
+        and memcmp(a + 54, b + 54, hlen - 54) == 0
+
+
+cdef inline uint32_t be32(const unsigned char *p) noexcept nogil:
+    return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
+
+
+cdef void gro_finish(unsigned char *vhdr, unsigned char *first, ssize_t total, ssize_t hlen,
+                     uint16_t mss) noexcept nogil:
+    """Turn the first segment's headers into a superframe's (IP length and
+    checksum, TCP pseudo-header sum for CHECKSUM_PARTIAL) and write the
+    virtio_net_hdr that tells the pod's kernel what it gets."""
+    put16(first + 16, <uint16_t>(total - 14))
+    first[24] = first[25] = 0
+    put16(first + 24, csum_fold(csum_add(0, first + 14, 20)))
+    put16(first + 50, ~csum_fold(csum_add(6 + total - 34, first + 26, 8)))
+    vhdr[0] = VNET_F_NEEDS_CSUM
+    vhdr[1] = VNET_GSO_TCPV4
+    vhdr[2] = hlen & 0xFF
+    vhdr[3] = hlen >> 8
+    vhdr[4] = mss & 0xFF
+    vhdr[5] = mss >> 8
+    vhdr[6] = 34
+    vhdr[7] = 0
+    vhdr[8] = 16
+    vhdr[9] = 0
