@@ -229,3 +229,13 @@ def test_interop_with_kernel_vxlan(vswitchd, underlay, pods, netns, tmp_path):
         server.kill()
     fdb = sh("bridge", "-n", n2, "fdb", "show", "dev", "vx0").stdout
     assert f"{p['a'][1]['mac']} dst {UNDERLAY}.1" in fdb
+
+
+def test_non_peers_are_refused_before_parsing(vswitchd, underlay, pods):
+    n1, n2 = underlay(1), underlay(2)
+    d1 = overlay_node(vswitchd, n1, 1, peers=[2])
+    pods(d1, ("a", "198.18.0.1/16"))
+    in_ns(n2, "ip", "addr", "add", f"{UNDERLAY}.9/24", "dev", "u0")
+    send_udp(n2, f"{UNDERLAY}.9", [b"\x08", b"garbage" * 10, vxlan(999, bytes(60))])
+    drops = d1.ctl_json("stats")["drops"]
+    assert (drops["unknown_peer"], drops["bad_vxlan"], drops["unknown_vni"]) == (3, 0, 0)

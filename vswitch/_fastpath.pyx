@@ -458,6 +458,11 @@ cdef class Datapath:
                 self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
                 self.tunnel.rx_packets += 1
                 self.tunnel.rx_bytes += n
+                # Sources that are not peers are refused before anything is parsed.
+                peer = self._find_peer(self.rx_addr[i].sin_addr.s_addr)
+                if peer < 0 and not self.learn_peers:
+                    self._drop(&self.tunnel, DROP_UNKNOWN_PEER)
+                    continue
                 vni = vxlan_vni(frame - VXLAN_HLEN) if n >= VXLAN_HLEN else -1
                 if vni < 0:
                     self._drop(&self.tunnel, DROP_BAD_VXLAN)
@@ -466,12 +471,11 @@ cdef class Datapath:
                 if net == 0:
                     self._drop(&self.tunnel, DROP_UNKNOWN_VNI)
                     continue
-                peer = self._find_peer(self.rx_addr[i].sin_addr.s_addr)
-                if peer < 0 and self.learn_peers:
-                    peer = self._add_member(self.rx_addr[i].sin_addr.s_addr, net)
                 if peer < 0:
-                    self._drop(&self.tunnel, DROP_UNKNOWN_PEER)
-                    continue
+                    peer = self._add_member(self.rx_addr[i].sin_addr.s_addr, net)
+                    if peer < 0:
+                        self._drop(&self.tunnel, DROP_UNKNOWN_PEER)     # peer table full
+                        continue
                 self.peers[peer].rx_packets += 1
                 self.peers[peer].rx_bytes += n
                 memset(frame - VNET_HLEN, 0, VNET_HLEN)     # over the parsed VXLAN header
