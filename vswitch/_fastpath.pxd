@@ -38,7 +38,7 @@ cdef enum:
 # Drop reasons (per-frame counters). Keep DROP_NAMES in _fastpath.pyx in the same order.
 cdef enum:  # drop reasons
     DROP_RUNT = 0             # shorter than an Ethernet header
-    DROP_OVERSIZE             # longer than the port's MTU allows
+    DROP_OVERSIZE             # payload longer than the network's MTU
     DROP_BAD_SOURCE           # multicast/broadcast source MAC
     DROP_LOOP                 # destination learned on the ingress port
     DROP_NO_ROUTE             # nowhere to send it (no other port in the network)
@@ -57,7 +57,6 @@ cdef enum:  # drop reasons
 cdef struct port_t:
     int32_t fd                # -1 when the slot is free
     uint16_t network          # network id, 0 = not switching
-    uint16_t mtu              # L3 MTU; frames above mtu + L2 header are oversize
     bint vnet_hdr             # frames on this fd carry a virtio_net_hdr
     uint64_t rx_packets
     uint64_t rx_bytes

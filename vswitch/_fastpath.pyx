@@ -1,10 +1,10 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The data plane: ports, FDB and the per-frame pipeline, in C.
 
-The control plane owns file descriptors and calls `drain(port_id)` when the
-event loop reports one readable; that call reads up to `batch` frames into a
-preallocated buffer and switches each of them without creating a Python
-object. Everything else here (adding ports, reading counters, dumping the
+The control plane owns file descriptors and calls `drain(port_id)` (or
+`drain_tunnel()` for the VXLAN socket) when the event loop reports one
+readable; that call reads up to `batch` frames into preallocated buffers and
+switches each of them without creating a Python object. Everything else here (adding ports, reading counters, dumping the
 FDB) is control-path code and may use Python objects freely.
 """
 
@@ -213,7 +213,6 @@ cdef class Datapath:
                 memset(&self.ports[i], 0, sizeof(port_t))
                 self.ports[i].fd = fd
                 self.ports[i].network = network
-                self.ports[i].mtu = self.mtu_of[network]
                 self.ports[i].vnet_hdr = vnet_hdr
                 if i >= self.port_limit:
                     self.port_limit = i + 1
