@@ -67,6 +67,9 @@ def test_cross_node_ping_and_50mb_tcp(vswitchd, underlay, pods, tmp_path):
     assert fdb[p["b"][1]["mac"]] == f"vxlan:{UNDERLAY}.2"
     assert fdb[p["a"][1]["mac"]] == "pod-a"
     assert d1.ctl_json("status")["vtep"] == f"{UNDERLAY}.1"
+    text = d2.ctl("stats").stdout
+    assert "tunnel: rx_packets=" in text and f"{UNDERLAY}.1" in text
+    assert d2.ctl_json("stats")["gro_merged"] > 0          # the receiving node coalesced
 
 
 def test_broadcast_reaches_pods_on_both_nodes_and_stays_in_its_vni(vswitchd, underlay, pods,

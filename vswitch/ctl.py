@@ -58,7 +58,9 @@ def show_stats(s):
             f"drops: {drops}\nfdb: {fdb}")
     if s["peers"]:
         tunnel = "  ".join(f"{k}={v}" for k, v in s["tunnel"].items())
-        text += f"\ntunnel: {tunnel}\n\n{show_peers([{'ip': ip, 'networks': [], 'counters': c} for ip, c in s['peers'].items()])}"
+        peers = _table([[ip, *c.values()] for ip, c in s["peers"].items()],
+                       ["PEER", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "TX_DROP"])
+        text += f"\ntunnel: {tunnel}  gro_merged={s['gro_merged']}\n\n{peers}"
     return text
 
 
