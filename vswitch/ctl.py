@@ -58,9 +58,7 @@ def show_stats(s):
             f"drops: {drops}\nfdb: {fdb}")
     if s["peers"]:
         tunnel = "  ".join(f"{k}={v}" for k, v in s["tunnel"].items())
-        peers = _table([[ip, *c.values()] for ip, c in s["peers"].items()],
-                       ["PEER", "RX_PKTS", "RX_BYTES", "TX_PKTS", "TX_BYTES", "TX_DROP"])
-        text += f"\ntunnel: {tunnel}  gro_merged={s['gro_merged']}\n\n{peers}"
+        text += f"\ntunnel: {tunnel}  gro_merged={s['gro_merged']}\n\n{show_peers(s['peers'])}"
     return text
 
 

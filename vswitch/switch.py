@@ -114,25 +114,24 @@ class Switch:
                 return p
         raise TapError(f"no peer {ip}", 404)
 
+    def _fdb_key(self, mac: str, network: str | None) -> tuple[int, int]:
+        """(network id, MAC as an integer); the default network if none is named."""
+        return self.network_ids[self._network(network).name], int(normalize_mac(mac).replace(":", ""), 16)
+
     def fdb_add(self, mac: str, peer: str, network: str | None = None) -> dict:
         """A static entry: mac lives behind peer (never ages, not re-learned)."""
         self._need_overlay()
-        mac = normalize_mac(mac)
-        net_id = self._network_id(network) or self.network_ids[self.config.networks[0].name]
         try:
-            self.dp.fdb_add_remote(net_id, int(mac.replace(":", ""), 16), self._peer_ip(peer))
+            self.dp.fdb_add_remote(*self._fdb_key(mac, network), self._peer_ip(peer))
         except KeyError:
             raise TapError(f"no peer {peer}: add it first", 404) from None
         except OverflowError as e:
             raise TapError(str(e), 507) from None
-        return {"mac": mac, "peer": peer}
+        return {"mac": normalize_mac(mac), "peer": peer}
 
-    def fdb_del(self, mac: str, network: str | None = None) -> bool:
-        mac = normalize_mac(mac)
-        net_id = self._network_id(network) or self.network_ids[self.config.networks[0].name]
-        if not self.dp.fdb_delete(net_id, int(mac.replace(":", ""), 16)):
+    def fdb_del(self, mac: str, network: str | None = None):
+        if not self.dp.fdb_delete(*self._fdb_key(mac, network)):
             raise TapError(f"no FDB entry for {mac}", 404)
-        return True
 
     # ---------------------------------------------------------------- ports
 
@@ -255,7 +254,7 @@ class Switch:
     def stats(self) -> dict:
         counters = self.dp.counters()
         counters["ports"] = {p.name: self.dp.port_counters(p.port_id) for p in self.ports.values()}
-        counters["peers"] = {p["ip"]: p["counters"] for p in self.peers()}
+        counters["peers"] = self.peers()
         return counters
 
     def status(self) -> dict:

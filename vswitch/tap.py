@@ -90,22 +90,24 @@ class Tap:
             path = netns_path(netns)
         except NetnsNotFound as e:
             raise TapError(str(e), 404) from None
-        with _netlink(path) as ipr:
-            if ipr.link_lookup(ifname=ifname):
+        # One netlink socket in the pod's namespace serves the check and the set-up.
+        with _netlink(path) as pod:
+            if pod.link_lookup(ifname=ifname):
                 raise TapError(f"interface {ifname!r} already exists in namespace {netns!r}", 409)
-        # A temporary unique name in our namespace; renamed once moved.
-        self.vnet_hdr = bool(offloads)      # frames on the fd carry a virtio_net_hdr
-        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offloads else 0)
-        self.device = pytun.TunTapDevice(name=f"vsw{secrets.token_hex(6)}", flags=flags)
-        try:
-            os.set_blocking(self.device.fileno(), False)
-            self.offloads = self._enable_offloads(offloads) if offloads else []
-            self._move(path, netns, ifname, mac, mtu, addresses)
-        except BaseException:
-            self.close()
-            raise
+            self.vnet_hdr = bool(offloads)      # frames on the fd carry a virtio_net_hdr
+            flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offloads else 0)
+            # A temporary unique name in our namespace; renamed once moved.
+            self.device = pytun.TunTapDevice(name=f"vsw{secrets.token_hex(6)}", flags=flags)
+            try:
+                os.set_blocking(self.device.fileno(), False)
+                self.offloads = self._enable_offloads(offloads) if offloads else []
+                self._move(pod, path, netns, ifname, mac, mtu, addresses)
+            except BaseException:
+                self.close()
+                raise
 
-    def _move(self, path, netns, ifname, mac, mtu, addresses):
+    def _move(self, pod: IPRoute, path, netns, ifname, mac, mtu, addresses):
+        """Move the device into the pod's namespace, then configure it there."""
         with _netlink() as ipr:
             index = ipr.link_lookup(ifname=self.device.name)[0]
             fd = os.open(path, os.O_RDONLY)
@@ -114,14 +116,13 @@ class Tap:
             finally:
                 os.close(fd)
         try:
-            with _netlink(path) as ipr:
-                index = ipr.link_lookup(ifname=self.device.name)[0]
-                ipr.link("set", index=index, ifname=ifname, address=mac, mtu=mtu)
-                for addr in addresses:
-                    ipr.addr("add", index=index, address=str(addr.ip),
-                             prefixlen=addr.network.prefixlen,
-                             broadcast=str(addr.network.broadcast_address))
-                ipr.link("set", index=index, state="up")
+            index = pod.link_lookup(ifname=self.device.name)[0]
+            pod.link("set", index=index, ifname=ifname, address=mac, mtu=mtu)
+            for addr in addresses:
+                pod.addr("add", index=index, address=str(addr.ip),
+                         prefixlen=addr.network.prefixlen,
+                         broadcast=str(addr.network.broadcast_address))
+            pod.link("set", index=index, state="up")
         except NetlinkError as e:
             raise TapError(f"configuring {ifname!r} in {netns!r} failed: {e.args[-1]}", 500) from None
 
