@@ -4,8 +4,9 @@
 The control plane owns file descriptors and calls `drain(port_id)` (or
 `drain_tunnel()` for the VXLAN socket) when the event loop reports one
 readable; that call reads up to `batch` frames into preallocated buffers and
-switches each of them without creating a Python object. Everything else here (adding ports, reading counters, dumping the
-FDB) is control-path code and may use Python objects freely.
+switches each of them without creating a Python object. Everything else
+here (adding ports, reading counters, dumping the FDB) is control-path code
+and may use Python objects freely.
 """
 
 from libc.errno cimport errno, EAGAIN, EINTR, EIO
