@@ -21,6 +21,7 @@ cdef enum:
     VXLAN_HLEN = 8
     UDP_HLEN = 8
     OUTER_OVERHEAD = 20 + UDP_HLEN + VXLAN_HLEN   # outer IPv4 + UDP + VXLAN
+    MAX_PORT_IPS = 8          # IPv4 addresses port security binds to one port
 
 
 # struct virtio_net_hdr fields (little-endian u16s after the two bytes).
@@ -40,6 +41,7 @@ cdef enum:  # drop reasons
     DROP_RUNT = 0             # shorter than an Ethernet header
     DROP_OVERSIZE             # payload longer than the network's MTU
     DROP_BAD_SOURCE           # multicast/broadcast source MAC
+    DROP_SPOOFED_SOURCE       # source MAC, IPv4 or ARP sender not the port's own
     DROP_LOOP                 # destination learned on the ingress port
     DROP_NO_ROUTE             # nowhere to send it (no other port in the network)
     DROP_BAD_VNET_HDR         # offload header that does not fit the frame
@@ -58,6 +60,10 @@ cdef struct port_t:
     int32_t fd                # -1 when the slot is free
     uint16_t network          # network id, 0 = not switching
     bint vnet_hdr             # frames on this fd carry a virtio_net_hdr
+    bint secured              # port security: sources must be the port's own
+    uint64_t sec_mac          # the port's MAC, when secured
+    uint32_t sec_ips[MAX_PORT_IPS]    # its IPv4 addresses (first octet most significant)
+    uint32_t n_sec_ips
     uint64_t rx_packets
     uint64_t rx_bytes
     uint64_t rx_dropped       # frames from this port dropped at ingress

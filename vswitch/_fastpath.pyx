@@ -51,9 +51,10 @@ include "_frame.pxi"
 include "_fdb.pxi"
 include "_offload.pxi"
 include "_vxlan.pxi"
+include "_security.pxi"
 
 # Names of the drop reasons, in the order of their enum in _fastpath.pxd.
-DROP_NAMES = ("runt", "oversize", "bad_source", "loop", "no_route", "bad_vnet_hdr",
+DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "loop", "no_route", "bad_vnet_hdr",
               "bad_vxlan", "unknown_vni", "unknown_peer", "needs_segmentation", "too_big",
               "port_down", "queue_full", "write_error")
 assert len(DROP_NAMES) == N_DROP_REASONS
@@ -227,6 +228,21 @@ cdef class Datapath:
         self.ports[port_id].fd = -1
         while self.port_limit > 0 and self.ports[self.port_limit - 1].fd < 0:
             self.port_limit -= 1
+
+    def set_port_security(self, uint32_t port_id, mac=None, ips=()):
+        """Bind a port to its MAC and IPv4 addresses (integers); frames from
+        other sources are dropped as spoofed_source. mac=None turns it off."""
+        cdef port_t *p = self._port(port_id)
+        if mac is None:
+            p.secured = False
+            return
+        if len(ips) > MAX_PORT_IPS:
+            raise ValueError(f"at most {MAX_PORT_IPS} addresses per port")
+        p.sec_mac = mac
+        p.n_sec_ips = len(ips)
+        for i, ip in enumerate(ips):
+            p.sec_ips[i] = ip
+        p.secured = True
 
     def port_counters(self, uint32_t port_id):
         return _counters(self._port(port_id))
@@ -519,6 +535,9 @@ cdef class Datapath:
             return
         if is_multicast(frame + 6):
             self._drop(inp, DROP_BAD_SOURCE)
+            return
+        if inp.secured and spoofed(inp, frame, n, l2):
+            self._drop(inp, DROP_SPOOFED_SOURCE)
             return
         fdb_learn(&self.fdb, net, mac48(frame + 6), in_id, now)
         cdef int64_t out

@@ -12,6 +12,8 @@ import socket
 from http import HTTPStatus
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from .attachments import Attachments
+from .ipam import IpamError
 from .switch import Switch
 from .tap import TapError
 
@@ -29,6 +31,7 @@ class ApiError(Exception):
 class Api:
     def __init__(self, switch: Switch):
         self.switch = switch
+        self.attachments = Attachments(switch)
         self.routes = {
             ("GET", "status"): self.status,
             ("GET", "ports"): self.list_ports,
@@ -43,6 +46,11 @@ class Api:
             ("POST", "peers"): self.add_peer,
             ("DELETE", "peers/*"): self.del_peer,
             ("GET", "stats"): self.stats,
+            ("POST", "attachments"): self.attach,
+            ("POST", "attachments/delete"): self.detach,
+            ("POST", "attachments/check"): self.check_attachment,
+            ("GET", "ipam"): self.show_ipam,
+            ("POST", "ipam/gc"): self.ipam_gc,
         }
 
     # ------------------------------------------------------------- handlers
@@ -54,9 +62,12 @@ class Api:
         return [self.switch.port_info(p) for p in self.switch.ports.values()]
 
     async def add_port(self, query, body, arg):
+        security = body.pop("port_security", None) if isinstance(body, dict) else None
+        if security is not None and not isinstance(security, bool):
+            raise ApiError("field 'port_security' must be true or false")
         fields = _string_fields(body, required=("name", "netns"),
                                 optional=("ifname", "network", "ip", "mac"))
-        port = await self.switch.add_port(**fields)
+        port = await self.switch.add_port(**fields, port_security=security)
         return self.switch.port_info(port)
 
     async def show_port(self, query, body, name):
@@ -93,6 +104,36 @@ class Api:
     async def stats(self, query, body, arg):
         return self.switch.stats()
 
+    async def attach(self, query, body, arg):
+        mtu = body.pop("mtu", None) if isinstance(body, dict) else None
+        if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool)):
+            raise ApiError("field 'mtu' must be an integer")
+        return await self.attachments.add(**_string_fields(
+            body, ("container_id", "ifname", "netns"), ("network", "cni_network", "ip", "mac")),
+            mtu=mtu)
+
+    async def detach(self, query, body, arg):
+        return self.attachments.delete(**_string_fields(body, ("container_id", "ifname"), ()))
+
+    async def check_attachment(self, query, body, arg):
+        return await self.attachments.check(
+            **_string_fields(body, ("container_id", "ifname", "netns"), ()))
+
+    async def show_ipam(self, query, body, arg):
+        return self.attachments.show(query.get("network"))
+
+    async def ipam_gc(self, query, body, arg):
+        body = {} if body is None else body
+        valid = body.pop("valid", None) if isinstance(body, dict) else None
+        if valid is not None and not (isinstance(valid, list) and all(
+                isinstance(v, dict) and isinstance(v.get("containerID"), str)
+                and isinstance(v.get("ifname"), str) for v in valid)):
+            raise ApiError("field 'valid' must be a list of {containerID, ifname} objects")
+        fields = _string_fields(body, (), ("cni_network",))
+        if valid is not None and "cni_network" not in fields:
+            raise ApiError("field 'cni_network' is required with 'valid'")
+        return self.attachments.gc(fields.get("cni_network"), valid)
+
     # ------------------------------------------------------------- HTTP
 
     def _route(self, method: str, path: str):
@@ -114,8 +155,10 @@ class Api:
             method, path, query, body = await self._read_request(reader)
             handler, arg = self._route(method, path)
             result = await handler(query, body, arg)
-        except (ApiError, TapError) as e:
+        except (ApiError, TapError, IpamError) as e:
             status, result = e.status, {"error": str(e)}
+            if getattr(e, "kind", None):
+                result["kind"] = e.kind
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()
             return

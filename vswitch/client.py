@@ -13,9 +13,10 @@ DEFAULT_SOCKET = "/run/vswitch/vswitchd.sock"
 
 
 class ClientError(Exception):
-    def __init__(self, message: str, status: int | None = None):
+    def __init__(self, message: str, status: int | None = None, kind: str | None = None):
         super().__init__(message)
-        self.status = status
+        self.status = status      # the HTTP status, None when the daemon did not answer
+        self.kind = kind          # the daemon's word for the failure, if it gave one
 
 
 class _UnixConnection(http.client.HTTPConnection):
@@ -58,7 +59,8 @@ class Client:
         except ValueError:
             raise ClientError(f"vswitchd sent a malformed answer (HTTP {resp.status})", resp.status) from None
         if resp.status >= 400:
-            raise ClientError(result.get("error", f"HTTP {resp.status}"), resp.status)
+            raise ClientError(result.get("error", f"HTTP {resp.status}"), resp.status,
+                              result.get("kind"))
         return result
 
     # Convenience wrappers, one per API route.
@@ -100,3 +102,24 @@ class Client:
 
     def stats(self):
         return self.request("GET", "stats")
+
+    def attach(self, container_id, ifname, netns, **options):
+        return self.request("POST", "attachments", dict(container_id=container_id, ifname=ifname,
+                                                        netns=netns, **options))
+
+    def detach(self, container_id, ifname):
+        return self.request("POST", "attachments/delete",
+                            {"container_id": container_id, "ifname": ifname})
+
+    def check_attachment(self, container_id, ifname, netns):
+        return self.request("POST", "attachments/check",
+                            {"container_id": container_id, "ifname": ifname, "netns": netns})
+
+    def ipam(self, network=None):
+        return self.request("GET", "ipam", query={"network": network})
+
+    def ipam_gc(self, cni_network=None, valid=None):
+        body = {"cni_network": cni_network}
+        if valid is not None:
+            body["valid"] = valid
+        return self.request("POST", "ipam/gc", body)

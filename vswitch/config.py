@@ -24,6 +24,7 @@ DEFAULT_NETWORK = {"name": "default", "vni": 42, "subnet": "198.18.0.0/16",
                    "block": "198.18.1.0/24", "mtu": 1450}
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
 
 
 class ConfigError(Exception):
@@ -39,6 +40,8 @@ class NetworkConfig:
     subnet: ipaddress.IPv4Network
     block: ipaddress.IPv4Network
     mtu: int
+    gateway: ipaddress.IPv4Address | None = None   # None: the block's first address
+    host_port: str | None = None                    # host-side interface name, if any
 
 
 @dataclass(frozen=True)
@@ -127,8 +130,15 @@ def _network(data, index: int) -> NetworkConfig:
     if not block.subnet_of(subnet):
         raise ConfigError(t.key("block"), f"{block} is not inside subnet {subnet}")
     mtu = t.get("mtu", int, 1450, lambda v: 68 <= v <= 65485, "must be 68..65485")
+    gateway = t.get("gateway", str, None)
+    if gateway is not None:
+        gateway = _ipv4(t, "gateway", gateway)
+        if gateway not in block or gateway in (block.network_address, block.broadcast_address):
+            raise ConfigError(t.key("gateway"), f"{gateway} is not a host address of block {block}")
+    host_port = t.get("host_port", str, None, IFNAME_RE.match,
+                      "must be an interface name of 1-15 letters, digits, '.', '_' or '-'")
     t.done()
-    return NetworkConfig(name, vni, subnet, block, mtu)
+    return NetworkConfig(name, vni, subnet, block, mtu, gateway, host_port)
 
 
 def parse(data: dict) -> Config:
@@ -164,6 +174,9 @@ def parse(data: dict) -> Config:
                 raise ConfigError(f"network[{i}].name", f"duplicate network {n.name!r}")
             if n.vni == other.vni:
                 raise ConfigError(f"network[{i}].vni", f"VNI {n.vni} already used by {other.name!r}")
+            if n.host_port and n.host_port == other.host_port:
+                raise ConfigError(f"network[{i}].host_port",
+                                  f"{n.host_port!r} already used by {other.name!r}")
     overlay = None
     if cfg["mode"] == "overlay":
         overlay = _overlay(top.get("overlay", dict, None))

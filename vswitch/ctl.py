@@ -49,6 +49,16 @@ def show_fdb(entries):
                    for e in entries], ["NETWORK", "MAC", "PORT", "AGE"])
 
 
+def show_ipam(r):
+    nets = _table([[n["name"], n["subnet"], n["block"], n["gateway"], n["host_port"] or "-",
+                    n["free"]] for n in r["networks"]],
+                  ["NETWORK", "SUBNET", "BLOCK", "GATEWAY", "HOST_PORT", "FREE"])
+    allocs = _table([[a["network"], a["ip"], a["mac"], a["container_id"], a["ifname"],
+                      a["port"] or "-", a["state"]] for a in r["allocations"]],
+                    ["NETWORK", "IP", "MAC", "CONTAINER", "IFNAME", "PORT", "STATE"])
+    return f"{nets}\n\n{allocs}"
+
+
 def show_stats(s):
     ports = _table([[name, *c.values()] for name, c in s["ports"].items()],
                    ["PORT", "RX_PKTS", "RX_BYTES", "RX_DROP", "TX_PKTS", "TX_BYTES", "TX_DROP"])
@@ -84,6 +94,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--network", help="network name (default: the first configured)")
     add.add_argument("--ip", help="address in CIDR form, inside the network's subnet")
     add.add_argument("--mac", help="MAC address (default: random, locally administered)")
+    add.add_argument("--no-port-security", dest="port_security", action="store_false",
+                     default=None, help="let the pod send from any MAC or IP (the default "
+                     "without --ip; with --ip the port is bound to its MAC and address)")
     port.add_parser("del", parents=[common], help="detach and delete a port").add_argument("name")
     port.add_parser("list", parents=[common], help="all ports with counters")
     port.add_parser("show", parents=[common], help="one port with counters").add_argument("name")
@@ -107,6 +120,13 @@ def build_parser() -> argparse.ArgumentParser:
     peer_add.add_argument("--network", help="one network (default: all)")
     peer.add_parser("del", parents=[common], help="forget a peer").add_argument("ip")
     peer.add_parser("list", parents=[common], help="peers with counters")
+
+    ipam = sub.add_parser("ipam", help="address allocations").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    ipam.add_parser("show", parents=[common], help="blocks and allocations").add_argument(
+        "--network")
+    ipam.add_parser("gc", parents=[common],
+                    help="release allocations whose pod namespace is gone")
     return p
 
 
@@ -119,7 +139,8 @@ def run(args, client: Client):
         return client.stats(), show_stats
     if verb == "port":
         if action == "add":
-            options = {k: getattr(args, k) for k in ("ifname", "network", "ip", "mac")}
+            options = {k: getattr(args, k)
+                       for k in ("ifname", "network", "ip", "mac", "port_security")}
             return client.add_port(args.name, args.netns, **options), show_port
         if action == "del":
             return client.del_port(args.name), lambda r: f"port {r['deleted']} deleted"
@@ -132,6 +153,11 @@ def run(args, client: Client):
         if action == "del":
             return client.del_peer(args.ip), lambda r: f"peer {r['deleted']} deleted"
         return client.peers(), show_peers
+    if verb == "ipam":
+        if action == "show":
+            return client.ipam(args.network), show_ipam
+        return client.ipam_gc(), lambda r: f"{len(r['released'])} allocations released" + "".join(
+            f"\n  {a['network']} {a['ip']} {a['container_id']}/{a['ifname']}" for a in r["released"])
     if action == "show":
         return client.fdb(args.network), show_fdb
     if action == "add":

@@ -34,10 +34,14 @@ async def serve(config: Config) -> int:
     loop = asyncio.get_running_loop()
     try:
         switch = Switch(config, loop)
-    except OSError as e:       # the VXLAN sockets: the address is not this node's, or in use
-        ov = config.overlay
-        print(f"vswitchd: config error: overlay.vtep_ip: cannot bind {ov.vtep_ip}:{ov.udp_port}: "
-              f"{e.strerror}", file=sys.stderr)
+    except ConfigError as e:    # what the config names cannot be had: an address, a directory
+        print(f"vswitchd: config error: {e}", file=sys.stderr)
+        return 2
+    try:
+        await switch.start()
+    except ConfigError as e:
+        switch.close()
+        print(f"vswitchd: config error: {e}", file=sys.stderr)
         return 2
     try:
         server = await api.start(config.socket, switch)

@@ -8,12 +8,14 @@ import asyncio
 import ipaddress
 import logging
 import re
+import sqlite3
 import time
 from dataclasses import dataclass
 
 from . import __version__
 from ._fastpath import Datapath
-from .config import Config, NetworkConfig
+from .config import Config, ConfigError, NetworkConfig
+from .ipam import Ipam, gateway
 from .tap import OFFLOADS_ALL, OFFLOADS_TCP, Tap, TapError, check_ifname, normalize_mac, random_mac
 from .tunnel import Tunnel, ip_str, ip_to_int
 
@@ -32,7 +34,14 @@ class Port:
     addresses: list[ipaddress.IPv4Interface]
     tap: Tap
     port_id: int
+    mtu: int
+    secured: bool = False   # port security: bound to its MAC and addresses
+    attachment: tuple[str, str] | None = None   # (container id, ifname) for CNI ports
     state: str = "up"       # "lost" once its device disappeared under us
+
+    @property
+    def is_host(self) -> bool:
+        return self.netns is None
 
 
 class Switch:
@@ -45,18 +54,36 @@ class Switch:
         for net in config.networks:
             self.dp.set_network(self.network_ids[net.name], net.vni, net.mtu)
         self.ports: dict[str, Port] = {}
-        self.tunnel: Tunnel | None = None
-        if config.overlay:
-            self._start_tunnel()
         # Ports being created (netlink work in a thread): name -> (network, addresses).
         self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface]]] = {}
+        try:
+            self.ipam = Ipam(config.state_dir)
+        except (OSError, sqlite3.Error) as e:
+            raise ConfigError("node.state_dir", f"cannot open the state database: {e}") from None
+        self.tunnel: Tunnel | None = None
+        try:
+            if config.overlay:
+                self._start_tunnel()
+        except BaseException:
+            self.close()
+            raise
         self.started = time.monotonic()
+
+    async def start(self):
+        """Make the host ports (netlink work, in a thread)."""
+        for i, net in enumerate(self.config.networks):
+            if net.host_port:
+                await self._add_host_port(i, net)
 
     # ------------------------------------------------------------- overlay
 
     def _start_tunnel(self):
         ov = self.config.overlay
-        self.tunnel = Tunnel(ov.vtep_ip, ov.udp_port)      # OSError: the daemon reports it
+        try:
+            self.tunnel = Tunnel(ov.vtep_ip, ov.udp_port)
+        except OSError as e:       # the address is not this node's, or the port is in use
+            raise ConfigError("overlay.vtep_ip", f"cannot bind {ov.vtep_ip}:{ov.udp_port}: "
+                              f"{e.strerror}") from None
         self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.tx.fileno(), ov.udp_port,
                            ov.underlay_mtu, ov.learn_peers)
         self.loop.add_reader(self.tunnel.rx.fileno(), self._tunnel_readable)
@@ -135,14 +162,32 @@ class Switch:
 
     # ---------------------------------------------------------------- ports
 
+    async def _add_host_port(self, index: int, net: NetworkConfig):
+        """The network's gateway address on a TAP left in our own namespace."""
+        address = ipaddress.IPv4Interface(f"{gateway(net)}/{net.subnet.prefixlen}")
+        mac = random_mac()
+        try:
+            tap = await self.loop.run_in_executor(
+                None, Tap, None, net.host_port, mac, net.mtu, [address], self._offloads())
+        except TapError as e:
+            raise ConfigError(f"network[{index}].host_port", str(e)) from None
+        # The host routes for others: no port security on its port.
+        self._register(f"host-{net.name}", None, net, mac, [address], tap, secured=False)
+
+    def default_gateway(self, net: NetworkConfig) -> ipaddress.IPv4Address | None:
+        """Where pods of the network send what is not on their subnet: the
+        host port, when the network has one."""
+        return gateway(net) if net.host_port else None
+
     def _network(self, name: str | None) -> NetworkConfig:
         net = self.config.network(name) if name else self.config.networks[0]
         if net is None:
             known = ", ".join(n.name for n in self.config.networks)
-            raise TapError(f"unknown network {name!r} (known: {known})", 404)
+            raise TapError(f"unknown network {name!r} (known: {known})", 404, kind="unknown_network")
         return net
 
     def _address(self, net: NetworkConfig, cidr: str) -> ipaddress.IPv4Interface:
+        """A hand-given address: in the subnet, not a special one, not in use."""
         try:
             addr = ipaddress.IPv4Interface(cidr if "/" in cidr else f"{cidr}/{net.subnet.prefixlen}")
         except ValueError as e:
@@ -151,41 +196,70 @@ class Switch:
             raise TapError(f"address {addr} is outside network {net.name!r} ({net.subnet})")
         if addr.ip in (net.subnet.network_address, net.subnet.broadcast_address):
             raise TapError(f"address {addr.ip} is the network or broadcast address of {net.subnet}")
+        for name, address in self.addresses_in_use(net).items():
+            if address == addr.ip:
+                raise TapError(f"address {addr.ip} is already used by port {name!r}", 409)
+        if addr.ip in self.ipam.used(net.name):
+            raise TapError(f"address {addr.ip} is allocated by IPAM (ipam show)", 409)
+        return addr
+
+    def addresses_in_use(self, net: NetworkConfig) -> dict[str, ipaddress.IPv4Address]:
+        """Port name -> address, for the ports of a network, made or being made."""
         ports = [(p.name, p.network, p.addresses) for p in self.ports.values()]
         ports += [(name, n, addresses) for name, (n, addresses) in self._pending.items()]
-        for name, network, addresses in ports:
-            if network is net and any(a.ip == addr.ip for a in addresses):
-                raise TapError(f"address {addr.ip} is already used by port {name!r}", 409)
-        return addr
+        return {name: a.ip for name, n, addresses in ports if n is net for a in addresses}
+
+    def macs_in_use(self, net: NetworkConfig) -> set[str]:
+        return {p.mac for p in self.ports.values() if p.network is net}
 
     async def add_port(self, name: str, netns: str, ifname: str = "eth0",
                        network: str | None = None, ip: str | None = None,
-                       mac: str | None = None) -> Port:
+                       mac: str | None = None, port_security: bool | None = None) -> Port:
+        """A port made by hand (vswitchctl port add). Port security is on by
+        default when it has an address, and off for a port without one."""
         if not isinstance(name, str) or not PORT_NAME_RE.match(name):
             raise TapError(f"bad port name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
-        if name in self.ports or name in self._pending:
-            raise TapError(f"port {name!r} already exists", 409)
         net = self._network(network)
         addresses = [self._address(net, ip)] if ip else []
         mac = normalize_mac(mac) if mac else random_mac()
+        secured = bool(addresses) if port_security is None else port_security
+        return await self.create_port(name, netns, ifname, net, mac, addresses, secured)
+
+    async def create_port(self, name: str, netns: str, ifname: str, net: NetworkConfig, mac: str,
+                          addresses: list[ipaddress.IPv4Interface], secured: bool,
+                          attachment: tuple[str, str] | None = None, mtu: int | None = None) -> Port:
+        """Make the TAP in the pod's namespace and attach it to the data plane."""
+        if name in self.ports or name in self._pending:
+            raise TapError(f"port {name!r} already exists", 409)
         check_ifname(ifname)
+        gw = self.default_gateway(net) if addresses else None
         self._pending[name] = (net, addresses)
         try:
             # Netlink work runs off the loop so forwarding goes on meanwhile.
             tap = await self.loop.run_in_executor(
-                None, Tap, netns, ifname, mac, net.mtu, addresses, self._offloads())
+                None, Tap, netns, ifname, mac, mtu or net.mtu, addresses, self._offloads(), gw)
         finally:
             del self._pending[name]
+        return self._register(name, netns, net, mac, addresses, tap, secured, attachment, ifname,
+                              mtu)
+
+    def _register(self, name, netns, net, mac, addresses, tap, secured, attachment=None,
+                  ifname=None, mtu=None) -> Port:
         try:
             port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], tap.vnet_hdr)
         except OverflowError as e:
             tap.close()
             raise TapError(str(e), 507) from None
-        port = Port(name, netns, ifname, net, mac, addresses, tap, port_id)
+        if secured:
+            self.dp.set_port_security(port_id, int(mac.replace(":", ""), 16),
+                                      [int(a.ip) for a in addresses])
+        port = Port(name, netns, ifname or net.host_port, net, mac, addresses, tap, port_id,
+                    mtu or net.mtu, secured, attachment)
         self.ports[name] = port
         self.loop.add_reader(tap.fileno(), self._readable, port)
-        log.info("port %s added: %s in %s, network %s, mac %s%s", name, ifname, netns,
-                 net.name, mac, "".join(f", {a}" for a in addresses))
+        log.info("port %s added: %s in %s, network %s, mac %s%s%s", name, port.ifname,
+                 netns or "the host namespace", net.name, mac,
+                 "".join(f", {a}" for a in addresses), ", port security" if secured else "")
         return port
 
     def _offloads(self) -> tuple[str, ...]:
@@ -210,6 +284,13 @@ class Switch:
 
     def remove_port(self, name: str):
         port = self.port(name)
+        if port.is_host:
+            raise TapError(f"port {name!r} is the host port of network {port.network.name!r}; "
+                           "it comes and goes with the config", 409)
+        self._remove(port)
+
+    def _remove(self, port: Port):
+        name = port.name
         self.loop.remove_reader(port.tap.fileno())
         self.dp.remove_port(port.port_id)
         port.tap.close()
@@ -217,19 +298,22 @@ class Switch:
         log.info("port %s removed", name)
 
     def close(self):
-        for name in list(self.ports):
-            self.remove_port(name)
+        for port in list(self.ports.values()):
+            self._remove(port)
         if self.tunnel:
             self.loop.remove_reader(self.tunnel.rx.fileno())
             self.tunnel.close()
+        self.ipam.close()
 
     # ---------------------------------------------------------- inspection
 
     def port_info(self, port: Port) -> dict:
-        return {"name": port.name, "netns": port.netns, "ifname": port.ifname,
+        return {"name": port.name, "netns": port.netns or "(host)", "ifname": port.ifname,
                 "network": port.network.name, "mac": port.mac,
-                "addresses": [str(a) for a in port.addresses], "mtu": port.network.mtu,
+                "addresses": [str(a) for a in port.addresses], "mtu": port.mtu,
                 "state": port.state, "id": port.port_id, "offloads": port.tap.offloads,
+                "port_security": port.secured,
+                "container": "/".join(port.attachment) if port.attachment else None,
                 "counters": self.dp.port_counters(port.port_id)}
 
     def _network_id(self, name: str | None) -> int:

@@ -7,6 +7,7 @@ import fcntl
 import ipaddress
 import os
 import secrets
+import socket
 from contextlib import contextmanager
 
 import pytun
@@ -30,11 +31,12 @@ OFFLOADS_TCP = ("csum", "tso4", "tso6", "tso_ecn")
 
 class TapError(Exception):
     """A request that cannot be satisfied; `status` is the HTTP status the
-    API answers with."""
+    API answers with, `kind` an optional word for programs (the CNI plugin)."""
 
-    def __init__(self, message: str, status: int = 400):
+    def __init__(self, message: str, status: int = 400, kind: str | None = None):
         super().__init__(message)
         self.status = status
+        self.kind = kind
 
 
 def random_mac() -> str:
@@ -81,33 +83,45 @@ def _netlink(netns: str | None = None):
 
 
 class Tap:
-    """An open TAP device moved into a namespace. Closing the fd deletes
-    the device, wherever it lives."""
+    """An open TAP device, moved into a pod's namespace (or, for the host
+    port, netns=None, left in ours) and configured there: name, MAC, MTU,
+    addresses, link up, and a default route via `gateway` if given.
+    Closing the fd deletes the device, wherever it lives."""
 
-    def __init__(self, netns: str, ifname: str, mac: str, mtu: int,
-                 addresses: list[ipaddress.IPv4Interface], offloads: tuple[str, ...] = OFFLOADS_ALL):
-        try:
-            path = netns_path(netns)
-        except NetnsNotFound as e:
-            raise TapError(str(e), 404) from None
-        # One netlink socket in the pod's namespace serves the check and the set-up.
-        with _netlink(path) as pod:
-            if pod.link_lookup(ifname=ifname):
-                raise TapError(f"interface {ifname!r} already exists in namespace {netns!r}", 409)
-            self.vnet_hdr = bool(offloads)      # frames on the fd carry a virtio_net_hdr
-            flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offloads else 0)
-            # A temporary unique name in our namespace; renamed once moved.
-            self.device = pytun.TunTapDevice(name=f"vsw{secrets.token_hex(6)}", flags=flags)
+    def __init__(self, netns: str | None, ifname: str, mac: str, mtu: int,
+                 addresses: list[ipaddress.IPv4Interface], offloads: tuple[str, ...] = OFFLOADS_ALL,
+                 gateway: ipaddress.IPv4Address | None = None):
+        self.vnet_hdr = bool(offloads)      # frames on the fd carry a virtio_net_hdr
+        self.flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offloads else 0)
+        path = None
+        if netns is not None:
+            try:
+                path = netns_path(netns)
+            except NetnsNotFound as e:
+                raise TapError(str(e), 404) from None
+        where = f"namespace {netns!r}" if netns else "the host namespace"
+        # One netlink socket in the target namespace serves the check and the set-up.
+        with _netlink(path) as target:
+            if target.link_lookup(ifname=ifname):
+                raise TapError(f"interface {ifname!r} already exists in {where}", 409)
+            # In a pod, a temporary unique name in our namespace, renamed once moved.
+            self.device = pytun.TunTapDevice(name=f"vsw{secrets.token_hex(6)}" if path else ifname,
+                                             flags=self.flags)
             try:
                 os.set_blocking(self.device.fileno(), False)
                 self.offloads = self._enable_offloads(offloads) if offloads else []
-                self._move(pod, path, netns, ifname, mac, mtu, addresses)
+                if path:
+                    self._move_to(path)
+                index = target.link_lookup(ifname=self.device.name)[0]
+                self._configure(target, index, ifname, mac, mtu, addresses, gateway)
+            except NetlinkError as e:
+                self.close()
+                raise TapError(f"configuring {ifname!r} in {where} failed: {e.args[-1]}", 500) from None
             except BaseException:
                 self.close()
                 raise
 
-    def _move(self, pod: IPRoute, path, netns, ifname, mac, mtu, addresses):
-        """Move the device into the pod's namespace, then configure it there."""
+    def _move_to(self, path: str):
         with _netlink() as ipr:
             index = ipr.link_lookup(ifname=self.device.name)[0]
             fd = os.open(path, os.O_RDONLY)
@@ -115,16 +129,16 @@ class Tap:
                 ipr.link("set", index=index, net_ns_fd=fd)
             finally:
                 os.close(fd)
-        try:
-            index = pod.link_lookup(ifname=self.device.name)[0]
-            pod.link("set", index=index, ifname=ifname, address=mac, mtu=mtu)
-            for addr in addresses:
-                pod.addr("add", index=index, address=str(addr.ip),
-                         prefixlen=addr.network.prefixlen,
-                         broadcast=str(addr.network.broadcast_address))
-            pod.link("set", index=index, state="up")
-        except NetlinkError as e:
-            raise TapError(f"configuring {ifname!r} in {netns!r} failed: {e.args[-1]}", 500) from None
+
+    @staticmethod
+    def _configure(ipr: IPRoute, index: int, ifname, mac, mtu, addresses, gateway):
+        ipr.link("set", index=index, ifname=ifname, address=mac, mtu=mtu)
+        for addr in addresses:
+            ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen,
+                     broadcast=str(addr.network.broadcast_address))
+        ipr.link("set", index=index, state="up")
+        if gateway is not None:
+            ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
 
     def _enable_offloads(self, wanted: tuple[str, ...]) -> list[str]:
         """Turn on what is wanted and the kernel supports; returns the names."""
@@ -142,3 +156,24 @@ class Tap:
 
     def close(self):
         self.device.close()
+
+
+def inspect(netns: str, ifname: str) -> dict | None:
+    """What a pod interface looks like now (None if it is gone): its MAC,
+    whether it is up, its IPv4 addresses and default gateways."""
+    try:
+        path = netns_path(netns)
+    except NetnsNotFound:
+        return None
+    with _netlink(path) as ipr:
+        found = ipr.link_lookup(ifname=ifname)
+        if not found:
+            return None
+        link = ipr.get_links(found[0])[0]
+        addresses = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                     for a in ipr.get_addr(index=found[0], family=socket.AF_INET)]
+        gateways = [r.get_attr("RTA_GATEWAY") for r in ipr.get_routes(family=socket.AF_INET)
+                    if r["dst_len"] == 0 and r.get_attr("RTA_OIF") == found[0]
+                    and r.get_attr("RTA_GATEWAY")]
+    return {"mac": link.get_attr("IFLA_ADDRESS"), "up": bool(link["flags"] & 1),
+            "addresses": addresses, "gateways": gateways}

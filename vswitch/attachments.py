@@ -1,0 +1,218 @@
+"""Pod attachments: what the CNI plugin asks the daemon for. An attachment
+is a (container id, ifname) pair with an IPAM allocation and, while the pod
+is connected, a secured port. ADD allocates (durably) before it makes the
+port and gives the allocation back if the port cannot be made; DEL and GC
+remove both and succeed when there is nothing left to remove."""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import re
+
+from .ipam import Allocation, IpamError, gateway
+from .netns import NetnsNotFound, netns_path
+from .switch import Port, Switch
+from .tap import TapError, check_ifname, inspect, normalize_mac, random_mac
+
+log = logging.getLogger("vswitch.attachments")
+
+# CNI spec: alphanumeric first, then alphanumerics, '_', '.', '-'.
+CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+
+class CheckFailed(TapError):
+    def __init__(self, message: str):
+        super().__init__(message, 409, kind="check")
+
+
+class Attachments:
+    def __init__(self, switch: Switch):
+        self.switch = switch
+        self.ipam = switch.ipam
+        self._busy: set[tuple[str, str]] = set()    # attachments with an ADD/DEL under way
+
+    # -------------------------------------------------------------- helpers
+
+    def _key(self, container_id, ifname) -> tuple[str, str]:
+        if not isinstance(container_id, str) or not CONTAINER_ID_RE.match(container_id):
+            raise TapError(f"bad container id {container_id!r}")
+        return container_id, check_ifname(ifname)
+
+    def _claim(self, key):
+        if key in self._busy:
+            raise TapError(f"{key[0]}/{key[1]}: another request for it is under way", 503,
+                           kind="busy")
+        self._busy.add(key)
+
+    def port_of(self, key) -> Port | None:
+        return next((p for p in self.switch.ports.values() if p.attachment == key), None)
+
+    def _port_name(self, key) -> str:
+        container_id, ifname = key
+        name = f"{container_id[:12]}-{ifname}"
+        if name in self.switch.ports or name in self.switch._pending:
+            # Another attachment holds the short name: disambiguate by a digest.
+            digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:8]
+            name = f"{container_id[:12]}-{digest}-{ifname}"
+        return name
+
+    def result(self, alloc: Allocation, port: Port | None) -> dict:
+        net = self.switch._network(alloc.network)
+        gw = self.switch.default_gateway(net)
+        return {"container_id": alloc.container_id, "ifname": alloc.ifname,
+                "network": net.name, "port": port.name if port else None,
+                "state": port.state if port else "detached",
+                "netns": alloc.netns, "mac": alloc.mac, "mtu": port.mtu if port else net.mtu,
+                "ip": f"{alloc.ip}/{net.subnet.prefixlen}", "gateway": str(gateway(net)),
+                "routes": [{"dst": "0.0.0.0/0", "gw": str(gw)}] if gw else []}
+
+    # ------------------------------------------------------------- commands
+
+    async def add(self, container_id: str, ifname: str, netns: str, network: str | None = None,
+                  cni_network: str = "", ip: str | None = None, mac: str | None = None,
+                  mtu: int | None = None) -> dict:
+        """Connect a pod; a repeated ADD gives back the same address and MAC.
+        mtu: the pod's, at most (and by default) the network's."""
+        key = self._key(container_id, ifname)
+        net = self.switch._network(network)
+        if mtu is not None and not 68 <= mtu <= net.mtu:
+            raise IpamError(f"mtu {mtu} must be 68..{net.mtu} (network {net.name!r})", "invalid")
+        requested_ip = _parse_ip(ip) if ip else None
+        requested_mac = normalize_mac(mac) if mac else None
+        self._claim(key)
+        try:
+            alloc, created = self.ipam.get(*key), False
+            if alloc:
+                self._same_request(alloc, net.name, requested_ip, requested_mac)
+                port = self.port_of(key)
+                if port and port.state == "up" and port.netns == netns:
+                    return self.result(alloc, port)
+                if port:                    # lost, or the pod has a new sandbox
+                    self.switch._remove(port)
+            else:
+                alloc = self.ipam.allocate(
+                    net, *key, netns=netns, cni_network=cni_network,
+                    mac=requested_mac or random_mac(), ip=requested_ip,
+                    in_use=set(self.switch.addresses_in_use(net).values()),
+                    macs_in_use=self.switch.macs_in_use(net))
+                created = True
+            address = ipaddress.IPv4Interface(f"{alloc.ip}/{net.subnet.prefixlen}")
+            try:
+                port = await self.switch.create_port(self._port_name(key), netns, key[1], net,
+                                                     alloc.mac, [address], True, key, mtu)
+            except BaseException:
+                if created:         # leave nothing half-made behind
+                    self.ipam.release(*key)
+                raise
+            log.info("attached %s/%s: %s, %s", *key, address, alloc.mac)
+            return self.result(alloc, port)
+        finally:
+            self._busy.discard(key)
+
+    @staticmethod
+    def _same_request(alloc: Allocation, network: str, ip, mac):
+        if alloc.network != network:
+            raise IpamError(f"{alloc.container_id}/{alloc.ifname} is attached to network "
+                            f"{alloc.network!r}", "unavailable")
+        if ip is not None and ip != alloc.ip:
+            raise IpamError(f"{alloc.container_id}/{alloc.ifname} already has address {alloc.ip}",
+                            "unavailable")
+        if mac is not None and mac != alloc.mac:
+            raise IpamError(f"{alloc.container_id}/{alloc.ifname} already has MAC {alloc.mac}",
+                            "unavailable")
+
+    def delete(self, container_id: str, ifname: str) -> dict:
+        """Disconnect a pod and release its address; fine if nothing is left."""
+        key = self._key(container_id, ifname)
+        self._claim(key)
+        try:
+            port = self.port_of(key)
+            if port:
+                self.switch._remove(port)
+            alloc = self.ipam.release(*key)
+        finally:
+            self._busy.discard(key)
+        if alloc:
+            log.info("detached %s/%s, released %s", *key, alloc.ip)
+        return {"released": str(alloc.ip) if alloc else None, "port": port.name if port else None}
+
+    async def check(self, container_id: str, ifname: str, netns: str) -> dict:
+        """The attachment as it is now; CheckFailed says what is wrong."""
+        key = self._key(container_id, ifname)
+        alloc = self.ipam.get(*key)
+        if alloc is None:
+            raise CheckFailed(f"{container_id}/{ifname} has no address allocated")
+        port = self.port_of(key)
+        if port is None or port.state != "up":
+            raise CheckFailed(f"{container_id}/{ifname} is not connected to the switch")
+        if port.netns != netns:
+            raise CheckFailed(f"{container_id}/{ifname} is connected in {port.netns}, not {netns}")
+        result = self.result(alloc, port)
+        live = await self.switch.loop.run_in_executor(None, inspect, netns, ifname)
+        if live is None:
+            raise CheckFailed(f"interface {ifname!r} is missing from {netns}")
+        if live["mac"] != alloc.mac:
+            raise CheckFailed(f"{ifname} has MAC {live['mac']}, expected {alloc.mac}")
+        if result["ip"] not in live["addresses"]:
+            raise CheckFailed(f"{ifname} lacks address {result['ip']} (has {live['addresses']})")
+        if not live["up"]:
+            raise CheckFailed(f"{ifname} is down")
+        for route in result["routes"]:
+            if route["gw"] not in live["gateways"]:
+                raise CheckFailed(f"{ifname} has no default route via {route['gw']}")
+        return result
+
+    def gc(self, cni_network: str | None = None, valid: list | None = None) -> dict:
+        """Release attachments that are gone. With `valid` (CNI GC: the
+        runtime's list of attachments of `cni_network`), every other one of
+        that CNI network; without it, those whose namespace no longer exists."""
+        if valid is not None:
+            keep = {(v["containerID"], v["ifname"]) for v in valid}
+            gone = [a for a in self.ipam.list() if a.cni_network == cni_network
+                    and (a.container_id, a.ifname) not in keep]
+        else:
+            gone = [a for a in self.ipam.list() if self._namespace_gone(a)]
+        released = []
+        for a in gone:
+            if (a.container_id, a.ifname) in self._busy:
+                continue
+            self.delete(a.container_id, a.ifname)
+            released.append(a.as_dict())
+        return {"released": released}
+
+    def _namespace_gone(self, alloc: Allocation) -> bool:
+        port = self.port_of((alloc.container_id, alloc.ifname))
+        if port is not None and port.state == "up":
+            return False
+        try:
+            netns_path(alloc.netns)
+        except NetnsNotFound:
+            return True
+        return False
+
+    def show(self, network: str | None = None) -> dict:
+        nets = [self.switch._network(network)] if network else list(self.switch.config.networks)
+        allocations = []
+        for a in self.ipam.list(network and nets[0].name):
+            entry = a.as_dict()
+            port = self.port_of((a.container_id, a.ifname))
+            entry["port"] = port.name if port else None
+            entry["state"] = port.state if port else "detached"
+            allocations.append(entry)
+        return {"networks": [{"name": n.name, "subnet": str(n.subnet), "block": str(n.block),
+                              "gateway": str(gateway(n)), "host_port": n.host_port,
+                              "free": self.ipam.free_count(
+                                  n, set(self.switch.addresses_in_use(n).values()))}
+                             for n in nets],
+                "allocations": allocations}
+
+
+def _parse_ip(text: str) -> ipaddress.IPv4Address:
+    try:
+        return ipaddress.IPv4Interface(text).ip
+    except ValueError:
+        raise IpamError(f"bad address {text!r}: expected IPv4, optionally in CIDR form",
+                        "invalid") from None
+

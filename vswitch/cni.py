@@ -1,0 +1,250 @@
+"""vswitch-cni: the CNI plugin (spec 1.1.0; also answers 0.3.x, 0.4.0 and
+1.0.0 configs). The container runtime executes it as $CNI_PATH/vswitch with
+the CNI_* environment and the network config on stdin; it asks vswitchd,
+over the control socket, to attach or detach the pod, and prints the spec's
+result or error JSON.
+
+Network config keys: "type": "vswitch", "name" (the CNI network), "network"
+(the vswitch network; default: the daemon's first), "socket" (default
+/run/vswitch/vswitchd.sock), "mtu" (optional, at most the network's), "dns"
+(passed through to the result). Static requests: runtimeConfig "ips"/"mac"
+(capabilities), args.cni "ips"/"mac", or CNI_ARGS IP=/MAC=.
+
+Error codes: the spec's (1 incompatible version, 3 unknown container: the
+namespace does not exist, 4 invalid environment variables, 6 undecodable
+stdin, 7 invalid network config, 11 try again later: vswitchd not answering
+or busy with the same attachment, 50 not ready), and ours: 100 vswitchd
+refused the request (the message says why), 101 no free address in this
+node's block, 102 requested address or MAC unavailable (outside the block,
+reserved or taken), 103 CHECK found the attachment not as it should be.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import sys
+
+from .client import DEFAULT_SOCKET, Client, ClientError
+
+SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
+LATEST = SUPPORTED_VERSIONS[-1]
+
+# Codes from the spec, and ours (100+).
+INCOMPATIBLE_VERSION, UNKNOWN_CONTAINER, INVALID_ENV, BAD_CONTENT = 1, 3, 4, 6
+INVALID_CONFIG, TRY_AGAIN, NOT_READY = 7, 11, 50
+REFUSED, EXHAUSTED, UNAVAILABLE, CHECK_FAILED = 100, 101, 102, 103
+KIND_CODES = {"exhausted": EXHAUSTED, "unavailable": UNAVAILABLE, "invalid": INVALID_CONFIG,
+              "unknown_network": INVALID_CONFIG, "busy": TRY_AGAIN, "check": CHECK_FAILED}
+
+
+class CniError(Exception):
+    def __init__(self, code: int, msg: str, details: str = ""):
+        super().__init__(msg)
+        self.code, self.msg, self.details = code, msg, details
+
+
+def _version_key(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split("."))
+
+
+class Request:
+    """One invocation: the environment and the network config."""
+
+    def __init__(self, environ, stdin_text: str):
+        self.env = environ
+        self.command = self._env("CNI_COMMAND")
+        self.version = LATEST
+        if self.command == "VERSION" and not stdin_text.strip():
+            self.conf = {}
+            return
+        try:
+            conf = json.loads(stdin_text)
+        except ValueError as e:
+            raise CniError(BAD_CONTENT, "network config on stdin is not valid JSON", str(e)) from None
+        if not isinstance(conf, dict):
+            raise CniError(BAD_CONTENT, "network config on stdin must be a JSON object")
+        version = conf.get("cniVersion")
+        if not isinstance(version, str) or version not in SUPPORTED_VERSIONS:
+            raise CniError(INCOMPATIBLE_VERSION, f"unsupported cniVersion {version!r}",
+                           f"supported: {', '.join(SUPPORTED_VERSIONS)}")
+        self.version, self.conf = version, conf
+
+    def _env(self, name: str, required: bool = True) -> str | None:
+        value = self.env.get(name)
+        if required and not value:
+            raise CniError(INVALID_ENV, f"environment variable {name} is required")
+        return value
+
+    def need_version(self, minimum: str):
+        if _version_key(self.version) < _version_key(minimum):
+            raise CniError(INCOMPATIBLE_VERSION,
+                           f"{self.command} needs cniVersion {minimum} or later, config has {self.version}")
+
+    def field(self, name: str, kind, default=None):
+        value = self.conf.get(name, default)
+        if value is not None and not isinstance(value, kind):
+            raise CniError(INVALID_CONFIG, f"network config key {name!r} must be a {kind.__name__}")
+        return value
+
+    @property
+    def client(self) -> Client:
+        socket = self.field("socket", str, DEFAULT_SOCKET)
+        if not socket.startswith("/"):
+            raise CniError(INVALID_CONFIG, "network config key 'socket' must be an absolute path")
+        return Client(socket)
+
+    def attachment(self) -> tuple[str, str]:
+        return self._env("CNI_CONTAINERID"), self._env("CNI_IFNAME")
+
+    def netns(self) -> str:
+        netns = self._env("CNI_NETNS")
+        if not os.path.exists(netns):
+            raise CniError(UNKNOWN_CONTAINER, f"network namespace {netns} does not exist")
+        return netns
+
+    def cni_args(self) -> dict[str, str]:
+        """CNI_ARGS "K=V;K=V": IP and MAC are ours; others need IgnoreUnknown."""
+        text = self._env("CNI_ARGS", required=False) or ""
+        args = {}
+        for pair in filter(None, text.split(";")):
+            key, sep, value = pair.partition("=")
+            if not sep:
+                raise CniError(INVALID_ENV, f"CNI_ARGS: {pair!r} is not KEY=VALUE")
+            args[key] = value
+        ignore = args.pop("IgnoreUnknown", "").lower() in ("1", "true")
+        unknown = sorted(k for k in args if k not in ("IP", "MAC") and not k.startswith("K8S_"))
+        if unknown and not ignore:
+            raise CniError(INVALID_ENV, f"CNI_ARGS: unknown key {unknown[0]!r} "
+                           "(set IgnoreUnknown=1 to ignore it)")
+        return args
+
+    def static_requests(self) -> tuple[str | None, str | None]:
+        """The address and MAC asked for, from runtimeConfig, args or CNI_ARGS."""
+        runtime = self.field("runtimeConfig", dict, {})
+        args = (self.field("args", dict, {}) or {}).get("cni", {})
+        env = self.cni_args()
+        ips = runtime.get("ips") or args.get("ips") or ([env["IP"]] if "IP" in env else [])
+        mac = runtime.get("mac") or args.get("mac") or env.get("MAC")
+        if not isinstance(ips, list) or not all(isinstance(i, str) for i in ips):
+            raise CniError(INVALID_CONFIG, "requested ips must be a list of strings")
+        if len(ips) > 1:
+            raise CniError(INVALID_CONFIG, "one IPv4 address per interface can be requested")
+        for ip in ips:
+            try:
+                ipaddress.IPv4Interface(ip)
+            except ValueError:
+                raise CniError(INVALID_CONFIG, f"requested address {ip!r} is not IPv4") from None
+        if mac is not None and not isinstance(mac, str):
+            raise CniError(INVALID_CONFIG, "requested mac must be a string")
+        return (ips[0] if ips else None), mac
+
+
+def _call(method, *args, **kwargs):
+    """A daemon call, its failures turned into CNI errors."""
+    try:
+        return method(*args, **kwargs)
+    except ClientError as e:
+        if e.status is None or e.status == 503:
+            raise CniError(TRY_AGAIN, "vswitchd is not answering; try again later", str(e)) from None
+        raise CniError(KIND_CODES.get(e.kind, REFUSED), str(e)) from None
+
+
+def _result(req: Request, att: dict, netns: str) -> dict:
+    """The spec's result for our interface, after what prevResult already holds."""
+    prev = req.field("prevResult", dict, {}) or {}
+    interfaces = list(prev.get("interfaces", []))
+    iface = {"name": att["ifname"], "mac": att["mac"], "sandbox": netns}
+    if _version_key(req.version) >= (1, 1, 0):
+        iface["mtu"] = att["mtu"]
+    ip = {"address": att["ip"], "gateway": att["gateway"], "interface": len(interfaces)}
+    if _version_key(req.version) < (1, 0, 0):
+        ip["version"] = "4"
+    interfaces.append(iface)
+    return {"cniVersion": req.version, "interfaces": interfaces,
+            "ips": list(prev.get("ips", [])) + [ip],
+            "routes": list(prev.get("routes", [])) + att["routes"],
+            "dns": req.field("dns", dict, None) or prev.get("dns") or {}}
+
+
+def add(req: Request):
+    container_id, ifname = req.attachment()
+    netns = req.netns()
+    ip, mac = req.static_requests()
+    mtu = req.field("mtu", int)
+    att = _call(req.client.attach, container_id, ifname, netns, network=req.field("network", str),
+                cni_network=req.field("name", str, ""), ip=ip, mac=mac, mtu=mtu)
+    return _result(req, att, netns)
+
+
+def delete(req: Request):
+    container_id, ifname = req.attachment()
+    _call(req.client.detach, container_id, ifname)
+
+
+def check(req: Request):
+    req.need_version("0.4.0")
+    container_id, ifname = req.attachment()
+    netns = req.netns()
+    prev = req.field("prevResult", dict)
+    if not prev:
+        raise CniError(INVALID_CONFIG, "CHECK needs prevResult")
+    att = _call(req.client.check_attachment, container_id, ifname, netns)
+    mine = [i for i in prev.get("interfaces", []) if i.get("name") == ifname
+            and i.get("sandbox") == netns]
+    if not mine or mine[0].get("mac") != att["mac"]:
+        raise CniError(CHECK_FAILED, f"prevResult has no interface {ifname} in {netns} "
+                       f"with MAC {att['mac']}")
+    if att["ip"] not in [i.get("address") for i in prev.get("ips", [])]:
+        raise CniError(CHECK_FAILED, f"prevResult lacks address {att['ip']}")
+
+
+def status(req: Request):
+    req.need_version("1.1.0")
+    try:
+        nets = req.client.ipam(req.field("network", str))["networks"]
+    except ClientError as e:
+        raise CniError(NOT_READY, "vswitchd cannot attach pods now", str(e)) from None
+    if nets[0]["free"] <= 0:
+        raise CniError(NOT_READY, f"no free address left in network {nets[0]['name']!r}")
+
+
+def gc(req: Request):
+    req.need_version("1.1.0")
+    valid = req.field("cni.dev/valid-attachments", list)
+    if valid is None:
+        raise CniError(INVALID_CONFIG, "GC needs cni.dev/valid-attachments")
+    name = req.field("name", str)
+    if not name:
+        raise CniError(INVALID_CONFIG, "network config key 'name' is required for GC")
+    _call(req.client.ipam_gc, name, valid)
+
+
+COMMANDS = {"ADD": add, "DEL": delete, "CHECK": check, "STATUS": status, "GC": gc}
+
+
+def run(environ, stdin_text: str) -> tuple[int, dict | None]:
+    """(exit status, JSON to print) for one invocation."""
+    version = LATEST
+    try:
+        req = Request(environ, stdin_text)
+        version = req.version
+        if req.command == "VERSION":
+            return 0, {"cniVersion": version, "supportedVersions": list(SUPPORTED_VERSIONS)}
+        if req.command not in COMMANDS:
+            raise CniError(INVALID_ENV, f"unknown CNI_COMMAND {req.command!r}")
+        return 0, COMMANDS[req.command](req)
+    except CniError as e:
+        return 1, {"cniVersion": version, "code": e.code, "msg": e.msg, "details": e.details}
+
+
+def main() -> int:
+    code, out = run(os.environ, sys.stdin.read())
+    if out is not None:
+        print(json.dumps(out))
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())
