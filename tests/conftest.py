@@ -142,14 +142,17 @@ def vswitchd(tmp_path):
     daemons = []
 
     def start(aging_time: float = 300, networks=(BLUE, RED), netns=None, mode="bridge",
-              **extra) -> Daemon:
+              state_dir=None, **extra) -> Daemon:
+        """state_dir: to start a daemon on an earlier one's state."""
         sock = str(tmp_path / f"vswitchd{len(daemons)}.sock")
+        state_dir = state_dir or str(tmp_path / f"state{len(daemons)}")
         config = {"node": {"name": f"test-node{len(daemons)}", "socket": sock, "mode": mode,
-                           "state_dir": str(tmp_path / "state")},
+                           "state_dir": state_dir},
                   "fdb": {"aging_time": aging_time}, "network": list(networks), **extra}
         path = tmp_path / f"vswitchd{len(daemons)}.toml"
         write_toml(path, config)
         daemon = Daemon(path, sock, tmp_path / f"vswitchd{len(daemons)}.log", netns)
+        daemon.state_dir = state_dir
         daemons.append(daemon)
         return daemon
 
@@ -161,15 +164,17 @@ def vswitchd(tmp_path):
 @pytest.fixture
 def pods(netns, vswitchd):
     """Factory: pods(daemon, ("a", "198.18.0.1/16"), ("c", "198.19.0.1/16", "red"))
-    makes a namespace per pod and attaches it; returns {tag: (ns, port info)}."""
+    makes a namespace per pod and attaches it (port security on unless
+    port_security=False); returns {tag: (ns, port info)}."""
 
-    def attach(daemon: Daemon, *specs):
+    def attach(daemon: Daemon, *specs, port_security=True):
         out = {}
         for spec in specs:
             tag, ip, network = (*spec, "blue")[:3]
             ns = netns(tag)
             info = daemon.ctl_json("port", "add", f"pod-{tag}", "--netns", ns, "--ip", ip,
-                                   "--network", network)
+                                   "--network", network,
+                                   *([] if port_security else ["--no-port-security"]))
             out[tag] = (ns, info)
         return out
 

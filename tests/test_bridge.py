@@ -201,7 +201,9 @@ def test_frames_from_a_pod_are_fuzzed_and_counted(vswitchd, pods):
     from scapy.layers.l2 import ARP, Ether
 
     d = vswitchd()
-    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"), ("c", "198.18.0.3/16"))
+    # Without port security, so that random sources reach learning.
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"), ("c", "198.18.0.3/16"),
+             port_security=False)
     # A misconfigured pod: its MTU is above the network's, so it can send
     # frames the switch must refuse as oversize.
     in_ns(p["a"][0], "ip", "link", "set", "eth0", "mtu", "9000")
