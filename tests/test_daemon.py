@@ -46,6 +46,12 @@ NET = '[[network]]\nname = "blue"\nvni = 1\nsubnet = "198.18.0.0/16"\n'
     (NET + NET.replace('"blue"', '"red"'), "network[1].vni"),
     (NET + "colour = 3\n", "network[0].colour"),
     ("network = []\n", "network"),
+    (NET + 'block = "198.18.1.0/24"\ngateway = "198.18.2.1"\n', "network[0].gateway"),
+    (NET + 'block = "198.18.1.0/24"\ngateway = "198.18.1.255"\n', "network[0].gateway"),
+    (NET + 'gateway = "x"\n', "network[0].gateway"),
+    (NET + 'host_port = "a name too long"\n', "network[0].host_port"),
+    (NET + 'host_port = "h0"\n' + NET.replace('"blue"', '"red"').replace("vni = 1", "vni = 2")
+     + 'host_port = "h0"\n', "network[1].host_port"),
     ("[overlay]\nvtep_ip = \"192.0.2.1\"\n" + NET, "overlay"),
     ('[node]\nmode = "overlay"\n' + NET, "overlay"),
     ('[node]\nmode = "overlay"\n[overlay]\npeers = []\n' + NET, "overlay.vtep_ip"),
@@ -72,7 +78,8 @@ def test_bad_config_exits_2_naming_the_key(tmp_path, text, key):
 def test_vtep_address_not_on_this_node_exits_2(tmp_path, netns):
     node = netns("n")
     path = tmp_path / "overlay.toml"
-    write_toml(path, {"node": {"mode": "overlay", "socket": str(tmp_path / "s.sock")},
+    write_toml(path, {"node": {"mode": "overlay", "socket": str(tmp_path / "s.sock"),
+                               "state_dir": str(tmp_path / "state")},
                       "overlay": {"vtep_ip": "192.0.2.77"}, "network": [{**BLUE, "mtu": 1450}]})
     r = subprocess.run(["ip", "netns", "exec", node] + DAEMON + ["--config", str(path)],
                        capture_output=True, text=True, timeout=30)
@@ -105,10 +112,38 @@ def test_socket_is_private_and_removed_with_ports_on_stop(vswitchd, pods, sig):
 def test_second_daemon_on_the_same_socket_is_refused(vswitchd, tmp_path):
     d = vswitchd()
     path = tmp_path / "second.toml"
-    write_toml(path, {"node": {"socket": d.socket}, "network": [BLUE]})
+    write_toml(path, {"node": {"socket": d.socket, "state_dir": str(tmp_path / "other")},
+                      "network": [BLUE]})
     r = subprocess.run(DAEMON + ["--config", str(path)], capture_output=True, text=True, timeout=30)
     assert r.returncode == 1 and "another vswitchd" in r.stderr
     assert d.client.status()["mode"] == "bridge"
+
+
+def test_state_dir_problems_exit_2(vswitchd, tmp_path):
+    """A state directory another daemon holds, or one that cannot be made."""
+    d = vswitchd()
+    for state_dir, problem in ((d.state_dir, "in use by another vswitchd"),
+                               ("/proc/vswitch-state", "cannot open the state database")):
+        path = tmp_path / "second.toml"
+        write_toml(path, {"node": {"socket": str(tmp_path / "2.sock"), "state_dir": state_dir},
+                          "network": [BLUE]})
+        r = subprocess.run(DAEMON + ["--config", str(path)], capture_output=True, text=True,
+                           timeout=30)
+        assert r.returncode == 2 and "node.state_dir" in r.stderr and problem in r.stderr
+    assert d.client.status()["mode"] == "bridge"
+
+
+def test_host_port_name_taken_exits_2(tmp_path, netns):
+    node = netns("n")
+    in_ns(node, "ip", "link", "add", "vswh0", "type", "veth", "peer", "name", "vswh0p")
+    path = tmp_path / "host.toml"
+    write_toml(path, {"node": {"socket": str(tmp_path / "s.sock"),
+                               "state_dir": str(tmp_path / "state")},
+                      "network": [{**BLUE, "host_port": "vswh0"}]})
+    r = subprocess.run(["ip", "netns", "exec", node] + DAEMON + ["--config", str(path)],
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 2
+    assert "network[0].host_port" in r.stderr and "already exists" in r.stderr
 
 
 def raw_request(path: str, data: bytes) -> tuple[int, dict]:

@@ -262,3 +262,74 @@ def test_random_frames_never_crash():
         r.send(a, rng.randbytes(rng.randrange(0, 2000)))
         r.received(b)
     assert r.dp.port_counters(a)["rx_packets"] == 3000
+
+
+# Port security: the rule, written out in Python as the model the fast path must match.
+OWN_MAC, OWN_IPS = mac(1), (bytes([198, 18, 0, 1]), bytes([198, 18, 0, 11]))
+
+
+def spoofed_model(f: bytes) -> bool:
+    l2 = 18 if f[12:14] in (b"\x81\x00", b"\x88\xa8") else 14
+    ethertype, l3 = f[l2 - 2:l2], f[l2:]
+    if f[6:12] != OWN_MAC:
+        return True
+    if ethertype == b"\x08\x00":
+        return len(l3) < 20 or l3[12:16] not in OWN_IPS
+    if ethertype == b"\x08\x06":
+        if len(l3) < 28 or l3[:6] != b"\x00\x01\x08\x00\x06\x04" or l3[8:14] != OWN_MAC:
+            return True
+        return l3[14:18] != bytes(4) and l3[14:18] not in OWN_IPS
+    if ethertype == b"\x86\xdd":
+        if len(l3) < 40:
+            return True
+        src = l3[8:24]
+        return not (src[0] == 0xFE and src[1] & 0xC0 == 0x80) and src != bytes(16)
+    return ethertype in (b"\x81\x00", b"\x88\xa8")
+
+
+def l3_frames():
+    """Frames from the secured pod's MAC (mostly), with own and other sources."""
+    src_mac = st.sampled_from([OWN_MAC, mac(2)])
+    ip = st.sampled_from([*OWN_IPS, bytes(4), bytes([198, 18, 0, 2])])
+    ipv4 = st.builds(lambda s, a, rest: s + b"\x08\x00" + b"\x45" + bytes(11) + a + rest,
+                     src_mac, ip, st.binary(min_size=0, max_size=40))
+    arp = st.builds(lambda s, hw, a, rest: s + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x01"
+                    + hw + a + rest, src_mac, src_mac, ip, st.binary(min_size=0, max_size=20))
+    v6src = st.sampled_from([b"\xfe\x80" + bytes(14), bytes(16), b"\x20\x01\x0d\xb8" + bytes(12)])
+    ipv6 = st.builds(lambda s, a, rest: s + b"\x86\xdd" + bytes(8) + a + rest,
+                     src_mac, v6src, st.binary(min_size=0, max_size=30))
+    tagged = st.builds(lambda s, t, inner: s + t + b"\x00\x05" + inner, src_mac,
+                       st.sampled_from([b"\x81\x00", b"\x88\xa8"]),
+                       st.sampled_from([b"\x08\x00\x45" + bytes(11) + OWN_IPS[0] + bytes(4),
+                                        b"\x81\x00" + bytes(30)]))
+    other = st.builds(lambda s, rest: s + rest, src_mac, st.binary(min_size=2, max_size=60))
+    return st.builds(lambda dst, body: dst + body, st.just(BCAST),
+                     st.one_of(ipv4, arp, ipv6, tagged, other))
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=list(HealthCheck))
+@given(st.lists(l3_frames(), min_size=1, max_size=30))
+def test_port_security_matches_its_model(frames):
+    rig = Rig()
+    pod, other = rig.port(), rig.port()
+    rig.dp.set_port_security(pod, int.from_bytes(OWN_MAC, "big"),
+                             [int.from_bytes(ip, "big") for ip in OWN_IPS])
+    for f in frames:
+        rig.send(pod, f)
+    runts = [f for f in frames if len(f) < (18 if f[12:14] in (b"\x81\x00", b"\x88\xa8") else 14)]
+    expected = sum(spoofed_model(f) for f in frames if f not in runts)
+    assert rig.dp.counters()["drops"]["spoofed_source"] == expected
+    assert len(rig.received(other)) == len(frames) - len(runts) - expected
+
+
+def test_port_security_can_be_turned_off():
+    rig = Rig()
+    pod, other = rig.port(), rig.port()
+    rig.dp.set_port_security(pod, int.from_bytes(OWN_MAC, "big"), [])
+    rig.send(pod, frame(BCAST, mac(7)))
+    assert rig.dp.counters()["drops"]["spoofed_source"] == 1
+    rig.dp.set_port_security(pod, None)
+    rig.send(pod, frame(BCAST, mac(7)))
+    assert len(rig.received(other)) == 1
+    with pytest.raises(ValueError):
+        rig.dp.set_port_security(pod, 1, list(range(1, 10)))

@@ -10,6 +10,7 @@ ADD, released by DEL or GC), never one address given twice.
 
 from __future__ import annotations
 
+import fcntl
 import ipaddress
 import os
 import sqlite3
@@ -89,9 +90,20 @@ def reserved(net: NetworkConfig) -> set[ipaddress.IPv4Address]:
             net.block.network_address, net.block.broadcast_address, gateway(net)}
 
 
+class StateInUse(Exception):
+    pass
+
+
 class Ipam:
     def __init__(self, state_dir: str):
         os.makedirs(state_dir, mode=0o700, exist_ok=True)
+        # One daemon per state: a second one would hand out the same addresses.
+        self._lock = open(os.path.join(state_dir, "vswitchd.lock"), "w")
+        try:
+            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            self._lock.close()
+            raise StateInUse(f"{state_dir} is in use by another vswitchd") from None
         self.path = os.path.join(state_dir, "state.db")
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE).
         self.db = sqlite3.connect(self.path, isolation_level=None)
@@ -101,6 +113,7 @@ class Ipam:
 
     def close(self):
         self.db.close()
+        self._lock.close()
 
     def _transaction(self):
         return _Transaction(self.db)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from . import __version__
 from ._fastpath import Datapath
 from .config import Config, ConfigError, NetworkConfig
-from .ipam import Ipam, gateway
+from .ipam import Ipam, StateInUse, gateway
 from .tap import OFFLOADS_ALL, OFFLOADS_TCP, Tap, TapError, check_ifname, normalize_mac, random_mac
 from .tunnel import Tunnel, ip_str, ip_to_int
 
@@ -58,6 +58,8 @@ class Switch:
         self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface]]] = {}
         try:
             self.ipam = Ipam(config.state_dir)
+        except StateInUse as e:
+            raise ConfigError("node.state_dir", str(e)) from None
         except (OSError, sqlite3.Error) as e:
             raise ConfigError("node.state_dir", f"cannot open the state database: {e}") from None
         self.tunnel: Tunnel | None = None
