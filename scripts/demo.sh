@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Set up vswitch and show it working on its built-in defaults (run as root):
-# start vswitchd, attach two pods (network namespaces), ping and a short
-# iperf3 between them through the switch, then print the counters.
+# start vswitchd, attach two pods (network namespaces), one the way
+# Kubernetes does (the vswitch-cni plugin, address from IPAM), one by hand,
+# ping and a short iperf3 between them through the switch, then print the
+# counters.
 # Everything it creates is removed on exit. --no-install skips set-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,7 +12,13 @@ cd "$(dirname "$0")/.."
 tag="vsdemo$$"
 logfile=$(mktemp /tmp/vswitchd-demo.XXXXXX.log)
 daemon_pid=""
+cni() {     # run the CNI plugin as a container runtime does
+    echo '{"cniVersion": "1.1.0", "name": "demo", "type": "vswitch", "network": "default"}' |
+        CNI_COMMAND=$1 CNI_CONTAINERID="$tag" CNI_NETNS="/run/netns/$tag-a" CNI_IFNAME=eth0 \
+        CNI_PATH=/opt/cni/bin vswitch-cni
+}
 cleanup() {
+    [[ -n $daemon_pid ]] && cni DEL >/dev/null 2>&1 || true
     ip netns pids "$tag-a" 2>/dev/null | xargs -r kill 2>/dev/null || true
     ip netns pids "$tag-b" 2>/dev/null | xargs -r kill 2>/dev/null || true
     [[ -n $daemon_pid ]] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
@@ -27,8 +35,10 @@ step vswitchctl status
 
 ip netns add "$tag-a"
 ip netns add "$tag-b"
-step vswitchctl port add pod-a --netns "$tag-a" --ip 198.18.1.10/16
+printf '\n\033[1m$ CNI_COMMAND=ADD ... vswitch-cni   (pod a joins as Kubernetes would)\033[0m\n'
+cni ADD
 step vswitchctl port add pod-b --netns "$tag-b" --ip 198.18.1.11/16
+step vswitchctl ipam show
 step ip netns exec "$tag-a" ping -c 3 -i 0.2 198.18.1.11
 
 ip netns exec "$tag-b" iperf3 -s -1 >/dev/null 2>&1 &

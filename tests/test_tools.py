@@ -17,9 +17,13 @@ def test_demo_shows_two_pods_talking():
     assert r.returncode == 0, r.stderr
     assert "3 received, 0% packet loss" in r.stdout
     assert re.search(r"[\d.]+ Gbits/sec\s+receiver", r.stdout)
+    # Pod a joined through the CNI plugin (its port is named after the
+    # container), pod b by hand.
+    assert re.search(r'"ips": \[\{"address": "198\.18\.1\.\d+/16"', r.stdout)
     rows = {line.split()[0]: line.split() for line in r.stdout.splitlines()
-            if line.startswith("pod-")}
-    assert int(rows["pod-a"][1]) > 1000 and int(rows["pod-b"][4]) > 1000   # RX_PKTS, TX_PKTS
+            if line.startswith(("pod-", "vsdemo"))}
+    pod_a = next(name for name in rows if name.endswith("-eth0"))
+    assert int(rows[pod_a][1]) > 1000 and int(rows["pod-b"][4]) > 1000   # RX_PKTS, TX_PKTS
     assert "vsdemo" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                           text=True).stdout
 

@@ -91,6 +91,8 @@ class Attachments:
                     return self.result(alloc, port)
                 if port:                    # lost, or the pod has a new sandbox
                     self.switch._remove(port)
+                if alloc.netns != netns:
+                    self.ipam.move(*key, netns)
             else:
                 alloc = self.ipam.allocate(
                     net, *key, netns=netns, cni_network=cni_network,

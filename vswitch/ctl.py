@@ -38,7 +38,8 @@ def show_peers(peers):
 
 
 def show_port(p):
-    lines = [f"{k}: {v}" for k, v in p.items() if k not in ("counters", "addresses")]
+    lines = [f"{k}: {'-' if v is None else v}" for k, v in p.items()
+             if k not in ("counters", "addresses")]
     lines.append(f"addresses: {', '.join(p['addresses']) or '-'}")
     lines += [f"  {k}: {v}" for k, v in p["counters"].items()]
     return "\n".join(lines)

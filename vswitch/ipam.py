@@ -167,6 +167,12 @@ class Ipam:
             self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (net.name, str(ip)))
         return alloc
 
+    def move(self, container_id: str, ifname: str, netns: str):
+        """The pod's namespace changed (a new sandbox for the same container)."""
+        with self._transaction():
+            self.db.execute("UPDATE allocations SET netns=? WHERE container_id=? AND ifname=?",
+                            (netns, container_id, ifname))
+
     def release(self, container_id: str, ifname: str) -> Allocation | None:
         with self._transaction():
             alloc = self.get(container_id, ifname)
