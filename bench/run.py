@@ -74,7 +74,7 @@ def vswitchd(tmp: str, name: str, node_ns: str | None = None, overlay: str = "")
     config = os.path.join(tmp, f"{name}.toml")
     mode = "overlay" if overlay else "bridge"
     with open(config, "w") as f:
-        f.write(f'[node]\nsocket = "{sock}"\nstate_dir = "{tmp}"\nmode = "{mode}"\n{overlay}'
+        f.write(f'[node]\nsocket = "{sock}"\nstate_dir = "{tmp}/{name}-state"\nmode = "{mode}"\n{overlay}'
                 f'[[network]]\nname = "bench"\nvni = 1\nsubnet = "198.18.0.0/16"\nmtu = {MTU}\n')
     where = ["ip", "netns", "exec", node_ns] if node_ns else []
     daemon = subprocess.Popen(where + [sys.executable, "-m", "vswitch.daemon", "--config", config],
