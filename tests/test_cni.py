@@ -213,6 +213,38 @@ def test_allocations_survive_a_daemon_restart(vswitchd, netns, cni_path, stop):
     assert "0% packet loss" in ping(b, first["ips"][0]["address"].split("/")[0]).stdout
 
 
+def test_crash_during_adds_never_gives_an_address_twice(vswitchd, netns, cni_path):
+    """SIGKILL the daemon while ADDs are under way; after the restart every
+    pod's repeated ADD gets an address no other pod has, and the pods that
+    got a result before the crash keep theirs."""
+    import threading
+    import time
+    d = vswitchd(networks=(BLOCKED,))
+    rt = Runtime(cni_path, d)
+    namespaces = [netns(f"p{i}") for i in range(20)]
+    results = {}
+
+    def add(i):
+        results[i] = rt.run("ADD", namespaces[i], f"ctr-{i}")
+
+    threads = [threading.Thread(target=add, args=(i,)) for i in range(20)]
+    for t in threads:
+        t.start()
+    while not any(rc == 0 for rc, _ in list(results.values())):
+        time.sleep(0.01)
+    d.proc.kill()
+    d.proc.wait()
+    for t in threads:
+        t.join()
+    before = {i: r["ips"][0]["address"] for i, (rc, r) in results.items() if rc == 0}
+    assert before and len(set(before.values())) == len(before)
+    d2 = vswitchd(networks=(BLOCKED,), state_dir=d.state_dir)
+    rt2 = Runtime(cni_path, d2)
+    after = {i: rt2.add(namespaces[i], f"ctr-{i}")["ips"][0]["address"] for i in range(20)}
+    assert len(set(after.values())) == 20
+    assert all(after[i] == ip for i, ip in before.items())
+
+
 def test_spoofing_pod_is_cut_off_and_counted(vswitchd, netns, cni_path):
     d = vswitchd(networks=(BLOCKED,))
     rt = Runtime(cni_path, d)
@@ -334,6 +366,13 @@ def test_bad_input_gets_the_right_error_and_leaves_nothing(vswitchd, netns, cni_
         assert rc != 0 and err["code"] == code, (kw, err)
         assert err["msg"] and "cniVersion" in err
     assert rt.run("ADD", a, env={"CNI_COMMAND": "FROB"})[1]["code"] == 4
+    # Failing after the allocation (the interface name is taken in the pod)
+    # gives the allocation back.
+    in_ns(a, "ip", "link", "add", "eth0", "type", "veth", "peer", "name", "eth0p")
+    rc, err = rt.run("ADD", a)
+    assert rc != 0 and err["code"] == 100 and "already exists" in err["msg"]
+    assert d.ctl_json("ipam", "show")["allocations"] == []
+    in_ns(a, "ip", "link", "del", "eth0")
     rc, err = rt.run("DEL", a, conf={"socket": "/nonexistent/vswitchd.sock"})
     assert rc != 0 and err["code"] == 11
     rc, err = rt.run("STATUS", conf={"socket": "/nonexistent/vswitchd.sock"})
