@@ -459,4 +459,7 @@ def test_ipam_and_hand_made_ports_never_share_an_address(vswitchd, netns, pods, 
     r = d.ctl("port", "add", "x", "--netns", hand[0], "--ifname", "eth1", "--ip", "198.18.4.3/16",
               check=False)
     assert r.returncode != 0 and "allocated by IPAM" in r.stderr
+    mac = d.ctl_json("ipam", "show")["allocations"][0]["mac"]
+    r = d.ctl("port", "add", "y", "--netns", hand[0], "--ifname", "eth1", "--mac", mac, check=False)
+    assert r.returncode != 0 and "already used" in r.stderr
 

@@ -52,14 +52,14 @@ class Attachments:
     def _port_name(self, key) -> str:
         container_id, ifname = key
         name = f"{container_id[:12]}-{ifname}"
-        if name in self.switch.ports or name in self.switch._pending:
+        if self.switch.name_taken(name):
             # Another attachment holds the short name: disambiguate by a digest.
             digest = hashlib.sha256(f"{container_id}/{ifname}".encode()).hexdigest()[:8]
             name = f"{container_id[:12]}-{digest}-{ifname}"
         return name
 
     def result(self, alloc: Allocation, port: Port | None) -> dict:
-        net = self.switch._network(alloc.network)
+        net = self.switch.network(alloc.network)
         gw = self.switch.default_gateway(net)
         return {"container_id": alloc.container_id, "ifname": alloc.ifname,
                 "network": net.name, "port": port.name if port else None,
@@ -76,7 +76,7 @@ class Attachments:
         """Connect a pod; a repeated ADD gives back the same address and MAC.
         mtu: the pod's, at most (and by default) the network's."""
         key = self._key(container_id, ifname)
-        net = self.switch._network(network)
+        net = self.switch.network(network)
         if mtu is not None and not 68 <= mtu <= net.mtu:
             raise IpamError(f"mtu {mtu} must be 68..{net.mtu} (network {net.name!r})", "invalid")
         requested_ip = _parse_ip(ip) if ip else None
@@ -90,7 +90,7 @@ class Attachments:
                 if port and port.state == "up" and port.netns == netns:
                     return self.result(alloc, port)
                 if port:                    # lost, or the pod has a new sandbox
-                    self.switch._remove(port)
+                    self.switch.detach_port(port)
                 if alloc.netns != netns:
                     self.ipam.move(*key, netns)
             else:
@@ -132,7 +132,7 @@ class Attachments:
         try:
             port = self.port_of(key)
             if port:
-                self.switch._remove(port)
+                self.switch.detach_port(port)
             alloc = self.ipam.release(*key)
         finally:
             self._busy.discard(key)
@@ -195,7 +195,7 @@ class Attachments:
         return False
 
     def show(self, network: str | None = None) -> dict:
-        nets = [self.switch._network(network)] if network else list(self.switch.config.networks)
+        nets = [self.switch.network(network)] if network else list(self.switch.config.networks)
         allocations = []
         for a in self.ipam.list(network and nets[0].name):
             entry = a.as_dict()

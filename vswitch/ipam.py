@@ -135,6 +135,10 @@ class Ipam:
         return {ipaddress.IPv4Address(r[0])
                 for r in self.db.execute("SELECT ip FROM allocations WHERE network=?", (network,))}
 
+    def mac_used(self, network: str, mac: str) -> bool:
+        return self.db.execute("SELECT 1 FROM allocations WHERE network=? AND mac=?",
+                               (network, mac)).fetchone() is not None
+
     def free_count(self, net: NetworkConfig, in_use: set[ipaddress.IPv4Address] = frozenset()) -> int:
         taken = self.used(net.name) | reserved(net) | set(in_use)
         return net.block.num_addresses - sum(ip in net.block for ip in taken)
@@ -152,8 +156,7 @@ class Ipam:
             if self.get(container_id, ifname):
                 raise IpamError(f"{container_id}/{ifname} already has an address", "invalid")
             used = self.used(net.name) | set(in_use)
-            if mac in macs_in_use or self.db.execute(
-                    "SELECT 1 FROM allocations WHERE network=? AND mac=?", (net.name, mac)).fetchone():
+            if mac in macs_in_use or self.mac_used(net.name, mac):
                 raise IpamError(f"MAC {mac} is already used in network {net.name!r}", "unavailable")
             if ip is not None:
                 self._check_static(net, ip, used)

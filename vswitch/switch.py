@@ -145,7 +145,7 @@ class Switch:
 
     def _fdb_key(self, mac: str, network: str | None) -> tuple[int, int]:
         """(network id, MAC as an integer); the default network if none is named."""
-        return self.network_ids[self._network(network).name], int(normalize_mac(mac).replace(":", ""), 16)
+        return self.network_ids[self.network(network).name], int(normalize_mac(mac).replace(":", ""), 16)
 
     def fdb_add(self, mac: str, peer: str, network: str | None = None) -> dict:
         """A static entry: mac lives behind peer (never ages, not re-learned)."""
@@ -181,7 +181,7 @@ class Switch:
         host port, when the network has one."""
         return gateway(net) if net.host_port else None
 
-    def _network(self, name: str | None) -> NetworkConfig:
+    def network(self, name: str | None) -> NetworkConfig:
         net = self.config.network(name) if name else self.config.networks[0]
         if net is None:
             known = ", ".join(n.name for n in self.config.networks)
@@ -221,17 +221,22 @@ class Switch:
         default when it has an address, and off for a port without one."""
         if not isinstance(name, str) or not PORT_NAME_RE.match(name):
             raise TapError(f"bad port name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
-        net = self._network(network)
+        net = self.network(network)
         addresses = [self._address(net, ip)] if ip else []
         mac = normalize_mac(mac) if mac else random_mac()
+        if mac in self.macs_in_use(net) or self.ipam.mac_used(net.name, mac):
+            raise TapError(f"MAC {mac} is already used in network {net.name!r}", 409)
         secured = bool(addresses) if port_security is None else port_security
         return await self.create_port(name, netns, ifname, net, mac, addresses, secured)
+
+    def name_taken(self, name: str) -> bool:
+        return name in self.ports or name in self._pending
 
     async def create_port(self, name: str, netns: str, ifname: str, net: NetworkConfig, mac: str,
                           addresses: list[ipaddress.IPv4Interface], secured: bool,
                           attachment: tuple[str, str] | None = None, mtu: int | None = None) -> Port:
         """Make the TAP in the pod's namespace and attach it to the data plane."""
-        if name in self.ports or name in self._pending:
+        if self.name_taken(name):
             raise TapError(f"port {name!r} already exists", 409)
         check_ifname(ifname)
         gw = self.default_gateway(net) if addresses else None
@@ -289,9 +294,10 @@ class Switch:
         if port.is_host:
             raise TapError(f"port {name!r} is the host port of network {port.network.name!r}; "
                            "it comes and goes with the config", 409)
-        self._remove(port)
+        self.detach_port(port)
 
-    def _remove(self, port: Port):
+    def detach_port(self, port: Port):
+        """Remove any port, the host port too (remove_port refuses that)."""
         name = port.name
         self.loop.remove_reader(port.tap.fileno())
         self.dp.remove_port(port.port_id)
@@ -301,7 +307,7 @@ class Switch:
 
     def close(self):
         for port in list(self.ports.values()):
-            self._remove(port)
+            self.detach_port(port)
         if self.tunnel:
             self.loop.remove_reader(self.tunnel.rx.fileno())
             self.tunnel.close()
@@ -319,7 +325,7 @@ class Switch:
                 "counters": self.dp.port_counters(port.port_id)}
 
     def _network_id(self, name: str | None) -> int:
-        return self.network_ids[self._network(name).name] if name else 0
+        return self.network_ids[self.network(name).name] if name else 0
 
     def fdb(self, network: str | None = None) -> list[dict]:
         names = {i: n for n, i in self.network_ids.items()}
