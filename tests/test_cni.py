@@ -425,8 +425,16 @@ def test_host_port_reaches_pods(vswitchd, netns, cni_path):
     [host] = [p for p in d.ctl_json("port", "list") if p["name"] == "host-blue"]
     assert host["netns"] == "(host)" and not host["port_security"]
     assert d.ctl("port", "del", "host-blue", check=False).returncode != 0
+    # Across a restart the host port stays, with the same MAC (pods' ARP
+    # entries for the gateway stay right); `stop --remove-ports` removes it.
     assert d.stop() == 0
+    assert host["mac"] in in_ns(node, "ip", "-o", "link", "show", "vswh0").stdout
+    d2 = vswitchd(networks=(net,), netns=node, state_dir=d.state_dir)
+    assert "0% packet loss" in ping(node, pod_ip).stdout
+    d2.ctl("stop", "--remove-ports")
+    assert d2.proc.wait(10) == 0
     assert "vswh0" not in in_ns(node, "ip", "-o", "link").stdout
+    assert "eth0" not in in_ns(a, "ip", "-o", "link").stdout
 
 
 def test_manual_port_security_opt_out(vswitchd, pods):

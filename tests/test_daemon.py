@@ -95,7 +95,9 @@ def test_missing_config_file_exits_2(tmp_path):
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_socket_is_private_and_removed_with_ports_on_stop(vswitchd, pods, sig):
+def test_socket_is_private_and_removed_on_stop_pods_stay(vswitchd, pods, sig):
+    """A stop removes the socket and leaves the pods' interfaces, addresses
+    and routes in place (no carrier) for the next start."""
     d = vswitchd()
     p = pods(d, ("a", "198.18.0.1/16"))
     mode = os.stat(d.socket).st_mode
@@ -105,8 +107,10 @@ def test_socket_is_private_and_removed_with_ports_on_stop(vswitchd, pods, sig):
     d.proc.send_signal(sig)
     assert d.proc.wait(10) == 0
     assert not os.path.exists(d.socket)
-    assert "eth0" not in in_ns(p["a"][0], "ip", "-br", "link").stdout
-    assert "stopping" in d.log_path.read_text()
+    link = in_ns(p["a"][0], "ip", "-br", "addr", "show", "eth0").stdout
+    assert "NO-CARRIER" in in_ns(p["a"][0], "ip", "link", "show", "eth0").stdout
+    assert "198.18.0.1/16" in link
+    assert "stopping; pod interfaces stay" in d.log_path.read_text()
 
 
 def test_second_daemon_on_the_same_socket_is_refused(vswitchd, tmp_path):

@@ -58,6 +58,7 @@ DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "loop", "no_ro
               "bad_vxlan", "unknown_vni", "unknown_peer", "needs_segmentation", "too_big",
               "port_down", "queue_full", "write_error")
 assert len(DROP_NAMES) == N_DROP_REASONS
+MAX_NETWORK_IDS = MAX_NETWORKS
 
 
 cdef inline uint64_t monotonic_ns() noexcept nogil:
@@ -193,6 +194,18 @@ cdef class Datapath:
             raise ValueError("vni must be 1..16777215 and mtu 68..65535")
         self.vni_of[network] = vni
         self.mtu_of[network] = mtu
+
+    def remove_network(self, int network):
+        """Forget a network whose ports are gone: its peers' memberships and
+        its FDB entries, static ones included."""
+        if not 0 < network < MAX_NETWORKS or self.vni_of[network] == 0:
+            raise ValueError(f"network {network} is not declared")
+        for ip, nets, _ in self.peer_list():
+            if network in nets:
+                self.remove_peer(ip, network)
+        fdb_sweep(&self.fdb, SWEEP_NETWORK, network, 0, 0)
+        self.vni_of[network] = 0
+        self.mtu_of[network] = 0
 
     cdef inline uint16_t _network_of_vni(self, uint32_t vni) noexcept nogil:
         # Linear: a node has few networks.

@@ -122,6 +122,7 @@ cdef enum FdbSweep:
     SWEEP_ALL = 0        # every learned entry of the network (0 = all networks)
     SWEEP_PORT = 1       # entries pointing at one port (or peer)
     SWEEP_EXPIRED = 2    # entries older than the aging time
+    SWEEP_NETWORK = 3    # every entry of the network, static ones too
 
 
 cdef uint64_t fdb_sweep(fdb_t *t, int kind, uint16_t network, uint32_t port, uint64_t now) noexcept nogil:
@@ -140,6 +141,8 @@ cdef uint64_t fdb_sweep(fdb_t *t, int kind, uint16_t network, uint32_t port, uin
                 match = e.port == port
             elif kind == SWEEP_EXPIRED:
                 match = not e.is_static and now - e.seen_ns > t.aging_ns
+            elif kind == SWEEP_NETWORK:
+                match = (e.key >> 48) == network
             else:               # learned entries only: static ones stay until deleted
                 match = not e.is_static and (network == 0 or (e.key >> 48) == network)
             if match:

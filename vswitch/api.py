@@ -14,7 +14,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from .attachments import Attachments
 from .ipam import IpamError
-from .switch import Switch
+from .switch import ReloadError, Switch
 from .tap import TapError
 
 log = logging.getLogger("vswitch.api")
@@ -29,8 +29,9 @@ class ApiError(Exception):
 
 
 class Api:
-    def __init__(self, switch: Switch):
+    def __init__(self, switch: Switch, service=None):
         self.switch = switch
+        self.service = service          # the daemon: reload and stop
         self.attachments = Attachments(switch)
         self.routes = {
             ("GET", "status"): self.status,
@@ -51,6 +52,8 @@ class Api:
             ("POST", "attachments/check"): self.check_attachment,
             ("GET", "ipam"): self.show_ipam,
             ("POST", "ipam/gc"): self.ipam_gc,
+            ("POST", "reload"): self.reload,
+            ("POST", "stop"): self.stop,
         }
 
     # ------------------------------------------------------------- handlers
@@ -133,6 +136,20 @@ class Api:
         if valid is not None and "cni_network" not in fields:
             raise ApiError("field 'cni_network' is required with 'valid'")
         return self.attachments.gc(fields.get("cni_network"), valid)
+
+    async def reload(self, query, body, arg):
+        try:
+            return await self.service.reload()
+        except ReloadError as e:
+            raise ApiError(f"reload refused, running config kept: {e}", 422) from None
+
+    async def stop(self, query, body, arg):
+        remove = body.get("remove_ports", False) if isinstance(body, dict) else False
+        if not isinstance(remove, bool):
+            raise ApiError("field 'remove_ports' must be true or false")
+        # Answer first; the daemon stops once this request is done.
+        asyncio.get_running_loop().call_later(0.05, self.service.stop, remove)
+        return {"stopping": True, "remove_ports": remove}
 
     # ------------------------------------------------------------- HTTP
 
@@ -238,12 +255,12 @@ def _claim_socket_path(path: str):
         probe.close()
 
 
-async def start(path: str, switch: Switch) -> asyncio.AbstractServer:
+async def start(path: str, switch: Switch, service=None) -> asyncio.AbstractServer:
     """Listen on `path`, owned by root with mode 0600."""
     os.makedirs(os.path.dirname(path), mode=0o755, exist_ok=True)
     _claim_socket_path(path)
     old = os.umask(0o177)
     try:
-        return await asyncio.start_unix_server(Api(switch).handle, path=path)
+        return await asyncio.start_unix_server(Api(switch, service).handle, path=path)
     finally:
         os.umask(old)

@@ -12,7 +12,7 @@ import logging
 import re
 
 from .ipam import Allocation, IpamError, gateway
-from .netns import NetnsNotFound, netns_path
+from .netns import netns_id
 from .switch import Port, Switch
 from .tap import TapError, check_ifname, inspect, normalize_mac, random_mac
 
@@ -187,12 +187,8 @@ class Attachments:
     def _namespace_gone(self, alloc: Allocation) -> bool:
         port = self.port_of((alloc.container_id, alloc.ifname))
         if port is not None and port.state == "up":
-            return False
-        try:
-            netns_path(alloc.netns)
-        except NetnsNotFound:
-            return True
-        return False
+            return netns_id(alloc.netns) != port.netns_id
+        return netns_id(alloc.netns) is None
 
     def show(self, network: str | None = None) -> dict:
         nets = [self.switch.network(network)] if network else list(self.switch.config.networks)

@@ -123,3 +123,9 @@ class Client:
         if valid is not None:
             body["valid"] = valid
         return self.request("POST", "ipam/gc", body)
+
+    def reload(self):
+        return self.request("POST", "reload")
+
+    def stop(self, remove_ports=False):
+        return self.request("POST", "stop", {"remove_ports": remove_ports})

@@ -122,6 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_parser("del", parents=[common], help="forget a peer").add_argument("ip")
     peer.add_parser("list", parents=[common], help="peers with counters")
 
+    sub.add_parser("reload", parents=[common],
+                   help="re-read the config file and apply it (as SIGHUP does)")
+    stop = sub.add_parser("stop", parents=[common],
+                          help="stop vswitchd; pods keep their interfaces for the next start")
+    stop.add_argument("--remove-ports", action="store_true",
+                      help="delete every port's interface too (pods lose their network)")
+
     ipam = sub.add_parser("ipam", help="address allocations").add_subparsers(
         dest="action", required=True, metavar="ACTION")
     ipam.add_parser("show", parents=[common], help="blocks and allocations").add_argument(
@@ -154,6 +161,11 @@ def run(args, client: Client):
         if action == "del":
             return client.del_peer(args.ip), lambda r: f"peer {r['deleted']} deleted"
         return client.peers(), show_peers
+    if verb == "reload":
+        return client.reload(), lambda r: "reloaded: " + ("; ".join(r["changes"]) or "no changes")
+    if verb == "stop":
+        return client.stop(args.remove_ports), lambda r: "vswitchd stopping" + (
+            ", removing all ports" if r["remove_ports"] else "")
     if verb == "ipam":
         if action == "show":
             return client.ipam(args.network), show_ipam

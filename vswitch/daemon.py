@@ -1,6 +1,8 @@
-"""vswitchd: the per-node daemon. Loads the config, starts the data plane
-and the control API on uvloop, and shuts down cleanly on SIGTERM/SIGINT
-(ports removed, socket removed)."""
+"""vswitchd: the per-node daemon. Loads the config, re-attaches the ports a
+previous run left, starts the data plane and the control API on uvloop,
+and tells the service manager (sd_notify) when it is ready. SIGHUP reloads
+the config; SIGTERM/SIGINT stop it, leaving the pods' interfaces for the
+next start."""
 
 from __future__ import annotations
 
@@ -15,22 +17,116 @@ import uvloop
 
 from . import __version__, api
 from .config import Config, ConfigError, load
-from .switch import Switch
+from .switch import ReloadError, Switch
+from .systemd import Notifier
 
 log = logging.getLogger("vswitch.daemon")
 
-# How often stale FDB entries are swept out; lookups already ignore entries
-# past the aging time, so this only bounds how long they occupy memory.
-FDB_SWEEP_INTERVAL = 1.0
+# How often stale FDB entries are swept out (lookups already ignore entries
+# past the aging time, so this only bounds how long they occupy memory) and
+# ports whose namespace was deleted are noticed.
+HOUSEKEEPING_INTERVAL = 1.0
 
 
-async def _sweep_fdb(switch: Switch):
+async def _housekeeping(switch: Switch):
     while True:
-        await asyncio.sleep(FDB_SWEEP_INTERVAL)
+        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
         switch.expire_fdb()
+        switch.check_namespaces()
 
 
-async def serve(config: Config) -> int:
+class Service:
+    """The running daemon: the switch, its API, and its dealings with the
+    service manager (readiness, watchdog, reload, stop)."""
+
+    def __init__(self, config: Config, config_path: str | None, switch: Switch):
+        self.config, self.config_path, self.switch = config, config_path, switch
+        self.notifier = Notifier()
+        self.stopping = asyncio.Event()
+        self.remove_ports = False
+        self._reload_lock = asyncio.Lock()
+
+    def summary(self) -> str:
+        s = self.switch.status()
+        return (f"{s['mode']} mode, {s['ports']} ports, {len(s['networks'])} networks, "
+                f"{s['peers']} peers, {s['fdb_entries']} FDB entries")
+
+    def stop(self, remove_ports: bool = False):
+        self.remove_ports = self.remove_ports or remove_ports
+        self.stopping.set()
+
+    async def reload(self) -> dict:
+        """Re-read the config file and apply it; a config that is invalid or
+        cannot be applied live is refused and the running one stays."""
+        async with self._reload_lock:
+            self.notifier.reloading()
+            try:
+                try:
+                    new = load(self.config_path)
+                except ConfigError as e:
+                    raise ReloadError(f"config error: {e}") from None
+                changes = await self.switch.reload(new)
+                self.config = new
+                logging.getLogger().setLevel(new.log_level.upper())
+                log.info("reloaded %s: %s", self.config_path or "built-in defaults",
+                         "; ".join(changes) or "no changes")
+                return {"changes": changes}
+            except ReloadError as e:
+                log.error("reload refused, running config kept: %s", e)
+                raise
+            finally:
+                self.notifier.ready(self.summary())
+
+    def _reload_signal(self):
+        task = asyncio.ensure_future(self.reload())
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())   # logged already
+
+    async def _watchdog(self, interval: float):
+        # Runs on the event loop: if the loop is stuck, the keep-alives stop
+        # and the service manager restarts us.
+        while True:
+            self.notifier.watchdog()
+            self.notifier.status(self.summary())
+            await asyncio.sleep(interval)
+
+    async def run(self) -> int:
+        loop = asyncio.get_running_loop()
+        config = self.config
+        try:
+            server = await api.start(config.socket, self.switch, self)
+        except (RuntimeError, OSError) as e:
+            log.error("cannot listen on %s: %s", config.socket, e)
+            self.switch.close()
+            return 1
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+        loop.add_signal_handler(signal.SIGHUP, self._reload_signal)
+        tasks = [asyncio.create_task(_housekeeping(self.switch))]
+        if self.notifier.watchdog_interval:
+            tasks.append(asyncio.create_task(self._watchdog(self.notifier.watchdog_interval)))
+        log.info("vswitchd %s on %s: mode %s, networks %s, socket %s", __version__,
+                 config.node_name, config.mode, ", ".join(n.name for n in config.networks),
+                 config.socket)
+        self.notifier.ready(self.summary())
+        try:
+            await self.stopping.wait()
+        finally:
+            self.notifier.stopping()
+            log.info("stopping%s", ", removing all ports" if self.remove_ports else
+                     "; pod interfaces stay for the next start")
+            for task in tasks:
+                task.cancel()
+            server.close()
+            try:
+                os.unlink(self.config.socket)
+            except FileNotFoundError:
+                pass
+            self.switch.close(self.remove_ports)
+            self.notifier.close()
+        return 0
+
+
+async def serve(config: Config, config_path: str | None = None) -> int:
     loop = asyncio.get_running_loop()
     try:
         switch = Switch(config, loop)
@@ -43,30 +139,7 @@ async def serve(config: Config) -> int:
         switch.close()
         print(f"vswitchd: config error: {e}", file=sys.stderr)
         return 2
-    try:
-        server = await api.start(config.socket, switch)
-    except (RuntimeError, OSError) as e:
-        log.error("cannot listen on %s: %s", config.socket, e)
-        return 1
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    sweeper = asyncio.create_task(_sweep_fdb(switch))
-    log.info("vswitchd %s on %s: mode %s, networks %s, socket %s", __version__,
-             config.node_name, config.mode, ", ".join(n.name for n in config.networks),
-             config.socket)
-    try:
-        await stop.wait()
-    finally:
-        log.info("stopping")
-        sweeper.cancel()
-        server.close()
-        try:
-            os.unlink(config.socket)
-        except FileNotFoundError:
-            pass
-        switch.close()
-    return 0
+    return await Service(config, config_path, switch).run()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return uvloop.run(serve(config))
+    return uvloop.run(serve(config, args.config))
 
 
 if __name__ == "__main__":

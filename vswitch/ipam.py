@@ -1,6 +1,5 @@
 """IP address management: each network hands out addresses from this node's
-block, keyed by (container id, ifname), in a SQLite database under
-node.state_dir.
+block, keyed by (container id, ifname), in the daemon's SQLite state.
 
 Durability: WAL with synchronous=FULL and one transaction per change, so
 an allocation is on disk before its address is used; a crash at any point
@@ -10,36 +9,12 @@ ADD, released by DEL or GC), never one address given twice.
 
 from __future__ import annotations
 
-import fcntl
 import ipaddress
-import os
-import sqlite3
 import time
 from dataclasses import dataclass
 
 from .config import NetworkConfig
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS allocations (
-    container_id TEXT NOT NULL,
-    ifname       TEXT NOT NULL,
-    network      TEXT NOT NULL,
-    ip           TEXT NOT NULL,
-    mac          TEXT NOT NULL,
-    netns        TEXT NOT NULL,
-    cni_network  TEXT NOT NULL,     -- the CNI config's "name", the scope of CNI GC
-    created      REAL NOT NULL,
-    PRIMARY KEY (container_id, ifname),
-    UNIQUE (network, ip)
-);
--- Where the next search for a free address starts, per network: handing
--- out addresses round-robin keeps a just-released one (still in peers' ARP
--- caches) unused for as long as possible.
-CREATE TABLE IF NOT EXISTS cursors (
-    network TEXT PRIMARY KEY,
-    last_ip TEXT NOT NULL
-);
-"""
+from .state import State
 
 
 class IpamError(Exception):
@@ -90,33 +65,12 @@ def reserved(net: NetworkConfig) -> set[ipaddress.IPv4Address]:
             net.block.network_address, net.block.broadcast_address, gateway(net)}
 
 
-class StateInUse(Exception):
-    pass
-
-
 class Ipam:
-    def __init__(self, state_dir: str):
-        os.makedirs(state_dir, mode=0o700, exist_ok=True)
-        # One daemon per state: a second one would hand out the same addresses.
-        self._lock = open(os.path.join(state_dir, "vswitchd.lock"), "w")
-        try:
-            fcntl.flock(self._lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            self._lock.close()
-            raise StateInUse(f"{state_dir} is in use by another vswitchd") from None
-        self.path = os.path.join(state_dir, "state.db")
-        # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE).
-        self.db = sqlite3.connect(self.path, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+    """Allocations, kept in the daemon's State database."""
 
-    def close(self):
-        self.db.close()
-        self._lock.close()
-
-    def _transaction(self):
-        return _Transaction(self.db)
+    def __init__(self, state: State):
+        self.db = state.db
+        self._transaction = state.transaction
 
     # ------------------------------------------------------------- queries
 
@@ -206,16 +160,3 @@ class Ipam:
                 return ipaddress.IPv4Address(ip)
         raise IpamError(f"no free address left in block {net.block} of network {net.name!r}",
                         "exhausted")
-
-
-class _Transaction:
-    """BEGIN IMMEDIATE ... COMMIT, or ROLLBACK on an exception."""
-
-    def __init__(self, db: sqlite3.Connection):
-        self.db = db
-
-    def __enter__(self):
-        self.db.execute("BEGIN IMMEDIATE")
-
-    def __exit__(self, kind, value, tb):
-        self.db.execute("ROLLBACK" if kind else "COMMIT")

@@ -25,6 +25,16 @@ def netns_path(netns: str) -> str:
     return path
 
 
+def netns_id(netns: str) -> tuple[int, int] | None:
+    """(st_dev, st_ino) of the namespace a name or path refers to now; None
+    if there is none. Tells a namespace from a new one at the same path."""
+    try:
+        st = os.stat(netns if "/" in netns else os.path.join(NETNS_RUN_DIR, netns))
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
 def _setns(fd: int):
     if _libc.setns(fd, CLONE_NEWNET) != 0:
         err = ctypes.get_errno()

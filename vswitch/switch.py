@@ -5,6 +5,7 @@ change data-plane state, through the Datapath's small API."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import ipaddress
 import logging
 import re
@@ -13,13 +14,26 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
-from ._fastpath import Datapath
+from ._fastpath import MAX_NETWORK_IDS, Datapath
 from .config import Config, ConfigError, NetworkConfig
-from .ipam import Ipam, StateInUse, gateway
-from .tap import OFFLOADS_ALL, OFFLOADS_TCP, Tap, TapError, check_ifname, normalize_mac, random_mac
+from .ipam import Ipam, gateway
+from .netns import NetnsNotFound, netns_id, netns_path
+from .state import PortRecord, State, StateInUse
+from .tap import (OFFLOADS_ALL, OFFLOADS_TCP, Tap, TapError, check_ifname, normalize_mac,
+                  random_mac, set_mtu)
 from .tunnel import Tunnel, ip_str, ip_to_int
 
 log = logging.getLogger("vswitch.switch")
+
+# Config keys a reload cannot change (a restart can).
+FIXED_ON_RELOAD = {"node_name": "node.name", "mode": "node.mode", "socket": "node.socket",
+                   "state_dir": "node.state_dir", "fdb_max_entries": "fdb.max_entries",
+                   "batch": "datapath.batch", "offloads": "datapath.offloads"}
+FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port")
+
+
+class ReloadError(Exception):
+    pass
 
 PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -37,7 +51,9 @@ class Port:
     mtu: int
     secured: bool = False   # port security: bound to its MAC and addresses
     attachment: tuple[str, str] | None = None   # (container id, ifname) for CNI ports
-    state: str = "up"       # "lost" once its device disappeared under us
+    netns_id: tuple[int, int] | None = None     # the namespace's (st_dev, st_ino)
+    state: str = "up"       # "lost" once its device or namespace disappeared under us
+    final_counters: dict | None = None          # once lost: its counters at that moment
 
     @property
     def is_host(self) -> bool:
@@ -57,11 +73,12 @@ class Switch:
         # Ports being created (netlink work in a thread): name -> (network, addresses).
         self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface]]] = {}
         try:
-            self.ipam = Ipam(config.state_dir)
+            self.state = State(config.state_dir)
         except StateInUse as e:
             raise ConfigError("node.state_dir", str(e)) from None
         except (OSError, sqlite3.Error) as e:
             raise ConfigError("node.state_dir", f"cannot open the state database: {e}") from None
+        self.ipam = Ipam(self.state)
         self.tunnel: Tunnel | None = None
         try:
             if config.overlay:
@@ -72,10 +89,35 @@ class Switch:
         self.started = time.monotonic()
 
     async def start(self):
-        """Make the host ports (netlink work, in a thread)."""
+        """Make (or re-open) the host ports, and re-attach the pod ports a
+        previous run left (netlink work, in threads)."""
         for i, net in enumerate(self.config.networks):
             if net.host_port:
                 await self._add_host_port(i, net)
+        for record in self.state.ports():
+            await self._restore(record)
+
+    async def _restore(self, rec: PortRecord):
+        """Re-open a recorded port's TAP in its namespace; forget the port
+        (and release its address) if the namespace or network is gone."""
+        net = self.config.network(rec.network)
+        try:
+            netns_path(rec.netns)
+        except NetnsNotFound:
+            net = None
+        if net is None:
+            log.info("port %s: namespace %s or network %s is gone; forgetting it", rec.name,
+                     rec.netns, rec.network)
+            self.state.delete_port(rec.name)
+            if rec.attachment:
+                self.ipam.release(*rec.attachment)
+            return
+        addresses = [ipaddress.IPv4Interface(a) for a in rec.addresses]
+        try:
+            await self.create_port(rec.name, rec.netns, rec.ifname, net, rec.mac, addresses,
+                                   rec.secured, rec.attachment, rec.mtu, reattach=True)
+        except TapError as e:
+            log.error("port %s: cannot re-attach: %s", rec.name, e)
 
     # ------------------------------------------------------------- overlay
 
@@ -162,15 +204,114 @@ class Switch:
         if not self.dp.fdb_delete(*self._fdb_key(mac, network)):
             raise TapError(f"no FDB entry for {mac}", 404)
 
+    # --------------------------------------------------------------- reload
+
+    def _check_reload(self, new: Config):
+        old = self.config
+        for attr, key in FIXED_ON_RELOAD.items():
+            if getattr(new, attr) != getattr(old, attr):
+                raise ReloadError(f"{key} cannot change on reload; restart vswitchd for that")
+        if old.overlay and (new.overlay.vtep_ip, new.overlay.udp_port) != \
+                (old.overlay.vtep_ip, old.overlay.udp_port):
+            raise ReloadError("overlay.vtep_ip and overlay.udp_port cannot change on reload")
+        for i, net in enumerate(new.networks):
+            before = old.network(net.name)
+            for key in FIXED_NETWORK_KEYS if before else ():
+                if getattr(net, key) != getattr(before, key):
+                    raise ReloadError(f"network[{i}].{key} of {net.name!r} cannot change on "
+                                      "reload (pods are addressed from it); remove the network "
+                                      "in one reload and add it back in another")
+        if len({*self.network_ids, *(n.name for n in new.networks)}) >= MAX_NETWORK_IDS:
+            raise ReloadError("too many networks")
+
+    async def reload(self, new: Config) -> list[str]:
+        """Apply a new config without touching what did not change: networks
+        come and go (with their ports and host port), MTUs, peers, aging and
+        the underlay MTU change in place. Refused as a whole (ReloadError)
+        if it changes what only a restart can."""
+        self._check_reload(new)
+        old, changes = self.config, []
+        for net in old.networks:
+            if new.network(net.name) is None:
+                await self._remove_network(net)
+                changes.append(f"network {net.name} removed")
+        self.config = new
+        for port in self.ports.values():        # the ports' networks, as now configured
+            port.network = new.network(port.network.name)
+        for i, net in enumerate(new.networks):
+            before = old.network(net.name)
+            if before is None:
+                await self._add_network(i, net)
+                changes.append(f"network {net.name} added")
+            elif before.mtu != net.mtu:
+                await self._set_mtu(net)
+                changes.append(f"network {net.name} mtu {before.mtu} -> {net.mtu}")
+        if new.aging_time != old.aging_time:
+            self.dp.aging_time = new.aging_time
+            changes.append(f"aging_time {old.aging_time:g} -> {new.aging_time:g}")
+        if new.overlay:
+            changes += self._reload_overlay(old.overlay, new.overlay)
+        return changes
+
+    async def _remove_network(self, net: NetworkConfig):
+        for port in [p for p in self.ports.values() if p.network.name == net.name]:
+            self.detach_port(port)
+        for alloc in self.ipam.list(net.name):
+            self.ipam.release(alloc.container_id, alloc.ifname)
+        self.dp.remove_network(self.network_ids.pop(net.name))
+
+    async def _add_network(self, index: int, net: NetworkConfig):
+        net_id = min(set(range(1, MAX_NETWORK_IDS)) - set(self.network_ids.values()))
+        self.dp.set_network(net_id, net.vni, net.mtu)
+        self.network_ids[net.name] = net_id
+        if self.tunnel:
+            for peer in self.config.overlay.peers:
+                self.dp.add_peer(ip_to_int(peer), net_id)
+        if net.host_port:
+            try:
+                await self._add_host_port(index, net)
+            except ConfigError as e:
+                log.error("host port of new network %s: %s", net.name, e)
+
+    async def _set_mtu(self, net: NetworkConfig):
+        """The network's MTU, in the data plane and on its ports' interfaces."""
+        self.dp.set_network(self.network_ids[net.name], net.vni, net.mtu)
+        for port in [p for p in self.ports.values() if p.network.name == net.name]:
+            try:
+                await self.loop.run_in_executor(None, set_mtu, port.netns, port.ifname, net.mtu)
+            except TapError as e:
+                log.warning("port %s: %s", port.name, e)
+                continue
+            port.mtu = net.mtu
+            if not port.is_host:
+                self.state.save_port(self._record(port))
+
+    def _reload_overlay(self, old, new) -> list[str]:
+        changes = []
+        if (new.underlay_mtu, new.learn_peers) != (old.underlay_mtu, old.learn_peers):
+            self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.tx.fileno(), new.udp_port,
+                               new.underlay_mtu, new.learn_peers)
+            changes.append(f"underlay_mtu {new.underlay_mtu}, learn_peers {new.learn_peers}")
+        for ip in set(old.peers) - set(new.peers):
+            self.dp.remove_peer(ip_to_int(ip))
+            changes.append(f"peer {ip} removed")
+        for ip in sorted(set(new.peers) - set(old.peers)):
+            for net_id in self.network_ids.values():
+                self.dp.add_peer(ip_to_int(ip), net_id)
+            changes.append(f"peer {ip} added")
+        return changes
+
     # ---------------------------------------------------------------- ports
 
     async def _add_host_port(self, index: int, net: NetworkConfig):
         """The network's gateway address on a TAP left in our own namespace."""
         address = ipaddress.IPv4Interface(f"{gateway(net)}/{net.subnet.prefixlen}")
-        mac = random_mac()
+        # The same MAC every start, so that pods' ARP entries for the gateway stay right.
+        digest = hashlib.sha256(f"{self.config.node_name}/{net.name}".encode()).digest()
+        mac = "02:" + digest[:5].hex(":")
         try:
             tap = await self.loop.run_in_executor(
-                None, Tap, None, net.host_port, mac, net.mtu, [address], self._offloads())
+                None, Tap, None, net.host_port, mac, net.mtu, [address], self._offloads(), None, True)
         except TapError as e:
             raise ConfigError(f"network[{index}].host_port", str(e)) from None
         # The host routes for others: no port security on its port.
@@ -209,10 +350,10 @@ class Switch:
         """Port name -> address, for the ports of a network, made or being made."""
         ports = [(p.name, p.network, p.addresses) for p in self.ports.values()]
         ports += [(name, n, addresses) for name, (n, addresses) in self._pending.items()]
-        return {name: a.ip for name, n, addresses in ports if n is net for a in addresses}
+        return {name: a.ip for name, n, addresses in ports if n.name == net.name for a in addresses}
 
     def macs_in_use(self, net: NetworkConfig) -> set[str]:
-        return {p.mac for p in self.ports.values() if p.network is net}
+        return {p.mac for p in self.ports.values() if p.network.name == net.name}
 
     async def add_port(self, name: str, netns: str, ifname: str = "eth0",
                        network: str | None = None, ip: str | None = None,
@@ -229,29 +370,46 @@ class Switch:
         secured = bool(addresses) if port_security is None else port_security
         return await self.create_port(name, netns, ifname, net, mac, addresses, secured)
 
+    @staticmethod
+    def _record(port: Port) -> PortRecord:
+        return PortRecord(port.name, port.netns, port.ifname, port.network.name, port.mac,
+                          tuple(str(a) for a in port.addresses), port.mtu, port.secured,
+                          port.attachment)
+
     def name_taken(self, name: str) -> bool:
         return name in self.ports or name in self._pending
 
     async def create_port(self, name: str, netns: str, ifname: str, net: NetworkConfig, mac: str,
                           addresses: list[ipaddress.IPv4Interface], secured: bool,
-                          attachment: tuple[str, str] | None = None, mtu: int | None = None) -> Port:
-        """Make the TAP in the pod's namespace and attach it to the data plane."""
+                          attachment: tuple[str, str] | None = None, mtu: int | None = None,
+                          reattach: bool = False) -> Port:
+        """Make the TAP in the pod's namespace (reattach: open the one a
+        previous run left) and attach it to the data plane. The port is
+        recorded before its TAP exists, so that a crash in between leaves a
+        record the next start completes, never a TAP nobody knows."""
         if self.name_taken(name):
             raise TapError(f"port {name!r} already exists", 409)
         check_ifname(ifname)
         gw = self.default_gateway(net) if addresses else None
+        mtu = mtu or net.mtu
         self._pending[name] = (net, addresses)
+        self.state.save_port(PortRecord(name, netns, ifname, net.name, mac,
+                                        tuple(str(a) for a in addresses), mtu, secured, attachment))
         try:
             # Netlink work runs off the loop so forwarding goes on meanwhile.
             tap = await self.loop.run_in_executor(
-                None, Tap, netns, ifname, mac, mtu or net.mtu, addresses, self._offloads(), gw)
+                None, Tap, netns, ifname, mac, mtu, addresses, self._offloads(), gw, reattach)
+        except BaseException:
+            if not reattach:
+                self.state.delete_port(name)
+            raise
         finally:
             del self._pending[name]
         return self._register(name, netns, net, mac, addresses, tap, secured, attachment, ifname,
-                              mtu)
+                              mtu, "re-attached" if reattach else "added")
 
     def _register(self, name, netns, net, mac, addresses, tap, secured, attachment=None,
-                  ifname=None, mtu=None) -> Port:
+                  ifname=None, mtu=None, how="added") -> Port:
         try:
             port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], tap.vnet_hdr)
         except OverflowError as e:
@@ -261,10 +419,10 @@ class Switch:
             self.dp.set_port_security(port_id, int(mac.replace(":", ""), 16),
                                       [int(a.ip) for a in addresses])
         port = Port(name, netns, ifname or net.host_port, net, mac, addresses, tap, port_id,
-                    mtu or net.mtu, secured, attachment)
+                    mtu or net.mtu, secured, attachment, netns_id(netns) if netns else None)
         self.ports[name] = port
         self.loop.add_reader(tap.fileno(), self._readable, port)
-        log.info("port %s added: %s in %s, network %s, mac %s%s%s", name, port.ifname,
+        log.info("port %s %s: %s in %s, network %s, mac %s%s%s", name, how, port.ifname,
                  netns or "the host namespace", net.name, mac,
                  "".join(f", {a}" for a in addresses), ", port security" if secured else "")
         return port
@@ -278,10 +436,25 @@ class Switch:
 
     def _readable(self, port: Port):
         if self.dp.drain(port.port_id) < 0:
-            # The device is gone (its namespace was deleted): stop watching.
-            self.loop.remove_reader(port.tap.fileno())
-            port.state = "lost"
-            log.warning("port %s: device gone, no longer forwarding", port.name)
+            self._lose(port, "device gone")
+
+    def check_namespaces(self):
+        """Ports whose namespace was deleted (or replaced under the same
+        path) are lost. Our fd holds a reference on the namespace, so the
+        kernel would keep it, and the pod's interface, alive: let go."""
+        for port in list(self.ports.values()):
+            if port.state == "up" and not port.is_host and netns_id(port.netns) != port.netns_id:
+                self._lose(port, f"namespace {port.netns} gone")
+
+    def _lose(self, port: Port, why: str):
+        """Stop forwarding for a port whose pod is gone; it stays listed as
+        lost (with its last counters) until deleted."""
+        port.final_counters = self.dp.port_counters(port.port_id)
+        self.loop.remove_reader(port.tap.fileno())
+        self.dp.remove_port(port.port_id)
+        port.tap.close(remove=True)
+        port.state = "lost"
+        log.warning("port %s: %s, no longer forwarding", port.name, why)
 
     def port(self, name: str) -> Port:
         try:
@@ -296,22 +469,29 @@ class Switch:
                            "it comes and goes with the config", 409)
         self.detach_port(port)
 
-    def detach_port(self, port: Port):
-        """Remove any port, the host port too (remove_port refuses that)."""
-        name = port.name
-        self.loop.remove_reader(port.tap.fileno())
-        self.dp.remove_port(port.port_id)
-        port.tap.close()
-        del self.ports[name]
-        log.info("port %s removed", name)
+    def detach_port(self, port: Port, remove: bool = True):
+        """Take any port off the switch (the host port too, which
+        remove_port refuses). remove: delete its TAP and record; otherwise
+        both stay for the next start to re-attach."""
+        if port.state != "lost":
+            self.loop.remove_reader(port.tap.fileno())
+            self.dp.remove_port(port.port_id)
+            port.tap.close(remove)
+        del self.ports[port.name]
+        if remove:
+            if not port.is_host:
+                self.state.delete_port(port.name)
+            log.info("port %s removed", port.name)
 
-    def close(self):
+    def close(self, remove_ports: bool = False):
+        """Stop switching. The pods' TAPs stay (and keep their addresses and
+        routes) for the next start, unless remove_ports."""
         for port in list(self.ports.values()):
-            self.detach_port(port)
+            self.detach_port(port, remove_ports)
         if self.tunnel:
             self.loop.remove_reader(self.tunnel.rx.fileno())
             self.tunnel.close()
-        self.ipam.close()
+        self.state.close()
 
     # ---------------------------------------------------------- inspection
 
@@ -322,7 +502,7 @@ class Switch:
                 "state": port.state, "id": port.port_id, "offloads": port.tap.offloads,
                 "port_security": port.secured,
                 "container": "/".join(port.attachment) if port.attachment else None,
-                "counters": self.dp.port_counters(port.port_id)}
+                "counters": port.final_counters or self.dp.port_counters(port.port_id)}
 
     def _network_id(self, name: str | None) -> int:
         return self.network_ids[self.network(name).name] if name else 0
@@ -345,7 +525,8 @@ class Switch:
 
     def stats(self) -> dict:
         counters = self.dp.counters()
-        counters["ports"] = {p.name: self.dp.port_counters(p.port_id) for p in self.ports.values()}
+        counters["ports"] = {p.name: p.final_counters or self.dp.port_counters(p.port_id)
+                             for p in self.ports.values()}
         counters["peers"] = self.peers()
         return counters
 

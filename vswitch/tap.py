@@ -1,14 +1,16 @@
-"""Pod interfaces: a TAP whose fd the daemon keeps and whose netdev lives in
-the pod's network namespace, configured over netlink (pyroute2)."""
+"""Pod interfaces: a persistent TAP whose fd the daemon holds and whose
+netdev lives in the pod's network namespace, configured over netlink
+(pyroute2)."""
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import ipaddress
 import os
 import secrets
 import socket
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import pytun
 from pyroute2 import IPRoute
@@ -83,16 +85,20 @@ def _netlink(netns: str | None = None):
 
 
 class Tap:
-    """An open TAP device, moved into a pod's namespace (or, for the host
-    port, netns=None, left in ours) and configured there: name, MAC, MTU,
-    addresses, link up, and a default route via `gateway` if given.
-    Closing the fd deletes the device, wherever it lives."""
+    """A TAP device whose netdev lives in a pod's namespace (or, for the host
+    port, netns=None, in ours), configured there: name, MAC, MTU, addresses,
+    link up, and a default route via `gateway` if given.
+
+    The device is persistent (TUNSETPERSIST): it outlives our fd, so pods
+    keep their interface while the daemon restarts, and `reattach=True`
+    opens the existing device of that name again (or makes it anew if it is
+    gone). close(remove=True) deletes it."""
 
     def __init__(self, netns: str | None, ifname: str, mac: str, mtu: int,
                  addresses: list[ipaddress.IPv4Interface], offloads: tuple[str, ...] = OFFLOADS_ALL,
-                 gateway: ipaddress.IPv4Address | None = None):
+                 gateway: ipaddress.IPv4Address | None = None, reattach: bool = False):
         self.vnet_hdr = bool(offloads)      # frames on the fd carry a virtio_net_hdr
-        self.flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offloads else 0)
+        flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offloads else 0)
         path = None
         if netns is not None:
             try:
@@ -102,43 +108,40 @@ class Tap:
         where = f"namespace {netns!r}" if netns else "the host namespace"
         # One netlink socket in the target namespace serves the check and the set-up.
         with _netlink(path) as target:
-            if target.link_lookup(ifname=ifname):
+            existed = bool(target.link_lookup(ifname=ifname))
+            if existed and not reattach:
                 raise TapError(f"interface {ifname!r} already exists in {where}", 409)
-            # In a pod, a temporary unique name in our namespace, renamed once moved.
-            self.device = pytun.TunTapDevice(name=f"vsw{secrets.token_hex(6)}" if path else ifname,
-                                             flags=self.flags)
+            try:
+                # /dev/net/tun opened inside the namespace makes the device there.
+                with entered(path) if path else nullcontext():
+                    self.device = pytun.TunTapDevice(name=ifname, flags=flags)
+            except pytun.Error as e:
+                raise TapError(f"cannot open TAP {ifname!r} in {where}: {e} (an interface of "
+                               "that name already exists and is not a TAP?)", 409) from None
             try:
                 os.set_blocking(self.device.fileno(), False)
                 self.offloads = self._enable_offloads(offloads) if offloads else []
-                if path:
-                    self._move_to(path)
-                index = target.link_lookup(ifname=self.device.name)[0]
-                self._configure(target, index, ifname, mac, mtu, addresses, gateway)
+                index = target.link_lookup(ifname=ifname)[0]
+                self._configure(target, index, mac, mtu, addresses, gateway)
+                self.device.persist(True)
             except NetlinkError as e:
-                self.close()
+                self.close(remove=not existed)
                 raise TapError(f"configuring {ifname!r} in {where} failed: {e.args[-1]}", 500) from None
             except BaseException:
-                self.close()
+                self.close(remove=not existed)
                 raise
 
-    def _move_to(self, path: str):
-        with _netlink() as ipr:
-            index = ipr.link_lookup(ifname=self.device.name)[0]
-            fd = os.open(path, os.O_RDONLY)
-            try:
-                ipr.link("set", index=index, net_ns_fd=fd)
-            finally:
-                os.close(fd)
-
     @staticmethod
-    def _configure(ipr: IPRoute, index: int, ifname, mac, mtu, addresses, gateway):
-        ipr.link("set", index=index, ifname=ifname, address=mac, mtu=mtu)
+    def _configure(ipr: IPRoute, index: int, mac, mtu, addresses, gateway):
+        """Idempotent, so that re-attaching a configured device is fine."""
+        ipr.link("set", index=index, address=mac, mtu=mtu)
         for addr in addresses:
-            ipr.addr("add", index=index, address=str(addr.ip), prefixlen=addr.network.prefixlen,
-                     broadcast=str(addr.network.broadcast_address))
+            _exists_ok(ipr.addr, "add", index=index, address=str(addr.ip),
+                       prefixlen=addr.network.prefixlen,
+                       broadcast=str(addr.network.broadcast_address))
         ipr.link("set", index=index, state="up")
         if gateway is not None:
-            ipr.route("add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
+            _exists_ok(ipr.route, "add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
 
     def _enable_offloads(self, wanted: tuple[str, ...]) -> list[str]:
         """Turn on what is wanted and the kernel supports; returns the names."""
@@ -154,8 +157,22 @@ class Tap:
     def fileno(self) -> int:
         return self.device.fileno()
 
-    def close(self):
+    def close(self, remove: bool = True):
+        """Let go of the device; it stays (for a restart) unless `remove`."""
+        if remove:
+            try:
+                self.device.persist(False)
+            except pytun.Error:
+                pass
         self.device.close()
+
+
+def _exists_ok(call, *args, **kwargs):
+    try:
+        call(*args, **kwargs)
+    except NetlinkError as e:
+        if e.code != errno.EEXIST:
+            raise
 
 
 def inspect(netns: str, ifname: str) -> dict | None:
@@ -177,3 +194,15 @@ def inspect(netns: str, ifname: str) -> dict | None:
                     and r.get_attr("RTA_GATEWAY")]
     return {"mac": link.get_attr("IFLA_ADDRESS"), "up": bool(link["flags"] & 1),
             "addresses": addresses, "gateways": gateways}
+
+
+def set_mtu(netns: str | None, ifname: str, mtu: int):
+    """Change the MTU of a pod's (or, netns=None, the host port's) interface."""
+    try:
+        with _netlink(netns_path(netns) if netns else None) as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                raise TapError(f"interface {ifname!r} is gone", 404)
+            ipr.link("set", index=found[0], mtu=mtu)
+    except (NetnsNotFound, NetlinkError) as e:
+        raise TapError(f"setting the MTU of {ifname!r}: {e}", 500) from None
