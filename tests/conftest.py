@@ -56,13 +56,15 @@ def write_toml(path: Path, config: dict):
 
 class Daemon:
     def __init__(self, config_path: Path, socket_path: str, log_path: Path,
-                 netns: str | None = None):
+                 netns: str | None = None, env: dict | None = None):
         self.socket = socket_path
+        self.config_path = config_path
         self.log_path = log_path
         self.client = Client(socket_path)
         where = ["ip", "netns", "exec", netns] if netns else []     # a "node" namespace
         self.proc = subprocess.Popen(where + DAEMON + ["--config", str(config_path)],
-                                     stdout=subprocess.DEVNULL, stderr=open(log_path, "w"))
+                                     stdout=subprocess.DEVNULL, stderr=open(log_path, "w"),
+                                     env={**os.environ, **(env or {})})
         deadline = time.monotonic() + 20
         while True:
             try:
@@ -142,8 +144,9 @@ def vswitchd(tmp_path):
     daemons = []
 
     def start(aging_time: float = 300, networks=(BLUE, RED), netns=None, mode="bridge",
-              state_dir=None, **extra) -> Daemon:
-        """state_dir: to start a daemon on an earlier one's state."""
+              state_dir=None, env=None, **extra) -> Daemon:
+        """state_dir: to start a daemon on an earlier one's state; env: added
+        to its environment."""
         sock = str(tmp_path / f"vswitchd{len(daemons)}.sock")
         state_dir = state_dir or str(tmp_path / f"state{len(daemons)}")
         config = {"node": {"name": f"test-node{len(daemons)}", "socket": sock, "mode": mode,
@@ -151,8 +154,8 @@ def vswitchd(tmp_path):
                   "fdb": {"aging_time": aging_time}, "network": list(networks), **extra}
         path = tmp_path / f"vswitchd{len(daemons)}.toml"
         write_toml(path, config)
-        daemon = Daemon(path, sock, tmp_path / f"vswitchd{len(daemons)}.log", netns)
-        daemon.state_dir = state_dir
+        daemon = Daemon(path, sock, tmp_path / f"vswitchd{len(daemons)}.log", netns, env)
+        daemon.state_dir, daemon.config = state_dir, config
         daemons.append(daemon)
         return daemon
 

@@ -188,7 +188,7 @@ def test_port_add_bad_requests_leave_daemon_working(vswitchd, pods, netns):
     assert [x["name"] for x in d.ctl_json("port", "list")] == ["pod-a", "pod-b"]
     assert in_ns(spare, "ip", "-br", "link").stdout.split()[0] == "lo"
     assert len(in_ns(spare, "ip", "-br", "link").stdout.splitlines()) == 1
-    assert "0% packet loss" in ping(p["a"][0], "198.18.0.2", count=2).stdout
+    assert " 0% packet loss" in ping(p["a"][0], "198.18.0.2", count=2).stdout
     assert d.proc.poll() is None
 
 
@@ -250,9 +250,9 @@ def test_frames_from_a_pod_are_fuzzed_and_counted(vswitchd, pods):
     rx = sum(delta("ports", port, "rx_packets") for port in after["ports"])
     assert delta("unicast") + delta("flooded") + ingress == rx
     # Still a switch: the other pods talk, and so does the fuzzed one.
-    assert "0% packet loss" in ping(p["b"][0], "198.18.0.3", count=3).stdout
+    assert " 0% packet loss" in ping(p["b"][0], "198.18.0.3", count=3).stdout
     d.ctl("fdb", "flush")
-    assert "0% packet loss" in ping(p["a"][0], "198.18.0.2", count=3).stdout
+    assert " 0% packet loss" in ping(p["a"][0], "198.18.0.2", count=3).stdout
     assert d.proc.poll() is None
 
 

@@ -95,7 +95,7 @@ def test_add_connects_a_pod_and_two_pods_talk(vswitchd, netns, cni_path):
         assert addresses(ns) == (iface["mac"], [ip["address"]])
     assert ra["ips"][0]["address"] != rb["ips"][0]["address"]
     other = ra["ips"][0]["address"].split("/")[0]
-    assert "0% packet loss" in ping(b, other).stdout
+    assert " 0% packet loss" in ping(b, other).stdout
     shown = d.ctl_json("ipam", "show")
     assert {(x["container_id"], x["ip"], x["state"]) for x in shown["allocations"]} == {
         ("ctr-a", other, "up"), ("ctr-b", rb["ips"][0]["address"].split("/")[0], "up")}
@@ -210,7 +210,7 @@ def test_allocations_survive_a_daemon_restart(vswitchd, netns, cni_path, stop):
     assert rt2.add(b, "ctr-b")["ips"] != first["ips"]
     again = rt2.add(a, "ctr-a")
     assert again["ips"] == first["ips"] and again["interfaces"] == first["interfaces"]
-    assert "0% packet loss" in ping(b, first["ips"][0]["address"].split("/")[0]).stdout
+    assert " 0% packet loss" in ping(b, first["ips"][0]["address"].split("/")[0]).stdout
 
 
 def test_crash_during_adds_never_gives_an_address_twice(vswitchd, netns, cni_path):
@@ -251,7 +251,7 @@ def test_spoofing_pod_is_cut_off_and_counted(vswitchd, netns, cni_path):
     a, b = netns("a"), netns("b")
     rt.add(a, "ctr-a")
     target = rt.add(b, "ctr-b")["ips"][0]["address"].split("/")[0]
-    assert "0% packet loss" in ping(a, target).stdout
+    assert " 0% packet loss" in ping(a, target).stdout
 
     def spoofed():
         return d.ctl_json("stats")["drops"]["spoofed_source"]
@@ -264,7 +264,7 @@ def test_spoofing_pod_is_cut_off_and_counted(vswitchd, netns, cni_path):
     assert spoofed() - before >= 2
     own_mac = d.ctl_json("ipam", "show")["allocations"][0]["mac"]
     in_ns(a, "ip", "link", "set", "eth0", "address", own_mac)
-    assert "0% packet loss" in ping(a, target).stdout
+    assert " 0% packet loss" in ping(a, target).stdout
     # Another IP (one nobody holds): cut off as well.
     before = spoofed()
     in_ns(a, "ip", "addr", "flush", "dev", "eth0")
@@ -418,10 +418,10 @@ def test_host_port_reaches_pods(vswitchd, netns, cni_path):
     assert r["routes"] == [{"dst": "0.0.0.0/0", "gw": "198.18.4.1"}]
     assert "default via 198.18.4.1 dev eth0" in in_ns(a, "ip", "route").stdout
     assert "198.18.4.1/16" in in_ns(node, "ip", "-o", "addr", "show", "vswh0").stdout
-    assert "0% packet loss" in ping(node, pod_ip).stdout
+    assert " 0% packet loss" in ping(node, pod_ip).stdout
     # Off-subnet traffic goes to the host: the pod reaches the node's other address.
     in_ns(node, "ip", "addr", "add", "192.0.2.10/32", "dev", "lo")
-    assert "0% packet loss" in ping(a, "192.0.2.10").stdout
+    assert " 0% packet loss" in ping(a, "192.0.2.10").stdout
     [host] = [p for p in d.ctl_json("port", "list") if p["name"] == "host-blue"]
     assert host["netns"] == "(host)" and not host["port_security"]
     assert d.ctl("port", "del", "host-blue", check=False).returncode != 0
@@ -430,7 +430,7 @@ def test_host_port_reaches_pods(vswitchd, netns, cni_path):
     assert d.stop() == 0
     assert host["mac"] in in_ns(node, "ip", "-o", "link", "show", "vswh0").stdout
     d2 = vswitchd(networks=(net,), netns=node, state_dir=d.state_dir)
-    assert "0% packet loss" in ping(node, pod_ip).stdout
+    assert " 0% packet loss" in ping(node, pod_ip).stdout
     d2.ctl("stop", "--remove-ports")
     assert d2.proc.wait(10) == 0
     assert "vswh0" not in in_ns(node, "ip", "-o", "link").stdout
@@ -448,7 +448,7 @@ def test_manual_port_security_opt_out(vswitchd, pods):
     in_ns(loose[0], "ip", "addr", "add", "198.18.0.33/16", "dev", "eth0")
     r = in_ns(loose[0], "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "198.18.0.33",
               "198.18.0.2", check=False)
-    assert "0% packet loss" in r.stdout
+    assert " 0% packet loss" in r.stdout
     in_ns(p["a"][0], "ip", "addr", "add", "198.18.0.11/16", "dev", "eth0")
     r = in_ns(p["a"][0], "ping", "-c", "2", "-i", "0.2", "-W", "1", "-I", "198.18.0.11",
               "198.18.0.2", check=False)
