@@ -21,7 +21,11 @@ cleanup() {
     [[ -n $daemon_pid ]] && cni DEL >/dev/null 2>&1 || true
     ip netns pids "$tag-a" 2>/dev/null | xargs -r kill 2>/dev/null || true
     ip netns pids "$tag-b" 2>/dev/null | xargs -r kill 2>/dev/null || true
-    [[ -n $daemon_pid ]] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
+    # A plain stop would leave the pods' interfaces for the next start.
+    if [[ -n $daemon_pid ]]; then
+        vswitchctl stop --remove-ports >/dev/null 2>&1 || kill "$daemon_pid" 2>/dev/null || true
+        wait "$daemon_pid" 2>/dev/null || true
+    fi
     ip netns del "$tag-a" 2>/dev/null || true
     ip netns del "$tag-b" 2>/dev/null || true
 }

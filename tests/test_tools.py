@@ -40,3 +40,18 @@ def test_bench_prints_ratios_and_json(tmp_path):
         for side in ("vswitch", ref):
             assert results[mode][side]["tcp_gbps"] > 0 and results[mode][side]["rtt_us"] > 0
         assert set(results[mode]["ratio"]) == {"tcp_gbps", "udp64_kpps", "rtt_us", "rtt_busy_us"}
+
+
+def test_restart_bench_measures_the_outage(tmp_path):
+    out = tmp_path / "restart.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "restart.py"), "--rounds", "1",
+                        "--json", str(out)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(out.read_text())
+    for how in ("sigterm", "sigkill"):
+        [row] = results[how]
+        # The pods were off the network for a while and came back: the
+        # measured silence is real (above the ping interval) and ended.
+        assert 1 < row["outage_ms"] < 60000 and row["restart_ms"] > 0
+    assert "vb" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                      text=True).stdout
