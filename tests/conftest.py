@@ -199,7 +199,8 @@ class Capture:
     def __init__(self, ns: str, bpf: str, path: Path, ifname: str = "eth0"):
         self.path = path
         self.proc = subprocess.Popen(
-            ["ip", "netns", "exec", ns, "tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode", "-w", str(path), bpf],
+            ["ip", "netns", "exec", ns, "tcpdump", "-i", ifname, "-n", "-U", "--immediate-mode",
+             "-w", str(path), bpf],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         line = self.proc.stderr.readline()        # "listening on eth0, ..."
         if "listening" not in line:

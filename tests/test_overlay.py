@@ -5,7 +5,6 @@ its own vswitchd or the Linux kernel's bridge + VXLAN device."""
 from __future__ import annotations
 
 import socket
-import struct
 import time
 
 import pytest

@@ -35,6 +35,7 @@ FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port")
 class ReloadError(Exception):
     pass
 
+
 PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 

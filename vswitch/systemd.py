@@ -7,6 +7,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import time
 
 log = logging.getLogger("vswitch.systemd")
 
@@ -40,7 +41,7 @@ class Notifier:
 
     def reloading(self):
         # Since systemd 253, Type=notify-reload also wants the monotonic time.
-        now = int(_monotonic_usec())
+        now = time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000
         self.notify("RELOADING=1", f"MONOTONIC_USEC={now}")
 
     def stopping(self):
@@ -57,8 +58,3 @@ class Notifier:
     def close(self):
         if self.sock:
             self.sock.close()
-
-
-def _monotonic_usec() -> float:
-    import time
-    return time.clock_gettime(time.CLOCK_MONOTONIC) * 1e6
