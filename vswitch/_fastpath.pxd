@@ -1,7 +1,7 @@
 # Shared C structures of the data plane. Everything here is plain C: the
 # per-frame path touches only these structs and never a Python object.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t, int32_t, int64_t
 
 
 cdef enum:
@@ -54,6 +54,45 @@ cdef enum:  # drop reasons
     DROP_QUEUE_FULL           # egress fd would block (per copy)
     DROP_WRITE_ERROR          # egress write failed otherwise (per copy)
     N_DROP_REASONS
+
+
+# Capture points (bits of a session's point mask).
+cdef enum:
+    CAP_INGRESS = 1           # a frame read from a pod port
+    CAP_EGRESS = 2            # a frame written to a pod port
+    CAP_ENCAP = 4             # an outer VXLAN packet sent to a peer
+    CAP_DECAP = 8             # an inner frame received from a peer
+    CAP_DROP = 16             # a frame dropped, with its reason
+    MAX_CAPTURES = 32         # sessions at once (bits of a record's mask)
+    CAP_RING_BYTES = 8 << 20  # records waiting for the control plane
+    CAP_SCRATCH = 65536 + 512 # one synthesized outer packet
+    TUNNEL_PORT = 0xFFFFFFFF  # the port of tunnel-level records
+
+
+cdef struct bpf_insn_t:      # struct sock_filter: classic BPF, as libpcap compiles it
+    uint16_t code
+    uint8_t jt
+    uint8_t jf
+    uint32_t k
+
+
+cdef struct cap_session_t:
+    uint32_t points           # CAP_* bits
+    int64_t port              # a port id (or PEER_BASE + peer), -1 = any
+    uint32_t snaplen
+    bpf_insn_t *prog          # NULL: every frame matches
+    uint32_t prog_len
+
+
+cdef struct cap_rec_t:       # a record in the capture ring, followed by its bytes
+    uint64_t ts_ns            # CLOCK_REALTIME
+    uint32_t mask             # the sessions it matched
+    uint32_t port
+    uint32_t orig_len
+    uint32_t cap_len          # CAP_WRAP: the rest of the ring is empty, go to its start
+    uint16_t point
+    uint16_t reason           # drop reason + 1; 0 = not a drop
+    uint32_t pad
 
 
 cdef struct port_t:

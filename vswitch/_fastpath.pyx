@@ -13,7 +13,7 @@ from libc.errno cimport errno, EAGAIN, EINTR, EIO
 from libc.stdint cimport int64_t
 from libc.stdlib cimport calloc, malloc, free
 from libc.string cimport memset
-from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC
+from posix.time cimport clock_gettime, timespec, CLOCK_MONOTONIC, CLOCK_REALTIME
 from posix.unistd cimport read, write
 
 cdef extern from "<sys/uio.h>":
@@ -52,6 +52,7 @@ include "_fdb.pxi"
 include "_offload.pxi"
 include "_vxlan.pxi"
 include "_security.pxi"
+include "_capture.pxi"
 
 # Names of the drop reasons, in the order of their enum in _fastpath.pxd.
 DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "loop", "no_route", "bad_vnet_hdr",
@@ -59,6 +60,7 @@ DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "loop", "no_ro
               "port_down", "queue_full", "write_error")
 assert len(DROP_NAMES) == N_DROP_REASONS
 MAX_NETWORK_IDS = MAX_NETWORKS
+PORT_PEER_BASE, PORT_TUNNEL, PEER_SLOTS = PEER_BASE, TUNNEL_PORT, MAX_PEERS
 
 
 cdef inline uint64_t monotonic_ns() noexcept nogil:
@@ -69,6 +71,8 @@ cdef inline uint64_t monotonic_ns() noexcept nogil:
 
 cdef enum:
     SLOT_SIZE = FRAME_HEADROOM + FRAME_BUF   # one frame buffer of a batch
+    DEST_FLOOD = -1                          # _destination: every other port and peer
+    DEST_LOOP = -2                           # _destination: back where it came from
 
 
 cdef inline unsigned char *slot_frame(unsigned char *slots, int i) noexcept nogil:
@@ -128,6 +132,15 @@ cdef class Datapath:
     cdef uint16_t gro_mss
     cdef uint32_t gro_next_seq
     cdef readonly uint64_t gro_merged     # segments that went out inside a superframe
+    # Capture: sessions, the bitmask of active ones (0: no capture cost but
+    # this test), the ring of records, a buffer to build outer packets in.
+    cdef cap_session_t cap_sessions[MAX_CAPTURES]
+    cdef uint32_t cap_active
+    cdef unsigned char *cap_ring
+    cdef uint64_t cap_head, cap_tail
+    cdef readonly uint64_t cap_dropped    # records lost because the ring was full
+    cdef unsigned char *cap_scratch
+    cdef uint32_t vtep_ip                 # network byte order, for captured outer headers
 
     def __cinit__(self, uint64_t fdb_max_entries=65536, double aging_time=300.0,
                   int batch=64):
@@ -150,7 +163,9 @@ cdef class Datapath:
         self.rx_msgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
         self.rx_iov = <iovec *>calloc(batch, sizeof(iovec))
         self.rx_addr = <sockaddr_in *>calloc(batch, sizeof(sockaddr_in))
-        if not (self.ports and self.slots and self.vni_of and self.mtu_of and self.peers
+        self.cap_ring = <unsigned char *>malloc(CAP_RING_BYTES)
+        self.cap_scratch = <unsigned char *>malloc(CAP_SCRATCH)
+        if not self.cap_ring or not self.cap_scratch or not (self.ports and self.slots and self.vni_of and self.mtu_of and self.peers
                 and self.peer_addr and self.member_net and self.member_peer and self.pending
                 and self.pending_iov and self.pending_hdr and self.pending_seg and self.pending_peer
                 and self.rx_msgs and self.rx_iov and self.rx_addr) or \
@@ -166,6 +181,10 @@ cdef class Datapath:
         self.port_limit = self.peer_limit = self.n_members = self.n_pending = 0
         self.gro_n = 0
         self.gro_merged = 0
+        memset(self.cap_sessions, 0, sizeof(self.cap_sessions))
+        self.cap_active = 0
+        self.cap_head = self.cap_tail = self.cap_dropped = 0
+        self.vtep_ip = 0
         self.unicast = self.flooded = 0
         for i in range(batch):
             # VXLAN lands just before the frame: the inner frame then starts
@@ -183,6 +202,9 @@ cdef class Datapath:
         free(self.peers); free(self.peer_addr); free(self.member_net); free(self.member_peer)
         free(self.pending); free(self.pending_iov); free(self.pending_hdr); free(self.pending_seg)
         free(self.pending_peer); free(self.rx_msgs); free(self.rx_iov); free(self.rx_addr)
+        free(self.cap_ring); free(self.cap_scratch)
+        for i in range(MAX_CAPTURES):
+            free(self.cap_sessions[i].prog)
 
     # ------------------------------------------------------------- networks
 
@@ -268,13 +290,14 @@ cdef class Datapath:
     # ---------------------------------------------------------------- peers
 
     def set_tunnel(self, int rx_fd, int tx_fd, int udp_port, int underlay_mtu,
-                   bint learn_peers=False):
+                   bint learn_peers=False, uint32_t vtep_ip=0):
         """Enable VXLAN: rx_fd a non-blocking UDP socket bound to the VTEP,
         tx_fd a raw IPPROTO_UDP socket (this writes the UDP header)."""
         if not 0 < udp_port < 65536 or not 576 <= underlay_mtu <= 65535:
             raise ValueError("udp_port must be 1..65535 and underlay_mtu 576..65535")
         self.tunnel_rx_fd, self.tunnel_tx_fd = rx_fd, tx_fd
         self.udp_port, self.underlay_mtu, self.learn_peers = udp_port, underlay_mtu, learn_peers
+        self.vtep_ip = vtep_ip
 
     cdef inline int64_t _find_peer(self, uint32_t ip) noexcept nogil:
         # Linear: peers are nodes of one cluster, and this runs once per batch entry.
@@ -342,6 +365,10 @@ cdef class Datapath:
             while self.peer_limit > 0 and self.peers[self.peer_limit - 1].ip == 0:
                 self.peer_limit -= 1
         return True
+
+    def peer_ip(self, uint32_t index):
+        """The address of peer `index` (network byte order), 0 if none."""
+        return self.peers[index].ip if index < MAX_PEERS else 0
 
     def peer_list(self):
         """[(ip, [network ids], counters)] of known peers."""
@@ -426,6 +453,93 @@ cdef class Datapath:
             "gro_merged": self.gro_merged,
         }
 
+    # -------------------------------------------------------------- capture
+
+    def capture_add(self, uint32_t points, int64_t port=-1, uint32_t snaplen=65535, program=()):
+        """Start a session: frames at `points` (CAP_* bits) on `port` (-1:
+        any) that the classic BPF `program` ([(code, jt, jf, k)], empty:
+        all) accepts. Returns its id (a bit of the records' masks)."""
+        cdef int i
+        cdef uint32_t j, n = len(program)
+        for i in range(MAX_CAPTURES):
+            if not self.cap_active & (1u << i):
+                break
+        else:
+            raise OverflowError(f"{MAX_CAPTURES} captures are running already")
+        prog = <bpf_insn_t *>calloc(n or 1, sizeof(bpf_insn_t)) if n else NULL
+        if n and prog == NULL:
+            raise MemoryError()
+        for j in range(n):
+            code, jt, jf, k = program[j]
+            if (code & 0x07) == 0x05 and ((code & 0xF0 == 0 and j + 1 + k > n) or
+                                          j + 1 + max(jt, jf) > n):
+                free(prog)
+                raise ValueError(f"BPF instruction {j} jumps out of the program")
+            prog[j].code, prog[j].jt, prog[j].jf, prog[j].k = code, jt, jf, k
+        free(self.cap_sessions[i].prog)
+        self.cap_sessions[i].points, self.cap_sessions[i].port = points, port
+        self.cap_sessions[i].snaplen, self.cap_sessions[i].prog = snaplen, prog
+        self.cap_sessions[i].prog_len = n
+        self.cap_active |= 1u << i
+        return i
+
+    def capture_remove(self, int session):
+        """Stop a session; with none left, capture costs nothing again."""
+        if 0 <= session < MAX_CAPTURES:
+            self.cap_active &= ~(1u << session)
+        if self.cap_active == 0:
+            self.cap_tail = self.cap_head       # nobody will read what is left
+
+    def capture_read(self, int max_records=4096):
+        """Take records from the ring: [(ts_ns, mask, port, point, reason
+        (None or its name), orig_len, bytes)]."""
+        out = []
+        cdef uint64_t pos, room
+        cdef cap_rec_t *rec
+        while self.cap_tail < self.cap_head and len(out) < max_records:
+            pos = self.cap_tail % CAP_RING_BYTES
+            room = CAP_RING_BYTES - pos
+            rec = <cap_rec_t *>(self.cap_ring + pos)
+            if room < sizeof(cap_rec_t) or rec.cap_len == CAP_WRAP:
+                self.cap_tail += room
+                continue
+            data = (self.cap_ring + pos + sizeof(cap_rec_t))[:rec.cap_len]
+            out.append((rec.ts_ns, rec.mask, rec.port, rec.point,
+                        DROP_NAMES[rec.reason - 1] if rec.reason else None, rec.orig_len, data))
+            self.cap_tail += _align8(sizeof(cap_rec_t) + rec.cap_len)
+        return out
+
+    cdef void _cap(self, uint32_t point, uint32_t port, int reason, const unsigned char *data,
+                   ssize_t n) noexcept nogil:
+        """Offer a frame to the active sessions (the caller tested cap_active)."""
+        cdef uint32_t i, mask = 0, snap = 0, want
+        cdef cap_session_t *s
+        if n <= 0:
+            return
+        for i in range(MAX_CAPTURES):
+            if not self.cap_active & (1u << i):
+                continue
+            s = &self.cap_sessions[i]
+            if not s.points & point or (s.port >= 0 and s.port != port):
+                continue
+            want = s.snaplen
+            if s.prog_len:
+                want = min(want, bpf_run(s.prog, s.prog_len, data, n, n))
+                if want == 0:
+                    continue
+            mask |= 1u << i
+            snap = max(snap, min(<uint32_t>n, want))
+        if mask and not ring_put(self.cap_ring, &self.cap_head, self.cap_tail, mask, point, port,
+                                 reason + 1 if reason >= 0 else 0, data, n, snap):
+            self.cap_dropped += 1
+
+    cdef void _cap_datagram(self, uint32_t point, uint32_t port, int reason, uint32_t src,
+                            uint32_t dst, const unsigned char *udp, const iovec *parts,
+                            int n_parts) noexcept nogil:
+        cdef ssize_t n = outer_packet(self.cap_scratch, src, dst, udp, parts, n_parts)
+        if n > 0:
+            self._cap(point, port, reason, self.cap_scratch, n)
+
     # ----------------------------------------------------------- frame path
 
     cpdef int drain(self, uint32_t port_id) except? -2:
@@ -490,20 +604,20 @@ cdef class Datapath:
                 # Sources that are not peers are refused before anything is parsed.
                 peer = self._find_peer(self.rx_addr[i].sin_addr.s_addr)
                 if peer < 0 and not self.learn_peers:
-                    self._drop(&self.tunnel, DROP_UNKNOWN_PEER)
+                    self._drop_datagram(i, DROP_UNKNOWN_PEER, frame - VXLAN_HLEN, n)
                     continue
                 vni = vxlan_vni(frame - VXLAN_HLEN) if n >= VXLAN_HLEN else -1
                 if vni < 0:
-                    self._drop(&self.tunnel, DROP_BAD_VXLAN)
+                    self._drop_datagram(i, DROP_BAD_VXLAN, frame - VXLAN_HLEN, n)
                     continue
                 net = self._network_of_vni(vni)
                 if net == 0:
-                    self._drop(&self.tunnel, DROP_UNKNOWN_VNI)
+                    self._drop_datagram(i, DROP_UNKNOWN_VNI, frame - VXLAN_HLEN, n)
                     continue
                 if peer < 0:
                     peer = self._add_member(self.rx_addr[i].sin_addr.s_addr, net)
-                    if peer < 0:
-                        self._drop(&self.tunnel, DROP_UNKNOWN_PEER)     # peer table full
+                    if peer < 0:                                        # peer table full
+                        self._drop_datagram(i, DROP_UNKNOWN_PEER, frame - VXLAN_HLEN, n)
                         continue
                 self.peers[peer].rx_packets += 1
                 self.peers[peer].rx_bytes += n
@@ -517,25 +631,36 @@ cdef class Datapath:
         self.drops[reason] += 1
         inp.rx_dropped += 1
 
-    cdef inline void _switch(self, uint32_t in_id, port_t *inp, uint16_t net,
-                             unsigned char *hdr, unsigned char *frame, ssize_t n,
-                             uint64_t now) noexcept nogil:
-        """Learn, look up, deliver: the pipeline for one frame. in_id is a
-        port id, or PEER_BASE + peer index for frames from the tunnel."""
-        cdef bint from_tunnel = in_id >= PEER_BASE
-        if not from_tunnel:
-            inp.rx_packets += 1
+    cdef inline void _drop_frame(self, port_t *inp, int reason, uint32_t in_id,
+                                 const unsigned char *frame, ssize_t n) noexcept nogil:
+        self._drop(inp, reason)
+        if self.cap_active:
+            self._cap(CAP_DROP, in_id, reason, frame, n)
+
+    cdef void _drop_datagram(self, int i, int reason, unsigned char *payload,
+                             ssize_t n) noexcept nogil:
+        """A tunnel-level drop of received datagram i (its UDP payload)."""
+        self._drop(&self.tunnel, reason)
+        if not self.cap_active:
+            return
+        cdef unsigned char udp[UDP_HLEN]
+        cdef iovec part
+        memcpy(udp, &self.rx_addr[i].sin_port, 2)
+        udp[2], udp[3] = self.udp_port >> 8, self.udp_port & 0xFF
+        udp[4], udp[5], udp[6], udp[7] = ((n + UDP_HLEN) >> 8) & 0xFF, (n + UDP_HLEN) & 0xFF, 0, 0
+        part.iov_base, part.iov_len = payload, n
+        self._cap_datagram(CAP_DROP, TUNNEL_PORT, reason, self.rx_addr[i].sin_addr.s_addr,
+                           self.vtep_ip, udp, &part, 1)
+
+    cdef inline int _check(self, const port_t *inp, uint16_t net, const unsigned char *hdr,
+                           const unsigned char *frame, ssize_t n) noexcept nogil:
+        """The ingress checks, in order: a drop reason, or -1 when the frame
+        may be switched. Shared by the pipeline and trace."""
         cdef ssize_t l2 = eth_header_len(frame, n)
         if l2 < 0:
-            if not from_tunnel:
-                inp.rx_bytes += max(n, 0)
-            self._drop(inp, DROP_RUNT)
-            return
-        if not from_tunnel:
-            inp.rx_bytes += n
+            return DROP_RUNT
         if not vnet_hdr_valid(hdr, n):
-            self._drop(inp, DROP_BAD_VNET_HDR)
-            return
+            return DROP_BAD_VNET_HDR
         cdef bint oversize
         if vnet_is_gso(hdr):
             # A superframe is longer than the MTU by design; its segments
@@ -544,36 +669,105 @@ cdef class Datapath:
         else:
             oversize = n - l2 > self.mtu_of[net]
         if oversize:
-            self._drop(inp, DROP_OVERSIZE)
-            return
+            return DROP_OVERSIZE
         if is_multicast(frame + 6):
-            self._drop(inp, DROP_BAD_SOURCE)
-            return
+            return DROP_BAD_SOURCE
         if inp.secured and spoofed(inp, frame, n, l2):
-            self._drop(inp, DROP_SPOOFED_SOURCE)
+            return DROP_SPOOFED_SOURCE
+        return -1
+
+    cdef inline int64_t _destination(self, uint32_t in_id, uint16_t net,
+                                     const unsigned char *frame, uint64_t now) noexcept nogil:
+        """Where a checked frame goes: a port id, PEER_BASE + peer index,
+        DEST_FLOOD, or DEST_LOOP (back where it came from: dropped).
+        Shared by the pipeline and trace."""
+        if is_multicast(frame):
+            return DEST_FLOOD
+        cdef int64_t out = fdb_lookup(&self.fdb, net, mac48(frame), now)
+        # Split horizon: what came from the tunnel never goes back into it.
+        if out >= 0 and (out == in_id or (in_id >= PEER_BASE and out >= PEER_BASE)):
+            return DEST_LOOP
+        return out if out >= 0 else DEST_FLOOD
+
+    cdef inline void _switch(self, uint32_t in_id, port_t *inp, uint16_t net,
+                             unsigned char *hdr, unsigned char *frame, ssize_t n,
+                             uint64_t now) noexcept nogil:
+        """Check, learn, look up, deliver: the pipeline for one frame. in_id
+        is a port id, or PEER_BASE + peer index for frames from the tunnel."""
+        cdef bint from_tunnel = in_id >= PEER_BASE
+        if self.cap_active:
+            self._cap(CAP_DECAP if from_tunnel else CAP_INGRESS, in_id, -1, frame, n)
+        if not from_tunnel:
+            inp.rx_packets += 1
+            inp.rx_bytes += max(n, 0)
+        cdef int reason = self._check(inp, net, hdr, frame, n)
+        if reason >= 0:
+            self._drop_frame(inp, reason, in_id, frame, n)
             return
         fdb_learn(&self.fdb, net, mac48(frame + 6), in_id, now)
-        cdef int64_t out
-        if not is_multicast(frame):
-            out = fdb_lookup(&self.fdb, net, mac48(frame), now)
-            # Split horizon: what came from the tunnel never goes back into it.
-            if out == in_id or (from_tunnel and out >= PEER_BASE):
-                self._drop(inp, DROP_LOOP)
-                return
-            if out >= PEER_BASE:
-                self.unicast += 1
-                self._to_peer(out - PEER_BASE, net, hdr, frame, n)
-                return
-            if out >= 0:
-                self.unicast += 1
-                if from_tunnel and self.ports[out].vnet_hdr:
-                    self._gro(out, hdr, frame, n)
-                else:
-                    self._send(&self.ports[out], hdr, frame, n)
-                return
-        if from_tunnel:
-            self._gro_flush()           # keep order with what is held
-        self._flood(in_id, net, inp, hdr, frame, n)
+        cdef int64_t out = self._destination(in_id, net, frame, now)
+        if out == DEST_LOOP:
+            self._drop_frame(inp, DROP_LOOP, in_id, frame, n)
+        elif out == DEST_FLOOD:
+            if from_tunnel:
+                self._gro_flush()           # keep order with what is held
+            self._flood(in_id, net, inp, hdr, frame, n)
+        elif out >= PEER_BASE:
+            self.unicast += 1
+            self._to_peer(out - PEER_BASE, net, hdr, frame, n)
+        else:
+            self.unicast += 1
+            if from_tunnel and self.ports[out].vnet_hdr:
+                self._gro(out, hdr, frame, n)
+            else:
+                self._send(&self.ports[out], hdr, frame, n)
+
+    def trace(self, uint32_t port_id, bytes frame):
+        """Run a frame from a port through the pipeline's own checks and
+        lookup, without learning, sending or counting: a list of steps."""
+        cdef port_t *inp = self._port(port_id)
+        cdef uint16_t net = inp.network
+        cdef unsigned char hdr[VNET_HLEN]
+        memset(hdr, 0, VNET_HLEN)
+        cdef const unsigned char *f = frame
+        cdef ssize_t n = len(frame)
+        steps = [{"step": "ingress", "port": port_id, "network": net, "length": n,
+                  "port_security": bool(inp.secured)}]
+        cdef int reason = self._check(inp, net, hdr, f, n)
+        if reason >= 0:
+            return steps + [{"step": "drop", "reason": DROP_NAMES[reason]}]
+        steps.append({"step": "checks", "verdict": "pass"})
+        cdef int64_t known = fdb_lookup(&self.fdb, net, mac48(f + 6), monotonic_ns())
+        steps.append({"step": "learn", "mac": mac_to_str(mac48(f + 6)),
+                      "known_at": None if known < 0 else known, "moves": known >= 0 and known != port_id})
+        cdef int64_t out = self._destination(port_id, net, f, monotonic_ns())
+        dst = mac_to_str(mac48(f))
+        if out == DEST_LOOP:
+            return steps + [{"step": "fdb", "mac": dst, "result": "learned on the ingress port"},
+                            {"step": "drop", "reason": "loop"}]
+        if out == DEST_FLOOD:
+            steps.append({"step": "fdb", "mac": dst,
+                          "result": "multicast" if is_multicast(f) else "unknown"})
+            ports = [i for i in range(self.port_limit) if i != port_id and
+                     self.ports[i].fd >= 0 and self.ports[i].network == net]
+            peers = sorted({self.member_peer[m] for m in range(self.n_members)
+                            if self.member_net[m] == net})
+            if not ports and not peers:
+                return steps + [{"step": "drop", "reason": "no_route"}]
+            output = {"step": "flood", "ports": ports, "peers": [PEER_BASE + p for p in peers]}
+        else:
+            steps.append({"step": "fdb", "mac": dst, "result": "learned", "port": out})
+            output = {"step": "output", "ports": [out] if out < PEER_BASE else [],
+                      "peers": [out] if out >= PEER_BASE else []}
+        steps.append(output)
+        for dest in output["peers"]:       # (not steps[-1]: wraparound is off here)
+            sport = VXLAN_SPORT_MIN + flow_hash(f, n) % VXLAN_SPORT_RANGE
+            too_big = n + OUTER_OVERHEAD > self.underlay_mtu
+            steps.append({"step": "encap", "peer": dest, "vni": self.vni_of[net],
+                          "udp_src_port": sport, "udp_dst_port": self.udp_port,
+                          "outer_length": n + OUTER_OVERHEAD,
+                          "verdict": "drop: too_big" if too_big else "send"})
+        return steps
 
     cdef inline void _flood(self, uint32_t in_id, uint16_t net, port_t *inp,
                             unsigned char *hdr, unsigned char *frame, ssize_t n) noexcept nogil:
@@ -593,7 +787,7 @@ cdef class Datapath:
         if sent:
             self.flooded += 1
         else:
-            self._drop(inp, DROP_NO_ROUTE)
+            self._drop_frame(inp, DROP_NO_ROUTE, in_id, frame, n)
 
     cdef void _gro(self, uint32_t out, unsigned char *hdr, unsigned char *frame,
                    ssize_t n) noexcept nogil:
@@ -605,6 +799,8 @@ cdef class Datapath:
             self._send(&self.ports[out], hdr, frame, n)
             return
         payload = n - hlen
+        if self.cap_active:                     # each segment, as it goes into the superframe
+            self._cap(CAP_EGRESS, out, -1, frame, n)
         cdef uint32_t seq = be32(frame + 38)
         cdef unsigned char *first
         if self.gro_n and (out != self.gro_out or self.gro_n == GRO_MAX_IOV + 2
@@ -664,17 +860,23 @@ cdef class Datapath:
         elif vnet_is_gso(hdr):
             out.tx_dropped += 1
             self.drops[DROP_NEEDS_SEGMENTATION] += 1
+            if self.cap_active:
+                self._cap(CAP_DROP, out - self.ports, DROP_NEEDS_SEGMENTATION, frame, n)
             return
         else:
             if hdr[0] & VNET_F_NEEDS_CSUM:
                 complete_checksum(hdr, frame, n)    # in place, once: later copies reuse it
             w = write(out.fd, frame, n)
+        cdef int reason = -1
         if w == want:
             out.tx_packets += 1
             out.tx_bytes += n
-            return
-        out.tx_dropped += 1
-        self.drops[_write_error_reason(w)] += 1
+        else:
+            reason = _write_error_reason(w)
+            out.tx_dropped += 1
+            self.drops[reason] += 1
+        if self.cap_active:
+            self._cap(CAP_EGRESS if reason < 0 else CAP_DROP, out - self.ports, reason, frame, n)
 
     cdef inline void _to_peer(self, uint32_t peer, uint16_t net, unsigned char *hdr,
                               unsigned char *frame, ssize_t n) noexcept nogil:
@@ -687,9 +889,9 @@ cdef class Datapath:
             hlen = tso_header_len(hdr, frame, n, l2)
             gso_size = le16(hdr + 4)
             if hlen < 0 or hlen > SEG_HDR_MAX:
-                self._peer_drop(peer, DROP_NEEDS_SEGMENTATION)
+                self._peer_drop(peer, DROP_NEEDS_SEGMENTATION, frame, n)
             elif hlen + gso_size + OUTER_OVERHEAD > self.underlay_mtu:
-                self._peer_drop(peer, DROP_TOO_BIG)
+                self._peer_drop(peer, DROP_TOO_BIG, frame, n)
             else:
                 off = hlen
                 while off < n:
@@ -701,16 +903,19 @@ cdef class Datapath:
                     i += 1
             return
         if n + OUTER_OVERHEAD > self.underlay_mtu:
-            self._peer_drop(peer, DROP_TOO_BIG)
+            self._peer_drop(peer, DROP_TOO_BIG, frame, n)
             return
         if hdr[0] & VNET_F_NEEDS_CSUM:
             complete_checksum(hdr, frame, n)
         self._queue(peer, net, frame, frame, n, NULL, 0)
 
-    cdef inline void _peer_drop(self, uint32_t peer, int reason) noexcept nogil:
+    cdef inline void _peer_drop(self, uint32_t peer, int reason,
+                                const unsigned char *frame=NULL, ssize_t n=0) noexcept nogil:
         self.peers[peer].tx_dropped += 1
         self.tunnel.tx_dropped += 1
         self.drops[reason] += 1
+        if self.cap_active and frame != NULL:
+            self._cap(CAP_DROP, PEER_BASE + peer, reason, frame, n)
 
     cdef inline uint32_t _queue(self, uint32_t peer, uint16_t net, const unsigned char *flow,
                                 unsigned char *head, ssize_t head_len, unsigned char *payload,
@@ -746,6 +951,12 @@ cdef class Datapath:
         cdef uint32_t done = 0, k
         cdef int r
         cdef peer_t *p
+        if self.cap_active:
+            for k in range(self.n_pending):
+                self._cap_datagram(CAP_ENCAP, PEER_BASE + self.pending_peer[k], -1, self.vtep_ip,
+                                   self.peer_addr[self.pending_peer[k]].sin_addr.s_addr, NULL,
+                                   self.pending[k].msg_hdr.msg_iov,
+                                   self.pending[k].msg_hdr.msg_iovlen)
         while done < self.n_pending:
             r = sendmmsg(self.tunnel_tx_fd, &self.pending[done], self.n_pending - done,
                          MSG_DONTWAIT)

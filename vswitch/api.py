@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import socket
+import struct
 from http import HTTPStatus
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -20,12 +21,21 @@ from .tap import TapError
 log = logging.getLogger("vswitch.api")
 
 MAX_BODY = 1 << 20
+CAPTURE_QUEUE = 4096         # records a capture client may lag behind before losing some
 
 
 class ApiError(Exception):
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
+
+
+class Stream:
+    """A streamed answer: `records` yields byte chunks until it ends (or the
+    client goes away); `close` runs in any case."""
+
+    def __init__(self, records, close):
+        self.records, self.close = records, close
 
 
 class Api:
@@ -52,6 +62,8 @@ class Api:
             ("POST", "attachments/check"): self.check_attachment,
             ("GET", "ipam"): self.show_ipam,
             ("POST", "ipam/gc"): self.ipam_gc,
+            ("POST", "capture"): self.capture,
+            ("POST", "trace"): self.trace,
             ("POST", "reload"): self.reload,
             ("POST", "stop"): self.stop,
         }
@@ -137,6 +149,62 @@ class Api:
             raise ApiError("field 'cni_network' is required with 'valid'")
         return self.attachments.gc(fields.get("cni_network"), valid)
 
+    async def capture(self, query, body, arg):
+        """Stream matching frames: each a 4-byte length and JSON metadata,
+        then a 4-byte length and the frame's bytes."""
+        body = body if isinstance(body, dict) else {}
+        count, duration = body.pop("count", None), body.pop("duration", None)
+        snaplen, points = body.pop("snaplen", 65535), body.pop("point", None)
+        if count is not None and (not isinstance(count, int) or count < 1):
+            raise ApiError("field 'count' must be a positive integer")
+        if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
+            raise ApiError("field 'duration' must be a positive number of seconds")
+        if not isinstance(snaplen, int) or not 14 <= snaplen <= 65535:
+            raise ApiError("field 'snaplen' must be 14..65535")
+        if points is not None and not isinstance(points, (str, list)):
+            raise ApiError("field 'point' must be a point name or a list of them")
+        fields = _string_fields(body, (), ("port", "filter"))
+        queue: asyncio.Queue = asyncio.Queue(CAPTURE_QUEUE)
+        session_drops = [0]
+
+        def consume(record):
+            try:
+                queue.put_nowait(record)
+            except asyncio.QueueFull:
+                session_drops[0] += 1
+                self.switch.captures.consumer_dropped += 1
+
+        captures = self.switch.captures
+        session = await captures.open(consume, points, fields.get("port"), fields.get("filter"),
+                                      snaplen)
+
+        async def records():
+            loop = asyncio.get_running_loop()
+            end = loop.time() + duration if duration else None
+            sent = 0
+            while count is None or sent < count:
+                timeout = None if end is None else end - loop.time()
+                if timeout is not None and timeout <= 0:
+                    break
+                try:
+                    record = await asyncio.wait_for(queue.get(), timeout)
+                except asyncio.TimeoutError:
+                    break
+                meta = json.dumps(record.meta()).encode()
+                yield struct.pack("!I", len(meta)) + meta + struct.pack("!I", len(record.data)) \
+                    + record.data
+                sent += 1
+
+        return Stream(records(), lambda: captures.close(session))
+
+    async def trace(self, query, body, arg):
+        fields = _string_fields(body, ("port", "frame"), ())
+        try:
+            frame = bytes.fromhex(fields["frame"])
+        except ValueError:
+            raise ApiError("field 'frame' must be hex") from None
+        return self.switch.trace(fields["port"], frame)
+
     async def reload(self, query, body, arg):
         try:
             return await self.service.reload()
@@ -172,6 +240,9 @@ class Api:
             method, path, query, body = await self._read_request(reader)
             handler, arg = self._route(method, path)
             result = await handler(query, body, arg)
+            if isinstance(result, Stream):
+                await self._stream(reader, writer, result)
+                return
         except (ApiError, TapError, IpamError) as e:
             status, result = e.status, {"error": str(e)}
             if getattr(e, "kind", None):
@@ -192,6 +263,35 @@ class Api:
         except ConnectionError:
             pass
         finally:
+            writer.close()
+
+    async def _stream(self, reader, writer, stream: Stream):
+        """Send a Stream until it ends or the client hangs up."""
+        async def hangup():
+            await reader.read()             # EOF: the client is gone
+
+        watcher = asyncio.ensure_future(hangup())
+        records = stream.records.__aiter__()
+        try:
+            writer.write(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                         b"Connection: close\r\n\r\n")
+            while True:
+                following = asyncio.ensure_future(records.__anext__())
+                await asyncio.wait({following, watcher}, return_when=asyncio.FIRST_COMPLETED)
+                if not following.done():
+                    following.cancel()
+                    break
+                try:
+                    chunk = following.result()
+                except StopAsyncIteration:
+                    break
+                writer.write(chunk)
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            watcher.cancel()
+            stream.close()
             writer.close()
 
     async def _read_request(self, reader: asyncio.StreamReader):

@@ -7,6 +7,7 @@ from __future__ import annotations
 import http.client
 import json
 import socket
+import struct
 from urllib.parse import quote, urlencode
 
 DEFAULT_SOCKET = "/run/vswitch/vswitchd.sock"
@@ -28,6 +29,15 @@ class _UnixConnection(http.client.HTTPConnection):
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.settimeout(self.timeout)
         self.sock.connect(self.path)
+
+
+def _read_chunk(resp) -> bytes | None:
+    """One length-prefixed chunk of a stream; None at its end."""
+    head = resp.read(4)
+    if len(head) < 4:
+        return None
+    data = resp.read(struct.unpack("!I", head)[0])
+    return data
 
 
 class Client:
@@ -62,6 +72,36 @@ class Client:
             raise ClientError(result.get("error", f"HTTP {resp.status}"), resp.status,
                               result.get("kind"))
         return result
+
+    def capture(self, **options):
+        """Yield (metadata, frame bytes) as the daemon streams them."""
+        conn = _UnixConnection(self.socket_path, None)
+        try:
+            body = json.dumps({k: v for k, v in options.items() if v is not None}).encode()
+            conn.request("POST", "/v1/capture", body=body,
+                         headers={"Content-Type": "application/json"})
+            resp = conn.getresponse()
+            if resp.status != 200:
+                data = resp.read()
+                try:
+                    message = json.loads(data).get("error", f"HTTP {resp.status}")
+                except ValueError:
+                    message = f"HTTP {resp.status}"
+                raise ClientError(message, resp.status)
+            while True:
+                meta = _read_chunk(resp)
+                if meta is None:
+                    return
+                data = _read_chunk(resp)
+                if data is None:
+                    return
+                yield json.loads(meta), data
+        except (FileNotFoundError, ConnectionRefusedError):
+            raise ClientError(f"vswitchd is not running (no answer on {self.socket_path})") from None
+        except OSError as e:
+            raise ClientError(f"talking to vswitchd on {self.socket_path}: {e}") from None
+        finally:
+            conn.close()
 
     # Convenience wrappers, one per API route.
     def status(self):
@@ -129,3 +169,6 @@ class Client:
 
     def stop(self, remove_ports=False):
         return self.request("POST", "stop", {"remove_ports": remove_ports})
+
+    def trace(self, port, frame: bytes):
+        return self.request("POST", "trace", {"port": port, "frame": frame.hex()})

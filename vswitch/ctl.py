@@ -9,6 +9,10 @@ import sys
 
 from .client import DEFAULT_SOCKET, Client, ClientError
 
+# The daemon's capture points (vswitch.capture.POINTS, not imported: it pulls
+# in the daemon's modules).
+CAPTURE_POINTS = ("ingress", "egress", "encap", "decap", "drop")
+
 
 def _table(rows: list[list], header: list[str]) -> str:
     rows = [[str(c) for c in r] for r in rows]
@@ -122,6 +126,30 @@ def build_parser() -> argparse.ArgumentParser:
     peer.add_parser("del", parents=[common], help="forget a peer").add_argument("ip")
     peer.add_parser("list", parents=[common], help="peers with counters")
 
+    cap = sub.add_parser("capture", parents=[common],
+                         help="frames at the capture points, as lines or a pcapng/pcap file")
+    cap.add_argument("--port", help="one port (a name, or vxlan:IP for a peer); default all")
+    cap.add_argument("--point", action="append", choices=CAPTURE_POINTS,
+                     help="a capture point (repeatable); default all")
+    cap.add_argument("--filter", help="a tcpdump filter expression, e.g. 'icmp or arp'")
+    cap.add_argument("-c", "--count", type=int, help="stop after this many frames")
+    cap.add_argument("--duration", type=float, help="stop after this many seconds")
+    cap.add_argument("-w", dest="write", metavar="FILE",
+                     help="write a capture file ('-': stream to stdout, e.g. into tcpdump -r -)")
+    cap.add_argument("--format", choices=("pcapng", "pcap"), default="pcapng",
+                     help="file format for -w (default pcapng: per-port interfaces, drop "
+                     "reasons as comments)")
+    cap.add_argument("-s", "--snaplen", type=int, default=65535, help="bytes kept per frame")
+
+    trace = sub.add_parser("trace", parents=[common],
+                           help="where a frame would go and why (nothing is sent or learned)")
+    trace.add_argument("--in-port", required=True, help="the port the frame comes from")
+    what = trace.add_mutually_exclusive_group(required=True)
+    what.add_argument("--hex", help="the frame as hex")
+    what.add_argument("--scapy", metavar="EXPR",
+                      help="the frame as a scapy expression, e.g. \"Ether(dst='ff:ff:ff:ff:ff:ff')"
+                      "/ARP(pdst='198.18.0.2')\"")
+
     sub.add_parser("reload", parents=[common],
                    help="re-read the config file and apply it (as SIGHUP does)")
     stop = sub.add_parser("stop", parents=[common],
@@ -138,9 +166,88 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def capture(args, client: Client) -> int:
+    """Stream frames to a file, stdout, or as one line each."""
+    from .pcap import PcapngWriter, PcapWriter
+    out = writer = None
+    if args.write:
+        out = sys.stdout.buffer if args.write == "-" else open(args.write, "wb")
+        writer = (PcapngWriter if args.format == "pcapng" else PcapWriter)(out, args.snaplen)
+        out.flush()
+    seen = 0
+    try:
+        for meta, data in client.capture(port=args.port, point=args.point, filter=args.filter,
+                                         count=args.count, duration=args.duration,
+                                         snaplen=args.snaplen):
+            if writer:
+                writer.write(meta["ts_ns"], meta["port"], meta["point"], data, meta["orig_len"],
+                             meta["reason"])
+                out.flush()
+            else:
+                print(capture_line(meta, data), flush=True)
+            seen += 1
+            if args.count and seen >= args.count:
+                break
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:             # the reader (tcpdump -r -) went away
+        sys.stderr.close()
+        return 0
+    finally:
+        if out is not None and out is not sys.stdout.buffer:
+            out.close()
+    print(f"{seen} frames captured", file=sys.stderr)
+    return 0
+
+
+def capture_line(meta: dict, data: bytes) -> str:
+    import time
+    when = time.strftime("%H:%M:%S", time.localtime(meta["ts_ns"] / 1e9))
+    reason = f" [{meta['reason']}]" if meta["reason"] else ""
+    try:
+        import scapy.layers.inet  # noqa: F401  (IP, TCP, UDP, ICMP decoding)
+        from scapy.layers.l2 import Ether
+        summary = Ether(data).summary()
+    except Exception:                   # no scapy, or a frame it cannot take apart
+        summary = f"{len(data)} bytes"
+    return (f"{when}.{meta['ts_ns'] % 10**9 // 1000:06d} {meta['point']:<7} {meta['port']}"
+            f"{reason} {summary}")
+
+
+def trace_frame(args) -> bytes:
+    if args.hex:
+        try:
+            return bytes.fromhex(args.hex.replace(":", "").replace(" ", ""))
+        except ValueError:
+            raise ClientError("--hex: not a hex string") from None
+    try:
+        import scapy.all
+    except ImportError:
+        raise ClientError("--scapy needs scapy: pip install 'vswitch[tools]'") from None
+    try:
+        return bytes(eval(args.scapy, vars(scapy.all)))     # the user's own expression
+    except Exception as e:
+        raise ClientError(f"--scapy: {e}") from None
+
+
+def show_trace(r):
+    lines = [f"trace: frame from {r['port']} ({len(r['frame']) // 2} bytes)"]
+    try:
+        from scapy.layers.l2 import Ether
+        lines.append(f"  parsed: {Ether(bytes.fromhex(r['frame'])).summary()}")
+    except Exception:
+        pass
+    for step in r["steps"]:
+        kind = step.pop("step")
+        lines.append(f"  {kind}: " + ", ".join(f"{k} {v}" for k, v in step.items()))
+    return "\n".join(lines)
+
+
 def run(args, client: Client):
     """(result, text renderer) for the parsed command."""
     verb, action = args.verb, getattr(args, "action", None)
+    if verb == "trace":
+        return client.trace(args.in_port, trace_frame(args)), show_trace
     if verb == "status":
         return client.status(), show_status
     if verb == "stats":
@@ -184,6 +291,8 @@ def run(args, client: Client):
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        if args.verb == "capture":
+            return capture(args, Client(args.socket))
         result, render = run(args, Client(args.socket))
     except ClientError as e:
         print(f"vswitchctl: {e}", file=sys.stderr)

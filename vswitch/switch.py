@@ -14,7 +14,8 @@ import time
 from dataclasses import dataclass
 
 from . import __version__
-from ._fastpath import MAX_NETWORK_IDS, Datapath
+from ._fastpath import MAX_NETWORK_IDS, PEER_SLOTS, PORT_PEER_BASE, PORT_TUNNEL, Datapath
+from .capture import Captures
 from .config import Config, ConfigError, NetworkConfig
 from .ipam import Ipam, gateway
 from .netns import NetnsNotFound, netns_id, netns_path
@@ -80,6 +81,7 @@ class Switch:
         except (OSError, sqlite3.Error) as e:
             raise ConfigError("node.state_dir", f"cannot open the state database: {e}") from None
         self.ipam = Ipam(self.state)
+        self.captures = Captures(self)
         self.tunnel: Tunnel | None = None
         try:
             if config.overlay:
@@ -130,7 +132,7 @@ class Switch:
             raise ConfigError("overlay.vtep_ip", f"cannot bind {ov.vtep_ip}:{ov.udp_port}: "
                               f"{e.strerror}") from None
         self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.tx.fileno(), ov.udp_port,
-                           ov.underlay_mtu, ov.learn_peers)
+                           ov.underlay_mtu, ov.learn_peers, ip_to_int(ov.vtep_ip))
         self.loop.add_reader(self.tunnel.rx.fileno(), self._tunnel_readable)
         for peer in ov.peers:
             for net_id in self.network_ids.values():
@@ -291,7 +293,7 @@ class Switch:
         changes = []
         if (new.underlay_mtu, new.learn_peers) != (old.underlay_mtu, old.learn_peers):
             self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.tx.fileno(), new.udp_port,
-                               new.underlay_mtu, new.learn_peers)
+                               new.underlay_mtu, new.learn_peers, ip_to_int(new.vtep_ip))
             changes.append(f"underlay_mtu {new.underlay_mtu}, learn_peers {new.learn_peers}")
         for ip in set(old.peers) - set(new.peers):
             self.dp.remove_peer(ip_to_int(ip))
@@ -496,6 +498,46 @@ class Switch:
 
     # ---------------------------------------------------------- inspection
 
+    def capture_port_id(self, name: str) -> int:
+        """The data-plane id of a port name, or of "vxlan:IP" (a peer)."""
+        if name.startswith("vxlan:"):
+            wanted = self._peer_ip(name[6:])
+            for index in range(PEER_SLOTS):
+                if self.dp.peer_ip(index) == wanted:
+                    return PORT_PEER_BASE + index
+            raise TapError(f"no peer {name[6:]}", 404)
+        return self.port(name).port_id
+
+    def trace(self, port_name: str, frame: bytes) -> dict:
+        """Where a frame from the port would go and why (nothing is learned
+        or sent): the data plane's steps, with names for ids."""
+        port = self.port(port_name)
+        if port.state != "up":
+            raise TapError(f"port {port_name!r} is {port.state}", 409)
+        networks = {i: n for n, i in self.network_ids.items()}
+        label = self.capture_port_label
+        steps = self.dp.trace(port.port_id, frame)
+        for step in steps:
+            for key in ("port", "peer", "known_at"):
+                if isinstance(step.get(key), int):
+                    step[key] = label(step[key])
+            for key in ("ports", "peers"):
+                if key in step:
+                    step[key] = [label(x) for x in step[key]]
+            if "network" in step:
+                step["network"] = networks[step["network"]]
+        return {"port": port_name, "frame": frame.hex(), "steps": steps}
+
+    def capture_port_label(self, port_id: int) -> str:
+        if port_id == PORT_TUNNEL:
+            return "vxlan"
+        if port_id >= PORT_PEER_BASE:
+            return f"vxlan:{ip_str(self.dp.peer_ip(port_id - PORT_PEER_BASE))}"
+        for port in self.ports.values():
+            if port.port_id == port_id and port.state == "up":
+                return port.name
+        return f"#{port_id}"
+
     def port_info(self, port: Port) -> dict:
         return {"name": port.name, "netns": port.netns or "(host)", "ifname": port.ifname,
                 "network": port.network.name, "mac": port.mac,
@@ -529,6 +571,7 @@ class Switch:
         counters["ports"] = {p.name: p.final_counters or self.dp.port_counters(p.port_id)
                              for p in self.ports.values()}
         counters["peers"] = self.peers()
+        counters["capture"] = self.captures.stats()
         return counters
 
     def status(self) -> dict:
