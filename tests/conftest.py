@@ -144,13 +144,13 @@ def vswitchd(tmp_path):
     daemons = []
 
     def start(aging_time: float = 300, networks=(BLUE, RED), netns=None, mode="bridge",
-              state_dir=None, env=None, **extra) -> Daemon:
+              state_dir=None, env=None, node=None, **extra) -> Daemon:
         """state_dir: to start a daemon on an earlier one's state; env: added
-        to its environment."""
+        to its environment; node: more [node] keys; extra: more tables."""
         sock = str(tmp_path / f"vswitchd{len(daemons)}.sock")
         state_dir = state_dir or str(tmp_path / f"state{len(daemons)}")
         config = {"node": {"name": f"test-node{len(daemons)}", "socket": sock, "mode": mode,
-                           "state_dir": state_dir},
+                           "state_dir": state_dir, **(node or {})},
                   "fdb": {"aging_time": aging_time}, "network": list(networks), **extra}
         path = tmp_path / f"vswitchd{len(daemons)}.toml"
         write_toml(path, config)

@@ -53,6 +53,16 @@ class OverlayConfig:
     learn_peers: bool = False
 
 
+@dataclass(frozen=True)
+class HookConfig:
+    call: str                                 # "module:function" or "/path/file.py:function"
+    points: tuple[str, ...] | None = None     # None: every capture point
+    port: str | None = None
+    filter: str | None = None                 # tcpdump syntax
+
+
+CAPTURE_POINTS = ("ingress", "egress", "encap", "decap", "drop")
+
 # Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
 VXLAN_OVERHEAD = 50
 
@@ -64,12 +74,15 @@ class Config:
     socket: str = DEFAULT_SOCKET
     state_dir: str = DEFAULT_STATE_DIR
     log_level: str = "info"
+    log_format: str = "text"
     aging_time: float = 300.0
     fdb_max_entries: int = 65536
     batch: int = 64
     offloads: bool = True
     networks: tuple[NetworkConfig, ...] = field(default_factory=tuple)
     overlay: OverlayConfig | None = None
+    hooks: tuple[HookConfig, ...] = ()
+    metrics_listen: str | None = None        # "HOST:PORT" of the Prometheus endpoint
 
     def network(self, name: str) -> NetworkConfig | None:
         return next((n for n in self.networks if n.name == name), None)
@@ -95,7 +108,8 @@ class _Table:
         if kind is float and isinstance(value, int) and not isinstance(value, bool):
             value = float(value)
         if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
-            raise ConfigError(self.key(name), f"must be {kind.__name__}, got {value!r}")
+            names = " or ".join(k.__name__ for k in (kind if isinstance(kind, tuple) else (kind,)))
+            raise ConfigError(self.key(name), f"must be {names}, got {value!r}")
         if check is not None and not check(value):
             raise ConfigError(self.key(name), f"{hint}, got {value!r}")
         return value
@@ -157,6 +171,8 @@ def parse(data: dict) -> Config:
         log_level=node.get("log_level", str, "info",
                            lambda v: v in ("debug", "info", "warning", "error"),
                            "must be debug, info, warning or error"),
+        log_format=node.get("log_format", str, "text", lambda v: v in ("text", "json"),
+                            'must be "text" or "json"'),
         aging_time=fdb.get("aging_time", float, 300.0, lambda v: 1 <= v <= 86400,
                            "must be 1..86400 seconds"),
         fdb_max_entries=fdb.get("max_entries", int, 65536, lambda v: 1 <= v <= 1 << 24,
@@ -186,9 +202,35 @@ def parse(data: dict) -> Config:
                                   f"overhead exceeds overlay.underlay_mtu {overlay.underlay_mtu}")
     elif "overlay" in data:
         raise ConfigError("overlay", 'only used with node.mode = "overlay"')
-    for t in (node, fdb, datapath, top):
+    hooks = tuple(_hook(h, i) for i, h in enumerate(top.get("hook", list, [])))
+    metrics = _Table(top.get("metrics", dict, {}), "metrics")
+    listen = metrics.get("listen", str, None, _host_port, 'must be "HOST:PORT", e.g. '
+                         '"127.0.0.1:9477"')
+    for t in (node, fdb, datapath, metrics, top):
         t.done()
-    return Config(networks=networks, overlay=overlay, **cfg)
+    return Config(networks=networks, overlay=overlay, hooks=hooks, metrics_listen=listen, **cfg)
+
+
+def _host_port(text: str) -> bool:
+    host, _, port = text.rpartition(":")
+    return bool(host) and port.isdigit() and 0 < int(port) < 65536
+
+
+def _hook(data, index: int) -> HookConfig:
+    t = _Table(data, f"hook[{index}]")
+    call = t.get("call", str, None, lambda v: ":" in v and all(v.rpartition(":")[::2]),
+                 'must be "module:function" or "/path/file.py:function"')
+    if call is None:
+        raise ConfigError(t.key("call"), "is required")
+    points = t.get("point", (str, list), None)
+    if points is not None:
+        points = (points,) if isinstance(points, str) else tuple(points)
+        bad = [p for p in points if p not in CAPTURE_POINTS]
+        if bad or not points:
+            raise ConfigError(t.key("point"), f"must be among {', '.join(CAPTURE_POINTS)}")
+    hook = HookConfig(call, points, t.get("port", str, None), t.get("filter", str, None))
+    t.done()
+    return hook
 
 
 def _ipv4(table: _Table, key: str, text) -> ipaddress.IPv4Address:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import signal
@@ -15,7 +16,7 @@ import sys
 
 import uvloop
 
-from . import __version__, api
+from . import __version__, api, metrics
 from .config import Config, ConfigError, load
 from .switch import ReloadError, Switch
 from .systemd import Notifier
@@ -35,6 +36,18 @@ async def _housekeeping(switch: Switch):
         switch.check_namespaces()
 
 
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message (and the
+    traceback, if any), for log pipelines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry = {"time": self.formatTime(record), "level": record.levelname.lower(),
+                 "logger": record.name, "message": record.getMessage()}
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry)
+
+
 class Service:
     """The running daemon: the switch, its API, and its dealings with the
     service manager (readiness, watchdog, reload, stop)."""
@@ -45,6 +58,18 @@ class Service:
         self.stopping = asyncio.Event()
         self.remove_ports = False
         self._reload_lock = asyncio.Lock()
+        self.metrics_server: asyncio.AbstractServer | None = None
+
+    async def _serve_metrics(self, listen: str | None):
+        """(Re)start the Prometheus endpoint on `listen` (None: none)."""
+        if self.metrics_server:
+            self.metrics_server.close()
+            self.metrics_server = None
+        if listen:
+            try:
+                self.metrics_server = await metrics.start(listen, self.switch)
+            except OSError as e:
+                raise ConfigError("metrics.listen", f"cannot listen on {listen}: {e.strerror}")
 
     def summary(self) -> str:
         s = self.switch.status()
@@ -65,7 +90,14 @@ class Service:
                     new = load(self.config_path)
                 except ConfigError as e:
                     raise ReloadError(f"config error: {e}") from None
+                if new.metrics_listen != self.config.metrics_listen:
+                    try:
+                        await self._serve_metrics(new.metrics_listen)
+                    except ConfigError as e:
+                        raise ReloadError(str(e)) from None
                 changes = await self.switch.reload(new)
+                if new.metrics_listen != self.config.metrics_listen:
+                    changes.append(f"metrics on {new.metrics_listen or 'nothing'}")
                 self.config = new
                 logging.getLogger().setLevel(new.log_level.upper())
                 log.info("reloaded %s: %s", self.config_path or "built-in defaults",
@@ -93,6 +125,12 @@ class Service:
         loop = asyncio.get_running_loop()
         config = self.config
         try:
+            await self._serve_metrics(config.metrics_listen)
+        except ConfigError as e:
+            print(f"vswitchd: config error: {e}", file=sys.stderr)
+            self.switch.close()
+            return 2
+        try:
             server = await api.start(config.socket, self.switch, self)
         except (RuntimeError, OSError) as e:
             log.error("cannot listen on %s: %s", config.socket, e)
@@ -117,6 +155,8 @@ class Service:
             for task in tasks:
                 task.cancel()
             server.close()
+            if self.metrics_server:
+                self.metrics_server.close()
             try:
                 os.unlink(self.config.socket)
             except FileNotFoundError:
@@ -153,8 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as e:
         print(f"vswitchd: config error: {e}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=config.log_level.upper(), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if config.log_format == "json" else
+                         logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=config.log_level.upper(), handlers=[handler])
     return uvloop.run(serve(config, args.config))
 
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from . import __version__
 from ._fastpath import MAX_NETWORK_IDS, PEER_SLOTS, PORT_PEER_BASE, PORT_TUNNEL, Datapath
 from .capture import Captures
+from .hooks import Hooks
 from .config import Config, ConfigError, NetworkConfig
 from .ipam import Ipam, gateway
 from .netns import NetnsNotFound, netns_id, netns_path
@@ -28,8 +29,9 @@ log = logging.getLogger("vswitch.switch")
 
 # Config keys a reload cannot change (a restart can).
 FIXED_ON_RELOAD = {"node_name": "node.name", "mode": "node.mode", "socket": "node.socket",
-                   "state_dir": "node.state_dir", "fdb_max_entries": "fdb.max_entries",
-                   "batch": "datapath.batch", "offloads": "datapath.offloads"}
+                   "state_dir": "node.state_dir", "log_format": "node.log_format",
+                   "fdb_max_entries": "fdb.max_entries", "batch": "datapath.batch",
+                   "offloads": "datapath.offloads", "hooks": "[[hook]]"}
 FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port")
 
 
@@ -82,6 +84,7 @@ class Switch:
             raise ConfigError("node.state_dir", f"cannot open the state database: {e}") from None
         self.ipam = Ipam(self.state)
         self.captures = Captures(self)
+        self.hooks: Hooks | None = None
         self.tunnel: Tunnel | None = None
         try:
             if config.overlay:
@@ -99,6 +102,8 @@ class Switch:
                 await self._add_host_port(i, net)
         for record in self.state.ports():
             await self._restore(record)
+        self.hooks = Hooks(self.captures, self.config.hooks)
+        await self.hooks.start()
 
     async def _restore(self, rec: PortRecord):
         """Re-open a recorded port's TAP in its namespace; forget the port
@@ -489,6 +494,8 @@ class Switch:
     def close(self, remove_ports: bool = False):
         """Stop switching. The pods' TAPs stay (and keep their addresses and
         routes) for the next start, unless remove_ports."""
+        if self.hooks:
+            self.hooks.close()
         for port in list(self.ports.values()):
             self.detach_port(port, remove_ports)
         if self.tunnel:
@@ -572,6 +579,7 @@ class Switch:
                              for p in self.ports.values()}
         counters["peers"] = self.peers()
         counters["capture"] = self.captures.stats()
+        counters["hooks"] = self.hooks.stats() if self.hooks else []
         return counters
 
     def status(self) -> dict:

@@ -1,0 +1,283 @@
+"""Debugging a switch: captures at every point (read back by tcpdump and
+tshark), Python hooks, the packet tracer, the Prometheus endpoint and JSON
+logs."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import time
+import urllib.request
+
+import pytest
+
+from conftest import CTL, in_ns, packet_socket
+from test_bridge import ping
+from test_overlay import UNDERLAY, overlay_node, underlay  # noqa: F401  (fixture)
+
+
+class CaptureRun:
+    """vswitchctl capture in the background."""
+
+    def __init__(self, daemon, *args, stdout=subprocess.PIPE):
+        self.proc = subprocess.Popen(CTL + ["--socket", daemon.socket, "capture", *args],
+                                     stdout=stdout, stderr=subprocess.PIPE)
+        # Started once the daemon counts the session.
+        deadline = time.monotonic() + 10
+        while daemon.ctl_json("stats")["capture"]["sessions"] == 0:
+            assert self.proc.poll() is None, self.proc.stderr.read()
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+
+    def wait(self, timeout=20):
+        out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, out, err.decode()
+
+
+def tshark(path, *fields, display_filter=None):
+    """Rows of fields that tshark reads from a capture file."""
+    args = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|"]
+    args += [x for f in fields for x in ("-e", f)]
+    if display_filter:
+        args += ["-Y", display_filter]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    return [line.split("|") for line in r.stdout.splitlines()]
+
+
+def test_capture_file_of_a_ping_reads_back_in_tcpdump_and_tshark(vswitchd, pods, tmp_path):
+    d = vswitchd()
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    path = tmp_path / "ping.pcapng"
+    cap = CaptureRun(d, "-w", str(path), "--filter", "icmp", "-c", "8")
+    ping(p["a"][0], "198.18.0.2", count=2)
+    rc, _, err = cap.wait()
+    assert rc == 0 and "8 frames captured" in err
+    text = subprocess.run(["tcpdump", "-nr", str(path)], capture_output=True, text=True).stdout
+    assert text.count("198.18.0.1 > 198.18.0.2: ICMP echo request") == 4   # in at a, out at b
+    assert text.count("198.18.0.2 > 198.18.0.1: ICMP echo reply") == 4
+    rows = tshark(path, "frame.interface_name", "icmp.type")
+    assert sorted(rows) == sorted([["pod-a/ingress", "8"], ["pod-b/egress", "8"],
+                                   ["pod-b/ingress", "0"], ["pod-a/egress", "0"]] * 2)
+    # Classic pcap too.
+    path = tmp_path / "ping.pcap"
+    cap = CaptureRun(d, "-w", str(path), "--format", "pcap", "--point", "ingress",
+                     "--port", "pod-a", "--filter", "icmp", "-c", "2")
+    ping(p["a"][0], "198.18.0.2", count=2)
+    assert cap.wait()[0] == 0
+    text = subprocess.run(["tcpdump", "-nr", str(path)], capture_output=True, text=True).stdout
+    assert text.count("ICMP echo request") == 2 and "reply" not in text
+    assert d.ctl_json("stats")["capture"]["sessions"] == 0
+
+
+def test_capture_streams_live_into_tcpdump(vswitchd, pods):
+    d = vswitchd()
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    cap = CaptureRun(d, "-w", "-", "--filter", "icmp", "--point", "ingress")
+    dump = subprocess.Popen(["tcpdump", "-l", "-nr", "-"], stdin=cap.proc.stdout,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    cap.proc.stdout.close()
+    ping(p["a"][0], "198.18.0.2", count=1)
+    # Lines arrive while the capture is still running.
+    line = dump.stdout.readline()
+    assert "198.18.0.1 > 198.18.0.2: ICMP echo request" in line
+    assert "198.18.0.2 > 198.18.0.1: ICMP echo reply" in dump.stdout.readline()
+    assert cap.proc.poll() is None
+    cap.proc.terminate()
+    cap.proc.wait(10)
+    dump.wait(10)
+    deadline = time.monotonic() + 10
+    while d.ctl_json("stats")["capture"]["sessions"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert d.ctl_json("stats")["capture"]["sessions"] == 0      # stopping leaves nothing behind
+
+
+def test_filter_keeps_only_what_it_matches_and_several_captures_run(vswitchd, pods):
+    d = vswitchd()
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    requests = CaptureRun(d, "--filter", "icmp[icmptype] == icmp-echo", "--duration", "3")
+    arp = CaptureRun(d, "--filter", "arp", "--duration", "3")
+    everything = CaptureRun(d, "--port", "pod-b", "--duration", "3")
+    in_ns(p["a"][0], "ip", "neigh", "flush", "all")
+    ping(p["a"][0], "198.18.0.2", count=2)
+    lines = {name: c.wait()[1].decode().splitlines()
+             for name, c in (("requests", requests), ("arp", arp), ("all", everything))}
+    assert lines["requests"] and all("echo-request" in x for x in lines["requests"])
+    assert lines["arp"] and all(" ARP " in x for x in lines["arp"])
+    assert all(" pod-b " in x for x in lines["all"])
+    assert any("echo-reply" in x for x in lines["all"]) and any("ARP" in x for x in lines["all"])
+    # Bad requests get an error; the daemon goes on.
+    for args, message in ((["--filter", "icmp and"], "bad filter"),
+                          (["--port", "nope"], "no port"),
+                          (["--port", "vxlan:192.0.2.9"], "no peer")):
+        r = subprocess.run(CTL + ["--socket", d.socket, "capture", *args], capture_output=True,
+                           text=True, timeout=30)
+        assert r.returncode == 1 and message in r.stderr, r.stderr
+    assert d.ctl_json("stats")["capture"]["sessions"] == 0
+
+
+def test_drop_capture_shows_a_runt_and_its_reason(vswitchd, pods, tmp_path):
+    d = vswitchd()
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    path = tmp_path / "drops.pcapng"
+    cap = CaptureRun(d, "--point", "drop", "-w", str(path), "-c", "2")
+    lines = CaptureRun(d, "--point", "drop", "-c", "1")
+    sock = packet_socket(p["a"][0])
+    sock.send(b"\xff" * 6 + bytes.fromhex("020000000001") + b"\x81\x00\x00")  # tag cut short
+    sock.send(b"\xff" * 6 + bytes.fromhex("020000000009") + b"\x08\x00" + bytes(46))  # spoofed
+    sock.close()
+    assert cap.wait()[0] == 0
+    rc, out, _ = lines.wait()
+    assert "drop    pod-a [runt]" in out.decode()
+    rows = tshark(path, "frame.interface_name", "frame.comment", "frame.len")
+    assert rows == [["pod-a/drop", "drop: runt", "15"], ["pod-a/drop", "drop: spoofed_source", "60"]]
+
+
+HOOK = '''
+import json
+OUT = {out!r}
+
+def record(point, port, frame, meta):
+    from scapy.layers.l2 import Ether
+    import scapy.layers.inet
+    with open(OUT, "a") as f:
+        f.write(json.dumps([point, port, meta["orig_len"], Ether(frame).summary()]) + "\\n")
+
+def broken(point, port, frame, meta):
+    raise RuntimeError("this hook is broken")
+'''
+
+
+def test_hooks_receive_frames_and_a_failing_hook_is_disabled(vswitchd, pods, tmp_path):
+    out = tmp_path / "hook.out"
+    module = tmp_path / "myhooks.py"
+    module.write_text(HOOK.format(out=str(out)))
+    d = vswitchd(hook=[{"call": f"{module}:record", "point": ["ingress", "egress"],
+                        "port": "pod-a", "filter": "icmp"},
+                       {"call": f"{module}:broken"}])
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    ping(p["a"][0], "198.18.0.2", count=2)
+    deadline = time.monotonic() + 10
+    while (not out.exists() or len(out.read_text().splitlines()) < 4) and \
+            time.monotonic() < deadline:
+        time.sleep(0.05)
+    seen = [json.loads(x) for x in out.read_text().splitlines()]
+    assert [(s[0], s[1]) for s in seen] == [("ingress", "pod-a"), ("egress", "pod-a")] * 2
+    assert "echo-request" in seen[0][3] and "echo-reply" in seen[1][3]
+    hooks = d.ctl_json("stats")["hooks"]
+    assert hooks[0]["enabled"] and hooks[0]["calls"] == 4
+    assert not hooks[1]["enabled"] and "this hook is broken" in hooks[1]["error"]
+    assert d.log_path.read_text().count("RuntimeError: this hook is broken") == 1
+    assert d.proc.poll() is None
+    assert " 0% packet loss" in ping(p["a"][0], "198.18.0.2", count=1).stdout
+
+
+@pytest.mark.parametrize("call,key", [("nomodule_here:fn", "hook[0].call"),
+                                      ("os:no_such_function", "hook[0].call"),
+                                      ("os:getcwd", "hook[0].filter")])
+def test_bad_hook_config_exits_2(tmp_path, call, key):
+    from conftest import DAEMON, write_toml
+    path = tmp_path / "c.toml"
+    hook = {"call": call, "filter": "icmp and"}
+    write_toml(path, {"node": {"socket": str(tmp_path / "s.sock"),
+                               "state_dir": str(tmp_path / "state")}, "hook": [hook]})
+    r = subprocess.run(DAEMON + ["--config", str(path)], capture_output=True, text=True,
+                       timeout=30)
+    assert r.returncode == 2 and key in r.stderr, r.stderr
+
+
+def test_trace_tells_where_a_frame_goes(vswitchd, pods):
+    d = vswitchd()
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"), ("c", "198.18.0.3/16"))
+    ping(p["a"][0], "198.18.0.2", count=1)
+    mac = {tag: info["mac"] for tag, (_, info) in p.items()}
+    before = d.ctl_json("stats")
+
+    def trace(*args):
+        return d.ctl_json("trace", "--in-port", "pod-a", *args)["steps"]
+
+    learned = trace("--scapy", f"Ether(src='{mac['a']}', dst='{mac['b']}')/"
+                    "IP(src='198.18.0.1', dst='198.18.0.2')/ICMP()")
+    assert learned[-1] == {"step": "output", "ports": ["pod-b"], "peers": []}
+    assert {"step": "fdb", "mac": mac["b"], "result": "learned", "port": "pod-b"} in learned
+    unknown = trace("--scapy", f"Ether(src='{mac['a']}', dst='02:00:00:00:99:99')/"
+                    "IP(src='198.18.0.1', dst='198.18.0.99')")
+    assert unknown[-1] == {"step": "flood", "ports": ["pod-b", "pod-c"], "peers": []}
+    assert trace("--hex", "ffffffffffff02")[-1] == {"step": "drop", "reason": "runt"}
+    spoof = trace("--scapy", f"Ether(src='{mac['a']}', dst='{mac['b']}')/"
+                  "IP(src='198.18.0.77', dst='198.18.0.2')")
+    assert spoof[-1] == {"step": "drop", "reason": "spoofed_source"}
+    text = d.ctl("trace", "--in-port", "pod-a", "--hex", "ffffffffffff02").stdout
+    assert "drop: reason runt" in text
+    # Nothing was learned, sent or counted.
+    after = d.ctl_json("stats")
+    assert after["ports"] == before["ports"] and after["fdb"]["entries"] == before["fdb"]["entries"]
+    assert d.ctl("trace", "--in-port", "nope", "--hex", "00", check=False).returncode == 1
+    assert d.ctl("trace", "--in-port", "pod-a", "--hex", "zz", check=False).returncode == 1
+
+
+def test_overlay_encap_and_decap_points(vswitchd, underlay, pods, tmp_path):  # noqa: F811
+    n1, n2 = underlay(1), underlay(2)
+    d1 = overlay_node(vswitchd, n1, 1, peers=[2])
+    d2 = overlay_node(vswitchd, n2, 2, peers=[1])
+    p = {**pods(d1, ("a", "198.18.0.1/16")), **pods(d2, ("b", "198.18.0.2/16"))}
+    ping(p["a"][0], "198.18.0.2", count=1)          # ARP done before the capture
+    path = tmp_path / "encap.pcapng"
+    cap = CaptureRun(d1, "--point", "encap", "--point", "decap", "-w", str(path),
+                     "--filter", "udp port 4789 or icmp", "-c", "4")
+    ping(p["a"][0], "198.18.0.2", count=2)
+    assert cap.wait()[0] == 0
+    text = subprocess.run(["tcpdump", "-nr", str(path)], capture_output=True, text=True).stdout
+    assert text.count(f"{UNDERLAY}.1.") == 2 and "VXLAN, flags [I] (0x08), vni 100" in text
+    assert "198.18.0.2 > 198.18.0.1: ICMP echo reply" in text
+    rows = tshark(path, "frame.interface_name", "vxlan.vni", "ip.dst")
+    assert [r[0] for r in rows] == [f"vxlan:{UNDERLAY}.2/encap", f"vxlan:{UNDERLAY}.2/decap"] * 2
+    assert rows[0][1:] == ["100", f"{UNDERLAY}.2,198.18.0.2"]
+
+
+def free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def test_prometheus_endpoint(vswitchd, pods):
+    from prometheus_client.parser import text_string_to_metric_families
+    listen = f"127.0.0.1:{free_port()}"
+    d = vswitchd(metrics={"listen": listen})
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+
+    def scrape():
+        with urllib.request.urlopen(f"http://{listen}/metrics", timeout=10) as r:
+            assert r.headers["Content-Type"].startswith("text/plain")
+            families = list(text_string_to_metric_families(r.read().decode()))
+        return {(s.name, tuple(sorted(s.labels.items()))): s.value
+                for f in families for s in f.samples}
+
+    before = scrape()
+    ping(p["a"][0], "198.18.0.2", count=3)
+    sock = packet_socket(p["a"][0])
+    sock.send(b"\xff" * 6 + bytes.fromhex("020000000009") + b"\x08\x00" + bytes(46))
+    sock.close()
+    time.sleep(0.2)
+    after = scrape()
+    rx = ("vswitch_port_rx_packets_total", (("port", "pod-a"),))
+    assert after[rx] - before[rx] >= 3
+    spoofed = ("vswitch_drops_total", (("reason", "spoofed_source"),))
+    assert after[spoofed] - before[spoofed] == 1
+    assert after[("vswitch_up", ())] == 1
+    assert after[rx] == d.ctl_json("stats")["ports"]["pod-a"]["rx_packets"]
+
+
+def test_json_logs(vswitchd, pods):
+    d = vswitchd(node={"log_format": "json"})
+    pods(d, ("a", "198.18.0.1/16"))
+    d.stop()
+    lines = d.log_path.read_text().splitlines()
+    entries = [json.loads(x) for x in lines]
+    assert any(e["message"].startswith("port pod-a added") for e in entries)
+    assert {"time", "level", "logger", "message"} <= set(entries[0])
+

@@ -1,0 +1,122 @@
+"""Python capture hooks: callables named in the config ([[hook]] call =
+"module:function" or "/path/file.py:function") that receive frames from
+capture points, e.g. scapy-based debugging scripts.
+
+A hook is called as hook(point, port, frame_bytes, metadata) in a worker
+thread of its own, fed through a bounded queue: the fast path only copies
+matching frames into the capture ring, a full queue loses records (counted
+as hook_dropped), and a hook that raises is logged once and disabled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import importlib.util
+import logging
+import queue
+import threading
+from dataclasses import dataclass, field
+from typing import Callable
+
+from .capture import Captures, Record
+from .config import ConfigError, HookConfig
+from .tap import TapError
+
+log = logging.getLogger("vswitch.hooks")
+
+QUEUE_SIZE = 1024
+
+
+def load_callable(spec: str) -> Callable:
+    """ "package.module:function" or "/path/to/file.py:function"."""
+    where, _, name = spec.rpartition(":")
+    if where.endswith(".py"):
+        module_spec = importlib.util.spec_from_file_location(f"vswitch_hook_{abs(hash(where))}",
+                                                             where)
+        if module_spec is None:
+            raise ImportError(f"cannot load {where}")
+        module = importlib.util.module_from_spec(module_spec)
+        module_spec.loader.exec_module(module)
+    else:
+        module = importlib.import_module(where)
+    fn = getattr(module, name)
+    if not callable(fn):
+        raise TypeError(f"{spec} is not callable")
+    return fn
+
+
+@dataclass
+class Hook:
+    index: int
+    config: HookConfig
+    fn: Callable
+    session: int = -1
+    enabled: bool = True
+    calls: int = 0
+    dropped: int = 0
+    error: str | None = None
+    queue: queue.Queue = field(default_factory=lambda: queue.Queue(QUEUE_SIZE))
+    thread: threading.Thread | None = None
+
+
+class Hooks:
+    def __init__(self, captures: Captures, configs: tuple[HookConfig, ...]):
+        self.captures = captures
+        self.hooks: list[Hook] = []
+        for i, cfg in enumerate(configs):
+            try:
+                self.hooks.append(Hook(i, cfg, load_callable(cfg.call)))
+            except Exception as e:
+                raise ConfigError(f"hook[{i}].call", f"cannot load {cfg.call!r}: {e}") from None
+
+    async def start(self):
+        loop = asyncio.get_running_loop()
+        for hook in self.hooks:
+            try:
+                hook.session = await self.captures.open(
+                    lambda record, hook=hook: self._offer(hook, record), hook.config.points,
+                    None, hook.config.filter)
+            except TapError as e:
+                raise ConfigError(f"hook[{hook.index}].filter", str(e)) from None
+            hook.thread = threading.Thread(target=self._run, args=(hook, loop),
+                                           name=f"hook-{hook.index}", daemon=True)
+            hook.thread.start()
+            log.info("hook %d: %s on %s", hook.index, hook.config.call,
+                     ", ".join(hook.config.points or ["all points"]))
+
+    def _offer(self, hook: Hook, record: Record):
+        if not hook.enabled or (hook.config.port and record.port != hook.config.port):
+            return
+        try:
+            hook.queue.put_nowait(record)
+        except queue.Full:
+            hook.dropped += 1
+
+    def _run(self, hook: Hook, loop: asyncio.AbstractEventLoop):
+        while (record := hook.queue.get()) is not None:
+            try:
+                hook.fn(record.point, record.port, record.data, record.meta())
+                hook.calls += 1
+            except Exception as e:
+                hook.enabled, hook.error = False, f"{type(e).__name__}: {e}"
+                log.exception("hook %d (%s) raised; disabled", hook.index, hook.config.call)
+                loop.call_soon_threadsafe(self.captures.close, hook.session)
+                return
+
+    def close(self):
+        for hook in self.hooks:
+            if hook.enabled:
+                self.captures.close(hook.session)
+            hook.enabled = False
+            try:
+                hook.queue.put_nowait(None)
+            except queue.Full:
+                pass
+        for hook in self.hooks:
+            if hook.thread:
+                hook.thread.join(2)
+
+    def stats(self) -> list[dict]:
+        return [{"call": h.config.call, "enabled": h.enabled, "calls": h.calls,
+                 "dropped": h.dropped, "error": h.error} for h in self.hooks]

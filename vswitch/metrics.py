@@ -1,0 +1,96 @@
+"""The Prometheus endpoint ([metrics] listen = "HOST:PORT", off by default):
+GET /metrics answers the text exposition format, read straight from the
+data plane's counters at each scrape."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+log = logging.getLogger("vswitch.metrics")
+
+PORT_COUNTERS = ("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_dropped")
+
+
+def _escape(value: str) -> str:
+    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+
+
+class _Exposition:
+    def __init__(self):
+        self.lines: list[str] = []
+
+    def family(self, name: str, kind: str, help: str, samples):
+        """samples: [(labels dict, value)]"""
+        self.lines += [f"# HELP {name} {help}", f"# TYPE {name} {kind}"]
+        for labels, value in samples:
+            text = ",".join(f'{k}="{_escape(str(v))}"' for k, v in labels.items())
+            self.lines.append(f"{name}{{{text}}} {value}" if text else f"{name} {value}")
+
+    def text(self) -> str:
+        return "\n".join(self.lines) + "\n"
+
+
+def render(switch) -> str:
+    stats, out = switch.stats(), _Exposition()
+    out.family("vswitch_up", "gauge", "1 while vswitchd runs.", [({}, 1)])
+    for counter in PORT_COUNTERS:
+        out.family(f"vswitch_port_{counter}_total", "counter",
+                   f"Per pod or host port: {counter.replace('_', ' ')}.",
+                   [({"port": name}, c[counter]) for name, c in stats["ports"].items()])
+    out.family("vswitch_drops_total", "counter", "Frames dropped, by reason.",
+               [({"reason": r}, v) for r, v in stats["drops"].items()])
+    out.family("vswitch_forwarded_total", "counter",
+               "Frames delivered to one port or peer (unicast) or flooded.",
+               [({"kind": "unicast"}, stats["unicast"]), ({"kind": "flooded"}, stats["flooded"])])
+    out.family("vswitch_fdb_entries", "gauge", "MAC entries in the FDB.",
+               [({}, stats["fdb"]["entries"])])
+    for key in ("learned", "moves", "full", "expired"):
+        out.family(f"vswitch_fdb_{key}_total", "counter", f"FDB events: {key}.",
+                   [({}, stats["fdb"][key])])
+    if stats["peers"]:
+        for counter in ("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "tx_dropped"):
+            out.family(f"vswitch_peer_{counter}_total", "counter",
+                       f"Per VXLAN peer: {counter.replace('_', ' ')}.",
+                       [({"peer": p["ip"]}, p["counters"][counter]) for p in stats["peers"]])
+        out.family("vswitch_gro_merged_total", "counter",
+                   "Received TCP segments delivered inside a superframe.",
+                   [({}, stats["gro_merged"])])
+    capture = stats["capture"]
+    out.family("vswitch_capture_sessions", "gauge", "Captures and hooks running.",
+               [({}, capture["sessions"])])
+    out.family("vswitch_capture_dropped_total", "counter",
+               "Captured copies lost because a ring or a consumer was full.",
+               [({"where": "ring"}, capture["ring_dropped"]),
+                ({"where": "consumer"}, capture["consumer_dropped"])])
+    if stats["hooks"]:
+        out.family("vswitch_hook_calls_total", "counter", "Frames handed to a Python hook.",
+                   [({"hook": h["call"]}, h["calls"]) for h in stats["hooks"]])
+        out.family("vswitch_hook_dropped_total", "counter",
+                   "Frames a hook's full queue had no room for.",
+                   [({"hook": h["call"]}, h["dropped"]) for h in stats["hooks"]])
+    return out.text()
+
+
+async def start(listen: str, switch) -> asyncio.AbstractServer:
+    host, _, port = listen.rpartition(":")
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        try:
+            request = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split(" ")
+            if request[:2] == ["GET", "/metrics"]:
+                body, status = render(switch).encode(), "200 OK"
+                kind = "text/plain; version=0.0.4; charset=utf-8"
+            else:
+                body, status, kind = b"not found: try /metrics\n", "404 Not Found", "text/plain"
+            writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: "
+                         f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
+            await writer.drain()
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    server = await asyncio.start_server(handle, host.strip("[]"), int(port))
+    log.info("metrics on http://%s/metrics", listen)
+    return server
