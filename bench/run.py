@@ -12,6 +12,8 @@ workloads run against each:
 * 64-byte UDP packet rate (iperf3 -u, 18-byte payload: 64-byte frames
   with the 4-byte FCS a wire would add); iperf3's sender saturates near
   150 kpps on a small machine, so this is a floor, not the switch's limit
+* TCP throughput with capture off and with one filtered capture running
+  (bridge mode, vswitch alone: the kernel has nothing to compare)
 * round-trip time (ping): at a 2 ms interval, where every request finds
   an idle machine (vswitchd must be woken up, the kernel bridge needs no
   thread at all), and back to back (-i 0), where the switch is awake
@@ -92,13 +94,40 @@ def vswitchd(tmp: str, name: str, node_ns: str | None = None, overlay: str = "")
 
 
 @contextlib.contextmanager
-def vswitch_topology():
-    """Two pods on vswitchd; yields (pod_a, pod_b)."""
+def vswitch_topology(with_ctl: bool = False):
+    """Two pods on vswitchd; yields (pod_a, pod_b), and vswitchctl's command."""
     with namespaces("va", "vb") as (a, b), tempfile.TemporaryDirectory() as tmp, \
             vswitchd(tmp, "node") as ctl:
         sh(*ctl, "port", "add", "a", "--netns", a, "--ip", f"{ADDR_A}/{PLEN}")
         sh(*ctl, "port", "add", "b", "--netns", b, "--ip", f"{ADDR_B}/{PLEN}")
-        yield a, b
+        yield ((a, b), ctl) if with_ctl else (a, b)
+
+
+CAPTURES = (("capture off", None),
+            ("one capture, filter matching nothing", "icmp"),
+            ("one capture, filter matching all", "tcp"))
+
+
+def capture_cost(duration: float) -> dict:
+    """Bridge-mode TCP throughput with capture off, and with one filtered
+    capture running (written to /dev/null), in one run."""
+    out = {}
+    with vswitch_topology(with_ctl=True) as ((a, b), ctl):
+        ns_exec(a, "ping", "-c", "1", "-w", "10", ADDR_B)
+        for title, expr in CAPTURES:
+            cap = None
+            if expr:
+                cap = subprocess.Popen(ctl + ["capture", "--filter", expr, "-w", "/dev/null"],
+                                       stderr=subprocess.DEVNULL)
+                while '"sessions": 0' in sh(*ctl, "stats", "--json"):
+                    time.sleep(0.05)
+            try:
+                out[title] = iperf(a, b, duration)["end"]["sum_received"]["bits_per_second"] / 1e9
+            finally:
+                if cap:
+                    cap.terminate()
+                    cap.wait()
+    return out
 
 
 @contextlib.contextmanager
@@ -221,6 +250,11 @@ def table(results: dict) -> str:
                          f"{v[key] / k[key]:>6.2f}x")
         lines.append(f"UDP loss {v['udp64_loss_pct']:.1f}% vs {k['udp64_loss_pct']:.1f}%")
     lines.append("(ratio = vswitch / kernel; higher is better except for round-trip times)")
+    if "capture_tcp_gbps" in results:
+        cap = results["capture_tcp_gbps"]
+        off = cap["capture off"]
+        lines += ["", "bridge mode TCP throughput with capture (vswitch alone)"]
+        lines += [f"{title:40} {gbps:>6.2f} Gbit/s {gbps / off:>6.2f}x" for title, gbps in cap.items()]
     return "\n".join(lines)
 
 
@@ -244,6 +278,8 @@ def main() -> int:
         ref = results[mode][sides[1][0]]
         results[mode]["ratio"] = {key: results[mode]["vswitch"][key] / ref[key]
                                   for _, key, _, _ in ROWS}
+    if args.mode in ("bridge", "all"):
+        results["capture_tcp_gbps"] = capture_cost(args.duration)
     print(table(results).lstrip("\n"))
     if args.json:
         with open(args.json, "w") as f:

@@ -173,6 +173,20 @@ def test_hooks_receive_frames_and_a_failing_hook_is_disabled(vswitchd, pods, tmp
     assert " 0% packet loss" in ping(p["a"][0], "198.18.0.2", count=1).stdout
 
 
+def test_example_hook_logs_icmp(vswitchd, pods):
+    from pathlib import Path
+    example = Path(__file__).resolve().parent.parent / "examples/hooks/trace_icmp.py"
+    d = vswitchd(hook=[{"call": f"{example}:hook", "point": ["ingress"], "filter": "icmp"}])
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    ping(p["a"][0], "198.18.0.2", count=1)
+    deadline = time.monotonic() + 10
+    while "echo-reply" not in d.log_path.read_text() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    log = d.log_path.read_text()
+    assert "ingress pod-a: 198.18.0.1 > 198.18.0.2 echo-request" in log
+    assert "ingress pod-b: 198.18.0.2 > 198.18.0.1 echo-reply" in log
+
+
 @pytest.mark.parametrize("call,key", [("nomodule_here:fn", "hook[0].call"),
                                       ("os:no_such_function", "hook[0].call"),
                                       ("os:getcwd", "hook[0].filter")])

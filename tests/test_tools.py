@@ -35,6 +35,7 @@ def test_bench_prints_ratios_and_json(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "bridge mode: vswitch vs linux bridge" in r.stdout
     assert "overlay mode: vswitch vs kernel vxlan" in r.stdout
+    assert "one capture, filter matching nothing" in r.stdout
     results = json.loads(out.read_text())
     for mode, ref in (("bridge", "linux_bridge"), ("overlay", "kernel_vxlan")):
         for side in ("vswitch", ref):
