@@ -169,6 +169,7 @@ def test_hooks_receive_frames_and_a_failing_hook_is_disabled(vswitchd, pods, tmp
     assert hooks[0]["enabled"] and hooks[0]["calls"] == 4
     assert not hooks[1]["enabled"] and "this hook is broken" in hooks[1]["error"]
     assert d.log_path.read_text().count("RuntimeError: this hook is broken") == 1
+    assert f"hook {module}:broken: disabled (RuntimeError" in d.ctl("stats").stdout
     assert d.proc.poll() is None
     assert " 0% packet loss" in ping(p["a"][0], "198.18.0.2", count=1).stdout
 
@@ -284,6 +285,17 @@ def test_prometheus_endpoint(vswitchd, pods):
     assert after[spoofed] - before[spoofed] == 1
     assert after[("vswitch_up", ())] == 1
     assert after[rx] == d.ctl_json("stats")["ports"]["pod-a"]["rx_packets"]
+    # The endpoint moves with a reload, and goes away with the key.
+    moved = f"127.0.0.1:{free_port()}"
+    from conftest import write_toml
+    write_toml(d.config_path, {**d.config, "metrics": {"listen": moved}})
+    assert d.ctl_json("reload")["changes"] == [f"metrics on {moved}"]
+    listen = moved
+    assert scrape()[("vswitch_up", ())] == 1
+    write_toml(d.config_path, {k: v for k, v in d.config.items() if k != "metrics"})
+    d.ctl("reload")
+    with pytest.raises(OSError):
+        scrape()
 
 
 def test_json_logs(vswitchd, pods):

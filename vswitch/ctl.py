@@ -69,8 +69,12 @@ def show_stats(s):
                    ["PORT", "RX_PKTS", "RX_BYTES", "RX_DROP", "TX_PKTS", "TX_BYTES", "TX_DROP"])
     drops = "  ".join(f"{k}={v}" for k, v in s["drops"].items())
     fdb = "  ".join(f"{k}={v}" for k, v in s["fdb"].items())
+    capture = "  ".join(f"{k}={v}" for k, v in s["capture"].items())
     text = (f"{ports}\n\nforwarded: unicast={s['unicast']}  flooded={s['flooded']}\n"
-            f"drops: {drops}\nfdb: {fdb}")
+            f"drops: {drops}\nfdb: {fdb}\ncapture: {capture}")
+    for h in s["hooks"]:
+        state = "enabled" if h["enabled"] else f"disabled ({h['error']})"
+        text += f"\nhook {h['call']}: {state}  calls={h['calls']}  dropped={h['dropped']}"
     if s["peers"]:
         tunnel = "  ".join(f"{k}={v}" for k, v in s["tunnel"].items())
         text += f"\ntunnel: {tunnel}  gro_merged={s['gro_merged']}\n\n{show_peers(s['peers'])}"
