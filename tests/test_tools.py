@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_demo_shows_two_pods_talking():
     r = subprocess.run(["bash", str(ROOT / "scripts" / "demo.sh"), "--no-install"],
                        capture_output=True, text=True, timeout=180)
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
     assert "3 received, 0% packet loss" in r.stdout
     assert re.search(r"[\d.]+ Gbits/sec\s+receiver", r.stdout)
     # Pod a joined through the CNI plugin (its port is named after the
