@@ -41,13 +41,14 @@ ip netns add "$tag-a"
 ip netns add "$tag-b"
 printf '\n\033[1m$ CNI_COMMAND=ADD ... vswitch-cni   (pod a joins as Kubernetes would)\033[0m\n'
 cni ADD
-step vswitchctl port add pod-b --netns "$tag-b" --ip 198.18.1.11/16
+# Outside this node's IPAM block (198.18.1.0/24): never an address IPAM hands out.
+step vswitchctl port add pod-b --netns "$tag-b" --ip 198.18.2.11/16
 step vswitchctl ipam show
-step ip netns exec "$tag-a" ping -c 3 -i 0.2 198.18.1.11
+step ip netns exec "$tag-a" ping -c 3 -i 0.2 198.18.2.11
 
 ip netns exec "$tag-b" iperf3 -s -1 >/dev/null 2>&1 &
 sleep 0.5
-step ip netns exec "$tag-a" iperf3 -c 198.18.1.11 -t 3 -f g
+step ip netns exec "$tag-a" iperf3 -c 198.18.2.11 -t 3 -f g
 step vswitchctl fdb show
 step vswitchctl stats
 echo; echo "demo done; daemon log: $logfile"

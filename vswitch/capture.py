@@ -95,7 +95,7 @@ class Captures:
 
     def close(self, session: int):
         if self.consumers.pop(session, None) is not None:
-            self.drain()            # what it matched before it stopped
+            self.drain()            # the others' records: the ring is reset when none is left
             self.dp.capture_remove(session)
             log.info("capture %d stopped", session)
 
