@@ -333,3 +333,22 @@ def test_port_security_can_be_turned_off():
     assert len(rig.received(other)) == 1
     with pytest.raises(ValueError):
         rig.dp.set_port_security(pod, 1, list(range(1, 10)))
+
+
+def test_ingress_and_egress_rate_limits_are_token_buckets():
+    rig = Rig()
+    a, b = rig.port(), rig.port()
+    # 8 kbit/s is 1000 bytes a second: nothing refills during the test, so
+    # the burst (at least 64 KiB) decides exactly what passes.
+    rig.dp.set_port_rates(a, 8000, 0, 0, 0)
+    for i in range(100):
+        rig.send(a, frame(mac(2), mac(1), payload=bytes(986)))     # 1000-byte frames
+    assert rig.dp.counters()["drops"]["rate_limited"] == 100 - 65
+    assert len(rig.received(b)) == 65
+    rig.dp.set_port_rates(a, 0, 0, 0, 0)
+    rig.dp.set_port_rates(b, 0, 0, 8000, 8 * 70000)                  # 70000-byte burst
+    for i in range(100):
+        rig.send(a, frame(mac(2), mac(1), payload=bytes(986)))
+    assert len(rig.received(b)) == 70
+    assert rig.dp.port_counters(b)["tx_dropped"] == 30
+    assert rig.dp.counters()["drops"]["rate_limited"] == 35 + 30

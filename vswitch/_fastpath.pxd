@@ -42,6 +42,7 @@ cdef enum:  # drop reasons
     DROP_OVERSIZE             # payload longer than the network's MTU
     DROP_BAD_SOURCE           # multicast/broadcast source MAC
     DROP_SPOOFED_SOURCE       # source MAC, IPv4 or ARP sender not the port's own
+    DROP_RATE_LIMITED         # over the port's ingress or egress rate (token bucket)
     DROP_LOOP                 # destination learned on the ingress port
     DROP_NO_ROUTE             # nowhere to send it (no other port in the network)
     DROP_BAD_VNET_HDR         # offload header that does not fit the frame
@@ -95,6 +96,13 @@ cdef struct cap_rec_t:       # a record in the capture ring, followed by its byt
     uint32_t pad
 
 
+cdef struct bucket_t:          # a token bucket; rate 0 = no limit
+    double rate               # bytes per nanosecond
+    double burst              # bytes
+    double tokens             # bytes
+    uint64_t last_ns
+
+
 cdef struct port_t:
     int32_t fd                # -1 when the slot is free
     uint16_t network          # network id, 0 = not switching
@@ -103,6 +111,8 @@ cdef struct port_t:
     uint64_t sec_mac          # the port's MAC, when secured
     uint32_t sec_ips[MAX_PORT_IPS]    # its IPv4 addresses (first octet most significant)
     uint32_t n_sec_ips
+    bucket_t ingress          # frames from the port (the pod's sending)
+    bucket_t egress           # frames to the port (the pod's receiving)
     uint64_t rx_packets
     uint64_t rx_bytes
     uint64_t rx_dropped       # frames from this port dropped at ingress

@@ -52,10 +52,11 @@ include "_fdb.pxi"
 include "_offload.pxi"
 include "_vxlan.pxi"
 include "_security.pxi"
+include "_ratelimit.pxi"
 include "_capture.pxi"
 
 # Names of the drop reasons, in the order of their enum in _fastpath.pxd.
-DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "loop", "no_route", "bad_vnet_hdr",
+DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "rate_limited", "loop", "no_route", "bad_vnet_hdr",
               "bad_vxlan", "unknown_vni", "unknown_peer", "needs_segmentation", "too_big",
               "port_down", "queue_full", "write_error")
 assert len(DROP_NAMES) == N_DROP_REASONS
@@ -278,6 +279,14 @@ cdef class Datapath:
         for i, ip in enumerate(ips):
             p.sec_ips[i] = ip
         p.secured = True
+
+    def set_port_rates(self, uint32_t port_id, double ingress_bps=0, double ingress_burst=0,
+                       double egress_bps=0, double egress_burst=0):
+        """Token-bucket limits in bits/s and bits (rate 0: none). Ingress:
+        frames the port sends into the switch; egress: frames written to it."""
+        cdef port_t *p = self._port(port_id)
+        bucket_set(&p.ingress, ingress_bps, ingress_burst, monotonic_ns())
+        bucket_set(&p.egress, egress_bps, egress_burst, monotonic_ns())
 
     def port_counters(self, uint32_t port_id):
         return _counters(self._port(port_id))
@@ -701,6 +710,8 @@ cdef class Datapath:
             inp.rx_packets += 1
             inp.rx_bytes += max(n, 0)
         cdef int reason = self._check(inp, net, hdr, frame, n)
+        if reason < 0 and inp.ingress.rate > 0 and not bucket_take(&inp.ingress, n, now):
+            reason = DROP_RATE_LIMITED
         if reason >= 0:
             self._drop_frame(inp, reason, in_id, frame, n)
             return
@@ -794,7 +805,7 @@ cdef class Datapath:
         """Deliver a decapsulated frame to an offload port, merging it into
         the held superframe when it continues it."""
         cdef ssize_t hlen = tcp4_gro_header_len(frame, n), payload
-        if hlen < 0:
+        if hlen < 0 or self.ports[out].egress.rate > 0:      # limited ports: frame by frame
             self._gro_flush()
             self._send(&self.ports[out], hdr, frame, n)
             return
@@ -854,6 +865,12 @@ cdef class Datapath:
     cdef inline void _send(self, port_t *out, unsigned char *hdr, unsigned char *frame,
                            ssize_t n) noexcept nogil:
         cdef ssize_t w, want = n
+        if out.egress.rate > 0 and not bucket_take(&out.egress, n, monotonic_ns()):
+            out.tx_dropped += 1
+            self.drops[DROP_RATE_LIMITED] += 1
+            if self.cap_active:
+                self._cap(CAP_DROP, out - self.ports, DROP_RATE_LIMITED, frame, n)
+            return
         if out.vnet_hdr:
             want = n + VNET_HLEN
             w = write(out.fd, hdr, want)

@@ -26,3 +26,4 @@ cdef inline ssize_t eth_header_len(const unsigned char *frame, ssize_t n) noexce
 
 def mac_to_str(uint64_t mac):
     return ":".join(f"{(mac >> s) & 0xFF:02x}" for s in range(40, -8, -8))
+

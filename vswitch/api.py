@@ -48,6 +48,7 @@ class Api:
             ("GET", "ports"): self.list_ports,
             ("POST", "ports"): self.add_port,
             ("GET", "ports/*"): self.show_port,
+            ("POST", "ports/*"): self.set_port,
             ("DELETE", "ports/*"): self.del_port,
             ("GET", "fdb"): self.show_fdb,
             ("POST", "fdb"): self.add_fdb,
@@ -88,6 +89,11 @@ class Api:
     async def show_port(self, query, body, name):
         return self.switch.port_info(self.switch.port(name))
 
+    async def set_port(self, query, body, name):
+        if not isinstance(body, dict):
+            raise ApiError("expected a JSON object of rates")
+        return self.switch.port_info(self.switch.set_rates(name, body))
+
     async def del_port(self, query, body, name):
         self.switch.remove_port(name)
         return {"deleted": name}
@@ -121,11 +127,14 @@ class Api:
 
     async def attach(self, query, body, arg):
         mtu = body.pop("mtu", None) if isinstance(body, dict) else None
+        rates = body.pop("rates", None) if isinstance(body, dict) else None
+        if rates is not None and not isinstance(rates, dict):
+            raise ApiError("field 'rates' must be an object")
         if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool)):
             raise ApiError("field 'mtu' must be an integer")
         return await self.attachments.add(**_string_fields(
             body, ("container_id", "ifname", "netns"), ("network", "cni_network", "ip", "mac")),
-            mtu=mtu)
+            mtu=mtu, rates=rates)
 
     async def detach(self, query, body, arg):
         return self.attachments.delete(**_string_fields(body, ("container_id", "ifname"), ()))

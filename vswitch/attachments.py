@@ -13,7 +13,7 @@ import re
 
 from .ipam import Allocation, IpamError, gateway
 from .netns import netns_id
-from .switch import Port, Switch
+from .switch import Port, Switch, check_rates
 from .tap import TapError, check_ifname, inspect, normalize_mac, random_mac
 
 log = logging.getLogger("vswitch.attachments")
@@ -72,13 +72,15 @@ class Attachments:
 
     async def add(self, container_id: str, ifname: str, netns: str, network: str | None = None,
                   cni_network: str = "", ip: str | None = None, mac: str | None = None,
-                  mtu: int | None = None) -> dict:
+                  mtu: int | None = None, rates: dict | None = None) -> dict:
         """Connect a pod; a repeated ADD gives back the same address and MAC.
-        mtu: the pod's, at most (and by default) the network's."""
+        mtu: the pod's, at most (and by default) the network's; rates: the
+        port's rate limits (see Switch.set_rates)."""
         key = self._key(container_id, ifname)
         net = self.switch.network(network)
         if mtu is not None and not 68 <= mtu <= net.mtu:
             raise IpamError(f"mtu {mtu} must be 68..{net.mtu} (network {net.name!r})", "invalid")
+        rates = check_rates(rates or {})
         requested_ip = _parse_ip(ip) if ip else None
         requested_mac = normalize_mac(mac) if mac else None
         self._claim(key)
@@ -103,7 +105,8 @@ class Attachments:
             address = ipaddress.IPv4Interface(f"{alloc.ip}/{net.subnet.prefixlen}")
             try:
                 port = await self.switch.create_port(self._port_name(key), netns, key[1], net,
-                                                     alloc.mac, [address], True, key, mtu)
+                                                     alloc.mac, [address], True, key, mtu,
+                                                     rates=rates)
             except BaseException:
                 if created:         # leave nothing half-made behind
                     self.ipam.release(*key)

@@ -116,6 +116,10 @@ class Client:
     def port(self, name):
         return self.request("GET", "ports/" + quote(name, safe=""))
 
+    def set_port(self, name, **rates):
+        return self.request("POST", "ports/" + quote(name, safe=""),
+                            {k: v for k, v in rates.items() if v is not None})
+
     def del_port(self, name):
         return self.request("DELETE", "ports/" + quote(name, safe=""))
 

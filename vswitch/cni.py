@@ -120,6 +120,21 @@ class Request:
                            "(set IgnoreUnknown=1 to ignore it)")
         return args
 
+    def bandwidth(self) -> dict | None:
+        """The `bandwidth` capability (bits/s, bits) as the port's rate limits.
+        CNI speaks for the pod: its ingress is what the switch sends to the
+        pod (the port's egress), and the other way round."""
+        bw = (self.field("runtimeConfig", dict, {}) or {}).get("bandwidth")
+        if bw is None:
+            return None
+        names = {"ingressRate": "egress_rate", "ingressBurst": "egress_burst",
+                 "egressRate": "ingress_rate", "egressBurst": "ingress_burst"}
+        if not isinstance(bw, dict) or set(bw) - set(names) or not all(
+                isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in bw.values()):
+            raise CniError(INVALID_CONFIG, "runtimeConfig.bandwidth: ingressRate, ingressBurst, "
+                           "egressRate, egressBurst as non-negative integers")
+        return {names[k]: v for k, v in bw.items()}
+
     def static_requests(self) -> tuple[str | None, str | None]:
         """The address and MAC asked for, from runtimeConfig, args or CNI_ARGS."""
         runtime = self.field("runtimeConfig", dict, {})
@@ -174,7 +189,8 @@ def add(req: Request):
     ip, mac = req.static_requests()
     mtu = req.field("mtu", int)
     att = _call(req.client.attach, container_id, ifname, netns, network=req.field("network", str),
-                cni_network=req.field("name", str, ""), ip=ip, mac=mac, mtu=mtu)
+                cni_network=req.field("name", str, ""), ip=ip, mac=mac, mtu=mtu,
+                rates=req.bandwidth())
     return _result(req, att, netns)
 
 

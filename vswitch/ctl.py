@@ -14,6 +14,18 @@ from .client import DEFAULT_SOCKET, Client, ClientError
 CAPTURE_POINTS = ("ingress", "egress", "encap", "decap", "drop")
 
 
+def bits(text: str) -> int:
+    """10M, 1.5G, 64k, 1000: bits (or bits/s), SI multiples."""
+    scale = {"k": 10**3, "K": 10**3, "M": 10**6, "G": 10**9}.get(text[-1:], 1)
+    try:
+        value = float(text[:-1] if scale != 1 else text) * scale
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of bits: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("must not be negative")
+    return int(value)
+
+
 def _table(rows: list[list], header: list[str]) -> str:
     rows = [[str(c) for c in r] for r in rows]
     widths = [max(len(x) for x in col) for col in zip(header, *rows)]
@@ -106,6 +118,13 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--no-port-security", dest="port_security", action="store_false",
                      default=None, help="let the pod send from any MAC or IP (the default "
                      "without --ip; with --ip the port is bound to its MAC and address)")
+    pset = port.add_parser("set", parents=[common], help="rate limits (token buckets)")
+    pset.add_argument("name")
+    for key, what in (("ingress-rate", "what the pod sends into the switch, bits/s"),
+                      ("ingress-burst", "bits"),
+                      ("egress-rate", "what the switch sends to the pod, bits/s"),
+                      ("egress-burst", "bits")):
+        pset.add_argument(f"--{key}", type=bits, metavar="N[k|M|G]", help=f"{what}; 0: no limit")
     port.add_parser("del", parents=[common], help="detach and delete a port").add_argument("name")
     port.add_parser("list", parents=[common], help="all ports with counters")
     port.add_parser("show", parents=[common], help="one port with counters").add_argument("name")
@@ -261,6 +280,10 @@ def run(args, client: Client):
             options = {k: getattr(args, k)
                        for k in ("ifname", "network", "ip", "mac", "port_security")}
             return client.add_port(args.name, args.netns, **options), show_port
+        if action == "set":
+            rates = {k: getattr(args, k) for k in ("ingress_rate", "ingress_burst",
+                                                   "egress_rate", "egress_burst")}
+            return client.set_port(args.name, **rates), show_port
         if action == "del":
             return client.del_port(args.name), lambda r: f"port {r['deleted']} deleted"
         if action == "list":

@@ -10,7 +10,7 @@ import json
 import os
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS allocations (
@@ -44,7 +44,8 @@ CREATE TABLE IF NOT EXISTS ports (
     secured      INTEGER NOT NULL,
     container_id TEXT,              -- CNI ports: the attachment
     cni_ifname   TEXT,
-    created      REAL NOT NULL
+    created      REAL NOT NULL,
+    rates        TEXT NOT NULL DEFAULT '{}'   -- JSON: rate limits in bits/s and bits
 );
 """
 
@@ -64,6 +65,7 @@ class PortRecord:
     mtu: int
     secured: bool
     attachment: tuple[str, str] | None = None
+    rates: dict = field(default_factory=dict)
 
 
 class State:
@@ -82,6 +84,10 @@ class State:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
+        # State written before rate limits existed.
+        columns = {row[1] for row in self.db.execute("PRAGMA table_info(ports)")}
+        if "rates" not in columns:
+            self.db.execute("ALTER TABLE ports ADD COLUMN rates TEXT NOT NULL DEFAULT '{}'")
 
     def transaction(self):
         return _Transaction(self.db)
@@ -95,10 +101,10 @@ class State:
     def save_port(self, p: PortRecord):
         container_id, cni_ifname = p.attachment or (None, None)
         with self.transaction():
-            self.db.execute("INSERT OR REPLACE INTO ports VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+            self.db.execute("INSERT OR REPLACE INTO ports VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
                             (p.name, p.netns, p.ifname, p.network, p.mac,
                              json.dumps(list(p.addresses)), p.mtu, int(p.secured),
-                             container_id, cni_ifname, time.time()))
+                             container_id, cni_ifname, time.time(), json.dumps(p.rates)))
 
     def delete_port(self, name: str):
         with self.transaction():
@@ -106,10 +112,10 @@ class State:
 
     def ports(self) -> list[PortRecord]:
         rows = self.db.execute("SELECT name, netns, ifname, network, mac, addresses, mtu, secured,"
-                               " container_id, cni_ifname FROM ports ORDER BY created")
+                               " container_id, cni_ifname, rates FROM ports ORDER BY created")
         return [PortRecord(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6],
-                           bool(r[7]), (r[8], r[9]) if r[8] is not None else None)
-                for r in rows]
+                           bool(r[7]), (r[8], r[9]) if r[8] is not None else None,
+                           json.loads(r[10])) for r in rows]
 
 
 class _Transaction:

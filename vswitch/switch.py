@@ -11,7 +11,7 @@ import logging
 import re
 import sqlite3
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import __version__
 from ._fastpath import MAX_NETWORK_IDS, PEER_SLOTS, PORT_PEER_BASE, PORT_TUNNEL, Datapath
@@ -39,7 +39,22 @@ class ReloadError(Exception):
     pass
 
 
+# Per-port rate limits, from the switch's side: ingress is what the port
+# sends into the switch (the pod's upload), egress what the switch writes to it.
+RATE_KEYS = ("ingress_rate", "ingress_burst", "egress_rate", "egress_burst")
+
+
 PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def check_rates(rates: dict) -> dict:
+    """Rate limits: known keys, non-negative integers (0: none)."""
+    for key, value in rates.items():
+        if key not in RATE_KEYS:
+            raise TapError(f"unknown rate {key!r} (known: {', '.join(RATE_KEYS)})")
+        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+            raise TapError(f"{key} must be a non-negative integer (bits/s or bits), got {value!r}")
+    return {k: v for k, v in rates.items() if v}
 
 
 @dataclass
@@ -56,6 +71,7 @@ class Port:
     secured: bool = False   # port security: bound to its MAC and addresses
     attachment: tuple[str, str] | None = None   # (container id, ifname) for CNI ports
     netns_id: tuple[int, int] | None = None     # the namespace's (st_dev, st_ino)
+    rates: dict = field(default_factory=dict)    # RATE_KEYS -> bits/s or bits
     state: str = "up"       # "lost" once its device or namespace disappeared under us
     final_counters: dict | None = None          # once lost: its counters at that moment
 
@@ -123,7 +139,8 @@ class Switch:
         addresses = [ipaddress.IPv4Interface(a) for a in rec.addresses]
         try:
             await self.create_port(rec.name, rec.netns, rec.ifname, net, rec.mac, addresses,
-                                   rec.secured, rec.attachment, rec.mtu, reattach=True)
+                                   rec.secured, rec.attachment, rec.mtu, reattach=True,
+                                   rates=rec.rates)
         except TapError as e:
             log.error("port %s: cannot re-attach: %s", rec.name, e)
 
@@ -382,7 +399,7 @@ class Switch:
     def _record(port: Port) -> PortRecord:
         return PortRecord(port.name, port.netns, port.ifname, port.network.name, port.mac,
                           tuple(str(a) for a in port.addresses), port.mtu, port.secured,
-                          port.attachment)
+                          port.attachment, port.rates)
 
     def name_taken(self, name: str) -> bool:
         return name in self.ports or name in self._pending
@@ -390,7 +407,7 @@ class Switch:
     async def create_port(self, name: str, netns: str, ifname: str, net: NetworkConfig, mac: str,
                           addresses: list[ipaddress.IPv4Interface], secured: bool,
                           attachment: tuple[str, str] | None = None, mtu: int | None = None,
-                          reattach: bool = False) -> Port:
+                          reattach: bool = False, rates: dict | None = None) -> Port:
         """Make the TAP in the pod's namespace (reattach: open the one a
         previous run left) and attach it to the data plane. The port is
         recorded before its TAP exists, so that a crash in between leaves a
@@ -401,8 +418,10 @@ class Switch:
         gw = self.default_gateway(net) if addresses else None
         mtu = mtu or net.mtu
         self._pending[name] = (net, addresses)
+        rates = check_rates(rates or {})
         self.state.save_port(PortRecord(name, netns, ifname, net.name, mac,
-                                        tuple(str(a) for a in addresses), mtu, secured, attachment))
+                                        tuple(str(a) for a in addresses), mtu, secured, attachment,
+                                        rates))
         try:
             # Netlink work runs off the loop so forwarding goes on meanwhile.
             tap = await self.loop.run_in_executor(
@@ -413,8 +432,26 @@ class Switch:
             raise
         finally:
             del self._pending[name]
-        return self._register(name, netns, net, mac, addresses, tap, secured, attachment, ifname,
+        port = self._register(name, netns, net, mac, addresses, tap, secured, attachment, ifname,
                               mtu, "re-attached" if reattach else "added")
+        if rates:
+            self._apply_rates(port, rates)
+        return port
+
+    def set_rates(self, name: str, rates: dict) -> Port:
+        """Change a port's rate limits (missing keys keep their value)."""
+        port = self.port(name)
+        if port.state != "up":
+            raise TapError(f"port {name!r} is {port.state}", 409)
+        self._apply_rates(port, check_rates({**port.rates, **rates}))
+        if not port.is_host:
+            self.state.save_port(self._record(port))
+        log.info("port %s: rates %s", name, port.rates or "unlimited")
+        return port
+
+    def _apply_rates(self, port: Port, rates: dict):
+        self.dp.set_port_rates(port.port_id, *(rates.get(k, 0) for k in RATE_KEYS))
+        port.rates = {k: v for k, v in rates.items() if v}
 
     def _register(self, name, netns, net, mac, addresses, tap, secured, attachment=None,
                   ifname=None, mtu=None, how="added") -> Port:
@@ -550,7 +587,7 @@ class Switch:
                 "network": port.network.name, "mac": port.mac,
                 "addresses": [str(a) for a in port.addresses], "mtu": port.mtu,
                 "state": port.state, "id": port.port_id, "offloads": port.tap.offloads,
-                "port_security": port.secured,
+                "port_security": port.secured, "rates": port.rates,
                 "container": "/".join(port.attachment) if port.attachment else None,
                 "counters": port.final_counters or self.dp.port_counters(port.port_id)}
 
