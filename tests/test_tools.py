@@ -56,3 +56,14 @@ def test_restart_bench_measures_the_outage(tmp_path):
         assert 1 < row["outage_ms"] < 60000 and row["restart_ms"] > 0
     assert "vb" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
                                       text=True).stdout
+
+
+def test_micro_bench_runs(tmp_path):
+    out = tmp_path / "micro.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "micro.py"), "--frames", "2000",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(out.read_text())
+    for row in results["per_frame_ns"].values():
+        assert row["cython"] > 0 and row["python"] > 0
+    assert set(results["flood_ns"]) == {"2", "16", "128", "512"}
