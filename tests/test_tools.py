@@ -67,3 +67,14 @@ def test_micro_bench_runs(tmp_path):
     for row in results["per_frame_ns"].values():
         assert row["cython"] > 0 and row["python"] > 0
     assert set(results["flood_ns"]) == {"2", "16", "128", "512"}
+
+
+def test_scale_bench_runs(tmp_path):
+    out = tmp_path / "scale.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "scale.py"), "--ports", "20",
+                        "--macs", "5000", "--json", str(out)], capture_output=True, text=True,
+                       timeout=300)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(out.read_text())
+    assert results["fdb_entries"] >= 4000          # learned, save what the pod's queue lost
+    assert all(results[k] > 0 for k in ("rss_idle_mb", "rss_20_ports_mb", "rss_20_ports_5000_macs_mb"))
