@@ -307,3 +307,28 @@ def test_json_logs(vswitchd, pods):
     assert any(e["message"].startswith("port pod-a added") for e in entries)
     assert {"time", "level", "logger", "message"} <= set(entries[0])
 
+
+
+def test_a_slow_capture_client_loses_copies_not_traffic(vswitchd, pods):
+    """A client that never reads: its queue fills, copies are dropped and
+    counted, and forwarding goes on at full speed."""
+    from test_ratelimit import tcp_bps
+    d = vswitchd()
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.connect(d.socket)
+    body = json.dumps({"filter": "tcp"}).encode()
+    stalled.sendall(b"POST /v1/capture HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    deadline = time.monotonic() + 10
+    while d.ctl_json("stats")["capture"]["sessions"] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert tcp_bps(p["a"][0], p["b"][0], "198.18.0.2", seconds=2) > 100e6
+    capture = d.ctl_json("stats")["capture"]
+    assert capture["consumer_dropped"] + capture["ring_dropped"] > 0
+    stalled.close()
+    deadline = time.monotonic() + 10
+    while d.ctl_json("stats")["capture"]["sessions"] and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert d.ctl_json("stats")["capture"]["sessions"] == 0
