@@ -121,11 +121,13 @@ cdef struct port_t:
     uint64_t tx_dropped       # copies towards this port that were not written
 
 
-cdef struct fdb_entry_t:
+cdef struct fdb_entry_t:      # 16 bytes: a million entries in 32 MB of table (load 1/2)
     uint64_t key              # network << 48 | mac; 0 = empty slot
-    uint64_t seen_ns          # last time the source was seen (CLOCK_MONOTONIC)
-    uint32_t port             # local port id, or PEER_BASE + peer index
-    bint is_static            # configured, never ages, not moved by learning
+    uint32_t seen_ms          # last time the source was seen: CLOCK_MONOTONIC in ms,
+                              # modulo 2^32 (ages are differences; learned entries never
+                              # live 49 days unseen, static ones do not age)
+    uint16_t port             # local port id, or PEER_BASE + peer index
+    uint16_t is_static        # configured, never ages, not moved by learning
 
 
 cdef struct peer_t:
@@ -142,7 +144,7 @@ cdef struct fdb_t:
     uint64_t mask             # capacity - 1, capacity a power of two
     uint64_t count
     uint64_t max_entries      # learning stops here (counted as fdb_full)
-    uint64_t aging_ns
+    uint32_t aging_ms
     uint64_t learned          # new entries
     uint64_t moves            # a MAC seen on another port than before
     uint64_t full             # learn attempts refused because the table is full

@@ -398,13 +398,13 @@ cdef class Datapath:
 
     @property
     def aging_time(self):
-        return self.fdb.aging_ns / 1e9
+        return self.fdb.aging_ms / 1e3
 
     @aging_time.setter
     def aging_time(self, double seconds):
         if seconds <= 0:
             raise ValueError("aging_time must be positive")
-        self.fdb.aging_ns = <uint64_t>(seconds * 1e9)
+        self.fdb.aging_ms = <uint32_t>(seconds * 1e3)
 
     def fdb_add_remote(self, int network, uint64_t mac, uint32_t peer_ip):
         """A static entry: (network, mac) lives behind the peer peer_ip."""
@@ -436,7 +436,7 @@ cdef class Datapath:
         out = []
         for i in range(self.fdb.mask + 1):
             e = &self.fdb.slots[i]
-            if e.key == 0 or (not e.is_static and now - e.seen_ns > self.fdb.aging_ns):
+            if e.key == 0 or fdb_expired(&self.fdb, e, now):
                 continue
             if network and (e.key >> 48) != <uint64_t>network:
                 continue
@@ -444,7 +444,8 @@ cdef class Datapath:
             out.append((e.key >> 48, mac_to_str(e.key & 0xFFFFFFFFFFFF),
                         None if remote else e.port,
                         self.peers[e.port - PEER_BASE].ip if remote else None,
-                        0.0 if e.is_static else (now - e.seen_ns) / 1e9, bool(e.is_static)))
+                        0.0 if e.is_static else <uint32_t>(ms32(now) - e.seen_ms) / 1e3,
+                        bool(e.is_static)))
         return out
 
     # ------------------------------------------------------------- counters

@@ -10,6 +10,15 @@ cdef inline uint64_t fdb_key(uint16_t network, uint64_t mac) noexcept nogil:
     return (<uint64_t>network << 48) | mac
 
 
+cdef inline uint32_t ms32(uint64_t ns) noexcept nogil:
+    """A time in ns as the entries keep it: ms, modulo 2^32."""
+    return <uint32_t>(ns // 1000000)
+
+
+cdef inline bint fdb_expired(const fdb_t *t, const fdb_entry_t *e, uint64_t now) noexcept nogil:
+    return not e.is_static and <uint32_t>(ms32(now) - e.seen_ms) > t.aging_ms
+
+
 cdef inline uint64_t fdb_slot_of(const fdb_t *t, uint64_t key) noexcept nogil:
     # Fibonacci hashing: multiply, keep the high bits.
     return ((key * <uint64_t>0x9E3779B97F4A7C15ULL) >> 20) & t.mask
@@ -25,7 +34,7 @@ cdef int fdb_init(fdb_t *t, uint64_t max_entries, uint64_t aging_ns) noexcept no
     t.mask = cap - 1
     t.count = 0
     t.max_entries = max_entries
-    t.aging_ns = aging_ns
+    t.aging_ms = <uint32_t>(aging_ns // 1000000)
     t.learned = t.moves = t.full = t.expired = 0
     return 0
 
@@ -47,7 +56,7 @@ cdef inline fdb_entry_t *fdb_find(fdb_t *t, uint64_t key) noexcept nogil:
 cdef inline int64_t fdb_lookup(fdb_t *t, uint16_t network, uint64_t mac, uint64_t now) noexcept nogil:
     """Port of a live entry, or -1 (absent or older than the aging time)."""
     cdef fdb_entry_t *e = fdb_find(t, fdb_key(network, mac))
-    if e == NULL or (not e.is_static and now - e.seen_ns > t.aging_ns):
+    if e == NULL or fdb_expired(t, e, now):
         return -1
     return e.port
 
@@ -62,7 +71,7 @@ cdef inline void fdb_learn(fdb_t *t, uint16_t network, uint64_t mac, uint32_t po
             if t.slots[i].port != port:
                 t.slots[i].port = port
                 t.moves += 1
-            t.slots[i].seen_ns = now
+            t.slots[i].seen_ms = ms32(now)
             return
         i = (i + 1) & t.mask
     if t.count >= t.max_entries:
@@ -70,7 +79,7 @@ cdef inline void fdb_learn(fdb_t *t, uint16_t network, uint64_t mac, uint32_t po
         return
     t.slots[i].key = key
     t.slots[i].port = port
-    t.slots[i].seen_ns = now
+    t.slots[i].seen_ms = ms32(now)
     t.slots[i].is_static = False
     t.count += 1
     t.learned += 1
@@ -140,7 +149,7 @@ cdef uint64_t fdb_sweep(fdb_t *t, int kind, uint16_t network, uint32_t port, uin
             if kind == SWEEP_PORT:
                 match = e.port == port
             elif kind == SWEEP_EXPIRED:
-                match = not e.is_static and now - e.seen_ns > t.aging_ns
+                match = fdb_expired(t, e, now)
             elif kind == SWEEP_NETWORK:
                 match = (e.key >> 48) == network
             else:               # learned entries only: static ones stay until deleted
