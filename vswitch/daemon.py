@@ -90,6 +90,7 @@ class Service:
                     new = load(self.config_path)
                 except ConfigError as e:
                     raise ReloadError(f"config error: {e}") from None
+                self.switch.check_reload(new)       # before anything changes
                 if new.metrics_listen != self.config.metrics_listen:
                     try:
                         await self._serve_metrics(new.metrics_listen)

@@ -231,7 +231,8 @@ class Switch:
 
     # --------------------------------------------------------------- reload
 
-    def _check_reload(self, new: Config):
+    def check_reload(self, new: Config):
+        """ReloadError if `new` changes what only a restart can."""
         old = self.config
         for attr, key in FIXED_ON_RELOAD.items():
             if getattr(new, attr) != getattr(old, attr):
@@ -254,7 +255,7 @@ class Switch:
         come and go (with their ports and host port), MTUs, peers, aging and
         the underlay MTU change in place. Refused as a whole (ReloadError)
         if it changes what only a restart can."""
-        self._check_reload(new)
+        self.check_reload(new)
         old, changes = self.config, []
         for net in old.networks:
             if new.network(net.name) is None:
