@@ -9,8 +9,8 @@ from __future__ import annotations
 import hashlib
 import ipaddress
 import logging
-import re
 
+from .cni import CONTAINER_ID_RE
 from .ipam import Allocation, IpamError, gateway
 from .netns import netns_id
 from .switch import Port, Switch, check_rates
@@ -18,8 +18,6 @@ from .tap import TapError, check_ifname, inspect, normalize_mac, random_mac
 
 log = logging.getLogger("vswitch.attachments")
 
-# CNI spec: alphanumeric first, then alphanumerics, '_', '.', '-'.
-CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
 
 class CheckFailed(TapError):

@@ -24,10 +24,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import re
 import sys
 
 from .client import DEFAULT_SOCKET, Client, ClientError
 
+# The spec's CNI_CONTAINERID: alphanumeric first, then alphanumerics, '_', '.', '-'.
+CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
 
@@ -96,7 +99,11 @@ class Request:
         return Client(socket)
 
     def attachment(self) -> tuple[str, str]:
-        return self._env("CNI_CONTAINERID"), self._env("CNI_IFNAME")
+        container_id, ifname = self._env("CNI_CONTAINERID"), self._env("CNI_IFNAME")
+        if not CONTAINER_ID_RE.match(container_id):
+            raise CniError(INVALID_ENV, f"CNI_CONTAINERID {container_id!r}: letters, digits, "
+                           "'_', '.' and '-', starting with a letter or digit")
+        return container_id, ifname
 
     def netns(self) -> str:
         netns = self._env("CNI_NETNS")
