@@ -14,15 +14,29 @@ import time
 from dataclasses import dataclass, field
 
 from . import __version__
-from ._fastpath import MAX_NETWORK_IDS, PEER_SLOTS, PORT_PEER_BASE, PORT_TUNNEL, Datapath
+from ._fastpath import (
+    MAX_NETWORK_IDS,
+    PEER_SLOTS,
+    PORT_PEER_BASE,
+    PORT_TUNNEL,
+    Datapath,
+)
 from .capture import Captures
-from .hooks import Hooks
 from .config import Config, ConfigError, NetworkConfig
+from .hooks import Hooks
 from .ipam import Ipam, gateway
 from .netns import NetnsNotFound, netns_id, netns_path
 from .state import PortRecord, State, StateInUse
-from .tap import (OFFLOADS_ALL, OFFLOADS_TCP, Tap, TapError, check_ifname, normalize_mac,
-                  random_mac, set_mtu)
+from .tap import (
+    OFFLOADS_ALL,
+    OFFLOADS_TCP,
+    Tap,
+    TapError,
+    check_ifname,
+    normalize_mac,
+    random_mac,
+    set_mtu,
+)
 from .tunnel import Tunnel, ip_str, ip_to_int
 
 log = logging.getLogger("vswitch.switch")
