@@ -39,8 +39,11 @@ def test_bench_prints_ratios_and_json(tmp_path):
     results = json.loads(out.read_text())
     for mode, ref in (("bridge", "linux_bridge"), ("overlay", "kernel_vxlan")):
         for side in ("vswitch", ref):
-            assert results[mode][side]["tcp_gbps"] > 0 and results[mode][side]["rtt_us"] > 0
-        assert set(results[mode]["ratio"]) == {"tcp_gbps", "udp64_kpps", "rtt_us", "rtt_busy_us"}
+            row = results[mode][side]
+            assert row["tcp_gbps"] > 0 and row["tcp4_gbps"] > 0 and row["rtt_us"] > 0
+            assert row["gen64_kpps"] > 0 and 0 <= row["gen64_loss_pct"] < 100
+        assert set(results[mode]["ratio"]) == {"tcp_gbps", "tcp4_gbps", "udp64_kpps", "gen64_kpps",
+                                               "rtt_us", "rtt_busy_us"}
 
 
 def test_restart_bench_measures_the_outage(tmp_path):
