@@ -21,11 +21,12 @@ class CaptureRun:
     """vswitchctl capture in the background."""
 
     def __init__(self, daemon, *args, stdout=subprocess.PIPE):
+        before = daemon.ctl_json("stats")["capture"]["sessions"]
         self.proc = subprocess.Popen(CTL + ["--socket", daemon.socket, "capture", *args],
                                      stdout=stdout, stderr=subprocess.PIPE)
         # Started once the daemon counts the session.
         deadline = time.monotonic() + 10
-        while daemon.ctl_json("stats")["capture"]["sessions"] == 0:
+        while daemon.ctl_json("stats")["capture"]["sessions"] == before:
             assert self.proc.poll() is None, self.proc.stderr.read()
             assert time.monotonic() < deadline
             time.sleep(0.05)

@@ -26,7 +26,7 @@ class OverlayRig(Rig):
             self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.peer.bind(("127.0.0.2", PORT))
         self.peer.settimeout(0.2)
-        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.tx.fileno(), PORT, underlay_mtu)
+        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), PORT, underlay_mtu)
         self.dp.add_peer(ip_to_int("127.0.0.2"), 1)
 
     def from_peer(self, data: bytes):

@@ -16,6 +16,7 @@ cdef enum:
     PEER_BASE = MAX_PORTS
     MAX_MEMBERS = 8192        # (network, peer) pairs: which peers a network floods to
     MAX_PENDING = 1024        # VXLAN datagrams queued for one sendmmsg
+    MAX_SENDERS = 64          # the tunnel's sending sockets (outer source ports)
     SEG_HDR_MAX = 256         # room for one segment's copy of a superframe's headers
     GRO_MAX_IOV = 48          # segments merged into one superframe, at most
     VXLAN_HLEN = 8
@@ -128,6 +129,16 @@ cdef struct fdb_entry_t:      # 16 bytes: a million entries in 32 MB of table (l
                               # live 49 days unseen, static ones do not age)
     uint16_t port             # local port id, or PEER_BASE + peer index
     uint16_t is_static        # configured, never ages, not moved by learning
+
+
+cdef struct tx_msg_t:          # one sendmmsg entry: queued datagrams sent as one (UDP GSO)
+    uint32_t first            # its first datagram
+    uint32_t count            # its datagrams, all seg_len long but the last
+    uint32_t seg_len
+    uint32_t total            # bytes
+    uint16_t sock             # index of the sending socket
+    uint16_t peer
+    bint sealed               # a shorter datagram ended it
 
 
 cdef struct peer_t:

@@ -30,6 +30,7 @@ cdef extern from "<netinet/in.h>":
         uint16_t sin_port
         in_addr sin_addr
     int AF_INET
+    uint16_t htons(uint16_t v) nogil
 
 cdef extern from "<sys/socket.h>":
     struct msghdr:
@@ -43,9 +44,31 @@ cdef extern from "<sys/socket.h>":
     struct mmsghdr:
         msghdr msg_hdr
         unsigned int msg_len
+    struct cmsghdr:
+        size_t cmsg_len
+        int cmsg_level
+        int cmsg_type
+    cmsghdr *CMSG_FIRSTHDR(msghdr *m) nogil
+    cmsghdr *CMSG_NXTHDR(msghdr *m, cmsghdr *c) nogil
+    unsigned char *CMSG_DATA(cmsghdr *c) nogil
+    size_t CMSG_LEN(size_t n) nogil
     int MSG_DONTWAIT
     int sendmmsg(int fd, mmsghdr *msgs, unsigned int n, int flags) nogil
     int recvmmsg(int fd, mmsghdr *msgs, unsigned int n, int flags, timespec *timeout) nogil
+
+cdef extern from "<sys/epoll.h>":
+    ctypedef union epoll_data_t:
+        uint32_t u32
+    struct epoll_event:
+        uint32_t events
+        epoll_data_t data
+    int EPOLLIN, EPOLL_CTL_ADD, EPOLL_CTL_DEL, EPOLL_CLOEXEC
+    int epoll_create1(int flags)
+    int epoll_ctl(int epfd, int op, int fd, epoll_event *event) nogil
+    int epoll_wait(int epfd, epoll_event *events, int maxevents, int timeout) nogil
+
+cdef extern from "<unistd.h>":
+    int close(int fd)
 
 include "_frame.pxi"
 include "_fdb.pxi"
@@ -72,6 +95,8 @@ cdef inline uint64_t monotonic_ns() noexcept nogil:
 
 cdef enum:
     SLOT_SIZE = FRAME_HEADROOM + FRAME_BUF   # one frame buffer of a batch
+    POLL_EVENTS = 256                        # ready fds taken from epoll at once
+    POLL_BUDGET_NS = 2000000                 # then back to the event loop (control plane)
     DEST_FLOOD = -1                          # _destination: every other port and peer
     DEST_LOOP = -2                           # _destination: back where it came from
 
@@ -95,6 +120,11 @@ cdef class Datapath:
     cdef uint64_t unicast         # frames delivered to one learned port or peer
     cdef uint64_t flooded         # frames sent to every other port/peer of their network
     cdef readonly int batch
+    cdef int epfd                 # every port's fd and the tunnel's: poll() serves them
+    cdef epoll_event events[POLL_EVENTS]
+    cdef uint64_t busy_poll_ns    # keep polling this long after the last frame
+    cdef uint32_t *failed         # ports whose fd failed in poll(), for the control plane
+    cdef uint32_t n_failed
     # Networks: VNI and MTU per data-plane network id.
     cdef uint32_t *vni_of
     cdef uint16_t *mtu_of
@@ -105,20 +135,31 @@ cdef class Datapath:
     cdef uint16_t *member_net
     cdef uint16_t *member_peer
     cdef uint32_t n_members
-    cdef int tunnel_rx_fd         # UDP socket bound to the VTEP address and port
-    cdef int tunnel_tx_fd         # raw IPPROTO_UDP socket: we write the UDP header
+    cdef int tunnel_rx_fd         # UDP socket bound to the VTEP address and port (UDP_GRO)
+    cdef int tx_fd[MAX_SENDERS]   # UDP sockets bound to the VTEP address, one per source
+    cdef uint16_t tx_sport[MAX_SENDERS]   # port; a flow's hash picks one
+    cdef uint32_t n_tx
     cdef uint16_t udp_port
     cdef uint16_t underlay_mtu
     cdef bint learn_peers
     cdef port_t tunnel            # the tunnel's own rx/tx counters
     # Pending VXLAN datagrams: three iovecs each (UDP+VXLAN header, frame
     # or a segment's headers, a segment's payload).
-    cdef mmsghdr *pending
+    # Datagrams queued for the tunnel: each is 3 iovecs (VXLAN header, headers,
+    # payload); consecutive ones of the same peer and socket are grouped into
+    # messages that the kernel cuts back into datagrams (UDP_SEGMENT).
     cdef iovec *pending_iov
-    cdef unsigned char *pending_hdr
+    cdef unsigned char *pending_vxlan
     cdef unsigned char *pending_seg
     cdef uint32_t *pending_peer
+    cdef uint32_t *pending_len
     cdef uint32_t n_pending
+    cdef mmsghdr *tx_mmsg
+    cdef tx_msg_t *tx_msgs
+    cdef unsigned char *tx_ctrl
+    cdef uint32_t n_msgs
+    cdef unsigned char *rx_ctrl
+    cdef unsigned char zero_vhdr[VNET_HLEN]   # the offload header of decapsulated frames
     cdef mmsghdr *rx_msgs
     cdef iovec *rx_iov
     cdef sockaddr_in *rx_addr
@@ -144,10 +185,16 @@ cdef class Datapath:
     cdef uint32_t vtep_ip                 # network byte order, for captured outer headers
 
     def __cinit__(self, uint64_t fdb_max_entries=65536, double aging_time=300.0,
-                  int batch=64):
-        if fdb_max_entries < 1 or aging_time <= 0 or not 1 <= batch <= 1024:
+                  int batch=64, double busy_poll_us=0):
+        if fdb_max_entries < 1 or aging_time <= 0 or not 1 <= batch <= 1024 or busy_poll_us < 0:
             raise ValueError("fdb_max_entries and aging_time must be positive, batch 1..1024")
         self.batch = batch
+        self.busy_poll_ns = <uint64_t>(busy_poll_us * 1000)
+        self.epfd = epoll_create1(EPOLL_CLOEXEC)
+        if self.epfd < 0:
+            raise OSError(errno, "epoll_create1 failed")
+        self.failed = <uint32_t *>calloc(MAX_PORTS + 1, sizeof(uint32_t))
+        self.n_failed = 0
         self.ports = <port_t *>calloc(MAX_PORTS, sizeof(port_t))
         self.slots = <unsigned char *>malloc(<size_t>batch * SLOT_SIZE)
         self.vni_of = <uint32_t *>calloc(MAX_NETWORKS, sizeof(uint32_t))
@@ -156,20 +203,24 @@ cdef class Datapath:
         self.peer_addr = <sockaddr_in *>calloc(MAX_PEERS, sizeof(sockaddr_in))
         self.member_net = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
         self.member_peer = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
-        self.pending = <mmsghdr *>calloc(MAX_PENDING, sizeof(mmsghdr))
         self.pending_iov = <iovec *>calloc(3 * MAX_PENDING, sizeof(iovec))
-        self.pending_hdr = <unsigned char *>calloc(MAX_PENDING, UDP_HLEN + VXLAN_HLEN)
+        self.pending_vxlan = <unsigned char *>calloc(MAX_PENDING, VXLAN_HLEN)
         self.pending_seg = <unsigned char *>calloc(MAX_PENDING, SEG_HDR_MAX)
         self.pending_peer = <uint32_t *>calloc(MAX_PENDING, sizeof(uint32_t))
+        self.pending_len = <uint32_t *>calloc(MAX_PENDING, sizeof(uint32_t))
+        self.tx_mmsg = <mmsghdr *>calloc(MAX_PENDING, sizeof(mmsghdr))
+        self.tx_msgs = <tx_msg_t *>calloc(MAX_PENDING, sizeof(tx_msg_t))
+        self.tx_ctrl = <unsigned char *>calloc(MAX_PENDING, CMSG_BUF)
+        self.rx_ctrl = <unsigned char *>calloc(batch, CMSG_BUF)
         self.rx_msgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
         self.rx_iov = <iovec *>calloc(batch, sizeof(iovec))
         self.rx_addr = <sockaddr_in *>calloc(batch, sizeof(sockaddr_in))
         self.cap_ring = <unsigned char *>malloc(CAP_RING_BYTES)
         self.cap_scratch = <unsigned char *>malloc(CAP_SCRATCH)
         if not self.cap_ring or not self.cap_scratch or not (self.ports and self.slots and self.vni_of and self.mtu_of and self.peers
-                and self.peer_addr and self.member_net and self.member_peer and self.pending
-                and self.pending_iov and self.pending_hdr and self.pending_seg and self.pending_peer
-                and self.rx_msgs and self.rx_iov and self.rx_addr) or \
+                and self.peer_addr and self.member_net and self.member_peer and self.pending_len
+                and self.pending_iov and self.pending_vxlan and self.pending_seg and self.pending_peer
+                and self.failed and self.tx_mmsg and self.tx_msgs and self.tx_ctrl and self.rx_ctrl and self.rx_msgs and self.rx_iov and self.rx_addr) or \
                 fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9)) < 0:
             raise MemoryError()
         cdef int i
@@ -178,8 +229,10 @@ cdef class Datapath:
         memset(self.drops, 0, sizeof(self.drops))
         memset(&self.tunnel, 0, sizeof(port_t))
         self.tunnel.fd = -1
-        self.tunnel_rx_fd = self.tunnel_tx_fd = -1
-        self.port_limit = self.peer_limit = self.n_members = self.n_pending = 0
+        self.tunnel_rx_fd = -1
+        self.port_limit = self.peer_limit = self.n_members = self.n_pending = self.n_msgs = 0
+        self.n_tx = 0
+        memset(self.zero_vhdr, 0, VNET_HLEN)
         self.gro_n = 0
         self.gro_merged = 0
         memset(self.cap_sessions, 0, sizeof(self.cap_sessions))
@@ -196,13 +249,19 @@ cdef class Datapath:
             self.rx_msgs[i].msg_hdr.msg_iovlen = 1
             self.rx_msgs[i].msg_hdr.msg_name = &self.rx_addr[i]
             self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            self.rx_msgs[i].msg_hdr.msg_control = self.rx_ctrl + i * CMSG_BUF
+            self.rx_msgs[i].msg_hdr.msg_controllen = CMSG_BUF
 
     def __dealloc__(self):
+        if self.epfd >= 0:
+            close(self.epfd)
+        free(self.failed)
         fdb_destroy(&self.fdb)
         free(self.ports); free(self.slots); free(self.vni_of); free(self.mtu_of)
         free(self.peers); free(self.peer_addr); free(self.member_net); free(self.member_peer)
-        free(self.pending); free(self.pending_iov); free(self.pending_hdr); free(self.pending_seg)
-        free(self.pending_peer); free(self.rx_msgs); free(self.rx_iov); free(self.rx_addr)
+        free(self.pending_iov); free(self.pending_vxlan); free(self.pending_seg)
+        free(self.pending_peer); free(self.pending_len); free(self.tx_mmsg); free(self.tx_msgs)
+        free(self.tx_ctrl); free(self.rx_ctrl); free(self.rx_msgs); free(self.rx_iov); free(self.rx_addr)
         free(self.cap_ring); free(self.cap_scratch)
         for i in range(MAX_CAPTURES):
             free(self.cap_sessions[i].prog)
@@ -248,6 +307,7 @@ cdef class Datapath:
         cdef uint32_t i
         for i in range(MAX_PORTS):
             if self.ports[i].fd < 0:
+                self._watch(fd, i)
                 memset(&self.ports[i], 0, sizeof(port_t))
                 self.ports[i].fd = fd
                 self.ports[i].network = network
@@ -261,9 +321,26 @@ cdef class Datapath:
         """Detach a port (the caller closes its fd) and forget its FDB entries."""
         self._port(port_id)
         fdb_sweep(&self.fdb, SWEEP_PORT, 0, port_id, 0)
+        self._unwatch(self.ports[port_id].fd)
         self.ports[port_id].fd = -1
         while self.port_limit > 0 and self.ports[self.port_limit - 1].fd < 0:
             self.port_limit -= 1
+
+    cdef _watch(self, int fd, uint32_t key):
+        cdef epoll_event ev
+        ev.events = EPOLLIN
+        ev.data.u32 = key
+        if epoll_ctl(self.epfd, EPOLL_CTL_ADD, fd, &ev) < 0:
+            raise OSError(errno, f"cannot poll fd {fd}")
+
+    cdef void _unwatch(self, int fd) noexcept nogil:
+        cdef epoll_event ev
+        epoll_ctl(self.epfd, EPOLL_CTL_DEL, fd, &ev)     # fails only if already gone
+
+    def fileno(self):
+        """An fd that is readable when any port or the tunnel has frames:
+        the event loop watches it and calls poll()."""
+        return self.epfd
 
     def set_port_security(self, uint32_t port_id, mac=None, ips=()):
         """Bind a port to its MAC and IPv4 addresses (integers); frames from
@@ -298,13 +375,26 @@ cdef class Datapath:
 
     # ---------------------------------------------------------------- peers
 
-    def set_tunnel(self, int rx_fd, int tx_fd, int udp_port, int underlay_mtu,
+    def set_tunnel(self, int rx_fd, senders, int udp_port, int underlay_mtu,
                    bint learn_peers=False, uint32_t vtep_ip=0):
-        """Enable VXLAN: rx_fd a non-blocking UDP socket bound to the VTEP,
-        tx_fd a raw IPPROTO_UDP socket (this writes the UDP header)."""
+        """Enable VXLAN: rx_fd a non-blocking UDP socket bound to the VTEP
+        (UDP_GRO on), senders [(fd, source port)] of non-blocking UDP
+        sockets bound to it."""
         if not 0 < udp_port < 65536 or not 576 <= underlay_mtu <= 65535:
             raise ValueError("udp_port must be 1..65535 and underlay_mtu 576..65535")
-        self.tunnel_rx_fd, self.tunnel_tx_fd = rx_fd, tx_fd
+        if not 0 < len(senders) <= MAX_SENDERS:
+            raise ValueError(f"1..{MAX_SENDERS} sending sockets")
+        self._flush_tunnel()
+        for i, (fd, sport) in enumerate(senders):
+            self.tx_fd[i], self.tx_sport[i] = fd, sport
+        self.n_tx = len(senders)
+        if rx_fd != self.tunnel_rx_fd:
+            if self.tunnel_rx_fd >= 0:
+                self._unwatch(self.tunnel_rx_fd)
+            self._watch(rx_fd, TUNNEL_PORT)
+        self.tunnel_rx_fd = rx_fd
+        for i in range(MAX_PEERS):
+            self.peer_addr[i].sin_port = htons(udp_port)
         self.udp_port, self.underlay_mtu, self.learn_peers = udp_port, underlay_mtu, learn_peers
         self.vtep_ip = vtep_ip
 
@@ -331,6 +421,7 @@ cdef class Datapath:
             self.peers[idx].ip = ip
             self.peer_addr[idx].sin_family = AF_INET
             self.peer_addr[idx].sin_addr.s_addr = ip
+            self.peer_addr[idx].sin_port = htons(self.udp_port)
             if idx >= self.peer_limit:
                 self.peer_limit = idx + 1
         for i in range(self.n_members):
@@ -405,6 +496,16 @@ cdef class Datapath:
         if seconds <= 0:
             raise ValueError("aging_time must be positive")
         self.fdb.aging_ms = <uint32_t>(seconds * 1e3)
+
+    @property
+    def busy_poll_us(self):
+        return self.busy_poll_ns / 1e3
+
+    @busy_poll_us.setter
+    def busy_poll_us(self, double us):
+        if us < 0:
+            raise ValueError("busy_poll_us must be >= 0")
+        self.busy_poll_ns = <uint64_t>(us * 1000)
 
     def fdb_add_remote(self, int network, uint64_t mac, uint32_t peer_ip):
         """A static entry: (network, mac) lives behind the peer peer_ip."""
@@ -552,14 +653,62 @@ cdef class Datapath:
 
     # ----------------------------------------------------------- frame path
 
-    cpdef int drain(self, uint32_t port_id) except? -2:
-        """Read and switch up to `batch` frames from a readable port.
+    def poll(self):
+        """Serve every ready port and the tunnel, round-robin: each ready fd
+        gets up to `batch` frames per round, so a flooding port cannot
+        starve the others. Rounds go on while fds are ready (and, with
+        busy polling, until busy_poll_us pass without a frame), for at most
+        POLL_BUDGET_NS; then the event loop gets its turn. Returns the
+        number of ports whose fd failed (take_failed() names them)."""
+        cdef int i, n, r
+        cdef uint32_t key
+        cdef uint64_t start = monotonic_ns(), last = start, now
+        with nogil:
+            while True:
+                n = epoll_wait(self.epfd, self.events, POLL_EVENTS, 0)
+                for i in range(n):
+                    key = self.events[i].data.u32
+                    if key == TUNNEL_PORT:
+                        r = self._drain_tunnel()
+                        if r < 0:
+                            self._fail(key, self.tunnel_rx_fd)
+                    elif key < self.port_limit and self.ports[key].fd >= 0:
+                        r = self._drain(key)
+                        if r < 0:
+                            self._fail(key, self.ports[key].fd)
+                now = monotonic_ns()
+                if n > 0:
+                    last = now
+                elif now - last >= self.busy_poll_ns:
+                    break
+                if now - start >= POLL_BUDGET_NS:
+                    break
+        return self.n_failed
 
-        Returns the number of frames read, or -errno when the fd failed
-        (the device is gone); the caller then stops watching it.
-        """
+    cdef void _fail(self, uint32_t key, int fd) noexcept nogil:
+        self._unwatch(fd)
+        if self.n_failed <= MAX_PORTS:
+            self.failed[self.n_failed] = key
+            self.n_failed += 1
+
+    def take_failed(self):
+        """Ids of the ports (PORT_TUNNEL: the tunnel) whose fd failed in
+        poll() since the last call; they are no longer polled."""
+        out = [self.failed[i] for i in range(self.n_failed)]
+        self.n_failed = 0
+        return out
+
+    def drain(self, uint32_t port_id):
+        """Read and switch up to `batch` frames from one port: the number
+        read, or -errno when its fd failed."""
         if port_id >= self.port_limit or self.ports[port_id].fd < 0:
             return 0
+        cdef int r
+        with nogil:
+            r = self._drain(port_id)
+        return r
+
+    cdef int _drain(self, uint32_t port_id) noexcept nogil:
         cdef port_t *inp = &self.ports[port_id]
         # The frame starts at `frame` and its virtio_net_hdr sits just
         # before it, so that any egress can write either without a copy.
@@ -568,74 +717,98 @@ cdef class Datapath:
         cdef uint64_t now = monotonic_ns()
         cdef ssize_t n
         cdef int count = 0, err = 0
-        with nogil:
-            while count < self.batch:
-                frame = slot_frame(self.slots, count)
-                hdr = frame - VNET_HLEN
-                if inp.vnet_hdr:
-                    n = read(inp.fd, hdr, FRAME_BUF + VNET_HLEN)
-                else:
-                    n = read(inp.fd, frame, FRAME_BUF)
-                if n < 0:
-                    if errno == EINTR:
-                        continue
-                    if errno != EAGAIN:
-                        err = errno
-                    break
-                count += 1          # an empty datagram is a (runt) frame too
-                if inp.vnet_hdr:
-                    n -= VNET_HLEN
-                else:
-                    memset(hdr, 0, VNET_HLEN)
-                self._switch(port_id, inp, inp.network, hdr, frame, n, now)
-            self._flush_tunnel()
+        while count < self.batch:
+            frame = slot_frame(self.slots, count)
+            hdr = frame - VNET_HLEN
+            if inp.vnet_hdr:
+                n = read(inp.fd, hdr, FRAME_BUF + VNET_HLEN)
+            else:
+                n = read(inp.fd, frame, FRAME_BUF)
+            if n < 0:
+                if errno == EINTR:
+                    continue
+                if errno != EAGAIN:
+                    err = errno
+                break
+            count += 1          # an empty datagram is a (runt) frame too
+            if inp.vnet_hdr:
+                n -= VNET_HLEN
+            else:
+                memset(hdr, 0, VNET_HLEN)
+            self._switch(port_id, inp, inp.network, hdr, frame, n, now)
+        self._flush_tunnel()
         return -err if err else count
 
-    cpdef int drain_tunnel(self) except? -2:
-        """Receive up to `batch` VXLAN datagrams (one recvmmsg), check them and
-        switch their inner frames to local ports. Returns the number received
-        or -errno."""
-        cdef int i, got
-        cdef unsigned char *frame
-        cdef ssize_t n
-        cdef int64_t vni, peer
-        cdef uint16_t net
-        cdef uint64_t now = monotonic_ns()
+    def drain_tunnel(self):
+        """Receive and switch up to `batch` buffers from the tunnel: the
+        number received, or -errno."""
+        cdef int r
         with nogil:
-            got = recvmmsg(self.tunnel_rx_fd, self.rx_msgs, self.batch, MSG_DONTWAIT, NULL)
-            if got < 0:
-                return 0 if errno == EAGAIN or errno == EINTR else -errno
-            for i in range(got):
-                frame = slot_frame(self.slots, i)
-                n = self.rx_msgs[i].msg_len
-                self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-                self.tunnel.rx_packets += 1
-                self.tunnel.rx_bytes += n
-                # Sources that are not peers are refused before anything is parsed.
-                peer = self._find_peer(self.rx_addr[i].sin_addr.s_addr)
-                if peer < 0 and not self.learn_peers:
-                    self._drop_datagram(i, DROP_UNKNOWN_PEER, frame - VXLAN_HLEN, n)
-                    continue
-                vni = vxlan_vni(frame - VXLAN_HLEN) if n >= VXLAN_HLEN else -1
-                if vni < 0:
-                    self._drop_datagram(i, DROP_BAD_VXLAN, frame - VXLAN_HLEN, n)
-                    continue
-                net = self._network_of_vni(vni)
-                if net == 0:
-                    self._drop_datagram(i, DROP_UNKNOWN_VNI, frame - VXLAN_HLEN, n)
-                    continue
-                if peer < 0:
-                    peer = self._add_member(self.rx_addr[i].sin_addr.s_addr, net)
-                    if peer < 0:                                        # peer table full
-                        self._drop_datagram(i, DROP_UNKNOWN_PEER, frame - VXLAN_HLEN, n)
-                        continue
-                self.peers[peer].rx_packets += 1
-                self.peers[peer].rx_bytes += n
-                memset(frame - VNET_HLEN, 0, VNET_HLEN)     # over the parsed VXLAN header
-                self._switch(PEER_BASE + peer, &self.tunnel, net, frame - VNET_HLEN, frame,
-                             n - VXLAN_HLEN, now)
-            self._gro_flush()
+            r = self._drain_tunnel()
+        return r
+
+    cdef int _drain_tunnel(self) noexcept nogil:
+        """Receive up to `batch` VXLAN buffers (one recvmmsg; with UDP_GRO a
+        buffer holds several datagrams of one flow, cut every gso_size
+        bytes), check the datagrams and switch their inner frames to local
+        ports. Returns the number of buffers received or -errno."""
+        cdef int i, got
+        cdef unsigned char *data
+        cdef ssize_t total, seg, off, n
+        cdef int64_t peer
+        cdef uint64_t now = monotonic_ns()
+        got = recvmmsg(self.tunnel_rx_fd, self.rx_msgs, self.batch, MSG_DONTWAIT, NULL)
+        if got < 0:
+            return 0 if errno == EAGAIN or errno == EINTR else -errno
+        for i in range(got):
+            data = <unsigned char *>self.rx_iov[i].iov_base
+            total = self.rx_msgs[i].msg_len
+            seg = gro_segment_size(&self.rx_msgs[i].msg_hdr)
+            if seg <= 0:
+                seg = total
+            self.rx_msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+            self.rx_msgs[i].msg_hdr.msg_controllen = CMSG_BUF
+            # Sources that are not peers are refused before anything is parsed.
+            peer = self._find_peer(self.rx_addr[i].sin_addr.s_addr)
+            off = 0
+            while True:                 # an empty datagram is one (bad) datagram too
+                n = min(seg, total - off)
+                peer = self._decap(i, peer, data + off, n, now)
+                off += n
+                if off >= total:
+                    break
+        self._gro_flush()
         return got
+
+    cdef int64_t _decap(self, int i, int64_t peer, unsigned char *data, ssize_t n,
+                        uint64_t now) noexcept nogil:
+        """Check one VXLAN datagram of received buffer i (from peer, -1 if
+        unknown) and switch its inner frame. Returns the peer (learned)."""
+        cdef int64_t vni
+        cdef uint16_t net
+        self.tunnel.rx_packets += 1
+        self.tunnel.rx_bytes += n
+        if peer < 0 and not self.learn_peers:
+            self._drop_datagram(i, DROP_UNKNOWN_PEER, data, n)
+            return peer
+        vni = vxlan_vni(data) if n >= VXLAN_HLEN else -1
+        if vni < 0:
+            self._drop_datagram(i, DROP_BAD_VXLAN, data, n)
+            return peer
+        net = self._network_of_vni(vni)
+        if net == 0:
+            self._drop_datagram(i, DROP_UNKNOWN_VNI, data, n)
+            return peer
+        if peer < 0:
+            peer = self._add_member(self.rx_addr[i].sin_addr.s_addr, net)
+            if peer < 0:                                        # peer table full
+                self._drop_datagram(i, DROP_UNKNOWN_PEER, data, n)
+                return peer
+        self.peers[peer].rx_packets += 1
+        self.peers[peer].rx_bytes += n
+        self._switch(PEER_BASE + peer, &self.tunnel, net, self.zero_vhdr, data + VXLAN_HLEN,
+                     n - VXLAN_HLEN, now)
+        return peer
 
     cdef inline void _drop(self, port_t *inp, int reason) noexcept nogil:
         self.drops[reason] += 1
@@ -801,7 +974,7 @@ cdef class Datapath:
                       "peers": [out] if out >= PEER_BASE else []}
         steps.append(output)
         for dest in output["peers"]:       # (not steps[-1]: wraparound is off here)
-            sport = VXLAN_SPORT_MIN + flow_hash(f, n) % VXLAN_SPORT_RANGE
+            sport = self.tx_sport[flow_hash(f, n) % self.n_tx] if self.n_tx else None
             too_big = n + OUTER_OVERHEAD > self.underlay_mtu
             steps.append({"step": "encap", "peer": dest, "vni": self.vni_of[net],
                           "udp_src_port": sport, "udp_dst_port": self.udp_port,
@@ -900,9 +1073,15 @@ cdef class Datapath:
             if self.cap_active:
                 self._cap(CAP_DROP, out - self.ports, DROP_RATE_LIMITED, frame, n)
             return
+        cdef iovec parts[2]
         if out.vnet_hdr:
             want = n + VNET_HLEN
-            w = write(out.fd, hdr, want)
+            if hdr + VNET_HLEN == frame:
+                w = write(out.fd, hdr, want)
+            else:                                   # a decapsulated frame: header apart
+                parts[0].iov_base, parts[0].iov_len = hdr, VNET_HLEN
+                parts[1].iov_base, parts[1].iov_len = frame, n
+                w = writev(out.fd, parts, 2)
         elif vnet_is_gso(hdr):
             out.tx_dropped += 1
             self.drops[DROP_NEEDS_SEGMENTATION] += 1
@@ -966,61 +1145,117 @@ cdef class Datapath:
     cdef inline uint32_t _queue(self, uint32_t peer, uint16_t net, const unsigned char *flow,
                                 unsigned char *head, ssize_t head_len, unsigned char *payload,
                                 ssize_t size) noexcept nogil:
-        """Queue one datagram: UDP+VXLAN header, head, payload (may be empty).
-        flow: the frame whose flow picks the outer source port.
+        """Queue one datagram: VXLAN header, head, payload (may be empty).
+        flow: the frame whose flow picks the sending socket (source port).
         head NULL: the datagram's own segment-header slot, which the caller
-        fills (before the flush that sends it). Returns the datagram's index."""
-        cdef uint32_t k
+        fills (before the flush that sends it). Returns the datagram's index.
+        It joins the last message when that goes to the same peer from the
+        same socket and it is no longer than that message's datagrams."""
         if self.n_pending == MAX_PENDING:
             self._flush_tunnel()
-        k = self.n_pending
+        cdef uint32_t k = self.n_pending
+        cdef uint32_t length = VXLAN_HLEN + head_len + size
+        cdef uint16_t sock = flow_hash(flow, head_len + size) % self.n_tx
+        cdef tx_msg_t *m
         if head == NULL:
             head = self.pending_seg + k * SEG_HDR_MAX
         self.n_pending += 1
-        cdef unsigned char *outer = self.pending_hdr + k * (UDP_HLEN + VXLAN_HLEN)
-        vxlan_encap_header(outer, self.vni_of[net], self.udp_port, flow, head_len + size)
-        self.pending_iov[3 * k].iov_base = outer
-        self.pending_iov[3 * k].iov_len = UDP_HLEN + VXLAN_HLEN
+        vxlan_header(self.pending_vxlan + k * VXLAN_HLEN, self.vni_of[net])
+        self.pending_iov[3 * k].iov_base = self.pending_vxlan + k * VXLAN_HLEN
+        self.pending_iov[3 * k].iov_len = VXLAN_HLEN
         self.pending_iov[3 * k + 1].iov_base = head
         self.pending_iov[3 * k + 1].iov_len = head_len
         self.pending_iov[3 * k + 2].iov_base = payload
         self.pending_iov[3 * k + 2].iov_len = size
-        self.pending[k].msg_hdr.msg_name = &self.peer_addr[peer]
-        self.pending[k].msg_hdr.msg_namelen = sizeof(sockaddr_in)
-        self.pending[k].msg_hdr.msg_iov = &self.pending_iov[3 * k]
-        self.pending[k].msg_hdr.msg_iovlen = 3 if size else 2
         self.pending_peer[k] = peer
+        self.pending_len[k] = length
+        m = &self.tx_msgs[self.n_msgs - 1] if self.n_msgs else NULL
+        if (m != NULL and not m.sealed and m.peer == peer and m.sock == sock
+                and length <= m.seg_len and m.count < UDP_GSO_MAX_SEGS
+                and m.total + length <= UDP_GSO_MAX_BYTES):
+            m.count += 1
+            m.total += length
+            m.sealed = length < m.seg_len
+            return k
+        m = &self.tx_msgs[self.n_msgs]
+        self.n_msgs += 1
+        m.first, m.count, m.seg_len, m.total = k, 1, length, length
+        m.sock, m.peer, m.sealed = sock, peer, False
         return k
 
     cdef void _flush_tunnel(self) noexcept nogil:
-        """Send the queued VXLAN datagrams, as few sendmmsg calls as it takes."""
-        cdef uint32_t done = 0, k
+        """Send the queued VXLAN datagrams: one sendmmsg per run of messages
+        from the same socket, each message of several datagrams one UDP GSO
+        buffer."""
+        cdef uint32_t i, j, k
         cdef int r
-        cdef peer_t *p
-        if self.cap_active:
-            for k in range(self.n_pending):
-                self._cap_datagram(CAP_ENCAP, PEER_BASE + self.pending_peer[k], -1, self.vtep_ip,
-                                   self.peer_addr[self.pending_peer[k]].sin_addr.s_addr, NULL,
-                                   self.pending[k].msg_hdr.msg_iov,
-                                   self.pending[k].msg_hdr.msg_iovlen)
-        while done < self.n_pending:
-            r = sendmmsg(self.tunnel_tx_fd, &self.pending[done], self.n_pending - done,
-                         MSG_DONTWAIT)
+        cdef tx_msg_t *m
+        cdef msghdr *h
+        cdef cmsghdr *c
+        cdef unsigned char udp[UDP_HLEN]
+        for i in range(self.n_msgs):
+            m = &self.tx_msgs[i]
+            h = &self.tx_mmsg[i].msg_hdr
+            h.msg_name = &self.peer_addr[m.peer]
+            h.msg_namelen = sizeof(sockaddr_in)
+            h.msg_iov = &self.pending_iov[3 * m.first]
+            h.msg_iovlen = 3 * m.count
+            h.msg_flags = 0
+            if m.count > 1:
+                h.msg_control = self.tx_ctrl + i * CMSG_BUF
+                h.msg_controllen = CMSG_BUF
+                c = CMSG_FIRSTHDR(h)
+                c.cmsg_level, c.cmsg_type, c.cmsg_len = SOL_UDP, UDP_SEGMENT, CMSG_LEN(2)
+                (<uint16_t *>CMSG_DATA(c))[0] = m.seg_len
+                h.msg_controllen = CMSG_LEN(2)
+            else:
+                h.msg_control, h.msg_controllen = NULL, 0
+            if self.cap_active:
+                for k in range(m.first, m.first + m.count):
+                    udp_header(udp, self.tx_sport[m.sock], self.udp_port, self.pending_len[k])
+                    self._cap_datagram(CAP_ENCAP, PEER_BASE + m.peer, -1, self.vtep_ip,
+                                       self.peer_addr[m.peer].sin_addr.s_addr, udp,
+                                       &self.pending_iov[3 * k], 3)
+        i = 0
+        while i < self.n_msgs:
+            j = i + 1
+            while j < self.n_msgs and self.tx_msgs[j].sock == self.tx_msgs[i].sock:
+                j += 1
+            r = sendmmsg(self.tx_fd[self.tx_msgs[i].sock], &self.tx_mmsg[i], j - i, MSG_DONTWAIT)
             if r < 0:
                 if errno == EINTR:
                     continue
-                self._peer_drop(self.pending_peer[done], _write_error_reason(-1))
-                done += 1                       # that one failed: counted, go on
+                self._msg_done(&self.tx_msgs[i], _write_error_reason(-1))
+                i += 1                      # that one failed: counted, go on
                 continue
-            for k in range(done, done + r):
-                # Bytes are UDP payload (VXLAN header + frame), as on receipt.
-                p = &self.peers[self.pending_peer[k]]
-                p.tx_packets += 1
-                p.tx_bytes += self.pending[k].msg_len - UDP_HLEN
-                self.tunnel.tx_packets += 1
-                self.tunnel.tx_bytes += self.pending[k].msg_len - UDP_HLEN
-            done += r
-        self.n_pending = 0
+            for k in range(i, i + r):
+                self._msg_done(&self.tx_msgs[k], -1)
+            i += r
+        self.n_pending = self.n_msgs = 0
+
+    cdef inline void _msg_done(self, tx_msg_t *m, int reason) noexcept nogil:
+        """Count a message's datagrams as sent (reason -1) or dropped. Bytes
+        are UDP payload (VXLAN header + frame), as on receipt."""
+        cdef uint32_t k
+        cdef peer_t *p = &self.peers[m.peer]
+        for k in range(m.first, m.first + m.count):
+            if reason >= 0:
+                self._peer_drop(m.peer, reason)
+                continue
+            p.tx_packets += 1
+            p.tx_bytes += self.pending_len[k]
+            self.tunnel.tx_packets += 1
+            self.tunnel.tx_bytes += self.pending_len[k]
+
+
+cdef inline ssize_t gro_segment_size(msghdr *h) noexcept nogil:
+    """The UDP_GRO segment size of a received buffer, or 0 if it is one datagram."""
+    cdef cmsghdr *c = CMSG_FIRSTHDR(h)
+    while c != NULL:
+        if c.cmsg_level == SOL_UDP and c.cmsg_type == UDP_GRO:
+            return (<int *>CMSG_DATA(c))[0]
+        c = CMSG_NXTHDR(h, c)
+    return 0
 
 
 cdef inline int _write_error_reason(ssize_t w) noexcept nogil:

@@ -1,12 +1,16 @@
-# VXLAN (RFC 7348): the 8-byte header, the outer UDP header we write
-# ourselves (the source port carries a hash of the inner flow, as Linux
-# does, so the underlay can spread flows), and the checks on receipt.
+# VXLAN (RFC 7348): the 8-byte header, the inner flow hash that picks the
+# outer source port (one of the tunnel's sending sockets), and the checks on
+# receipt.
 # Included by _fastpath.pyx; C-only helpers.
 
 cdef enum:
     VXLAN_FLAG_VNI = 0x08
-    VXLAN_SPORT_MIN = 49152
-    VXLAN_SPORT_RANGE = 16384
+    SOL_UDP = 17
+    UDP_SEGMENT = 103         # linux/udp.h: send one buffer as equal-size datagrams (GSO)
+    UDP_GRO = 104             # receive equal-size datagrams of a flow as one buffer
+    UDP_GSO_MAX_SEGS = 64     # datagrams in one UDP_SEGMENT send (the kernel's older limit)
+    UDP_GSO_MAX_BYTES = 65535 - 20 - UDP_HLEN     # its payload must fit one IPv4 packet
+    CMSG_BUF = 32             # room for one cmsghdr carrying an int
 
 
 cdef inline uint32_t flow_hash(const unsigned char *frame, ssize_t n) noexcept nogil:
@@ -25,25 +29,24 @@ cdef inline uint32_t flow_hash(const unsigned char *frame, ssize_t n) noexcept n
     return <uint32_t>(h ^ (h >> 32))
 
 
-cdef inline void vxlan_encap_header(unsigned char *out, uint32_t vni, uint16_t dport,
-                                    const unsigned char *frame, ssize_t n) noexcept nogil:
-    """Write UDP (8) + VXLAN (8) headers for `frame` into out[0:16]. The UDP
-    checksum is 0, which RFC 7348 allows over IPv4 (and Linux sends)."""
-    cdef uint16_t sport = VXLAN_SPORT_MIN + flow_hash(frame, n) % VXLAN_SPORT_RANGE
-    cdef uint16_t length = UDP_HLEN + VXLAN_HLEN + n
-    out[0] = sport >> 8
-    out[1] = sport & 0xFF
-    out[2] = dport >> 8
-    out[3] = dport & 0xFF
-    out[4] = length >> 8
-    out[5] = length & 0xFF
+cdef inline void vxlan_header(unsigned char *out, uint32_t vni) noexcept nogil:
+    """The 8-byte VXLAN header: flags 0x08 (VNI valid), reserved bits zero."""
+    out[0] = VXLAN_FLAG_VNI
+    out[1] = out[2] = out[3] = 0
+    out[4] = (vni >> 16) & 0xFF
+    out[5] = (vni >> 8) & 0xFF
+    out[6] = vni & 0xFF
+    out[7] = 0
+
+
+cdef inline void udp_header(unsigned char *out, uint16_t sport, uint16_t dport,
+                            ssize_t payload) noexcept nogil:
+    """A UDP header (checksum 0) for captured copies of what the kernel sent."""
+    cdef uint16_t length = UDP_HLEN + payload
+    out[0], out[1] = sport >> 8, sport & 0xFF
+    out[2], out[3] = dport >> 8, dport & 0xFF
+    out[4], out[5] = length >> 8, length & 0xFF
     out[6] = out[7] = 0
-    out[8] = VXLAN_FLAG_VNI
-    out[9] = out[10] = out[11] = 0
-    out[12] = (vni >> 16) & 0xFF
-    out[13] = (vni >> 8) & 0xFF
-    out[14] = vni & 0xFF
-    out[15] = 0
 
 
 cdef inline int64_t vxlan_vni(const unsigned char *hdr) noexcept nogil:

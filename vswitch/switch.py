@@ -98,7 +98,9 @@ class Switch:
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop):
         self.config = config
         self.loop = loop
-        self.dp = Datapath(config.fdb_max_entries, config.aging_time, config.batch)
+        self.dp = Datapath(config.fdb_max_entries, config.aging_time, config.batch,
+                           config.busy_poll_us)
+        loop.add_reader(self.dp.fileno(), self._poll)
         # Data-plane network ids: 1.. in config order.
         self.network_ids = {n.name: i + 1 for i, n in enumerate(config.networks)}
         for net in config.networks:
@@ -167,17 +169,11 @@ class Switch:
         except OSError as e:       # the address is not this node's, or the port is in use
             raise ConfigError("overlay.vtep_ip", f"cannot bind {ov.vtep_ip}:{ov.udp_port}: "
                               f"{e.strerror}") from None
-        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.tx.fileno(), ov.udp_port,
+        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), ov.udp_port,
                            ov.underlay_mtu, ov.learn_peers, ip_to_int(ov.vtep_ip))
-        self.loop.add_reader(self.tunnel.rx.fileno(), self._tunnel_readable)
         for peer in ov.peers:
             for net_id in self.network_ids.values():
                 self.dp.add_peer(ip_to_int(peer), net_id)
-
-    def _tunnel_readable(self):
-        if self.dp.drain_tunnel() < 0:
-            log.error("VXLAN socket failed; tunnel traffic stops")
-            self.loop.remove_reader(self.tunnel.rx.fileno())
 
     def _need_overlay(self):
         if self.tunnel is None:
@@ -289,6 +285,9 @@ class Switch:
         if new.aging_time != old.aging_time:
             self.dp.aging_time = new.aging_time
             changes.append(f"aging_time {old.aging_time:g} -> {new.aging_time:g}")
+        if new.busy_poll_us != old.busy_poll_us:
+            self.dp.busy_poll_us = new.busy_poll_us
+            changes.append(f"busy_poll_us {old.busy_poll_us:g} -> {new.busy_poll_us:g}")
         if new.overlay:
             changes += self._reload_overlay(old.overlay, new.overlay)
         return changes
@@ -329,7 +328,7 @@ class Switch:
     def _reload_overlay(self, old, new) -> list[str]:
         changes = []
         if (new.underlay_mtu, new.learn_peers) != (old.underlay_mtu, old.learn_peers):
-            self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.tx.fileno(), new.udp_port,
+            self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), new.udp_port,
                                new.underlay_mtu, new.learn_peers, ip_to_int(new.vtep_ip))
             changes.append(f"underlay_mtu {new.underlay_mtu}, learn_peers {new.learn_peers}")
         for ip in set(old.peers) - set(new.peers):
@@ -481,7 +480,6 @@ class Switch:
         port = Port(name, netns, ifname or net.host_port, net, mac, addresses, tap, port_id,
                     mtu or net.mtu, secured, attachment, netns_id(netns) if netns else None)
         self.ports[name] = port
-        self.loop.add_reader(tap.fileno(), self._readable, port)
         log.info("port %s %s: %s in %s, network %s, mac %s%s%s", name, how, port.ifname,
                  netns or "the host namespace", net.name, mac,
                  "".join(f", {a}" for a in addresses), ", port security" if secured else "")
@@ -494,9 +492,15 @@ class Switch:
         # the data plane does that for TCP, not (yet) for UDP.
         return OFFLOADS_TCP if self.tunnel else OFFLOADS_ALL
 
-    def _readable(self, port: Port):
-        if self.dp.drain(port.port_id) < 0:
-            self._lose(port, "device gone")
+    def _poll(self):
+        """The data plane has frames: it serves every ready fd in C."""
+        if self.dp.poll():
+            by_id = {p.port_id: p for p in self.ports.values() if p.state != "lost"}
+            for port_id in self.dp.take_failed():
+                if port_id == PORT_TUNNEL:
+                    log.error("VXLAN socket failed; tunnel traffic stops")
+                elif port_id in by_id:
+                    self._lose(by_id[port_id], "device gone")
 
     def check_namespaces(self):
         """Ports whose namespace was deleted (or replaced under the same
@@ -510,7 +514,6 @@ class Switch:
         """Stop forwarding for a port whose pod is gone; it stays listed as
         lost (with its last counters) until deleted."""
         port.final_counters = self.dp.port_counters(port.port_id)
-        self.loop.remove_reader(port.tap.fileno())
         self.dp.remove_port(port.port_id)
         port.tap.close(remove=True)
         port.state = "lost"
@@ -534,7 +537,6 @@ class Switch:
         remove_port refuses). remove: delete its TAP and record; otherwise
         both stay for the next start to re-attach."""
         if port.state != "lost":
-            self.loop.remove_reader(port.tap.fileno())
             self.dp.remove_port(port.port_id)
             port.tap.close(remove)
         del self.ports[port.name]
@@ -550,8 +552,8 @@ class Switch:
             self.hooks.close()
         for port in list(self.ports.values()):
             self.detach_port(port, remove_ports)
+        self.loop.remove_reader(self.dp.fileno())
         if self.tunnel:
-            self.loop.remove_reader(self.tunnel.rx.fileno())
             self.tunnel.close()
         self.state.close()
 

@@ -1,22 +1,36 @@
-"""The VXLAN tunnel's sockets. Receiving: a UDP socket bound to the VTEP
-address and port, drained with recvmmsg. Sending: a raw IPPROTO_UDP socket
-bound to the VTEP address, because the data plane writes the UDP header
-itself (the source port carries a hash of the inner flow, RFC 7348 5);
-the kernel adds the IPv4 header."""
+"""The VXLAN tunnel's sockets.
+
+Receiving: one UDP socket bound to the VTEP address and port, drained with
+recvmmsg, with UDP_GRO on, so a burst of equal-size datagrams of one flow
+arrives as one buffer.
+
+Sending: a small pool of UDP sockets bound to the VTEP address at source
+ports in 49152-65535. The data plane picks one by a hash of the inner flow
+(RFC 7348 5: the source port carries the flow's entropy, so the underlay
+can spread flows; one flow always keeps one port) and sends with UDP_SEGMENT
+(UDP GSO): the VXLAN datagrams cut from one TCP superframe leave in one
+sendmsg and travel the underlay stack as one packet. Only a UDP socket can
+do that, hence a pool of them rather than a raw socket that writes its own
+UDP header. The kernel fills in the outer UDP checksum (RFC 7348 allows
+zero, but UDP GSO needs it)."""
 
 from __future__ import annotations
 
 import ctypes
 import ipaddress
+import random
 import socket
 import struct
 
 SOCKET_BUFFER = 8 << 20      # room for bursts; *FORCE because we are root
-# A classic BPF program of one instruction, "return 0": the raw socket would
-# otherwise get a copy of every UDP datagram the node receives.
+SENDERS = 16                 # source ports: enough for the underlay to spread flows
+SPORT_MIN, SPORT_MAX = 49152, 65535
+# A classic BPF program of one instruction, "return 0": the senders are bound
+# to a port, and must not queue what anyone sends to it.
 _DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
 SO_ATTACH_FILTER = 26
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33          # asm-generic/socket.h; not in Python's socket
+UDP_GRO = 104                                    # linux/udp.h
 
 
 def ip_to_int(ip) -> int:
@@ -31,22 +45,46 @@ def ip_str(value: int) -> str:
 class Tunnel:
     def __init__(self, vtep_ip: ipaddress.IPv4Address, udp_port: int):
         self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-        self.tx = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_UDP)
+        self.tx: list[socket.socket] = []
         try:
             self.rx.bind((str(vtep_ip), udp_port))
-            self.tx.bind((str(vtep_ip), 0))
-            _attach_drop_all(self.tx)
             self.rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER)
-            self.tx.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER)
+            self.rx.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
             self.rx.setblocking(False)
-            self.tx.setblocking(False)
+            self._bind_senders(str(vtep_ip))
         except OSError:
             self.close()
             raise
 
+    def _bind_senders(self, vtep_ip: str):
+        """SENDERS sockets on free ports of 49152-65535, from a random start."""
+        start = random.randrange(SPORT_MIN, SPORT_MAX + 1)
+        span = SPORT_MAX - SPORT_MIN + 1
+        for i in range(span):
+            if len(self.tx) == SENDERS:
+                return
+            port = SPORT_MIN + (start - SPORT_MIN + i * 997) % span     # 997: spread, coprime
+            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            try:
+                sock.bind((vtep_ip, port))
+            except OSError:
+                sock.close()
+                continue
+            self.tx.append(sock)
+            _attach_drop_all(sock)
+            sock.setsockopt(socket.SOL_SOCKET, SO_SNDBUFFORCE, SOCKET_BUFFER // 4)
+            sock.setblocking(False)
+        if not self.tx:
+            raise OSError(98, "no free UDP source port in 49152-65535")
+
+    def senders(self) -> list[tuple[int, int]]:
+        """(fd, source port) of each sending socket, for the data plane."""
+        return [(s.fileno(), s.getsockname()[1]) for s in self.tx]
+
     def close(self):
         self.rx.close()
-        self.tx.close()
+        for s in self.tx:
+            s.close()
 
 
 def _attach_drop_all(sock: socket.socket):
