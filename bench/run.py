@@ -13,16 +13,26 @@ workloads run against each:
   with the 4-byte FCS a wire would add); iperf3's sender saturates near
   150 kpps on a small machine, so this is a floor, not the switch's limit;
   and the same frames from bench/pktgen.c (sendmmsg, 64 per call), fast
-  enough to saturate the switch: delivered rate and loss
-* TCP throughput with capture off and with one filtered capture running
-  (bridge mode, vswitch alone: the kernel has nothing to compare)
+  enough to saturate the switch: the rate delivered flat out and its loss,
+  and the highest rate delivered with under 1% loss (pktgen paced, found
+  by bisection, as RFC 2544's throughput test does)
 * round-trip time (ping): at a 2 ms interval, where every request finds
   an idle machine (vswitchd must be woken up, the kernel bridge needs no
-  thread at all), and back to back (-i 0), where the switch is awake
+  thread at all), and back to back (-i 0), where the switch is awake;
+  and a UDP request/response test (pktgen rr: one 18-byte request at a time)
+* a victim under a flooding neighbour (bridge mode, four pods): pod A's TCP
+  throughput to B and its ping RTT while pod C floods pod D flat out, against
+  A's own figures without the flood
+* TCP throughput with capture off and with one filtered capture running
+  (bridge mode, vswitch alone: the kernel has nothing to compare)
+* the fast path without syscalls and scale: bench/micro.py (per-frame cost
+  at 1k/100k/1M FDB entries, flood cost against ports) and bench/scale.py
+  (daemon RSS, port add time), unless --skip-micro
 
 and the table shows vswitch / kernel ratios. Run as root:
-    python3 bench/run.py [--mode bridge|overlay|all] [--duration 10] [--json results.json]
-Everything it creates is removed at exit.
+    python3 bench/run.py [--mode bridge|overlay|all] [--duration 10] [--json FILE] [--png FILE]
+It prints a table, and writes the results as JSON (bench-results.json) and a
+chart (bench-results.png). Everything it creates is removed at exit.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import functools
 import json
 import os
 import re
@@ -42,7 +53,8 @@ import tempfile
 import time
 
 PREFIX = "vb" + secrets.token_hex(2)
-ADDR_A, ADDR_B, PLEN = "198.18.0.1", "198.18.0.2", 16
+ADDRS = [f"198.18.0.{i}" for i in range(1, 5)]      # pods a, b (and c, d: flooder, flooded)
+ADDR_A, ADDR_B, PLEN = ADDRS[0], ADDRS[1], 16
 MTU = 1450            # fits a 1500-byte underlay in overlay mode; the same for every topology
 
 
@@ -98,13 +110,14 @@ def vswitchd(tmp: str, name: str, node_ns: str | None = None, overlay: str = "")
 
 
 @contextlib.contextmanager
-def vswitch_topology(with_ctl: bool = False):
-    """Two pods on vswitchd; yields (pod_a, pod_b), and vswitchctl's command."""
-    with namespaces("va", "vb") as (a, b), tempfile.TemporaryDirectory() as tmp, \
+def vswitch_topology(with_ctl: bool = False, pods: int = 2):
+    """Pods on vswitchd; yields their namespaces, and vswitchctl's command."""
+    tags = ["va", "vb", "vc", "vd"][:pods]
+    with namespaces(*tags) as names, tempfile.TemporaryDirectory() as tmp, \
             vswitchd(tmp, "node") as ctl:
-        sh(*ctl, "port", "add", "a", "--netns", a, "--ip", f"{ADDR_A}/{PLEN}")
-        sh(*ctl, "port", "add", "b", "--netns", b, "--ip", f"{ADDR_B}/{PLEN}")
-        yield ((a, b), ctl) if with_ctl else (a, b)
+        for tag, ns, addr in zip(tags, names, ADDRS):
+            sh(*ctl, "port", "add", tag, "--netns", ns, "--ip", f"{addr}/{PLEN}")
+        yield (names, ctl) if with_ctl else names
 
 
 CAPTURES = (("capture off", None),
@@ -126,7 +139,7 @@ def capture_cost(duration: float) -> dict:
                 while '"sessions": 0' in sh(*ctl, "stats", "--json"):
                     time.sleep(0.05)
             try:
-                out[title] = iperf(a, b, duration)["end"]["sum_received"]["bits_per_second"] / 1e9
+                out[title] = tcp_gbps(a, b, duration)
             finally:
                 if cap:
                     cap.terminate()
@@ -187,17 +200,18 @@ def bridge_pod(bridge_ns: str, pod: str, addr: str, port: str):
 
 
 @contextlib.contextmanager
-def linux_bridge_topology():
-    """Two pods on a Linux bridge (in its own namespace) over veth pairs."""
-    with namespaces("br", "ka", "kb") as (br, a, b):
+def linux_bridge_topology(pods: int = 2):
+    """Pods on a Linux bridge (in its own namespace) over veth pairs."""
+    tags = ["ka", "kb", "kc", "kd"][:pods]
+    with namespaces("br", *tags) as (br, *names):
         ns_exec(br, "ip", "link", "add", "br0", "type", "bridge")
         ns_exec(br, "ip", "link", "set", "br0", "up")
-        bridge_pod(br, a, ADDR_A, "pa")
-        bridge_pod(br, b, ADDR_B, "pb")
-        yield a, b
+        for i, (ns, addr) in enumerate(zip(names, ADDRS)):
+            bridge_pod(br, ns, addr, f"p{i}")
+        yield names
 
 
-def iperf(client_ns: str, server_ns: str, duration: float, *extra) -> dict:
+def iperf(client_ns: str, server_ns: str, duration: float, *extra, server_addr=ADDR_B) -> dict:
     server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
@@ -205,12 +219,16 @@ def iperf(client_ns: str, server_ns: str, duration: float, *extra) -> dict:
             if "5201" in ns_exec(server_ns, "ss", "-ltn"):
                 break
             time.sleep(0.05)
-        out = ns_exec(client_ns, "iperf3", "-c", ADDR_B, "-t", str(duration), "-J", *extra,
+        out = ns_exec(client_ns, "iperf3", "-c", server_addr, "-t", str(duration), "-J", *extra,
                       timeout=duration + 30)
         return json.loads(out)
     finally:
         server.kill()
         server.wait()
+
+
+def tcp_gbps(client_ns: str, server_ns: str, duration: float, *extra) -> float:
+    return iperf(client_ns, server_ns, duration, *extra)["end"]["sum_received"]["bits_per_second"] / 1e9
 
 
 def pktgen() -> str:
@@ -228,32 +246,90 @@ def pktgen() -> str:
 _PKTGEN = None
 
 
-def small_packets(a: str, b: str, duration: float) -> tuple[float, float]:
-    """64-byte frames (18-byte UDP payload) from a to b as fast as sendmmsg
-    goes: (delivered kpps, loss %)."""
-    receiver = subprocess.Popen(["ip", "netns", "exec", b, pktgen(), "recv", "9000",
-                                 str(duration + 1)], stdout=subprocess.PIPE, text=True)
+def pktgen_in(ns: str, *args) -> subprocess.Popen:
+    return subprocess.Popen(["ip", "netns", "exec", ns, pktgen(), *map(str, args)],
+                            stdout=subprocess.PIPE, text=True)
+
+
+def small_packets(a: str, b: str, duration: float, pps: float = 0) -> tuple[float, float, float]:
+    """64-byte frames (18-byte UDP payload) from a to b, flat out or paced
+    at pps: (delivered kpps, loss %, offered kpps)."""
+    receiver = pktgen_in(b, "recv", 9000, duration + 1)
     time.sleep(0.3)
-    sent = int(ns_exec(a, pktgen(), "send", ADDR_B, "9000", str(duration), "18",
+    sent = int(ns_exec(a, pktgen(), "send", ADDR_B, "9000", str(duration), "18", str(int(pps)),
                        timeout=duration + 30))
     received = int(receiver.communicate(timeout=duration + 30)[0])
-    return received / duration / 1e3, 100 * (1 - received / sent) if sent else 0.0
+    return (received / duration / 1e3, 100 * (1 - received / sent) if sent else 0.0,
+            sent / duration / 1e3)
+
+
+def rate_under_1pct_loss(a: str, b: str, duration: float, flat_out) -> float:
+    """The highest delivered 64-byte rate with under 1% loss, in kpps: flat
+    out if that loses under 1%, else bisection of the paced rate."""
+    delivered, loss, offered = flat_out
+    if loss < 1:
+        return delivered
+    lo, hi, best = 0.0, offered, 0.0
+    probe = max(1.0, min(duration, 3.0))
+    for _ in range(6):
+        mid = (lo + hi) / 2
+        got, loss, _ = small_packets(a, b, probe, mid * 1e3)
+        if loss < 1:
+            lo, best = mid, got
+        else:
+            hi = mid
+    return best
+
+
+def request_response(a: str, b: str, duration: float) -> tuple[float, float]:
+    """pktgen rr: (transactions/s, mean round trip in us)."""
+    echo = pktgen_in(b, "echo", 9001, duration + 2)
+    try:
+        time.sleep(0.3)
+        count, mean = ns_exec(a, pktgen(), "rr", ADDR_B, "9001", str(duration),
+                              timeout=duration + 30).split()
+        return int(count) / duration, float(mean)
+    finally:
+        echo.kill()
+        echo.wait()
 
 
 def measure(pods, duration: float) -> dict:
-    a, b = pods
+    a, b = pods[:2]
     ns_exec(a, "ping", "-c", "1", "-w", "10", ADDR_B)        # bridge ports ready, ARP, FDB warm
-    tcp = iperf(a, b, duration)["end"]["sum_received"]["bits_per_second"]
-    tcp4 = iperf(a, b, duration, "-P", "4")["end"]["sum_received"]["bits_per_second"]
-    gen_kpps, gen_loss = small_packets(a, b, duration)
+    flat_out = small_packets(a, b, duration)
     udp = iperf(a, b, duration, "-u", "-b", "0", "-l", "18")["end"]["sum"]
-    delivered = (udp["packets"] - udp["lost_packets"]) / udp["seconds"]
+    rr_tps, rr_us = request_response(a, b, duration)
     count = max(100, int(duration / 0.002))
-    return {"tcp_gbps": tcp / 1e9, "tcp4_gbps": tcp4 / 1e9, "udp64_kpps": delivered / 1e3,
-            "gen64_kpps": gen_kpps, "gen64_loss_pct": gen_loss,
-            "udp64_loss_pct": udp.get("lost_percent", 0.0),
-            "rtt_us": ping_rtt_us(a, count, "0.002", duration),
-            "rtt_busy_us": ping_rtt_us(a, count * 4, "0", duration)}
+    out = {"tcp_gbps": tcp_gbps(a, b, duration), "tcp4_gbps": tcp_gbps(a, b, duration, "-P", "4"),
+           "udp64_kpps": (udp["packets"] - udp["lost_packets"]) / udp["seconds"] / 1e3,
+           "udp64_loss_pct": udp.get("lost_percent", 0.0),
+           "gen64_kpps": flat_out[0], "gen64_loss_pct": flat_out[1],
+           "gen64_1pct_kpps": rate_under_1pct_loss(a, b, duration, flat_out),
+           "rtt_us": ping_rtt_us(a, count, "0.002", duration),
+           "rtt_busy_us": ping_rtt_us(a, count * 4, "0", duration),
+           "rr_us": rr_us, "rr_tps": rr_tps}
+    if len(pods) == 4:
+        out.update(victim(pods, duration, out["tcp_gbps"]))
+    return out
+
+
+def victim(pods, duration: float, unloaded_gbps: float) -> dict:
+    """Pod a's TCP throughput to b, and its RTT, while pod c floods pod d
+    with 64-byte frames flat out."""
+    a, b, c, d = pods
+    ns_exec(c, "ping", "-c", "1", "-w", "10", ADDRS[3])
+    sink = pktgen_in(d, "recv", 9000, 2 * duration + 4)
+    flood = pktgen_in(c, "send", ADDRS[3], 9000, 2 * duration + 3, 18)
+    try:
+        time.sleep(0.5)
+        gbps = tcp_gbps(a, b, duration)
+        rtt = ping_rtt_us(a, max(100, int(duration / 0.002)), "0.002", duration)
+    finally:
+        for p in (flood, sink):
+            p.kill()
+            p.wait()
+    return {"victim_tcp_gbps": gbps, "victim_share": gbps / unloaded_gbps, "victim_rtt_us": rtt}
 
 
 def ping_rtt_us(ns: str, count: int, interval: str, duration: float) -> float:
@@ -264,13 +340,23 @@ def ping_rtt_us(ns: str, count: int, interval: str, duration: float) -> float:
 ROWS = [("TCP throughput, 1 stream", "tcp_gbps", "Gbit/s", True),
         ("TCP throughput, 4 streams", "tcp4_gbps", "Gbit/s", True),
         ("64-byte UDP delivered (iperf3)", "udp64_kpps", "kpps", True),
-        ("64-byte UDP delivered (sendmmsg)", "gen64_kpps", "kpps", True),
+        ("64-byte delivered flat out", "gen64_kpps", "kpps", True),
+        ("64-byte rate with <1% loss", "gen64_1pct_kpps", "kpps", True),
         ("RTT, ping every 2 ms", "rtt_us", "us", False),
-        ("RTT, ping back to back", "rtt_busy_us", "us", False)]
+        ("RTT, ping back to back", "rtt_busy_us", "us", False),
+        ("RTT, UDP request/response", "rr_us", "us", False)]
+VICTIM_ROWS = [("victim TCP while a neighbour floods", "victim_tcp_gbps", "Gbit/s", True),
+               ("  share of its unloaded TCP", "victim_share", "", True),
+               ("victim RTT while a neighbour floods", "victim_rtt_us", "us", False)]
 
 
-MODES = {"bridge": (("vswitch", vswitch_topology), ("linux_bridge", linux_bridge_topology)),
+MODES = {"bridge": (("vswitch", functools.partial(vswitch_topology, pods=4)),
+                    ("linux_bridge", functools.partial(linux_bridge_topology, pods=4))),
          "overlay": (("vswitch", vswitch_overlay_topology), ("kernel_vxlan", kernel_vxlan_topology))}
+
+
+def rows(mode: str) -> list:
+    return ROWS + VICTIM_ROWS if mode == "bridge" else ROWS
 
 
 def table(results: dict) -> str:
@@ -280,26 +366,87 @@ def table(results: dict) -> str:
             continue
         v, k = results[mode]["vswitch"], results[mode][ref]
         lines += ["", f"{mode} mode: vswitch vs {ref.replace('_', ' ')}",
-                  f"{'workload':33} {'vswitch':>14} {'kernel':>14} {'ratio':>7}", "-" * 71]
-        for title, key, unit, _higher_better in ROWS:
-            lines.append(f"{title:33} {v[key]:>10.2f} {unit:<3} {k[key]:>10.2f} {unit:<3} "
+                  f"{'workload':37} {'vswitch':>14} {'kernel':>14} {'ratio':>7}", "-" * 75]
+        for title, key, unit, _higher_better in rows(mode):
+            lines.append(f"{title:37} {v[key]:>10.2f} {unit:<3} {k[key]:>10.2f} {unit:<3} "
                          f"{v[key] / k[key]:>6.2f}x")
-        lines.append(f"64-byte loss: iperf3 {v['udp64_loss_pct']:.1f}% vs {k['udp64_loss_pct']:.1f}%, "
-                     f"sendmmsg {v['gen64_loss_pct']:.1f}% vs {k['gen64_loss_pct']:.1f}%")
+        lines.append(f"64-byte loss flat out: iperf3 {v['udp64_loss_pct']:.1f}% vs "
+                     f"{k['udp64_loss_pct']:.1f}%, pktgen {v['gen64_loss_pct']:.1f}% vs "
+                     f"{k['gen64_loss_pct']:.1f}%")
     lines.append("(ratio = vswitch / kernel; higher is better except for round-trip times)")
     if "capture_tcp_gbps" in results:
         cap = results["capture_tcp_gbps"]
         off = cap["capture off"]
         lines += ["", "bridge mode TCP throughput with capture (vswitch alone)"]
         lines += [f"{title:40} {gbps:>6.2f} Gbit/s {gbps / off:>6.2f}x" for title, gbps in cap.items()]
+    if "micro" in results:
+        lines += ["", "fast path without syscalls (bench/micro.py): ns per frame",
+                  f"{'FDB entries':>12} {'Cython':>10} {'Python':>10} {'gain':>8}"]
+        for entries, row in results["micro"]["per_frame_ns"].items():
+            lines.append(f"{int(entries):>12,} {row['cython']:>10.1f} {row['python']:>10.1f} "
+                         f"{row['python'] / row['cython']:>7.0f}x")
+        lines.append("flood one frame to N ports: " + ", ".join(
+            f"{n}: {ns / 1e3:.1f} us" for n, ns in results["micro"]["flood_ns"].items()))
+    if "scale" in results:
+        lines += ["", "scale (bench/scale.py)"] + [f"{key:32} {value:>10.1f}"
+                                                   for key, value in results["scale"].items()]
     return "\n".join(lines)
+
+
+def sub_bench(script: str, *args) -> dict:
+    """Run bench/micro.py or bench/scale.py and take its JSON."""
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), script),
+                        *args, "--json", out.name], check=True, stdout=subprocess.DEVNULL)
+        return json.load(open(out.name))
+
+
+def chart(results: dict, path: str):
+    """The ratios per mode, and the fast path's curves, in one PNG."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    modes = [m for m in MODES if m in results]
+    fig, axes = plt.subplots(1, len(modes) + ("micro" in results) * 2, figsize=(16, 5),
+                             squeeze=False)
+    axes = list(axes[0])
+    for ax, mode in zip(axes, modes):
+        keys = rows(mode)
+        ratios = [results[mode]["ratio"][key] for _, key, _, _ in keys]
+        colors = ["tab:blue" if higher else "tab:orange" for *_, higher in keys]
+        ax.barh([title for title, *_ in keys], ratios, color=colors)
+        ax.axvline(1.0, color="black", linewidth=0.8)
+        ax.set_xscale("log")
+        ax.invert_yaxis()
+        ax.set_title(f"{mode}: vswitch / kernel\n(blue: higher is better; orange: lower)")
+        ax.tick_params(axis="y", labelsize=7)
+    if "micro" in results:
+        per_frame = results["micro"]["per_frame_ns"]
+        entries = [int(e) for e in per_frame]
+        ax = axes[len(modes)]
+        for impl in ("cython", "python"):
+            ax.plot(entries, [per_frame[e][impl] for e in per_frame], marker="o", label=impl)
+        ax.set(xscale="log", yscale="log", xlabel="FDB entries", ylabel="ns per frame",
+               title="parse + learn + lookup")
+        ax.legend()
+        flood = results["micro"]["flood_ns"]
+        ax = axes[len(modes) + 1]
+        ax.plot([int(n) for n in flood], [v / 1e3 for v in flood.values()], marker="o")
+        ax.set(xlabel="ports", ylabel="us per flooded frame", title="flood cost")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=["bridge", "overlay", "all"], default="all")
     parser.add_argument("--duration", type=float, default=10, help="seconds per workload")
-    parser.add_argument("--json", metavar="FILE", help="also write results as JSON")
+    parser.add_argument("--json", metavar="FILE", default="bench-results.json")
+    parser.add_argument("--png", metavar="FILE", default="bench-results.png")
+    parser.add_argument("--skip-micro", action="store_true",
+                        help="leave out bench/micro.py and bench/scale.py")
+    parser.add_argument("--scale-ports", type=int, default=1000)
+    parser.add_argument("--scale-macs", type=int, default=1_000_000)
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root (it creates namespaces and TAP devices)")
@@ -312,15 +459,19 @@ def main() -> int:
         for side, topology in sides:
             with topology() as pods:
                 results[mode][side] = measure(pods, args.duration)
-        ref = results[mode][sides[1][0]]
-        results[mode]["ratio"] = {key: results[mode]["vswitch"][key] / ref[key]
-                                  for _, key, _, _ in ROWS}
+        v, ref = results[mode]["vswitch"], results[mode][sides[1][0]]
+        results[mode]["ratio"] = {key: v[key] / ref[key] for _, key, _, _ in rows(mode)}
     if args.mode in ("bridge", "all"):
         results["capture_tcp_gbps"] = capture_cost(args.duration)
+    if not args.skip_micro:
+        results["micro"] = sub_bench("micro.py")
+        results["scale"] = sub_bench("scale.py", "--ports", str(args.scale_ports),
+                                     "--macs", str(args.scale_macs))
     print(table(results).lstrip("\n"))
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(results, f, indent=2)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+    chart(results, args.png)
+    print(f"\nresults: {args.json}, chart: {args.png}")
     return 0
 
 

@@ -19,7 +19,7 @@ if ((${#missing[@]})); then
     apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
-python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test]'
+python3 -m pip install -q --disable-pip-version-check --root-user-action=ignore -e '.[test,bench]'
 modprobe tun 2>/dev/null || true
 test -c /dev/net/tun || { echo "install-deps: /dev/net/tun is missing" >&2; exit 1; }
 echo "install-deps: ready ($(python3 -c 'import vswitch; print("vswitch", vswitch.__version__)'))"

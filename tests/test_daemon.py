@@ -35,6 +35,7 @@ NET = '[[network]]\nname = "blue"\nvni = 1\nsubnet = "198.18.0.0/16"\n'
     ('[fdb]\naging_time = "5m"\n' + NET, "fdb.aging_time"),
     ('[fdb]\nmax_entries = -1\n' + NET, "fdb.max_entries"),
     ('[datapath]\nbatch = 5000\n' + NET, "datapath.batch"),
+    ('[datapath]\nbusy_poll_us = -1\n' + NET, "datapath.busy_poll_us"),
     ('[datapath]\noffloads = "yes"\n' + NET, "datapath.offloads"),
     ('[[network]]\nname = "blue"\nsubnet = "198.18.0.0/16"\n', "network[0].vni"),
     ('[[network]]\nname = "blue"\nvni = 16777216\nsubnet = "198.18.0.0/16"\n', "network[0].vni"),

@@ -352,3 +352,21 @@ def test_ingress_and_egress_rate_limits_are_token_buckets():
     assert len(rig.received(b)) == 70
     assert rig.dp.port_counters(b)["tx_dropped"] == 30
     assert rig.dp.counters()["drops"]["rate_limited"] == 35 + 30
+
+
+def test_poll_serves_ready_ports_round_robin():
+    """One poll() serves every ready port, `batch` frames per port per round:
+    a port with a backlog cannot make the others wait behind it."""
+    r = Rig(batch=2)
+    busy, quiet, sink = r.port(), r.port(), r.port()
+    session = r.dp.capture_add(1)                         # ingress: the order frames are read
+    for _ in range(10):                                    # an AF_UNIX pair queues 10 at most
+        r.pods[busy].send(frame(BCAST, mac(1)))
+    for _ in range(2):
+        r.pods[quiet].send(frame(BCAST, mac(2)))
+    assert r.dp.poll() == 0
+    order = [rec[2] for rec in r.dp.capture_read()]
+    r.dp.capture_remove(session)
+    assert sorted(order) == [busy] * 10 + [quiet] * 2
+    assert order.index(quiet) <= 2 and order[:4].count(quiet) == 2
+    assert len(r.received(sink)) >= 10                    # and everything was switched

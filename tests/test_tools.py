@@ -28,22 +28,30 @@ def test_demo_shows_two_pods_talking():
                                           text=True).stdout
 
 
-def test_bench_prints_ratios_and_json(tmp_path):
-    out = tmp_path / "bench.json"
+def test_bench_prints_ratios_json_and_chart(tmp_path):
+    out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--duration", "1",
-                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+                        "--json", str(out), "--png", str(png), "--scale-ports", "5",
+                        "--scale-macs", "500"], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "bridge mode: vswitch vs linux bridge" in r.stdout
     assert "overlay mode: vswitch vs kernel vxlan" in r.stdout
     assert "one capture, filter matching nothing" in r.stdout
+    assert "victim TCP while a neighbour floods" in r.stdout
     results = json.loads(out.read_text())
     for mode, ref in (("bridge", "linux_bridge"), ("overlay", "kernel_vxlan")):
         for side in ("vswitch", ref):
             row = results[mode][side]
             assert row["tcp_gbps"] > 0 and row["tcp4_gbps"] > 0 and row["rtt_us"] > 0
             assert row["gen64_kpps"] > 0 and 0 <= row["gen64_loss_pct"] < 100
-        assert set(results[mode]["ratio"]) == {"tcp_gbps", "tcp4_gbps", "udp64_kpps", "gen64_kpps",
-                                               "rtt_us", "rtt_busy_us"}
+            assert 0 < row["gen64_1pct_kpps"] <= row["gen64_kpps"] * 1.2
+            assert row["rr_tps"] > 0 and row["rr_us"] > 0
+        assert results[mode]["ratio"]["tcp_gbps"] == \
+            results[mode]["vswitch"]["tcp_gbps"] / results[mode][ref]["tcp_gbps"]
+    assert results["bridge"]["vswitch"]["victim_tcp_gbps"] > 0
+    assert set(results["micro"]["per_frame_ns"]) == {"1000", "100000", "1000000"}
+    assert results["scale"]["rss_idle_mb"] > 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_restart_bench_measures_the_outage(tmp_path):

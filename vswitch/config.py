@@ -78,7 +78,7 @@ class Config:
     aging_time: float = 300.0
     fdb_max_entries: int = 65536
     batch: int = 64
-    busy_poll_us: float = 0.0
+    busy_poll_us: float = 50.0
     offloads: bool = True
     networks: tuple[NetworkConfig, ...] = field(default_factory=tuple)
     overlay: OverlayConfig | None = None
@@ -179,7 +179,7 @@ def parse(data: dict) -> Config:
         fdb_max_entries=fdb.get("max_entries", int, 65536, lambda v: 1 <= v <= 1 << 24,
                                 "must be 1..16777216"),
         batch=datapath.get("batch", int, 64, lambda v: 1 <= v <= 1024, "must be 1..1024"),
-        busy_poll_us=datapath.get("busy_poll_us", float, 0.0, lambda v: 0 <= v <= 10000,
+        busy_poll_us=datapath.get("busy_poll_us", float, 50.0, lambda v: 0 <= v <= 10000,
                                   "must be 0..10000 microseconds"),
         offloads=datapath.get("offloads", bool, True),
     )
