@@ -5,9 +5,13 @@ The Cython pipeline's own decision functions (ingress checks, learning, FDB
 lookup; `Datapath.pipeline_cost`) run over 64-byte frames in memory, with
 the FDB holding 1k, 100k and 1M MACs; the same logic written in pure Python
 (dict + struct) and with scapy parsing runs over the same frames, so the
-gain is shown. Also: flooding cost against the number of ports (real
-writes to socketpairs). No root needed. Run:
+gain is shown. The same for the tunnel path: VXLAN encapsulation (header,
+flow hash, datagram set-up; `Datapath.encap_cost`), decapsulation checks
+(`decap_cost`) and cutting a 64 KB TCP superframe into segments with full
+checksums (`segment_cost`). Also: flooding cost against the number of ports
+(real writes to socketpairs). No root needed. Run:
     python3 bench/micro.py [--json FILE]
+bench/test_micro_benchmark.py runs the same functions under pytest-benchmark.
 """
 
 from __future__ import annotations
@@ -104,6 +108,167 @@ def python_ns(fn, n_macs: int, frames: bytes) -> float:
     return (time.perf_counter_ns() - start) / count
 
 
+VNI, PEER_IP = 42, 0x0100000A
+SENDER_PORTS = list(range(49152, 49152 + 16))
+
+
+def flow_frames(count: int, frame_len: int = FRAME_LEN) -> bytes:
+    """UDP/IPv4 frames of count different flows."""
+    out = bytearray()
+    for i in range(count):
+        ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, frame_len - 14, 0, 0, 64, 17, 0,
+                         bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2]))
+        udp = struct.pack("!HHHH", 1024 + i % 60000, 5201, frame_len - 34, 0)
+        out += mac(2) + mac(1) + b"\x08\x00" + ip + udp + bytes(frame_len - 42)
+    return bytes(out)
+
+
+def vxlan_datagrams(frames: bytes, frame_len: int = FRAME_LEN) -> bytes:
+    header = struct.pack("!II", 0x08000000, VNI << 8)
+    return b"".join(header + frames[i:i + frame_len] for i in range(0, len(frames), frame_len))
+
+
+def python_encap(frames: bytes, frame_len: int = FRAME_LEN) -> int:
+    """Encapsulation in idiomatic Python: header, flow hash, datagram."""
+    header = struct.pack("!II", 0x08000000, VNI << 8)
+    total = 0
+    for off in range(0, len(frames), frame_len):
+        f = frames[off:off + frame_len]
+        flow = f[0:14] + f[26:38] if f[12:14] == b"\x08\x00" else f[0:14]
+        sport = SENDER_PORTS[hash(flow) % len(SENDER_PORTS)]
+        datagram = header + f
+        total += len(datagram) + sport
+    return total
+
+
+def scapy_encap(frames: bytes, frame_len: int = FRAME_LEN) -> int:
+    from scapy.layers.l2 import Ether
+    from scapy.layers.vxlan import VXLAN
+    return sum(len(bytes(VXLAN(vni=VNI) / Ether(frames[off:off + frame_len])))
+               for off in range(0, len(frames), frame_len))
+
+
+def python_decap(datagrams: bytes, length: int, peers=frozenset([PEER_IP]),
+                 networks=None) -> int:
+    networks = networks or {VNI: 1}
+    accepted = 0
+    for off in range(0, len(datagrams), length):
+        if PEER_IP not in peers:
+            continue
+        flags, word = struct.unpack_from("!II", datagrams, off)
+        if flags == 0x08000000 and not word & 0xFF and (word >> 8) in networks:
+            accepted += 1
+    return accepted
+
+
+def scapy_decap(datagrams: bytes, length: int) -> int:
+    from scapy.layers.vxlan import VXLAN
+    accepted = 0
+    for off in range(0, len(datagrams), length):
+        v = VXLAN(datagrams[off:off + length])
+        accepted += v.flags == 0x08 and v.vni == VNI
+    return accepted
+
+
+MSS = 1398
+
+
+def superframe(payload_len: int = 65000) -> bytes:
+    """virtio_net_hdr + a TCP/IPv4 superframe with a partial checksum."""
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 0xFFFF, 1000, 0x4000, 64, 6, 0,
+                     bytes([198, 18, 0, 1]), bytes([198, 18, 0, 2]))
+    tcp = struct.pack("!HHIIBBHHH", 40000, 5201, 123456, 1, 0x50, 0x18, 512, 0, 0)
+    vnet = struct.pack("<BBHHHH", 1, 1, 54, MSS, 34, 16)
+    return vnet + mac(2) + mac(1) + b"\x08\x00" + ip + tcp + bytes(range(256)) * (payload_len // 256)
+
+
+def _csum(data: bytes) -> int:
+    if len(data) % 2:
+        data += b"\0"
+    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
+    while total >> 16:
+        total = (total & 0xFFFF) + (total >> 16)
+    return ~total & 0xFFFF
+
+
+def python_segment(sf: bytes) -> int:
+    """Segmentation in idiomatic Python: per segment, patched headers and
+    checksums computed with struct."""
+    _, _, _, mss, l4, _ = struct.unpack_from("<BBHHHH", sf)
+    frame = sf[10:]
+    hlen = l4 + (frame[l4 + 12] >> 4) * 4
+    (seq,) = struct.unpack_from("!I", frame, l4 + 4)
+    segments = []
+    for i, off in enumerate(range(hlen, len(frame), mss)):
+        payload = frame[off:off + mss]
+        h = bytearray(frame[:hlen])
+        struct.pack_into("!HH", h, 16, hlen - 14 + len(payload), (1000 + i) & 0xFFFF)
+        struct.pack_into("!H", h, 24, 0)
+        struct.pack_into("!H", h, 24, _csum(bytes(h[14:34])))
+        struct.pack_into("!I", h, l4 + 4, (seq + i * mss) & 0xFFFFFFFF)
+        struct.pack_into("!H", h, l4 + 16, 0)
+        pseudo = bytes(h[26:34]) + struct.pack("!HH", 6, hlen - l4 + len(payload))
+        struct.pack_into("!H", h, l4 + 16, _csum(pseudo + bytes(h[l4:hlen]) + payload))
+        segments.append((bytes(h), payload))
+    return len(segments)
+
+
+def scapy_segment(sf: bytes) -> int:
+    from scapy.layers.inet import IP, TCP
+    from scapy.layers.l2 import Ether
+    from scapy.packet import Raw
+    pkt = Ether(sf[10:])
+    data = bytes(pkt[TCP].payload)
+    count = 0
+    for i, off in enumerate(range(0, len(data), MSS)):
+        seg = Ether(src=pkt.src, dst=pkt.dst) / IP(src=pkt[IP].src, dst=pkt[IP].dst, id=1000 + i) / \
+            TCP(sport=pkt[TCP].sport, dport=pkt[TCP].dport, seq=pkt[TCP].seq + i * MSS,
+                ack=pkt[TCP].ack, flags="A") / Raw(data[off:off + MSS])
+        count += len(bytes(seg)) > 0
+    return count
+
+
+def tunnel_dp() -> Datapath:
+    dp = Datapath()
+    dp.set_network(1, VNI, 1500)
+    dp.add_peer(PEER_IP, 1)
+    return dp
+
+
+def timed_ns(fn, *args, repeat: int = 3) -> float:
+    best = None
+    for _ in range(repeat):
+        start = time.perf_counter_ns()
+        fn(*args)
+        elapsed = time.perf_counter_ns() - start
+        best = elapsed if best is None else min(best, elapsed)
+    return best
+
+
+def tunnel_costs(count: int) -> dict:
+    """ns per frame (encap, decap) and per 64 KB superframe (segmentation)."""
+    dp = tunnel_dp()
+    frames = flow_frames(count)
+    datagrams = vxlan_datagrams(frames)
+    dlen = FRAME_LEN + 8
+    sf = superframe()
+    few = max(1, count // 100)
+    segments = dp.segment_cost(sf)[1]
+    return {
+        "encap_ns": {"cython": min(dp.encap_cost(1, frames, FRAME_LEN, 3) / 3 for _ in range(3)) / count,
+                     "python": timed_ns(python_encap, frames) / count,
+                     "scapy": timed_ns(scapy_encap, frames[:few * FRAME_LEN], repeat=1) / few},
+        "decap_ns": {"cython": min(dp.decap_cost(PEER_IP, datagrams, dlen, 3)[0] / 3
+                                   for _ in range(3)) / count,
+                     "python": timed_ns(python_decap, datagrams, dlen) / count,
+                     "scapy": timed_ns(scapy_decap, datagrams[:few * dlen], dlen, repeat=1) / few},
+        "segment_ns": {"cython": min(dp.segment_cost(sf, 20)[0] / 20 for _ in range(3)),
+                       "python": timed_ns(python_segment, sf),
+                       "scapy": timed_ns(scapy_segment, sf, repeat=1),
+                       "segments": segments},
+    }
+
+
 def flood_ns(n_ports: int, rounds: int = 200) -> float:
     """One broadcast frame drained from a port and written to n_ports - 1
     others (socketpairs): the cost of a flood, syscalls included."""
@@ -150,6 +315,15 @@ def main() -> int:
         results["per_frame_ns"][n_macs] = row
         scapy = f"{row['scapy']:9.0f}" if "scapy" in row else f"{'-':>9}"
         print(f"{n_macs:>10} {row['cython']:9.1f} {row['python']:9.0f} {scapy} "
+              f"{row['python'] / row['cython']:13.0f}x")
+    tunnel = tunnel_costs(min(args.frames, 100_000))
+    results.update(tunnel)
+    print(f"\ntunnel path without syscalls, ns ({FRAME_LEN}-byte frames; segmentation: "
+          f"one 64 KB superframe into {tunnel['segment_ns']['segments']} segments)")
+    print(f"{'':>12} {'Cython':>10} {'Python':>10} {'scapy':>12} {'Python/Cython':>14}")
+    for key, title in (("encap_ns", "encap"), ("decap_ns", "decap"), ("segment_ns", "segment")):
+        row = tunnel[key]
+        print(f"{title:>12} {row['cython']:10.1f} {row['python']:10.0f} {row['scapy']:12.0f} "
               f"{row['python'] / row['cython']:13.0f}x")
     print("\nflooding one frame (drain + writes to every other port), us")
     for n_ports in (2, 16, 128, 512):

@@ -78,6 +78,18 @@ def test_micro_bench_runs(tmp_path):
     for row in results["per_frame_ns"].values():
         assert row["cython"] > 0 and row["python"] > 0
     assert set(results["flood_ns"]) == {"2", "16", "128", "512"}
+    for key in ("encap_ns", "decap_ns", "segment_ns"):
+        row = results[key]
+        assert 0 < row["cython"] < row["python"] and row["scapy"] > 0
+    assert results["segment_ns"]["segments"] == 47
+
+
+def test_pytest_benchmarks_run():
+    r = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                        "--benchmark-disable", str(ROOT / "bench" / "test_micro_benchmark.py")],
+                       capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "11 passed" in r.stdout
 
 
 def test_scale_bench_runs(tmp_path):
