@@ -56,6 +56,7 @@ PREFIX = "vb" + secrets.token_hex(2)
 ADDRS = [f"198.18.0.{i}" for i in range(1, 5)]      # pods a, b (and c, d: flooder, flooded)
 ADDR_A, ADDR_B, PLEN = ADDRS[0], ADDRS[1], 16
 MTU = 1450            # fits a 1500-byte underlay in overlay mode; the same for every topology
+DATAPATH = ""         # vswitchd's [datapath] settings (--datapath): the defaults unless asked
 
 
 def sh(*args, **kw) -> str:
@@ -93,6 +94,7 @@ def vswitchd(tmp: str, name: str, node_ns: str | None = None, overlay: str = "")
     mode = "overlay" if overlay else "bridge"
     with open(config, "w") as f:
         f.write(f'[node]\nsocket = "{sock}"\nstate_dir = "{tmp}/{name}-state"\nmode = "{mode}"\n{overlay}'
+                f'[datapath]\n{DATAPATH}\n'
                 f'[[network]]\nname = "bench"\nvni = 1\nsubnet = "198.18.0.0/16"\nmtu = {MTU}\n')
     where = ["ip", "netns", "exec", node_ns] if node_ns else []
     daemon = subprocess.Popen(where + [sys.executable, "-m", "vswitch.daemon", "--config", config],
@@ -443,6 +445,8 @@ def main() -> int:
     parser.add_argument("--duration", type=float, default=10, help="seconds per workload")
     parser.add_argument("--json", metavar="FILE", default="bench-results.json")
     parser.add_argument("--png", metavar="FILE", default="bench-results.png")
+    parser.add_argument("--datapath", metavar="KEY=VALUE", action="append", default=[],
+                        help="a vswitchd [datapath] setting to measure, e.g. busy_poll_us=0")
     parser.add_argument("--skip-micro", action="store_true",
                         help="leave out bench/micro.py and bench/scale.py")
     parser.add_argument("--scale-ports", type=int, default=1000)
@@ -450,6 +454,8 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root (it creates namespaces and TAP devices)")
+    global DATAPATH
+    DATAPATH = "\n".join(args.datapath)
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
                "duration": args.duration, "mtu": MTU}
     for mode, sides in MODES.items():

@@ -97,6 +97,7 @@ cdef enum:
     SLOT_SIZE = FRAME_HEADROOM + FRAME_BUF   # one frame buffer of a batch
     POLL_EVENTS = 256                        # ready fds taken from epoll at once
     POLL_BUDGET_NS = 2000000                 # then back to the event loop (control plane)
+    POLL_QUANTUM_NS = 50000                  # a port's time per round, at most (and `batch` frames)
     DEST_FLOOD = -1                          # _destination: every other port and peer
     DEST_LOOP = -2                           # _destination: back where it came from
 
@@ -655,8 +656,8 @@ cdef class Datapath:
 
     def poll(self):
         """Serve every ready port and the tunnel, round-robin: each ready fd
-        gets up to `batch` frames per round, so a flooding port cannot
-        starve the others. Rounds go on while fds are ready (and, with
+        gets up to `batch` frames or POLL_QUANTUM_NS per round, so a
+        flooding port cannot starve the others. Rounds go on while fds are ready (and, with
         busy polling, until busy_poll_us pass without a frame), for at most
         POLL_BUDGET_NS; then the event loop gets its turn. Returns the
         number of ports whose fd failed (take_failed() names them)."""
@@ -736,6 +737,8 @@ cdef class Datapath:
             else:
                 memset(hdr, 0, VNET_HLEN)
             self._switch(port_id, inp, inp.network, hdr, frame, n, now)
+            if monotonic_ns() - now >= POLL_QUANTUM_NS:
+                break                   # its time is up for this round
         self._flush_tunnel()
         return -err if err else count
 
