@@ -213,6 +213,66 @@ def linux_bridge_topology(pods: int = 2):
         yield names
 
 
+def pod_iface(pod: str, dev: str, addr: str):
+    """Move dev into pod as eth0 and address it."""
+    sh("ip", "link", "set", dev, "netns", pod)
+    ns_exec(pod, "ip", "link", "set", dev, "name", "eth0", "mtu", str(MTU), "up")
+    ns_exec(pod, "ip", "addr", "add", f"{addr}/{PLEN}", "dev", "eth0")
+
+
+@contextlib.contextmanager
+def vde_topology(pods: int = 2):
+    """Pods on vde_switch, each through a TAP of the switch's moved into it."""
+    tags = ["da", "db", "dc", "dd"][:pods]
+    with namespaces(*tags) as names, tempfile.TemporaryDirectory() as tmp:
+        taps = [f"{PREFIX}d{i}" for i in range(pods)]
+        sh("vde_switch", "-d", "-p", f"{tmp}/pid", "-s", f"{tmp}/sw", "-M", f"{tmp}/mgmt",
+           *[x for tap in taps for x in ("-t", tap)])
+        try:
+            for tap, ns, addr in zip(taps, names, ADDRS):
+                pod_iface(ns, tap, addr)
+            yield names
+        finally:
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(open(f"{tmp}/pid").read()), signal.SIGTERM)
+
+
+@contextlib.contextmanager
+def ovs_topology(pods: int = 2):
+    """Pods on Open vSwitch's userspace datapath (a netdev bridge), over veth
+    pairs, with OVS's own database and daemons in a private directory. The
+    pods turn transmit checksum offload off: OVS's userspace datapath stalls
+    TCP between veths otherwise."""
+    tags = ["oa", "ob", "oc", "od"][:pods]
+    with namespaces(*tags) as names, tempfile.TemporaryDirectory() as tmp:
+        db = f"unix:{tmp}/db.sock"
+        vsctl = ["ovs-vsctl", f"--db={db}", "--timeout=30"]
+        bridge = f"{PREFIX}ob"
+        sh("ovsdb-tool", "create", f"{tmp}/conf.db", "/usr/share/openvswitch/vswitch.ovsschema")
+        sh("ovsdb-server", f"{tmp}/conf.db", f"--remote=p{db}", f"--pidfile={tmp}/db.pid",
+           f"--unixctl={tmp}/db.ctl", f"--log-file={tmp}/db.log", "--detach")
+        try:
+            sh(*vsctl, "--no-wait", "init")
+            sh("ovs-vswitchd", db, f"--pidfile={tmp}/vswitchd.pid", f"--unixctl={tmp}/vswitchd.ctl",
+               f"--log-file={tmp}/vswitchd.log", "--detach")
+            sh(*vsctl, "add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
+            for i, (ns, addr) in enumerate(zip(names, ADDRS)):
+                port = f"{PREFIX}o{i}"
+                sh("ip", "link", "add", port, "mtu", str(MTU), "type", "veth", "peer", "name",
+                   f"{port}p")
+                sh("ip", "link", "set", port, "up")
+                sh(*vsctl, "add-port", bridge, port)
+                pod_iface(ns, f"{port}p", addr)
+                ns_exec(ns, "ethtool", "-K", "eth0", "tx", "off")
+            yield names
+        finally:
+            subprocess.run([*vsctl, "--if-exists", "del-br", bridge], capture_output=True)
+            for i in range(pods):
+                subprocess.run(["ip", "link", "del", f"{PREFIX}o{i}"], capture_output=True)
+            for daemon in ("vswitchd", "db"):
+                subprocess.run(["ovs-appctl", "-t", f"{tmp}/{daemon}.ctl", "exit"], capture_output=True)
+
+
 def iperf(client_ns: str, server_ns: str, duration: float, *extra, server_addr=ADDR_B) -> dict:
     server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -355,6 +415,13 @@ VICTIM_ROWS = [("victim TCP while a neighbour floods", "victim_tcp_gbps", "Gbit/
 MODES = {"bridge": (("vswitch", functools.partial(vswitch_topology, pods=4)),
                     ("linux_bridge", functools.partial(linux_bridge_topology, pods=4))),
          "overlay": (("vswitch", vswitch_overlay_topology), ("kernel_vxlan", kernel_vxlan_topology))}
+# Other userspace switches, measured in bridge mode where installed.
+OTHERS = {"vde_switch": ("vde_switch", functools.partial(vde_topology, pods=4)),
+          "ovs_userspace": ("ovs-vswitchd", functools.partial(ovs_topology, pods=4))}
+
+
+def others() -> dict:
+    return {name: topology for name, (binary, topology) in OTHERS.items() if shutil.which(binary)}
 
 
 def rows(mode: str) -> list:
@@ -367,15 +434,21 @@ def table(results: dict) -> str:
         if mode not in results:
             continue
         v, k = results[mode]["vswitch"], results[mode][ref]
+        extra = [name for name in OTHERS if name in results[mode]]
         lines += ["", f"{mode} mode: vswitch vs {ref.replace('_', ' ')}",
-                  f"{'workload':37} {'vswitch':>14} {'kernel':>14} {'ratio':>7}", "-" * 75]
+                  f"{'workload':37} {'vswitch':>14} {'kernel':>14} {'ratio':>7}"
+                  + "".join(f" {name:>14} {'ratio':>7}" for name in extra),
+                  "-" * (75 + 23 * len(extra))]
         for title, key, unit, _higher_better in rows(mode):
             lines.append(f"{title:37} {v[key]:>10.2f} {unit:<3} {k[key]:>10.2f} {unit:<3} "
-                         f"{v[key] / k[key]:>6.2f}x")
+                         f"{v[key] / k[key]:>6.2f}x" + "".join(
+                             f" {results[mode][name][key]:>10.2f} {unit:<3} "
+                             f"{v[key] / results[mode][name][key]:>6.2f}x" for name in extra))
         lines.append(f"64-byte loss flat out: iperf3 {v['udp64_loss_pct']:.1f}% vs "
                      f"{k['udp64_loss_pct']:.1f}%, pktgen {v['gen64_loss_pct']:.1f}% vs "
                      f"{k['gen64_loss_pct']:.1f}%")
-    lines.append("(ratio = vswitch / kernel; higher is better except for round-trip times)")
+    lines.append("(ratio = vswitch / kernel, or / the switch left of it; higher is better except "
+                 "for round-trip times)")
     if "capture_tcp_gbps" in results:
         cap = results["capture_tcp_gbps"]
         off = cap["capture off"]
@@ -387,6 +460,12 @@ def table(results: dict) -> str:
         for entries, row in results["micro"]["per_frame_ns"].items():
             lines.append(f"{int(entries):>12,} {row['cython']:>10.1f} {row['python']:>10.1f} "
                          f"{row['python'] / row['cython']:>7.0f}x")
+        lines.append(f"{'':>12} {'Cython':>10} {'Python':>10} {'scapy':>10}")
+        for key, title in (("encap_ns", "encap"), ("decap_ns", "decap"),
+                           ("segment_ns", "segment 64K")):
+            row = results["micro"][key]
+            lines.append(f"{title:>12} {row['cython']:>10.1f} {row['python']:>10.1f} "
+                         f"{row['scapy']:>10.0f} {row['python'] / row['cython']:>7.0f}x")
         lines.append("flood one frame to N ports: " + ", ".join(
             f"{n}: {ns / 1e3:.1f} us" for n, ns in results["micro"]["flood_ns"].items()))
     if "scale" in results:
@@ -465,6 +544,10 @@ def main() -> int:
         for side, topology in sides:
             with topology() as pods:
                 results[mode][side] = measure(pods, args.duration)
+        if mode == "bridge":
+            for side, topology in others().items():
+                with topology() as pods:
+                    results[mode][side] = measure(pods, args.duration)
         v, ref = results[mode]["vswitch"], results[mode][sides[1][0]]
         results[mode]["ratio"] = {key: v[key] / ref[key] for _, key, _, _ in rows(mode)}
     if args.mode in ("bridge", "all"):

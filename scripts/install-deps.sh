@@ -8,7 +8,8 @@ cd "$(dirname "$0")/.."
 apt_packages=(iproute2 iputils-ping iperf3 tcpdump ethtool procps gcc python3-dev
               containernetworking-plugins   # reference CNI plugins, chained in the tests
               systemd                       # systemd-analyze, to check the unit
-              tshark)                       # reads our capture files back in the tests
+              tshark                        # reads our capture files back in the tests
+              vde2 openvswitch-switch)      # other userspace switches the bench compares with
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")
