@@ -8,7 +8,9 @@ underlay, 192.0.2.0/24) with one pod each, connected once by vswitchd in
 VXLAN and once by the kernel (bridge + vxlan device per node). The same
 workloads run against each:
 
-* TCP throughput pod to pod (iperf3, one stream and four)
+* TCP throughput pod to pod (iperf3): one stream, the median of three runs
+  taken in turn on every switch of the mode (all topologies stay up), so
+  that the machine's drift over minutes hits every side alike; four streams
 * 64-byte UDP packet rate (iperf3 -u, 18-byte payload: 64-byte frames
   with the 4-byte FCS a wire would add); iperf3's sender saturates near
   150 kpps on a small machine, so this is a floor, not the switch's limit;
@@ -47,6 +49,7 @@ import re
 import secrets
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -152,7 +155,7 @@ def capture_cost(duration: float) -> dict:
 @contextlib.contextmanager
 def underlay(*tags):
     """Node namespaces on a bridged veth underlay: node i is 192.0.2.(i+1)."""
-    with namespaces("ul", *tags) as (hub, *nodes):
+    with namespaces("u" + tags[0], *tags) as (hub, *nodes):
         ns_exec(hub, "ip", "link", "add", "ul", "type", "bridge")
         ns_exec(hub, "ip", "link", "set", "ul", "up")
         for i, node in enumerate(nodes):
@@ -356,14 +359,28 @@ def request_response(a: str, b: str, duration: float) -> tuple[float, float]:
         echo.wait()
 
 
-def measure(pods, duration: float) -> dict:
+def tcp_interleaved(pods: dict, duration: float, rounds: int = 3) -> dict:
+    """TCP throughput, one stream, of every side in turn, `rounds` times, so
+    that the machine's drift over minutes hits all sides alike."""
+    runs = {side: [] for side in pods}
+    for side, (a, *_) in pods.items():
+        ns_exec(a, "ping", "-c", "1", "-w", "10", ADDR_B)    # bridge ports ready, ARP, FDB warm
+    for _ in range(rounds):
+        for side, (a, b, *_) in pods.items():
+            runs[side].append(tcp_gbps(a, b, duration))
+    return runs
+
+
+def measure(pods, duration: float, tcp_runs: list) -> dict:
+    """Every workload on one topology; TCP one stream is the median of
+    tcp_runs (tcp_interleaved)."""
     a, b = pods[:2]
-    ns_exec(a, "ping", "-c", "1", "-w", "10", ADDR_B)        # bridge ports ready, ARP, FDB warm
     flat_out = small_packets(a, b, duration)
     udp = iperf(a, b, duration, "-u", "-b", "0", "-l", "18")["end"]["sum"]
     rr_tps, rr_us = request_response(a, b, duration)
     count = max(100, int(duration / 0.002))
-    out = {"tcp_gbps": tcp_gbps(a, b, duration), "tcp4_gbps": tcp_gbps(a, b, duration, "-P", "4"),
+    out = {"tcp_gbps": statistics.median(tcp_runs), "tcp_runs_gbps": tcp_runs,
+           "tcp4_gbps": tcp_gbps(a, b, duration, "-P", "4"),
            "udp64_kpps": (udp["packets"] - udp["lost_packets"]) / udp["seconds"] / 1e3,
            "udp64_loss_pct": udp.get("lost_percent", 0.0),
            "gen64_kpps": flat_out[0], "gen64_loss_pct": flat_out[1],
@@ -541,13 +558,12 @@ def main() -> int:
         if args.mode not in (mode, "all"):
             continue
         results[mode] = {}
-        for side, topology in sides:
-            with topology() as pods:
-                results[mode][side] = measure(pods, args.duration)
-        if mode == "bridge":
-            for side, topology in others().items():
-                with topology() as pods:
-                    results[mode][side] = measure(pods, args.duration)
+        topologies = dict(sides) | (others() if mode == "bridge" else {})
+        with contextlib.ExitStack() as stack:
+            pods = {side: stack.enter_context(topology()) for side, topology in topologies.items()}
+            tcp_runs = tcp_interleaved(pods, args.duration)
+            for side in topologies:
+                results[mode][side] = measure(pods[side], args.duration, tcp_runs[side])
         v, ref = results[mode]["vswitch"], results[mode][sides[1][0]]
         results[mode]["ratio"] = {key: v[key] / ref[key] for _, key, _, _ in rows(mode)}
     if args.mode in ("bridge", "all"):
