@@ -171,6 +171,16 @@ def test_reload_changes_mtu_in_place(vswitchd, pods):
     assert [x["mtu"] for x in d2.ctl_json("port", "list")] == [1400, 1400]
 
 
+def test_reload_changes_busy_polling(vswitchd, pods):
+    d = vswitchd(networks=(BLUE,))
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    before = d.config.get("datapath", {}).get("busy_poll_us", 50)
+    write_toml(d.config_path, {**d.config, "datapath": {**d.config.get("datapath", {}),
+                                                        "busy_poll_us": 0}})
+    assert d.ctl_json("reload")["changes"] == [f"busy_poll_us {before:g} -> 0"]
+    assert in_ns(p["a"][0], "ping", "-c", "3", "-i", "0.2", "198.18.0.2").returncode == 0
+
+
 def test_invalid_reload_is_refused_and_the_old_config_stays(vswitchd, pods):
     d = vswitchd(networks=(BLUE,))
     p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))

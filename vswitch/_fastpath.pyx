@@ -1,10 +1,11 @@
 # cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
 """The data plane: ports, FDB and the per-frame pipeline, in C.
 
-The control plane owns file descriptors and calls `drain(port_id)` (or
-`drain_tunnel()` for the VXLAN socket) when the event loop reports one
-readable; that call reads up to `batch` frames into preallocated buffers and
-switches each of them without creating a Python object. Everything else
+The control plane owns file descriptors and hands them to the data plane,
+which polls them all through one epoll set: when the event loop reports that
+set readable, one call to `poll()` serves every ready port and the VXLAN
+socket in turn, reading up to `batch` frames at a time into preallocated
+buffers and switching each without creating a Python object. Everything else
 here (adding ports, reading counters, dumping the FDB) is control-path code
 and may use Python objects freely.
 """

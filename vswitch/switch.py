@@ -100,7 +100,6 @@ class Switch:
         self.loop = loop
         self.dp = Datapath(config.fdb_max_entries, config.aging_time, config.batch,
                            config.busy_poll_us)
-        loop.add_reader(self.dp.fileno(), self._poll)
         # Data-plane network ids: 1.. in config order.
         self.network_ids = {n.name: i + 1 for i, n in enumerate(config.networks)}
         for net in config.networks:
@@ -124,6 +123,7 @@ class Switch:
         except BaseException:
             self.close()
             raise
+        loop.add_reader(self.dp.fileno(), self._poll)
         self.started = time.monotonic()
 
     async def start(self):
