@@ -145,8 +145,6 @@ cdef class Datapath:
     cdef uint16_t underlay_mtu
     cdef bint learn_peers
     cdef port_t tunnel            # the tunnel's own rx/tx counters
-    # Pending VXLAN datagrams: three iovecs each (UDP+VXLAN header, frame
-    # or a segment's headers, a segment's payload).
     # Datagrams queued for the tunnel: each is 3 iovecs (VXLAN header, headers,
     # payload); consecutive ones of the same peer and socket are grouped into
     # messages that the kernel cuts back into datagrams (UDP_SEGMENT).
@@ -189,7 +187,8 @@ cdef class Datapath:
     def __cinit__(self, uint64_t fdb_max_entries=65536, double aging_time=300.0,
                   int batch=64, double busy_poll_us=0):
         if fdb_max_entries < 1 or aging_time <= 0 or not 1 <= batch <= 1024 or busy_poll_us < 0:
-            raise ValueError("fdb_max_entries and aging_time must be positive, batch 1..1024")
+            raise ValueError("fdb_max_entries and aging_time must be positive, batch 1..1024, "
+                             "busy_poll_us >= 0")
         self.batch = batch
         self.busy_poll_ns = <uint64_t>(busy_poll_us * 1000)
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
@@ -657,10 +656,10 @@ cdef class Datapath:
 
     def poll(self):
         """Serve every ready port and the tunnel, round-robin: each ready fd
-        gets up to `batch` frames or POLL_QUANTUM_NS per round, so a
-        flooding port cannot starve the others. Rounds go on while fds are ready (and, with
-        busy polling, until busy_poll_us pass without a frame), for at most
-        POLL_BUDGET_NS; then the event loop gets its turn. Returns the
+        gets up to `batch` frames or POLL_QUANTUM_NS per round, so a flooding
+        port cannot starve the others. Rounds go on while fds are ready (and,
+        with busy polling, until busy_poll_us pass without a frame), for at
+        most POLL_BUDGET_NS; then the event loop gets its turn. Returns the
         number of ports whose fd failed (take_failed() names them)."""
         cdef int i, n, r
         cdef uint32_t key
