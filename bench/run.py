@@ -216,8 +216,19 @@ def linux_bridge_topology(pods: int = 2):
         yield names
 
 
+def wait_for_link(dev: str, timeout: float = 10.0):
+    """Wait until dev exists in this namespace (a daemonised switch creates
+    its TAPs after its parent returns)."""
+    deadline = time.monotonic() + timeout
+    while not os.path.exists(f"/sys/class/net/{dev}"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{dev} did not appear within {timeout:g} s")
+        time.sleep(0.01)
+
+
 def pod_iface(pod: str, dev: str, addr: str):
     """Move dev into pod as eth0 and address it."""
+    wait_for_link(dev)
     sh("ip", "link", "set", dev, "netns", pod)
     ns_exec(pod, "ip", "link", "set", dev, "name", "eth0", "mtu", str(MTU), "up")
     ns_exec(pod, "ip", "addr", "add", f"{addr}/{PLEN}", "dev", "eth0")
