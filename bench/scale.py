@@ -78,7 +78,8 @@ def main() -> int:
         sock, config = os.path.join(tmp, "s.sock"), os.path.join(tmp, "c.toml")
         with open(config, "w") as f:
             f.write(f'[node]\nsocket = "{sock}"\nstate_dir = "{tmp}/state"\n'
-                    f'[fdb]\nmax_entries = {max(args.macs, 1024)}\naging_time = 3600\n'
+                    f'[fdb]\nmax_entries = {max(args.macs, 1024)}\nmax_per_port = {max(args.macs, 1024)}\n'
+                    f'aging_time = 3600\n'
                     '[[network]]\nname = "bench"\nvni = 1\nsubnet = "198.18.0.0/16"\n')
         daemon = subprocess.Popen([sys.executable, "-m", "vswitch.daemon", "--config", config],
                                   stderr=open(os.path.join(tmp, "log"), "w"))

@@ -9,7 +9,8 @@ apt_packages=(iproute2 iputils-ping iperf3 tcpdump ethtool procps gcc python3-de
               containernetworking-plugins   # reference CNI plugins, chained in the tests
               systemd                       # systemd-analyze, to check the unit
               tshark                        # reads our capture files back in the tests
-              vde2 openvswitch-switch)      # other userspace switches the bench compares with
+              vde2 openvswitch-switch       # other userspace switches the bench compares with
+              clang libclang-rt-14-dev)     # the fuzzers' sanitized, coverage-instrumented build
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

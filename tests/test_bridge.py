@@ -129,7 +129,8 @@ def test_learned_unicast_is_not_seen_by_a_third_pod(vswitchd, pods, tmp_path):
 
 def test_fdb_entries_age_out(vswitchd, pods):
     d = vswitchd(aging_time=2)
-    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
+    # Learned entries age; a port-secured pod's MAC is pinned instead (test_hardening).
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"), port_security=False)
     ping(p["a"][0], "198.18.0.2", count=1)
     macs = {e["mac"] for e in d.ctl_json("fdb", "show")}
     assert p["a"][1]["mac"] in macs
@@ -143,7 +144,9 @@ def test_fdb_entries_age_out(vswitchd, pods):
 
 def test_fdb_flush_and_port_removal(vswitchd, pods):
     d = vswitchd()
-    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"), ("r", "198.19.0.1/16", "red"))
+    # Learned entries: a port-secured pod's MAC is pinned and not flushed (test_hardening).
+    p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"), ("r", "198.19.0.1/16", "red"),
+             port_security=False)
     ping(p["a"][0], "198.18.0.2", count=1)
     # One frame from pod r (a ping to nowhere would go on sending ARP).
     with packet_socket(p["r"][0]) as s:

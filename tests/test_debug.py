@@ -189,9 +189,10 @@ def test_example_hook_logs_icmp(vswitchd, pods):
     assert "ingress pod-b: 198.18.0.2 > 198.18.0.1 echo-reply" in log
 
 
-@pytest.mark.parametrize("call,key", [("nomodule_here:fn", "hook[0].call"),
-                                      ("os:no_such_function", "hook[0].call"),
-                                      ("os:getcwd", "hook[0].filter")])
+# A hook that cannot be loaded no longer stops the daemon (test_hardening);
+# a config that is wrong still does.
+@pytest.mark.parametrize("call,key", [("os:getcwd", "hook[0].filter"),
+                                      ("no-colon-here", "hook[0].call")])
 def test_bad_hook_config_exits_2(tmp_path, call, key):
     from conftest import DAEMON, write_toml
     path = tmp_path / "c.toml"

@@ -287,6 +287,27 @@ def spoofed_model(f: bytes) -> bool:
     return ethertype in (b"\x81\x00", b"\x88\xa8")
 
 
+def router_message_model(f: bytes) -> bool:
+    """RA guard: an IPv6 Router Advertisement (134) or Redirect (137), found
+    through up to 8 extension headers; a chain cut short counts as one."""
+    l2 = 18 if f[12:14] in (b"\x81\x00", b"\x88\xa8") else 14
+    if f[l2 - 2:l2] != b"\x86\xdd" or len(f) < l2 + 40:
+        return False
+    nh, off = f[l2 + 6], l2 + 40
+    for _ in range(9):
+        if nh == 58:
+            return off >= len(f) or f[off] in (134, 137)
+        if nh not in (0, 43, 44, 51, 60):
+            return False
+        if off + 8 > len(f):
+            return True
+        if nh == 44 and int.from_bytes(f[off + 2:off + 4], "big") & 0xFFF8:
+            return False
+        step = 8 if nh == 44 else (f[off + 1] + 2) * 4 if nh == 51 else (f[off + 1] + 1) * 8
+        nh, off = f[off], off + step
+    return True
+
+
 def l3_frames():
     """Frames from the secured pod's MAC (mostly), with own and other sources."""
     src_mac = st.sampled_from([OWN_MAC, mac(2)])
@@ -296,8 +317,11 @@ def l3_frames():
     arp = st.builds(lambda s, hw, a, rest: s + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x01"
                     + hw + a + rest, src_mac, src_mac, ip, st.binary(min_size=0, max_size=20))
     v6src = st.sampled_from([b"\xfe\x80" + bytes(14), bytes(16), b"\x20\x01\x0d\xb8" + bytes(12)])
-    ipv6 = st.builds(lambda s, a, rest: s + b"\x86\xdd" + bytes(8) + a + rest,
-                     src_mac, v6src, st.binary(min_size=0, max_size=30))
+    next_header = st.sampled_from([0, 6, 17, 43, 44, 58, 60])
+    ipv6 = st.builds(lambda s, nh, a, rest: s + b"\x86\xdd" + bytes(6) + bytes([nh, 64]) + a
+                     + bytes(16) + rest, src_mac, next_header, v6src,
+                     st.binary(min_size=0, max_size=30)
+                     | st.sampled_from([bytes([134]), bytes([137, 0]), bytes([58, 0, 0, 0, 0, 0, 0, 0, 134])]))
     tagged = st.builds(lambda s, t, inner: s + t + b"\x00\x05" + inner, src_mac,
                        st.sampled_from([b"\x81\x00", b"\x88\xa8"]),
                        st.sampled_from([b"\x08\x00\x45" + bytes(11) + OWN_IPS[0] + bytes(4),
@@ -318,8 +342,11 @@ def test_port_security_matches_its_model(frames):
         rig.send(pod, f)
     runts = [f for f in frames if len(f) < (18 if f[12:14] in (b"\x81\x00", b"\x88\xa8") else 14)]
     expected = sum(spoofed_model(f) for f in frames if f not in runts)
+    guarded = sum(router_message_model(f) for f in frames
+                  if f not in runts and not spoofed_model(f))
     assert rig.dp.counters()["drops"]["spoofed_source"] == expected
-    assert len(rig.received(other)) == len(frames) - len(runts) - expected
+    assert rig.dp.counters()["drops"]["ra_guard"] == guarded
+    assert len(rig.received(other)) == len(frames) - len(runts) - expected - guarded
 
 
 def test_port_security_can_be_turned_off():

@@ -13,7 +13,14 @@ from scapy.layers.l2 import Ether
 from test_fastpath import BCAST, Rig, frame, mac
 
 NEEDS_CSUM, DATA_VALID = 1, 2
-GSO_NONE, GSO_TCPV4 = 0, 1
+GSO_NONE, GSO_TCPV4, GSO_UDP_L4 = 0, 1, 5
+
+
+def ip4_l4(proto: int, size: int) -> bytes:
+    """An IPv4 packet body for offload headers to point at: a 20-byte IPv4
+    header with `proto`, a TCP (6, data offset 5) or UDP (17) header, zeros."""
+    l4 = b"\0" * 12 + b"\x50" + b"\0" * 7 if proto == 6 else bytes(8)
+    return (b"\x45" + bytes(8) + bytes([proto]) + bytes(10) + l4).ljust(size, b"\0")
 
 
 def vnet(flags=0, gso=GSO_NONE, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0) -> bytes:
@@ -45,7 +52,7 @@ def partial(pkt, l4):
 def test_header_and_frame_pass_unchanged_between_offload_ports():
     r = Rig()
     a, b = r.port(vnet_hdr=True), r.port(vnet_hdr=True)
-    superframe = vnet(NEEDS_CSUM, GSO_TCPV4, 66, 1448, 34, 16) + frame(BCAST, mac(1), b"\x45" + b"\0" * 9000)
+    superframe = vnet(NEEDS_CSUM, GSO_TCPV4, 66, 1448, 34, 16) + frame(BCAST, mac(1), ip4_l4(6, 9001))
     r.send(a, superframe)
     assert r.received(b) == [superframe]
     assert r.dp.port_counters(b)["tx_bytes"] == len(superframe) - 10
@@ -79,7 +86,7 @@ def test_partial_checksum_is_completed_towards_a_plain_port(l4):
 def test_superframe_towards_a_plain_port_is_dropped_and_counted():
     r = Rig()
     a, plain, offload = r.port(vnet_hdr=True), r.port(), r.port(vnet_hdr=True)
-    r.send(a, vnet(NEEDS_CSUM, GSO_TCPV4, 66, 1448, 34, 16) + frame(BCAST, mac(1), b"\0" * 5000))
+    r.send(a, vnet(NEEDS_CSUM, GSO_TCPV4, 66, 1448, 34, 16) + frame(BCAST, mac(1), ip4_l4(6, 5000)))
     assert r.received(plain) == [] and len(r.received(offload)) == 1
     assert r.dp.counters()["drops"]["needs_segmentation"] == 1
     assert r.dp.port_counters(plain)["tx_dropped"] == 1
@@ -95,6 +102,25 @@ def test_superframe_towards_a_plain_port_is_dropped_and_counted():
 def test_bad_offload_headers_are_dropped(header, reason):
     r = Rig()
     a, b = r.port(vnet_hdr=True), r.port(vnet_hdr=True)
-    r.send(a, header + (frame(BCAST, mac(1), b"\0" * 46) if len(header) == 10 else b""))
+    r.send(a, header + (frame(BCAST, mac(1), ip4_l4(6, 46)) if len(header) == 10 else b""))
     assert r.received(b) == []
     assert r.dp.counters()["drops"][reason] == 1
+
+
+@pytest.mark.parametrize("ethertype,body,start,offset", [
+    (b"\x08\x00", ip4_l4(6, 60), 14 + 12, 0),        # aimed at the IPv4 source address
+    (b"\x08\x00", ip4_l4(6, 60), 14 + 20, 4),        # at the TCP sequence number
+    (b"\x08\x00", ip4_l4(17, 60), 14 + 20, 16),      # UDP with TCP's checksum offset
+    (b"\x08\x00", ip4_l4(1, 60), 14 + 20, 2),        # ICMP: not a checksum offload
+    (b"\x08\x06", bytes(28), 14 + 12, 2),            # ARP: the sender address
+    (b"\x86\xdd", b"\x60" + bytes(5) + b"\x06" + bytes(33) + bytes(40), 14 + 8, 2),
+])
+def test_partial_checksum_aimed_elsewhere_is_dropped(ethertype, body, start, offset):
+    """Completing a checksum writes where csum_start + csum_offset point,
+    after port security checked the frame: only a TCP or UDP checksum field
+    may be the target, anything else is a bad header."""
+    r = Rig()
+    a, b, plain = r.port(vnet_hdr=True), r.port(vnet_hdr=True), r.port()
+    r.send(a, vnet(NEEDS_CSUM, GSO_NONE, 0, 0, start, offset) + frame(BCAST, mac(1), body, ethertype))
+    assert r.received(b) == [] and r.received(plain) == []
+    assert r.dp.counters()["drops"]["bad_vnet_hdr"] == 1

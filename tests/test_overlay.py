@@ -128,15 +128,19 @@ def test_peers_at_run_time(vswitchd, underlay, pods):
     # Static entries survive a flush; deleting the peer takes its entries along.
     d1.ctl("fdb", "add", "02:00:00:00:77:01", "--peer", f"{UNDERLAY}.2", "--network", "blue")
     d1.ctl("fdb", "flush")
-    assert [e["mac"] for e in d1.ctl_json("fdb", "show")] == ["02:00:00:00:77:01"]
-    assert d1.ctl_json("fdb", "show")[0]["static"] is True
+    # What is left: the static entry, and pod a's own MAC, pinned to its port.
+    left = {e["mac"]: e for e in d1.ctl_json("fdb", "show")}
+    assert sorted(left) == sorted(["02:00:00:00:77:01", p["a"][1]["mac"]])
+    assert left["02:00:00:00:77:01"]["static"] is True
+    assert left[p["a"][1]["mac"]]["pinned"] is True
     for bad in (["peer", "add", "300.1.1.1"], ["peer", "add", f"{UNDERLAY}.1"],
                 ["peer", "add", f"{UNDERLAY}.3", "--network", "green"], ["peer", "del", "198.51.100.7"],
                 ["fdb", "add", "02:00:00:00:77:02", "--peer", "198.51.100.7"]):
         r = d1.ctl(*bad, check=False)
         assert r.returncode == 1 and r.stderr, bad
     d1.ctl("peer", "del", f"{UNDERLAY}.2")
-    assert d1.ctl_json("peer", "list") == [] and d1.ctl_json("fdb", "show") == []
+    assert d1.ctl_json("peer", "list") == []
+    assert [e["port"] for e in d1.ctl_json("fdb", "show")] == ["pod-a"]     # only the pinned MAC
 
 
 def vxlan(vni: int, inner: bytes, flags: int = 0x08, reserved: bytes = b"\0\0\0") -> bytes:

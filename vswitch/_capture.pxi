@@ -190,6 +190,7 @@ cdef ssize_t outer_packet(unsigned char *out, uint32_t src_ip, uint32_t dst_ip,
         memcpy(out + n, udp, UDP_HLEN)
         n += UDP_HLEN
     for i in range(n_parts):
-        memcpy(out + n, parts[i].iov_base, parts[i].iov_len)
-        n += parts[i].iov_len
+        if parts[i].iov_len:                # an empty part may have no buffer (NULL)
+            memcpy(out + n, parts[i].iov_base, parts[i].iov_len)
+            n += parts[i].iov_len
     return n

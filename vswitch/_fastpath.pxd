@@ -23,6 +23,8 @@ cdef enum:
     UDP_HLEN = 8
     OUTER_OVERHEAD = 20 + UDP_HLEN + VXLAN_HLEN   # outer IPv4 + UDP + VXLAN
     MAX_PORT_IPS = 8          # IPv4 addresses port security binds to one port
+    FDB_MAX_PROBE = 128       # slots a lookup or insert walks from an entry's home, at most
+    MEMBER_BYTES = MAX_NETWORKS // 8     # one peer's row of the (peer, network) bitmap
 
 
 # struct virtio_net_hdr fields (little-endian u16s after the two bytes).
@@ -43,13 +45,17 @@ cdef enum:  # drop reasons
     DROP_OVERSIZE             # payload longer than the network's MTU
     DROP_BAD_SOURCE           # multicast/broadcast source MAC
     DROP_SPOOFED_SOURCE       # source MAC, IPv4 or ARP sender not the port's own
+    DROP_RA_GUARD             # IPv6 Router Advertisement or Redirect from a pod or peer
+    DROP_MAC_PINNED           # source MAC is bound to another (port-secured) port
     DROP_RATE_LIMITED         # over the port's ingress or egress rate (token bucket)
     DROP_LOOP                 # destination learned on the ingress port
     DROP_NO_ROUTE             # nowhere to send it (no other port in the network)
-    DROP_BAD_VNET_HDR         # offload header that does not fit the frame
+    DROP_BAD_VNET_HDR         # offload header that does not fit the frame, or a partial
+                              # checksum aimed anywhere but a TCP/UDP checksum field
     DROP_BAD_VXLAN            # short datagram, wrong flags or reserved bits set
     DROP_UNKNOWN_VNI          # VXLAN for a VNI this node has no network for
     DROP_UNKNOWN_PEER         # VXLAN from a source that is not a peer
+    DROP_PEER_NOT_MEMBER      # VXLAN from a peer for a network it is not a member of
     DROP_NEEDS_SEGMENTATION   # superframe towards a port without offloads (per copy)
     DROP_TOO_BIG              # would exceed the underlay MTU once encapsulated (per copy)
     DROP_PORT_DOWN            # egress interface is down (per copy)
@@ -109,6 +115,7 @@ cdef struct port_t:
     uint16_t network          # network id, 0 = not switching
     bint vnet_hdr             # frames on this fd carry a virtio_net_hdr
     bint secured              # port security: sources must be the port's own
+    bint router               # may send IPv6 RAs and Redirects (the host port); others: RA guard
     uint64_t sec_mac          # the port's MAC, when secured
     uint32_t sec_ips[MAX_PORT_IPS]    # its IPv4 addresses (first octet most significant)
     uint32_t n_sec_ips
@@ -122,13 +129,20 @@ cdef struct port_t:
     uint64_t tx_dropped       # copies towards this port that were not written
 
 
+cdef enum:                    # fdb_entry_t.kind
+    FDB_LEARNED = 0           # ages, moves when the MAC is seen elsewhere
+    FDB_STATIC = 1            # configured: never ages, not moved by learning
+    FDB_PINNED = 2            # a port-secured port's own MAC: as static, and frames with
+                              # it as source from anywhere else are dropped
+
+
 cdef struct fdb_entry_t:      # 16 bytes: a million entries in 32 MB of table (load 1/2)
     uint64_t key              # network << 48 | mac; 0 = empty slot
     uint32_t seen_ms          # last time the source was seen: CLOCK_MONOTONIC in ms,
                               # modulo 2^32 (ages are differences; learned entries never
                               # live 49 days unseen, static ones do not age)
     uint16_t port             # local port id, or PEER_BASE + peer index
-    uint16_t is_static        # configured, never ages, not moved by learning
+    uint16_t kind             # FDB_LEARNED, FDB_STATIC or FDB_PINNED
 
 
 cdef struct tx_msg_t:          # one sendmmsg entry: queued datagrams sent as one (UDP GSO)
@@ -143,6 +157,8 @@ cdef struct tx_msg_t:          # one sendmmsg entry: queued datagrams sent as on
 
 cdef struct peer_t:
     uint32_t ip               # IPv4, network byte order; 0 = free slot
+    bint learned              # added by learn_peers (ages, capped), not configured
+    uint64_t last_rx_ns       # the last datagram accepted from it
     uint64_t rx_packets
     uint64_t rx_bytes
     uint64_t tx_packets
@@ -156,7 +172,14 @@ cdef struct fdb_t:
     uint64_t count
     uint64_t max_entries      # learning stops here (counted as fdb_full)
     uint32_t aging_ms
+    uint64_t multiplier       # the hash's secret (random, odd), new every start
+    uint32_t shift            # 64 - log2(capacity): the hash keeps the product's top bits
+    uint32_t *owned           # learned entries per port id / PEER_BASE + peer
+    uint32_t max_per_port     # learned entries one port may hold
+    uint32_t max_per_peer     # ... and one peer
+    uint64_t sweep_at         # where the incremental expiry sweep goes on
     uint64_t learned          # new entries
     uint64_t moves            # a MAC seen on another port than before
-    uint64_t full             # learn attempts refused because the table is full
+    uint64_t full             # learn attempts refused: table full, or no slot within FDB_MAX_PROBE
+    uint64_t limited          # learn attempts refused: the port or peer holds its maximum
     uint64_t expired

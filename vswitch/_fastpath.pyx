@@ -1,4 +1,4 @@
-# cython: language_level=3, boundscheck=False, wraparound=False, cdivision=True
+# cython: language_level=3
 """The data plane: ports, FDB and the per-frame pipeline, in C.
 
 The control plane owns file descriptors and hands them to the data plane,
@@ -9,6 +9,8 @@ buffers and switching each without creating a Python object. Everything else
 here (adding ports, reading counters, dumping the FDB) is control-path code
 and may use Python objects freely.
 """
+
+import os
 
 from libc.errno cimport errno, EAGAIN, EINTR, EIO
 from libc.stdint cimport int64_t
@@ -80,9 +82,10 @@ include "_ratelimit.pxi"
 include "_capture.pxi"
 
 # Names of the drop reasons, in the order of their enum in _fastpath.pxd.
-DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "rate_limited", "loop", "no_route", "bad_vnet_hdr",
-              "bad_vxlan", "unknown_vni", "unknown_peer", "needs_segmentation", "too_big",
-              "port_down", "queue_full", "write_error")
+DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "ra_guard", "mac_pinned",
+              "rate_limited", "loop", "no_route", "bad_vnet_hdr", "bad_vxlan", "unknown_vni",
+              "unknown_peer", "peer_not_member", "needs_segmentation", "too_big", "port_down",
+              "queue_full", "write_error")
 assert len(DROP_NAMES) == N_DROP_REASONS
 MAX_NETWORK_IDS = MAX_NETWORKS
 PORT_PEER_BASE, PORT_TUNNEL, PEER_SLOTS = PEER_BASE, TUNNEL_PORT, MAX_PEERS
@@ -137,6 +140,9 @@ cdef class Datapath:
     cdef uint16_t *member_net
     cdef uint16_t *member_peer
     cdef uint32_t n_members
+    cdef uint8_t *member_bits     # [peer][network] bitmap: checked for every datagram received
+    cdef uint32_t n_learned_peers
+    cdef uint32_t max_learned_peers
     cdef int tunnel_rx_fd         # UDP socket bound to the VTEP address and port (UDP_GRO)
     cdef int tx_fd[MAX_SENDERS]   # UDP sockets bound to the VTEP address, one per source
     cdef uint16_t tx_sport[MAX_SENDERS]   # port; a flow's hash picks one
@@ -185,10 +191,14 @@ cdef class Datapath:
     cdef uint32_t vtep_ip                 # network byte order, for captured outer headers
 
     def __cinit__(self, uint64_t fdb_max_entries=65536, double aging_time=300.0,
-                  int batch=64, double busy_poll_us=0):
+                  int batch=64, double busy_poll_us=0, uint32_t fdb_max_per_port=0,
+                  uint32_t fdb_max_per_peer=0):
+        """fdb_max_per_port / _per_peer: learned entries one port / one peer
+        may hold (0: no limit but the table's)."""
         if fdb_max_entries < 1 or aging_time <= 0 or not 1 <= batch <= 1024 or busy_poll_us < 0:
             raise ValueError("fdb_max_entries and aging_time must be positive, batch 1..1024, "
                              "busy_poll_us >= 0")
+        seed = int.from_bytes(os.urandom(8), "little")
         self.batch = batch
         self.busy_poll_ns = <uint64_t>(busy_poll_us * 1000)
         self.epfd = epoll_create1(EPOLL_CLOEXEC)
@@ -204,6 +214,7 @@ cdef class Datapath:
         self.peer_addr = <sockaddr_in *>calloc(MAX_PEERS, sizeof(sockaddr_in))
         self.member_net = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
         self.member_peer = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
+        self.member_bits = <uint8_t *>calloc(MAX_PEERS, MEMBER_BYTES)
         self.pending_iov = <iovec *>calloc(3 * MAX_PENDING, sizeof(iovec))
         self.pending_vxlan = <unsigned char *>calloc(MAX_PENDING, VXLAN_HLEN)
         self.pending_seg = <unsigned char *>calloc(MAX_PENDING, SEG_HDR_MAX)
@@ -219,11 +230,16 @@ cdef class Datapath:
         self.cap_ring = <unsigned char *>malloc(CAP_RING_BYTES)
         self.cap_scratch = <unsigned char *>malloc(CAP_SCRATCH)
         if not self.cap_ring or not self.cap_scratch or not (self.ports and self.slots and self.vni_of and self.mtu_of and self.peers
-                and self.peer_addr and self.member_net and self.member_peer and self.pending_len
+                and self.peer_addr and self.member_net and self.member_peer and self.member_bits
+                and self.pending_len
                 and self.pending_iov and self.pending_vxlan and self.pending_seg and self.pending_peer
                 and self.failed and self.tx_mmsg and self.tx_msgs and self.tx_ctrl and self.rx_ctrl and self.rx_msgs and self.rx_iov and self.rx_addr) or \
-                fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9)) < 0:
+                fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9), seed) < 0:
             raise MemoryError()
+        if fdb_max_per_port:
+            self.fdb.max_per_port = fdb_max_per_port
+        if fdb_max_per_peer:
+            self.fdb.max_per_peer = fdb_max_per_peer
         cdef int i
         for i in range(MAX_PORTS):
             self.ports[i].fd = -1
@@ -232,6 +248,7 @@ cdef class Datapath:
         self.tunnel.fd = -1
         self.tunnel_rx_fd = -1
         self.port_limit = self.peer_limit = self.n_members = self.n_pending = self.n_msgs = 0
+        self.n_learned_peers = self.max_learned_peers = 0
         self.n_tx = 0
         memset(self.zero_vhdr, 0, VNET_HLEN)
         self.gro_n = 0
@@ -260,6 +277,7 @@ cdef class Datapath:
         fdb_destroy(&self.fdb)
         free(self.ports); free(self.slots); free(self.vni_of); free(self.mtu_of)
         free(self.peers); free(self.peer_addr); free(self.member_net); free(self.member_peer)
+        free(self.member_bits)
         free(self.pending_iov); free(self.pending_vxlan); free(self.pending_seg)
         free(self.pending_peer); free(self.pending_len); free(self.tx_mmsg); free(self.tx_msgs)
         free(self.tx_ctrl); free(self.rx_ctrl); free(self.rx_msgs); free(self.rx_iov); free(self.rx_addr)
@@ -281,9 +299,8 @@ cdef class Datapath:
     def remove_network(self, int network):
         """Forget a network whose ports are gone: its peers' memberships and
         its FDB entries, static ones included."""
-        if not 0 < network < MAX_NETWORKS or self.vni_of[network] == 0:
-            raise ValueError(f"network {network} is not declared")
-        for ip, nets, _ in self.peer_list():
+        self._declared(network)
+        for ip, nets, *_ in self.peer_list():
             if network in nets:
                 self.remove_peer(ip, network)
         fdb_sweep(&self.fdb, SWEEP_NETWORK, network, 0, 0)
@@ -291,8 +308,11 @@ cdef class Datapath:
         self.mtu_of[network] = 0
 
     cdef inline uint16_t _network_of_vni(self, uint32_t vni) noexcept nogil:
-        # Linear: a node has few networks.
+        # Linear: a node has few networks. VNI 0 is never a network's (0
+        # marks an undeclared id in vni_of).
         cdef uint16_t net
+        if vni == 0:
+            return 0
         for net in range(1, MAX_NETWORKS):
             if self.vni_of[net] == vni:
                 return net
@@ -300,11 +320,16 @@ cdef class Datapath:
 
     # ---------------------------------------------------------------- ports
 
-    def add_port(self, int fd, int network, bint vnet_hdr=False):
-        """Attach a non-blocking fd to a declared network; returns the port id.
-        vnet_hdr: frames on the fd are preceded by a virtio_net_hdr."""
+    cdef _declared(self, int network):
         if not 0 < network < MAX_NETWORKS or self.vni_of[network] == 0:
             raise ValueError(f"network {network} is not declared")
+
+    def add_port(self, int fd, int network, bint vnet_hdr=False, bint router=False):
+        """Attach a non-blocking fd to a declared network; returns the port id.
+        vnet_hdr: frames on the fd are preceded by a virtio_net_hdr; router:
+        the port may send IPv6 Router Advertisements and Redirects (the
+        host port; every other port is RA-guarded)."""
+        self._declared(network)
         cdef uint32_t i
         for i in range(MAX_PORTS):
             if self.ports[i].fd < 0:
@@ -313,6 +338,7 @@ cdef class Datapath:
                 self.ports[i].fd = fd
                 self.ports[i].network = network
                 self.ports[i].vnet_hdr = vnet_hdr
+                self.ports[i].router = router
                 if i >= self.port_limit:
                     self.port_limit = i + 1
                 return i
@@ -345,18 +371,35 @@ cdef class Datapath:
 
     def set_port_security(self, uint32_t port_id, mac=None, ips=()):
         """Bind a port to its MAC and IPv4 addresses (integers); frames from
-        other sources are dropped as spoofed_source. mac=None turns it off."""
+        other sources are dropped as spoofed_source. The MAC is pinned to
+        the port in the FDB: frames from anywhere else with it as source
+        (another port, a peer) are dropped as mac_pinned. mac=None turns it
+        off."""
         cdef port_t *p = self._port(port_id)
-        if mac is None:
+        if p.secured:
+            fdb_delete(&self.fdb, p.network, p.sec_mac)
             p.secured = False
+        if mac is None:
             return
         if len(ips) > MAX_PORT_IPS:
             raise ValueError(f"at most {MAX_PORT_IPS} addresses per port")
+        self.pin_mac(port_id, mac)
         p.sec_mac = mac
         p.n_sec_ips = len(ips)
         for i, ip in enumerate(ips):
             p.sec_ips[i] = ip
         p.secured = True
+
+    def pin_mac(self, uint32_t port_id, uint64_t mac):
+        """Pin a MAC to a port (a secured pod's, the host port's): it lives
+        there for good, and frames from anywhere else with it as source are
+        dropped as mac_pinned. Removing the port unpins it."""
+        cdef port_t *p = self._port(port_id)
+        cdef int64_t pinned = fdb_pinned_port(&self.fdb, p.network, mac)
+        if pinned >= 0 and pinned != port_id:
+            raise ValueError(f"MAC {mac_to_str(mac)} is bound to port {pinned} already")
+        if fdb_set_static(&self.fdb, p.network, mac, port_id, FDB_PINNED) < 0:
+            raise OverflowError("FDB is full")
 
     def set_port_rates(self, uint32_t port_id, double ingress_bps=0, double ingress_burst=0,
                        double egress_bps=0, double egress_burst=0):
@@ -377,10 +420,12 @@ cdef class Datapath:
     # ---------------------------------------------------------------- peers
 
     def set_tunnel(self, int rx_fd, senders, int udp_port, int underlay_mtu,
-                   bint learn_peers=False, uint32_t vtep_ip=0):
+                   bint learn_peers=False, uint32_t vtep_ip=0, uint32_t max_learned_peers=64):
         """Enable VXLAN: rx_fd a non-blocking UDP socket bound to the VTEP
         (UDP_GRO on), senders [(fd, source port)] of non-blocking UDP
-        sockets bound to it."""
+        sockets bound to it. learn_peers: a datagram from an unknown source
+        makes it a peer of that network (at most max_learned_peers such
+        peers; they age, see expire_peers); turning it off forgets them."""
         if not 0 < udp_port < 65536 or not 576 <= underlay_mtu <= 65535:
             raise ValueError("udp_port must be 1..65535 and underlay_mtu 576..65535")
         if not 0 < len(senders) <= MAX_SENDERS:
@@ -397,7 +442,11 @@ cdef class Datapath:
         for i in range(MAX_PEERS):
             self.peer_addr[i].sin_port = htons(udp_port)
         self.udp_port, self.underlay_mtu, self.learn_peers = udp_port, underlay_mtu, learn_peers
-        self.vtep_ip = vtep_ip
+        self.vtep_ip, self.max_learned_peers = vtep_ip, max_learned_peers
+        if not learn_peers:
+            for ip, _, _, learned in self.peer_list():
+                if learned:
+                    self.remove_peer(ip)
 
     cdef inline int64_t _find_peer(self, uint32_t ip) noexcept nogil:
         # Linear: peers are nodes of one cluster, and this runs once per batch entry.
@@ -407,10 +456,22 @@ cdef class Datapath:
                 return i
         return -1
 
-    cdef int64_t _add_member(self, uint32_t ip, uint16_t network) noexcept nogil:
-        """Peer index of ip, created if new, now flooded to for network; -1 if full."""
+    cdef inline bint _is_member(self, uint32_t peer, uint16_t network) noexcept nogil:
+        return self.member_bits[peer * MEMBER_BYTES + (network >> 3)] & (1 << (network & 7))
+
+    cdef inline void _set_member(self, uint32_t peer, uint16_t network, bint member) noexcept nogil:
+        cdef uint8_t *byte = &self.member_bits[peer * MEMBER_BYTES + (network >> 3)]
+        byte[0] = (byte[0] | (1 << (network & 7))) if member else (byte[0] & ~(1 << (network & 7)))
+
+    cdef int64_t _add_member(self, uint32_t ip, uint16_t network, bint learned=False) noexcept nogil:
+        """Peer index of ip, created if new (learned: by learn_peers, within
+        max_learned_peers), now flooded to for network; -1 if full."""
         cdef int64_t idx = self._find_peer(ip)
         cdef uint32_t i
+        if ip == 0:                     # 0 marks a free slot
+            return -1
+        if idx < 0 and learned and self.n_learned_peers >= self.max_learned_peers:
+            return -1
         if idx < 0:
             for i in range(MAX_PEERS):
                 if self.peers[i].ip == 0:
@@ -419,26 +480,33 @@ cdef class Datapath:
             if idx < 0:
                 return -1
             memset(&self.peers[idx], 0, sizeof(peer_t))
+            memset(self.member_bits + idx * MEMBER_BYTES, 0, MEMBER_BYTES)
             self.peers[idx].ip = ip
+            self.peers[idx].learned = learned
+            self.n_learned_peers += learned
             self.peer_addr[idx].sin_family = AF_INET
             self.peer_addr[idx].sin_addr.s_addr = ip
             self.peer_addr[idx].sin_port = htons(self.udp_port)
             if idx >= self.peer_limit:
                 self.peer_limit = idx + 1
-        for i in range(self.n_members):
-            if self.member_net[i] == network and self.member_peer[i] == idx:
-                return idx
+        elif not learned and self.peers[idx].learned:
+            self.peers[idx].learned = False         # configured now: no longer ages
+            self.n_learned_peers -= 1
+        if self._is_member(idx, network):
+            return idx
         if self.n_members == MAX_MEMBERS:
             return -1
         self.member_net[self.n_members] = network
         self.member_peer[self.n_members] = idx
         self.n_members += 1
+        self._set_member(idx, network, True)
         return idx
 
     def add_peer(self, uint32_t ip, int network):
-        """Flood `network` to the VTEP ip (network byte order); returns its index."""
-        if not 0 < network < MAX_NETWORKS or self.vni_of[network] == 0:
-            raise ValueError(f"network {network} is not declared")
+        """Flood `network` to the VTEP ip (network byte order, not 0); returns its index."""
+        self._declared(network)
+        if ip == 0:
+            raise ValueError("peer address 0.0.0.0")
         cdef int64_t idx = self._add_member(ip, network)
         if idx < 0:
             raise OverflowError("peer table is full")
@@ -453,6 +521,7 @@ cdef class Datapath:
         cdef uint32_t i = 0, left = 0
         while i < self.n_members:
             if self.member_peer[i] == idx and (network == 0 or self.member_net[i] == network):
+                self._set_member(idx, self.member_net[i], False)
                 self.n_members -= 1
                 self.member_net[i] = self.member_net[self.n_members]
                 self.member_peer[i] = self.member_peer[self.n_members]
@@ -462,6 +531,7 @@ cdef class Datapath:
             i += 1
         if left == 0:
             fdb_sweep(&self.fdb, SWEEP_PORT, 0, PEER_BASE + idx, 0)
+            self.n_learned_peers -= self.peers[idx].learned
             self.peers[idx].ip = 0
             while self.peer_limit > 0 and self.peers[self.peer_limit - 1].ip == 0:
                 self.peer_limit -= 1
@@ -471,8 +541,19 @@ cdef class Datapath:
         """The address of peer `index` (network byte order), 0 if none."""
         return self.peers[index].ip if index < MAX_PEERS else 0
 
+    def expire_peers(self, double max_idle):
+        """Forget learned peers not heard from for max_idle seconds; returns
+        their addresses."""
+        cdef uint64_t now = monotonic_ns(), idle = <uint64_t>(max_idle * 1e9)
+        gone = [self.peers[i].ip for i in range(self.peer_limit)
+                if self.peers[i].ip and self.peers[i].learned
+                and now - self.peers[i].last_rx_ns > idle]
+        for ip in gone:
+            self.remove_peer(ip)
+        return gone
+
     def peer_list(self):
-        """[(ip, [network ids], counters)] of known peers."""
+        """[(ip, [network ids], counters, learned)] of known peers."""
         out = []
         cdef uint32_t i, m
         for i in range(self.peer_limit):
@@ -483,7 +564,7 @@ cdef class Datapath:
             p = &self.peers[i]
             out.append((p.ip, nets, {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
                                      "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
-                                     "tx_dropped": p.tx_dropped}))
+                                     "tx_dropped": p.tx_dropped}, bool(p.learned)))
         return out
 
     # ------------------------------------------------------------------ FDB
@@ -510,29 +591,54 @@ cdef class Datapath:
 
     def fdb_add_remote(self, int network, uint64_t mac, uint32_t peer_ip):
         """A static entry: (network, mac) lives behind the peer peer_ip."""
+        self._declared(network)
         cdef int64_t idx = self._find_peer(peer_ip)
         if idx < 0:
             raise KeyError("no such peer")
-        if fdb_set_static(&self.fdb, network, mac, PEER_BASE + idx) < 0:
+        if fdb_pinned_port(&self.fdb, network, mac) >= 0:
+            raise ValueError(f"MAC {mac_to_str(mac)} is a port-secured local port's")
+        if fdb_set_static(&self.fdb, network, mac, PEER_BASE + idx, FDB_STATIC) < 0:
             raise OverflowError("FDB is full")
 
     def fdb_delete(self, int network, uint64_t mac):
-        """Delete one entry, learned or static; returns whether it existed."""
-        return fdb_delete(&self.fdb, network, mac) == 0
+        """Delete one learned or static entry (not a port's pinned MAC);
+        returns whether it existed."""
+        self._declared(network)
+        return fdb_pinned_port(&self.fdb, network, mac) < 0 and \
+            fdb_delete(&self.fdb, network, mac) == 0
+
+    def fdb_lookup(self, int network, uint64_t mac):
+        """Where a live entry sends (network, mac): a port id, PORT_PEER_BASE
+        + peer index, or -1."""
+        self._declared(network)
+        return fdb_lookup(&self.fdb, network, mac, monotonic_ns())
 
     def fdb_flush(self, int network=0):
         """Forget learned MACs of one network (0: all); returns how many."""
+        if network:
+            self._declared(network)
         return fdb_sweep(&self.fdb, SWEEP_ALL, network, 0, 0)
 
-    def fdb_expire(self):
-        """Delete learned entries older than the aging time; returns how many."""
-        cdef uint64_t n = fdb_sweep(&self.fdb, SWEEP_EXPIRED, 0, 0, monotonic_ns())
+    def fdb_expire(self, uint64_t budget=0):
+        """Delete learned entries older than the aging time; returns how
+        many. budget: slots to look at, going on from the last call (0: the
+        whole table at once)."""
+        cdef uint64_t n = fdb_sweep(&self.fdb, SWEEP_EXPIRED, 0, 0, monotonic_ns(), budget)
         self.fdb.expired += n
         return n
 
+    def fdb_longest_probe(self):
+        """The farthest any entry lies from its home slot (hash flooding shows here)."""
+        cdef uint64_t i, longest = 0
+        for i in range(self.fdb.mask + 1):
+            if self.fdb.slots[i].key:
+                longest = max(longest, (i - fdb_slot_of(&self.fdb, self.fdb.slots[i].key))
+                              & self.fdb.mask)
+        return longest
+
     def fdb_entries(self, int network=0):
-        """[(network, mac, port_id or None, peer ip or None, age, static)] of
-        live entries; peer ips in network byte order."""
+        """[(network, mac, port_id or None, peer ip or None, age, static,
+        pinned)] of live entries; peer ips in network byte order."""
         cdef uint64_t i, now = monotonic_ns()
         cdef fdb_entry_t *e
         out = []
@@ -546,8 +652,8 @@ cdef class Datapath:
             out.append((e.key >> 48, mac_to_str(e.key & 0xFFFFFFFFFFFF),
                         None if remote else e.port,
                         self.peers[e.port - PEER_BASE].ip if remote else None,
-                        0.0 if e.is_static else <uint32_t>(ms32(now) - e.seen_ms) / 1e3,
-                        bool(e.is_static)))
+                        0.0 if e.kind != FDB_LEARNED else <uint32_t>(ms32(now) - e.seen_ms) / 1e3,
+                        e.kind != FDB_LEARNED, e.kind == FDB_PINNED))
         return out
 
     # ------------------------------------------------------------- counters
@@ -560,7 +666,9 @@ cdef class Datapath:
             "drops": {DROP_NAMES[i]: self.drops[i] for i in range(N_DROP_REASONS)},
             "fdb": {"entries": self.fdb.count, "max_entries": self.fdb.max_entries,
                     "learned": self.fdb.learned, "moves": self.fdb.moves,
-                    "full": self.fdb.full, "expired": self.fdb.expired},
+                    "full": self.fdb.full, "limited": self.fdb.limited,
+                    "expired": self.fdb.expired,
+                    "max_per_port": self.fdb.max_per_port, "max_per_peer": self.fdb.max_per_peer},
             "tunnel": _counters(&self.tunnel),
             "gro_merged": self.gro_merged,
         }
@@ -787,7 +895,7 @@ cdef class Datapath:
                         uint64_t now) noexcept nogil:
         """Check one VXLAN datagram of received buffer i (from peer, -1 if
         unknown) and switch its inner frame. Returns the peer (learned)."""
-        cdef int64_t vni
+        cdef int64_t vni, member
         cdef uint16_t net
         self.tunnel.rx_packets += 1
         self.tunnel.rx_bytes += n
@@ -802,11 +910,18 @@ cdef class Datapath:
         if net == 0:
             self._drop_datagram(i, DROP_UNKNOWN_VNI, data, n)
             return peer
-        if peer < 0:
-            peer = self._add_member(self.rx_addr[i].sin_addr.s_addr, net)
-            if peer < 0:                                        # peer table full
-                self._drop_datagram(i, DROP_UNKNOWN_PEER, data, n)
+        if peer < 0 or not self._is_member(peer, net):
+            # Configured peers inject only into their own networks; with
+            # learn_peers, a new or learned source becomes a member of this one.
+            member = -1
+            if self.learn_peers and (peer < 0 or self.peers[peer].learned):
+                member = self._add_member(self.rx_addr[i].sin_addr.s_addr, net, True)
+            if member < 0:                          # not ours to learn, or tables full
+                self._drop_datagram(i, DROP_UNKNOWN_PEER if peer < 0 else DROP_PEER_NOT_MEMBER,
+                                    data, n)
                 return peer
+            peer = member
+        self.peers[peer].last_rx_ns = now
         self.peers[peer].rx_packets += 1
         self.peers[peer].rx_bytes += n
         self._switch(PEER_BASE + peer, &self.tunnel, net, self.zero_vhdr, data + VXLAN_HLEN,
@@ -845,7 +960,8 @@ cdef class Datapath:
         cdef ssize_t l2 = eth_header_len(frame, n)
         if l2 < 0:
             return DROP_RUNT
-        if not vnet_hdr_valid(hdr, n):
+        if not vnet_hdr_valid(hdr, n) or \
+                (hdr[0] & VNET_F_NEEDS_CSUM and not csum_offload_ok(hdr, frame, n, l2)):
             return DROP_BAD_VNET_HDR
         cdef bint oversize
         if vnet_is_gso(hdr):
@@ -860,6 +976,8 @@ cdef class Datapath:
             return DROP_BAD_SOURCE
         if inp.secured and spoofed(inp, frame, n, l2):
             return DROP_SPOOFED_SOURCE
+        if not inp.router and router_message(frame, n, l2):
+            return DROP_RA_GUARD
         return -1
 
     cdef inline int64_t _destination(self, uint32_t in_id, uint16_t net,
@@ -889,10 +1007,11 @@ cdef class Datapath:
         cdef int reason = self._check(inp, net, hdr, frame, n)
         if reason < 0 and inp.ingress.rate > 0 and not bucket_take(&inp.ingress, n, now):
             reason = DROP_RATE_LIMITED
+        if reason < 0 and fdb_learn(&self.fdb, net, mac48(frame + 6), in_id, now) < 0:
+            reason = DROP_MAC_PINNED
         if reason >= 0:
             self._drop_frame(inp, reason, in_id, frame, n)
             return
-        fdb_learn(&self.fdb, net, mac48(frame + 6), in_id, now)
         cdef int64_t out = self._destination(in_id, net, frame, now)
         if out == DEST_LOOP:
             self._drop_frame(inp, DROP_LOOP, in_id, frame, n)
@@ -1032,6 +1151,10 @@ cdef class Datapath:
             return steps + [{"step": "drop", "reason": DROP_NAMES[reason]}]
         steps.append({"step": "checks", "verdict": "pass"})
         cdef int64_t known = fdb_lookup(&self.fdb, net, mac48(f + 6), monotonic_ns())
+        cdef int64_t pinned = fdb_pinned_port(&self.fdb, net, mac48(f + 6))
+        if pinned >= 0 and pinned != port_id:
+            return steps + [{"step": "learn", "mac": mac_to_str(mac48(f + 6)), "pinned_to": pinned},
+                            {"step": "drop", "reason": "mac_pinned"}]
         steps.append({"step": "learn", "mac": mac_to_str(mac48(f + 6)),
                       "known_at": None if known < 0 else known, "moves": known >= 0 and known != port_id})
         cdef int64_t out = self._destination(port_id, net, f, monotonic_ns())

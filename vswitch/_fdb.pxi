@@ -1,6 +1,14 @@
 # Forwarding database: an open-addressing hash table keyed by
 # (network, MAC), linear probing, backward-shift deletion (no tombstones,
 # so lookups stay short however many entries come and go).
+#
+# Against hash flooding (a pod or peer sending from MACs chosen to collide):
+# the hash is multiply-shift universal hashing with a random odd multiplier
+# drawn at every start (the product's top bits, which every key bit
+# reaches), so colliding MACs cannot be computed ahead; no entry lives more
+# than FDB_MAX_PROBE slots from its home (an insert that would is refused and
+# counted), so no lookup walks further; and each port and peer may hold
+# only so many learned entries.
 # Included by _fastpath.pyx; all functions are C-only.
 
 from libc.stdlib cimport calloc, free
@@ -16,41 +24,70 @@ cdef inline uint32_t ms32(uint64_t ns) noexcept nogil:
 
 
 cdef inline bint fdb_expired(const fdb_t *t, const fdb_entry_t *e, uint64_t now) noexcept nogil:
-    return not e.is_static and <uint32_t>(ms32(now) - e.seen_ms) > t.aging_ms
+    return e.kind == FDB_LEARNED and <uint32_t>(ms32(now) - e.seen_ms) > t.aging_ms
 
 
 cdef inline uint64_t fdb_slot_of(const fdb_t *t, uint64_t key) noexcept nogil:
-    # Fibonacci hashing: multiply, keep the high bits.
-    return ((key * <uint64_t>0x9E3779B97F4A7C15ULL) >> 20) & t.mask
+    # One multiply, as cheap as the unkeyed Fibonacci hash it replaces; keys
+    # x != y collide with probability at most 2/capacity over the multiplier.
+    return (key * t.multiplier) >> t.shift
 
 
-cdef int fdb_init(fdb_t *t, uint64_t max_entries, uint64_t aging_ns) noexcept nogil:
+cdef inline uint32_t fdb_owner_limit(const fdb_t *t, uint32_t port) noexcept nogil:
+    return t.max_per_peer if port >= PEER_BASE else t.max_per_port
+
+
+cdef int fdb_init(fdb_t *t, uint64_t max_entries, uint64_t aging_ns,
+                  uint64_t seed) noexcept nogil:
     cdef uint64_t cap = 16
     while cap < max_entries * 2:        # load factor stays at or below 1/2
         cap <<= 1
     t.slots = <fdb_entry_t *>calloc(cap, sizeof(fdb_entry_t))
-    if t.slots == NULL:
+    t.owned = <uint32_t *>calloc(PEER_BASE + MAX_PEERS, sizeof(uint32_t))
+    if t.slots == NULL or t.owned == NULL:
         return -1
     t.mask = cap - 1
+    t.shift = 64
+    while cap > 1:
+        cap >>= 1
+        t.shift -= 1
     t.count = 0
     t.max_entries = max_entries
     t.aging_ms = <uint32_t>(aging_ns // 1000000)
-    t.learned = t.moves = t.full = t.expired = 0
+    t.multiplier = seed | 1
+    t.max_per_port = t.max_per_peer = <uint32_t>min(max_entries, 0xFFFFFFFFULL)
+    t.sweep_at = 0
+    t.learned = t.moves = t.full = t.limited = t.expired = 0
     return 0
 
 
 cdef void fdb_destroy(fdb_t *t) noexcept nogil:
     free(t.slots)
+    free(t.owned)
     t.slots = NULL
+    t.owned = NULL
+
+
+cdef inline int64_t fdb_free_slot(fdb_t *t, uint64_t key) noexcept nogil:
+    """The slot of key's entry, or the empty slot where it would go; -1 when
+    neither is within FDB_MAX_PROBE of its home."""
+    cdef uint64_t home = fdb_slot_of(t, key), k, i
+    for k in range(FDB_MAX_PROBE):
+        i = (home + k) & t.mask
+        if t.slots[i].key == 0 or t.slots[i].key == key:
+            return i
+    return -1
 
 
 cdef inline fdb_entry_t *fdb_find(fdb_t *t, uint64_t key) noexcept nogil:
-    cdef uint64_t i = fdb_slot_of(t, key)
-    while t.slots[i].key != 0:
-        if t.slots[i].key == key:
-            return &t.slots[i]
-        i = (i + 1) & t.mask
-    return NULL
+    cdef int64_t i = fdb_free_slot(t, key)
+    return &t.slots[i] if i >= 0 and t.slots[i].key != 0 else NULL
+
+
+cdef inline int64_t fdb_pinned_port(fdb_t *t, uint16_t network, uint64_t mac) noexcept nogil:
+    """The port a MAC is pinned to, or -1."""
+    cdef fdb_entry_t *e = fdb_find(t, fdb_key(network, mac))
+    return e.port if e != NULL and e.kind == FDB_PINNED else -1
 
 
 cdef inline int64_t fdb_lookup(fdb_t *t, uint16_t network, uint64_t mac, uint64_t now) noexcept nogil:
@@ -61,43 +98,66 @@ cdef inline int64_t fdb_lookup(fdb_t *t, uint16_t network, uint64_t mac, uint64_
     return e.port
 
 
-cdef inline void fdb_learn(fdb_t *t, uint16_t network, uint64_t mac, uint32_t port, uint64_t now) noexcept nogil:
-    cdef uint64_t key = fdb_key(network, mac)
-    cdef uint64_t i = fdb_slot_of(t, key)
-    while t.slots[i].key != 0:
-        if t.slots[i].key == key:
-            if t.slots[i].is_static:
-                return
-            if t.slots[i].port != port:
-                t.slots[i].port = port
-                t.moves += 1
-            t.slots[i].seen_ms = ms32(now)
-            return
-        i = (i + 1) & t.mask
+cdef inline int fdb_learn(fdb_t *t, uint16_t network, uint64_t mac, uint32_t port,
+                          uint64_t now) noexcept nogil:
+    """Learn that mac is behind port. 0: learned, refreshed, or not learned
+    (table full, or the port or peer holds its maximum: counted, the frame
+    still goes on); -1: the MAC is pinned to another port (drop the frame)."""
+    cdef int64_t i = fdb_free_slot(t, fdb_key(network, mac))
+    if i < 0:
+        t.full += 1
+        return 0
+    cdef fdb_entry_t *e = &t.slots[i]
+    if e.key != 0:
+        if e.port == port:                  # the common case: seen again where it lives
+            e.seen_ms = ms32(now)           # (static and pinned entries ignore it)
+            return 0
+        if e.kind == FDB_PINNED:
+            return -1
+        if e.kind == FDB_STATIC:
+            return 0
+        if t.owned[port] >= fdb_owner_limit(t, port):
+            t.limited += 1
+            return 0
+        t.owned[e.port] -= 1
+        t.owned[port] += 1
+        e.port = port
+        e.seen_ms = ms32(now)
+        t.moves += 1
+        return 0
     if t.count >= t.max_entries:
         t.full += 1
-        return
-    t.slots[i].key = key
-    t.slots[i].port = port
-    t.slots[i].seen_ms = ms32(now)
-    t.slots[i].is_static = False
+        return 0
+    if t.owned[port] >= fdb_owner_limit(t, port):
+        t.limited += 1
+        return 0
+    e.key = fdb_key(network, mac)
+    e.port = port
+    e.seen_ms = ms32(now)
+    e.kind = FDB_LEARNED
+    t.owned[port] += 1
     t.count += 1
     t.learned += 1
+    return 0
 
 
-cdef int fdb_set_static(fdb_t *t, uint16_t network, uint64_t mac, uint32_t port) noexcept nogil:
-    """Add or overwrite a static entry; -1 when the table is full."""
+cdef int fdb_set_static(fdb_t *t, uint16_t network, uint64_t mac, uint32_t port,
+                        uint16_t kind) noexcept nogil:
+    """Add or overwrite a static or pinned entry; -1 when the table is full."""
     cdef uint64_t key = fdb_key(network, mac)
-    cdef uint64_t i = fdb_slot_of(t, key)
-    while t.slots[i].key != 0 and t.slots[i].key != key:
-        i = (i + 1) & t.mask
-    if t.slots[i].key == 0:
+    cdef int64_t i = fdb_free_slot(t, key)
+    if i < 0:
+        return -1
+    cdef fdb_entry_t *e = &t.slots[i]
+    if e.key == 0:
         if t.count >= t.max_entries:
             return -1
         t.count += 1
-    t.slots[i].key = key
-    t.slots[i].port = port
-    t.slots[i].is_static = True
+    elif e.kind == FDB_LEARNED:
+        t.owned[e.port] -= 1
+    e.key = key
+    e.port = port
+    e.kind = kind
     return 0
 
 
@@ -111,7 +171,10 @@ cdef int fdb_delete(fdb_t *t, uint16_t network, uint64_t mac) noexcept nogil:
 
 
 cdef void fdb_delete_slot(fdb_t *t, uint64_t hole) noexcept nogil:
-    """Empty slot `hole` and shift later members of its cluster back."""
+    """Empty slot `hole` and shift later members of its cluster back (each
+    only closer to its home, so FDB_MAX_PROBE still holds)."""
+    if t.slots[hole].kind == FDB_LEARNED:
+        t.owned[t.slots[hole].port] -= 1
     cdef uint64_t j = hole, home
     while True:
         j = (j + 1) & t.mask
@@ -134,16 +197,22 @@ cdef enum FdbSweep:
     SWEEP_NETWORK = 3    # every entry of the network, static ones too
 
 
-cdef uint64_t fdb_sweep(fdb_t *t, int kind, uint16_t network, uint32_t port, uint64_t now) noexcept nogil:
-    """Delete matching entries; returns how many.
+cdef uint64_t fdb_sweep(fdb_t *t, int kind, uint16_t network, uint32_t port, uint64_t now,
+                        uint64_t budget=0) noexcept nogil:
+    """Delete matching entries; returns how many. budget > 0: look at that
+    many slots from where the last budgeted sweep stopped (so that a large
+    table is swept in slices between polling rounds), else the whole table.
 
     After a deletion the same index is examined again: backward shift may
     have moved an unexamined entry into it, and never moves one behind it.
     """
-    cdef uint64_t i = 0, removed = 0
+    cdef uint64_t i = t.sweep_at if budget else 0, removed = 0, seen = 0
     cdef fdb_entry_t *e
     cdef bint match
-    while i <= t.mask:
+    while (seen < budget) if budget else (i <= t.mask):
+        if i > t.mask:
+            i = 0
+        seen += 1
         e = &t.slots[i]
         if e.key != 0:
             if kind == SWEEP_PORT:
@@ -153,10 +222,12 @@ cdef uint64_t fdb_sweep(fdb_t *t, int kind, uint16_t network, uint32_t port, uin
             elif kind == SWEEP_NETWORK:
                 match = (e.key >> 48) == network
             else:               # learned entries only: static ones stay until deleted
-                match = not e.is_static and (network == 0 or (e.key >> 48) == network)
+                match = e.kind == FDB_LEARNED and (network == 0 or (e.key >> 48) == network)
             if match:
                 fdb_delete_slot(t, i)
                 removed += 1
                 continue
         i += 1
+    if budget:
+        t.sweep_at = i
     return removed

@@ -21,7 +21,10 @@ from .tap import TapError
 log = logging.getLogger("vswitch.api")
 
 MAX_BODY = 1 << 20
+MAX_HEAD = 16 << 10          # request line and headers
 CAPTURE_QUEUE = 4096         # records a capture client may lag behind before losing some
+READ_TIMEOUT = 10.0          # seconds a client may take to send its whole request
+MAX_CONNECTIONS = 64         # at once; more are answered 503 at once and closed
 
 
 class ApiError(Exception):
@@ -43,6 +46,7 @@ class Api:
         self.switch = switch
         self.service = service          # the daemon: reload and stop
         self.attachments = Attachments(switch)
+        self.connections = 0
         self.routes = {
             ("GET", "status"): self.status,
             ("GET", "ports"): self.list_ports,
@@ -92,10 +96,10 @@ class Api:
     async def set_port(self, query, body, name):
         if not isinstance(body, dict):
             raise ApiError("expected a JSON object of rates")
-        return self.switch.port_info(self.switch.set_rates(name, body))
+        return self.switch.port_info(await self.switch.set_rates(name, body))
 
     async def del_port(self, query, body, name):
-        self.switch.remove_port(name)
+        await self.switch.remove_port(name)
         return {"deleted": name}
 
     async def show_fdb(self, query, body, arg):
@@ -137,14 +141,14 @@ class Api:
             mtu=mtu, rates=rates)
 
     async def detach(self, query, body, arg):
-        return self.attachments.delete(**_string_fields(body, ("container_id", "ifname"), ()))
+        return await self.attachments.delete(**_string_fields(body, ("container_id", "ifname"), ()))
 
     async def check_attachment(self, query, body, arg):
         return await self.attachments.check(
             **_string_fields(body, ("container_id", "ifname", "netns"), ()))
 
     async def show_ipam(self, query, body, arg):
-        return self.attachments.show(query.get("network"))
+        return await self.attachments.show(query.get("network"))
 
     async def ipam_gc(self, query, body, arg):
         body = {} if body is None else body
@@ -156,7 +160,7 @@ class Api:
         fields = _string_fields(body, (), ("cni_network",))
         if valid is not None and "cni_network" not in fields:
             raise ApiError("field 'cni_network' is required with 'valid'")
-        return self.attachments.gc(fields.get("cni_network"), valid)
+        return await self.attachments.gc(fields.get("cni_network"), valid)
 
     async def capture(self, query, body, arg):
         """Stream matching frames: each a 4-byte length and JSON metadata,
@@ -232,7 +236,7 @@ class Api:
 
     def _route(self, method: str, path: str):
         parts = path.strip("/").split("/")
-        if parts[0] != "v1":
+        if parts[0] != "v1" or len(parts) < 2:
             raise ApiError(f"no such path {path!r}", 404)
         rest = "/".join(parts[1:])
         if (method, rest) in self.routes:
@@ -244,9 +248,26 @@ class Api:
         raise ApiError(f"no such path {path!r}", 404)
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
+        self.connections += 1
+        try:
+            if self.connections > MAX_CONNECTIONS:
+                await self._answer(writer, 503, {"error": f"{MAX_CONNECTIONS} requests are under "
+                                                 "way already; try again"})
+                return
+            await self._handle(reader, writer)
+        finally:
+            self.connections -= 1
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         status, result = 200, None
         try:
-            method, path, query, body = await self._read_request(reader)
+            try:
+                request = await asyncio.wait_for(self._read_request(reader), READ_TIMEOUT)
+            except asyncio.TimeoutError:
+                raise ApiError(f"request not received within {READ_TIMEOUT:g} s", 408) from None
+            except asyncio.LimitOverrunError:
+                raise ApiError("request head too large", 431) from None
+            method, path, query, body = request
             handler, arg = self._route(method, path)
             result = await handler(query, body, arg)
             if isinstance(result, Stream):
@@ -262,6 +283,10 @@ class Api:
         except Exception as e:      # a bug must not take the daemon down
             log.exception("request failed")
             status, result = 500, {"error": f"internal error: {e}"}
+        await self._answer(writer, status, result)
+
+    @staticmethod
+    async def _answer(writer: asyncio.StreamWriter, status: int, result):
         payload = json.dumps(result).encode() + b"\n"
         head = (f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n"
@@ -277,7 +302,10 @@ class Api:
     async def _stream(self, reader, writer, stream: Stream):
         """Send a Stream until it ends or the client hangs up."""
         async def hangup():
-            await reader.read()             # EOF: the client is gone
+            # Whatever the client sends now is read and dropped (never kept);
+            # EOF means it is gone.
+            while await reader.read(65536):
+                pass
 
         watcher = asyncio.ensure_future(hangup())
         records = stream.records.__aiter__()
@@ -328,8 +356,13 @@ class Api:
                 body = json.loads(raw)
             except ValueError as e:
                 raise ApiError(f"body is not valid JSON: {e}") from None
-        url = urlsplit(target)
-        query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        try:
+            if not target.startswith("/"):
+                raise ValueError("not a path")
+            url = urlsplit(target)
+            query = {k: v[-1] for k, v in parse_qs(url.query).items()}
+        except ValueError as e:
+            raise ApiError(f"malformed request target: {e}") from None
         return method, url.path, query, body
 
 
@@ -370,6 +403,7 @@ async def start(path: str, switch: Switch, service=None) -> asyncio.AbstractServ
     _claim_socket_path(path)
     old = os.umask(0o177)
     try:
-        return await asyncio.start_unix_server(Api(switch, service).handle, path=path)
+        return await asyncio.start_unix_server(Api(switch, service).handle, path=path,
+                                               limit=MAX_HEAD)
     finally:
         os.umask(old)

@@ -29,6 +29,7 @@ class Attachments:
     def __init__(self, switch: Switch):
         self.switch = switch
         self.ipam = switch.ipam
+        self.db = switch.state.run         # every IPAM call runs on the database thread
         self._busy: set[tuple[str, str]] = set()    # attachments with an ADD/DEL under way
 
     # -------------------------------------------------------------- helpers
@@ -83,22 +84,24 @@ class Attachments:
         requested_mac = normalize_mac(mac) if mac else None
         self._claim(key)
         try:
-            alloc, created = self.ipam.get(*key), False
+            alloc, created = await self.db(self.ipam.get, *key), False
             if alloc:
                 self._same_request(alloc, net.name, requested_ip, requested_mac)
                 port = self.port_of(key)
                 if port and port.state == "up" and port.netns == netns:
                     return self.result(alloc, port)
                 if port:                    # lost, or the pod has a new sandbox
-                    self.switch.detach_port(port)
+                    await self.switch.detach_port(port)
                 if alloc.netns != netns:
-                    self.ipam.move(*key, netns)
+                    await self.db(self.ipam.move, *key, netns)
             else:
-                alloc = self.ipam.allocate(
-                    net, *key, netns=netns, cni_network=cni_network,
-                    mac=requested_mac or random_mac(), ip=requested_ip,
-                    in_use=set(self.switch.addresses_in_use(net).values()),
-                    macs_in_use=self.switch.macs_in_use(net))
+                mac = requested_mac or random_mac()
+                if self.switch.mac_in_use(net, mac):
+                    raise IpamError(f"MAC {mac} is already used in network {net.name!r}",
+                                    "unavailable")
+                alloc = await self.db(
+                    self.ipam.allocate, net, *key, netns, cni_network, mac, requested_ip,
+                    set(self.switch.addresses_in_use(net).values()))
                 created = True
             address = ipaddress.IPv4Interface(f"{alloc.ip}/{net.subnet.prefixlen}")
             try:
@@ -107,7 +110,7 @@ class Attachments:
                                                      rates=rates)
             except BaseException:
                 if created:         # leave nothing half-made behind
-                    self.ipam.release(*key)
+                    await self.db(self.ipam.release, *key)
                 raise
             log.info("attached %s/%s: %s, %s", *key, address, alloc.mac)
             return self.result(alloc, port)
@@ -126,15 +129,15 @@ class Attachments:
             raise IpamError(f"{alloc.container_id}/{alloc.ifname} already has MAC {alloc.mac}",
                             "unavailable")
 
-    def delete(self, container_id: str, ifname: str) -> dict:
+    async def delete(self, container_id: str, ifname: str) -> dict:
         """Disconnect a pod and release its address; fine if nothing is left."""
         key = self._key(container_id, ifname)
         self._claim(key)
         try:
             port = self.port_of(key)
             if port:
-                self.switch.detach_port(port)
-            alloc = self.ipam.release(*key)
+                await self.switch.detach_port(port)
+            alloc = await self.db(self.ipam.release, *key)
         finally:
             self._busy.discard(key)
         if alloc:
@@ -144,7 +147,7 @@ class Attachments:
     async def check(self, container_id: str, ifname: str, netns: str) -> dict:
         """The attachment as it is now; CheckFailed says what is wrong."""
         key = self._key(container_id, ifname)
-        alloc = self.ipam.get(*key)
+        alloc = await self.db(self.ipam.get, *key)
         if alloc is None:
             raise CheckFailed(f"{container_id}/{ifname} has no address allocated")
         port = self.port_of(key)
@@ -167,21 +170,21 @@ class Attachments:
                 raise CheckFailed(f"{ifname} has no default route via {route['gw']}")
         return result
 
-    def gc(self, cni_network: str | None = None, valid: list | None = None) -> dict:
+    async def gc(self, cni_network: str | None = None, valid: list | None = None) -> dict:
         """Release attachments that are gone. With `valid` (CNI GC: the
         runtime's list of attachments of `cni_network`), every other one of
         that CNI network; without it, those whose namespace no longer exists."""
         if valid is not None:
             keep = {(v["containerID"], v["ifname"]) for v in valid}
-            gone = [a for a in self.ipam.list() if a.cni_network == cni_network
+            gone = [a for a in await self.db(self.ipam.list) if a.cni_network == cni_network
                     and (a.container_id, a.ifname) not in keep]
         else:
-            gone = [a for a in self.ipam.list() if self._namespace_gone(a)]
+            gone = [a for a in await self.db(self.ipam.list) if self._namespace_gone(a)]
         released = []
         for a in gone:
             if (a.container_id, a.ifname) in self._busy:
                 continue
-            self.delete(a.container_id, a.ifname)
+            await self.delete(a.container_id, a.ifname)
             released.append(a.as_dict())
         return {"released": released}
 
@@ -191,20 +194,20 @@ class Attachments:
             return netns_id(alloc.netns) != port.netns_id
         return netns_id(alloc.netns) is None
 
-    def show(self, network: str | None = None) -> dict:
+    async def show(self, network: str | None = None) -> dict:
         nets = [self.switch.network(network)] if network else list(self.switch.config.networks)
         allocations = []
-        for a in self.ipam.list(network and nets[0].name):
+        for a in await self.db(self.ipam.list, network and nets[0].name):
             entry = a.as_dict()
             port = self.port_of((a.container_id, a.ifname))
             entry["port"] = port.name if port else None
             entry["state"] = port.state if port else "detached"
             allocations.append(entry)
+        free = [await self.db(self.ipam.free_count, n,
+                              set(self.switch.addresses_in_use(n).values())) for n in nets]
         return {"networks": [{"name": n.name, "subnet": str(n.subnet), "block": str(n.block),
-                              "gateway": str(gateway(n)), "host_port": n.host_port,
-                              "free": self.ipam.free_count(
-                                  n, set(self.switch.addresses_in_use(n).values()))}
-                             for n in nets],
+                              "gateway": str(gateway(n)), "host_port": n.host_port, "free": f}
+                             for n, f in zip(nets, free)],
                 "allocations": allocations}
 
 

@@ -43,8 +43,11 @@ class Record:
 def compile_filter(expr: str) -> list[tuple[int, int, int, int]]:
     """A tcpdump expression as classic BPF for Ethernet frames, compiled by
     tcpdump (libpcap), so the syntax is exactly tcpdump's."""
+    if not isinstance(expr, str) or expr.lstrip().startswith("-") or "\0" in expr:
+        raise TapError(f"bad filter {expr!r}: a tcpdump expression, not options")
     try:
-        r = subprocess.run(["tcpdump", "-ddd", "-y", "EN10MB", expr], capture_output=True,
+        # "--": whatever the expression says, tcpdump takes it as one (as root).
+        r = subprocess.run(["tcpdump", "-ddd", "-y", "EN10MB", "--", expr], capture_output=True,
                            text=True, timeout=20)
     except FileNotFoundError:
         raise TapError("filters need tcpdump, which is not installed", 501) from None

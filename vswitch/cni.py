@@ -38,6 +38,7 @@ LATEST = SUPPORTED_VERSIONS[-1]
 INCOMPATIBLE_VERSION, UNKNOWN_CONTAINER, INVALID_ENV, BAD_CONTENT = 1, 3, 4, 6
 INVALID_CONFIG, TRY_AGAIN, NOT_READY = 7, 11, 50
 REFUSED, EXHAUSTED, UNAVAILABLE, CHECK_FAILED = 100, 101, 102, 103
+LAST_RESORT = "vswitch-cni failed on this input"      # an unforeseen error, still as the spec's JSON
 KIND_CODES = {"exhausted": EXHAUSTED, "unavailable": UNAVAILABLE, "invalid": INVALID_CONFIG,
               "unknown_network": INVALID_CONFIG, "busy": TRY_AGAIN, "check": CHECK_FAILED}
 
@@ -64,7 +65,7 @@ class Request:
             return
         try:
             conf = json.loads(stdin_text)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:
             raise CniError(BAD_CONTENT, "network config on stdin is not valid JSON", str(e)) from None
         if not isinstance(conf, dict):
             raise CniError(BAD_CONTENT, "network config on stdin must be a JSON object")
@@ -86,10 +87,24 @@ class Request:
                            f"{self.command} needs cniVersion {minimum} or later, config has {self.version}")
 
     def field(self, name: str, kind, default=None):
-        value = self.conf.get(name, default)
-        if value is not None and not isinstance(value, kind):
+        """A key of the config, checked for its type; null counts as absent."""
+        value = self.conf.get(name)
+        if value is None:
+            return default
+        if not isinstance(value, kind) or isinstance(value, bool) and kind is not bool:
             raise CniError(INVALID_CONFIG, f"network config key {name!r} must be a {kind.__name__}")
         return value
+
+    def prev_result(self) -> dict:
+        """prevResult, with the lists we extend checked for their shape."""
+        prev = self.field("prevResult", dict, {})
+        for key, kind in (("interfaces", dict), ("ips", dict), ("routes", dict)):
+            items = prev.get(key, [])
+            if not isinstance(items, list) or not all(isinstance(i, kind) for i in items):
+                raise CniError(INVALID_CONFIG, f"prevResult.{key} must be a list of objects")
+        if not isinstance(prev.get("dns", {}), dict):
+            raise CniError(INVALID_CONFIG, "prevResult.dns must be an object")
+        return prev
 
     @property
     def client(self) -> Client:
@@ -131,7 +146,7 @@ class Request:
         """The `bandwidth` capability (bits/s, bits) as the port's rate limits.
         CNI speaks for the pod: its ingress is what the switch sends to the
         pod (the port's egress), and the other way round."""
-        bw = (self.field("runtimeConfig", dict, {}) or {}).get("bandwidth")
+        bw = self.field("runtimeConfig", dict, {}).get("bandwidth")
         if bw is None:
             return None
         names = {"ingressRate": "egress_rate", "ingressBurst": "egress_burst",
@@ -145,7 +160,9 @@ class Request:
     def static_requests(self) -> tuple[str | None, str | None]:
         """The address and MAC asked for, from runtimeConfig, args or CNI_ARGS."""
         runtime = self.field("runtimeConfig", dict, {})
-        args = (self.field("args", dict, {}) or {}).get("cni", {})
+        args = self.field("args", dict, {}).get("cni") or {}
+        if not isinstance(args, dict):
+            raise CniError(INVALID_CONFIG, "network config key args.cni must be an object")
         env = self.cni_args()
         ips = runtime.get("ips") or args.get("ips") or ([env["IP"]] if "IP" in env else [])
         mac = runtime.get("mac") or args.get("mac") or env.get("MAC")
@@ -175,7 +192,7 @@ def _call(method, *args, **kwargs):
 
 def _result(req: Request, att: dict, netns: str) -> dict:
     """The spec's result for our interface, after what prevResult already holds."""
-    prev = req.field("prevResult", dict, {}) or {}
+    prev = req.prev_result()
     interfaces = list(prev.get("interfaces", []))
     iface = {"name": att["ifname"], "mac": att["mac"], "sandbox": netns}
     if _version_key(req.version) >= (1, 1, 0):
@@ -210,7 +227,7 @@ def check(req: Request):
     req.need_version("0.4.0")
     container_id, ifname = req.attachment()
     netns = req.netns()
-    prev = req.field("prevResult", dict)
+    prev = req.prev_result()
     if not prev:
         raise CniError(INVALID_CONFIG, "CHECK needs prevResult")
     att = _call(req.client.check_attachment, container_id, ifname, netns)
@@ -260,6 +277,9 @@ def run(environ, stdin_text: str) -> tuple[int, dict | None]:
         return 0, COMMANDS[req.command](req)
     except CniError as e:
         return 1, {"cniVersion": version, "code": e.code, "msg": e.msg, "details": e.details}
+    except Exception as e:      # never a traceback where the runtime expects the spec's JSON
+        return 1, {"cniVersion": version, "code": REFUSED, "msg": LAST_RESORT,
+                   "details": f"{type(e).__name__}: {e}"}
 
 
 def main() -> int:

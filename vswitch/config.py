@@ -51,6 +51,8 @@ class OverlayConfig:
     peers: tuple[ipaddress.IPv4Address, ...] = ()
     underlay_mtu: int = 1500
     learn_peers: bool = False
+    max_learned_peers: int = 64        # learn_peers: how many peers it may add at most
+    peer_aging_time: float = 300.0     # ... and how long they live unheard
 
 
 @dataclass(frozen=True)
@@ -77,6 +79,8 @@ class Config:
     log_format: str = "text"
     aging_time: float = 300.0
     fdb_max_entries: int = 65536
+    fdb_max_per_port: int = 1024     # learned MACs one port may hold (a pod has one)
+    fdb_max_per_peer: int = 16384    # ... and one peer (a node's pods)
     batch: int = 64
     busy_poll_us: float = 50.0
     offloads: bool = True
@@ -178,6 +182,10 @@ def parse(data: dict) -> Config:
                            "must be 1..86400 seconds"),
         fdb_max_entries=fdb.get("max_entries", int, 65536, lambda v: 1 <= v <= 1 << 24,
                                 "must be 1..16777216"),
+        fdb_max_per_port=fdb.get("max_per_port", int, 1024, lambda v: 1 <= v <= 1 << 24,
+                                 "must be 1..16777216"),
+        fdb_max_per_peer=fdb.get("max_per_peer", int, 16384, lambda v: 1 <= v <= 1 << 24,
+                                 "must be 1..16777216"),
         batch=datapath.get("batch", int, 64, lambda v: 1 <= v <= 1024, "must be 1..1024"),
         busy_poll_us=datapath.get("busy_poll_us", float, 50.0, lambda v: 0 <= v <= 10000,
                                   "must be 0..10000 microseconds"),
@@ -243,6 +251,20 @@ def _ipv4(table: _Table, key: str, text) -> ipaddress.IPv4Address:
         raise ConfigError(table.key(key), f"not an IPv4 address: {text!r}") from None
 
 
+def node_address(addr: ipaddress.IPv4Address) -> bool:
+    """Whether a node can have addr as its VTEP: unicast, not loopback or
+    240/4 (0.0.0.0 would also read as a free slot in the data plane)."""
+    return not (addr.is_unspecified or addr.is_multicast or addr.is_loopback
+                or addr.is_reserved or addr == ipaddress.IPv4Address("255.255.255.255"))
+
+
+def _peer(table: _Table, key: str, text) -> ipaddress.IPv4Address:
+    addr = _ipv4(table, key, text)
+    if not node_address(addr):
+        raise ConfigError(table.key(key), f"{addr} is not a unicast address a node can have")
+    return addr
+
+
 def _overlay(data) -> OverlayConfig:
     if data is None:
         raise ConfigError("overlay", 'is required with node.mode = "overlay" (at least vtep_ip)')
@@ -254,11 +276,17 @@ def _overlay(data) -> OverlayConfig:
     config = OverlayConfig(
         vtep_ip=_ipv4(t, "vtep_ip", vtep),
         udp_port=t.get("udp_port", int, 4789, lambda v: 1 <= v <= 65535, "must be 1..65535"),
-        peers=tuple(_ipv4(t, "peers", p) for p in peers),
+        peers=tuple(_peer(t, "peers", p) for p in peers),
         underlay_mtu=t.get("underlay_mtu", int, 1500, lambda v: 576 <= v <= 65535,
                            "must be 576..65535"),
         learn_peers=t.get("learn_peers", bool, False),
+        max_learned_peers=t.get("max_learned_peers", int, 64, lambda v: 1 <= v <= 1000,
+                                "must be 1..1000"),
+        peer_aging_time=t.get("peer_aging_time", float, 300.0, lambda v: 1 <= v <= 86400,
+                              "must be 1..86400 seconds"),
     )
+    if config.vtep_ip.is_unspecified or config.vtep_ip.is_multicast:
+        raise ConfigError(t.key("vtep_ip"), f"{config.vtep_ip} is not a unicast address")
     if config.vtep_ip in config.peers:
         raise ConfigError(t.key("peers"), f"lists this node's own vtep_ip {config.vtep_ip}")
     t.done()

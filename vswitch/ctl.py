@@ -62,7 +62,8 @@ def show_port(p):
 
 
 def show_fdb(entries):
-    return _table([[e["network"], e["mac"], e["port"], "static" if e["static"] else e["age"]]
+    return _table([[e["network"], e["mac"], e["port"],
+                    "pinned" if e["pinned"] else "static" if e["static"] else e["age"]]
                    for e in entries], ["NETWORK", "MAC", "PORT", "AGE"])
 
 

@@ -23,17 +23,31 @@ from .systemd import Notifier
 
 log = logging.getLogger("vswitch.daemon")
 
-# How often stale FDB entries are swept out (lookups already ignore entries
-# past the aging time, so this only bounds how long they occupy memory) and
-# ports whose namespace was deleted are noticed.
+# How often a slice of the FDB is swept for stale entries (lookups already
+# ignore entries past the aging time, so this only bounds how long they
+# occupy memory), and how often learned peers age and ports whose namespace
+# was deleted are noticed.
+FDB_SWEEP_INTERVAL = 0.1
 HOUSEKEEPING_INTERVAL = 1.0
 
 
-async def _housekeeping(switch: Switch):
+async def periodic(name: str, interval: float, *steps):
+    """Run the steps every `interval` seconds for ever. A step that fails is
+    logged (once per distinct error, not every round) and the others, and
+    the next rounds, go on: no failure stops a periodic task silently."""
+    failing: dict[str, str] = {}
     while True:
-        await asyncio.sleep(HOUSEKEEPING_INTERVAL)
-        switch.expire_fdb()
-        switch.check_namespaces()
+        await asyncio.sleep(interval)
+        for step in steps:
+            try:
+                step()
+            except Exception as e:
+                if failing.get(step.__name__) != repr(e):
+                    log.exception("%s: %s failed (logged once until it changes)", name,
+                                  step.__name__)
+                failing[step.__name__] = repr(e)
+            else:
+                failing.pop(step.__name__, None)
 
 
 class JsonFormatter(logging.Formatter):
@@ -114,13 +128,8 @@ class Service:
         task = asyncio.ensure_future(self.reload())
         task.add_done_callback(lambda t: t.cancelled() or t.exception())   # logged already
 
-    async def _watchdog(self, interval: float):
-        # Runs on the event loop: if the loop is stuck, the keep-alives stop
-        # and the service manager restarts us.
-        while True:
-            self.notifier.watchdog()
-            self.notifier.status(self.summary())
-            await asyncio.sleep(interval)
+    def _status(self):
+        self.notifier.status(self.summary())
 
     async def run(self) -> int:
         loop = asyncio.get_running_loop()
@@ -140,9 +149,17 @@ class Service:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_signal)
-        tasks = [asyncio.create_task(_housekeeping(self.switch))]
+        switch = self.switch
+        tasks = [asyncio.create_task(periodic("fdb sweep", FDB_SWEEP_INTERVAL, switch.expire_fdb)),
+                 asyncio.create_task(periodic("housekeeping", HOUSEKEEPING_INTERVAL,
+                                              switch.check_namespaces, switch.expire_peers))]
         if self.notifier.watchdog_interval:
-            tasks.append(asyncio.create_task(self._watchdog(self.notifier.watchdog_interval)))
+            # On the event loop: if the loop is stuck, the keep-alives stop and
+            # the service manager restarts us. The status line is a step of
+            # its own: a report that fails must not stop the keep-alives.
+            tasks.append(asyncio.create_task(periodic(
+                "watchdog", self.notifier.watchdog_interval, self.notifier.watchdog,
+                self._status)))
         log.info("vswitchd %s on %s: mode %s, networks %s, socket %s", __version__,
                  config.node_name, config.mode, ", ".join(n.name for n in config.networks),
                  config.socket)

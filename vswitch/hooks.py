@@ -6,6 +6,14 @@ A hook is called as hook(point, port, frame_bytes, metadata) in a worker
 thread of its own, fed through a bounded queue: the fast path only copies
 matching frames into the capture ring, a full queue loses records (counted
 as hook_dropped), and a hook that raises is logged once and disabled.
+
+Hook code runs as root inside the daemon, so its file must be as safe as
+the daemon's own: owned by root (or the daemon's user), and neither it nor
+any directory above it writable by anyone else (a sticky directory such as
+/tmp excepted, as OpenSSH's rule for its files has it). A hook that cannot
+be loaded is logged, listed as disabled with the reason, and the daemon
+runs without it: every pod of the node depends on the daemon, not on a
+debugging script.
 """
 
 from __future__ import annotations
@@ -14,7 +22,9 @@ import asyncio
 import importlib
 import importlib.util
 import logging
+import os
 import queue
+import stat
 import threading
 from dataclasses import dataclass, field
 from typing import Callable
@@ -28,10 +38,32 @@ log = logging.getLogger("vswitch.hooks")
 QUEUE_SIZE = 1024
 
 
+class UnsafeHook(Exception):
+    pass
+
+
+def check_owner(path: str):
+    """UnsafeHook unless path and every directory above it belong to root
+    (or us) and no one else may write to them (sticky directories aside)."""
+    path = os.path.realpath(path)
+    while True:
+        st = os.stat(path)
+        if st.st_uid not in (0, os.geteuid()):
+            raise UnsafeHook(f"{path} is owned by uid {st.st_uid}, not root")
+        sticky_dir = stat.S_ISDIR(st.st_mode) and st.st_mode & stat.S_ISVTX
+        if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not sticky_dir:
+            raise UnsafeHook(f"{path} is writable by group or others")
+        if path == "/":
+            return
+        path = os.path.dirname(path)
+
+
 def load_callable(spec: str) -> Callable:
-    """ "package.module:function" or "/path/to/file.py:function"."""
+    """ "package.module:function" or "/path/to/file.py:function", from a
+    file that passes check_owner."""
     where, _, name = spec.rpartition(":")
     if where.endswith(".py"):
+        check_owner(where)
         module_spec = importlib.util.spec_from_file_location(f"vswitch_hook_{abs(hash(where))}",
                                                              where)
         if module_spec is None:
@@ -39,6 +71,11 @@ def load_callable(spec: str) -> Callable:
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
     else:
+        found = importlib.util.find_spec(where)
+        if found is None:
+            raise ImportError(f"no module named {where!r}")
+        if found.origin and os.path.exists(found.origin):
+            check_owner(found.origin)
         module = importlib.import_module(where)
     fn = getattr(module, name)
     if not callable(fn):
@@ -50,7 +87,7 @@ def load_callable(spec: str) -> Callable:
 class Hook:
     index: int
     config: HookConfig
-    fn: Callable
+    fn: Callable | None      # None: it could not be loaded
     session: int = -1
     enabled: bool = True
     calls: int = 0
@@ -68,11 +105,15 @@ class Hooks:
             try:
                 self.hooks.append(Hook(i, cfg, load_callable(cfg.call)))
             except Exception as e:
-                raise ConfigError(f"hook[{i}].call", f"cannot load {cfg.call!r}: {e}") from None
+                log.error("hook[%d].call: cannot load %r, running without it: %s", i, cfg.call, e)
+                self.hooks.append(Hook(i, cfg, None, enabled=False,
+                                       error=f"cannot load: {type(e).__name__}: {e}"))
 
     async def start(self):
         loop = asyncio.get_running_loop()
         for hook in self.hooks:
+            if not hook.enabled:
+                continue
             try:
                 hook.session = await self.captures.open(
                     lambda record, hook=hook: self._offer(hook, record), hook.config.points,

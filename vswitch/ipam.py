@@ -70,6 +70,7 @@ class Ipam:
 
     def __init__(self, state: State):
         self.db = state.db
+        self._state = state
         self._transaction = state.transaction
 
     # ------------------------------------------------------------- queries
@@ -86,12 +87,14 @@ class Ipam:
         return [Allocation.from_row(r) for r in rows]
 
     def used(self, network: str) -> set[ipaddress.IPv4Address]:
+        """Addresses allocated, or held by a recorded port (hand-made ones too)."""
         return {ipaddress.IPv4Address(r[0])
-                for r in self.db.execute("SELECT ip FROM allocations WHERE network=?", (network,))}
+                for r in self.db.execute("SELECT ip FROM allocations WHERE network=?", (network,))} \
+            | {ipaddress.IPv4Address(a) for a in self._state.port_addresses(network)}
 
     def mac_used(self, network: str, mac: str) -> bool:
-        return self.db.execute("SELECT 1 FROM allocations WHERE network=? AND mac=?",
-                               (network, mac)).fetchone() is not None
+        return any(self.db.execute(f"SELECT 1 FROM {table} WHERE network=? AND mac=?",
+                                   (network, mac)).fetchone() for table in ("allocations", "ports"))
 
     def free_count(self, net: NetworkConfig, in_use: set[ipaddress.IPv4Address] = frozenset()) -> int:
         taken = self.used(net.name) | reserved(net) | set(in_use)
@@ -101,8 +104,7 @@ class Ipam:
 
     def allocate(self, net: NetworkConfig, container_id: str, ifname: str, netns: str,
                  cni_network: str, mac: str, ip: ipaddress.IPv4Address | None = None,
-                 in_use: set[ipaddress.IPv4Address] = frozenset(),
-                 macs_in_use: set[str] = frozenset()) -> Allocation:
+                 in_use: set[ipaddress.IPv4Address] = frozenset()) -> Allocation:
         """A new allocation, committed before it returns. ip: a requested
         static address; in_use: addresses held outside IPAM (ports added
         by hand), which are never handed out either."""
@@ -110,7 +112,7 @@ class Ipam:
             if self.get(container_id, ifname):
                 raise IpamError(f"{container_id}/{ifname} already has an address", "invalid")
             used = self.used(net.name) | set(in_use)
-            if mac in macs_in_use or self.mac_used(net.name, mac):
+            if self.mac_used(net.name, mac):
                 raise IpamError(f"MAC {mac} is already used in network {net.name!r}", "unavailable")
             if ip is not None:
                 self._check_static(net, ip, used)

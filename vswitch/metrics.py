@@ -9,6 +9,7 @@ import logging
 
 log = logging.getLogger("vswitch.metrics")
 
+READ_TIMEOUT = 10.0          # seconds a scraper may take to send its request
 PORT_COUNTERS = ("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_dropped")
 
 
@@ -31,8 +32,9 @@ class _Exposition:
         return "\n".join(self.lines) + "\n"
 
 
-def render(switch) -> str:
-    stats, out = switch.stats(), _Exposition()
+def render(stats: dict) -> str:
+    """The exposition text of switch.stats() (pure: runs off the event loop)."""
+    out = _Exposition()
     out.family("vswitch_up", "gauge", "1 while vswitchd runs.", [({}, 1)])
     for counter in PORT_COUNTERS:
         out.family(f"vswitch_port_{counter}_total", "counter",
@@ -77,16 +79,27 @@ async def start(listen: str, switch) -> asyncio.AbstractServer:
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter):
         try:
-            request = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split(" ")
+            request = (await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+                       ).decode("latin-1").split(" ")
             if request[:2] == ["GET", "/metrics"]:
-                body, status = render(switch).encode(), "200 OK"
-                kind = "text/plain; version=0.0.4; charset=utf-8"
+                try:
+                    # Counters are read on the loop (the data plane is not shared
+                    # with threads); the text is made in a thread.
+                    stats = switch.stats()
+                    text = await asyncio.get_running_loop().run_in_executor(None, render, stats)
+                    body, status = text.encode(), "200 OK"
+                    kind = "text/plain; version=0.0.4; charset=utf-8"
+                except Exception as e:
+                    log.exception("metrics scrape failed")
+                    body, status, kind = f"error: {e}\n".encode(), "500 Internal Server Error", \
+                        "text/plain"
             else:
                 body, status, kind = b"not found: try /metrics\n", "404 Not Found", "text/plain"
             writer.write(f"HTTP/1.1 {status}\r\nContent-Type: {kind}\r\nContent-Length: "
                          f"{len(body)}\r\nConnection: close\r\n\r\n".encode() + body)
             await writer.drain()
-        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, ConnectionError):
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, asyncio.TimeoutError,
+                ConnectionError):
             pass
         finally:
             writer.close()

@@ -1,15 +1,22 @@
 """The daemon's durable state: one SQLite database under node.state_dir
 (WAL, synchronous=FULL, one transaction per change) holding IPAM
 allocations and the port table, guarded by a lock file so that only one
-vswitchd uses a state directory."""
+vswitchd uses a state directory.
+
+Every database call runs on one thread of its own (`await state.run(fn,
+...)`): a commit waits for the disk (fsync), and the event loop that
+drives forwarding must not wait with it. One thread also keeps the calls
+in order and the connection to a single user."""
 
 from __future__ import annotations
 
+import asyncio
 import fcntl
 import json
 import os
 import sqlite3
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 SCHEMA = """
@@ -45,13 +52,18 @@ CREATE TABLE IF NOT EXISTS ports (
     container_id TEXT,              -- CNI ports: the attachment
     cni_ifname   TEXT,
     created      REAL NOT NULL,
-    rates        TEXT NOT NULL DEFAULT '{}'   -- JSON: rate limits in bits/s and bits
+    rates        TEXT NOT NULL DEFAULT '{}',  -- JSON: rate limits in bits/s and bits
+    netns_id     TEXT              -- JSON [st_dev, st_ino] of the namespace it was made in
 );
 """
 
 
 class StateInUse(Exception):
     pass
+
+
+class Taken(Exception):
+    """A new port's address or MAC is already someone's."""
 
 
 @dataclass(frozen=True)
@@ -66,6 +78,7 @@ class PortRecord:
     secured: bool
     attachment: tuple[str, str] | None = None
     rates: dict = field(default_factory=dict)
+    netns_id: tuple[int, int] | None = None
 
 
 class State:
@@ -80,42 +93,95 @@ class State:
             raise StateInUse(f"{state_dir} is in use by another vswitchd") from None
         self.path = os.path.join(state_dir, "state.db")
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE).
-        self.db = sqlite3.connect(self.path, isolation_level=None)
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="state")
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
-        # State written before rate limits existed.
+        # State written before rate limits and namespace identities existed.
         columns = {row[1] for row in self.db.execute("PRAGMA table_info(ports)")}
         if "rates" not in columns:
             self.db.execute("ALTER TABLE ports ADD COLUMN rates TEXT NOT NULL DEFAULT '{}'")
+        if "netns_id" not in columns:
+            self.db.execute("ALTER TABLE ports ADD COLUMN netns_id TEXT")
+
+    async def run(self, fn, *args):
+        """fn(*args) on the database thread (fn: a method of this State or of Ipam)."""
+        return await asyncio.get_running_loop().run_in_executor(self._thread, fn, *args)
+
+    def run_sync(self, fn, *args):
+        """fn(*args) on the database thread, waited for (at shutdown)."""
+        return self._thread.submit(fn, *args).result()
 
     def transaction(self):
         return _Transaction(self.db)
 
     def close(self):
-        self.db.close()
+        self.run_sync(self.db.close)
+        self._thread.shutdown()
         self._lock.close()
 
     # ---------------------------------------------------------------- ports
 
-    def save_port(self, p: PortRecord):
+    def save_port(self, p: PortRecord, exclusive: bool = False):
+        """Record a port. exclusive (a new port): in the same transaction,
+        Taken unless its addresses and MAC are no other port's and no other
+        attachment's, so that concurrent requests cannot both get one."""
         container_id, cni_ifname = p.attachment or (None, None)
         with self.transaction():
-            self.db.execute("INSERT OR REPLACE INTO ports VALUES (?,?,?,?,?,?,?,?,?,?,?,?)",
+            if exclusive:
+                self._check_free(p)
+            self.db.execute("INSERT OR REPLACE INTO ports VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                             (p.name, p.netns, p.ifname, p.network, p.mac,
                              json.dumps(list(p.addresses)), p.mtu, int(p.secured),
-                             container_id, cni_ifname, time.time(), json.dumps(p.rates)))
+                             container_id, cni_ifname, time.time(), json.dumps(p.rates),
+                             json.dumps(p.netns_id) if p.netns_id else None))
+
+    def _check_free(self, p: PortRecord):
+        ips = {a.split("/")[0] for a in p.addresses}
+        for cid, ifname, ip, mac in self.db.execute(
+                "SELECT container_id, ifname, ip, mac FROM allocations WHERE network=?",
+                (p.network,)):
+            if (cid, ifname) != p.attachment and ip in ips:
+                raise Taken(f"address {ip} is allocated by IPAM (ipam show)")
+            if (cid, ifname) != p.attachment and mac == p.mac:
+                raise Taken(f"MAC {mac} is already used in network {p.network!r}")
+        for name, addresses, mac in self.db.execute(
+                "SELECT name, addresses, mac FROM ports WHERE network=? AND name!=?",
+                (p.network, p.name)):
+            taken = ips & {a.split("/")[0] for a in json.loads(addresses)}
+            if taken:
+                raise Taken(f"address {taken.pop()} is already used by port {name!r}")
+            if mac == p.mac:
+                raise Taken(f"MAC {mac} is already used in network {p.network!r} "
+                            f"(port {name!r})")
+
+    def port_addresses(self, network: str) -> set[str]:
+        """Addresses the network's port records hold (hand-made ports too)."""
+        return {a.split("/")[0] for (addresses,) in self.db.execute(
+            "SELECT addresses FROM ports WHERE network=?", (network,))
+            for a in json.loads(addresses)}
 
     def delete_port(self, name: str):
         with self.transaction():
             self.db.execute("DELETE FROM ports WHERE name=?", (name,))
 
-    def ports(self) -> list[PortRecord]:
+    def ports(self) -> list[tuple[str, PortRecord | Exception]]:
+        """(name, record) of every port, or (name, the error) for a row that
+        cannot be read back as one."""
         rows = self.db.execute("SELECT name, netns, ifname, network, mac, addresses, mtu, secured,"
-                               " container_id, cni_ifname, rates FROM ports ORDER BY created")
-        return [PortRecord(r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6],
-                           bool(r[7]), (r[8], r[9]) if r[8] is not None else None,
-                           json.loads(r[10])) for r in rows]
+                               " container_id, cni_ifname, rates, netns_id FROM ports"
+                               " ORDER BY created").fetchall()
+        out: list[tuple[str, PortRecord | Exception]] = []
+        for r in rows:
+            try:
+                out.append((r[0], PortRecord(
+                    r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], bool(r[7]),
+                    (r[8], r[9]) if r[8] is not None else None, json.loads(r[10]),
+                    tuple(json.loads(r[11])) if r[11] else None)))
+            except (ValueError, TypeError) as e:
+                out.append((r[0], e))
+        return out
 
 
 class _Transaction:

@@ -22,18 +22,20 @@ from ._fastpath import (
     Datapath,
 )
 from .capture import Captures
-from .config import Config, ConfigError, NetworkConfig
+from .config import Config, ConfigError, NetworkConfig, node_address
 from .hooks import Hooks
 from .ipam import Ipam, gateway
-from .netns import NetnsNotFound, netns_id, netns_path
-from .state import PortRecord, State, StateInUse
+from .netns import fd_identity, netns_id
+from .state import PortRecord, State, StateInUse, Taken
 from .tap import (
     OFFLOADS_ALL,
     OFFLOADS_TCP,
+    NamespaceGone,
     Tap,
     TapError,
     check_ifname,
     normalize_mac,
+    pod_namespace,
     random_mac,
     set_mtu,
 )
@@ -58,17 +60,35 @@ class ReloadError(Exception):
 RATE_KEYS = ("ingress_rate", "ingress_burst", "egress_rate", "egress_burst")
 
 
+MAX_RATE = 10**13           # bits/s or bits: 10 Tbit/s is more than any port moves
 PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+FDB_SWEEP_SLOTS = 65536     # FDB slots the expiry sweep looks at per housekeeping step
 
 
-def check_rates(rates: dict) -> dict:
-    """Rate limits: known keys, non-negative integers (0: none)."""
+def check_rates(rates) -> dict:
+    """Rate limits: known keys, integers 0..MAX_RATE (0: none)."""
+    if not isinstance(rates, dict):
+        raise TapError("rates must be an object of rate limits")
     for key, value in rates.items():
         if key not in RATE_KEYS:
             raise TapError(f"unknown rate {key!r} (known: {', '.join(RATE_KEYS)})")
-        if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-            raise TapError(f"{key} must be a non-negative integer (bits/s or bits), got {value!r}")
+        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RATE:
+            raise TapError(f"{key} must be an integer 0..{MAX_RATE} (bits/s or bits), "
+                           f"got {value!r}")
     return {k: v for k, v in rates.items() if v}
+
+
+def check_peer(ip, own=None) -> ipaddress.IPv4Address:
+    """A peer's VTEP address: a unicast IPv4 address that is not this node's."""
+    try:
+        addr = ipaddress.IPv4Address(ip)
+    except ValueError:
+        raise TapError(f"bad peer address {ip!r}: expected an IPv4 address") from None
+    if not node_address(addr):
+        raise TapError(f"bad peer address {ip}: not a unicast address a node can have")
+    if own is not None and addr == own:
+        raise TapError(f"{ip} is this node's own VTEP address")
+    return addr
 
 
 @dataclass
@@ -79,7 +99,7 @@ class Port:
     network: NetworkConfig
     mac: str
     addresses: list[ipaddress.IPv4Interface]
-    tap: Tap
+    tap: Tap | None         # None: a recorded port that could not be restored
     port_id: int
     mtu: int
     secured: bool = False   # port security: bound to its MAC and addresses
@@ -88,6 +108,7 @@ class Port:
     rates: dict = field(default_factory=dict)    # RATE_KEYS -> bits/s or bits
     state: str = "up"       # "lost" once its device or namespace disappeared under us
     final_counters: dict | None = None          # once lost: its counters at that moment
+    error: str | None = None                    # why it is lost, when it never came up
 
     @property
     def is_host(self) -> bool:
@@ -99,14 +120,14 @@ class Switch:
         self.config = config
         self.loop = loop
         self.dp = Datapath(config.fdb_max_entries, config.aging_time, config.batch,
-                           config.busy_poll_us)
+                           config.busy_poll_us, config.fdb_max_per_port, config.fdb_max_per_peer)
         # Data-plane network ids: 1.. in config order.
         self.network_ids = {n.name: i + 1 for i, n in enumerate(config.networks)}
         for net in config.networks:
             self.dp.set_network(self.network_ids[net.name], net.vni, net.mtu)
         self.ports: dict[str, Port] = {}
-        # Ports being created (netlink work in a thread): name -> (network, addresses).
-        self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface]]] = {}
+        # Ports being created (netlink work in a thread): name -> (network, addresses, MAC).
+        self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface], str]] = {}
         try:
             self.state = State(config.state_dir)
         except StateInUse as e:
@@ -132,33 +153,45 @@ class Switch:
         for i, net in enumerate(self.config.networks):
             if net.host_port:
                 await self._add_host_port(i, net)
-        for record in self.state.ports():
-            await self._restore(record)
+        for name, record in await self.state.run(self.state.ports):
+            try:
+                if isinstance(record, Exception):
+                    raise TapError(f"unreadable record: {record}")
+                await self._restore(record)
+            except Exception as e:     # one bad record must not keep every other pod down
+                log.error("port %s: cannot re-attach, marked lost: %s", name, e)
+                self.ports[name] = self._unrestored(name, record, str(e))
         self.hooks = Hooks(self.captures, self.config.hooks)
         await self.hooks.start()
 
+    def _unrestored(self, name: str, rec: PortRecord | Exception, error: str) -> Port:
+        """A recorded port that did not come back: listed as lost (with the
+        error) until deleted; its record stays for the next start."""
+        ok = isinstance(rec, PortRecord)
+        net = (self.config.network(rec.network) if ok else None) or self.config.networks[0]
+        counters = dict.fromkeys(("rx_packets", "rx_bytes", "rx_dropped", "tx_packets",
+                                  "tx_bytes", "tx_dropped"), 0)
+        return Port(name, rec.netns if ok else "?", rec.ifname if ok else "?", net,
+                    rec.mac if ok else "?", [], None, -1, 0, attachment=rec.attachment if ok
+                    else None, state="lost", final_counters=counters, error=error)
+
     async def _restore(self, rec: PortRecord):
         """Re-open a recorded port's TAP in its namespace; forget the port
-        (and release its address) if the namespace or network is gone."""
+        (and release its address) if the namespace or network is gone, or
+        another namespace is at its path now."""
         net = self.config.network(rec.network)
-        try:
-            netns_path(rec.netns)
-        except NetnsNotFound:
-            net = None
-        if net is None:
-            log.info("port %s: namespace %s or network %s is gone; forgetting it", rec.name,
-                     rec.netns, rec.network)
-            self.state.delete_port(rec.name)
-            if rec.attachment:
-                self.ipam.release(*rec.attachment)
-            return
         addresses = [ipaddress.IPv4Interface(a) for a in rec.addresses]
         try:
+            if net is None:
+                raise NamespaceGone(f"network {rec.network} is gone")
             await self.create_port(rec.name, rec.netns, rec.ifname, net, rec.mac, addresses,
                                    rec.secured, rec.attachment, rec.mtu, reattach=True,
-                                   rates=rec.rates)
-        except TapError as e:
-            log.error("port %s: cannot re-attach: %s", rec.name, e)
+                                   rates=rec.rates, netns_identity=rec.netns_id)
+        except NamespaceGone as e:
+            log.info("port %s: %s; forgetting it", rec.name, e)
+            await self.state.run(self.state.delete_port, rec.name)
+            if rec.attachment:
+                await self.state.run(self.ipam.release, *rec.attachment)
 
     # ------------------------------------------------------------- overlay
 
@@ -170,7 +203,8 @@ class Switch:
             raise ConfigError("overlay.vtep_ip", f"cannot bind {ov.vtep_ip}:{ov.udp_port}: "
                               f"{e.strerror}") from None
         self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), ov.udp_port,
-                           ov.underlay_mtu, ov.learn_peers, ip_to_int(ov.vtep_ip))
+                           ov.underlay_mtu, ov.learn_peers, ip_to_int(ov.vtep_ip),
+                           ov.max_learned_peers)
         for peer in ov.peers:
             for net_id in self.network_ids.values():
                 self.dp.add_peer(ip_to_int(peer), net_id)
@@ -181,16 +215,11 @@ class Switch:
 
     @staticmethod
     def _peer_ip(ip: str) -> int:
-        try:
-            return ip_to_int(ipaddress.IPv4Address(ip))
-        except ValueError:
-            raise TapError(f"bad peer address {ip!r}: expected an IPv4 address") from None
+        return ip_to_int(check_peer(ip))
 
     def add_peer(self, ip: str, network: str | None = None) -> dict:
         self._need_overlay()
-        value = self._peer_ip(ip)
-        if ip_str(value) == str(self.config.overlay.vtep_ip):
-            raise TapError(f"{ip} is this node's own VTEP address")
+        value = ip_to_int(check_peer(ip, self.config.overlay.vtep_ip))
         ids = [self._network_id(network)] if network else list(self.network_ids.values())
         for net_id in ids:
             try:
@@ -209,9 +238,15 @@ class Switch:
     def peers(self) -> list[dict]:
         if self.tunnel is None:
             return []
-        names = {i: n for n, i in self.network_ids.items()}
-        return [{"ip": ip_str(ip), "networks": [names[n] for n in nets], "counters": counters}
-                for ip, nets, counters in self.dp.peer_list()]
+        name = self._network_name
+        return [{"ip": ip_str(ip), "networks": [name(n) for n in nets], "counters": counters,
+                 "learned": learned}
+                for ip, nets, counters, learned in self.dp.peer_list()]
+
+    def _network_name(self, net_id: int) -> str:
+        """The name of a data-plane network id; reports show what the data
+        plane holds even if it is no longer (or never was) configured."""
+        return next((n for n, i in self.network_ids.items() if i == net_id), f"#{net_id}")
 
     def peer(self, ip: str) -> dict:
         wanted = ip_str(self._peer_ip(ip))
@@ -231,6 +266,8 @@ class Switch:
             self.dp.fdb_add_remote(*self._fdb_key(mac, network), self._peer_ip(peer))
         except KeyError:
             raise TapError(f"no peer {peer}: add it first", 404) from None
+        except ValueError as e:
+            raise TapError(str(e), 409) from None
         except OverflowError as e:
             raise TapError(str(e), 507) from None
         return {"mac": normalize_mac(mac), "peer": peer}
@@ -273,7 +310,7 @@ class Switch:
                 changes.append(f"network {net.name} removed")
         self.config = new
         for port in self.ports.values():        # the ports' networks, as now configured
-            port.network = new.network(port.network.name)
+            port.network = new.network(port.network.name) or port.network
         for i, net in enumerate(new.networks):
             before = old.network(net.name)
             if before is None:
@@ -294,9 +331,9 @@ class Switch:
 
     async def _remove_network(self, net: NetworkConfig):
         for port in [p for p in self.ports.values() if p.network.name == net.name]:
-            self.detach_port(port)
-        for alloc in self.ipam.list(net.name):
-            self.ipam.release(alloc.container_id, alloc.ifname)
+            await self.detach_port(port)
+        for alloc in await self.state.run(self.ipam.list, net.name):
+            await self.state.run(self.ipam.release, alloc.container_id, alloc.ifname)
         self.dp.remove_network(self.network_ids.pop(net.name))
 
     async def _add_network(self, index: int, net: NetworkConfig):
@@ -323,14 +360,17 @@ class Switch:
                 continue
             port.mtu = net.mtu
             if not port.is_host:
-                self.state.save_port(self._record(port))
+                await self.state.run(self.state.save_port, self._record(port))
 
     def _reload_overlay(self, old, new) -> list[str]:
         changes = []
-        if (new.underlay_mtu, new.learn_peers) != (old.underlay_mtu, old.learn_peers):
+        tunable = ("underlay_mtu", "learn_peers", "max_learned_peers", "peer_aging_time")
+        if any(getattr(new, k) != getattr(old, k) for k in tunable):
+            # Turning learn_peers off (or lowering nothing) forgets learned peers in the data plane.
             self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), new.udp_port,
-                               new.underlay_mtu, new.learn_peers, ip_to_int(new.vtep_ip))
-            changes.append(f"underlay_mtu {new.underlay_mtu}, learn_peers {new.learn_peers}")
+                               new.underlay_mtu, new.learn_peers, ip_to_int(new.vtep_ip),
+                               new.max_learned_peers)
+            changes.append(", ".join(f"{k} {getattr(new, k)}" for k in tunable))
         for ip in set(old.peers) - set(new.peers):
             self.dp.remove_peer(ip_to_int(ip))
             changes.append(f"peer {ip} removed")
@@ -353,8 +393,11 @@ class Switch:
                 None, Tap, None, net.host_port, mac, net.mtu, [address], self._offloads(), None, True)
         except TapError as e:
             raise ConfigError(f"network[{index}].host_port", str(e)) from None
-        # The host routes for others: no port security on its port.
-        self._register(f"host-{net.name}", None, net, mac, [address], tap, secured=False)
+        await self.loop.run_in_executor(None, refuse_router_messages, net.host_port)
+        # The host routes for others: no port security on its port, and only
+        # it may send Router Advertisements.
+        self._register(f"host-{net.name}", None, net, mac, [address], tap, secured=False,
+                       router=True)
 
     def default_gateway(self, net: NetworkConfig) -> ipaddress.IPv4Address | None:
         """Where pods of the network send what is not on their subnet: the
@@ -381,18 +424,24 @@ class Switch:
         for name, address in self.addresses_in_use(net).items():
             if address == addr.ip:
                 raise TapError(f"address {addr.ip} is already used by port {name!r}", 409)
-        if addr.ip in self.ipam.used(net.name):
-            raise TapError(f"address {addr.ip} is allocated by IPAM (ipam show)", 409)
         return addr
 
     def addresses_in_use(self, net: NetworkConfig) -> dict[str, ipaddress.IPv4Address]:
         """Port name -> address, for the ports of a network, made or being made."""
         ports = [(p.name, p.network, p.addresses) for p in self.ports.values()]
-        ports += [(name, n, addresses) for name, (n, addresses) in self._pending.items()]
+        ports += [(name, n, addresses) for name, (n, addresses, _) in self._pending.items()]
         return {name: a.ip for name, n, addresses in ports if n.name == net.name for a in addresses}
 
-    def macs_in_use(self, net: NetworkConfig) -> set[str]:
-        return {p.mac for p in self.ports.values() if p.network.name == net.name}
+    def mac_in_use(self, net: NetworkConfig, mac: str) -> bool:
+        """Whether a port of the network, made or being made, has mac, or the
+        FDB knows it behind a peer (a pod of another node). Allocations and
+        port records are checked with the record, atomically (create_port)."""
+        if any(p.mac == mac and p.network.name == net.name for p in self.ports.values()) or \
+                any(m == mac and n.name == net.name for n, _, m in self._pending.values()):
+            return True
+        net_id = self.network_ids.get(net.name)
+        return net_id is not None and \
+            self.dp.fdb_lookup(net_id, int(mac.replace(":", ""), 16)) >= PORT_PEER_BASE
 
     async def add_port(self, name: str, netns: str, ifname: str = "eth0",
                        network: str | None = None, ip: str | None = None,
@@ -404,7 +453,7 @@ class Switch:
         net = self.network(network)
         addresses = [self._address(net, ip)] if ip else []
         mac = normalize_mac(mac) if mac else random_mac()
-        if mac in self.macs_in_use(net) or self.ipam.mac_used(net.name, mac):
+        if self.mac_in_use(net, mac):
             raise TapError(f"MAC {mac} is already used in network {net.name!r}", 409)
         secured = bool(addresses) if port_security is None else port_security
         return await self.create_port(name, netns, ifname, net, mac, addresses, secured)
@@ -413,7 +462,7 @@ class Switch:
     def _record(port: Port) -> PortRecord:
         return PortRecord(port.name, port.netns, port.ifname, port.network.name, port.mac,
                           tuple(str(a) for a in port.addresses), port.mtu, port.secured,
-                          port.attachment, port.rates)
+                          port.attachment, port.rates, port.netns_id)
 
     def name_taken(self, name: str) -> bool:
         return name in self.ports or name in self._pending
@@ -421,45 +470,69 @@ class Switch:
     async def create_port(self, name: str, netns: str, ifname: str, net: NetworkConfig, mac: str,
                           addresses: list[ipaddress.IPv4Interface], secured: bool,
                           attachment: tuple[str, str] | None = None, mtu: int | None = None,
-                          reattach: bool = False, rates: dict | None = None) -> Port:
+                          reattach: bool = False, rates: dict | None = None,
+                          netns_identity: tuple[int, int] | None = None) -> Port:
         """Make the TAP in the pod's namespace (reattach: open the one a
-        previous run left) and attach it to the data plane. The port is
-        recorded before its TAP exists, so that a crash in between leaves a
-        record the next start completes, never a TAP nobody knows."""
+        previous run left, in the namespace of identity netns_identity) and
+        attach it to the data plane. Everything is validated before anything
+        is made; the port is recorded before its TAP exists, so that a crash
+        in between leaves a record the next start completes, never a TAP
+        nobody knows; a failure after the TAP exists undoes it."""
         if self.name_taken(name):
             raise TapError(f"port {name!r} already exists", 409)
         check_ifname(ifname)
+        rates = check_rates(rates or {})
+        if not 68 <= (mtu or net.mtu) <= 65535 or len(addresses) > MAX_PORT_ADDRESSES:
+            raise TapError(f"bad port record: mtu {mtu}, {len(addresses)} addresses")
         gw = self.default_gateway(net) if addresses else None
         mtu = mtu or net.mtu
-        self._pending[name] = (net, addresses)
-        rates = check_rates(rates or {})
-        self.state.save_port(PortRecord(name, netns, ifname, net.name, mac,
-                                        tuple(str(a) for a in addresses), mtu, secured, attachment,
-                                        rates))
+        if netns_identity is None and netns is not None:
+            with pod_namespace(netns) as fd:        # Tap checks it is still this one
+                netns_identity = fd_identity(fd)
+        record = PortRecord(name, netns, ifname, net.name, mac, tuple(str(a) for a in addresses),
+                            mtu, secured, attachment, rates, netns_identity)
+        self._pending[name] = (net, addresses, mac)
+        tap = None
         try:
+            try:
+                await self.state.run(self.state.save_port, record, not reattach)
+            except Taken as e:
+                raise TapError(str(e), 409) from None
             # Netlink work runs off the loop so forwarding goes on meanwhile.
             tap = await self.loop.run_in_executor(
-                None, Tap, netns, ifname, mac, mtu, addresses, self._offloads(), gw, reattach)
+                None, Tap, netns, ifname, mac, mtu, addresses, self._offloads(), gw, reattach,
+                netns_identity)
+            # A reload may have removed the network while the TAP was being made.
+            net = self.config.network(net.name) or net
+            if net.name not in self.network_ids:
+                raise TapError(f"network {net.name!r} was removed while port {name!r} was "
+                               "being made", 409)
+            port = self._register(name, netns, net, mac, addresses, tap, secured, attachment,
+                                  ifname, mtu, "re-attached" if reattach else "added")
+            if rates:
+                self._apply_rates(port, rates)
+            return port
         except BaseException:
+            if name in self.ports:
+                self.dp.remove_port(self.ports.pop(name).port_id)
+            if tap is not None:
+                tap.close(remove=not reattach)
             if not reattach:
-                self.state.delete_port(name)
+                await self.state.run(self.state.delete_port, name)
             raise
         finally:
             del self._pending[name]
-        port = self._register(name, netns, net, mac, addresses, tap, secured, attachment, ifname,
-                              mtu, "re-attached" if reattach else "added")
-        if rates:
-            self._apply_rates(port, rates)
-        return port
 
-    def set_rates(self, name: str, rates: dict) -> Port:
+    async def set_rates(self, name: str, rates: dict) -> Port:
         """Change a port's rate limits (missing keys keep their value)."""
         port = self.port(name)
         if port.state != "up":
             raise TapError(f"port {name!r} is {port.state}", 409)
+        if not isinstance(rates, dict):
+            raise TapError("rates must be an object of rate limits")
         self._apply_rates(port, check_rates({**port.rates, **rates}))
         if not port.is_host:
-            self.state.save_port(self._record(port))
+            await self.state.run(self.state.save_port, self._record(port))
         log.info("port %s: rates %s", name, port.rates or "unlimited")
         return port
 
@@ -468,18 +541,24 @@ class Switch:
         port.rates = {k: v for k, v in rates.items() if v}
 
     def _register(self, name, netns, net, mac, addresses, tap, secured, attachment=None,
-                  ifname=None, mtu=None, how="added") -> Port:
+                  ifname=None, mtu=None, how="added", router=False) -> Port:
         try:
-            port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], tap.vnet_hdr)
+            port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], tap.vnet_hdr,
+                                       router)
         except OverflowError as e:
             tap.close()
             raise TapError(str(e), 507) from None
-        if secured:
-            self.dp.set_port_security(port_id, int(mac.replace(":", ""), 16),
-                                      [int(a.ip) for a in addresses])
         port = Port(name, netns, ifname or net.host_port, net, mac, addresses, tap, port_id,
-                    mtu or net.mtu, secured, attachment, netns_id(netns) if netns else None)
+                    mtu or net.mtu, secured, attachment, tap.netns_id)
         self.ports[name] = port
+        mac_value = int(mac.replace(":", ""), 16)
+        try:
+            if secured:
+                self.dp.set_port_security(port_id, mac_value, [int(a.ip) for a in addresses])
+            elif router:            # the gateway's MAC: nobody else may take it either
+                self.dp.pin_mac(port_id, mac_value)
+        except (ValueError, OverflowError) as e:
+            raise TapError(f"port {name!r}: {e}", 409) from None
         log.info("port %s %s: %s in %s, network %s, mac %s%s%s", name, how, port.ifname,
                  netns or "the host namespace", net.name, mac,
                  "".join(f", {a}" for a in addresses), ", port security" if secured else "")
@@ -525,25 +604,26 @@ class Switch:
         except KeyError:
             raise TapError(f"no port {name!r}", 404) from None
 
-    def remove_port(self, name: str):
+    async def remove_port(self, name: str):
         port = self.port(name)
         if port.is_host:
             raise TapError(f"port {name!r} is the host port of network {port.network.name!r}; "
                            "it comes and goes with the config", 409)
-        self.detach_port(port)
+        await self.detach_port(port)
 
-    def detach_port(self, port: Port, remove: bool = True):
-        """Take any port off the switch (the host port too, which
-        remove_port refuses). remove: delete its TAP and record; otherwise
-        both stay for the next start to re-attach."""
+    def _take_off(self, port: Port, remove: bool):
         if port.state != "lost":
             self.dp.remove_port(port.port_id)
             port.tap.close(remove)
         del self.ports[port.name]
-        if remove:
-            if not port.is_host:
-                self.state.delete_port(port.name)
-            log.info("port %s removed", port.name)
+
+    async def detach_port(self, port: Port):
+        """Take any port off the switch (the host port too, which
+        remove_port refuses), and delete its TAP and record."""
+        self._take_off(port, True)
+        if not port.is_host:
+            await self.state.run(self.state.delete_port, port.name)
+        log.info("port %s removed", port.name)
 
     def close(self, remove_ports: bool = False):
         """Stop switching. The pods' TAPs stay (and keep their addresses and
@@ -551,7 +631,9 @@ class Switch:
         if self.hooks:
             self.hooks.close()
         for port in list(self.ports.values()):
-            self.detach_port(port, remove_ports)
+            self._take_off(port, remove_ports)
+            if remove_ports and not port.is_host:
+                self.state.run_sync(self.state.delete_port, port.name)
         self.loop.remove_reader(self.dp.fileno())
         if self.tunnel:
             self.tunnel.close()
@@ -575,7 +657,6 @@ class Switch:
         port = self.port(port_name)
         if port.state != "up":
             raise TapError(f"port {port_name!r} is {port.state}", 409)
-        networks = {i: n for n, i in self.network_ids.items()}
         label = self.capture_port_label
         steps = self.dp.trace(port.port_id, frame)
         for step in steps:
@@ -586,7 +667,7 @@ class Switch:
                 if key in step:
                     step[key] = [label(x) for x in step[key]]
             if "network" in step:
-                step["network"] = networks[step["network"]]
+                step["network"] = self._network_name(step["network"])
         return {"port": port_name, "frame": frame.hex(), "steps": steps}
 
     def capture_port_label(self, port_id: int) -> str:
@@ -603,7 +684,8 @@ class Switch:
         return {"name": port.name, "netns": port.netns or "(host)", "ifname": port.ifname,
                 "network": port.network.name, "mac": port.mac,
                 "addresses": [str(a) for a in port.addresses], "mtu": port.mtu,
-                "state": port.state, "id": port.port_id, "offloads": port.tap.offloads,
+                "state": port.state, "id": port.port_id,
+                "offloads": port.tap.offloads if port.tap else [], "error": port.error,
                 "port_security": port.secured, "rates": port.rates,
                 "container": "/".join(port.attachment) if port.attachment else None,
                 "counters": port.final_counters or self.dp.port_counters(port.port_id)}
@@ -612,20 +694,26 @@ class Switch:
         return self.network_ids[self.network(name).name] if name else 0
 
     def fdb(self, network: str | None = None) -> list[dict]:
-        names = {i: n for n, i in self.network_ids.items()}
         by_id = {p.port_id: p.name for p in self.ports.values()}
         entries = self.dp.fdb_entries(self._network_id(network))
-        return sorted(({"network": names[net], "mac": mac,
+        return sorted(({"network": self._network_name(net), "mac": mac,
                         "port": by_id.get(pid, f"#{pid}") if peer is None else f"vxlan:{ip_str(peer)}",
-                        "age": round(age, 1), "static": static}
-                       for net, mac, pid, peer, age, static in entries),
+                        "age": round(age, 1), "static": static, "pinned": pinned}
+                       for net, mac, pid, peer, age, static, pinned in entries),
                       key=lambda e: (e["network"], e["port"], e["mac"]))
 
     def fdb_flush(self, network: str | None = None) -> int:
         return self.dp.fdb_flush(self._network_id(network))
 
     def expire_fdb(self) -> int:
-        return self.dp.fdb_expire()
+        """One slice of the FDB's expiry sweep (a whole sweep of a large
+        table would hold up forwarding)."""
+        return self.dp.fdb_expire(FDB_SWEEP_SLOTS)
+
+    def expire_peers(self):
+        if self.tunnel and self.config.overlay.learn_peers:
+            for ip in self.dp.expire_peers(self.config.overlay.peer_aging_time):
+                log.info("learned peer %s aged out", ip_str(ip))
 
     def stats(self) -> dict:
         counters = self.dp.counters()
@@ -644,3 +732,18 @@ class Switch:
                 "fdb_entries": fdb["entries"], "aging_time": self.dp.aging_time,
                 "vtep": str(self.config.overlay.vtep_ip) if self.config.overlay else None,
                 "peers": len(self.peers())}
+
+
+MAX_PORT_ADDRESSES = 8      # as many as port security binds to a port
+
+
+def refuse_router_messages(ifname: str):
+    """The host port's stack takes no Router Advertisements or Redirects
+    (defence in depth behind the data plane's RA guard): pods must never
+    set the node's routes."""
+    for key in ("accept_ra", "accept_redirects"):
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{ifname}/{key}", "w") as f:
+                f.write("0")
+        except FileNotFoundError:       # no IPv6 on this interface: nothing to refuse
+            return

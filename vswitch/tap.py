@@ -16,7 +16,7 @@ import pytun
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
-from .netns import NetnsNotFound, entered, netns_path
+from .netns import NetnsError, NetnsNotFound, entered, fd_identity, open_netns
 
 IFNAMSIZ = 15
 
@@ -39,6 +39,33 @@ class TapError(Exception):
         super().__init__(message)
         self.status = status
         self.kind = kind
+
+
+class NamespaceGone(TapError):
+    """The pod's namespace does not exist (any more), or a different one is
+    at its path now."""
+
+    def __init__(self, message: str):
+        super().__init__(message, 404)
+
+
+@contextmanager
+def pod_namespace(netns: str | None):
+    """An fd of a pod's namespace (None: ours, for the host port), opened
+    once for everything done there; request errors become TapErrors."""
+    if netns is None:
+        yield None
+        return
+    try:
+        fd = open_netns(netns)
+    except NetnsNotFound as e:
+        raise NamespaceGone(str(e)) from None
+    except NetnsError as e:
+        raise TapError(str(e)) from None
+    try:
+        yield fd
+    finally:
+        os.close(fd)
 
 
 def random_mac() -> str:
@@ -71,10 +98,11 @@ def check_ifname(ifname: str) -> str:
 
 
 @contextmanager
-def _netlink(netns: str | None = None):
-    """A netlink socket in `netns` (default: ours). The socket stays bound
-    to the namespace it was opened in. (pyroute2's own netns support forks
-    a child, which would inherit and trip the event loop's signal handling.)"""
+def _netlink(netns: int | None = None):
+    """A netlink socket in the namespace of fd `netns` (default: ours). The
+    socket stays bound to the namespace it was opened in. (pyroute2's own
+    netns support forks a child, which would inherit and trip the event
+    loop's signal handling.)"""
     if netns is None:
         ipr = IPRoute()
     else:
@@ -92,28 +120,32 @@ class Tap:
     The device is persistent (TUNSETPERSIST): it outlives our fd, so pods
     keep their interface while the daemon restarts, and `reattach=True`
     opens the existing device of that name again (or makes it anew if it is
-    gone). close(remove=True) deletes it."""
+    gone). close(remove=True) deletes it. `netns_id`: the identity the
+    namespace must have (that of the one the port was made in); the
+    identity it has is kept as `self.netns_id`."""
 
     def __init__(self, netns: str | None, ifname: str, mac: str, mtu: int,
                  addresses: list[ipaddress.IPv4Interface], offloads: tuple[str, ...] = OFFLOADS_ALL,
-                 gateway: ipaddress.IPv4Address | None = None, reattach: bool = False):
+                 gateway: ipaddress.IPv4Address | None = None, reattach: bool = False,
+                 netns_id: tuple[int, int] | None = None):
+        with pod_namespace(netns) as fd:
+            self.netns_id = fd_identity(fd) if fd is not None else None
+            if netns_id is not None and self.netns_id != tuple(netns_id):
+                raise NamespaceGone(f"namespace {netns!r} is not the one the port was made in")
+            self._open(fd, netns, ifname, mac, mtu, addresses, offloads, gateway, reattach)
+
+    def _open(self, fd, netns, ifname, mac, mtu, addresses, offloads, gateway, reattach):
         self.vnet_hdr = bool(offloads)      # frames on the fd carry a virtio_net_hdr
         flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offloads else 0)
-        path = None
-        if netns is not None:
-            try:
-                path = netns_path(netns)
-            except NetnsNotFound as e:
-                raise TapError(str(e), 404) from None
         where = f"namespace {netns!r}" if netns else "the host namespace"
         # One netlink socket in the target namespace serves the check and the set-up.
-        with _netlink(path) as target:
+        with _netlink(fd) as target:
             existed = bool(target.link_lookup(ifname=ifname))
             if existed and not reattach:
                 raise TapError(f"interface {ifname!r} already exists in {where}", 409)
             try:
                 # /dev/net/tun opened inside the namespace makes the device there.
-                with entered(path) if path else nullcontext():
+                with entered(fd) if fd is not None else nullcontext():
                     self.device = pytun.TunTapDevice(name=ifname, flags=flags)
             except pytun.Error as e:
                 raise TapError(f"cannot open TAP {ifname!r} in {where}: {e} (an interface of "
@@ -179,19 +211,18 @@ def inspect(netns: str, ifname: str) -> dict | None:
     """What a pod interface looks like now (None if it is gone): its MAC,
     whether it is up, its IPv4 addresses and default gateways."""
     try:
-        path = netns_path(netns)
-    except NetnsNotFound:
+        with pod_namespace(netns) as fd, _netlink(fd) as ipr:
+            found = ipr.link_lookup(ifname=ifname)
+            if not found:
+                return None
+            link = ipr.get_links(found[0])[0]
+            addresses = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
+                         for a in ipr.get_addr(index=found[0], family=socket.AF_INET)]
+            gateways = [r.get_attr("RTA_GATEWAY") for r in ipr.get_routes(family=socket.AF_INET)
+                        if r["dst_len"] == 0 and r.get_attr("RTA_OIF") == found[0]
+                        and r.get_attr("RTA_GATEWAY")]
+    except TapError:                    # the namespace is gone or not acceptable
         return None
-    with _netlink(path) as ipr:
-        found = ipr.link_lookup(ifname=ifname)
-        if not found:
-            return None
-        link = ipr.get_links(found[0])[0]
-        addresses = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-                     for a in ipr.get_addr(index=found[0], family=socket.AF_INET)]
-        gateways = [r.get_attr("RTA_GATEWAY") for r in ipr.get_routes(family=socket.AF_INET)
-                    if r["dst_len"] == 0 and r.get_attr("RTA_OIF") == found[0]
-                    and r.get_attr("RTA_GATEWAY")]
     return {"mac": link.get_attr("IFLA_ADDRESS"), "up": bool(link["flags"] & 1),
             "addresses": addresses, "gateways": gateways}
 
@@ -199,10 +230,10 @@ def inspect(netns: str, ifname: str) -> dict | None:
 def set_mtu(netns: str | None, ifname: str, mtu: int):
     """Change the MTU of a pod's (or, netns=None, the host port's) interface."""
     try:
-        with _netlink(netns_path(netns) if netns else None) as ipr:
+        with pod_namespace(netns) as fd, _netlink(fd) as ipr:
             found = ipr.link_lookup(ifname=ifname)
             if not found:
                 raise TapError(f"interface {ifname!r} is gone", 404)
             ipr.link("set", index=found[0], mtu=mtu)
-    except (NetnsNotFound, NetlinkError) as e:
+    except NetlinkError as e:
         raise TapError(f"setting the MTU of {ifname!r}: {e}", 500) from None

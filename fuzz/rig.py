@@ -1,0 +1,75 @@
+"""A data plane to fuzz: ports on AF_UNIX datagram socketpairs (frames of
+any shape, as a TAP could hand them over) and a VXLAN tunnel on loopback
+with a configured peer (127.0.0.2) and a stranger (127.0.0.3)."""
+
+from __future__ import annotations
+
+import socket
+
+from vswitch._fastpath import Datapath
+from vswitch.tunnel import Tunnel, ip_to_int
+
+
+class FuzzRig:
+    def __init__(self):
+        self.dp = Datapath(fdb_max_entries=4096, aging_time=300, batch=16,
+                           fdb_max_per_port=256, fdb_max_per_peer=512)
+        self.dp.set_network(1, 101, 1500)
+        self.dp.set_network(2, 102, 9000)
+        self.keep, self.pods, self.vnet = [], {}, {}
+        for network, vnet, secured in ((1, True, True), (1, False, True), (1, True, False),
+                                       (1, False, False), (2, True, False)):
+            sw, pod = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+            sw.setblocking(False)
+            pod.setblocking(False)
+            self.keep.append(sw)
+            pid = self.dp.add_port(sw.fileno(), network, vnet, router=not secured)
+            if secured:
+                self.dp.set_port_security(pid, 0x020000000001 + pid, [0xC6120001 + pid])
+            self.pods[pid], self.vnet[pid] = pod, vnet
+        self.tunnel = Tunnel("127.0.0.1", 0)
+        self.port = self.tunnel.rx.getsockname()[1]
+        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), self.port, 1500,
+                           learn_peers=False, vtep_ip=ip_to_int("127.0.0.1"), max_learned_peers=4)
+        self.dp.add_peer(ip_to_int("127.0.0.2"), 1)
+        self.senders = []
+        for ip in ("127.0.0.2", "127.0.0.3"):
+            s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            s.bind((ip, self.port))       # the peer also receives what the tunnel sends
+            s.setblocking(False)
+            self.senders.append(s)
+        self.capture = self.dp.capture_add(31)        # every point: the capture paths run too
+
+    def from_port(self, index: int, data: bytes):
+        pid = list(self.pods)[index % len(self.pods)]
+        try:
+            self.pods[pid].send(data)
+        except OSError:                   # longer than a datagram socket takes
+            return
+        while self.dp.drain(pid) > 0:
+            pass
+        self.dp.trace(pid, data[10:] if self.vnet[pid] else data)
+
+    def from_underlay(self, sender: int, data: bytes, learn: bool):
+        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), self.port, 1500,
+                           learn_peers=learn, vtep_ip=ip_to_int("127.0.0.1"), max_learned_peers=4)
+        try:
+            self.senders[sender % 2].sendto(data, ("127.0.0.1", self.port))
+        except OSError:
+            return
+        while self.dp.drain_tunnel() > 0:
+            pass
+
+    def flush(self):
+        """Empty every queue: nothing piles up between inputs."""
+        for s in [*self.pods.values(), *self.senders]:
+            try:
+                while True:
+                    s.recv(70000)
+            except OSError:
+                pass
+        self.dp.capture_read(1 << 20)
+        self.dp.fdb_expire(64)
+        self.dp.counters()
+        self.dp.fdb_entries()
+        self.dp.peer_list()
