@@ -2,11 +2,11 @@
 """The fast path's per-frame cost without syscalls, and how it scales.
 
 The Cython pipeline's own decision functions (ingress checks, learning, FDB
-lookup; `Datapath.pipeline_cost`) run over 64-byte frames in memory, with
+lookup; `datapath.pipeline_cost`) run over 64-byte frames in memory, with
 the FDB holding 1k, 100k and 1M MACs; the same logic written in pure Python
 (dict + struct) and with scapy parsing runs over the same frames, so the
 gain is shown. The same for the tunnel path: VXLAN encapsulation (header,
-flow hash, datagram set-up; `Datapath.encap_cost`), decapsulation checks
+flow hash, datagram set-up; `encap_cost`), decapsulation checks
 (`decap_cost`) and cutting a 64 KB TCP superframe into segments with full
 checksums (`segment_cost`). Also: flooding cost against the number of ports
 (real writes to socketpairs). No root needed. Run:
@@ -25,7 +25,7 @@ import struct
 import sys
 import time
 
-from vswitch._fastpath import Datapath
+from vswitch.datapath import Datapath, decap_cost, encap_cost, pipeline_cost, segment_cost
 
 FRAME_LEN = 64
 AGING_NS = 300 * 10**9
@@ -51,7 +51,7 @@ def learn_all(dp: Datapath, port: int, n_macs: int):
         chunk = bytearray()
         for i in range(base, min(base + step, n_macs)):
             chunk += mac(i) + mac(i) + b"\x08\x00" + bytes(FRAME_LEN - 14)
-        dp.pipeline_cost(port, bytes(chunk), FRAME_LEN)
+        pipeline_cost(dp, port, bytes(chunk), FRAME_LEN)
 
 
 def cython_ns(n_macs: int, frames: bytes) -> float:
@@ -61,7 +61,7 @@ def cython_ns(n_macs: int, frames: bytes) -> float:
     port = dp.add_port(ours.fileno(), 1)
     learn_all(dp, port, n_macs)
     count = len(frames) // FRAME_LEN
-    best = min(dp.pipeline_cost(port, frames, FRAME_LEN, 5)[0] / (5 * count) for _ in range(3))
+    best = min(pipeline_cost(dp, port, frames, FRAME_LEN, 5)[0] / (5 * count) for _ in range(3))
     ours.close(), theirs.close()
     return best
 
@@ -253,16 +253,16 @@ def tunnel_costs(count: int) -> dict:
     dlen = FRAME_LEN + 8
     sf = superframe()
     few = max(1, count // 100)
-    segments = dp.segment_cost(sf)[1]
+    segments = segment_cost(sf)[1]
     return {
-        "encap_ns": {"cython": min(dp.encap_cost(1, frames, FRAME_LEN, 3) / 3 for _ in range(3)) / count,
+        "encap_ns": {"cython": min(encap_cost(dp, 1, frames, FRAME_LEN, 3) / 3 for _ in range(3)) / count,
                      "python": timed_ns(python_encap, frames) / count,
                      "scapy": timed_ns(scapy_encap, frames[:few * FRAME_LEN], repeat=1) / few},
-        "decap_ns": {"cython": min(dp.decap_cost(PEER_IP, datagrams, dlen, 3)[0] / 3
+        "decap_ns": {"cython": min(decap_cost(dp, PEER_IP, datagrams, dlen, 3)[0] / 3
                                    for _ in range(3)) / count,
                      "python": timed_ns(python_decap, datagrams, dlen) / count,
                      "scapy": timed_ns(scapy_decap, datagrams[:few * dlen], dlen, repeat=1) / few},
-        "segment_ns": {"cython": min(dp.segment_cost(sf, 20)[0] / 20 for _ in range(3)),
+        "segment_ns": {"cython": min(segment_cost(sf, 20)[0] / 20 for _ in range(3)),
                        "python": timed_ns(python_segment, sf),
                        "scapy": timed_ns(scapy_segment, sf, repeat=1),
                        "segments": segments},

@@ -374,7 +374,7 @@ def tcp_interleaved(pods: dict, duration: float, rounds: int = 3) -> dict:
     """TCP throughput, one stream, of every side in turn, `rounds` times, so
     that the machine's drift over minutes hits all sides alike."""
     runs = {side: [] for side in pods}
-    for side, (a, *_) in pods.items():
+    for a, *_ in pods.values():
         ns_exec(a, "ping", "-c", "1", "-w", "10", ADDR_B)    # bridge ports ready, ARP, FDB warm
     for _ in range(rounds):
         for side, (a, b, *_) in pods.items():

@@ -10,9 +10,8 @@ from __future__ import annotations
 import socket
 import time
 
-import pytest
-
 import micro
+import pytest
 
 FRAMES = 2_000
 

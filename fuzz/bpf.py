@@ -2,7 +2,6 @@
 frames by the data plane's interpreter."""
 
 import atheris
-
 from rig import FuzzRig
 
 rig: FuzzRig

@@ -2,7 +2,6 @@
 datagrams from a peer and from a stranger, into the data plane."""
 
 import atheris
-
 from rig import FuzzRig
 
 rig: FuzzRig

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import socket
 
-from vswitch._fastpath import Datapath
-from vswitch.tunnel import Tunnel, ip_to_int
+from vswitch.datapath import Datapath, ip_to_int
+from vswitch.tunnel import Tunnel
 
 
 class FuzzRig:

@@ -72,7 +72,7 @@ class Daemon:
                 return
             except ClientError:
                 if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"vswitchd did not start:\n{log_path.read_text()}")
+                    raise RuntimeError(f"vswitchd did not start:\n{log_path.read_text()}") from None
                 time.sleep(0.05)
 
     def ctl(self, *args, check=True) -> subprocess.CompletedProcess:
@@ -95,6 +95,17 @@ class Daemon:
                 self.proc.kill()
                 self.proc.wait()
         return self.proc.returncode
+
+
+UNIT = Path(__file__).parent / "unit"
+
+
+def pytest_collection_modifyitems(config, items):
+    """Everything outside tests/unit is a system test (root, namespaces, TAPs,
+    daemons): `pytest -m "not system"` or `pytest tests/unit` leaves them out."""
+    for item in items:
+        if UNIT not in Path(item.fspath).parents:
+            item.add_marker(pytest.mark.system)
 
 
 @pytest.fixture(scope="session", autouse=True)

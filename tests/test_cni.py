@@ -14,7 +14,6 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-
 from conftest import BLUE, in_ns, sh
 
 # This node's block of BLUE, with room for a handful of pods.

@@ -11,7 +11,6 @@ import time
 import urllib.request
 
 import pytest
-
 from conftest import CTL, in_ns, packet_socket
 from test_bridge import ping
 from test_overlay import UNDERLAY, overlay_node, underlay  # noqa: F401  (fixture)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vswitch._fastpath import DROP_NAMES, Datapath
+from vswitch.datapath import DROP_NAMES, Datapath
 
 INGRESS_DROPS = ("runt", "oversize", "bad_source", "loop", "no_route", "bad_vnet_hdr")
 BCAST = b"\xff" * 6
@@ -321,7 +321,8 @@ def l3_frames():
     ipv6 = st.builds(lambda s, nh, a, rest: s + b"\x86\xdd" + bytes(6) + bytes([nh, 64]) + a
                      + bytes(16) + rest, src_mac, next_header, v6src,
                      st.binary(min_size=0, max_size=30)
-                     | st.sampled_from([bytes([134]), bytes([137, 0]), bytes([58, 0, 0, 0, 0, 0, 0, 0, 134])]))
+                     | st.sampled_from([bytes([134]), bytes([137, 0]),
+                                       bytes([58, 0, 0, 0, 0, 0, 0, 0, 134])]))
     tagged = st.builds(lambda s, t, inner: s + t + b"\x00\x05" + inner, src_mac,
                        st.sampled_from([b"\x81\x00", b"\x88\xa8"]),
                        st.sampled_from([b"\x08\x00\x45" + bytes(11) + OWN_IPS[0] + bytes(4),
@@ -368,13 +369,13 @@ def test_ingress_and_egress_rate_limits_are_token_buckets():
     # 8 kbit/s is 1000 bytes a second: nothing refills during the test, so
     # the burst (at least 64 KiB) decides exactly what passes.
     rig.dp.set_port_rates(a, 8000, 0, 0, 0)
-    for i in range(100):
+    for _ in range(100):
         rig.send(a, frame(mac(2), mac(1), payload=bytes(986)))     # 1000-byte frames
     assert rig.dp.counters()["drops"]["rate_limited"] == 100 - 65
     assert len(rig.received(b)) == 65
     rig.dp.set_port_rates(a, 0, 0, 0, 0)
     rig.dp.set_port_rates(b, 0, 0, 8000, 8 * 70000)                  # 70000-byte burst
-    for i in range(100):
+    for _ in range(100):
         rig.send(a, frame(mac(2), mac(1), payload=bytes(986)))
     assert len(rig.received(b)) == 70
     assert rig.dp.port_counters(b)["tx_dropped"] == 30

@@ -17,12 +17,12 @@ import threading
 import time
 
 import pytest
-
 from conftest import BLUE, DAEMON, RED, in_ns, sh, write_toml
 from test_bridge import ping
 from test_cni import Runtime, cni_path  # noqa: F401 (a fixture)
 from test_fastpath import BCAST, Rig, frame, mac
 from test_overlay import UNDERLAY, overlay_node, send_udp, underlay, vxlan  # noqa: F401
+
 from vswitch.client import Client, ClientError
 from vswitch.netns import entered
 
@@ -342,7 +342,7 @@ def test_a_reload_removing_a_network_during_a_port_creation_leaves_nothing(netns
     while the TAP is being made (the Tap call is held there)."""
     from vswitch import switch as switch_module
     from vswitch.config import parse
-    from vswitch.tap import TapError
+    from vswitch.errors import Conflict
     ns = netns("r")
     base = {"node": {"name": "race", "state_dir": str(tmp_path / "state"),
                      "socket": str(tmp_path / "s.sock")}}
@@ -365,7 +365,7 @@ def test_a_reload_removing_a_network_during_a_port_creation_leaves_nothing(netns
             await asyncio.get_running_loop().run_in_executor(None, made.wait, 10)
             await sw.reload(blue_only)
             go_on.set()
-            with pytest.raises(TapError, match="was removed while"):
+            with pytest.raises(Conflict, match="was removed while"):
                 await adding
         finally:
             switch_module.Tap = real_tap

@@ -9,7 +9,6 @@ import struct
 import pytest
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
-
 from test_fastpath import BCAST, Rig, frame, mac
 
 NEEDS_CSUM, DATA_VALID = 1, 2

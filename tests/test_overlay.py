@@ -8,9 +8,9 @@ import socket
 import time
 
 import pytest
-
 from conftest import BLUE, RED, Capture, in_ns, sh
 from test_bridge import ping, tcp_transfer_50mb
+
 from vswitch.netns import entered
 
 UNDERLAY = "192.0.2"

@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import pytest
-
 from conftest import BLUE, RED, in_ns, sh, write_toml
 from test_cni import BLOCKED, Runtime, cni_path  # noqa: F401  (fixture)
 from test_overlay import UNDERLAY, overlay_node, underlay  # noqa: F401  (fixture)

@@ -8,12 +8,13 @@ import socket
 import struct
 
 import pytest
-
 from conftest import in_ns
 from test_fastpath import BCAST, Rig, frame, mac
 from test_offload import GSO_UDP_L4, NEEDS_CSUM, ip4_l4, partial, vnet
+
+from vswitch.datapath import ip_to_int
 from vswitch.netns import entered
-from vswitch.tunnel import Tunnel, ip_to_int
+from vswitch.tunnel import Tunnel
 
 PORT = 4789
 

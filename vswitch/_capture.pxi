@@ -1,14 +1,6 @@
-# Capture: frames matching a session's points, port and classic-BPF filter
-# are copied into a ring the control plane drains. Included by
-# _fastpath.pyx; C-only helpers. With no session active the data plane
-# tests one integer and calls none of this.
-
-from libc.string cimport memcpy
-
-cdef enum:
-    CAP_WRAP = 0xFFFFFFFF
-    BPF_MEMWORDS = 16
-
+# Capture (see _capture.pxd): frames matching a session's points, port and
+# classic-BPF filter are copied into a ring the control plane drains. With
+# no session active the data plane tests one integer and calls none of this.
 
 cdef inline uint32_t _bpf_load(const unsigned char *p, uint32_t off, uint32_t size) noexcept nogil:
     if size == 4:
@@ -117,12 +109,6 @@ cdef uint32_t bpf_run(const bpf_insn_t *prog, uint32_t plen, const unsigned char
     return 0
 
 
-cdef inline uint64_t realtime_ns() noexcept nogil:
-    cdef timespec ts
-    clock_gettime(CLOCK_REALTIME, &ts)
-    return <uint64_t>ts.tv_sec * 1000000000ULL + <uint64_t>ts.tv_nsec
-
-
 cdef inline uint64_t _align8(uint64_t n) noexcept nogil:
     return (n + 7) & ~(<uint64_t>7)
 
@@ -151,16 +137,6 @@ cdef bint ring_put(unsigned char *ring, uint64_t *head, uint64_t tail, uint32_t 
     return True
 
 
-cdef inline uint16_t ip4_checksum(const unsigned char *h) noexcept nogil:
-    cdef uint32_t s = 0
-    cdef int i
-    for i in range(0, 20, 2):
-        s += (<uint32_t>h[i] << 8) | h[i + 1]
-    while s >> 16:
-        s = (s & 0xFFFF) + (s >> 16)
-    return ~s & 0xFFFF
-
-
 cdef ssize_t outer_packet(unsigned char *out, uint32_t src_ip, uint32_t dst_ip,
                           const unsigned char *udp, const iovec *parts, int n_parts) noexcept nogil:
     """An encapsulated packet as the wire would carry it, for capture:
@@ -184,8 +160,7 @@ cdef ssize_t outer_packet(unsigned char *out, uint32_t src_ip, uint32_t dst_ip,
     ip[6] = 0x40                            # DF, as Linux's VXLAN sends
     memcpy(ip + 12, &src_ip, 4)
     memcpy(ip + 16, &dst_ip, 4)
-    cdef uint16_t csum = ip4_checksum(ip)
-    ip[10], ip[11] = csum >> 8, csum & 0xFF
+    ip4_set_checksum(ip, 20)
     if udp != NULL:
         memcpy(out + n, udp, UDP_HLEN)
         n += UDP_HLEN
@@ -194,3 +169,111 @@ cdef ssize_t outer_packet(unsigned char *out, uint32_t src_ip, uint32_t dst_ip,
             memcpy(out + n, parts[i].iov_base, parts[i].iov_len)
             n += parts[i].iov_len
     return n
+
+
+cdef int cap_init(capture_t *c) noexcept nogil:
+    memset(c.sessions, 0, sizeof(c.sessions))
+    c.active = 0
+    c.head = c.tail = c.dropped = 0
+    c.ring = <unsigned char *>malloc(CAP_RING_BYTES)
+    c.scratch = <unsigned char *>malloc(CAP_SCRATCH)
+    return 0 if c.ring != NULL and c.scratch != NULL else -1
+
+
+cdef void cap_free(capture_t *c) noexcept nogil:
+    cdef int i
+    free(c.ring)
+    free(c.scratch)
+    c.ring = c.scratch = NULL
+    for i in range(MAX_CAPTURES):
+        free(c.sessions[i].prog)
+        c.sessions[i].prog = NULL
+
+
+cdef void cap_offer(capture_t *c, uint32_t point, uint32_t port, int reason,
+                    const unsigned char *data, ssize_t n) noexcept nogil:
+    """Offer a frame to the active sessions (the caller tested c.active)."""
+    cdef uint32_t i, mask = 0, snap = 0, want
+    cdef cap_session_t *s
+    if n <= 0:
+        return
+    for i in range(MAX_CAPTURES):
+        if not c.active & (1u << i):
+            continue
+        s = &c.sessions[i]
+        if not s.points & point or (s.port >= 0 and s.port != port):
+            continue
+        want = s.snaplen
+        if s.prog_len:
+            want = min(want, bpf_run(s.prog, s.prog_len, data, n, n))
+            if want == 0:
+                continue
+        mask |= 1u << i
+        snap = max(snap, min(<uint32_t>n, want))
+    if mask and not ring_put(c.ring, &c.head, c.tail, mask, point, port,
+                             reason + 1 if reason >= 0 else 0, data, n, snap):
+        c.dropped += 1
+
+
+cdef void cap_offer_datagram(capture_t *c, uint32_t point, uint32_t port, int reason,
+                             uint32_t src, uint32_t dst, const unsigned char *udp,
+                             const iovec *parts, int n_parts) noexcept nogil:
+    """Offer a tunnel datagram, as the outer packet the wire carries."""
+    cdef ssize_t n = outer_packet(c.scratch, src, dst, udp, parts, n_parts)
+    if n > 0:
+        cap_offer(c, point, port, reason, c.scratch, n)
+
+
+cdef int cap_add(capture_t *c, uint32_t points, int64_t port, uint32_t snaplen,
+                 program) except -1:
+    """Start a session (see Datapath.capture_add); returns its id."""
+    cdef int i
+    cdef uint32_t j, n = len(program)
+    for i in range(MAX_CAPTURES):
+        if not c.active & (1u << i):
+            break
+    else:
+        raise OverflowError(f"{MAX_CAPTURES} captures are running already")
+    prog = <bpf_insn_t *>calloc(n or 1, sizeof(bpf_insn_t)) if n else NULL
+    if n and prog == NULL:
+        raise MemoryError()
+    for j in range(n):
+        code, jt, jf, k = program[j]
+        if (code & 0x07) == 0x05 and ((code & 0xF0 == 0 and j + 1 + k > n) or
+                                      j + 1 + max(jt, jf) > n):
+            free(prog)
+            raise ValueError(f"BPF instruction {j} jumps out of the program")
+        prog[j].code, prog[j].jt, prog[j].jf, prog[j].k = code, jt, jf, k
+    free(c.sessions[i].prog)
+    c.sessions[i].points, c.sessions[i].port = points, port
+    c.sessions[i].snaplen, c.sessions[i].prog = snaplen, prog
+    c.sessions[i].prog_len = n
+    c.active |= 1u << i
+    return i
+
+
+cdef void cap_remove(capture_t *c, int session) noexcept nogil:
+    if 0 <= session < MAX_CAPTURES:
+        c.active &= ~(1u << session)
+    if c.active == 0:
+        c.tail = c.head         # nobody will read what is left
+
+
+cdef list cap_read(capture_t *c, int max_records):
+    """Take records from the ring: [(ts_ns, mask, port, point, reason
+    (None or its name), orig_len, bytes)]."""
+    out = []
+    cdef uint64_t pos, room
+    cdef cap_rec_t *rec
+    while c.tail < c.head and len(out) < max_records:
+        pos = c.tail % CAP_RING_BYTES
+        room = CAP_RING_BYTES - pos
+        rec = <cap_rec_t *>(c.ring + pos)
+        if room < sizeof(cap_rec_t) or rec.cap_len == CAP_WRAP:
+            c.tail += room
+            continue
+        data = (c.ring + pos + sizeof(cap_rec_t))[:rec.cap_len]
+        out.append((rec.ts_ns, rec.mask, rec.port, rec.point,
+                    DROP_NAMES[rec.reason - 1] if rec.reason else None, rec.orig_len, data))
+        c.tail += _align8(sizeof(cap_rec_t) + rec.cap_len)
+    return out

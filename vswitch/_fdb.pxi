@@ -9,9 +9,7 @@
 # than FDB_MAX_PROBE slots from its home (an insert that would is refused and
 # counted), so no lookup walks further; and each port and peer may hold
 # only so many learned entries.
-# Included by _fastpath.pyx; all functions are C-only.
-
-from libc.stdlib cimport calloc, free
+# The table's layout is in _fdb.pxd; all functions are C-only.
 
 
 cdef inline uint64_t fdb_key(uint16_t network, uint64_t mac) noexcept nogil:

@@ -1,5 +1,4 @@
-# Token buckets: per-port rate limits. Included by _fastpath.pyx; C-only
-# helpers.
+# Token buckets (bucket_t, _ports.pxd): per-port rate limits. C-only helpers.
 
 cdef inline void bucket_set(bucket_t *b, double bits_per_s, double burst_bits,
                             uint64_t now) noexcept nogil:

@@ -1,11 +1,5 @@
 # Port security: a secured port may only send from its own MAC and IPv4
-# addresses. Included by _fastpath.pyx; C-only helpers.
-
-cdef enum:
-    ETH_P_IP = 0x0800
-    ETH_P_ARP = 0x0806
-    ETH_P_IPV6 = 0x86DD
-
+# addresses; pods may not act as IPv6 routers (RA guard). C-only helpers.
 
 cdef inline bint owns_ip(const port_t *p, uint32_t ip) noexcept nogil:
     cdef uint32_t i
@@ -48,9 +42,6 @@ cdef inline bint spoofed(const port_t *p, const unsigned char *frame, ssize_t n,
 
 
 cdef enum:
-    IPPROTO_TCP = 6
-    IPPROTO_UDP = 17
-    IPPROTO_ICMPV6 = 58
     ICMPV6_ROUTER_ADVERTISEMENT = 134
     ICMPV6_REDIRECT = 137
     IPV6_MAX_EXT_HEADERS = 8   # more than this before the upper layer: refused (RFC 7113)

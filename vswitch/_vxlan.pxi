@@ -1,17 +1,6 @@
 # VXLAN (RFC 7348): the 8-byte header, the inner flow hash that picks the
 # outer source port (one of the tunnel's sending sockets), and the checks on
-# receipt.
-# Included by _fastpath.pyx; C-only helpers.
-
-cdef enum:
-    VXLAN_FLAG_VNI = 0x08
-    SOL_UDP = 17
-    UDP_SEGMENT = 103         # linux/udp.h: send one buffer as equal-size datagrams (GSO)
-    UDP_GRO = 104             # receive equal-size datagrams of a flow as one buffer
-    UDP_GSO_MAX_SEGS = 64     # datagrams in one UDP_SEGMENT send (the kernel's older limit)
-    UDP_GSO_MAX_BYTES = 65535 - 20 - UDP_HLEN     # its payload must fit one IPv4 packet
-    CMSG_BUF = 32             # room for one cmsghdr carrying an int
-
+# receipt. C-only helpers; sizes and flags are in _vxlan.pxd.
 
 cdef inline uint64_t _mix(uint64_t h, uint64_t v) noexcept nogil:
     h = (h ^ v) * 0x9E3779B97F4A7C15ULL

@@ -9,14 +9,24 @@ import json
 import logging
 import os
 import socket
-import struct
 from http import HTTPStatus
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from . import reporting
 from .attachments import Attachments
-from .ipam import IpamError
-from .switch import ReloadError, Switch
-from .tap import TapError
+from .errors import (
+    Busy,
+    Conflict,
+    DeviceError,
+    Exhausted,
+    InvalidRequest,
+    NotFound,
+    ReloadRefused,
+    Unsupported,
+    VswitchError,
+)
+from .protocol import ETH_HLEN, MAX_SNAPLEN, capture_chunks
+from .switch import Switch
 
 log = logging.getLogger("vswitch.api")
 
@@ -27,7 +37,20 @@ READ_TIMEOUT = 10.0          # seconds a client may take to send its whole reque
 MAX_CONNECTIONS = 64         # at once; more are answered 503 at once and closed
 
 
+# The project's errors as HTTP statuses: the first class in this order that
+# an error is an instance of decides.
+HTTP_STATUS = ((InvalidRequest, 400), (NotFound, 404), (Conflict, 409), (ReloadRefused, 422),
+               (Unsupported, 501), (DeviceError, 500), (Busy, 503), (Exhausted, 507),
+               (VswitchError, 400))
+
+
+def http_status(error: VswitchError) -> int:
+    return next(status for cls, status in HTTP_STATUS if isinstance(error, cls))
+
+
 class ApiError(Exception):
+    """A request the HTTP layer refuses (malformed, too large, too slow)."""
+
     def __init__(self, message: str, status: int = 400):
         super().__init__(message)
         self.status = status
@@ -76,10 +99,10 @@ class Api:
     # ------------------------------------------------------------- handlers
 
     async def status(self, query, body, arg):
-        return self.switch.status()
+        return reporting.status(self.switch)
 
     async def list_ports(self, query, body, arg):
-        return [self.switch.port_info(p) for p in self.switch.ports.values()]
+        return [reporting.port_info(self.switch, p) for p in self.switch.ports.values()]
 
     async def add_port(self, query, body, arg):
         security = body.pop("port_security", None) if isinstance(body, dict) else None
@@ -88,38 +111,38 @@ class Api:
         fields = _string_fields(body, required=("name", "netns"),
                                 optional=("ifname", "network", "ip", "mac"))
         port = await self.switch.add_port(**fields, port_security=security)
-        return self.switch.port_info(port)
+        return reporting.port_info(self.switch, port)
 
     async def show_port(self, query, body, name):
-        return self.switch.port_info(self.switch.port(name))
+        return reporting.port_info(self.switch, self.switch.port(name))
 
     async def set_port(self, query, body, name):
         if not isinstance(body, dict):
             raise ApiError("expected a JSON object of rates")
-        return self.switch.port_info(await self.switch.set_rates(name, body))
+        return reporting.port_info(self.switch, await self.switch.set_rates(name, body))
 
     async def del_port(self, query, body, name):
         await self.switch.remove_port(name)
         return {"deleted": name}
 
     async def show_fdb(self, query, body, arg):
-        return self.switch.fdb(query.get("network"))
+        return reporting.fdb(self.switch, query.get("network"))
 
     async def add_fdb(self, query, body, arg):
-        return self.switch.fdb_add(**_string_fields(body, ("mac", "peer"), ("network",)))
+        return self.switch.overlay.fdb_add(**_string_fields(body, ("mac", "peer"), ("network",)))
 
     async def del_fdb(self, query, body, mac):
         self.switch.fdb_del(mac, query.get("network"))
         return {"deleted": mac}
 
     async def list_peers(self, query, body, arg):
-        return self.switch.peers()
+        return self.switch.overlay.peers()
 
     async def add_peer(self, query, body, arg):
-        return self.switch.add_peer(**_string_fields(body, ("ip",), ("network",)))
+        return self.switch.overlay.add_peer(**_string_fields(body, ("ip",), ("network",)))
 
     async def del_peer(self, query, body, ip):
-        self.switch.del_peer(ip)
+        self.switch.overlay.del_peer(ip)
         return {"deleted": ip}
 
     async def flush_fdb(self, query, body, arg):
@@ -127,7 +150,7 @@ class Api:
         return {"flushed": self.switch.fdb_flush(network)}
 
     async def stats(self, query, body, arg):
-        return self.switch.stats()
+        return reporting.stats(self.switch)
 
     async def attach(self, query, body, arg):
         mtu = body.pop("mtu", None) if isinstance(body, dict) else None
@@ -167,13 +190,13 @@ class Api:
         then a 4-byte length and the frame's bytes."""
         body = body if isinstance(body, dict) else {}
         count, duration = body.pop("count", None), body.pop("duration", None)
-        snaplen, points = body.pop("snaplen", 65535), body.pop("point", None)
+        snaplen, points = body.pop("snaplen", MAX_SNAPLEN), body.pop("point", None)
         if count is not None and (not isinstance(count, int) or count < 1):
             raise ApiError("field 'count' must be a positive integer")
         if duration is not None and (not isinstance(duration, (int, float)) or duration <= 0):
             raise ApiError("field 'duration' must be a positive number of seconds")
-        if not isinstance(snaplen, int) or not 14 <= snaplen <= 65535:
-            raise ApiError("field 'snaplen' must be 14..65535")
+        if not isinstance(snaplen, int) or not ETH_HLEN <= snaplen <= MAX_SNAPLEN:
+            raise ApiError(f"field 'snaplen' must be {ETH_HLEN}..{MAX_SNAPLEN}")
         if points is not None and not isinstance(points, (str, list)):
             raise ApiError("field 'point' must be a point name or a list of them")
         fields = _string_fields(body, (), ("port", "filter"))
@@ -204,8 +227,7 @@ class Api:
                 except asyncio.TimeoutError:
                     break
                 meta = json.dumps(record.meta()).encode()
-                yield struct.pack("!I", len(meta)) + meta + struct.pack("!I", len(record.data)) \
-                    + record.data
+                yield capture_chunks(meta, record.data)
                 sent += 1
 
         return Stream(records(), lambda: captures.close(session))
@@ -216,12 +238,12 @@ class Api:
             frame = bytes.fromhex(fields["frame"])
         except ValueError:
             raise ApiError("field 'frame' must be hex") from None
-        return self.switch.trace(fields["port"], frame)
+        return reporting.trace(self.switch, fields["port"], frame)
 
     async def reload(self, query, body, arg):
         try:
             return await self.service.reload()
-        except ReloadError as e:
+        except ReloadRefused as e:
             raise ApiError(f"reload refused, running config kept: {e}", 422) from None
 
     async def stop(self, query, body, arg):
@@ -273,9 +295,11 @@ class Api:
             if isinstance(result, Stream):
                 await self._stream(reader, writer, result)
                 return
-        except (ApiError, TapError, IpamError) as e:
+        except ApiError as e:
             status, result = e.status, {"error": str(e)}
-            if getattr(e, "kind", None):
+        except VswitchError as e:
+            status, result = http_status(e), {"error": str(e)}
+            if e.kind:
                 result["kind"] = e.kind
         except (asyncio.IncompleteReadError, ConnectionError):
             writer.close()

@@ -10,19 +10,15 @@ import hashlib
 import ipaddress
 import logging
 
-from .cni import CONTAINER_ID_RE
-from .ipam import Allocation, IpamError, gateway
+from .errors import Busy, CheckFailed, Conflict, InvalidRequest
+from .ipam import Allocation, gateway
 from .netns import netns_id
+from .protocol import CONTAINER_ID_RE, MIN_MTU
 from .switch import Port, Switch, check_rates
-from .tap import TapError, check_ifname, inspect, normalize_mac, random_mac
+from .tap import check_ifname, inspect, normalize_mac, random_mac
 
 log = logging.getLogger("vswitch.attachments")
 
-
-
-class CheckFailed(TapError):
-    def __init__(self, message: str):
-        super().__init__(message, 409, kind="check")
 
 
 class Attachments:
@@ -36,13 +32,12 @@ class Attachments:
 
     def _key(self, container_id, ifname) -> tuple[str, str]:
         if not isinstance(container_id, str) or not CONTAINER_ID_RE.match(container_id):
-            raise TapError(f"bad container id {container_id!r}")
+            raise InvalidRequest(f"bad container id {container_id!r}")
         return container_id, check_ifname(ifname)
 
     def _claim(self, key):
         if key in self._busy:
-            raise TapError(f"{key[0]}/{key[1]}: another request for it is under way", 503,
-                           kind="busy")
+            raise Busy(f"{key[0]}/{key[1]}: another request for it is under way", kind="busy")
         self._busy.add(key)
 
     def port_of(self, key) -> Port | None:
@@ -77,8 +72,9 @@ class Attachments:
         port's rate limits (see Switch.set_rates)."""
         key = self._key(container_id, ifname)
         net = self.switch.network(network)
-        if mtu is not None and not 68 <= mtu <= net.mtu:
-            raise IpamError(f"mtu {mtu} must be 68..{net.mtu} (network {net.name!r})", "invalid")
+        if mtu is not None and not MIN_MTU <= mtu <= net.mtu:
+            raise InvalidRequest(f"mtu {mtu} must be {MIN_MTU}..{net.mtu} (network {net.name!r})",
+                                 kind="invalid")
         rates = check_rates(rates or {})
         requested_ip = _parse_ip(ip) if ip else None
         requested_mac = normalize_mac(mac) if mac else None
@@ -97,8 +93,8 @@ class Attachments:
             else:
                 mac = requested_mac or random_mac()
                 if self.switch.mac_in_use(net, mac):
-                    raise IpamError(f"MAC {mac} is already used in network {net.name!r}",
-                                    "unavailable")
+                    raise Conflict(f"MAC {mac} is already used in network {net.name!r}",
+                                    kind="unavailable")
                 alloc = await self.db(
                     self.ipam.allocate, net, *key, netns, cni_network, mac, requested_ip,
                     set(self.switch.addresses_in_use(net).values()))
@@ -120,14 +116,14 @@ class Attachments:
     @staticmethod
     def _same_request(alloc: Allocation, network: str, ip, mac):
         if alloc.network != network:
-            raise IpamError(f"{alloc.container_id}/{alloc.ifname} is attached to network "
-                            f"{alloc.network!r}", "unavailable")
+            raise Conflict(f"{alloc.container_id}/{alloc.ifname} is attached to network "
+                            f"{alloc.network!r}", kind="unavailable")
         if ip is not None and ip != alloc.ip:
-            raise IpamError(f"{alloc.container_id}/{alloc.ifname} already has address {alloc.ip}",
-                            "unavailable")
+            raise Conflict(f"{alloc.container_id}/{alloc.ifname} already has address {alloc.ip}",
+                            kind="unavailable")
         if mac is not None and mac != alloc.mac:
-            raise IpamError(f"{alloc.container_id}/{alloc.ifname} already has MAC {alloc.mac}",
-                            "unavailable")
+            raise Conflict(f"{alloc.container_id}/{alloc.ifname} already has MAC {alloc.mac}",
+                            kind="unavailable")
 
     async def delete(self, container_id: str, ifname: str) -> dict:
         """Disconnect a pod and release its address; fine if nothing is left."""
@@ -215,6 +211,6 @@ def _parse_ip(text: str) -> ipaddress.IPv4Address:
     try:
         return ipaddress.IPv4Interface(text).ip
     except ValueError:
-        raise IpamError(f"bad address {text!r}: expected IPv4, optionally in CIDR form",
-                        "invalid") from None
+        raise InvalidRequest(f"bad address {text!r}: expected IPv4, optionally in CIDR form",
+                        kind="invalid") from None
 

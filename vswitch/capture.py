@@ -16,13 +16,11 @@ import subprocess
 from dataclasses import dataclass
 from typing import Callable
 
-from .tap import TapError
+from .errors import InvalidRequest, Unsupported
+from .protocol import ALL_CAPTURE_POINTS, CAPTURE_POINT_NAMES, CAPTURE_POINTS, MAX_SNAPLEN
 
 log = logging.getLogger("vswitch.capture")
 
-POINTS = {"ingress": 1, "egress": 2, "encap": 4, "decap": 8, "drop": 16}
-POINT_NAMES = {bit: name for name, bit in POINTS.items()}
-ALL_POINTS = sum(POINTS.values())
 PUMP_INTERVAL = 0.005        # seconds between drains of the ring while sessions are open
 
 
@@ -40,20 +38,20 @@ class Record:
                 "reason": self.reason, "orig_len": self.orig_len}
 
 
-def compile_filter(expr: str) -> list[tuple[int, int, int, int]]:
+def compile_filter(expr: str) -> list[tuple[int, ...]]:
     """A tcpdump expression as classic BPF for Ethernet frames, compiled by
     tcpdump (libpcap), so the syntax is exactly tcpdump's."""
     if not isinstance(expr, str) or expr.lstrip().startswith("-") or "\0" in expr:
-        raise TapError(f"bad filter {expr!r}: a tcpdump expression, not options")
+        raise InvalidRequest(f"bad filter {expr!r}: a tcpdump expression, not options")
     try:
         # "--": whatever the expression says, tcpdump takes it as one (as root).
         r = subprocess.run(["tcpdump", "-ddd", "-y", "EN10MB", "--", expr], capture_output=True,
                            text=True, timeout=20)
     except FileNotFoundError:
-        raise TapError("filters need tcpdump, which is not installed", 501) from None
+        raise Unsupported("filters need tcpdump, which is not installed") from None
     if r.returncode != 0:
         reason = r.stderr.strip().splitlines()[-1] if r.stderr.strip() else "rejected"
-        raise TapError(f"bad filter {expr!r}: {reason.removeprefix('tcpdump: ')}")
+        raise InvalidRequest(f"bad filter {expr!r}: {reason.removeprefix('tcpdump: ')}")
     lines = r.stdout.split("\n")
     return [tuple(int(x) for x in line.split()) for line in lines[1:1 + int(lines[0])]]
 
@@ -61,34 +59,31 @@ def compile_filter(expr: str) -> list[tuple[int, int, int, int]]:
 def point_mask(points) -> int:
     """CAP_* bits of a point name, a list of them, or None (all)."""
     if points is None:
-        return ALL_POINTS
+        return ALL_CAPTURE_POINTS
     names = [points] if isinstance(points, str) else points
-    unknown = [p for p in names if p not in POINTS]
+    unknown = [p for p in names if p not in CAPTURE_POINTS]
     if unknown or not names:
-        raise TapError(f"unknown capture point {unknown[0] if unknown else ''!r} "
-                       f"(known: {', '.join(POINTS)})")
-    return sum(POINTS[p] for p in set(names))
+        raise InvalidRequest(f"unknown capture point {unknown[0] if unknown else ''!r} "
+                       f"(known: {', '.join(CAPTURE_POINTS)})")
+    return sum(CAPTURE_POINTS[p] for p in set(names))
 
 
 class Captures:
     def __init__(self, switch):
         self.switch = switch
-        self.dp = switch.dp
+        self.dataplane = switch.dataplane
         self.consumers: dict[int, Callable[[Record], None]] = {}
         self.consumer_dropped = 0       # records a slow consumer had no room for
         self._pump_task: asyncio.Task | None = None
 
     async def open(self, consumer: Callable[[Record], None], points=None,
                    port: str | None = None, filter: str | None = None,
-                   snaplen: int = 65535) -> int:
+                   snaplen: int = MAX_SNAPLEN) -> int:
         mask = point_mask(points)
         port_id = self.switch.capture_port_id(port) if port else -1
         program = await asyncio.get_running_loop().run_in_executor(
             None, compile_filter, filter) if filter else []
-        try:
-            session = self.dp.capture_add(mask, port_id, snaplen, program)
-        except OverflowError as e:
-            raise TapError(str(e), 503) from None
+        session = self.dataplane.capture_add(mask, port_id, snaplen, program)
         self.consumers[session] = consumer
         if self._pump_task is None:
             self._pump_task = asyncio.get_running_loop().create_task(self._pump())
@@ -99,7 +94,7 @@ class Captures:
     def close(self, session: int):
         if self.consumers.pop(session, None) is not None:
             self.drain()            # the others' records: the ring is reset when none is left
-            self.dp.capture_remove(session)
+            self.dataplane.capture_remove(session)
             log.info("capture %d stopped", session)
 
     async def _pump(self):
@@ -112,13 +107,13 @@ class Captures:
 
     def drain(self):
         label = self.switch.capture_port_label
-        while records := self.dp.capture_read():
+        while records := self.dataplane.capture_read():
             for ts_ns, mask, port, point, reason, orig_len, data in records:
-                record = Record(ts_ns, POINT_NAMES[point], label(port), reason, orig_len, data)
+                record = Record(ts_ns, CAPTURE_POINT_NAMES[point], label(port), reason, orig_len, data)
                 for session, consumer in list(self.consumers.items()):
                     if mask & (1 << session):
                         consumer(record)
 
     def stats(self) -> dict:
-        return {"sessions": len(self.consumers), "ring_dropped": self.dp.cap_dropped,
+        return {"sessions": len(self.consumers), "ring_dropped": self.dataplane.capture_dropped,
                 "consumer_dropped": self.consumer_dropped}

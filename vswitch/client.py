@@ -7,10 +7,9 @@ from __future__ import annotations
 import http.client
 import json
 import socket
-import struct
 from urllib.parse import quote, urlencode
 
-DEFAULT_SOCKET = "/run/vswitch/vswitchd.sock"
+from .protocol import CHUNK_LENGTH, DEFAULT_SOCKET
 
 
 class ClientError(Exception):
@@ -21,7 +20,7 @@ class ClientError(Exception):
 
 
 class _UnixConnection(http.client.HTTPConnection):
-    def __init__(self, path: str, timeout: float):
+    def __init__(self, path: str, timeout: float | None):
         super().__init__("localhost", timeout=timeout)
         self.path = path
 
@@ -33,11 +32,10 @@ class _UnixConnection(http.client.HTTPConnection):
 
 def _read_chunk(resp) -> bytes | None:
     """One length-prefixed chunk of a stream; None at its end."""
-    head = resp.read(4)
-    if len(head) < 4:
+    head = resp.read(CHUNK_LENGTH.size)
+    if len(head) < CHUNK_LENGTH.size:
         return None
-    data = resp.read(struct.unpack("!I", head)[0])
-    return data
+    return resp.read(CHUNK_LENGTH.unpack(head)[0])
 
 
 class Client:
@@ -92,8 +90,8 @@ class Client:
                 meta = _read_chunk(resp)
                 if meta is None:
                     return
-                data = _read_chunk(resp)
-                if data is None:
+                frame = _read_chunk(resp)
+                if frame is None:
                     return
                 yield json.loads(meta), data
         except (FileNotFoundError, ConnectionRefusedError):

@@ -24,13 +24,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-import re
 import sys
 
-from .client import DEFAULT_SOCKET, Client, ClientError
+from .client import Client, ClientError
+from .protocol import CONTAINER_ID_RE, DEFAULT_SOCKET
 
-# The spec's CNI_CONTAINERID: alphanumeric first, then alphanumerics, '_', '.', '-'.
-CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
 
@@ -75,9 +73,9 @@ class Request:
                            f"supported: {', '.join(SUPPORTED_VERSIONS)}")
         self.version, self.conf = version, conf
 
-    def _env(self, name: str, required: bool = True) -> str | None:
+    def _env(self, name: str) -> str:
         value = self.env.get(name)
-        if required and not value:
+        if not value:
             raise CniError(INVALID_ENV, f"environment variable {name} is required")
         return value
 
@@ -128,7 +126,7 @@ class Request:
 
     def cni_args(self) -> dict[str, str]:
         """CNI_ARGS "K=V;K=V": IP and MAC are ours; others need IgnoreUnknown."""
-        text = self._env("CNI_ARGS", required=False) or ""
+        text = self.env.get("CNI_ARGS") or ""
         args = {}
         for pair in filter(None, text.split(";")):
             key, sep, value = pair.partition("=")
@@ -187,7 +185,7 @@ def _call(method, *args, **kwargs):
     except ClientError as e:
         if e.status is None or e.status == 503:
             raise CniError(TRY_AGAIN, "vswitchd is not answering; try again later", str(e)) from None
-        raise CniError(KIND_CODES.get(e.kind, REFUSED), str(e)) from None
+        raise CniError(KIND_CODES.get(e.kind or "", REFUSED), str(e)) from None
 
 
 def _result(req: Request, att: dict, netns: str) -> dict:

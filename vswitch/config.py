@@ -15,7 +15,15 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .client import DEFAULT_SOCKET
+from .protocol import (
+    CAPTURE_POINTS,
+    DEFAULT_SOCKET,
+    IFNAME_RE,
+    IFNAME_RULE,
+    MAX_NETWORK_MTU,
+    MIN_MTU,
+    VXLAN_OVERHEAD,
+)
 
 DEFAULT_STATE_DIR = "/var/lib/vswitch"
 # Built-in network: 198.18.0.0/15 is reserved for benchmarking and never
@@ -24,7 +32,6 @@ DEFAULT_NETWORK = {"name": "default", "vni": 42, "subnet": "198.18.0.0/16",
                    "block": "198.18.1.0/24", "mtu": 1450}
 
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
 
 
 class ConfigError(Exception):
@@ -63,12 +70,6 @@ class HookConfig:
     filter: str | None = None                 # tcpdump syntax
 
 
-CAPTURE_POINTS = ("ingress", "egress", "encap", "decap", "drop")
-
-# Outer IPv4 (20) + UDP (8) + VXLAN (8) + inner Ethernet (14).
-VXLAN_OVERHEAD = 50
-
-
 @dataclass(frozen=True)
 class Config:
     node_name: str
@@ -100,7 +101,8 @@ class _Table:
     def __init__(self, data, prefix: str):
         if not isinstance(data, dict):
             raise ConfigError(prefix, "must be a table")
-        self.data, self.prefix, self.seen = data, prefix, set()
+        self.data, self.prefix = data, prefix
+        self.seen: set[str] = set()
 
     def key(self, name: str) -> str:
         return f"{self.prefix}.{name}" if self.prefix else name
@@ -148,14 +150,15 @@ def _network(data, index: int) -> NetworkConfig:
     block = _cidr(t, "block", str(subnet))
     if not block.subnet_of(subnet):
         raise ConfigError(t.key("block"), f"{block} is not inside subnet {subnet}")
-    mtu = t.get("mtu", int, 1450, lambda v: 68 <= v <= 65485, "must be 68..65485")
+    mtu = t.get("mtu", int, 1450, lambda v: MIN_MTU <= v <= MAX_NETWORK_MTU,
+                f"must be {MIN_MTU}..{MAX_NETWORK_MTU}")
     gateway = t.get("gateway", str, None)
     if gateway is not None:
         gateway = _ipv4(t, "gateway", gateway)
         if gateway not in block or gateway in (block.network_address, block.broadcast_address):
             raise ConfigError(t.key("gateway"), f"{gateway} is not a host address of block {block}")
     host_port = t.get("host_port", str, None, IFNAME_RE.match,
-                      "must be an interface name of 1-15 letters, digits, '.', '_' or '-'")
+                      f"must be an interface name of {IFNAME_RULE}")
     t.done()
     return NetworkConfig(name, vni, subnet, block, mtu, gateway, host_port)
 

@@ -7,11 +7,8 @@ import json
 import os
 import sys
 
-from .client import DEFAULT_SOCKET, Client, ClientError
-
-# The daemon's capture points (vswitch.capture.POINTS, not imported: it pulls
-# in the daemon's modules).
-CAPTURE_POINTS = ("ingress", "egress", "encap", "decap", "drop")
+from .client import Client, ClientError
+from .protocol import CAPTURE_POINTS, DEFAULT_SOCKET, MAX_SNAPLEN
 
 
 def bits(text: str) -> int:
@@ -163,14 +160,14 @@ def build_parser() -> argparse.ArgumentParser:
     cap.add_argument("--format", choices=("pcapng", "pcap"), default="pcapng",
                      help="file format for -w (default pcapng: per-port interfaces, drop "
                      "reasons as comments)")
-    cap.add_argument("-s", "--snaplen", type=int, default=65535, help="bytes kept per frame")
+    cap.add_argument("-s", "--snaplen", type=int, default=MAX_SNAPLEN, help="bytes kept per frame")
 
     trace = sub.add_parser("trace", parents=[common],
                            help="where a frame would go and why (nothing is sent or learned)")
     trace.add_argument("--in-port", required=True, help="the port the frame comes from")
-    what = trace.add_mutually_exclusive_group(required=True)
-    what.add_argument("--hex", help="the frame as hex")
-    what.add_argument("--scapy", metavar="EXPR",
+    frame = trace.add_mutually_exclusive_group(required=True)
+    frame.add_argument("--hex", help="the frame as hex")
+    frame.add_argument("--scapy", metavar="EXPR",
                       help="the frame as a scapy expression, e.g. \"Ether(dst='ff:ff:ff:ff:ff:ff')"
                       "/ARP(pdst='198.18.0.2')\"")
 
@@ -203,7 +200,7 @@ def capture(args, client: Client) -> int:
         for meta, data in client.capture(port=args.port, point=args.point, filter=args.filter,
                                          count=args.count, duration=args.duration,
                                          snaplen=args.snaplen):
-            if writer:
+            if writer and out:
                 writer.write(meta["ts_ns"], meta["port"], meta["point"], data, meta["orig_len"],
                              meta["reason"])
                 out.flush()

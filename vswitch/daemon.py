@@ -16,9 +16,10 @@ import sys
 
 import uvloop
 
-from . import __version__, api, metrics
+from . import __version__, api, metrics, reporting
 from .config import Config, ConfigError, load
-from .switch import ReloadError, Switch
+from .errors import ReloadRefused
+from .switch import Switch
 from .systemd import Notifier
 
 log = logging.getLogger("vswitch.daemon")
@@ -83,10 +84,11 @@ class Service:
             try:
                 self.metrics_server = await metrics.start(listen, self.switch)
             except OSError as e:
-                raise ConfigError("metrics.listen", f"cannot listen on {listen}: {e.strerror}")
+                raise ConfigError("metrics.listen",
+                                  f"cannot listen on {listen}: {e.strerror}") from None
 
     def summary(self) -> str:
-        s = self.switch.status()
+        s = reporting.status(self.switch)
         return (f"{s['mode']} mode, {s['ports']} ports, {len(s['networks'])} networks, "
                 f"{s['peers']} peers, {s['fdb_entries']} FDB entries")
 
@@ -103,13 +105,13 @@ class Service:
                 try:
                     new = load(self.config_path)
                 except ConfigError as e:
-                    raise ReloadError(f"config error: {e}") from None
+                    raise ReloadRefused(f"config error: {e}") from None
                 self.switch.check_reload(new)       # before anything changes
                 if new.metrics_listen != self.config.metrics_listen:
                     try:
                         await self._serve_metrics(new.metrics_listen)
                     except ConfigError as e:
-                        raise ReloadError(str(e)) from None
+                        raise ReloadRefused(str(e)) from None
                 changes = await self.switch.reload(new)
                 if new.metrics_listen != self.config.metrics_listen:
                     changes.append(f"metrics on {new.metrics_listen or 'nothing'}")
@@ -118,7 +120,7 @@ class Service:
                 log.info("reloaded %s: %s", self.config_path or "built-in defaults",
                          "; ".join(changes) or "no changes")
                 return {"changes": changes}
-            except ReloadError as e:
+            except ReloadRefused as e:
                 log.error("reload refused, running config kept: %s", e)
                 raise
             finally:
@@ -152,7 +154,7 @@ class Service:
         switch = self.switch
         tasks = [asyncio.create_task(periodic("fdb sweep", FDB_SWEEP_INTERVAL, switch.expire_fdb)),
                  asyncio.create_task(periodic("housekeeping", HOUSEKEEPING_INTERVAL,
-                                              switch.check_namespaces, switch.expire_peers))]
+                                              switch.check_namespaces, switch.overlay.expire_peers))]
         if self.notifier.watchdog_interval:
             # On the event loop: if the loop is stuck, the keep-alives stop and
             # the service manager restarts us. The status line is a step of

@@ -19,6 +19,7 @@ debugging script.
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib
 import importlib.util
 import logging
@@ -31,7 +32,7 @@ from typing import Callable
 
 from .capture import Captures, Record
 from .config import ConfigError, HookConfig
-from .tap import TapError
+from .errors import VswitchError
 
 log = logging.getLogger("vswitch.hooks")
 
@@ -66,7 +67,7 @@ def load_callable(spec: str) -> Callable:
         check_owner(where)
         module_spec = importlib.util.spec_from_file_location(f"vswitch_hook_{abs(hash(where))}",
                                                              where)
-        if module_spec is None:
+        if module_spec is None or module_spec.loader is None:
             raise ImportError(f"cannot load {where}")
         module = importlib.util.module_from_spec(module_spec)
         module_spec.loader.exec_module(module)
@@ -116,9 +117,9 @@ class Hooks:
                 continue
             try:
                 hook.session = await self.captures.open(
-                    lambda record, hook=hook: self._offer(hook, record), hook.config.points,
-                    None, hook.config.filter)
-            except TapError as e:
+                    functools.partial(self._offer, hook), hook.config.points, None,
+                    hook.config.filter)
+            except VswitchError as e:
                 raise ConfigError(f"hook[{hook.index}].filter", str(e)) from None
             hook.thread = threading.Thread(target=self._run, args=(hook, loop),
                                            name=f"hook-{hook.index}", daemon=True)
@@ -137,6 +138,7 @@ class Hooks:
     def _run(self, hook: Hook, loop: asyncio.AbstractEventLoop):
         while (record := hook.queue.get()) is not None:
             try:
+                assert hook.fn is not None          # hooks that did not load have no thread
                 hook.fn(record.point, record.port, record.data, record.meta())
                 hook.calls += 1
             except Exception as e:

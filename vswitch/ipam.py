@@ -11,22 +11,12 @@ from __future__ import annotations
 
 import ipaddress
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from .config import NetworkConfig
+from .errors import Conflict, Exhausted, InvalidRequest
 from .state import State
-
-
-class IpamError(Exception):
-    """kind: "exhausted" (no free address), "unavailable" (a requested
-    address or MAC is outside the block or taken) or "invalid"."""
-
-    STATUS = {"exhausted": 507, "unavailable": 409, "invalid": 400}
-
-    def __init__(self, message: str, kind: str):
-        super().__init__(message)
-        self.kind = kind
-        self.status = self.STATUS[kind]
 
 
 @dataclass(frozen=True)
@@ -96,7 +86,7 @@ class Ipam:
         return any(self.db.execute(f"SELECT 1 FROM {table} WHERE network=? AND mac=?",
                                    (network, mac)).fetchone() for table in ("allocations", "ports"))
 
-    def free_count(self, net: NetworkConfig, in_use: set[ipaddress.IPv4Address] = frozenset()) -> int:
+    def free_count(self, net: NetworkConfig, in_use: Iterable[ipaddress.IPv4Address] = ()) -> int:
         taken = self.used(net.name) | reserved(net) | set(in_use)
         return net.block.num_addresses - sum(ip in net.block for ip in taken)
 
@@ -104,16 +94,16 @@ class Ipam:
 
     def allocate(self, net: NetworkConfig, container_id: str, ifname: str, netns: str,
                  cni_network: str, mac: str, ip: ipaddress.IPv4Address | None = None,
-                 in_use: set[ipaddress.IPv4Address] = frozenset()) -> Allocation:
+                 in_use: Iterable[ipaddress.IPv4Address] = ()) -> Allocation:
         """A new allocation, committed before it returns. ip: a requested
         static address; in_use: addresses held outside IPAM (ports added
         by hand), which are never handed out either."""
         with self._transaction():
             if self.get(container_id, ifname):
-                raise IpamError(f"{container_id}/{ifname} already has an address", "invalid")
+                raise InvalidRequest(f"{container_id}/{ifname} already has an address", kind="invalid")
             used = self.used(net.name) | set(in_use)
             if self.mac_used(net.name, mac):
-                raise IpamError(f"MAC {mac} is already used in network {net.name!r}", "unavailable")
+                raise Conflict(f"MAC {mac} is already used in network {net.name!r}", kind="unavailable")
             if ip is not None:
                 self._check_static(net, ip, used)
             else:
@@ -142,14 +132,14 @@ class Ipam:
 
     def _check_static(self, net: NetworkConfig, ip: ipaddress.IPv4Address, used):
         if ip not in net.block:
-            raise IpamError(f"address {ip} is outside this node's block {net.block} "
-                            f"of network {net.name!r}", "unavailable")
+            raise Conflict(f"address {ip} is outside this node's block {net.block} "
+                            f"of network {net.name!r}", kind="unavailable")
         if ip in reserved(net):
-            raise IpamError(f"address {ip} is reserved (network, broadcast or gateway)",
-                            "unavailable")
+            raise Conflict(f"address {ip} is reserved (network, broadcast or gateway)",
+                            kind="unavailable")
         if ip in used:
-            raise IpamError(f"address {ip} is already in use in network {net.name!r}",
-                            "unavailable")
+            raise Conflict(f"address {ip} is already in use in network {net.name!r}",
+                            kind="unavailable")
 
     def _next_free(self, net: NetworkConfig, used) -> ipaddress.IPv4Address:
         base, size = int(net.block.network_address), net.block.num_addresses
@@ -160,5 +150,5 @@ class Ipam:
             ip = base + (start + k) % size
             if ip not in skip:
                 return ipaddress.IPv4Address(ip)
-        raise IpamError(f"no free address left in block {net.block} of network {net.name!r}",
-                        "exhausted")
+        raise Exhausted(f"no free address left in block {net.block} of network {net.name!r}",
+                        kind="exhausted")

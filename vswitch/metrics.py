@@ -7,6 +7,8 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from . import reporting
+
 log = logging.getLogger("vswitch.metrics")
 
 READ_TIMEOUT = 10.0          # seconds a scraper may take to send its request
@@ -33,7 +35,7 @@ class _Exposition:
 
 
 def render(stats: dict) -> str:
-    """The exposition text of switch.stats() (pure: runs off the event loop)."""
+    """The exposition text of reporting.stats() (pure: runs off the event loop)."""
     out = _Exposition()
     out.family("vswitch_up", "gauge", "1 while vswitchd runs.", [({}, 1)])
     for counter in PORT_COUNTERS:
@@ -85,7 +87,7 @@ async def start(listen: str, switch) -> asyncio.AbstractServer:
                 try:
                     # Counters are read on the loop (the data plane is not shared
                     # with threads); the text is made in a thread.
-                    stats = switch.stats()
+                    stats = reporting.stats(switch)
                     text = await asyncio.get_running_loop().run_in_executor(None, render, stats)
                     body, status = text.encode(), "200 OK"
                     kind = "text/plain; version=0.0.4; charset=utf-8"

@@ -8,87 +8,48 @@ import asyncio
 import hashlib
 import ipaddress
 import logging
-import re
 import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from . import __version__
-from ._fastpath import (
-    MAX_NETWORK_IDS,
-    PEER_SLOTS,
-    PORT_PEER_BASE,
-    PORT_TUNNEL,
-    Datapath,
-)
+from . import reconfig, reporting
 from .capture import Captures
-from .config import Config, ConfigError, NetworkConfig, node_address
+from .config import Config, ConfigError, NetworkConfig
+from .datapath import PORT_TUNNEL, DataPlane
+from .errors import Conflict, Exhausted, InvalidRequest, NamespaceGone, NotFound, VswitchError
 from .hooks import Hooks
 from .ipam import Ipam, gateway
 from .netns import fd_identity, netns_id
+from .overlay import Overlay
+from .protocol import MAX_MTU, MAX_RATE, MIN_MTU, PORT_NAME_RE, RATE_KEYS
 from .state import PortRecord, State, StateInUse, Taken
 from .tap import (
     OFFLOADS_ALL,
     OFFLOADS_TCP,
-    NamespaceGone,
     Tap,
-    TapError,
     check_ifname,
     normalize_mac,
     pod_namespace,
     random_mac,
     set_mtu,
 )
-from .tunnel import Tunnel, ip_str, ip_to_int
 
 log = logging.getLogger("vswitch.switch")
 
-# Config keys a reload cannot change (a restart can).
-FIXED_ON_RELOAD = {"node_name": "node.name", "mode": "node.mode", "socket": "node.socket",
-                   "state_dir": "node.state_dir", "log_format": "node.log_format",
-                   "fdb_max_entries": "fdb.max_entries", "batch": "datapath.batch",
-                   "offloads": "datapath.offloads", "hooks": "[[hook]]"}
-FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port")
-
-
-class ReloadError(Exception):
-    pass
-
-
-# Per-port rate limits, from the switch's side: ingress is what the port
-# sends into the switch (the pod's upload), egress what the switch writes to it.
-RATE_KEYS = ("ingress_rate", "ingress_burst", "egress_rate", "egress_burst")
-
-
-MAX_RATE = 10**13           # bits/s or bits: 10 Tbit/s is more than any port moves
-PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 FDB_SWEEP_SLOTS = 65536     # FDB slots the expiry sweep looks at per housekeeping step
 
 
 def check_rates(rates) -> dict:
     """Rate limits: known keys, integers 0..MAX_RATE (0: none)."""
     if not isinstance(rates, dict):
-        raise TapError("rates must be an object of rate limits")
+        raise InvalidRequest("rates must be an object of rate limits")
     for key, value in rates.items():
         if key not in RATE_KEYS:
-            raise TapError(f"unknown rate {key!r} (known: {', '.join(RATE_KEYS)})")
+            raise InvalidRequest(f"unknown rate {key!r} (known: {', '.join(RATE_KEYS)})")
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RATE:
-            raise TapError(f"{key} must be an integer 0..{MAX_RATE} (bits/s or bits), "
+            raise InvalidRequest(f"{key} must be an integer 0..{MAX_RATE} (bits/s or bits), "
                            f"got {value!r}")
     return {k: v for k, v in rates.items() if v}
-
-
-def check_peer(ip, own=None) -> ipaddress.IPv4Address:
-    """A peer's VTEP address: a unicast IPv4 address that is not this node's."""
-    try:
-        addr = ipaddress.IPv4Address(ip)
-    except ValueError:
-        raise TapError(f"bad peer address {ip!r}: expected an IPv4 address") from None
-    if not node_address(addr):
-        raise TapError(f"bad peer address {ip}: not a unicast address a node can have")
-    if own is not None and addr == own:
-        raise TapError(f"{ip} is this node's own VTEP address")
-    return addr
 
 
 @dataclass
@@ -116,15 +77,18 @@ class Port:
 
 
 class Switch:
+    """One node: its networks, ports and state, the data plane they program,
+    the overlay, captures and hooks. The API calls these methods; only they
+    change data-plane state, through DataPlane (datapath.py)."""
+
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop):
         self.config = config
         self.loop = loop
-        self.dp = Datapath(config.fdb_max_entries, config.aging_time, config.batch,
-                           config.busy_poll_us, config.fdb_max_per_port, config.fdb_max_per_peer)
-        # Data-plane network ids: 1.. in config order.
-        self.network_ids = {n.name: i + 1 for i, n in enumerate(config.networks)}
-        for net in config.networks:
-            self.dp.set_network(self.network_ids[net.name], net.vni, net.mtu)
+        self.dataplane = DataPlane(config.fdb_max_entries, config.aging_time, config.batch,
+                                   config.busy_poll_us, config.fdb_max_per_port,
+                                   config.fdb_max_per_peer)
+        for net in config.networks:             # data-plane ids 1.. in config order
+            self.dataplane.add_network(net.name, net.vni, net.mtu)
         self.ports: dict[str, Port] = {}
         # Ports being created (netlink work in a thread): name -> (network, addresses, MAC).
         self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface], str]] = {}
@@ -137,14 +101,13 @@ class Switch:
         self.ipam = Ipam(self.state)
         self.captures = Captures(self)
         self.hooks: Hooks | None = None
-        self.tunnel: Tunnel | None = None
+        self.overlay = Overlay(config, self.dataplane, self.network)
         try:
-            if config.overlay:
-                self._start_tunnel()
+            self.overlay.start()
         except BaseException:
             self.close()
             raise
-        loop.add_reader(self.dp.fileno(), self._poll)
+        loop.add_reader(self.dataplane.fileno(), self._poll)
         self.started = time.monotonic()
 
     async def start(self):
@@ -156,7 +119,7 @@ class Switch:
         for name, record in await self.state.run(self.state.ports):
             try:
                 if isinstance(record, Exception):
-                    raise TapError(f"unreadable record: {record}")
+                    raise InvalidRequest(f"unreadable record: {record}")
                 await self._restore(record)
             except Exception as e:     # one bad record must not keep every other pod down
                 log.error("port %s: cannot re-attach, marked lost: %s", name, e)
@@ -167,13 +130,14 @@ class Switch:
     def _unrestored(self, name: str, rec: PortRecord | Exception, error: str) -> Port:
         """A recorded port that did not come back: listed as lost (with the
         error) until deleted; its record stays for the next start."""
-        ok = isinstance(rec, PortRecord)
-        net = (self.config.network(rec.network) if ok else None) or self.config.networks[0]
         counters = dict.fromkeys(("rx_packets", "rx_bytes", "rx_dropped", "tx_packets",
                                   "tx_bytes", "tx_dropped"), 0)
-        return Port(name, rec.netns if ok else "?", rec.ifname if ok else "?", net,
-                    rec.mac if ok else "?", [], None, -1, 0, attachment=rec.attachment if ok
-                    else None, state="lost", final_counters=counters, error=error)
+        if not isinstance(rec, PortRecord):
+            return Port(name, "?", "?", self.config.networks[0], "?", [], None, -1, 0,
+                        state="lost", final_counters=counters, error=error)
+        net = self.config.network(rec.network) or self.config.networks[0]
+        return Port(name, rec.netns, rec.ifname, net, rec.mac, [], None, -1, 0,
+                    attachment=rec.attachment, state="lost", final_counters=counters, error=error)
 
     async def _restore(self, rec: PortRecord):
         """Re-open a recorded port's TAP in its namespace; forget the port
@@ -193,156 +157,52 @@ class Switch:
             if rec.attachment:
                 await self.state.run(self.ipam.release, *rec.attachment)
 
-    # ------------------------------------------------------------- overlay
-
-    def _start_tunnel(self):
-        ov = self.config.overlay
-        try:
-            self.tunnel = Tunnel(ov.vtep_ip, ov.udp_port)
-        except OSError as e:       # the address is not this node's, or the port is in use
-            raise ConfigError("overlay.vtep_ip", f"cannot bind {ov.vtep_ip}:{ov.udp_port}: "
-                              f"{e.strerror}") from None
-        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), ov.udp_port,
-                           ov.underlay_mtu, ov.learn_peers, ip_to_int(ov.vtep_ip),
-                           ov.max_learned_peers)
-        for peer in ov.peers:
-            for net_id in self.network_ids.values():
-                self.dp.add_peer(ip_to_int(peer), net_id)
-
-    def _need_overlay(self):
-        if self.tunnel is None:
-            raise TapError("peers need overlay mode (node.mode = \"overlay\")", 409)
-
-    @staticmethod
-    def _peer_ip(ip: str) -> int:
-        return ip_to_int(check_peer(ip))
-
-    def add_peer(self, ip: str, network: str | None = None) -> dict:
-        self._need_overlay()
-        value = ip_to_int(check_peer(ip, self.config.overlay.vtep_ip))
-        ids = [self._network_id(network)] if network else list(self.network_ids.values())
-        for net_id in ids:
-            try:
-                self.dp.add_peer(value, net_id)
-            except OverflowError as e:
-                raise TapError(str(e), 507) from None
-        log.info("peer %s added for %s", ip_str(value), network or "all networks")
-        return self.peer(ip)
-
-    def del_peer(self, ip: str):
-        self._need_overlay()
-        if not self.dp.remove_peer(self._peer_ip(ip)):
-            raise TapError(f"no peer {ip}", 404)
-        log.info("peer %s removed", ip)
-
-    def peers(self) -> list[dict]:
-        if self.tunnel is None:
-            return []
-        name = self._network_name
-        return [{"ip": ip_str(ip), "networks": [name(n) for n in nets], "counters": counters,
-                 "learned": learned}
-                for ip, nets, counters, learned in self.dp.peer_list()]
-
-    def _network_name(self, net_id: int) -> str:
-        """The name of a data-plane network id; reports show what the data
-        plane holds even if it is no longer (or never was) configured."""
-        return next((n for n, i in self.network_ids.items() if i == net_id), f"#{net_id}")
-
-    def peer(self, ip: str) -> dict:
-        wanted = ip_str(self._peer_ip(ip))
-        for p in self.peers():
-            if p["ip"] == wanted:
-                return p
-        raise TapError(f"no peer {ip}", 404)
-
-    def _fdb_key(self, mac: str, network: str | None) -> tuple[int, int]:
-        """(network id, MAC as an integer); the default network if none is named."""
-        return self.network_ids[self.network(network).name], int(normalize_mac(mac).replace(":", ""), 16)
-
-    def fdb_add(self, mac: str, peer: str, network: str | None = None) -> dict:
-        """A static entry: mac lives behind peer (never ages, not re-learned)."""
-        self._need_overlay()
-        try:
-            self.dp.fdb_add_remote(*self._fdb_key(mac, network), self._peer_ip(peer))
-        except KeyError:
-            raise TapError(f"no peer {peer}: add it first", 404) from None
-        except ValueError as e:
-            raise TapError(str(e), 409) from None
-        except OverflowError as e:
-            raise TapError(str(e), 507) from None
-        return {"mac": normalize_mac(mac), "peer": peer}
-
-    def fdb_del(self, mac: str, network: str | None = None):
-        if not self.dp.fdb_delete(*self._fdb_key(mac, network)):
-            raise TapError(f"no FDB entry for {mac}", 404)
-
     # --------------------------------------------------------------- reload
 
     def check_reload(self, new: Config):
-        """ReloadError if `new` changes what only a restart can."""
-        old = self.config
-        for attr, key in FIXED_ON_RELOAD.items():
-            if getattr(new, attr) != getattr(old, attr):
-                raise ReloadError(f"{key} cannot change on reload; restart vswitchd for that")
-        if old.overlay and (new.overlay.vtep_ip, new.overlay.udp_port) != \
-                (old.overlay.vtep_ip, old.overlay.udp_port):
-            raise ReloadError("overlay.vtep_ip and overlay.udp_port cannot change on reload")
-        for i, net in enumerate(new.networks):
-            before = old.network(net.name)
-            for key in FIXED_NETWORK_KEYS if before else ():
-                if getattr(net, key) != getattr(before, key):
-                    raise ReloadError(f"network[{i}].{key} of {net.name!r} cannot change on "
-                                      "reload (pods are addressed from it); remove the network "
-                                      "in one reload and add it back in another")
-        if len({*self.network_ids, *(n.name for n in new.networks)}) >= MAX_NETWORK_IDS:
-            raise ReloadError("too many networks")
+        """ReloadRefused if `new` changes what only a restart can."""
+        reconfig.check(self.config, new)
 
     async def reload(self, new: Config) -> list[str]:
-        """Apply a new config without touching what did not change: networks
-        come and go (with their ports and host port), MTUs, peers, aging and
-        the underlay MTU change in place. Refused as a whole (ReloadError)
-        if it changes what only a restart can."""
-        self.check_reload(new)
-        old, changes = self.config, []
-        for net in old.networks:
-            if new.network(net.name) is None:
-                await self._remove_network(net)
-                changes.append(f"network {net.name} removed")
-        self.config = new
+        """Apply a new config without touching what did not change (the
+        steps of reconfig.plan): networks come and go (with their ports and
+        host port), MTUs, peers, aging and the underlay MTU change in place.
+        Refused as a whole (ReloadRefused) if it changes what only a restart
+        can."""
+        steps = reconfig.plan(self.config, new)
+        for step in steps:
+            if step.action == "remove_network":
+                await self._remove_network(step.net)
+        self.config = self.overlay.config = new
         for port in self.ports.values():        # the ports' networks, as now configured
             port.network = new.network(port.network.name) or port.network
-        for i, net in enumerate(new.networks):
-            before = old.network(net.name)
-            if before is None:
-                await self._add_network(i, net)
-                changes.append(f"network {net.name} added")
-            elif before.mtu != net.mtu:
-                await self._set_mtu(net)
-                changes.append(f"network {net.name} mtu {before.mtu} -> {net.mtu}")
-        if new.aging_time != old.aging_time:
-            self.dp.aging_time = new.aging_time
-            changes.append(f"aging_time {old.aging_time:g} -> {new.aging_time:g}")
-        if new.busy_poll_us != old.busy_poll_us:
-            self.dp.busy_poll_us = new.busy_poll_us
-            changes.append(f"busy_poll_us {old.busy_poll_us:g} -> {new.busy_poll_us:g}")
-        if new.overlay:
-            changes += self._reload_overlay(old.overlay, new.overlay)
-        return changes
+        for step in steps:
+            if step.action == "add_network":
+                await self._add_network(step.index, step.net)
+            elif step.action == "set_mtu":
+                await self._set_mtu(step.net)
+            elif step.action == "aging_time":
+                self.dataplane.aging_time = step.value
+            elif step.action == "busy_poll_us":
+                self.dataplane.busy_poll_us = step.value
+            elif step.action == "tunnel":
+                self.overlay.set_tunnel(step.value)
+            elif step.action == "remove_peer":
+                self.dataplane.remove_peer(step.value)
+            elif step.action == "add_peer":
+                self.dataplane.add_peer(step.value)
+        return [step.text for step in steps]
 
     async def _remove_network(self, net: NetworkConfig):
         for port in [p for p in self.ports.values() if p.network.name == net.name]:
             await self.detach_port(port)
         for alloc in await self.state.run(self.ipam.list, net.name):
             await self.state.run(self.ipam.release, alloc.container_id, alloc.ifname)
-        self.dp.remove_network(self.network_ids.pop(net.name))
+        self.dataplane.remove_network(net.name)
 
     async def _add_network(self, index: int, net: NetworkConfig):
-        net_id = min(set(range(1, MAX_NETWORK_IDS)) - set(self.network_ids.values()))
-        self.dp.set_network(net_id, net.vni, net.mtu)
-        self.network_ids[net.name] = net_id
-        if self.tunnel:
-            for peer in self.config.overlay.peers:
-                self.dp.add_peer(ip_to_int(peer), net_id)
+        self.dataplane.add_network(net.name, net.vni, net.mtu)
+        self.overlay.network_added(net.name)
         if net.host_port:
             try:
                 await self._add_host_port(index, net)
@@ -351,34 +211,16 @@ class Switch:
 
     async def _set_mtu(self, net: NetworkConfig):
         """The network's MTU, in the data plane and on its ports' interfaces."""
-        self.dp.set_network(self.network_ids[net.name], net.vni, net.mtu)
+        self.dataplane.set_mtu(net.name, net.vni, net.mtu)
         for port in [p for p in self.ports.values() if p.network.name == net.name]:
             try:
                 await self.loop.run_in_executor(None, set_mtu, port.netns, port.ifname, net.mtu)
-            except TapError as e:
+            except VswitchError as e:
                 log.warning("port %s: %s", port.name, e)
                 continue
             port.mtu = net.mtu
             if not port.is_host:
                 await self.state.run(self.state.save_port, self._record(port))
-
-    def _reload_overlay(self, old, new) -> list[str]:
-        changes = []
-        tunable = ("underlay_mtu", "learn_peers", "max_learned_peers", "peer_aging_time")
-        if any(getattr(new, k) != getattr(old, k) for k in tunable):
-            # Turning learn_peers off (or lowering nothing) forgets learned peers in the data plane.
-            self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), new.udp_port,
-                               new.underlay_mtu, new.learn_peers, ip_to_int(new.vtep_ip),
-                               new.max_learned_peers)
-            changes.append(", ".join(f"{k} {getattr(new, k)}" for k in tunable))
-        for ip in set(old.peers) - set(new.peers):
-            self.dp.remove_peer(ip_to_int(ip))
-            changes.append(f"peer {ip} removed")
-        for ip in sorted(set(new.peers) - set(old.peers)):
-            for net_id in self.network_ids.values():
-                self.dp.add_peer(ip_to_int(ip), net_id)
-            changes.append(f"peer {ip} added")
-        return changes
 
     # ---------------------------------------------------------------- ports
 
@@ -388,12 +230,14 @@ class Switch:
         # The same MAC every start, so that pods' ARP entries for the gateway stay right.
         digest = hashlib.sha256(f"{self.config.node_name}/{net.name}".encode()).digest()
         mac = "02:" + digest[:5].hex(":")
+        ifname = net.host_port
+        assert ifname is not None
         try:
             tap = await self.loop.run_in_executor(
-                None, Tap, None, net.host_port, mac, net.mtu, [address], self._offloads(), None, True)
-        except TapError as e:
+                None, Tap, None, ifname, mac, net.mtu, [address], self._offloads(), None, True)
+        except VswitchError as e:
             raise ConfigError(f"network[{index}].host_port", str(e)) from None
-        await self.loop.run_in_executor(None, refuse_router_messages, net.host_port)
+        await self.loop.run_in_executor(None, refuse_router_messages, ifname)
         # The host routes for others: no port security on its port, and only
         # it may send Router Advertisements.
         self._register(f"host-{net.name}", None, net, mac, [address], tap, secured=False,
@@ -408,7 +252,7 @@ class Switch:
         net = self.config.network(name) if name else self.config.networks[0]
         if net is None:
             known = ", ".join(n.name for n in self.config.networks)
-            raise TapError(f"unknown network {name!r} (known: {known})", 404, kind="unknown_network")
+            raise NotFound(f"unknown network {name!r} (known: {known})", kind="unknown_network")
         return net
 
     def _address(self, net: NetworkConfig, cidr: str) -> ipaddress.IPv4Interface:
@@ -416,14 +260,14 @@ class Switch:
         try:
             addr = ipaddress.IPv4Interface(cidr if "/" in cidr else f"{cidr}/{net.subnet.prefixlen}")
         except ValueError as e:
-            raise TapError(f"bad address {cidr!r}: {e}") from None
+            raise InvalidRequest(f"bad address {cidr!r}: {e}") from None
         if addr.ip not in net.subnet:
-            raise TapError(f"address {addr} is outside network {net.name!r} ({net.subnet})")
+            raise InvalidRequest(f"address {addr} is outside network {net.name!r} ({net.subnet})")
         if addr.ip in (net.subnet.network_address, net.subnet.broadcast_address):
-            raise TapError(f"address {addr.ip} is the network or broadcast address of {net.subnet}")
+            raise InvalidRequest(f"address {addr.ip} is the network or broadcast address of {net.subnet}")
         for name, address in self.addresses_in_use(net).items():
             if address == addr.ip:
-                raise TapError(f"address {addr.ip} is already used by port {name!r}", 409)
+                raise Conflict(f"address {addr.ip} is already used by port {name!r}")
         return addr
 
     def addresses_in_use(self, net: NetworkConfig) -> dict[str, ipaddress.IPv4Address]:
@@ -439,9 +283,7 @@ class Switch:
         if any(p.mac == mac and p.network.name == net.name for p in self.ports.values()) or \
                 any(m == mac and n.name == net.name for n, _, m in self._pending.values()):
             return True
-        net_id = self.network_ids.get(net.name)
-        return net_id is not None and \
-            self.dp.fdb_lookup(net_id, int(mac.replace(":", ""), 16)) >= PORT_PEER_BASE
+        return self.dataplane.behind_peer(net.name, mac)
 
     async def add_port(self, name: str, netns: str, ifname: str = "eth0",
                        network: str | None = None, ip: str | None = None,
@@ -449,12 +291,12 @@ class Switch:
         """A port made by hand (vswitchctl port add). Port security is on by
         default when it has an address, and off for a port without one."""
         if not isinstance(name, str) or not PORT_NAME_RE.match(name):
-            raise TapError(f"bad port name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
+            raise InvalidRequest(f"bad port name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
         net = self.network(network)
         addresses = [self._address(net, ip)] if ip else []
         mac = normalize_mac(mac) if mac else random_mac()
         if self.mac_in_use(net, mac):
-            raise TapError(f"MAC {mac} is already used in network {net.name!r}", 409)
+            raise Conflict(f"MAC {mac} is already used in network {net.name!r}")
         secured = bool(addresses) if port_security is None else port_security
         return await self.create_port(name, netns, ifname, net, mac, addresses, secured)
 
@@ -479,11 +321,11 @@ class Switch:
         in between leaves a record the next start completes, never a TAP
         nobody knows; a failure after the TAP exists undoes it."""
         if self.name_taken(name):
-            raise TapError(f"port {name!r} already exists", 409)
+            raise Conflict(f"port {name!r} already exists")
         check_ifname(ifname)
         rates = check_rates(rates or {})
-        if not 68 <= (mtu or net.mtu) <= 65535 or len(addresses) > MAX_PORT_ADDRESSES:
-            raise TapError(f"bad port record: mtu {mtu}, {len(addresses)} addresses")
+        if not MIN_MTU <= (mtu or net.mtu) <= MAX_MTU or len(addresses) > MAX_PORT_ADDRESSES:
+            raise InvalidRequest(f"bad port record: mtu {mtu}, {len(addresses)} addresses")
         gw = self.default_gateway(net) if addresses else None
         mtu = mtu or net.mtu
         if netns_identity is None and netns is not None:
@@ -497,16 +339,16 @@ class Switch:
             try:
                 await self.state.run(self.state.save_port, record, not reattach)
             except Taken as e:
-                raise TapError(str(e), 409) from None
+                raise Conflict(str(e)) from None
             # Netlink work runs off the loop so forwarding goes on meanwhile.
             tap = await self.loop.run_in_executor(
                 None, Tap, netns, ifname, mac, mtu, addresses, self._offloads(), gw, reattach,
                 netns_identity)
             # A reload may have removed the network while the TAP was being made.
             net = self.config.network(net.name) or net
-            if net.name not in self.network_ids:
-                raise TapError(f"network {net.name!r} was removed while port {name!r} was "
-                               "being made", 409)
+            if net.name not in self.dataplane.network_ids:
+                raise Conflict(f"network {net.name!r} was removed while port {name!r} was "
+                               "being made")
             port = self._register(name, netns, net, mac, addresses, tap, secured, attachment,
                                   ifname, mtu, "re-attached" if reattach else "added")
             if rates:
@@ -514,7 +356,7 @@ class Switch:
             return port
         except BaseException:
             if name in self.ports:
-                self.dp.remove_port(self.ports.pop(name).port_id)
+                self.dataplane.remove_port(self.ports.pop(name).port_id)
             if tap is not None:
                 tap.close(remove=not reattach)
             if not reattach:
@@ -527,9 +369,9 @@ class Switch:
         """Change a port's rate limits (missing keys keep their value)."""
         port = self.port(name)
         if port.state != "up":
-            raise TapError(f"port {name!r} is {port.state}", 409)
+            raise Conflict(f"port {name!r} is {port.state}")
         if not isinstance(rates, dict):
-            raise TapError("rates must be an object of rate limits")
+            raise InvalidRequest("rates must be an object of rate limits")
         self._apply_rates(port, check_rates({**port.rates, **rates}))
         if not port.is_host:
             await self.state.run(self.state.save_port, self._record(port))
@@ -537,28 +379,26 @@ class Switch:
         return port
 
     def _apply_rates(self, port: Port, rates: dict):
-        self.dp.set_port_rates(port.port_id, *(rates.get(k, 0) for k in RATE_KEYS))
+        self.dataplane.set_rates(port.port_id, rates)
         port.rates = {k: v for k, v in rates.items() if v}
 
     def _register(self, name, netns, net, mac, addresses, tap, secured, attachment=None,
                   ifname=None, mtu=None, how="added", router=False) -> Port:
         try:
-            port_id = self.dp.add_port(tap.fileno(), self.network_ids[net.name], tap.vnet_hdr,
-                                       router)
-        except OverflowError as e:
+            port_id = self.dataplane.add_port(tap.fileno(), net.name, tap.vnet_hdr, router)
+        except Exhausted:
             tap.close()
-            raise TapError(str(e), 507) from None
+            raise
         port = Port(name, netns, ifname or net.host_port, net, mac, addresses, tap, port_id,
                     mtu or net.mtu, secured, attachment, tap.netns_id)
         self.ports[name] = port
-        mac_value = int(mac.replace(":", ""), 16)
         try:
             if secured:
-                self.dp.set_port_security(port_id, mac_value, [int(a.ip) for a in addresses])
+                self.dataplane.secure_port(port_id, mac, addresses)
             elif router:            # the gateway's MAC: nobody else may take it either
-                self.dp.pin_mac(port_id, mac_value)
-        except (ValueError, OverflowError) as e:
-            raise TapError(f"port {name!r}: {e}", 409) from None
+                self.dataplane.pin_mac(port_id, mac)
+        except Conflict as e:
+            raise Conflict(f"port {name!r}: {e}") from None
         log.info("port %s %s: %s in %s, network %s, mac %s%s%s", name, how, port.ifname,
                  netns or "the host namespace", net.name, mac,
                  "".join(f", {a}" for a in addresses), ", port security" if secured else "")
@@ -569,13 +409,13 @@ class Switch:
             return ()
         # Superframes bound for the tunnel are segmented before encapsulation;
         # the data plane does that for TCP, not (yet) for UDP.
-        return OFFLOADS_TCP if self.tunnel else OFFLOADS_ALL
+        return OFFLOADS_TCP if self.overlay.tunnel else OFFLOADS_ALL
 
     def _poll(self):
         """The data plane has frames: it serves every ready fd in C."""
-        if self.dp.poll():
+        if self.dataplane.poll():
             by_id = {p.port_id: p for p in self.ports.values() if p.state != "lost"}
-            for port_id in self.dp.take_failed():
+            for port_id in self.dataplane.take_failed():
                 if port_id == PORT_TUNNEL:
                     log.error("VXLAN socket failed; tunnel traffic stops")
                 elif port_id in by_id:
@@ -592,9 +432,10 @@ class Switch:
     def _lose(self, port: Port, why: str):
         """Stop forwarding for a port whose pod is gone; it stays listed as
         lost (with its last counters) until deleted."""
-        port.final_counters = self.dp.port_counters(port.port_id)
-        self.dp.remove_port(port.port_id)
-        port.tap.close(remove=True)
+        port.final_counters = self.dataplane.port_counters(port.port_id)
+        self.dataplane.remove_port(port.port_id)
+        if port.tap:
+            port.tap.close(remove=True)
         port.state = "lost"
         log.warning("port %s: %s, no longer forwarding", port.name, why)
 
@@ -602,19 +443,20 @@ class Switch:
         try:
             return self.ports[name]
         except KeyError:
-            raise TapError(f"no port {name!r}", 404) from None
+            raise NotFound(f"no port {name!r}") from None
 
     async def remove_port(self, name: str):
         port = self.port(name)
         if port.is_host:
-            raise TapError(f"port {name!r} is the host port of network {port.network.name!r}; "
-                           "it comes and goes with the config", 409)
+            raise Conflict(f"port {name!r} is the host port of network {port.network.name!r}; "
+                           "it comes and goes with the config")
         await self.detach_port(port)
 
     def _take_off(self, port: Port, remove: bool):
         if port.state != "lost":
-            self.dp.remove_port(port.port_id)
-            port.tap.close(remove)
+            self.dataplane.remove_port(port.port_id)
+            if port.tap:
+                port.tap.close(remove)
         del self.ports[port.name]
 
     async def detach_port(self, port: Port):
@@ -634,104 +476,31 @@ class Switch:
             self._take_off(port, remove_ports)
             if remove_ports and not port.is_host:
                 self.state.run_sync(self.state.delete_port, port.name)
-        self.loop.remove_reader(self.dp.fileno())
-        if self.tunnel:
-            self.tunnel.close()
+        self.loop.remove_reader(self.dataplane.fileno())
+        self.overlay.close()
         self.state.close()
 
-    # ---------------------------------------------------------- inspection
+    # ----------------------------------------------------------------- FDB
 
-    def capture_port_id(self, name: str) -> int:
-        """The data-plane id of a port name, or of "vxlan:IP" (a peer)."""
-        if name.startswith("vxlan:"):
-            wanted = self._peer_ip(name[6:])
-            for index in range(PEER_SLOTS):
-                if self.dp.peer_ip(index) == wanted:
-                    return PORT_PEER_BASE + index
-            raise TapError(f"no peer {name[6:]}", 404)
-        return self.port(name).port_id
-
-    def trace(self, port_name: str, frame: bytes) -> dict:
-        """Where a frame from the port would go and why (nothing is learned
-        or sent): the data plane's steps, with names for ids."""
-        port = self.port(port_name)
-        if port.state != "up":
-            raise TapError(f"port {port_name!r} is {port.state}", 409)
-        label = self.capture_port_label
-        steps = self.dp.trace(port.port_id, frame)
-        for step in steps:
-            for key in ("port", "peer", "known_at"):
-                if isinstance(step.get(key), int):
-                    step[key] = label(step[key])
-            for key in ("ports", "peers"):
-                if key in step:
-                    step[key] = [label(x) for x in step[key]]
-            if "network" in step:
-                step["network"] = self._network_name(step["network"])
-        return {"port": port_name, "frame": frame.hex(), "steps": steps}
-
-    def capture_port_label(self, port_id: int) -> str:
-        if port_id == PORT_TUNNEL:
-            return "vxlan"
-        if port_id >= PORT_PEER_BASE:
-            return f"vxlan:{ip_str(self.dp.peer_ip(port_id - PORT_PEER_BASE))}"
-        for port in self.ports.values():
-            if port.port_id == port_id and port.state == "up":
-                return port.name
-        return f"#{port_id}"
-
-    def port_info(self, port: Port) -> dict:
-        return {"name": port.name, "netns": port.netns or "(host)", "ifname": port.ifname,
-                "network": port.network.name, "mac": port.mac,
-                "addresses": [str(a) for a in port.addresses], "mtu": port.mtu,
-                "state": port.state, "id": port.port_id,
-                "offloads": port.tap.offloads if port.tap else [], "error": port.error,
-                "port_security": port.secured, "rates": port.rates,
-                "container": "/".join(port.attachment) if port.attachment else None,
-                "counters": port.final_counters or self.dp.port_counters(port.port_id)}
-
-    def _network_id(self, name: str | None) -> int:
-        return self.network_ids[self.network(name).name] if name else 0
-
-    def fdb(self, network: str | None = None) -> list[dict]:
-        by_id = {p.port_id: p.name for p in self.ports.values()}
-        entries = self.dp.fdb_entries(self._network_id(network))
-        return sorted(({"network": self._network_name(net), "mac": mac,
-                        "port": by_id.get(pid, f"#{pid}") if peer is None else f"vxlan:{ip_str(peer)}",
-                        "age": round(age, 1), "static": static, "pinned": pinned}
-                       for net, mac, pid, peer, age, static, pinned in entries),
-                      key=lambda e: (e["network"], e["port"], e["mac"]))
+    def fdb_del(self, mac: str, network: str | None = None):
+        if not self.dataplane.fdb_delete(self.network(network).name, normalize_mac(mac)):
+            raise NotFound(f"no FDB entry for {mac}")
 
     def fdb_flush(self, network: str | None = None) -> int:
-        return self.dp.fdb_flush(self._network_id(network))
+        return self.dataplane.fdb_flush(self.network(network).name if network else None)
 
     def expire_fdb(self) -> int:
         """One slice of the FDB's expiry sweep (a whole sweep of a large
         table would hold up forwarding)."""
-        return self.dp.fdb_expire(FDB_SWEEP_SLOTS)
+        return self.dataplane.expire_fdb(FDB_SWEEP_SLOTS)
 
-    def expire_peers(self):
-        if self.tunnel and self.config.overlay.learn_peers:
-            for ip in self.dp.expire_peers(self.config.overlay.peer_aging_time):
-                log.info("learned peer %s aged out", ip_str(ip))
+    # ---------------------------------------------------------- inspection
 
-    def stats(self) -> dict:
-        counters = self.dp.counters()
-        counters["ports"] = {p.name: p.final_counters or self.dp.port_counters(p.port_id)
-                             for p in self.ports.values()}
-        counters["peers"] = self.peers()
-        counters["capture"] = self.captures.stats()
-        counters["hooks"] = self.hooks.stats() if self.hooks else []
-        return counters
+    def capture_port_id(self, name: str) -> int:
+        return reporting.port_id_of(self, name)
 
-    def status(self) -> dict:
-        fdb = self.dp.counters()["fdb"]
-        return {"node": self.config.node_name, "mode": self.config.mode,
-                "version": __version__, "uptime": round(time.monotonic() - self.started, 1),
-                "ports": len(self.ports), "networks": [n.name for n in self.config.networks],
-                "fdb_entries": fdb["entries"], "aging_time": self.dp.aging_time,
-                "vtep": str(self.config.overlay.vtep_ip) if self.config.overlay else None,
-                "peers": len(self.peers())}
+    def capture_port_label(self, port_id: int) -> str:
+        return reporting.port_label(self, port_id)
 
 
 MAX_PORT_ADDRESSES = 8      # as many as port security binds to a port

@@ -26,7 +26,7 @@ class Notifier:
             (not pid or pid == str(os.getpid())) else 0
 
     def notify(self, *fields: str):
-        if self.sock is None:
+        if self.sock is None or self.path is None:
             return
         try:
             self.sock.sendto("\n".join(fields).encode(), self.path)

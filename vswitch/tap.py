@@ -16,9 +16,9 @@ import pytun
 from pyroute2 import IPRoute
 from pyroute2.netlink.exceptions import NetlinkError
 
+from .errors import Conflict, DeviceError, InvalidRequest, NamespaceGone, NotFound, VswitchError
 from .netns import NetnsError, NetnsNotFound, entered, fd_identity, open_netns
-
-IFNAMSIZ = 15
+from .protocol import IFNAME_RE, IFNAME_RULE
 
 # linux/if_tun.h: offloads the pod's stack may use on a TAP with a
 # virtio_net_hdr: partial checksums, TCP segmentation (v4, v6, ECN) and,
@@ -31,28 +31,10 @@ OFFLOADS_ALL = tuple(TUN_F)
 OFFLOADS_TCP = ("csum", "tso4", "tso6", "tso_ecn")
 
 
-class TapError(Exception):
-    """A request that cannot be satisfied; `status` is the HTTP status the
-    API answers with, `kind` an optional word for programs (the CNI plugin)."""
-
-    def __init__(self, message: str, status: int = 400, kind: str | None = None):
-        super().__init__(message)
-        self.status = status
-        self.kind = kind
-
-
-class NamespaceGone(TapError):
-    """The pod's namespace does not exist (any more), or a different one is
-    at its path now."""
-
-    def __init__(self, message: str):
-        super().__init__(message, 404)
-
-
 @contextmanager
 def pod_namespace(netns: str | None):
     """An fd of a pod's namespace (None: ours, for the host port), opened
-    once for everything done there; request errors become TapErrors."""
+    once for everything done there; its errors become request errors."""
     if netns is None:
         yield None
         return
@@ -61,7 +43,7 @@ def pod_namespace(netns: str | None):
     except NetnsNotFound as e:
         raise NamespaceGone(str(e)) from None
     except NetnsError as e:
-        raise TapError(str(e)) from None
+        raise InvalidRequest(str(e)) from None
     try:
         yield fd
     finally:
@@ -82,18 +64,18 @@ def normalize_mac(mac: str) -> str:
             raise ValueError
         octets = bytes(int(p, 16) for p in parts)
     except ValueError:
-        raise TapError(f"bad MAC address {mac!r}: expected six hex octets like 02:00:5e:10:00:01") from None
+        raise InvalidRequest(f"bad MAC address {mac!r}: expected six hex octets "
+                             "like 02:00:5e:10:00:01") from None
     if octets[0] & 1:
-        raise TapError(f"bad MAC address {mac!r}: multicast addresses cannot be a port's MAC")
+        raise InvalidRequest(f"bad MAC address {mac!r}: multicast addresses cannot be a port's MAC")
     if octets == bytes(6):
-        raise TapError(f"bad MAC address {mac!r}: all-zero")
+        raise InvalidRequest(f"bad MAC address {mac!r}: all-zero")
     return octets.hex(":")
 
 
 def check_ifname(ifname: str) -> str:
-    if not 0 < len(ifname) <= IFNAMSIZ or "/" in ifname or ifname in (".", "..") \
-            or any(c.isspace() for c in ifname):
-        raise TapError(f"bad interface name {ifname!r}: 1-{IFNAMSIZ} characters, no '/' or spaces")
+    if not isinstance(ifname, str) or not IFNAME_RE.match(ifname):
+        raise InvalidRequest(f"bad interface name {ifname!r}: {IFNAME_RULE}")
     return ifname
 
 
@@ -142,14 +124,14 @@ class Tap:
         with _netlink(fd) as target:
             existed = bool(target.link_lookup(ifname=ifname))
             if existed and not reattach:
-                raise TapError(f"interface {ifname!r} already exists in {where}", 409)
+                raise Conflict(f"interface {ifname!r} already exists in {where}")
             try:
                 # /dev/net/tun opened inside the namespace makes the device there.
                 with entered(fd) if fd is not None else nullcontext():
                     self.device = pytun.TunTapDevice(name=ifname, flags=flags)
             except pytun.Error as e:
-                raise TapError(f"cannot open TAP {ifname!r} in {where}: {e} (an interface of "
-                               "that name already exists and is not a TAP?)", 409) from None
+                raise Conflict(f"cannot open TAP {ifname!r} in {where}: {e} (an interface of "
+                               "that name already exists and is not a TAP?)") from None
             try:
                 os.set_blocking(self.device.fileno(), False)
                 self.offloads = self._enable_offloads(offloads) if offloads else []
@@ -158,7 +140,7 @@ class Tap:
                 self.device.persist(True)
             except NetlinkError as e:
                 self.close(remove=not existed)
-                raise TapError(f"configuring {ifname!r} in {where} failed: {e.args[-1]}", 500) from None
+                raise DeviceError(f"configuring {ifname!r} in {where} failed: {e.args[-1]}") from None
             except BaseException:
                 self.close(remove=not existed)
                 raise
@@ -221,7 +203,7 @@ def inspect(netns: str, ifname: str) -> dict | None:
             gateways = [r.get_attr("RTA_GATEWAY") for r in ipr.get_routes(family=socket.AF_INET)
                         if r["dst_len"] == 0 and r.get_attr("RTA_OIF") == found[0]
                         and r.get_attr("RTA_GATEWAY")]
-    except TapError:                    # the namespace is gone or not acceptable
+    except VswitchError:                    # the namespace is gone or not acceptable
         return None
     return {"mac": link.get_attr("IFLA_ADDRESS"), "up": bool(link["flags"] & 1),
             "addresses": addresses, "gateways": gateways}
@@ -233,7 +215,7 @@ def set_mtu(netns: str | None, ifname: str, mtu: int):
         with pod_namespace(netns) as fd, _netlink(fd) as ipr:
             found = ipr.link_lookup(ifname=ifname)
             if not found:
-                raise TapError(f"interface {ifname!r} is gone", 404)
+                raise NotFound(f"interface {ifname!r} is gone")
             ipr.link("set", index=found[0], mtu=mtu)
     except NetlinkError as e:
-        raise TapError(f"setting the MTU of {ifname!r}: {e}", 500) from None
+        raise DeviceError(f"setting the MTU of {ifname!r}: {e}") from None

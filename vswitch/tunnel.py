@@ -22,6 +22,8 @@ import random
 import socket
 import struct
 
+from . import protocol
+
 SOCKET_BUFFER = 8 << 20      # room for bursts; *FORCE because we are root
 SENDERS = 16                 # source ports: enough for the underlay to spread flows
 SPORT_MIN, SPORT_MAX = 49152, 65535
@@ -30,16 +32,6 @@ SPORT_MIN, SPORT_MAX = 49152, 65535
 _DROP_ALL = struct.pack("HBBI", 0x06, 0, 0, 0)
 SO_ATTACH_FILTER = 26
 SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33          # asm-generic/socket.h; not in Python's socket
-UDP_GRO = 104                                    # linux/udp.h
-
-
-def ip_to_int(ip) -> int:
-    """IPv4 address as the data plane holds it (network byte order in memory)."""
-    return struct.unpack("=I", ipaddress.IPv4Address(ip).packed)[0]
-
-
-def ip_str(value: int) -> str:
-    return str(ipaddress.IPv4Address(struct.pack("=I", value)))
 
 
 class Tunnel:
@@ -49,7 +41,7 @@ class Tunnel:
         try:
             self.rx.bind((str(vtep_ip), udp_port))
             self.rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER)
-            self.rx.setsockopt(socket.SOL_UDP, UDP_GRO, 1)
+            self.rx.setsockopt(socket.SOL_UDP, protocol.UDP_GRO, 1)
             self.rx.setblocking(False)
             self._bind_senders(str(vtep_ip))
         except OSError:

@@ -1,0 +1,95 @@
+"""The control API's HTTP layer over an in-memory stream: routing, request
+limits, and the project's errors as HTTP statuses (api.HTTP_STATUS)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from vswitch import errors
+from vswitch.api import MAX_HEAD, Api, http_status
+
+
+class FakeSwitch:
+    """Just what the routes below touch."""
+    ports: dict = {}
+    ipam = None
+    state = type("NoState", (), {"run": None})()
+
+    def __init__(self, error: Exception | None = None):
+        self.error = error
+
+    def port(self, name):
+        raise self.error or errors.NotFound(f"no port {name!r}")
+
+    async def remove_port(self, name):
+        raise self.error
+
+
+class Writer:
+    def __init__(self):
+        self.data = b""
+
+    def write(self, data):
+        self.data += data
+
+    async def drain(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def request(raw: bytes, switch=None) -> tuple[int, dict]:
+    async def go():
+        api = Api(switch or FakeSwitch())
+        reader = asyncio.StreamReader(limit=MAX_HEAD)
+        reader.feed_data(raw)
+        reader.feed_eof()
+        writer = Writer()
+        await api.handle(reader, writer)
+        return writer.data
+    head, _, body = asyncio.run(go()).partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+@pytest.mark.parametrize("raw, status", [
+    (b"GET /v1/nothing HTTP/1.1\r\n\r\n", 404),
+    (b"GET /v2/ports HTTP/1.1\r\n\r\n", 404),
+    (b"PUT /v1/ports HTTP/1.1\r\n\r\n", 405),
+    (b"GET /v1/ports HTTP/1.1\r\n\r\n", 200),
+    (b"POST /v1/ports HTTP/1.1\r\nContent-Length: 5\r\n\r\n{bad}", 400),
+    (b"GET /v1/ports HTTP/1.1\r\n" + b"X: " + b"a" * MAX_HEAD + b"\r\n\r\n", 431),
+], ids=["unknown", "not-v1", "method", "ok", "bad-json", "head-too-large"])
+def test_routing_and_request_limits(raw, status):
+    assert request(raw)[0] == status
+
+
+def test_a_port_name_is_unquoted_and_a_missing_one_is_404():
+    status, body = request(b"GET /v1/ports/p%20q HTTP/1.1\r\n\r\n")
+    assert status == 404 and body["error"] == "no port 'p q'"
+
+
+@pytest.mark.parametrize("error, status", [
+    (errors.InvalidRequest("x"), 400), (errors.NotFound("x"), 404),
+    (errors.NamespaceGone("x"), 404), (errors.Conflict("x"), 409),
+    (errors.CheckFailed("x"), 409), (errors.ReloadRefused("x"), 422),
+    (errors.DeviceError("x"), 500), (errors.Unsupported("x"), 501),
+    (errors.Busy("x"), 503), (errors.Exhausted("x"), 507), (errors.VswitchError("x"), 400),
+])
+def test_each_error_class_has_its_status(error, status):
+    assert http_status(error) == status
+
+
+def test_errors_reach_the_client_with_their_kind():
+    switch = FakeSwitch(errors.Exhausted("no free address", kind="exhausted"))
+    status, body = request(b"DELETE /v1/ports/p HTTP/1.1\r\n\r\n", switch)
+    assert (status, body) == (507, {"error": "no free address", "kind": "exhausted"})
+
+
+def test_a_bug_is_a_500_and_the_api_goes_on():
+    status, body = request(b"DELETE /v1/ports/p HTTP/1.1\r\n\r\n", FakeSwitch(ZeroDivisionError()))
+    assert status == 500 and body["error"].startswith("internal error")
+    assert request(b"GET /v1/ports HTTP/1.1\r\n\r\n")[0] == 200

@@ -1,0 +1,58 @@
+"""Config parsing: defaults, and every bad value named by its key."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from vswitch.config import DEFAULT_NETWORK, ConfigError, load, parse
+from vswitch.protocol import MAX_NETWORK_MTU, VXLAN_OVERHEAD
+
+NET = {"name": "blue", "vni": 7, "subnet": "198.18.0.0/16", "block": "198.18.1.0/24"}
+OVERLAY = {"node": {"mode": "overlay"}, "overlay": {"vtep_ip": "192.0.2.1"}}
+
+
+def test_built_in_defaults_are_single_node_bridge_mode():
+    c = load(None)
+    assert c.mode == "bridge" and c.overlay is None
+    assert [n.name for n in c.networks] == [DEFAULT_NETWORK["name"]]
+    assert c.networks[0].subnet == ipaddress.IPv4Network("198.18.0.0/16")
+
+
+@pytest.mark.parametrize("data, key", [
+    ({"node": {"mode": "mesh"}}, "node.mode"),
+    ({"node": {"socket": "relative.sock"}}, "node.socket"),
+    ({"node": {"colour": "red"}}, "node.colour"),
+    ({"fdb": {"aging_time": 0}}, "fdb.aging_time"),
+    ({"datapath": {"batch": 5000}}, "datapath.batch"),
+    ({"network": []}, "network"),
+    ({"network": [{**NET, "mtu": MAX_NETWORK_MTU + 1}]}, "network[0].mtu"),
+    ({"network": [{**NET, "host_port": "-bad"}]}, "network[0].host_port"),
+    ({"network": [{**NET, "host_port": "sixteen-chars-xx"}]}, "network[0].host_port"),
+    ({"network": [{**NET, "block": "198.19.0.0/24"}]}, "network[0].block"),
+    ({"network": [NET, {**NET, "name": "red"}]}, "network[1].vni"),
+    ({"network": [NET, NET]}, "network[1].name"),
+    ({"overlay": {"vtep_ip": "192.0.2.1"}}, "overlay"),
+    ({**OVERLAY, "network": [{**NET, "mtu": 1500}]}, "network[0].mtu"),
+    ({"node": {"mode": "overlay"}, "overlay": {"vtep_ip": "192.0.2.1", "peers": ["192.0.2.1"]}},
+     "overlay.peers"),
+    ({"metrics": {"listen": "nowhere"}}, "metrics.listen"),
+])
+def test_bad_values_name_their_key(data, key):
+    with pytest.raises(ConfigError) as e:
+        parse(data)
+    assert e.value.key == key
+
+
+def test_the_vxlan_overhead_bounds_the_pod_mtu():
+    ok = parse({**OVERLAY, "network": [{**NET, "mtu": 1500 - VXLAN_OVERHEAD}]})
+    assert ok.networks[0].mtu == 1450 and ok.overlay.underlay_mtu == 1500
+
+
+def test_a_file_that_is_not_toml_is_a_config_error(tmp_path):
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[node\n")
+    with pytest.raises(ConfigError) as e:
+        load(str(bad))
+    assert e.value.key == str(bad)

@@ -1,0 +1,82 @@
+"""IPAM on its SQLite state: allocation order, static requests, exhaustion,
+release and durability across a reopen; failures carry the kind the CNI
+plugin maps to its codes."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from vswitch.config import parse
+from vswitch.errors import Conflict, Exhausted, InvalidRequest
+from vswitch.ipam import Ipam, gateway
+from vswitch.state import State
+
+A = ipaddress.IPv4Address
+
+
+@pytest.fixture
+def net():
+    return parse({"network": [{"name": "blue", "vni": 7, "subnet": "198.18.0.0/16",
+                               "block": "198.18.1.0/29"}]}).networks[0]
+
+
+@pytest.fixture
+def state(tmp_path):
+    s = State(str(tmp_path / "state"))
+    yield s
+    s.close()
+
+
+def mac(n: int) -> str:
+    return f"02:00:00:00:00:{n:02x}"
+
+
+def test_addresses_come_in_order_skipping_reserved_ones(state, net):
+    ipam = Ipam(state)
+    got = [ipam.allocate(net, f"c{i}", "eth0", "/ns", "pods", mac(i)).ip for i in range(5)]
+    assert gateway(net) not in got
+    assert got == sorted(got) and len(set(got)) == 5
+    assert all(ip in net.block and ip not in (net.block.network_address,
+                                               net.block.broadcast_address) for ip in got)
+
+
+def test_a_full_block_is_exhausted(state, net):
+    ipam = Ipam(state)
+    n = ipam.free_count(net)
+    for i in range(n):
+        ipam.allocate(net, f"c{i}", "eth0", "/ns", "pods", mac(i))
+    with pytest.raises(Exhausted) as e:
+        ipam.allocate(net, "one-more", "eth0", "/ns", "pods", mac(99))
+    assert e.value.kind == "exhausted" and ipam.free_count(net) == 0
+
+
+def test_static_requests_are_checked(state, net):
+    ipam = Ipam(state)
+    first = ipam.allocate(net, "c1", "eth0", "/ns", "pods", mac(1), ip=A("198.18.1.5"))
+    assert first.ip == A("198.18.1.5")
+    for ip in (A("198.18.1.5"), A("198.18.2.5"), gateway(net)):
+        with pytest.raises(Conflict) as e:
+            ipam.allocate(net, "c2", "eth0", "/ns", "pods", mac(2), ip=ip)
+        assert e.value.kind == "unavailable"
+    with pytest.raises(Conflict):
+        ipam.allocate(net, "c3", "eth0", "/ns", "pods", mac(1))          # MAC taken
+    with pytest.raises(InvalidRequest) as e:
+        ipam.allocate(net, "c1", "eth0", "/ns", "pods", mac(4))          # twice
+    assert e.value.kind == "invalid"
+
+
+def test_release_frees_and_allocations_survive_a_reopen(tmp_path, net):
+    s = State(str(tmp_path / "state"))
+    ipam = Ipam(s)
+    a = ipam.allocate(net, "c1", "eth0", "/ns", "pods", mac(1))
+    b = ipam.allocate(net, "c2", "eth0", "/ns", "pods", mac(2))
+    assert ipam.release("c1", "eth0") == a and ipam.get("c1", "eth0") is None
+    s.close()
+    s = State(str(tmp_path / "state"))
+    try:
+        assert Ipam(s).get("c2", "eth0") == b
+        assert [x.container_id for x in Ipam(s).list("blue")] == ["c2"]
+    finally:
+        s.close()

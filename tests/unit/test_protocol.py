@@ -1,0 +1,69 @@
+"""One vocabulary, and layers that hold: shared facts are written once
+(protocol.py) and agree with the data plane's C declarations; clients never
+load the daemon; only datapath.py touches the C extension."""
+
+from __future__ import annotations
+
+import ast
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+from vswitch import protocol
+
+PACKAGE = Path(__file__).resolve().parents[2] / "vswitch"
+
+
+def enum_names(pxd: str, prefix: str) -> list[str]:
+    return re.findall(rf"^\s+{prefix}([A-Z0-9_]+)\b", (PACKAGE / pxd).read_text(), re.M)
+
+
+def test_drop_names_follow_the_data_planes_enum():
+    names = [n.lower() for n in enum_names("_counters.pxd", "DROP_")]
+    assert names == list(protocol.DROP_NAMES)
+
+
+def test_capture_points_are_the_data_planes():
+    text = (PACKAGE / "_capture.pxd").read_text()
+    bits = {name.lower(): int(value) for name, value in
+            re.findall(r"^\s+CAP_(INGRESS|EGRESS|ENCAP|DECAP|DROP) = (\d+)", text, re.M)}
+    assert bits == protocol.CAPTURE_POINTS
+
+
+def imports(path: Path) -> set[str]:
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom):
+            found.add("." * node.level + (node.module or ""))
+            found.update("." * node.level + a.name for a in node.names if not node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def test_only_the_datapath_boundary_imports_the_extension():
+    importers = sorted(p.name for p in PACKAGE.glob("*.py")
+                       if any(m.endswith("_fastpath") for m in imports(p)))
+    assert importers == ["datapath.py"]
+
+
+def test_protocol_imports_nothing_of_vswitch():
+    assert not [m for m in imports(PACKAGE / "protocol.py") if m.startswith((".", "vswitch"))]
+
+
+def loaded_after(statement: str) -> set[str]:
+    code = f"import sys; {statement}; print(' '.join(m for m in sys.modules if m.startswith('vswitch')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return set(out.stdout.split())
+
+
+def test_clients_never_load_the_daemon():
+    loaded = loaded_after("import vswitch.ctl, vswitch.cni")
+    assert loaded <= {"vswitch", "vswitch.protocol", "vswitch.client", "vswitch.ctl",
+                      "vswitch.cni", "vswitch.pcap"}, loaded
+
+
+def test_the_daemon_never_loads_the_cni_plugin():
+    loaded = loaded_after("import vswitch.daemon")
+    assert "vswitch.datapath" in loaded and "vswitch.cni" not in loaded

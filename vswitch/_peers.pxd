@@ -1,0 +1,34 @@
+# Peers: remote VTEPs, and which networks each is a member of (flooded to,
+# accepted from). FDB entries name a peer as PEER_BASE + its index.
+
+from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+
+cdef enum:
+    MAX_PEERS = 1024
+    PEER_BASE = MAX_PORTS
+    MAX_MEMBERS = 8192        # (network, peer) pairs
+    MEMBER_BYTES = MAX_NETWORKS // 8     # one peer's row of the (peer, network) bitmap
+
+
+cdef struct peer_t:
+    uint32_t ip               # IPv4, network byte order; 0 = free slot
+    bint learned              # added by learn_peers (ages, capped), not configured
+    uint64_t last_rx_ns       # the last datagram accepted from it
+    uint64_t rx_packets
+    uint64_t rx_bytes
+    uint64_t tx_packets
+    uint64_t tx_bytes
+    uint64_t tx_dropped
+
+
+cdef struct peers_t:
+    peer_t *slots             # MAX_PEERS of them
+    sockaddr_in *addr         # each one's address and the tunnel's UDP port
+    uint32_t limit            # highest index in use + 1
+    uint16_t *member_net      # the (network, peer) pairs, for flooding
+    uint16_t *member_peer
+    uint32_t n_members
+    uint8_t *member_bits      # [peer][network] bitmap: checked for every datagram received
+    uint32_t n_learned
+    uint32_t max_learned
+    uint16_t udp_port

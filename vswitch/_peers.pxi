@@ -1,0 +1,138 @@
+# Peers and their network memberships (see _peers.pxd).
+
+
+cdef int peers_init(peers_t *t) noexcept nogil:
+    t.slots = <peer_t *>calloc(MAX_PEERS, sizeof(peer_t))
+    t.addr = <sockaddr_in *>calloc(MAX_PEERS, sizeof(sockaddr_in))
+    t.member_net = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
+    t.member_peer = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
+    t.member_bits = <uint8_t *>calloc(MAX_PEERS, MEMBER_BYTES)
+    t.limit = t.n_members = t.n_learned = t.max_learned = 0
+    t.udp_port = 0
+    if t.slots == NULL or t.addr == NULL or t.member_net == NULL or t.member_peer == NULL \
+            or t.member_bits == NULL:
+        return -1
+    return 0
+
+
+cdef void peers_free(peers_t *t) noexcept nogil:
+    free(t.slots)
+    free(t.addr)
+    free(t.member_net)
+    free(t.member_peer)
+    free(t.member_bits)
+    t.slots = NULL
+    t.addr = NULL
+    t.member_net = t.member_peer = NULL
+    t.member_bits = NULL
+
+
+cdef void peers_set_port(peers_t *t, uint16_t udp_port) noexcept nogil:
+    cdef uint32_t i
+    t.udp_port = udp_port
+    for i in range(MAX_PEERS):
+        t.addr[i].sin_port = htons(udp_port)
+
+
+cdef inline int64_t peer_find(const peers_t *t, uint32_t ip) noexcept nogil:
+    # Linear: peers are nodes of one cluster, and this runs once per batch entry.
+    cdef uint32_t i
+    for i in range(t.limit):
+        if t.slots[i].ip == ip:
+            return i
+    return -1
+
+
+cdef inline bint peer_is_member(const peers_t *t, uint32_t peer, uint16_t network) noexcept nogil:
+    return t.member_bits[peer * MEMBER_BYTES + (network >> 3)] & (1 << (network & 7))
+
+
+cdef inline void _set_member(peers_t *t, uint32_t peer, uint16_t network,
+                             bint member) noexcept nogil:
+    cdef uint8_t *byte = &t.member_bits[peer * MEMBER_BYTES + (network >> 3)]
+    byte[0] = (byte[0] | (1 << (network & 7))) if member else (byte[0] & ~(1 << (network & 7)))
+
+
+cdef int64_t peer_join(peers_t *t, uint32_t ip, uint16_t network, bint learned) noexcept nogil:
+    """Peer index of ip, created if new (learned: by learn_peers, within
+    max_learned), now a member of network; -1 if a table is full."""
+    cdef int64_t idx = peer_find(t, ip)
+    cdef uint32_t i
+    if ip == 0:                     # 0 marks a free slot
+        return -1
+    if idx < 0 and learned and t.n_learned >= t.max_learned:
+        return -1
+    if idx < 0:
+        for i in range(MAX_PEERS):
+            if t.slots[i].ip == 0:
+                idx = i
+                break
+        if idx < 0:
+            return -1
+        memset(&t.slots[idx], 0, sizeof(peer_t))
+        memset(t.member_bits + idx * MEMBER_BYTES, 0, MEMBER_BYTES)
+        t.slots[idx].ip = ip
+        t.slots[idx].learned = learned
+        t.n_learned += learned
+        t.addr[idx].sin_family = AF_INET
+        t.addr[idx].sin_addr.s_addr = ip
+        t.addr[idx].sin_port = htons(t.udp_port)
+        if idx >= t.limit:
+            t.limit = idx + 1
+    elif not learned and t.slots[idx].learned:
+        t.slots[idx].learned = False        # configured now: no longer ages
+        t.n_learned -= 1
+    if peer_is_member(t, idx, network):
+        return idx
+    if t.n_members == MAX_MEMBERS:
+        return -1
+    t.member_net[t.n_members] = network
+    t.member_peer[t.n_members] = idx
+    t.n_members += 1
+    _set_member(t, idx, network, True)
+    return idx
+
+
+cdef uint32_t peer_leave(peers_t *t, uint32_t idx, uint16_t network) noexcept nogil:
+    """Drop the peer's membership of network (0: all); returns how many
+    memberships it has left."""
+    cdef uint32_t i = 0, left = 0
+    while i < t.n_members:
+        if t.member_peer[i] == idx and (network == 0 or t.member_net[i] == network):
+            _set_member(t, idx, t.member_net[i], False)
+            t.n_members -= 1
+            t.member_net[i] = t.member_net[t.n_members]
+            t.member_peer[i] = t.member_peer[t.n_members]
+            continue
+        if t.member_peer[i] == idx:
+            left += 1
+        i += 1
+    return left
+
+
+cdef void peer_forget(peers_t *t, uint32_t idx) noexcept nogil:
+    """Free a peer's slot (it is in no network any more)."""
+    t.n_learned -= t.slots[idx].learned
+    t.slots[idx].ip = 0
+    while t.limit > 0 and t.slots[t.limit - 1].ip == 0:
+        t.limit -= 1
+
+
+cdef list peer_networks(const peers_t *t, uint32_t idx):
+    """The networks a peer is a member of, sorted."""
+    cdef uint32_t m
+    out = []
+    for m in range(t.n_members):
+        if t.member_peer[m] == idx:
+            out.append(t.member_net[m])
+    return sorted(out)
+
+
+cdef list network_peers(const peers_t *t, uint16_t network):
+    """The peer indexes a network floods to, sorted."""
+    cdef uint32_t m
+    out = set()
+    for m in range(t.n_members):
+        if t.member_net[m] == network:
+            out.add(t.member_peer[m])
+    return sorted(out)

@@ -1,0 +1,51 @@
+# Ports (file descriptors carrying Ethernet frames, a virtio_net_hdr before
+# each on offload ports) and the poller that serves the ready ones.
+
+from libc.stdint cimport uint16_t, uint32_t, uint64_t, int32_t
+
+cdef enum:
+    MAX_PORTS = 4096          # port ids are indexes into a fixed array
+    MAX_PORT_IPS = 8          # IPv4 addresses port security binds to one port
+    POLL_EVENTS = 256         # ready fds taken from epoll at once
+    POLL_BUDGET_NS = 2000000  # then back to the event loop (control plane)
+    POLL_QUANTUM_NS = 50000   # a port's time per round, at most (and `batch` frames)
+    TUNNEL_PORT = 0xFFFFFFFF  # the poller's key of the tunnel, and its records' port
+
+
+cdef struct bucket_t:         # a token bucket; rate 0 = no limit
+    double rate               # bytes per nanosecond
+    double burst              # bytes
+    double tokens             # bytes
+    uint64_t last_ns
+
+
+cdef struct port_t:
+    int32_t fd                # -1 when the slot is free
+    uint16_t network          # network id, 0 = not switching
+    bint vnet_hdr             # frames on this fd carry a virtio_net_hdr
+    bint secured              # port security: sources must be the port's own
+    bint router               # may send IPv6 RAs and Redirects (the host port); others: RA guard
+    uint64_t sec_mac          # the port's MAC, when secured
+    uint32_t sec_ips[MAX_PORT_IPS]    # its IPv4 addresses (first octet most significant)
+    uint32_t n_sec_ips
+    bucket_t ingress          # frames from the port (the pod's sending)
+    bucket_t egress           # frames to the port (the pod's receiving)
+    uint64_t rx_packets
+    uint64_t rx_bytes
+    uint64_t rx_dropped       # frames from this port dropped at ingress
+    uint64_t tx_packets
+    uint64_t tx_bytes
+    uint64_t tx_dropped       # copies towards this port that were not written
+
+
+cdef struct ports_t:
+    port_t *slots             # MAX_PORTS of them
+    uint32_t limit            # highest port id in use + 1
+
+
+cdef struct poller_t:
+    int epfd                  # every port's fd and the tunnel's
+    epoll_event events[POLL_EVENTS]
+    uint64_t busy_poll_ns     # keep polling this long after the last frame
+    uint32_t *failed          # keys whose fd failed, for the control plane
+    uint32_t n_failed

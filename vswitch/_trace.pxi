@@ -1,0 +1,54 @@
+# Trace: a frame from a port through the pipeline's own checks and lookup
+# (Datapath._check, _destination), without learning, sending or counting,
+# reported step by step. Beside the pipeline, not in it: nothing here runs
+# per frame.
+
+
+cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
+    cdef port_t *inp = dp._port(port_id)
+    cdef uint16_t net = inp.network
+    cdef unsigned char hdr[VNET_HLEN]
+    memset(hdr, 0, VNET_HLEN)
+    cdef const unsigned char *f = frame
+    cdef ssize_t n = len(frame)
+    steps = [{"step": "ingress", "port": port_id, "network": net, "length": n,
+              "port_security": bool(inp.secured)}]
+    cdef int reason = dp._check(inp, net, hdr, f, n)
+    if reason >= 0:
+        return steps + [{"step": "drop", "reason": DROP_NAMES[reason]}]
+    steps.append({"step": "checks", "verdict": "pass"})
+    cdef uint64_t src = mac48(f + 6)
+    cdef int64_t known = fdb_lookup(&dp.fdb, net, src, monotonic_ns())
+    cdef int64_t pinned = fdb_pinned_port(&dp.fdb, net, src)
+    if pinned >= 0 and pinned != port_id:
+        return steps + [{"step": "learn", "mac": mac_to_str(src), "pinned_to": pinned},
+                        {"step": "drop", "reason": DROP_NAMES[DROP_MAC_PINNED]}]
+    steps.append({"step": "learn", "mac": mac_to_str(src),
+                  "known_at": None if known < 0 else known, "moves": known >= 0 and known != port_id})
+    cdef int64_t out = dp._destination(port_id, net, f, monotonic_ns())
+    dst = mac_to_str(mac48(f))
+    if out == DEST_LOOP:
+        return steps + [{"step": "fdb", "mac": dst, "result": "learned on the ingress port"},
+                        {"step": "drop", "reason": DROP_NAMES[DROP_LOOP]}]
+    if out == DEST_FLOOD:
+        steps.append({"step": "fdb", "mac": dst,
+                      "result": "multicast" if is_multicast(f) else "unknown"})
+        ports = [i for i in range(dp.ports.limit) if i != port_id and
+                 dp.ports.slots[i].fd >= 0 and dp.ports.slots[i].network == net]
+        peers = network_peers(&dp.peers, net)
+        if not ports and not peers:
+            return steps + [{"step": "drop", "reason": DROP_NAMES[DROP_NO_ROUTE]}]
+        output = {"step": "flood", "ports": ports, "peers": [PEER_BASE + p for p in peers]}
+    else:
+        steps.append({"step": "fdb", "mac": dst, "result": "learned", "port": out})
+        output = {"step": "output", "ports": [out] if out < PEER_BASE else [],
+                  "peers": [out] if out >= PEER_BASE else []}
+    steps.append(output)
+    for dest in output["peers"]:       # (not steps[-1]: wraparound is off here)
+        sport = dp.tx.sport[tunnel_sender(&dp.tx, f, n)] if dp.tx.n_senders else None
+        too_big = n + OUTER_OVERHEAD > dp.tx.underlay_mtu
+        steps.append({"step": "encap", "peer": dest, "vni": dp.networks.vni_of[net],
+                      "udp_src_port": sport, "udp_dst_port": dp.peers.udp_port,
+                      "outer_length": n + OUTER_OVERHEAD,
+                      "verdict": "drop: too_big" if too_big else "send"})
+    return steps

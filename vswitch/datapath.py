@@ -1,0 +1,258 @@
+"""The datapath boundary: the one module that imports the C extension
+(vswitch._fastpath, typed in _fastpath.pyi). Everything above it speaks
+names (networks, ports by id, peers by address, MACs as text) and the
+project's errors; this module owns the maps from names to the data plane's
+ids and turns the extension's ValueError, KeyError and OverflowError into
+errors.py's. Tests and benchmarks that drive the C code directly import it
+from here as well."""
+
+from __future__ import annotations
+
+import ipaddress
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from . import protocol
+from ._fastpath import (
+    DROP_NAMES,
+    MAX_NETWORK_IDS,
+    PEER_SLOTS,
+    PORT_PEER_BASE,
+    PORT_TUNNEL,
+    Datapath,
+    decap_cost,
+    encap_cost,
+    mac_to_str,
+    pipeline_cost,
+    segment_cost,
+)
+from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound
+
+__all__ = ["DataPlane", "Datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL",
+           "decap_cost", "encap_cost", "mac_to_str", "pipeline_cost", "segment_cost",
+           "mac_value", "ip_to_int", "ip_str"]
+
+def mac_value(mac: str) -> int:
+    """A MAC in text (aa:bb:..., already normalized) as the data plane's integer."""
+    return int(mac.replace(":", ""), 16)
+
+
+def ip_to_int(ip) -> int:
+    """An IPv4 address as the data plane holds it (network byte order in memory)."""
+    return struct.unpack("=I", ipaddress.IPv4Address(ip).packed)[0]
+
+
+def ip_str(value: int) -> str:
+    return str(ipaddress.IPv4Address(struct.pack("=I", value)))
+
+
+@dataclass(frozen=True)
+class TunnelSettings:
+    rx_fd: int
+    senders: list[tuple[int, int]]
+    udp_port: int
+    underlay_mtu: int
+    learn_peers: bool
+    vtep_ip: ipaddress.IPv4Address
+    max_learned_peers: int
+
+
+class DataPlane:
+    """One node's data plane, addressed by names."""
+
+    def __init__(self, fdb_max_entries: int, aging_time: float, batch: int,
+                 busy_poll_us: float, fdb_max_per_port: int, fdb_max_per_peer: int):
+        self.dp = Datapath(fdb_max_entries, aging_time, batch, busy_poll_us,
+                           fdb_max_per_port, fdb_max_per_peer)
+        self.network_ids: dict[str, int] = {}
+
+    # ------------------------------------------------------------- networks
+
+    def add_network(self, name: str, vni: int, mtu: int) -> int:
+        """Declare a network under the lowest free id."""
+        used = set(self.network_ids.values())
+        free = next((i for i in range(1, MAX_NETWORK_IDS) if i not in used), None)
+        if free is None:
+            raise Exhausted("too many networks")
+        self.dp.set_network(free, vni, mtu)
+        self.network_ids[name] = free
+        return free
+
+    def set_mtu(self, name: str, vni: int, mtu: int):
+        self.dp.set_network(self.network_ids[name], vni, mtu)
+
+    def remove_network(self, name: str):
+        """Forget a network whose ports are gone (peers' memberships, FDB)."""
+        self.dp.remove_network(self.network_ids.pop(name))
+
+    def network_id(self, name: str | None) -> int:
+        """A configured network's id; 0 (all networks) for None."""
+        return self.network_ids[name] if name else 0
+
+    def network_name(self, net_id: int) -> str:
+        """The name of a data-plane network id; reports show what the data
+        plane holds even if it is no longer (or never was) configured."""
+        return next((n for n, i in self.network_ids.items() if i == net_id), f"#{net_id}")
+
+    # ---------------------------------------------------------------- ports
+
+    def add_port(self, fd: int, network: str, vnet_hdr: bool, router: bool) -> int:
+        try:
+            return self.dp.add_port(fd, self.network_ids[network], vnet_hdr, router)
+        except OverflowError as e:
+            raise Exhausted(str(e)) from None
+
+    def remove_port(self, port_id: int):
+        self.dp.remove_port(port_id)
+
+    def secure_port(self, port_id: int, mac: str, addresses: Iterable[ipaddress.IPv4Interface]):
+        """Port security: the port may send only from mac and addresses, and
+        mac is pinned to it."""
+        self._pinning(self.dp.set_port_security, port_id, mac_value(mac),
+                      [int(a.ip) for a in addresses])
+
+    def pin_mac(self, port_id: int, mac: str):
+        self._pinning(self.dp.pin_mac, port_id, mac_value(mac))
+
+    @staticmethod
+    def _pinning(call, *args):
+        try:
+            call(*args)
+        except (ValueError, OverflowError) as e:
+            raise Conflict(str(e)) from None
+
+    def set_rates(self, port_id: int, rates: dict):
+        self.dp.set_port_rates(port_id, *(rates.get(k, 0) for k in protocol.RATE_KEYS))
+
+    def port_counters(self, port_id: int) -> dict:
+        return self.dp.port_counters(port_id)
+
+    def behind_peer(self, network: str, mac: str) -> bool:
+        """Whether the FDB knows mac in network behind a peer."""
+        net_id = self.network_ids.get(network)
+        return net_id is not None and \
+            self.dp.fdb_lookup(net_id, mac_value(mac)) >= PORT_PEER_BASE
+
+    # ---------------------------------------------------------------- peers
+
+    def set_tunnel(self, t: TunnelSettings):
+        self.dp.set_tunnel(t.rx_fd, t.senders, t.udp_port, t.underlay_mtu, t.learn_peers,
+                           ip_to_int(t.vtep_ip), t.max_learned_peers)
+
+    def add_peer(self, ip, networks: Iterable[str] | None = None):
+        """Flood the networks (None: all) to the VTEP ip."""
+        for name in self.network_ids if networks is None else networks:
+            try:
+                self.dp.add_peer(ip_to_int(ip), self.network_ids[name])
+            except OverflowError as e:
+                raise Exhausted(str(e)) from None
+
+    def remove_peer(self, ip) -> bool:
+        return self.dp.remove_peer(ip_to_int(ip))
+
+    def peers(self) -> list[dict]:
+        return [{"ip": ip_str(ip), "networks": [self.network_name(n) for n in nets],
+                 "counters": counters, "learned": learned}
+                for ip, nets, counters, learned in self.dp.peer_list()]
+
+    def peer_port_id(self, ip) -> int | None:
+        """The id the data plane gives the peer at ip in FDB entries and
+        capture records, None if it is not a peer."""
+        wanted = ip_to_int(ip)
+        for index in range(PEER_SLOTS):
+            if self.dp.peer_ip(index) == wanted:
+                return PORT_PEER_BASE + index
+        return None
+
+    def peer_address(self, port_id: int) -> str:
+        """The address of the peer with this data-plane id (0.0.0.0: none)."""
+        return ip_str(self.dp.peer_ip(port_id - PORT_PEER_BASE))
+
+    def expire_peers(self, max_idle: float) -> list[str]:
+        return [ip_str(ip) for ip in self.dp.expire_peers(max_idle)]
+
+    # ------------------------------------------------------------------ FDB
+
+    def fdb_add_remote(self, network: str, mac: str, peer) -> None:
+        try:
+            self.dp.fdb_add_remote(self.network_ids[network], mac_value(mac), ip_to_int(peer))
+        except KeyError:
+            raise NotFound(f"no peer {peer}: add it first") from None
+        except ValueError as e:
+            raise Conflict(str(e)) from None
+        except OverflowError as e:
+            raise Exhausted(str(e)) from None
+
+    def fdb_delete(self, network: str, mac: str) -> bool:
+        return self.dp.fdb_delete(self.network_ids[network], mac_value(mac))
+
+    def fdb_entries(self, network: str | None = None) -> list[dict]:
+        """Live entries, with network names and peer addresses; "port" is
+        the local port id or None."""
+        return [{"network": self.network_name(net), "mac": mac, "port_id": pid,
+                 "peer": None if peer is None else ip_str(peer), "age": age,
+                 "static": static, "pinned": pinned}
+                for net, mac, pid, peer, age, static, pinned
+                in self.dp.fdb_entries(self.network_id(network))]
+
+    def fdb_flush(self, network: str | None = None) -> int:
+        return self.dp.fdb_flush(self.network_id(network))
+
+    def expire_fdb(self, budget: int) -> int:
+        return self.dp.fdb_expire(budget)
+
+    @property
+    def aging_time(self) -> float:
+        return self.dp.aging_time
+
+    @aging_time.setter
+    def aging_time(self, seconds: float):
+        self.dp.aging_time = seconds
+
+    @property
+    def busy_poll_us(self) -> float:
+        return self.dp.busy_poll_us
+
+    @busy_poll_us.setter
+    def busy_poll_us(self, us: float):
+        self.dp.busy_poll_us = us
+
+    # ------------------------------------------------------- frames and records
+
+    def fileno(self) -> int:
+        return self.dp.fileno()
+
+    def poll(self) -> int:
+        return self.dp.poll()
+
+    def take_failed(self) -> list[int]:
+        return self.dp.take_failed()
+
+    def trace(self, port_id: int, frame: bytes) -> list[dict]:
+        steps = self.dp.trace(port_id, frame)
+        for step in steps:
+            if "network" in step:
+                step["network"] = self.network_name(step["network"])
+        return steps
+
+    def counters(self) -> dict:
+        return self.dp.counters()
+
+    def capture_add(self, points: int, port_id: int, snaplen: int, program) -> int:
+        try:
+            return self.dp.capture_add(points, port_id, snaplen, program)
+        except OverflowError as e:            # all sessions in use
+            raise Busy(str(e)) from None
+        except ValueError as e:
+            raise InvalidRequest(str(e)) from None
+
+    def capture_remove(self, session: int):
+        self.dp.capture_remove(session)
+
+    def capture_read(self) -> list:
+        return self.dp.capture_read()
+
+    @property
+    def capture_dropped(self) -> int:
+        return self.dp.cap_dropped

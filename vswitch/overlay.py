@@ -1,0 +1,128 @@
+"""Overlay mode: the VXLAN tunnel's sockets, the peers each network floods
+to, and static FDB entries behind peers."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from typing import Callable
+
+from .config import Config, ConfigError, NetworkConfig, OverlayConfig, node_address
+from .datapath import DataPlane, TunnelSettings
+from .errors import Conflict, InvalidRequest, NotFound
+from .tap import normalize_mac
+from .tunnel import Tunnel
+
+log = logging.getLogger("vswitch.overlay")
+
+
+def check_peer(ip, own=None) -> ipaddress.IPv4Address:
+    """A peer's VTEP address: a unicast IPv4 address that is not this node's."""
+    try:
+        addr = ipaddress.IPv4Address(ip)
+    except ValueError:
+        raise InvalidRequest(f"bad peer address {ip!r}: expected an IPv4 address") from None
+    if not node_address(addr):
+        raise InvalidRequest(f"bad peer address {ip}: not a unicast address a node can have")
+    if own is not None and addr == own:
+        raise InvalidRequest(f"{ip} is this node's own VTEP address")
+    return addr
+
+
+class Overlay:
+    """The tunnel and the peers (nothing to do in bridge mode: every
+    request then says so)."""
+
+    def __init__(self, config: Config, dataplane: DataPlane,
+                 network_of: Callable[[str | None], NetworkConfig]):
+        self.config = config
+        self.dataplane = dataplane
+        self.network_of = network_of    # a network by name (None: the default), or NotFound
+        self.tunnel: Tunnel | None = None
+
+    def start(self):
+        ov = self.config.overlay
+        if not ov:
+            return
+        try:
+            self.tunnel = Tunnel(ov.vtep_ip, ov.udp_port)
+        except OSError as e:       # the address is not this node's, or the port is in use
+            raise ConfigError("overlay.vtep_ip", f"cannot bind {ov.vtep_ip}:{ov.udp_port}: "
+                              f"{e.strerror}") from None
+        self.set_tunnel(ov)
+        for peer in ov.peers:
+            self.dataplane.add_peer(peer)
+
+    def set_tunnel(self, ov: OverlayConfig):
+        """(Re)program the data plane's tunnel; turning learn_peers off
+        forgets learned peers."""
+        assert self.tunnel is not None
+        self.dataplane.set_tunnel(TunnelSettings(
+            self.tunnel.rx.fileno(), self.tunnel.senders(), ov.udp_port, ov.underlay_mtu,
+            ov.learn_peers, ov.vtep_ip, ov.max_learned_peers))
+
+    def network_added(self, name: str):
+        """A new network floods to the configured peers too."""
+        if self.tunnel:
+            for peer in self.settings.peers:
+                self.dataplane.add_peer(peer, [name])
+
+    def close(self):
+        if self.tunnel:
+            self.tunnel.close()
+
+    @property
+    def settings(self) -> OverlayConfig:
+        """The [overlay] config (callers checked that this node has one)."""
+        assert self.config.overlay is not None
+        return self.config.overlay
+
+    def _need_overlay(self):
+        if self.tunnel is None:
+            raise Conflict("peers need overlay mode (node.mode = \"overlay\")")
+
+    # ---------------------------------------------------------------- peers
+
+    def add_peer(self, ip: str, network: str | None = None) -> dict:
+        self._need_overlay()
+        addr = check_peer(ip, self.settings.vtep_ip)
+        self.dataplane.add_peer(addr, [self.network_of(network).name] if network else None)
+        log.info("peer %s added for %s", addr, network or "all networks")
+        return self.peer(ip)
+
+    def del_peer(self, ip: str):
+        self._need_overlay()
+        if not self.dataplane.remove_peer(check_peer(ip)):
+            raise NotFound(f"no peer {ip}")
+        log.info("peer %s removed", ip)
+
+    def peers(self) -> list[dict]:
+        return self.dataplane.peers() if self.tunnel else []
+
+    def peer(self, ip: str) -> dict:
+        wanted = str(check_peer(ip))
+        for p in self.peers():
+            if p["ip"] == wanted:
+                return p
+        raise NotFound(f"no peer {ip}")
+
+    def peer_port_id(self, ip: str) -> int:
+        """The data-plane id of the peer at ip (as in capture records)."""
+        port_id = self.dataplane.peer_port_id(check_peer(ip))
+        if port_id is None:
+            raise NotFound(f"no peer {ip}")
+        return port_id
+
+    def expire_peers(self):
+        if self.tunnel and self.settings.learn_peers:
+            for ip in self.dataplane.expire_peers(self.settings.peer_aging_time):
+                log.info("learned peer %s aged out", ip)
+
+    # ------------------------------------------------------------ static FDB
+
+    def fdb_add(self, mac: str, peer: str, network: str | None = None) -> dict:
+        """A static entry: mac lives behind peer (never ages, not re-learned)."""
+        self._need_overlay()
+        net = self.network_of(network)
+        self.dataplane.fdb_add_remote(net.name, normalize_mac(mac), check_peer(peer))
+        return {"mac": normalize_mac(mac), "peer": peer}

@@ -1,0 +1,58 @@
+"""What vswitch's clients (vswitchctl, the CNI plugin, scripts) and the daemon
+share, written once. Imports nothing of the daemon, so that clients load
+fast and never pull in the data plane."""
+
+from __future__ import annotations
+
+import re
+import struct
+
+# The control socket (HTTP/1.1 with JSON bodies over AF_UNIX).
+DEFAULT_SOCKET = "/run/vswitch/vswitchd.sock"
+
+# Capture points and their bits, as the data plane's CAP_* (_capture.pxd;
+# the extension checks it agrees when it loads).
+CAPTURE_POINTS = {"ingress": 1, "egress": 2, "encap": 4, "decap": 8, "drop": 16}
+CAPTURE_POINT_NAMES = {bit: name for name, bit in CAPTURE_POINTS.items()}
+ALL_CAPTURE_POINTS = sum(CAPTURE_POINTS.values())
+MAX_SNAPLEN = 65535
+
+# Capture streams: each record is two chunks, its metadata (JSON) and its
+# bytes, each preceded by its length (4 bytes, network order).
+CHUNK_LENGTH = struct.Struct("!I")
+
+
+def capture_chunks(meta: bytes, data: bytes) -> bytes:
+    """One capture record as the stream carries it."""
+    return CHUNK_LENGTH.pack(len(meta)) + meta + CHUNK_LENGTH.pack(len(data)) + data
+
+# Why the data plane drops frames, in the order of its enum (_counters.pxd):
+# the data plane takes its names from here, and a unit test compares the two.
+DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "ra_guard", "mac_pinned",
+              "rate_limited", "loop", "no_route", "bad_vnet_hdr", "bad_vxlan", "unknown_vni",
+              "unknown_peer", "peer_not_member", "needs_segmentation", "too_big", "port_down",
+              "queue_full", "write_error")
+
+# Per-port rate limits, from the switch's side: ingress is what the port
+# sends into the switch (the pod's upload), egress what the switch writes to it.
+RATE_KEYS = ("ingress_rate", "ingress_burst", "egress_rate", "egress_burst")
+MAX_RATE = 10**13           # bits/s or bits: 10 Tbit/s is more than any port moves
+
+# A container id as CNI runtimes give it.
+CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+# Interface names: what Linux accepts (IFNAMSIZ - 1 bytes), in a portable alphabet.
+IFNAMSIZ = 15
+IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
+IFNAME_RULE = "1-15 letters, digits, '.', '_' or '-', starting with a letter or digit"
+PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+# Sizes on the wire. A pod's MTU is its IP packet; the tunnel adds the inner
+# Ethernet header and its own outer IPv4, UDP and VXLAN headers.
+ETH_HLEN = 14
+VXLAN_OUTER_OVERHEAD = 20 + 8 + 8            # outer IPv4 + UDP + VXLAN (the data plane's)
+VXLAN_OVERHEAD = ETH_HLEN + VXLAN_OUTER_OVERHEAD   # what a pod MTU loses to an underlay MTU
+MIN_MTU, MAX_MTU = 68, 65535                 # IPv4's minimum; the data plane's maximum
+MAX_NETWORK_MTU = MAX_MTU - VXLAN_OVERHEAD   # a network's pod MTU: encapsulated, it still fits
+UDP_GRO = 104                                # linux/udp.h socket option
+MAX_NETWORKS = 4096                          # network ids a data plane has (1..4095)

@@ -1,0 +1,91 @@
+"""Reconfiguration as a plan: `plan(old, new)` compares two configs and
+returns the steps that turn a node running `old` into one running `new`,
+touching nothing that did not change, or refuses the whole change
+(ReloadRefused) when it alters what only a restart can. It is a pure
+function (no I/O, no state); Switch.reload carries the steps out in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from .config import Config, NetworkConfig
+from .errors import ReloadRefused
+from .protocol import MAX_NETWORKS
+
+# Config keys a reload cannot change (a restart can).
+FIXED_ON_RELOAD = {"node_name": "node.name", "mode": "node.mode", "socket": "node.socket",
+                   "state_dir": "node.state_dir", "log_format": "node.log_format",
+                   "fdb_max_entries": "fdb.max_entries", "batch": "datapath.batch",
+                   "offloads": "datapath.offloads", "hooks": "[[hook]]"}
+FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port")
+TUNNEL_KEYS = ("underlay_mtu", "learn_peers", "max_learned_peers", "peer_aging_time")
+
+
+@dataclass(frozen=True)
+class Step:
+    """One change. action: remove_network, add_network (index: its place in
+    the new config), set_mtu, aging_time, busy_poll_us, tunnel (new
+    overlay settings), remove_peer, add_peer."""
+    action: str
+    text: str                       # what the change log says
+    network: NetworkConfig | None = None
+    index: int = 0
+    value: Any = None
+
+    @property
+    def net(self) -> NetworkConfig:
+        """The network of a network step."""
+        assert self.network is not None, self.action
+        return self.network
+
+
+def check(old: Config, new: Config):
+    """ReloadRefused if `new` changes what only a restart can."""
+    for attr, key in FIXED_ON_RELOAD.items():
+        if getattr(new, attr) != getattr(old, attr):
+            raise ReloadRefused(f"{key} cannot change on reload; restart vswitchd for that")
+    if old.overlay and new.overlay and (new.overlay.vtep_ip, new.overlay.udp_port) != \
+            (old.overlay.vtep_ip, old.overlay.udp_port):
+        raise ReloadRefused("overlay.vtep_ip and overlay.udp_port cannot change on reload")
+    for i, net in enumerate(new.networks):
+        before = old.network(net.name)
+        for key in FIXED_NETWORK_KEYS if before else ():
+            if getattr(net, key) != getattr(before, key):
+                raise ReloadRefused(f"network[{i}].{key} of {net.name!r} cannot change on "
+                                    "reload (pods are addressed from it); remove the network "
+                                    "in one reload and add it back in another")
+    if len({*(n.name for n in old.networks), *(n.name for n in new.networks)}) >= MAX_NETWORKS:
+        raise ReloadRefused("too many networks")
+
+
+def plan(old: Config, new: Config) -> list[Step]:
+    """The steps from old to new, in the order they must run: networks that
+    go first (with their ports), then new networks and MTUs in the new
+    config's order, the FDB and poller settings, the tunnel, the peers."""
+    check(old, new)
+    steps = [Step("remove_network", f"network {net.name} removed", net)
+             for net in old.networks if new.network(net.name) is None]
+    for i, net in enumerate(new.networks):
+        before = old.network(net.name)
+        if before is None:
+            steps.append(Step("add_network", f"network {net.name} added", net, i))
+        elif before.mtu != net.mtu:
+            steps.append(Step("set_mtu", f"network {net.name} mtu {before.mtu} -> {net.mtu}", net))
+    if new.aging_time != old.aging_time:
+        steps.append(Step("aging_time", f"aging_time {old.aging_time:g} -> {new.aging_time:g}",
+                          value=new.aging_time))
+    if new.busy_poll_us != old.busy_poll_us:
+        steps.append(Step("busy_poll_us",
+                          f"busy_poll_us {old.busy_poll_us:g} -> {new.busy_poll_us:g}",
+                          value=new.busy_poll_us))
+    if old.overlay and new.overlay:             # (a mode change was refused above)
+        ov_old, ov_new = old.overlay, new.overlay
+        if any(getattr(ov_new, k) != getattr(ov_old, k) for k in TUNNEL_KEYS):
+            steps.append(Step("tunnel", ", ".join(f"{k} {getattr(ov_new, k)}" for k in TUNNEL_KEYS),
+                              value=ov_new))
+        steps += [Step("remove_peer", f"peer {ip} removed", value=ip)
+                  for ip in set(ov_old.peers) - set(ov_new.peers)]
+        steps += [Step("add_peer", f"peer {ip} added", value=ip)
+                  for ip in sorted(set(ov_new.peers) - set(ov_old.peers))]
+    return steps

@@ -1,0 +1,94 @@
+"""What the switch reports: status, counters, the FDB, ports, traces, and
+the names of data-plane port ids. Read-only views over a Switch."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .datapath import PORT_PEER_BASE, PORT_TUNNEL
+from .errors import Conflict
+
+if TYPE_CHECKING:
+    from .switch import Port, Switch
+
+
+def port_label(switch: Switch, port_id: int) -> str:
+    """The name of a data-plane port id: a port's name, "vxlan:IP" for a
+    peer, "vxlan" for the tunnel itself, "#ID" for one nobody has now."""
+    if port_id == PORT_TUNNEL:
+        return "vxlan"
+    if port_id >= PORT_PEER_BASE:
+        return f"vxlan:{switch.dataplane.peer_address(port_id)}"
+    for port in switch.ports.values():
+        if port.port_id == port_id and port.state == "up":
+            return port.name
+    return f"#{port_id}"
+
+
+def port_id_of(switch: Switch, name: str) -> int:
+    """The data-plane id of a port name, or of "vxlan:IP" (a peer)."""
+    if name.startswith("vxlan:"):
+        return switch.overlay.peer_port_id(name[6:])
+    return switch.port(name).port_id
+
+
+def port_info(switch: Switch, port: Port) -> dict:
+    return {"name": port.name, "netns": port.netns or "(host)", "ifname": port.ifname,
+            "network": port.network.name, "mac": port.mac,
+            "addresses": [str(a) for a in port.addresses], "mtu": port.mtu,
+            "state": port.state, "id": port.port_id,
+            "offloads": port.tap.offloads if port.tap else [], "error": port.error,
+            "port_security": port.secured, "rates": port.rates,
+            "container": "/".join(port.attachment) if port.attachment else None,
+            "counters": port.final_counters or switch.dataplane.port_counters(port.port_id)}
+
+
+def trace(switch: Switch, port_name: str, frame: bytes) -> dict:
+    """Where a frame from the port would go and why (nothing is learned or
+    sent): the data plane's steps, with names for ids."""
+    port = switch.port(port_name)
+    if port.state != "up":
+        raise Conflict(f"port {port_name!r} is {port.state}")
+    steps = switch.dataplane.trace(port.port_id, frame)
+    for step in steps:
+        for key in ("port", "peer", "known_at"):
+            if isinstance(step.get(key), int):
+                step[key] = port_label(switch, step[key])
+        for key in ("ports", "peers"):
+            if key in step:
+                step[key] = [port_label(switch, x) for x in step[key]]
+    return {"port": port_name, "frame": frame.hex(), "steps": steps}
+
+
+def fdb(switch: Switch, network: str | None = None) -> list[dict]:
+    by_id = {p.port_id: p.name for p in switch.ports.values()}
+    entries = switch.dataplane.fdb_entries(switch.network(network).name if network else None)
+    return sorted(({"network": e["network"], "mac": e["mac"],
+                    "port": by_id.get(e["port_id"], f"#{e['port_id']}") if e["peer"] is None
+                    else f"vxlan:{e['peer']}",
+                    "age": round(e["age"], 1), "static": e["static"], "pinned": e["pinned"]}
+                   for e in entries),
+                  key=lambda e: (e["network"], e["port"], e["mac"]))
+
+
+def stats(switch: Switch) -> dict:
+    counters = switch.dataplane.counters()
+    counters["ports"] = {p.name: p.final_counters or switch.dataplane.port_counters(p.port_id)
+                         for p in switch.ports.values()}
+    counters["peers"] = switch.overlay.peers()
+    counters["capture"] = switch.captures.stats()
+    counters["hooks"] = switch.hooks.stats() if switch.hooks else []
+    return counters
+
+
+def status(switch: Switch) -> dict:
+    config = switch.config
+    return {"node": config.node_name, "mode": config.mode,
+            "version": __version__, "uptime": round(time.monotonic() - switch.started, 1),
+            "ports": len(switch.ports), "networks": [n.name for n in config.networks],
+            "fdb_entries": switch.dataplane.counters()["fdb"]["entries"],
+            "aging_time": switch.dataplane.aging_time,
+            "vtep": str(config.overlay.vtep_ip) if config.overlay else None,
+            "peers": len(switch.overlay.peers())}
