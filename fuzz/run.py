@@ -26,31 +26,23 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "scripts"))
+import checked_build  # noqa: E402  (scripts/ is not a package)
+
 HARNESSES = ("datapath", "bpf", "api", "cni", "config")
 BUILD = ROOT / "build" / "fuzz"
 
 
 def build_checked() -> dict:
     """Build the VSWITCH_DEBUG data plane into BUILD; the environment to run it in."""
-    BUILD.mkdir(parents=True, exist_ok=True)
-    shutil.copytree(ROOT / "vswitch", BUILD / "vswitch", dirs_exist_ok=True,
-                    ignore=shutil.ignore_patterns("*.so", "*.c", "*.html", "__pycache__"))
-    for name in ("setup.py", "pyproject.toml", "README.md"):
-        shutil.copy(ROOT / name, BUILD / name)
-    env = {**os.environ, "VSWITCH_DEBUG": "1"}
     runtime = fuzzer_runtime()
     if runtime:
-        env.update(CC="clang", LDSHARED="clang -shared")
+        checked_build.build(BUILD, {"CC": "clang", "LDSHARED": "clang -shared"})
     else:           # no clang: gcc's sanitizers, coverage of the Python layers only
-        runtime = subprocess.run(["gcc", "-print-file-name=libasan.so"], capture_output=True,
-                                 text=True).stdout.strip()
-    r = subprocess.run([sys.executable, "setup.py", "-q", "build_ext", "--inplace"], cwd=BUILD,
-                       env=env, capture_output=True, text=True)
-    if r.returncode:
-        sys.exit(f"fuzz: the checked build failed:\n{r.stderr}")
+        checked_build.build(BUILD)
+        runtime = checked_build.gcc_asan_runtime()
     return {"PYTHONPATH": f"{BUILD}:{ROOT / 'fuzz'}", "LD_PRELOAD": runtime,
-            "ASAN_OPTIONS": "detect_leaks=0:abort_on_error=1:allocator_may_return_null=1",
-            "UBSAN_OPTIONS": "print_stacktrace=1:halt_on_error=1"}
+            **checked_build.SANITIZER_OPTIONS}
 
 
 def fuzzer_runtime() -> str | None:
@@ -68,7 +60,7 @@ def fuzzer_runtime() -> str | None:
         return None
     out = BUILD / "asan_with_fuzzer.so"
     objects = BUILD / "asan-objects"
-    objects.mkdir(exist_ok=True)
+    objects.mkdir(parents=True, exist_ok=True)
     subprocess.run(["ar", "x", asan], cwd=objects, check=True)
     (objects / "asan_preinit.cpp.o").unlink(missing_ok=True)   # .preinit_array: not in a DSO
     subprocess.run([clang + "++", "-shared", "-o", str(out), *map(str, objects.glob("*.o")),

@@ -18,9 +18,9 @@ import time
 
 import pytest
 from conftest import BLUE, DAEMON, RED, in_ns, sh, write_toml
+from datapath_rig import BCAST, Rig, checksum, frame, mac
 from test_bridge import ping
 from test_cni import Runtime, cni_path  # noqa: F401 (a fixture)
-from test_fastpath import BCAST, Rig, frame, mac
 from test_overlay import UNDERLAY, overlay_node, send_udp, underlay, vxlan  # noqa: F401
 
 from vswitch.client import Client, ClientError
@@ -43,9 +43,7 @@ def udp_frame(src_mac: bytes, src_ip: str, dst_ip: str, payload: bytes = b"x" * 
     udp = struct.pack("!HHHH", 1234, 7, 8 + len(payload), 0) + payload
     ip = bytearray(struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(udp), 1, 0, 64, 17, 0,
                                socket.inet_aton(src_ip), socket.inet_aton(dst_ip)))
-    total = sum(struct.unpack("!10H", ip))
-    total = (total & 0xFFFF) + (total >> 16)
-    ip[10:12] = struct.pack("!H", ~((total & 0xFFFF) + (total >> 16)) & 0xFFFF)
+    ip[10:12] = struct.pack("!H", checksum(bytes(ip)))
     return dst_mac + src_mac + b"\x08\x00" + bytes(ip) + udp
 
 

@@ -93,7 +93,7 @@ class Client:
                 frame = _read_chunk(resp)
                 if frame is None:
                     return
-                yield json.loads(meta), data
+                yield json.loads(meta), frame
         except (FileNotFoundError, ConnectionRefusedError):
             raise ClientError(f"vswitchd is not running (no answer on {self.socket_path})") from None
         except OSError as e:

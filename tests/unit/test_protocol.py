@@ -67,3 +67,35 @@ def test_clients_never_load_the_daemon():
 def test_the_daemon_never_loads_the_cni_plugin():
     loaded = loaded_after("import vswitch.daemon")
     assert "vswitch.datapath" in loaded and "vswitch.cni" not in loaded
+
+
+def test_capture_records_cross_the_socket_intact(tmp_path):
+    """The daemon's framing (protocol.capture_chunks) read back by the client."""
+    import json
+    import socket
+    import threading
+
+    from vswitch.client import Client
+
+    records = [({"port": "pod-a", "point": "ingress"}, b"\x01" * 60),
+               ({"port": "vxlan", "point": "drop"}, b"")]
+    path = str(tmp_path / "s.sock")
+    server = socket.socket(socket.AF_UNIX)
+    server.bind(path)
+    server.listen(1)
+
+    def answer():
+        conn, _ = server.accept()
+        conn.recv(65536)
+        body = b"".join(protocol.capture_chunks(json.dumps(m).encode(), d) for m, d in records)
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
+                     b"Connection: close\r\n\r\n" + body)
+        conn.close()
+
+    t = threading.Thread(target=answer)
+    t.start()
+    try:
+        assert list(Client(path, timeout=5).capture(point="ingress")) == records
+    finally:
+        t.join(5)
+        server.close()

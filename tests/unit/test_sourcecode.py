@@ -16,7 +16,7 @@ CYTHON = sorted(str(p.relative_to(ROOT)) for ext in ("pyx", "pxd", "pxi")
 
 # Each run as a module of this Python, so a missing linter fails the test.
 LINTERS = {
-    "ruff": ["-m", "ruff", "check", "vswitch", "tests", "bench", "fuzz", "setup.py"],
+    "ruff": ["-m", "ruff", "check", "vswitch", "tests", "bench", "fuzz", "scripts", "setup.py"],
     "mypy": ["-m", "mypy"],                        # files and options: pyproject.toml
     "cython-lint": ["-c", "import sys; from cython_lint.cython_lint import main; sys.exit(main())",
                     *CYTHON],

@@ -5,57 +5,16 @@ including those a kernel would never hand to a TAP (runts)."""
 from __future__ import annotations
 
 import random
-import socket
 import time
 
 import pytest
+from datapath_rig import BCAST, Rig, frame, mac
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from vswitch.datapath import DROP_NAMES, Datapath
+from vswitch.datapath import DROP_NAMES
 
 INGRESS_DROPS = ("runt", "oversize", "bad_source", "loop", "no_route", "bad_vnet_hdr")
-BCAST = b"\xff" * 6
-
-
-def mac(n: int) -> bytes:
-    return bytes([2, 0, 0, 0, n >> 8, n & 0xFF])
-
-
-def frame(dst: bytes, src: bytes, payload=b"\x00" * 46, ethertype=b"\x08\x00") -> bytes:
-    return dst + src + ethertype + payload
-
-
-class Rig:
-    """A Datapath with socketpair ports; `pod` ends are where frames go in/out."""
-
-    def __init__(self, mtu=1500, **kw):
-        self.dp = Datapath(**kw)
-        for network in (1, 2):
-            self.dp.set_network(network, 100 + network, mtu)
-        self.pods, self._keep = {}, []
-
-    def port(self, network=1, vnet_hdr=False) -> int:
-        sw, pod = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sw.setblocking(False)
-        pod.setblocking(False)
-        self._keep.append(sw)              # the switch end must outlive the port
-        pid = self.dp.add_port(sw.fileno(), network, vnet_hdr)
-        self.pods[pid] = pod
-        return pid
-
-    def send(self, pid: int, data: bytes):
-        self.pods[pid].send(data)
-        while self.dp.drain(pid) > 0:
-            pass
-
-    def received(self, pid: int) -> list[bytes]:
-        out = []
-        while True:
-            try:
-                out.append(self.pods[pid].recv(70000))
-            except BlockingIOError:
-                return out
 
 
 def test_flood_learn_then_unicast():

@@ -3,49 +3,21 @@ offload ports, checksum completion and refusals towards plain ports."""
 
 from __future__ import annotations
 
-import socket
-import struct
-
 import pytest
+from datapath_rig import (
+    BCAST,
+    GSO_NONE,
+    GSO_TCPV4,
+    NEEDS_CSUM,
+    Rig,
+    frame,
+    ip4_l4,
+    mac,
+    partial,
+    vnet,
+)
 from scapy.layers.inet import IP, TCP, UDP
 from scapy.layers.l2 import Ether
-from test_fastpath import BCAST, Rig, frame, mac
-
-NEEDS_CSUM, DATA_VALID = 1, 2
-GSO_NONE, GSO_TCPV4, GSO_UDP_L4 = 0, 1, 5
-
-
-def ip4_l4(proto: int, size: int) -> bytes:
-    """An IPv4 packet body for offload headers to point at: a 20-byte IPv4
-    header with `proto`, a TCP (6, data offset 5) or UDP (17) header, zeros."""
-    l4 = b"\0" * 12 + b"\x50" + b"\0" * 7 if proto == 6 else bytes(8)
-    return (b"\x45" + bytes(8) + bytes([proto]) + bytes(10) + l4).ljust(size, b"\0")
-
-
-def vnet(flags=0, gso=GSO_NONE, hdr_len=0, gso_size=0, csum_start=0, csum_offset=0) -> bytes:
-    return struct.pack("<BBHHHH", flags, gso, hdr_len, gso_size, csum_start, csum_offset)
-
-
-def ones_sum(data: bytes) -> int:
-    if len(data) % 2:
-        data += b"\0"
-    total = sum(struct.unpack(f"!{len(data) // 2}H", data))
-    while total >> 16:
-        total = (total & 0xFFFF) + (total >> 16)
-    return total
-
-
-def partial(pkt, l4):
-    """pkt as a sending stack hands it over with checksum offload: the L4
-    checksum field holds only the (uncomplemented) pseudo-header sum."""
-    ip = pkt[IP]
-    l4_len = len(ip) - ip.ihl * 4
-    pseudo = socket.inet_aton(ip.src) + socket.inet_aton(ip.dst) + struct.pack("!BBH", 0, ip.proto, l4_len)
-    raw = bytearray(bytes(pkt))
-    start = 14 + ip.ihl * 4
-    field = start + (16 if l4 is TCP else 6)
-    raw[field:field + 2] = struct.pack("!H", ones_sum(pseudo))
-    return bytes(raw), start, field - start
 
 
 def test_header_and_frame_pass_unchanged_between_offload_ports():
