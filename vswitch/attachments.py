@@ -20,7 +20,6 @@ from .tap import check_ifname, inspect, normalize_mac, random_mac
 log = logging.getLogger("vswitch.attachments")
 
 
-
 class Attachments:
     def __init__(self, switch: Switch):
         self.switch = switch
@@ -94,7 +93,7 @@ class Attachments:
                 mac = requested_mac or random_mac()
                 if self.switch.mac_in_use(net, mac):
                     raise Conflict(f"MAC {mac} is already used in network {net.name!r}",
-                                    kind="unavailable")
+                                   kind="unavailable")
                 alloc = await self.db(
                     self.ipam.allocate, net, *key, netns, cni_network, mac, requested_ip,
                     set(self.switch.addresses_in_use(net).values()))
@@ -117,13 +116,13 @@ class Attachments:
     def _same_request(alloc: Allocation, network: str, ip, mac):
         if alloc.network != network:
             raise Conflict(f"{alloc.container_id}/{alloc.ifname} is attached to network "
-                            f"{alloc.network!r}", kind="unavailable")
+                           f"{alloc.network!r}", kind="unavailable")
         if ip is not None and ip != alloc.ip:
             raise Conflict(f"{alloc.container_id}/{alloc.ifname} already has address {alloc.ip}",
-                            kind="unavailable")
+                           kind="unavailable")
         if mac is not None and mac != alloc.mac:
             raise Conflict(f"{alloc.container_id}/{alloc.ifname} already has MAC {alloc.mac}",
-                            kind="unavailable")
+                           kind="unavailable")
 
     async def delete(self, container_id: str, ifname: str) -> dict:
         """Disconnect a pod and release its address; fine if nothing is left."""
@@ -212,5 +211,5 @@ def _parse_ip(text: str) -> ipaddress.IPv4Address:
         return ipaddress.IPv4Interface(text).ip
     except ValueError:
         raise InvalidRequest(f"bad address {text!r}: expected IPv4, optionally in CIDR form",
-                        kind="invalid") from None
+                             kind="invalid") from None
 

@@ -64,7 +64,7 @@ def point_mask(points) -> int:
     unknown = [p for p in names if p not in CAPTURE_POINTS]
     if unknown or not names:
         raise InvalidRequest(f"unknown capture point {unknown[0] if unknown else ''!r} "
-                       f"(known: {', '.join(CAPTURE_POINTS)})")
+                             f"(known: {', '.join(CAPTURE_POINTS)})")
     return sum(CAPTURE_POINTS[p] for p in set(names))
 
 

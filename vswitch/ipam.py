@@ -133,13 +133,13 @@ class Ipam:
     def _check_static(self, net: NetworkConfig, ip: ipaddress.IPv4Address, used):
         if ip not in net.block:
             raise Conflict(f"address {ip} is outside this node's block {net.block} "
-                            f"of network {net.name!r}", kind="unavailable")
+                           f"of network {net.name!r}", kind="unavailable")
         if ip in reserved(net):
             raise Conflict(f"address {ip} is reserved (network, broadcast or gateway)",
-                            kind="unavailable")
+                           kind="unavailable")
         if ip in used:
             raise Conflict(f"address {ip} is already in use in network {net.name!r}",
-                            kind="unavailable")
+                           kind="unavailable")
 
     def _next_free(self, net: NetworkConfig, used) -> ipaddress.IPv4Address:
         base, size = int(net.block.network_address), net.block.num_addresses

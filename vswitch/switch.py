@@ -48,7 +48,7 @@ def check_rates(rates) -> dict:
             raise InvalidRequest(f"unknown rate {key!r} (known: {', '.join(RATE_KEYS)})")
         if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RATE:
             raise InvalidRequest(f"{key} must be an integer 0..{MAX_RATE} (bits/s or bits), "
-                           f"got {value!r}")
+                                 f"got {value!r}")
     return {k: v for k, v in rates.items() if v}
 
 
