@@ -86,6 +86,9 @@ class DataPlane:
         """Forget a network whose ports are gone (peers' memberships, FDB)."""
         self.dp.remove_network(self.network_ids.pop(name))
 
+    def has_network(self, name: str) -> bool:
+        return name in self.network_ids
+
     def network_id(self, name: str | None) -> int:
         """A configured network's id; 0 (all networks) for None."""
         return self.network_ids[name] if name else 0

@@ -346,7 +346,7 @@ class Switch:
                 netns_identity)
             # A reload may have removed the network while the TAP was being made.
             net = self.config.network(net.name) or net
-            if net.name not in self.dataplane.network_ids:
+            if not self.dataplane.has_network(net.name):
                 raise Conflict(f"network {net.name!r} was removed while port {name!r} was "
                                "being made")
             port = self._register(name, netns, net, mac, addresses, tap, secured, attachment,
