@@ -8,11 +8,11 @@ import asyncio
 import logging
 
 from . import reporting
+from .protocol import PORT_COUNTERS
 
 log = logging.getLogger("vswitch.metrics")
 
 READ_TIMEOUT = 10.0          # seconds a scraper may take to send its request
-PORT_COUNTERS = ("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_dropped")
 
 
 def _escape(value: str) -> str:

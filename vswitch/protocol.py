@@ -36,6 +36,8 @@ DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "ra_guard", "m
 # Per-port rate limits, from the switch's side: ingress is what the port
 # sends into the switch (the pod's upload), egress what the switch writes to it.
 RATE_KEYS = ("ingress_rate", "ingress_burst", "egress_rate", "egress_burst")
+# A port's counters, as every report names them (rx: from the pod).
+PORT_COUNTERS = ("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_dropped")
 MAX_RATE = 10**13           # bits/s or bits: 10 Tbit/s is more than any port moves
 
 # A container id as CNI runtimes give it.

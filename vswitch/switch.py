@@ -21,7 +21,7 @@ from .hooks import Hooks
 from .ipam import Ipam, gateway
 from .netns import fd_identity, netns_id
 from .overlay import Overlay
-from .protocol import MAX_MTU, MAX_RATE, MIN_MTU, PORT_NAME_RE, RATE_KEYS
+from .protocol import MAX_MTU, MAX_RATE, MIN_MTU, PORT_COUNTERS, PORT_NAME_RE, RATE_KEYS
 from .state import PortRecord, State, StateInUse, Taken
 from .tap import (
     OFFLOADS_ALL,
@@ -130,8 +130,7 @@ class Switch:
     def _unrestored(self, name: str, rec: PortRecord | Exception, error: str) -> Port:
         """A recorded port that did not come back: listed as lost (with the
         error) until deleted; its record stays for the next start."""
-        counters = dict.fromkeys(("rx_packets", "rx_bytes", "rx_dropped", "tx_packets",
-                                  "tx_bytes", "tx_dropped"), 0)
+        counters = dict.fromkeys(PORT_COUNTERS, 0)
         if not isinstance(rec, PortRecord):
             return Port(name, "?", "?", self.config.networks[0], "?", [], None, -1, 0,
                         state="lost", final_counters=counters, error=error)

@@ -99,3 +99,9 @@ def test_capture_records_cross_the_socket_intact(tmp_path):
     finally:
         t.join(5)
         server.close()
+
+
+def test_port_counters_are_the_data_planes():
+    from datapath_rig import Rig
+    rig = Rig()
+    assert tuple(rig.dp.port_counters(rig.port())) == protocol.PORT_COUNTERS
