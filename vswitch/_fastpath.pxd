@@ -50,6 +50,7 @@ cdef class Datapath:
     cdef int _drain(self, uint32_t port_id) noexcept nogil
     cdef int _drain_tunnel(self) noexcept nogil
     cdef void _flush_output(self) noexcept nogil
+    cdef void _flush_tunnel(self) noexcept nogil
     cdef int64_t _decap(self, int i, int64_t peer, unsigned char *data, ssize_t n,
                         uint64_t now) noexcept nogil
     cdef int _check(self, const port_t *inp, uint16_t net, const unsigned char *hdr,
@@ -67,6 +68,10 @@ cdef class Datapath:
     cdef void _to_peer(self, uint32_t peer, uint16_t net, unsigned char *hdr,
                        unsigned char *frame, ssize_t n) noexcept nogil
     cdef void _room_to_queue(self) noexcept nogil
+    cdef void _peer_drop(self, uint32_t peer, int reason, const unsigned char *frame,
+                         ssize_t n) noexcept nogil
+    cdef void _egress_drop(self, port_t *out, uint32_t out_id, int reason,
+                           const unsigned char *frame, ssize_t n) noexcept nogil
     cdef void _drop_frame(self, port_t *inp, int reason, uint32_t in_id,
                           const unsigned char *frame, ssize_t n) noexcept nogil
     cdef void _drop_datagram(self, int i, int reason, unsigned char *payload,

@@ -4,7 +4,6 @@
 from typing import Iterable
 
 DROP_NAMES: tuple[str, ...]
-MAX_NETWORK_IDS: int
 PORT_PEER_BASE: int
 PORT_TUNNEL: int
 PEER_SLOTS: int

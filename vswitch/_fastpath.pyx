@@ -47,7 +47,6 @@ include "_tunnel_rx.pxi"
 include "_tunnel_tx.pxi"
 include "_vxlan.pxi"
 
-MAX_NETWORK_IDS = MAX_NETWORKS
 PORT_PEER_BASE, PORT_TUNNEL, PEER_SLOTS = PEER_BASE, TUNNEL_PORT, MAX_PEERS
 
 # What clients know of the data plane (vswitch/protocol.py) must be what it is.
@@ -566,9 +565,12 @@ cdef class Datapath:
         """The round's one flush point: queued datagrams to the peers, and
         the held GRO superframe to its port (see the module's docstring)."""
         if self.tx.n_msgs:
-            tunnel_flush(&self.tx, &self.peers, &self.tunnel, &self.totals, &self.cap,
-                         self.rx.vtep_ip)
+            self._flush_tunnel()
         gro_flush(&self.gro, &self.ports, &self.totals)
+
+    cdef void _flush_tunnel(self) noexcept nogil:
+        tunnel_flush(&self.tx, &self.peers, &self.tunnel, &self.totals, &self.cap,
+                     self.rx.vtep_ip)
 
     cdef int64_t _decap(self, int i, int64_t peer, unsigned char *data, ssize_t n,
                         uint64_t now) noexcept nogil:
@@ -708,10 +710,7 @@ cdef class Datapath:
         cdef ssize_t w, want = n
         cdef uint32_t out_id = out - self.ports.slots
         if out.egress.rate > 0 and not bucket_take(&out.egress, n, monotonic_ns()):
-            out.tx_dropped += 1
-            self.totals.drops[DROP_RATE_LIMITED] += 1
-            if self.cap.active:
-                cap_offer(&self.cap, CAP_DROP, out_id, DROP_RATE_LIMITED, frame, n)
+            self._egress_drop(out, out_id, DROP_RATE_LIMITED, frame, n)
             return
         cdef iovec parts[2]
         if out.vnet_hdr:
@@ -723,25 +722,27 @@ cdef class Datapath:
                 parts[1].iov_base, parts[1].iov_len = frame, n
                 w = writev(out.fd, parts, 2)
         elif vnet_is_gso(hdr):
-            out.tx_dropped += 1
-            self.totals.drops[DROP_NEEDS_SEGMENTATION] += 1
-            if self.cap.active:
-                cap_offer(&self.cap, CAP_DROP, out_id, DROP_NEEDS_SEGMENTATION, frame, n)
+            self._egress_drop(out, out_id, DROP_NEEDS_SEGMENTATION, frame, n)
             return
         else:
             if hdr[0] & VNET_F_NEEDS_CSUM:
                 complete_checksum(hdr, frame, n)    # in place, once: later copies reuse it
             w = write(out.fd, frame, n)
-        cdef int reason = -1
-        if w == want:
-            out.tx_packets += 1
-            out.tx_bytes += n
-        else:
-            reason = write_error_reason(w)
-            out.tx_dropped += 1
-            self.totals.drops[reason] += 1
+        if w != want:
+            self._egress_drop(out, out_id, write_error_reason(w), frame, n)
+            return
+        out.tx_packets += 1
+        out.tx_bytes += n
         if self.cap.active:
-            cap_offer(&self.cap, CAP_EGRESS if reason < 0 else CAP_DROP, out_id, reason, frame, n)
+            cap_offer(&self.cap, CAP_EGRESS, out_id, -1, frame, n)
+
+    cdef void _egress_drop(self, port_t *out, uint32_t out_id, int reason,
+                           const unsigned char *frame, ssize_t n) noexcept nogil:
+        """A copy towards a port that was not written."""
+        out.tx_dropped += 1
+        self.totals.drops[reason] += 1
+        if self.cap.active:
+            cap_offer(&self.cap, CAP_DROP, out_id, reason, frame, n)
 
     cdef void _to_gro(self, uint32_t out, unsigned char *hdr, unsigned char *frame,
                       ssize_t n) noexcept nogil:
@@ -766,11 +767,9 @@ cdef class Datapath:
             hlen = tso_header_len(hdr, frame, n, l2)
             gso_size = le16(hdr + 4)
             if hlen < 0 or hlen > SEG_HDR_MAX:
-                tunnel_drop(&self.peers, &self.tunnel, &self.totals, &self.cap, peer,
-                            DROP_NEEDS_SEGMENTATION, frame, n)
+                self._peer_drop(peer, DROP_NEEDS_SEGMENTATION, frame, n)
             elif hlen + gso_size + OUTER_OVERHEAD > self.tx.underlay_mtu:
-                tunnel_drop(&self.peers, &self.tunnel, &self.totals, &self.cap, peer,
-                            DROP_TOO_BIG, frame, n)
+                self._peer_drop(peer, DROP_TOO_BIG, frame, n)
             else:
                 off = hlen
                 while off < n:
@@ -783,8 +782,7 @@ cdef class Datapath:
                     i += 1
             return
         if n + OUTER_OVERHEAD > self.tx.underlay_mtu:
-            tunnel_drop(&self.peers, &self.tunnel, &self.totals, &self.cap, peer,
-                        DROP_TOO_BIG, frame, n)
+            self._peer_drop(peer, DROP_TOO_BIG, frame, n)
             return
         if hdr[0] & VNET_F_NEEDS_CSUM:
             complete_checksum(hdr, frame, n)
@@ -793,8 +791,11 @@ cdef class Datapath:
 
     cdef void _room_to_queue(self) noexcept nogil:
         if self.tx.n_pending == MAX_PENDING:
-            tunnel_flush(&self.tx, &self.peers, &self.tunnel, &self.totals, &self.cap,
-                         self.rx.vtep_ip)
+            self._flush_tunnel()
+
+    cdef void _peer_drop(self, uint32_t peer, int reason, const unsigned char *frame,
+                         ssize_t n) noexcept nogil:
+        tunnel_drop(&self.peers, &self.tunnel, &self.totals, &self.cap, peer, reason, frame, n)
 
     cdef void _drop_frame(self, port_t *inp, int reason, uint32_t in_id,
                           const unsigned char *frame, ssize_t n) noexcept nogil:

@@ -16,22 +16,21 @@ from dataclasses import dataclass
 from . import protocol
 from ._fastpath import (
     DROP_NAMES,
-    MAX_NETWORK_IDS,
     PEER_SLOTS,
     PORT_PEER_BASE,
     PORT_TUNNEL,
     Datapath,
     decap_cost,
     encap_cost,
-    mac_to_str,
     pipeline_cost,
     segment_cost,
 )
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound
 
 __all__ = ["DataPlane", "Datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL",
-           "decap_cost", "encap_cost", "mac_to_str", "pipeline_cost", "segment_cost",
+           "decap_cost", "encap_cost", "pipeline_cost", "segment_cost",
            "mac_value", "ip_to_int", "ip_str"]
+
 
 def mac_value(mac: str) -> int:
     """A MAC in text (aa:bb:..., already normalized) as the data plane's integer."""
@@ -72,7 +71,7 @@ class DataPlane:
     def add_network(self, name: str, vni: int, mtu: int) -> int:
         """Declare a network under the lowest free id."""
         used = set(self.network_ids.values())
-        free = next((i for i in range(1, MAX_NETWORK_IDS) if i not in used), None)
+        free = next((i for i in range(1, protocol.MAX_NETWORKS) if i not in used), None)
         if free is None:
             raise Exhausted("too many networks")
         self.dp.set_network(free, vni, mtu)
@@ -190,12 +189,12 @@ class DataPlane:
     def fdb_delete(self, network: str, mac: str) -> bool:
         return self.dp.fdb_delete(self.network_ids[network], mac_value(mac))
 
-    def fdb_entries(self, network: str | None = None) -> list[dict]:
-        """Live entries, with network names and peer addresses; "port" is
-        the local port id or None."""
-        return [{"network": self.network_name(net), "mac": mac, "port_id": pid,
-                 "peer": None if peer is None else ip_str(peer), "age": age,
-                 "static": static, "pinned": pinned}
+    def fdb_entries(self, network: str | None = None) -> list[tuple]:
+        """Live entries: (network name, MAC, local port id or None, peer
+        address or None, age, static, pinned)."""
+        names = {i: n for n, i in self.network_ids.items()}
+        return [(names.get(net, f"#{net}"), mac, pid, None if peer is None else ip_str(peer),
+                 age, static, pinned)
                 for net, mac, pid, peer, age, static, pinned
                 in self.dp.fdb_entries(self.network_id(network))]
 

@@ -124,5 +124,6 @@ class Overlay:
         """A static entry: mac lives behind peer (never ages, not re-learned)."""
         self._need_overlay()
         net = self.network_of(network)
-        self.dataplane.fdb_add_remote(net.name, normalize_mac(mac), check_peer(peer))
-        return {"mac": normalize_mac(mac), "peer": peer}
+        mac = normalize_mac(mac)
+        self.dataplane.fdb_add_remote(net.name, mac, check_peer(peer))
+        return {"mac": mac, "peer": peer}

@@ -43,10 +43,11 @@ MAX_RATE = 10**13           # bits/s or bits: 10 Tbit/s is more than any port mo
 # A container id as CNI runtimes give it.
 CONTAINER_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
-# Interface names: what Linux accepts (IFNAMSIZ - 1 bytes), in a portable alphabet.
-IFNAMSIZ = 15
-IFNAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,14}$")
-IFNAME_RULE = "1-15 letters, digits, '.', '_' or '-', starting with a letter or digit"
+# Interface names: as long as Linux accepts (IFNAMSIZ less the final NUL), in
+# a portable alphabet.
+MAX_IFNAME_LEN = 15
+IFNAME_RE = re.compile(rf"^[A-Za-z0-9][A-Za-z0-9._-]{{0,{MAX_IFNAME_LEN - 1}}}$")
+IFNAME_RULE = f"1-{MAX_IFNAME_LEN} letters, digits, '.', '_' or '-', starting with a letter or digit"
 PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
 # Sizes on the wire. A pod's MTU is its IP packet; the tunnel adds the inner

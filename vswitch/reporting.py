@@ -65,11 +65,10 @@ def trace(switch: Switch, port_name: str, frame: bytes) -> dict:
 def fdb(switch: Switch, network: str | None = None) -> list[dict]:
     by_id = {p.port_id: p.name for p in switch.ports.values()}
     entries = switch.dataplane.fdb_entries(switch.network(network).name if network else None)
-    return sorted(({"network": e["network"], "mac": e["mac"],
-                    "port": by_id.get(e["port_id"], f"#{e['port_id']}") if e["peer"] is None
-                    else f"vxlan:{e['peer']}",
-                    "age": round(e["age"], 1), "static": e["static"], "pinned": e["pinned"]}
-                   for e in entries),
+    return sorted(({"network": net, "mac": mac,
+                    "port": by_id.get(pid, f"#{pid}") if peer is None else f"vxlan:{peer}",
+                    "age": round(age, 1), "static": static, "pinned": pinned}
+                   for net, mac, pid, peer, age, static, pinned in entries),
                   key=lambda e: (e["network"], e["port"], e["mac"]))
 
 
