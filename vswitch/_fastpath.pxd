@@ -15,6 +15,7 @@ include "_ports.pxd"
 include "_networks.pxd"
 include "_peers.pxd"
 include "_fdb.pxd"
+include "_neigh.pxd"
 include "_tunnel_tx.pxd"
 include "_tunnel_rx.pxd"
 include "_gro.pxd"
@@ -37,6 +38,7 @@ cdef class Datapath:
     cdef ports_t ports
     cdef networks_t networks
     cdef fdb_t fdb
+    cdef neigh_t neigh            # pod addresses the cluster knows: ARP answered here
     cdef peers_t peers
     cdef port_t tunnel            # the tunnel's own rx/tx counters
     cdef tunnel_tx_t tx

@@ -35,6 +35,7 @@ include "_capture.pxi"
 include "_counters.pxi"
 include "_fdb.pxi"
 include "_gro.pxi"
+include "_neigh.pxi"
 include "_networks.pxi"
 include "_offload.pxi"
 include "_peers.pxi"
@@ -94,7 +95,8 @@ cdef class Datapath:
                 or tunnel_tx_init(&self.tx) < 0
                 or tunnel_rx_init(&self.rx, self.slots, batch) < 0
                 or cap_init(&self.cap) < 0
-                or fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9), seed) < 0):
+                or fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9), seed) < 0
+                or neigh_init(&self.neigh, int.from_bytes(os.urandom(8), "little")) < 0):
             raise MemoryError()
         if fdb_max_per_port:
             self.fdb.max_per_port = fdb_max_per_port
@@ -110,6 +112,7 @@ cdef class Datapath:
         tunnel_rx_free(&self.rx)
         cap_free(&self.cap)
         fdb_destroy(&self.fdb)
+        neigh_free(&self.neigh)
         free(self.slots)
 
     # ------------------------------------------------------------- networks
@@ -124,13 +127,16 @@ cdef class Datapath:
         self.networks.mtu_of[network] = mtu
 
     def remove_network(self, int network):
-        """Forget a network whose ports are gone: its peers' memberships and
-        its FDB entries, static ones included."""
+        """Forget a network whose ports are gone: its peers' memberships,
+        its FDB entries (static ones included) and its neighbours."""
         self._declared(network)
         for ip, nets, *_ in self.peer_list():
             if network in nets:
                 self.remove_peer(ip, network)
         fdb_sweep(&self.fdb, SWEEP_NETWORK, network, 0, 0)
+        for ip in [self.neigh.slots[i].key & 0xFFFFFFFF for i in range(self.neigh.mask + 1)
+                   if self.neigh.slots[i].key >> 32 == <uint64_t>network]:
+            neigh_delete(&self.neigh, network, ip)
         self.networks.vni_of[network] = 0
         self.networks.mtu_of[network] = 0
 
@@ -389,6 +395,29 @@ cdef class Datapath:
                         e.kind != FDB_LEARNED, e.kind == FDB_PINNED))
         return out
 
+    # ------------------------------------------------------ neighbour table
+
+    def neigh_set(self, int network, uint32_t ip, uint64_t mac):
+        """(network, ip) has mac: ARP requests for ip from local ports are
+        answered with it (ip as an integer, as IPv4Address gives it)."""
+        self._declared(network)
+        if ip == 0 or mac == 0:
+            raise ValueError("address and MAC must not be 0")
+        if neigh_set(&self.neigh, network, ip, mac) < 0:
+            raise MemoryError()
+
+    def neigh_delete(self, int network, uint32_t ip):
+        """Forget (network, ip); returns whether it was known."""
+        return neigh_delete(&self.neigh, network, ip)
+
+    def neigh_lookup(self, int network, uint32_t ip):
+        """The MAC of (network, ip), or 0."""
+        return neigh_lookup(&self.neigh, network, ip)
+
+    @property
+    def neigh_count(self):
+        return self.neigh.count
+
     # ------------------------------------------------------------- counters
 
     def counters(self):
@@ -401,6 +430,8 @@ cdef class Datapath:
                       "max_per_port": self.fdb.max_per_port, "max_per_peer": self.fdb.max_per_peer}
         out["tunnel"] = port_counters(&self.tunnel)
         out["gro_merged"] = self.gro.merged
+        out["arp_suppressed"] = self.neigh.answered
+        out["neighbours"] = self.neigh.count
         return out
 
     @property
@@ -667,6 +698,14 @@ cdef class Datapath:
         if reason >= 0:
             self._drop_frame(inp, reason, in_id, frame, n)
             return
+        cdef uint64_t known_mac
+        if not from_tunnel:
+            known_mac = arp_request_target(&self.neigh, net, frame, n)
+            if known_mac:               # ARP suppression: answered here, nothing floods
+                self.neigh.answered += 1
+                self._send(inp, self.neigh.reply, arp_reply(&self.neigh, frame, known_mac),
+                           ARP_FRAME_LEN)
+                return
         cdef int64_t out = self._destination(in_id, net, frame, now)
         if out == DEST_LOOP:
             self._drop_frame(inp, DROP_LOOP, in_id, frame, n)

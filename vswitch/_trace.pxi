@@ -25,6 +25,10 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
                         {"step": "drop", "reason": DROP_NAMES[DROP_MAC_PINNED]}]
     steps.append({"step": "learn", "mac": mac_to_str(src),
                   "known_at": None if known < 0 else known, "moves": known >= 0 and known != port_id})
+    cdef uint64_t known_mac = arp_request_target(&dp.neigh, net, f, n)
+    if known_mac:
+        return steps + [{"step": "arp_suppression", "target": ".".join(map(str, f[38:42])),
+                         "mac": mac_to_str(known_mac), "verdict": "answered to the ingress port"}]
     cdef int64_t out = dp._destination(port_id, net, f, monotonic_ns())
     dst = mac_to_str(mac48(f))
     if out == DEST_LOOP:

@@ -136,6 +136,16 @@ class DataPlane:
         return net_id is not None and \
             self.dp.fdb_lookup(net_id, mac_value(mac)) >= PORT_PEER_BASE
 
+    # ------------------------------------------------------ neighbour table
+
+    def neigh_set(self, network: str, ip: ipaddress.IPv4Address, mac: str):
+        """ARP requests for ip in network are answered with mac (ARP suppression)."""
+        self.dp.neigh_set(self.network_ids[network], int(ip), mac_value(mac))
+
+    def neigh_delete(self, network: str, ip: ipaddress.IPv4Address) -> bool:
+        net_id = self.network_ids.get(network)
+        return net_id is not None and self.dp.neigh_delete(net_id, int(ip))
+
     # ---------------------------------------------------------------- peers
 
     def set_tunnel(self, t: TunnelSettings):

@@ -1,0 +1,137 @@
+# Neighbour table and ARP suppression (see _neigh.pxd): open addressing,
+# linear probing and backward-shift deletion, keyed multiply-shift hash.
+# The control plane fills it (cluster endpoints); the pipeline only reads
+# it. Growing (a rehash) is a control-plane operation, never per frame.
+
+
+cdef inline uint64_t neigh_key(uint16_t network, uint32_t ip) noexcept nogil:
+    return (<uint64_t>network << 32) | ip
+
+
+cdef inline uint64_t neigh_home(const neigh_t *t, uint64_t key) noexcept nogil:
+    return (key * t.multiplier) >> t.shift
+
+
+cdef int neigh_alloc(neigh_t *t, uint64_t capacity) noexcept nogil:
+    t.slots = <neigh_entry_t *>calloc(capacity, sizeof(neigh_entry_t))
+    if t.slots == NULL:
+        return -1
+    t.mask = capacity - 1
+    t.shift = 64
+    while capacity > 1:
+        capacity >>= 1
+        t.shift -= 1
+    t.count = 0
+    return 0
+
+
+cdef int neigh_init(neigh_t *t, uint64_t seed) noexcept nogil:
+    memset(t, 0, sizeof(neigh_t))
+    t.multiplier = seed | 1
+    return neigh_alloc(t, NEIGH_MIN_SLOTS)
+
+
+cdef void neigh_free(neigh_t *t) noexcept nogil:
+    free(t.slots)
+    t.slots = NULL
+
+
+cdef inline int64_t neigh_slot(const neigh_t *t, uint64_t key) noexcept nogil:
+    """The slot holding key, or the empty slot where it would go (the
+    table is never full: at most half its slots are used)."""
+    cdef uint64_t i = neigh_home(t, key)
+    while t.slots[i].key != 0 and t.slots[i].key != key:
+        i = (i + 1) & t.mask
+    return i
+
+
+cdef inline uint64_t neigh_lookup(const neigh_t *t, uint16_t network, uint32_t ip) noexcept nogil:
+    """The MAC of (network, ip), or 0 when unknown."""
+    cdef neigh_entry_t *e = &t.slots[neigh_slot(t, neigh_key(network, ip))]
+    return e.mac if e.key != 0 else 0
+
+
+cdef int neigh_set(neigh_t *t, uint16_t network, uint32_t ip, uint64_t mac) noexcept nogil:
+    """Add or overwrite an entry (doubling the table past half full); -1: no memory."""
+    cdef neigh_t bigger
+    cdef uint64_t i
+    cdef neigh_entry_t *e
+    if 2 * (t.count + 1) > t.mask + 1:
+        bigger = t[0]
+        if neigh_alloc(&bigger, 2 * (t.mask + 1)) < 0:
+            return -1
+        for i in range(t.mask + 1):
+            if t.slots[i].key != 0:
+                bigger.slots[neigh_slot(&bigger, t.slots[i].key)] = t.slots[i]
+                bigger.count += 1
+        free(t.slots)
+        t[0] = bigger
+    e = &t.slots[neigh_slot(t, neigh_key(network, ip))]
+    if e.key == 0:
+        t.count += 1
+    e.key = neigh_key(network, ip)
+    e.mac = mac
+    return 0
+
+
+cdef bint neigh_delete(neigh_t *t, uint16_t network, uint32_t ip) noexcept nogil:
+    """Remove an entry (backward shift: no tombstones); whether it was there."""
+    cdef uint64_t i = neigh_slot(t, neigh_key(network, ip)), j, home
+    if t.slots[i].key == 0:
+        return False
+    j = i
+    while True:
+        j = (j + 1) & t.mask
+        if t.slots[j].key == 0:
+            break
+        home = neigh_home(t, t.slots[j].key)
+        # Move j back into the hole at i unless its home lies after i (cyclically).
+        if ((j - home) & t.mask) >= ((j - i) & t.mask):
+            t.slots[i] = t.slots[j]
+            i = j
+    t.slots[i].key = 0
+    t.slots[i].mac = 0
+    t.count -= 1
+    return True
+
+
+cdef inline uint64_t arp_request_target(const neigh_t *t, uint16_t network,
+                                        const unsigned char *frame, ssize_t n) noexcept nogil:
+    """For an untagged IPv4-over-Ethernet ARP request whose target the table
+    knows, that target's MAC; else 0. Gratuitous ARP and probes (sender
+    0.0.0.0 or the target itself, RFC 5227) are left to flood: they ask
+    whether anyone else has the address."""
+    if t.count == 0 or n < ARP_FRAME_LEN or be16(frame + 12) != ETH_P_ARP:
+        return 0
+    cdef const unsigned char *arp = frame + ETH_HLEN
+    if be32(arp) != 0x00010800 or arp[4] != 6 or arp[5] != 4 or be16(arp + 6) != 1:
+        return 0
+    cdef uint32_t spa = be32(arp + 14), tpa = be32(arp + 24)
+    if spa == 0 or spa == tpa:
+        return 0
+    return neigh_lookup(t, network, tpa)
+
+
+cdef inline void put_mac(unsigned char *p, uint64_t mac) noexcept nogil:
+    cdef int k
+    for k in range(6):
+        p[k] = (mac >> (40 - 8 * k)) & 0xFF
+
+
+cdef unsigned char *arp_reply(neigh_t *t, const unsigned char *request,
+                              uint64_t target_mac) noexcept nogil:
+    """The answer to an ARP request (checked by arp_request_target) in
+    t.reply, after its zero virtio-net header: target_mac has the target
+    address. Returns where the Ethernet frame starts."""
+    cdef unsigned char *f = t.reply + VNET_HLEN
+    cdef const unsigned char *req = request + ETH_HLEN
+    memset(t.reply, 0, VNET_HLEN)
+    memcpy(f, request + 6, 6)                   # to the asker
+    put_mac(f + 6, target_mac)
+    put16(f + 12, ETH_P_ARP)
+    memcpy(f + ETH_HLEN, req, 6)                # htype, ptype, hlen, plen
+    put16(f + ETH_HLEN + 6, 2)                  # reply
+    put_mac(f + ETH_HLEN + 8, target_mac)       # sender: the target
+    memcpy(f + ETH_HLEN + 14, req + 24, 4)
+    memcpy(f + ETH_HLEN + 18, req + 8, 10)      # target: the asker's MAC and address
+    return f
