@@ -93,6 +93,13 @@ class Api:
             ("POST", "capture"): self.capture,
             ("POST", "trace"): self.trace,
             ("POST", "reload"): self.reload,
+            ("GET", "cluster"): self.cluster_status,
+            ("GET", "networks"): self.list_networks,
+            ("POST", "networks"): self.create_network,
+            ("DELETE", "networks/*"): self.delete_network,
+            ("GET", "nodes"): self.list_nodes,
+            ("DELETE", "nodes/*"): self.remove_node,
+            ("GET", "ipam/blocks"): self.ipam_blocks,
             ("POST", "stop"): self.stop,
         }
 
@@ -169,6 +176,44 @@ class Api:
     async def check_attachment(self, query, body, arg):
         return await self.attachments.check(
             **_string_fields(body, ("container_id", "ifname", "netns"), ()))
+
+    # ------------------------------------------------------------- cluster
+
+    @property
+    def cluster(self):
+        if self.switch.cluster is None:
+            raise Conflict("this node runs in static mode: networks, nodes and blocks are "
+                           "cluster-mode verbs (see [cluster] in the README)")
+        return self.switch.cluster
+
+    async def cluster_status(self, query, body, arg):
+        return self.cluster.status()
+
+    async def list_networks(self, query, body, arg):
+        return self.cluster.list_networks()
+
+    async def create_network(self, query, body, arg):
+        if not isinstance(body, dict):
+            raise ApiError("expected a JSON object")
+        unknown = set(body) - {"name", "vni", "subnet", "block_size", "mtu"}
+        if unknown:
+            raise ApiError(f"unknown field {sorted(unknown)[0]!r}")
+        for key in ("name", "vni", "subnet"):
+            if key not in body:
+                raise ApiError(f"field {key!r} is required")
+        return await self.cluster.create_network(**body)
+
+    async def delete_network(self, query, body, name):
+        return await self.cluster.delete_network(name)
+
+    async def list_nodes(self, query, body, arg):
+        return self.cluster.node_list()
+
+    async def remove_node(self, query, body, name):
+        return await self.cluster.remove_node(name)
+
+    async def ipam_blocks(self, query, body, arg):
+        return self.cluster.block_list()
 
     async def show_ipam(self, query, body, arg):
         return await self.attachments.show(query.get("network"))

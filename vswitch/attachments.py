@@ -10,7 +10,7 @@ import hashlib
 import ipaddress
 import logging
 
-from .errors import Busy, CheckFailed, Conflict, InvalidRequest
+from .errors import Busy, CheckFailed, Conflict, Exhausted, InvalidRequest
 from .ipam import Allocation, gateway
 from .netns import netns_id
 from .protocol import CONTAINER_ID_RE, MIN_MTU
@@ -94,9 +94,7 @@ class Attachments:
                 if self.switch.mac_in_use(net, mac):
                     raise Conflict(f"MAC {mac} is already used in network {net.name!r}",
                                    kind="unavailable")
-                alloc = await self.db(
-                    self.ipam.allocate, net, *key, netns, cni_network, mac, requested_ip,
-                    set(self.switch.addresses_in_use(net).values()))
+                alloc = await self._allocate(net, key, netns, cni_network, mac, requested_ip)
                 created = True
             address = ipaddress.IPv4Interface(f"{alloc.ip}/{net.subnet.prefixlen}")
             try:
@@ -111,6 +109,20 @@ class Attachments:
             return self.result(alloc, port)
         finally:
             self._busy.discard(key)
+
+    async def _allocate(self, net, key, netns, cni_network, mac, requested_ip) -> Allocation:
+        """An address from the blocks this node holds; when they are full,
+        one more block if the node can get one (cluster mode), and again."""
+        async def allocate():
+            return await self.db(self.ipam.allocate, net, *key, netns, cni_network, mac,
+                                 requested_ip, set(self.switch.addresses_in_use(net).values()),
+                                 await self.switch.addresses.blocks(net))
+        try:
+            return await allocate()
+        except Exhausted:
+            if requested_ip is not None or not await self.switch.addresses.more(net):
+                raise
+        return await allocate()
 
     @staticmethod
     def _same_request(alloc: Allocation, network: str, ip, mac):
@@ -198,11 +210,14 @@ class Attachments:
             entry["port"] = port.name if port else None
             entry["state"] = port.state if port else "detached"
             allocations.append(entry)
+        held = [self.switch.addresses.held(n) for n in nets]
         free = [await self.db(self.ipam.free_count, n,
-                              set(self.switch.addresses_in_use(n).values())) for n in nets]
-        return {"networks": [{"name": n.name, "subnet": str(n.subnet), "block": str(n.block),
+                              set(self.switch.addresses_in_use(n).values()), blocks)
+                for n, blocks in zip(nets, held)]
+        return {"networks": [{"name": n.name, "subnet": str(n.subnet),
+                              "block": ", ".join(map(str, blocks)) or None,
                               "gateway": str(gateway(n)), "host_port": n.host_port, "free": f}
-                             for n, f in zip(nets, free)],
+                             for n, f, blocks in zip(nets, free, held)],
                 "allocations": allocations}
 
 

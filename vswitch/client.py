@@ -174,3 +174,26 @@ class Client:
 
     def trace(self, port, frame: bytes):
         return self.request("POST", "trace", {"port": port, "frame": frame.hex()})
+
+    def cluster_status(self):
+        return self.request("GET", "cluster")
+
+    def networks(self):
+        return self.request("GET", "networks")
+
+    def create_network(self, name, vni, subnet, block_size=None, mtu=None):
+        body = {"name": name, "vni": vni, "subnet": subnet}
+        body.update({k: v for k, v in (("block_size", block_size), ("mtu", mtu)) if v is not None})
+        return self.request("POST", "networks", body)
+
+    def delete_network(self, name):
+        return self.request("DELETE", "networks/" + quote(name, safe=""))
+
+    def nodes(self):
+        return self.request("GET", "nodes")
+
+    def remove_node(self, name):
+        return self.request("DELETE", "nodes/" + quote(name, safe=""))
+
+    def ipam_blocks(self):
+        return self.request("GET", "ipam/blocks")

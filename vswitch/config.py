@@ -14,6 +14,7 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from .protocol import (
     CAPTURE_POINTS,
@@ -49,6 +50,8 @@ class NetworkConfig:
     mtu: int
     gateway: ipaddress.IPv4Address | None = None   # None: the block's first address
     host_port: str | None = None                    # host-side interface name, if any
+    block_size: int | None = None   # cluster networks: the prefix length of the blocks nodes
+                                    # claim (block is then the whole subnet)
 
 
 @dataclass(frozen=True)
@@ -60,6 +63,19 @@ class OverlayConfig:
     learn_peers: bool = False
     max_learned_peers: int = 64        # learn_peers: how many peers it may add at most
     peer_aging_time: float = 300.0     # ... and how long they live unheard
+
+
+@dataclass(frozen=True)
+class ClusterConfig:
+    etcd: tuple[str, ...]                  # endpoint URLs, http:// or https://
+    prefix: str = "/vswitch"               # every key lives under it
+    ca_file: str | None = None             # TLS: the CA that signed etcd's certificate
+    cert_file: str | None = None           # ... and this node's client certificate and key
+    key_file: str | None = None
+    lease_ttl: int = 15                    # seconds the node record outlives its last renewal
+    grace_period: float = 86400.0          # a dead node's blocks stay reserved this long
+    max_blocks: int = 16                   # address blocks per network one node may hold
+    block_release_after: float = 300.0     # an extra empty block goes back after this long
 
 
 @dataclass(frozen=True)
@@ -89,6 +105,7 @@ class Config:
     overlay: OverlayConfig | None = None
     hooks: tuple[HookConfig, ...] = ()
     metrics_listen: str | None = None        # "HOST:PORT" of the Prometheus endpoint
+    cluster: ClusterConfig | None = None     # cluster mode: networks and peers from etcd
 
     def network(self, name: str) -> NetworkConfig | None:
         return next((n for n in self.networks if n.name == name), None)
@@ -194,8 +211,17 @@ def parse(data: dict) -> Config:
                                   "must be 0..10000 microseconds"),
         offloads=datapath.get("offloads", bool, True),
     )
-    raw_networks = top.get("network", list, [DEFAULT_NETWORK])
-    if not raw_networks:
+    cluster = None
+    if "cluster" in data:
+        cluster = _cluster(top.get("cluster", dict, None))
+        if cfg["mode"] != "overlay" and "mode" in node.data:
+            raise ConfigError("node.mode", 'must be "overlay" in cluster mode (or left out)')
+        if "network" in data:
+            raise ConfigError("network", "networks are cluster-wide in cluster mode: create them "
+                              "with `vswitchctl network create`")
+        cfg["mode"] = "overlay"
+    raw_networks = [] if cluster else top.get("network", list, [DEFAULT_NETWORK])
+    if not raw_networks and not cluster:
         raise ConfigError("network", "at least one [[network]] is required")
     networks = tuple(_network(n, i) for i, n in enumerate(raw_networks))
     for i, n in enumerate(networks):
@@ -209,7 +235,7 @@ def parse(data: dict) -> Config:
                                   f"{n.host_port!r} already used by {other.name!r}")
     overlay = None
     if cfg["mode"] == "overlay":
-        overlay = _overlay(top.get("overlay", dict, None))
+        overlay = _overlay(top.get("overlay", dict, {} if cluster else None), bool(cluster))
         for i, n in enumerate(networks):
             if n.mtu + VXLAN_OVERHEAD > overlay.underlay_mtu:
                 raise ConfigError(f"network[{i}].mtu", f"{n.mtu} + {VXLAN_OVERHEAD} bytes of VXLAN "
@@ -222,7 +248,55 @@ def parse(data: dict) -> Config:
                          '"127.0.0.1:9477"')
     for t in (node, fdb, datapath, metrics, top):
         t.done()
-    return Config(networks=networks, overlay=overlay, hooks=hooks, metrics_listen=listen, **cfg)
+    return Config(networks=networks, overlay=overlay, hooks=hooks, metrics_listen=listen,
+                  cluster=cluster, **cfg)
+
+
+def _cluster(data) -> ClusterConfig:
+    t = _Table(data, "cluster")
+    endpoints = t.get("etcd", list, None)
+    if not endpoints:
+        raise ConfigError(t.key("etcd"), 'is required: a list of etcd endpoint URLs, e.g. '
+                          '["http://192.0.2.10:2379"]')
+    for url in endpoints:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname \
+                or parts.path not in ("", "/"):
+            raise ConfigError(t.key("etcd"), f"{url!r} is not an http:// or https:// URL "
+                              "of an etcd endpoint (scheme://host:port)")
+        try:
+            parts.port
+        except ValueError:
+            raise ConfigError(t.key("etcd"), f"{url!r} has a bad port") from None
+    files = {k: t.get(k, str, None, lambda v: v.startswith("/"), "must be an absolute path")
+             for k in ("ca_file", "cert_file", "key_file")}
+    for k, path in files.items():
+        if path is not None and not Path(path).is_file():
+            raise ConfigError(t.key(k), f"{path} is not a readable file")
+    if bool(files["cert_file"]) != bool(files["key_file"]):
+        raise ConfigError(t.key("key_file" if files["cert_file"] else "cert_file"),
+                          "cert_file and key_file go together")
+    tls = any(files.values())
+    for url in endpoints:
+        if tls != url.startswith("https://"):
+            raise ConfigError(t.key("etcd"), f"{url!r}: use https:// URLs with ca_file, "
+                              "cert_file and key_file, and http:// without them")
+    config = ClusterConfig(
+        etcd=tuple(endpoints),
+        prefix=t.get("prefix", str, "/vswitch", PREFIX_RE.match,
+                     'must be a key prefix like "/vswitch" (letters, digits, "/", "-", "_")'),
+        lease_ttl=t.get("lease_ttl", int, 15, lambda v: 2 <= v <= 3600, "must be 2..3600 seconds"),
+        grace_period=t.get("grace_period", float, 86400.0, lambda v: 0 <= v <= 365 * 86400,
+                           "must be 0..31536000 seconds"),
+        max_blocks=t.get("max_blocks", int, 16, lambda v: 1 <= v <= 4096, "must be 1..4096"),
+        block_release_after=t.get("block_release_after", float, 300.0,
+                                  lambda v: 0 <= v <= 86400 * 30, "must be 0..2592000 seconds"),
+        **files)
+    t.done()
+    return config
+
+
+PREFIX_RE = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
 
 
 def _host_port(text: str) -> bool:
@@ -268,11 +342,16 @@ def _peer(table: _Table, key: str, text) -> ipaddress.IPv4Address:
     return addr
 
 
-def _overlay(data) -> OverlayConfig:
+def _overlay(data, cluster: bool = False) -> OverlayConfig:
     if data is None:
         raise ConfigError("overlay", 'is required with node.mode = "overlay" (at least vtep_ip)')
     t = _Table(data, "overlay")
     vtep = t.get("vtep_ip", str, None)
+    if vtep is None and cluster:
+        vtep = default_route_address()
+        if vtep is None:
+            raise ConfigError(t.key("vtep_ip"), "not set, and no IPv4 default route with an "
+                              "address to take it from")
     if vtep is None:
         raise ConfigError(t.key("vtep_ip"), "is required in overlay mode")
     peers = t.get("peers", list, [])
@@ -294,6 +373,20 @@ def _overlay(data) -> OverlayConfig:
         raise ConfigError(t.key("peers"), f"lists this node's own vtep_ip {config.vtep_ip}")
     t.done()
     return config
+
+
+def default_route_address() -> str | None:
+    """This node's underlay address when none is configured: the source
+    address of the IPv4 default route, or the first address of its interface."""
+    from pyroute2 import IPRoute     # only when needed: netlink at config time is rare
+    with IPRoute() as ipr:
+        for route in ipr.get_default_routes(family=socket.AF_INET):
+            src = route.get_attr("RTA_PREFSRC")
+            if src:
+                return src
+            for addr in ipr.get_addr(family=socket.AF_INET, index=route.get_attr("RTA_OIF")):
+                return addr.get_attr("IFA_ADDRESS")
+    return None
 
 
 def load(path: str | None) -> Config:

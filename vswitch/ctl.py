@@ -91,6 +91,37 @@ def show_stats(s):
     return text
 
 
+def _when(t) -> str:
+    import time
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(t)) if t else "-"
+
+
+def show_nodes(nodes):
+    return _table([[n["name"] + (" (this)" if n["self"] else ""), n["state"], n["vtep"] or "-",
+                    ",".join(n["blocks"]) or "-", n["pods"],
+                    "now" if n["state"] == "alive" else f"gone since {_when(n['gone_since'])}"]
+                   for n in nodes], ["NODE", "STATE", "VTEP", "BLOCKS", "PODS", "LAST_SEEN"])
+
+
+def show_cluster(s):
+    state = f"connected to {s['endpoint']}" if s["connected"] else \
+        f"DISCONNECTED since {_when(s['since'])}: {s['error']}"
+    lines = [f"node {s['node']}  vtep {s['vtep']}  etcd {', '.join(s['etcd'])}",
+             f"{state}",
+             f"lease {s['lease']}  proven for {s['lease_proven_for']:g}s  "
+             f"can allocate {'yes' if s['can_allocate'] else 'NO'}"
+             + ("  FENCED" if s["fenced"] else ""),
+             f"revision {s['revision']}  events applied {s['events_applied']}  last event "
+             + (f"{s['last_event']['key']} at {_when(s['last_event']['time'])}"
+                if s["last_event"] else "-"),
+             f"nodes {s['nodes']}  networks {s['networks']}  endpoints {s['endpoints']}",
+             "blocks held: " + ("; ".join(f"{n}: {', '.join(b)}" for n, b in
+                                          s["blocks_held"].items()) or "-"),
+             "counters: " + "  ".join(f"{k}={v}" for k, v in s["counters"].items())]
+    lines += [f"incident {_when(i['time'])}: {i['what']}" for i in s["incidents"]]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a verb's own --json must not reset one given before the verb.
@@ -184,6 +215,31 @@ def build_parser() -> argparse.ArgumentParser:
         "--network")
     ipam.add_parser("gc", parents=[common],
                     help="release allocations whose pod namespace is gone")
+    ipam.add_parser("blocks", parents=[common], help="address blocks, cluster-wide (cluster)")
+
+    network = sub.add_parser("network", help="cluster-wide networks (cluster)").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    create = network.add_parser("create", parents=[common], help="create a network everywhere")
+    create.add_argument("name")
+    create.add_argument("--vni", type=int, required=True)
+    create.add_argument("--subnet", required=True, help="IPv4 CIDR, carved into blocks")
+    create.add_argument("--block-size", type=int, default=26,
+                        help="prefix length of the blocks nodes claim (default 26: 64 addresses)")
+    create.add_argument("--mtu", type=int, help="pod MTU (default: underlay MTU - 50)")
+    network.add_parser("delete", parents=[common], help="delete a network everywhere").add_argument(
+        "name")
+    network.add_parser("list", parents=[common], help="networks of the cluster")
+
+    node = sub.add_parser("node", help="nodes of the cluster (cluster)").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    node.add_parser("list", parents=[common], help="every node, VTEP, blocks, pods")
+    node.add_parser("remove", parents=[common],
+                    help="a dead node is gone for good: free its blocks now").add_argument("name")
+
+    cluster = sub.add_parser("cluster", help="this node's view of the cluster").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    cluster.add_parser("status", parents=[common],
+                       help="etcd connection, lease, revision, last event")
     return p
 
 
@@ -301,8 +357,30 @@ def run(args, client: Client):
     if verb == "ipam":
         if action == "show":
             return client.ipam(args.network), show_ipam
+        if action == "blocks":
+            return client.ipam_blocks(), lambda r: _table(
+                [[b["network"], b["block"], b["node"], b["endpoints"],
+                  "alive" if b["alive"] else "gone"] for b in r],
+                ["NETWORK", "BLOCK", "NODE", "ENDPOINTS", "NODE_STATE"])
         return client.ipam_gc(), lambda r: f"{len(r['released'])} allocations released" + "".join(
             f"\n  {a['network']} {a['ip']} {a['container_id']}/{a['ifname']}" for a in r["released"])
+    if verb == "network":
+        if action == "create":
+            return client.create_network(args.name, args.vni, args.subnet, args.block_size,
+                                         args.mtu), lambda r: f"network {r['name']} created"
+        if action == "delete":
+            return client.delete_network(args.name), lambda r: f"network {r['deleted']} deleted"
+        return client.networks(), lambda r: _table(
+            [[n["name"], n["vni"], n["subnet"], f"/{n['block_size']}", n["mtu"], n["blocks"],
+              n["endpoints"], "yes" if n["joined"] else "no"] for n in r],
+            ["NAME", "VNI", "SUBNET", "BLOCKS_OF", "MTU", "BLOCKS", "ENDPOINTS", "JOINED"])
+    if verb == "node":
+        if action == "remove":
+            return client.remove_node(args.name), \
+                lambda r: f"node {r['removed']} removed, {r['blocks_released']} blocks released"
+        return client.nodes(), show_nodes
+    if verb == "cluster":
+        return client.cluster_status(), show_cluster
     if action == "show":
         return client.fdb(args.network), show_fdb
     if action == "add":

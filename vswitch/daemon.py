@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -17,6 +18,7 @@ import sys
 import uvloop
 
 from . import __version__, api, metrics, reporting
+from .cluster import Cluster, NameTaken
 from .config import Config, ConfigError, load
 from .errors import ReloadRefused
 from .switch import Switch
@@ -67,8 +69,10 @@ class Service:
     """The running daemon: the switch, its API, and its dealings with the
     service manager (readiness, watchdog, reload, stop)."""
 
-    def __init__(self, config: Config, config_path: str | None, switch: Switch):
+    def __init__(self, config: Config, config_path: str | None, switch: Switch,
+                 cluster: Cluster | None = None):
         self.config, self.config_path, self.switch = config, config_path, switch
+        self.cluster = cluster
         self.notifier = Notifier()
         self.stopping = asyncio.Event()
         self.remove_ports = False
@@ -106,6 +110,8 @@ class Service:
                     new = load(self.config_path)
                 except ConfigError as e:
                     raise ReloadRefused(f"config error: {e}") from None
+                if new.cluster:             # networks are the cluster's, not the file's
+                    new = dataclasses.replace(new, networks=self.switch.config.networks)
                 self.switch.check_reload(new)       # before anything changes
                 if new.metrics_listen != self.config.metrics_listen:
                     try:
@@ -155,6 +161,9 @@ class Service:
         tasks = [asyncio.create_task(periodic("fdb sweep", FDB_SWEEP_INTERVAL, switch.expire_fdb)),
                  asyncio.create_task(periodic("housekeeping", HOUSEKEEPING_INTERVAL,
                                               switch.check_namespaces, switch.overlay.expire_peers))]
+        if self.cluster:
+            tasks.append(asyncio.create_task(periodic("cluster", HOUSEKEEPING_INTERVAL,
+                                                      self.cluster.housekeeping)))
         if self.notifier.watchdog_interval:
             # On the event loop: if the loop is stuck, the keep-alives stop and
             # the service manager restarts us. The status line is a step of
@@ -174,6 +183,8 @@ class Service:
                      "; pod interfaces stay for the next start")
             for task in tasks:
                 task.cancel()
+            if self.cluster:
+                await self.cluster.close()
             server.close()
             if self.metrics_server:
                 self.metrics_server.close()
@@ -193,13 +204,20 @@ async def serve(config: Config, config_path: str | None = None) -> int:
     except ConfigError as e:    # what the config names cannot be had: an address, a directory
         print(f"vswitchd: config error: {e}", file=sys.stderr)
         return 2
+    cluster = Cluster(config, switch) if config.cluster else None
     try:
+        if cluster:                 # its networks first: the ports re-attach into them
+            await cluster.restore()
         await switch.start()
-    except ConfigError as e:
+        if cluster:
+            await cluster.start()
+    except (ConfigError, NameTaken) as e:
         switch.close()
-        print(f"vswitchd: config error: {e}", file=sys.stderr)
+        print(f"vswitchd: {'config' if isinstance(e, ConfigError) else 'cluster'} error: {e}",
+              file=sys.stderr)
         return 2
-    return await Service(config, config_path, switch).run()
+    switch.cluster = cluster
+    return await Service(config, config_path, switch, cluster).run()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,5 +1,7 @@
 """IP address management: each network hands out addresses from this node's
-block, keyed by (container id, ifname), in the daemon's SQLite state.
+blocks (static mode: the configured block; cluster mode: the blocks the node
+claimed in etcd), keyed by (container id, ifname), in the daemon's SQLite
+state.
 
 Durability: WAL with synchronous=FULL and one transaction per change, so
 an allocation is on disk before its address is used; a crash at any point
@@ -11,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
 from .config import NetworkConfig
@@ -55,6 +57,28 @@ def reserved(net: NetworkConfig) -> set[ipaddress.IPv4Address]:
             net.block.network_address, net.block.broadcast_address, gateway(net)}
 
 
+class StaticBlocks:
+    """Where a network's addresses come from in static mode: its configured
+    block, which never grows. (Cluster mode: cluster.Cluster, with the
+    same methods.)"""
+
+    def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
+        """The blocks this node holds."""
+        return [net.block]
+
+    async def blocks(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
+        """The blocks to allocate from now."""
+        return self.held(net)
+
+    async def more(self, net: NetworkConfig) -> bool:
+        """Get another block when these are full; False: there is none."""
+        return False
+
+    def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address) -> bool:
+        """Whether this node may give ip to a port it makes by hand."""
+        return True
+
+
 class Ipam:
     """Allocations, kept in the daemon's State database."""
 
@@ -86,18 +110,27 @@ class Ipam:
         return any(self.db.execute(f"SELECT 1 FROM {table} WHERE network=? AND mac=?",
                                    (network, mac)).fetchone() for table in ("allocations", "ports"))
 
-    def free_count(self, net: NetworkConfig, in_use: Iterable[ipaddress.IPv4Address] = ()) -> int:
+    def free_count(self, net: NetworkConfig, in_use: Iterable[ipaddress.IPv4Address] = (),
+                   blocks: Sequence[ipaddress.IPv4Network] | None = None) -> int:
         taken = self.used(net.name) | reserved(net) | set(in_use)
-        return net.block.num_addresses - sum(ip in net.block for ip in taken)
+        blocks = [net.block] if blocks is None else blocks
+        return sum(b.num_addresses - sum(ip in b for ip in taken) for b in blocks)
+
+    def count_in(self, network: str, block: ipaddress.IPv4Network) -> int:
+        """Addresses of block allocated or held by a port record."""
+        return sum(ip in block for ip in self.used(network))
 
     # ------------------------------------------------------------- changes
 
     def allocate(self, net: NetworkConfig, container_id: str, ifname: str, netns: str,
                  cni_network: str, mac: str, ip: ipaddress.IPv4Address | None = None,
-                 in_use: Iterable[ipaddress.IPv4Address] = ()) -> Allocation:
+                 in_use: Iterable[ipaddress.IPv4Address] = (),
+                 blocks: Sequence[ipaddress.IPv4Network] | None = None) -> Allocation:
         """A new allocation, committed before it returns. ip: a requested
         static address; in_use: addresses held outside IPAM (ports added
-        by hand), which are never handed out either."""
+        by hand), which are never handed out either; blocks: where
+        addresses come from (None: the network's configured block)."""
+        blocks = [net.block] if blocks is None else sorted(blocks)
         with self._transaction():
             if self.get(container_id, ifname):
                 raise InvalidRequest(f"{container_id}/{ifname} already has an address", kind="invalid")
@@ -105,9 +138,9 @@ class Ipam:
             if self.mac_used(net.name, mac):
                 raise Conflict(f"MAC {mac} is already used in network {net.name!r}", kind="unavailable")
             if ip is not None:
-                self._check_static(net, ip, used)
+                self._check_static(net, ip, used, blocks)
             else:
-                ip = self._next_free(net, used)
+                ip = self._next_free(net, used, blocks)
             alloc = Allocation(container_id, ifname, net.name, ip, mac, netns, cni_network,
                                time.time())
             self.db.execute(f"INSERT INTO allocations ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
@@ -130,10 +163,11 @@ class Ipam:
                                 (container_id, ifname))
         return alloc
 
-    def _check_static(self, net: NetworkConfig, ip: ipaddress.IPv4Address, used):
-        if ip not in net.block:
-            raise Conflict(f"address {ip} is outside this node's block {net.block} "
-                           f"of network {net.name!r}", kind="unavailable")
+    def _check_static(self, net: NetworkConfig, ip: ipaddress.IPv4Address, used, blocks):
+        if not any(ip in b for b in blocks):
+            raise Conflict(f"address {ip} is outside this node's blocks "
+                           f"({', '.join(map(str, blocks)) or 'none'}) of network {net.name!r}",
+                           kind="unavailable")
         if ip in reserved(net):
             raise Conflict(f"address {ip} is reserved (network, broadcast or gateway)",
                            kind="unavailable")
@@ -141,14 +175,27 @@ class Ipam:
             raise Conflict(f"address {ip} is already in use in network {net.name!r}",
                            kind="unavailable")
 
-    def _next_free(self, net: NetworkConfig, used) -> ipaddress.IPv4Address:
-        base, size = int(net.block.network_address), net.block.num_addresses
+    def _next_free(self, net: NetworkConfig, used, blocks) -> ipaddress.IPv4Address:
+        """The first free address after the network's cursor, going round
+        the blocks (in address order) as if they were one range."""
+        spans = [(int(b.network_address), b.num_addresses) for b in blocks]
+        size = sum(n for _, n in spans)
         row = self.db.execute("SELECT last_ip FROM cursors WHERE network=?", (net.name,)).fetchone()
-        start = int(ipaddress.IPv4Address(row[0])) - base + 1 if row else 0
+        start, offset = 0, 0
+        cursor = int(ipaddress.IPv4Address(row[0])) if row else None
+        for base, n in spans:
+            if cursor is not None and base <= cursor < base + n:
+                start = offset + cursor - base + 1
+            offset += n
         skip = {int(ip) for ip in reserved(net) | used}
         for k in range(size):
-            ip = base + (start + k) % size
-            if ip not in skip:
-                return ipaddress.IPv4Address(ip)
-        raise Exhausted(f"no free address left in block {net.block} of network {net.name!r}",
+            index = (start + k) % size
+            for base, n in spans:
+                if index < n:
+                    break
+                index -= n
+            if base + index not in skip:
+                return ipaddress.IPv4Address(base + index)
+        raise Exhausted(f"no free address left in block{'s' if len(blocks) > 1 else ''} "
+                        f"{', '.join(map(str, blocks)) or '(none held)'} of network {net.name!r}",
                         kind="exhausted")

@@ -55,6 +55,18 @@ CREATE TABLE IF NOT EXISTS ports (
     rates        TEXT NOT NULL DEFAULT '{}',  -- JSON: rate limits in bits/s and bits
     netns_id     TEXT              -- JSON [st_dev, st_ino] of the namespace it was made in
 );
+-- Cluster mode: the address blocks this node holds (its mirror of etcd, so
+-- that it allocates while etcd is away and after a restart), and what it
+-- last knew of the cluster (its lease, networks, nodes) to start from.
+CREATE TABLE IF NOT EXISTS cluster_blocks (
+    network TEXT NOT NULL,
+    cidr    TEXT NOT NULL,
+    PRIMARY KEY (network, cidr)
+);
+CREATE TABLE IF NOT EXISTS cluster_cache (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL              -- JSON
+);
 """
 
 
@@ -182,6 +194,29 @@ class State:
             except (ValueError, TypeError) as e:
                 out.append((r[0], e))
         return out
+
+
+# ------------------------------------------------------------- cluster mode
+
+def held_blocks(db: sqlite3.Connection) -> list[tuple[str, str]]:
+    return db.execute("SELECT network, cidr FROM cluster_blocks ORDER BY network, cidr").fetchall()
+
+
+def hold_block(state: "State", network: str, cidr: str, held: bool):
+    with state.transaction():
+        state.db.execute("INSERT OR IGNORE INTO cluster_blocks VALUES (?, ?)" if held else
+                         "DELETE FROM cluster_blocks WHERE network=? AND cidr=?", (network, cidr))
+
+
+def cached(db: sqlite3.Connection, key: str, default=None):
+    row = db.execute("SELECT value FROM cluster_cache WHERE key=?", (key,)).fetchone()
+    return json.loads(row[0]) if row else default
+
+
+def cache(state: "State", key: str, value):
+    with state.transaction():
+        state.db.execute("INSERT OR REPLACE INTO cluster_cache VALUES (?, ?)",
+                         (key, json.dumps(value)))
 
 
 class _Transaction:

@@ -18,7 +18,7 @@ from .config import Config, ConfigError, NetworkConfig
 from .datapath import PORT_TUNNEL, DataPlane
 from .errors import Conflict, Exhausted, InvalidRequest, NamespaceGone, NotFound, VswitchError
 from .hooks import Hooks
-from .ipam import Ipam, gateway
+from .ipam import Ipam, StaticBlocks, gateway
 from .netns import fd_identity, netns_id
 from .overlay import Overlay
 from .protocol import MAX_MTU, MAX_RATE, MIN_MTU, PORT_COUNTERS, PORT_NAME_RE, RATE_KEYS
@@ -99,6 +99,10 @@ class Switch:
         except (OSError, sqlite3.Error) as e:
             raise ConfigError("node.state_dir", f"cannot open the state database: {e}") from None
         self.ipam = Ipam(self.state)
+        self.addresses = StaticBlocks()      # cluster mode: the Cluster, which claims blocks
+        self.observer = None                 # cluster mode: told of ports coming and going
+        self.cluster = None                  # cluster mode: the Cluster (for its API verbs)
+        self._reload_lock = asyncio.Lock()
         self.captures = Captures(self)
         self.hooks: Hooks | None = None
         self.overlay = Overlay(config, self.dataplane, self.network)
@@ -109,6 +113,7 @@ class Switch:
             raise
         loop.add_reader(self.dataplane.fileno(), self._poll)
         self.started = time.monotonic()
+        self.started_at = time.time()
 
     async def start(self):
         """Make (or re-open) the host ports, and re-attach the pod ports a
@@ -131,10 +136,12 @@ class Switch:
         """A recorded port that did not come back: listed as lost (with the
         error) until deleted; its record stays for the next start."""
         counters = dict.fromkeys(PORT_COUNTERS, 0)
+        unknown = NetworkConfig("?", 0, ipaddress.IPv4Network("0.0.0.0/32"),
+                                ipaddress.IPv4Network("0.0.0.0/32"), 0)
         if not isinstance(rec, PortRecord):
-            return Port(name, "?", "?", self.config.networks[0], "?", [], None, -1, 0,
+            return Port(name, "?", "?", unknown, "?", [], None, -1, 0,
                         state="lost", final_counters=counters, error=error)
-        net = self.config.network(rec.network) or self.config.networks[0]
+        net = self.config.network(rec.network) or unknown
         return Port(name, rec.netns, rec.ifname, net, rec.mac, [], None, -1, 0,
                     attachment=rec.attachment, state="lost", final_counters=counters, error=error)
 
@@ -168,6 +175,10 @@ class Switch:
         host port), MTUs, peers, aging and the underlay MTU change in place.
         Refused as a whole (ReloadRefused) if it changes what only a restart
         can."""
+        async with self._reload_lock:       # SIGHUP and the cluster both reconfigure
+            return await self._reload(new)
+
+    async def _reload(self, new: Config) -> list[str]:
         steps = reconfig.plan(self.config, new)
         for step in steps:
             if step.action == "remove_network":
@@ -248,6 +259,9 @@ class Switch:
         return gateway(net) if net.host_port else None
 
     def network(self, name: str | None) -> NetworkConfig:
+        if not name and not self.config.networks:
+            raise NotFound("no network exists yet" + (" (create one with `vswitchctl network "
+                           "create`)" if self.config.cluster else ""), kind="unknown_network")
         net = self.config.network(name) if name else self.config.networks[0]
         if net is None:
             known = ", ".join(n.name for n in self.config.networks)
@@ -264,6 +278,9 @@ class Switch:
             raise InvalidRequest(f"address {addr} is outside network {net.name!r} ({net.subnet})")
         if addr.ip in (net.subnet.network_address, net.subnet.broadcast_address):
             raise InvalidRequest(f"address {addr.ip} is the network or broadcast address of {net.subnet}")
+        if not self.addresses.holds(net, addr.ip):
+            raise Conflict(f"address {addr.ip} is in no address block this node holds in "
+                           f"network {net.name!r} (vswitchctl ipam blocks)")
         for name, address in self.addresses_in_use(net).items():
             if address == addr.ip:
                 raise Conflict(f"address {addr.ip} is already used by port {name!r}")
@@ -401,6 +418,8 @@ class Switch:
         log.info("port %s %s: %s in %s, network %s, mac %s%s%s", name, how, port.ifname,
                  netns or "the host namespace", net.name, mac,
                  "".join(f", {a}" for a in addresses), ", port security" if secured else "")
+        if self.observer:
+            self.observer.port_up(port)
         return port
 
     def _offloads(self) -> tuple[str, ...]:
@@ -418,7 +437,7 @@ class Switch:
                 if port_id == PORT_TUNNEL:
                     log.error("VXLAN socket failed; tunnel traffic stops")
                 elif port_id in by_id:
-                    self._lose(by_id[port_id], "device gone")
+                    self.lose(by_id[port_id], "device gone")
 
     def check_namespaces(self):
         """Ports whose namespace was deleted (or replaced under the same
@@ -426,11 +445,13 @@ class Switch:
         kernel would keep it, and the pod's interface, alive: let go."""
         for port in list(self.ports.values()):
             if port.state == "up" and not port.is_host and netns_id(port.netns) != port.netns_id:
-                self._lose(port, f"namespace {port.netns} gone")
+                self.lose(port, f"namespace {port.netns} gone")
 
-    def _lose(self, port: Port, why: str):
+    def lose(self, port: Port, why: str):
         """Stop forwarding for a port whose pod is gone; it stays listed as
         lost (with its last counters) until deleted."""
+        if self.observer:
+            self.observer.port_down(port)
         port.final_counters = self.dataplane.port_counters(port.port_id)
         self.dataplane.remove_port(port.port_id)
         if port.tap:
@@ -453,6 +474,8 @@ class Switch:
 
     def _take_off(self, port: Port, remove: bool):
         if port.state != "lost":
+            if self.observer and remove:
+                self.observer.port_down(port)
             self.dataplane.remove_port(port.port_id)
             if port.tap:
                 port.tap.close(remove)

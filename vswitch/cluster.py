@@ -1,0 +1,852 @@
+"""Cluster mode: the state nodes share, kept in etcd, turned into the same
+calls a static config makes (networks through Switch.reload, peers, remote
+FDB entries and neighbours through the DataPlane), so the rest of the
+daemon does not know which mode it runs in.
+
+Keys, under [cluster] prefix (default /vswitch):
+
+    networks/NAME           {"vni", "subnet", "block_size", "mtu"}          no lease
+    vnis/VNI                "NAME" (one network per VNI)                     no lease
+    nodes/NAME              {"vtep", "version", "started", "lease"}          the node's lease
+    blocks/NET/A.B.C.D-LEN  {"node", "claimed"}                              no lease
+    endpoints/NET/IP        {"mac", "node"}                                  the node's lease
+    graves/NAME             {"since"}                                        a grace-period lease
+
+Why no address is ever live on two pods (the README has the long form):
+a node hands out addresses only from blocks it holds (claimed with a
+create-if-absent transaction, so each block has one holder), and only
+while it can prove its lease is alive: it counts its lease as valid until
+the time it *sent* the last renewal etcd answered, plus the TTL etcd gave,
+on its own monotonic clock. A block changes hands only after its holder's
+node record is gone: at once with `node remove` (refused while the record
+lives) or when the grave (a lease of grace_period seconds granted once the
+record disappeared) expires. A node cut off for longer than its proof plus
+grace_period takes its pods down itself (fencing), and a node that comes
+back and finds a block of its taken by another node detaches the pods
+addressed from it: both are logged and counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+import ipaddress
+import json
+import logging
+import time
+from collections import deque
+from typing import TYPE_CHECKING
+
+from . import __version__, state
+from .config import Config, NetworkConfig
+from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound, VswitchError
+from .etcd import Compacted, Etcd, EtcdUnavailable, Txn
+from .protocol import MAX_NETWORK_MTU, MIN_MTU, VXLAN_OVERHEAD
+
+if TYPE_CHECKING:
+    from .switch import Port, Switch
+
+log = logging.getLogger("vswitch.cluster")
+
+BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0     # seconds between reconnection attempts
+START_TIMEOUT = 3.0                     # how long start-up waits for etcd before going on
+TXN_OPS = 100                           # operations per transaction (etcd allows 128)
+INCIDENTS = 20                          # blocks lost or fencing, kept for `cluster status`
+
+
+class NameTaken(VswitchError):
+    """Another live vswitchd is registered under this node's name."""
+
+
+def _json(value: bytes):
+    try:
+        return json.loads(value)
+    except ValueError:
+        return None
+
+
+def block_key_part(block: ipaddress.IPv4Network) -> str:
+    return f"{block.network_address}-{block.prefixlen}"
+
+
+def network_from_record(name: str, rec) -> NetworkConfig:
+    """A network record from etcd as the config's NetworkConfig (its block
+    is the whole subnet: nodes claim blocks of block_size inside it);
+    ValueError if it is malformed."""
+    if not isinstance(rec, dict):
+        raise ValueError("not an object")
+    subnet = ipaddress.IPv4Network(rec["subnet"])
+    vni, mtu, size = rec["vni"], rec["mtu"], rec["block_size"]
+    if not all(isinstance(v, int) for v in (vni, mtu, size)) or not 0 < vni <= 0xFFFFFF \
+            or not MIN_MTU <= mtu <= MAX_NETWORK_MTU or not subnet.prefixlen <= size <= 30:
+        raise ValueError(f"bad vni, mtu or block_size in {rec}")
+    return NetworkConfig(name, vni, subnet, subnet, mtu, block_size=size)
+
+
+class Cluster:
+    """This node's membership of the cluster: registration on a lease,
+    the watch that programs the data plane, address blocks, endpoints."""
+
+    def __init__(self, config: Config, switch: Switch):
+        assert config.cluster and config.overlay
+        self.cfg = config.cluster
+        self.name = config.node_name
+        self.vtep = str(config.overlay.vtep_ip)
+        self.switch = switch
+        self.prefix = self.cfg.prefix.rstrip("/") + "/"
+        self.etcd = Etcd(self.cfg.etcd, self.cfg.ca_file, self.cfg.cert_file, self.cfg.key_file)
+        # What the node knows of etcd, as of `revision`.
+        self.networks: dict[str, dict] = {}
+        self.nodes: dict[str, dict] = {}
+        self.endpoints: dict[tuple[str, str], dict] = {}     # (network, ip) -> record
+        self.by_node: dict[str, set[tuple[str, str]]] = {}   # node -> its endpoints
+        self.holders: dict[tuple[str, str], str] = {}         # (network, cidr) -> holder
+        self.graves: dict[str, dict] = {}
+        self.revision = 0
+        # This node's blocks (mirrored in the state database).
+        self.mine: dict[str, list[ipaddress.IPv4Network]] = {}
+        self.lease = 0
+        self.proven_until = 0.0      # monotonic time until which the lease is surely alive
+        self.connected = False
+        self.since = time.time()     # of the last connect or disconnect
+        self.error: str | None = None
+        self.last_event: dict | None = None
+        self.events_applied = 0
+        self.fenced = False
+        self.incidents: deque = deque(maxlen=INCIDENTS)
+        self.counters = {"blocks_claimed": 0, "blocks_released": 0, "blocks_lost": 0,
+                         "reconnects": 0, "relists": 0, "etcd_writes": 0}
+        self._networks_changed = False
+        self._claiming = asyncio.Lock()
+        self._empty_since: dict[tuple[str, str], float] = {}
+        self._task: asyncio.Task | None = None
+        self._releasing: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+        self._resync = asyncio.Event()
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + "/".join(parts)
+
+    # ------------------------------------------------------------ lifecycle
+
+    async def restore(self):
+        """Start from what the node last knew (before ports are re-attached,
+        so that their networks exist even while etcd is away)."""
+        db = self.switch.state
+        self.lease = await db.run(state.cached, db.db, "lease", 0)
+        for name, rec in (await db.run(state.cached, db.db, "networks", {})).items():
+            self.networks[name] = rec
+        for name, rec in (await db.run(state.cached, db.db, "nodes", {})).items():
+            self.nodes[name] = rec
+        for net, cidr in await db.run(state.held_blocks, db.db):
+            self.mine.setdefault(net, []).append(ipaddress.IPv4Network(cidr))
+        await self._sync_networks()
+        self.switch.addresses = self
+        self.switch.observer = self
+
+    async def start(self):
+        """Register and sync once (a name held by a live node raises
+        NameTaken: the daemon exits), then keep at it in the background; an
+        unreachable etcd is not fatal."""
+        try:
+            await asyncio.wait_for(self._connect_and_sync(), START_TIMEOUT)
+        except NameTaken:
+            await self.etcd.close()
+            raise
+        except (EtcdUnavailable, asyncio.TimeoutError) as e:
+            self._disconnected(e or "timed out")
+            log.warning("etcd not reachable at start (%s); forwarding on what this node last "
+                        "knew, retrying", self.error)
+        self._task = asyncio.create_task(self._run())
+
+    async def close(self):
+        for task in [self._task, self._releasing, *self._background]:
+            if task:
+                task.cancel()
+        await self.etcd.close()
+
+    async def _run(self):
+        """Keep the node registered and its view current: renew the lease and
+        follow the watch; on any failure, reconnect with backoff."""
+        backoff = BACKOFF_MIN
+        while True:
+            try:
+                if not self.connected:
+                    await self._connect_and_sync()
+                    backoff = BACKOFF_MIN
+                await self._follow()
+            except asyncio.CancelledError:
+                raise
+            except Compacted as e:
+                log.warning("watch fell behind (%s): listing everything again", e)
+                self._resync.set()
+            except Exception as e:      # etcd away, a name conflict, a bug: retry, never die
+                if self.connected or self.error != str(e):
+                    log.warning("cluster: %s; retrying", e)
+                if not isinstance(e, (EtcdUnavailable, NameTaken)):
+                    log.exception("cluster: unexpected failure")
+                self._disconnected(e)
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+
+    def _disconnected(self, error):
+        if self.connected:
+            self.since = time.time()
+        self.connected = False
+        self.error = str(error)
+
+    async def _connect_and_sync(self):
+        await self.etcd.connect()
+        await self._register()
+        await self._sync()
+        self.connected, self.error, self.since = True, None, time.time()
+        self.counters["reconnects"] += 1
+        log.info("cluster: registered as %s (vtep %s) through %s, revision %d", self.name,
+                 self.vtep, self.etcd.endpoint, self.revision)
+
+    async def _follow(self):
+        """Renew the lease every third of its TTL, and apply the watch's
+        events, until one of them fails or a full re-list is due."""
+        self._resync.clear()
+        tasks = [asyncio.create_task(self._keep_alive()), asyncio.create_task(self._watch()),
+                 asyncio.create_task(self._resync.wait())]
+        try:
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                task.result()           # raises what ended it
+            if self.name not in self.nodes:
+                raise EtcdUnavailable("this node's record is gone (its lease expired)")
+            await self._sync()          # a re-list was asked for
+        finally:
+            for task in tasks:
+                task.cancel()
+
+    async def _keep_alive(self):
+        while True:
+            await asyncio.sleep(self.cfg.lease_ttl / 3)
+            sent = time.monotonic()
+            ttl = await self.etcd.keepalive(self.lease)
+            if ttl <= 0:
+                raise EtcdUnavailable("this node's lease expired; registering again")
+            self.proven_until = sent + ttl
+
+    async def _watch(self):
+        async for batch in self.etcd.watch(self.prefix, self.revision + 1):
+            for event in batch:
+                self._apply(event.key, event.value)
+                self.revision = event.revision
+                self.events_applied += 1
+                self.last_event = {"key": event.key, "deleted": event.value is None,
+                                   "revision": event.revision, "time": time.time()}
+            await self._after_events()
+
+    # --------------------------------------------------------- registration
+
+    async def _register(self):
+        """Put this node's record on its lease (the previous one if it is
+        still alive: a restart keeps it), unless a live node has the name."""
+        db = self.switch.state
+        sent = time.monotonic()
+        ttl = await self.etcd.keepalive(self.lease) if self.lease else 0
+        if ttl <= 0:
+            sent = time.monotonic()
+            self.lease, ttl = await self.etcd.grant(self.cfg.lease_ttl), self.cfg.lease_ttl
+            await db.run(state.cache, db, "lease", self.lease)
+        key = self.key("nodes", self.name)
+        record = json.dumps({"vtep": self.vtep, "version": __version__, "started":
+                             self.switch.started_at, "lease": self.lease}).encode()
+        txn = Txn().absent(key)
+        txn.success = [Txn.put(key, record, self.lease), Txn.delete(self.key("graves", self.name))]
+        txn.failure = [Txn.get(key)]
+        result = await self._commit(txn)
+        if not result.succeeded:
+            held = result.responses[0].response_range.kvs[0]
+            if held.lease != self.lease:
+                rec = _json(held.value) or {}
+                raise NameTaken(f"node name {self.name!r} is registered by a live vswitchd "
+                                f"(vtep {rec.get('vtep')}, started "
+                                f"{time.ctime(rec.get('started', 0))}); give this node another "
+                                "node.name, or stop that one")
+            txn = Txn().leased(key, self.lease)
+            txn.success = [Txn.put(key, record, self.lease)]
+            await self._commit(txn)
+        self.proven_until = sent + ttl
+
+    def can_allocate(self) -> bool:
+        """Whether this node's lease is provably alive now (see the module's
+        docstring), so that none of its blocks can have been taken."""
+        return time.monotonic() < self.proven_until and not self.fenced
+
+    async def _commit(self, txn: Txn):
+        self.counters["etcd_writes"] += 1
+        return await self.etcd.commit(txn)
+
+    # ----------------------------------------------------------- full sync
+
+    async def _sync(self):
+        """List everything and make the local view and data plane agree with
+        it; then check this node's blocks and endpoints against it."""
+        kvs, revision = await self.etcd.get_prefix(self.prefix)
+        self.counters["relists"] += 1
+        listed = {kv.key: kv.value for kv in kvs}
+        for key in [k for k in self._known_keys() if k not in listed]:
+            self._apply(key, None)
+        for key, value in listed.items():
+            self._apply(key, value)
+        self.revision = revision
+        await self._after_events(force=True)
+        await self._check_blocks()
+        await self._publish_all()
+        await self._bury_orphans()
+
+    def _known_keys(self) -> list[str]:
+        return [self.key("networks", n) for n in self.networks] + \
+            [self.key("nodes", n) for n in self.nodes] + \
+            [self.key("graves", n) for n in self.graves] + \
+            [self.key("endpoints", net, ip) for net, ip in self.endpoints] + \
+            [self.key("blocks", net, cidr) for net, cidr in self.holders]
+
+    # -------------------------------------------------------------- events
+
+    def _apply(self, key: str, value: bytes | None):
+        """One key's new value (None: deleted), into the view and the data
+        plane. Malformed records are logged and skipped, never fatal."""
+        parts = key[len(self.prefix):].split("/")
+        rec = None if value is None else _json(value)
+        if value is not None and rec is None:
+            log.warning("cluster: %s is not JSON; ignored", key)
+            return
+        kind = parts[0]
+        try:
+            if kind == "networks" and len(parts) == 2:
+                self._set(self.networks, parts[1], rec)
+                self._networks_changed = True
+            elif kind == "nodes" and len(parts) == 2:
+                self._node(parts[1], rec)
+            elif kind == "endpoints" and len(parts) == 3:
+                self._endpoint((parts[1], parts[2]), rec)
+            elif kind == "blocks" and len(parts) == 3:
+                self._block(parts[1], parts[2], rec)
+            elif kind == "graves" and len(parts) == 2:
+                self._grave(parts[1], rec)
+        except (VswitchError, ValueError, KeyError, TypeError) as e:
+            log.warning("cluster: cannot apply %s: %s", key, e)
+
+    @staticmethod
+    def _set(table: dict, name, rec):
+        if rec is None:
+            table.pop(name, None)
+        else:
+            table[name] = rec
+
+    def _node(self, name: str, rec: dict | None):
+        before = self.nodes.get(name)
+        self._set(self.nodes, name, rec)
+        if name == self.name:
+            if rec is None and self.connected:
+                self._resync.set()      # our record is gone: our lease expired
+            return
+        if before and (rec is None or before.get("vtep") != rec.get("vtep")):
+            self._forget_peer(before.get("vtep"))
+        if rec is not None:
+            self._add_peer(rec.get("vtep"))
+            for where in self.by_node.get(name, ()):
+                self._program(*where, self.endpoints[where])
+        elif self.connected:
+            self._spawn(self._bury(name))
+
+    def _add_peer(self, vtep):
+        if not isinstance(vtep, str) or vtep == self.vtep:
+            return
+        networks = [n for n in self.networks if self.switch.dataplane.has_network(n)]
+        if networks:
+            self.switch.dataplane.add_peer(ipaddress.IPv4Address(vtep), networks)
+
+    def _forget_peer(self, vtep):
+        """Stop flooding to a node's VTEP (unless another node or the static
+        config has it too); its FDB entries go with it."""
+        static = self.switch.config.overlay.peers if self.switch.config.overlay else ()
+        if not isinstance(vtep, str) or vtep == self.vtep or \
+                any(n.get("vtep") == vtep for n in self.nodes.values()) or \
+                ipaddress.IPv4Address(vtep) in static:
+            return
+        self.switch.dataplane.remove_peer(ipaddress.IPv4Address(vtep))
+
+    def _endpoint(self, where: tuple[str, str], rec: dict | None):
+        before = self.endpoints.get(where)
+        if before:
+            self._unprogram(*where, before)
+            self.by_node.get(before.get("node"), set()).discard(where)
+        if rec is not None and not isinstance(rec, dict):
+            raise ValueError("not an object")
+        self._set(self.endpoints, where, rec)
+        if rec is not None:
+            self.by_node.setdefault(rec.get("node"), set()).add(where)
+            self._program(*where, rec)
+
+    def _program(self, network: str, ip: str, ep: dict):
+        """An endpoint into the data plane: its neighbour entry (ARP is
+        answered here), and for another node's pod, its MAC behind that
+        node's VTEP. Only while its node is alive."""
+        dp = self.switch.dataplane
+        node = self.nodes.get(ep.get("node"))
+        if node is None or not dp.has_network(network):
+            return
+        mac = ep["mac"]
+        dp.neigh_set(network, ipaddress.IPv4Address(ip), mac)
+        if ep["node"] != self.name:
+            dp.fdb_add_remote(network, mac, ipaddress.IPv4Address(node["vtep"]))
+
+    def _unprogram(self, network: str, ip: str, ep: dict):
+        dp = self.switch.dataplane
+        if not dp.has_network(network):
+            return
+        dp.neigh_delete(network, ipaddress.IPv4Address(ip))
+        if ep.get("node") != self.name and isinstance(ep.get("mac"), str):
+            dp.fdb_delete(network, ep["mac"])
+
+    def _block(self, network: str, cidr: str, rec: dict | None):
+        holder = rec.get("node") if rec else None
+        self._set(self.holders, (network, cidr), holder)
+        block = ipaddress.IPv4Network(cidr.replace("-", "/"))
+        if block in self.mine.get(network, []) and holder not in (None, self.name):
+            self._spawn(self._lose_block(network, block, f"now held by node {holder}"))
+
+    def _grave(self, name: str, rec: dict | None):
+        self._set(self.graves, name, rec)
+        if rec is None and name not in self.nodes and self.connected:
+            self._spawn(self._reclaim(name))      # its grace period is over
+
+    async def _after_events(self, force: bool = False):
+        """Work an event batch leaves: the networks, all at once."""
+        if self._networks_changed or force:
+            self._networks_changed = False
+            await self._sync_networks()
+
+    async def _sync_networks(self):
+        """Make the switch's networks those of the cluster (a reload, as a
+        changed config file would), and program peers and endpoints into
+        networks that are new here."""
+        ov = self.switch.config.overlay
+        nets = []
+        for name, rec in sorted(self.networks.items()):
+            try:
+                net = network_from_record(name, rec)
+            except (ValueError, KeyError, TypeError) as e:
+                log.error("cluster: network %s: bad record, ignored: %s", name, e)
+                continue
+            if ov and net.mtu + VXLAN_OVERHEAD > ov.underlay_mtu:
+                log.error("cluster: network %s: mtu %d + %d exceeds this node's underlay MTU "
+                          "%d; not joined", name, net.mtu, VXLAN_OVERHEAD, ov.underlay_mtu)
+                continue
+            nets.append(net)
+        old = self.switch.config
+        # A network re-created under the same name with another VNI or subnet
+        # goes first, then comes back.
+        keep = [n for n in nets if old.network(n.name) in (None, n)
+                or dataclasses.replace(old.network(n.name), mtu=n.mtu) == n]
+        if len(keep) != len(nets):
+            await self.switch.reload(dataclasses.replace(old, networks=tuple(keep)))
+        before = {n.name for n in self.switch.config.networks}
+        await self.switch.reload(dataclasses.replace(self.switch.config, networks=tuple(nets)))
+        for name in list(self.mine):
+            if name not in self.networks:
+                for block in list(self.mine[name]):
+                    await self._drop_block(name, block)
+        db = self.switch.state
+        await db.run(state.cache, db, "networks", {n.name: self.networks[n.name] for n in nets})
+        await db.run(state.cache, db, "nodes", self.nodes)
+        for net in nets:
+            if net.name in before:
+                continue
+            for name, node in self.nodes.items():
+                if name != self.name:
+                    self._add_peer(node.get("vtep"))
+            for (network, ip), ep in self.endpoints.items():
+                if network == net.name:
+                    self._program(network, ip, ep)
+
+    # --------------------------------------------------------------- blocks
+
+    async def blocks(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
+        """The blocks to allocate from now: only while the lease is provably
+        alive (else a retryable error: CNI code 11)."""
+        if not self.can_allocate():
+            raise Busy("this node cannot prove its cluster lease is alive (etcd unreachable "
+                       f"since {time.ctime(self.since)}): no new addresses until it can",
+                       kind="try_again")
+        return self.held(net)
+
+    def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
+        return list(self.mine.get(net.name, []))
+
+    def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address) -> bool:
+        return any(ip in b for b in self.mine.get(net.name, []))
+
+    async def more(self, net: NetworkConfig) -> bool:
+        """Claim one more block of the network (create-if-absent), scanning
+        from a place that depends on the node's name so that nodes starting
+        together do not all race for the first one."""
+        async with self._claiming:
+            held = self.mine.get(net.name, [])
+            if len(held) >= self.cfg.max_blocks:
+                raise Exhausted(f"node {self.name} holds {len(held)} blocks of network "
+                                f"{net.name!r}, its limit (cluster.max_blocks)", kind="exhausted")
+            if not self.connected:
+                raise Busy("etcd is unreachable: cannot claim an address block now",
+                           kind="try_again")
+            assert net.block_size is not None
+            kvs, _ = await self.etcd.get_prefix(self.key("blocks", net.name) + "/")
+            taken = {kv.key.rsplit("/", 1)[1] for kv in kvs}
+            candidates = list(net.subnet.subnets(new_prefix=net.block_size))
+            start = int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % len(candidates)
+            for block in candidates[start:] + candidates[:start]:
+                part = block_key_part(block)
+                if part in taken:
+                    continue
+                key = self.key("blocks", net.name, part)
+                txn = Txn().absent(key)
+                txn.success = [Txn.put(key, json.dumps({"node": self.name,
+                                                        "claimed": time.time()}).encode())]
+                if (await self._commit(txn)).succeeded:
+                    await self._hold(net.name, block)
+                    self.counters["blocks_claimed"] += 1
+                    log.info("cluster: claimed block %s of network %s", block, net.name)
+                    return True
+            raise Exhausted(f"network {net.name!r} ({net.subnet}) has no free /{net.block_size} "
+                            "block left", kind="exhausted")
+
+    async def _hold(self, network: str, block: ipaddress.IPv4Network):
+        db = self.switch.state
+        await db.run(state.hold_block, db, network, str(block), True)
+        if block not in self.mine.setdefault(network, []):
+            self.mine[network].append(block)
+
+    async def _drop_block(self, network: str, block: ipaddress.IPv4Network):
+        db = self.switch.state
+        if block in self.mine.get(network, []):
+            self.mine[network].remove(block)
+        await db.run(state.hold_block, db, network, str(block), False)
+
+    async def _check_blocks(self):
+        """After (re)registering: blocks etcd gives this node that it does
+        not know are adopted; blocks it holds that etcd lost are claimed
+        again; blocks another node holds now are lost (see _lose_block)."""
+        for (network, cidr), holder in list(self.holders.items()):
+            block = ipaddress.IPv4Network(cidr.replace("-", "/"))
+            if holder == self.name and block not in self.mine.get(network, []) \
+                    and network in self.networks:
+                await self._hold(network, block)
+        for network, held in list(self.mine.items()):
+            for block in list(held):
+                holder = self.holders.get((network, block_key_part(block)))
+                if holder == self.name:
+                    continue
+                if holder is None and network in self.networks:
+                    key = self.key("blocks", network, block_key_part(block))
+                    txn = Txn().absent(key)
+                    txn.success = [Txn.put(key, json.dumps({"node": self.name,
+                                                            "claimed": time.time()}).encode())]
+                    if (await self._commit(txn)).succeeded:
+                        log.warning("cluster: block %s of %s was released while this node was "
+                                    "away; claimed again", block, network)
+                        continue
+                await self._lose_block(network, block, f"now held by {holder or 'nobody'}")
+
+    async def _lose_block(self, network: str, block: ipaddress.IPv4Network, why: str):
+        """A block of this node's was taken while it was away: its addresses
+        may be another pod's now, so the pods addressed from it are
+        detached and their allocations released (safe), with an error in
+        the log, a counter and an incident in `cluster status` (visible)."""
+        await self._drop_block(network, block)
+        self.counters["blocks_lost"] += 1
+        ports = [p for p in list(self.switch.ports.values()) if p.network.name == network
+                 and any(a.ip in block for a in p.addresses)]
+        for port in ports:
+            await self.switch.detach_port(port)
+        released = 0
+        for alloc in await self.switch.state.run(self.switch.ipam.list, network):
+            if alloc.ip in block:
+                await self.switch.state.run(self.switch.ipam.release, alloc.container_id,
+                                            alloc.ifname)
+                released += 1
+        self._incident(f"block {block} of network {network} lost ({why}): "
+                       f"{len(ports)} pods detached, {released} addresses released")
+
+    def _incident(self, text: str):
+        log.error("cluster: %s", text)
+        self.incidents.append({"time": time.time(), "what": text})
+
+    async def release_empty_blocks(self):
+        """Give back blocks that stayed empty for block_release_after seconds,
+        keeping at least one per network (housekeeping)."""
+        if not self.connected:
+            return
+        now = time.monotonic()
+        for network, held in list(self.mine.items()):
+            for block in list(held[1:] if len(held) > 1 else []):
+                used = await self.switch.state.run(self.switch.ipam.count_in, network, block)
+                spot = (network, str(block))
+                if used or any(a.ip in block for p in self.switch.ports.values()
+                               if p.network.name == network for a in p.addresses):
+                    self._empty_since.pop(spot, None)
+                    continue
+                if now - self._empty_since.setdefault(spot, now) < self.cfg.block_release_after:
+                    continue
+                held.remove(block)          # no ADD takes an address from it from now on
+                if await self.switch.state.run(self.switch.ipam.count_in, network, block):
+                    held.append(block)      # one did just before
+                    continue
+                key = self.key("blocks", network, block_key_part(block))
+                kv = await self.etcd.get(key)
+                if kv and (_json(kv.value) or {}).get("node") == self.name:
+                    txn = Txn().unchanged(key, kv.mod_revision)
+                    txn.success = [Txn.delete(key)]
+                    await self._commit(txn)
+                await self._drop_block(network, block)
+                self._empty_since.pop(spot, None)
+                self.counters["blocks_released"] += 1
+                log.info("cluster: released empty block %s of network %s", block, network)
+
+    def housekeeping(self):
+        """Every second: fencing, and giving back empty blocks."""
+        self.check_fence()
+        if self._releasing is None or self._releasing.done():
+            self._releasing = asyncio.ensure_future(self.release_empty_blocks())
+            self._releasing.add_done_callback(
+                lambda t: t.cancelled() or t.exception() is None or
+                log.debug("cluster: releasing empty blocks: %s", t.exception()))
+
+    def check_fence(self):
+        """Housekeeping: a node that could not prove its lease for
+        grace_period (less a margin) may have lost its blocks to others:
+        it takes its pods down rather than risk an address live twice."""
+        if self.fenced or self.connected or not self.proven_until:
+            return
+        margin = min(self.cfg.grace_period / 10, 60.0)
+        if time.monotonic() < self.proven_until + self.cfg.grace_period - margin:
+            return
+        self.fenced = True
+        ports = [p for p in self.switch.ports.values() if p.state == "up" and not p.is_host]
+        for port in ports:
+            self.switch.lose(port, "fenced: cluster lease unproven for its grace period")
+        self._incident(f"fenced: no proof of this node's lease for {self.cfg.grace_period:g} s; "
+                       f"{len(ports)} pods taken down")
+
+    # ------------------------------------------------------------ endpoints
+
+    def port_up(self, port: Port):
+        if port.network.name in self.networks and port.addresses and not port.is_host:
+            self._spawn(self._publish(port))
+
+    def port_down(self, port: Port):
+        if port.network.name in self.networks and port.addresses and not port.is_host:
+            self._spawn(self._unpublish(port.network.name, [str(a.ip) for a in port.addresses]))
+
+    def _spawn(self, coro):
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or
+                               log.warning("cluster: %s", t.exception()))
+
+    def _endpoint_value(self, port: Port) -> bytes:
+        return json.dumps({"mac": port.mac, "node": self.name}).encode()
+
+    async def _publish(self, port: Port):
+        """One write per pod: its endpoint record on this node's lease (if
+        etcd is away, the next sync publishes it)."""
+        if not self.connected:
+            return
+        for a in port.addresses:
+            self.counters["etcd_writes"] += 1
+            await self.etcd.put(self.key("endpoints", port.network.name, str(a.ip)),
+                                self._endpoint_value(port), self.lease)
+
+    async def _unpublish(self, network: str, ips: list[str]):
+        if not self.connected:
+            return
+        for ip in ips:
+            key = self.key("endpoints", network, ip)
+            txn = Txn().leased(key, self.lease)
+            txn.success = [Txn.delete(key)]
+            await self._commit(txn)
+
+    async def _publish_all(self):
+        """After a (re)connect: endpoints of this node's pods that etcd lacks
+        (or has otherwise) are put, and those of pods gone are deleted."""
+        want = {(p.network.name, str(a.ip)): self._endpoint_value(p)
+                for p in self.switch.ports.values() if p.state == "up" and not p.is_host
+                and p.network.name in self.networks for a in p.addresses}
+        ops = []
+        for where, value in want.items():
+            if self.endpoints.get(where) != json.loads(value):
+                ops.append(Txn.put(self.key("endpoints", *where), value, self.lease))
+        for where, ep in self.endpoints.items():
+            if ep.get("node") == self.name and where not in want:
+                ops.append(Txn.delete(self.key("endpoints", *where)))
+        for i in range(0, len(ops), TXN_OPS):
+            txn = Txn()
+            txn.success = ops[i:i + TXN_OPS]
+            await self._commit(txn)
+
+    # ------------------------------------------------------ dead nodes
+
+    async def _bury(self, name: str):
+        """A node's record is gone (its lease expired): its blocks stay
+        reserved for grace_period, counted by a lease of that length on its
+        grave (so that etcd's clock, not ours, decides when it is over)."""
+        if name in self.graves or not any(h == name for h in self.holders.values()):
+            return
+        lease = await self.etcd.grant(max(int(self.cfg.grace_period), 1))
+        key = self.key("graves", name)
+        txn = Txn().absent(key).absent(self.key("nodes", name))
+        txn.success = [Txn.put(key, json.dumps({"since": time.time()}).encode(), lease)]
+        if not (await self._commit(txn)).succeeded:
+            await self.etcd.revoke(lease)
+        else:
+            log.info("cluster: node %s is gone; its blocks stay reserved for %g s", name,
+                     self.cfg.grace_period)
+
+    async def _reclaim(self, name: str):
+        """Free a dead node's blocks (its grace is over, or an operator said
+        it is gone), in one transaction that holds only if it is still gone."""
+        kvs, _ = await self.etcd.get_prefix(self.key("blocks") + "/")
+        theirs = [kv for kv in kvs if (_json(kv.value) or {}).get("node") == name]
+        txn = Txn().absent(self.key("nodes", name))
+        for kv in theirs:
+            txn.unchanged(kv.key, kv.mod_revision)
+        txn.success = [Txn.delete(kv.key) for kv in theirs] + \
+            [Txn.delete(self.key("graves", name))]
+        result = await self._commit(txn)
+        if result.succeeded and theirs:
+            log.info("cluster: reclaimed %d blocks of node %s", len(theirs), name)
+        return result.succeeded, len(theirs)
+
+    async def _bury_orphans(self):
+        """Blocks whose holder has neither a record nor a grave (every node
+        was down when its grace ran out): a grave again, to be safe."""
+        for holder in {h for h in self.holders.values()}:
+            if holder not in self.nodes and holder not in self.graves and holder != self.name:
+                await self._bury(holder)
+
+    # ------------------------------------------------------------ requests
+
+    def _need_connection(self):
+        if not self.connected:
+            raise Busy(f"etcd is unreachable ({self.error}); try again", kind="try_again")
+
+    async def create_network(self, name, vni, subnet, block_size=26, mtu=None) -> dict:
+        from .config import NAME_RE
+        if not isinstance(name, str) or not NAME_RE.match(name):
+            raise InvalidRequest(f"bad network name {name!r}: 1-32 lowercase letters, digits "
+                                 "or '-'")
+        ov = self.switch.config.overlay
+        mtu = mtu if mtu is not None else (ov.underlay_mtu - VXLAN_OVERHEAD if ov else 1450)
+        try:
+            net = network_from_record(name, {"vni": vni, "subnet": subnet, "mtu": mtu,
+                                             "block_size": block_size})
+        except (ValueError, KeyError, TypeError) as e:
+            raise InvalidRequest(f"bad network: {e} (vni 1..16777215, subnet an IPv4 CIDR, "
+                                 f"block size between the subnet's prefix and 30, mtu "
+                                 f"{MIN_MTU}..{MAX_NETWORK_MTU})") from None
+        self._need_connection()
+        for other, rec in self.networks.items():
+            try:
+                theirs = ipaddress.IPv4Network(rec["subnet"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            if other != name and theirs.overlaps(net.subnet):
+                raise Conflict(f"subnet {net.subnet} overlaps network {other!r} ({theirs})")
+        record = {"vni": net.vni, "subnet": str(net.subnet), "block_size": block_size,
+                  "mtu": mtu, "created": time.time()}
+        key, vni_key = self.key("networks", name), self.key("vnis", str(net.vni))
+        txn = Txn().absent(key).absent(vni_key)
+        txn.success = [Txn.put(key, json.dumps(record).encode()),
+                       Txn.put(vni_key, json.dumps(name).encode())]
+        if not (await self._commit(txn)).succeeded:
+            raise Conflict(f"network {name!r} or VNI {net.vni} exists already")
+        log.info("cluster: network %s created (vni %d, %s, /%d blocks)", name, net.vni,
+                 net.subnet, block_size)
+        return {"name": name, **record}
+
+    async def delete_network(self, name: str) -> dict:
+        self._need_connection()
+        kv = await self.etcd.get(self.key("networks", name))
+        if kv is None:
+            raise NotFound(f"no network {name!r}")
+        rec = _json(kv.value) or {}
+        txn = Txn().unchanged(kv.key, kv.mod_revision)
+        txn.success = [Txn.delete(kv.key), Txn.delete(self.key("vnis", str(rec.get("vni")))),
+                       Txn.delete(self.key("blocks", name) + "/", prefix=True),
+                       Txn.delete(self.key("endpoints", name) + "/", prefix=True)]
+        if not (await self._commit(txn)).succeeded:
+            raise Conflict(f"network {name!r} changed meanwhile; try again")
+        log.info("cluster: network %s deleted", name)
+        return {"deleted": name}
+
+    def list_networks(self) -> list[dict]:
+        out = []
+        for name, rec in sorted(self.networks.items()):
+            out.append({"name": name, **{k: rec.get(k) for k in ("vni", "subnet", "block_size",
+                                                                  "mtu")},
+                        "blocks": sum(1 for (n, _) in self.holders if n == name),
+                        "endpoints": sum(1 for (n, _) in self.endpoints if n == name),
+                        "joined": self.switch.dataplane.has_network(name)})
+        return out
+
+    async def remove_node(self, name: str) -> dict:
+        """The operator says node `name` is gone: free its blocks now.
+        Refused while its record lives (stop it first)."""
+        self._need_connection()
+        if name == self.name:
+            raise Conflict("a node cannot remove itself")
+        if await self.etcd.get(self.key("nodes", name)):
+            raise Conflict(f"node {name!r} is alive (its lease is being renewed): stop its "
+                           "vswitchd first, or wait for its lease to expire")
+        done, count = await self._reclaim(name)
+        if not done:
+            raise Conflict(f"node {name!r} came back meanwhile; not removed")
+        return {"removed": name, "blocks_released": count}
+
+    def node_list(self) -> list[dict]:
+        names = set(self.nodes) | set(self.holders.values()) | set(self.graves)
+        out = []
+        for name in sorted(n for n in names if n):
+            rec = self.nodes.get(name)
+            grave = self.graves.get(name)
+            out.append({
+                "name": name, "state": "alive" if rec else "gone",
+                "vtep": rec.get("vtep") if rec else None,
+                "version": rec.get("version") if rec else None,
+                "started": rec.get("started") if rec else None,
+                "blocks": sorted(f"{n}:{c.replace('-', '/')}" for (n, c), h in self.holders.items()
+                                 if h == name),
+                "pods": len(self.by_node.get(name, ())),
+                "gone_since": (grave or {}).get("since"),
+                "self": name == self.name})
+        return out
+
+    def block_list(self) -> list[dict]:
+        out = []
+        for (network, cidr), holder in sorted(self.holders.items()):
+            block = ipaddress.IPv4Network(cidr.replace("-", "/"))
+            used = sum(1 for (n, ip) in self.endpoints
+                       if n == network and ipaddress.IPv4Address(ip) in block)
+            out.append({"network": network, "block": str(block), "node": holder,
+                        "endpoints": used, "alive": holder in self.nodes})
+        return out
+
+    def status(self) -> dict:
+        return {"node": self.name, "vtep": self.vtep, "etcd": list(self.cfg.etcd),
+                "endpoint": self.etcd.endpoint if self.connected else None,
+                "connected": self.connected,
+                "since": self.since, "error": self.error, "lease": f"{self.lease:x}",
+                "lease_proven_for": max(0.0, round(self.proven_until - time.monotonic(), 3)),
+                "can_allocate": self.can_allocate(), "fenced": self.fenced,
+                "revision": self.revision, "last_event": self.last_event,
+                "events_applied": self.events_applied, "nodes": len(self.nodes),
+                "networks": len(self.networks), "endpoints": len(self.endpoints),
+                "blocks_held": {n: [str(b) for b in bs] for n, bs in self.mine.items()},
+                "counters": dict(self.counters), "incidents": list(self.incidents)}
