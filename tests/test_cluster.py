@@ -14,8 +14,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import Capture, Daemon, in_ns, sh, write_toml
+from conftest import DAEMON, Capture, Daemon, in_ns, write_toml
 from test_bridge import ping
+from test_cni import cni_path  # noqa: F401  (a fixture)
 from test_overlay import UNDERLAY
 
 from vswitch.client import ClientError
@@ -111,10 +112,13 @@ def cluster(netns, tmp_path):
 
     class Cluster:
         hub_ns = hub
+        make_ns = staticmethod(netns)
+
+        current: Etcd | None = None
 
         @staticmethod
         def etcd(members=1, tls=None) -> Etcd:
-            state["etcd"] = Etcd(hub, tmp_path, members, tls)
+            state["etcd"] = Cluster.current = Etcd(hub, tmp_path, members, tls)
             return state["etcd"]
 
         @staticmethod
@@ -165,6 +169,13 @@ def cluster(netns, tmp_path):
 RUN = secrets.token_hex(4)
 
 
+@pytest.fixture
+def cni_runtime(cni_path):
+    """Factory: the real plugin, run as a runtime runs it, against a node."""
+    from test_cni import Runtime
+    return lambda daemon: Runtime(cni_path, daemon)
+
+
 def ip_of(pod: dict) -> str:
     return pod["ip"].split("/")[0]
 
@@ -209,3 +220,225 @@ def test_three_nodes_get_blocks_and_pods_talk_with_no_peers_configured(cluster):
     assert fdb[p["b"]["mac"]] == f"vxlan:{UNDERLAY}.2" and fdb[p["c"]["mac"]] == f"vxlan:{UNDERLAY}.3"
     text = nodes[0].ctl("cluster", "status").stdout
     assert "connected to" in text and "can allocate yes" in text
+
+
+def test_a_joining_node_is_a_peer_everywhere_within_a_second(cluster):
+    nodes = three_nodes(cluster)
+    d4 = cluster.node(4)          # answers once it registered (start-up waits for that)
+    registered = time.monotonic()
+    for d in nodes:
+        wait_for("node 4 as a peer", lambda d=d: f"{UNDERLAY}.4" in peers(d), timeout=1.0)
+    took = time.monotonic() - registered
+    assert took < 1.0
+    wait_for("node 4 joined blue", lambda: any(n["joined"] for n in d4.ctl_json("network", "list")))
+    a, d = cluster.pod(nodes[0], "a"), cluster.pod(d4, "d")
+    assert " 0% packet loss" in ping(d["ns"], ip_of(a)).stdout
+
+
+def test_50_concurrent_adds_over_three_nodes_get_50_distinct_addresses(cluster):
+    import ipaddress
+    from concurrent.futures import ThreadPoolExecutor
+    etcd = cluster.etcd()
+    nodes = [cluster.node(i) for i in (1, 2, 3)]
+    # Blocks of 16 addresses: every node has to claim several, all at once.
+    nodes[0].ctl("network", "create", "blue", "--vni", "100", "--subnet", "198.18.0.0/24",
+                 "--block-size", "28")
+    for d in nodes:
+        wait_for("blue", lambda d=d: any(n["joined"] for n in d.ctl_json("network", "list")))
+
+    shared = [cluster.make_ns(f"s{i}") for i in range(3)]     # one pod namespace per node,
+                                                            # an interface per attachment
+    def add(i):
+        return nodes[i % 3].client.attach(f"c{RUN}x{i:02d}", f"p{i}",
+                                          f"/run/netns/{shared[i % 3]}", network="blue")
+
+    with ThreadPoolExecutor(50) as pool:
+        results = list(pool.map(add, range(50)))
+    addresses = [ip_of(r) for r in results]
+    assert len(set(addresses)) == 50
+    held: dict[str, list] = {}
+    for b in nodes[1].ctl_json("ipam", "blocks"):
+        held.setdefault(b["node"], []).append(ipaddress.IPv4Network(b["block"]))
+    assert sorted(held) == ["node1", "node2", "node3"]
+    for i, r in enumerate(results):     # each address from a block its node holds
+        assert any(ipaddress.IPv4Address(ip_of(r)) in b for b in held[f"node{i % 3 + 1}"])
+    keys = wait_for("50 endpoints", lambda: len(etcd.keys("/vswitch/endpoints/blue/")) == 50
+                    and etcd.keys("/vswitch/endpoints/blue/"))
+    assert sorted(k.rsplit("/", 1)[1] for k in keys) == sorted(addresses)
+
+
+def test_sigkill_and_restart_keep_addresses_lease_and_connectivity(cluster):
+    nodes = three_nodes(cluster)
+    a, b = cluster.pod(nodes[0], "a"), cluster.pod(nodes[1], "b")
+    lease = nodes[1].ctl_json("cluster", "status")["lease"]
+    blocks = nodes[1].ctl_json("cluster", "status")["blocks_held"]
+    nodes[1].proc.kill()
+    nodes[1].proc.wait()
+    again = cluster.node(2, config=nodes[1].config_path)
+    status = again.ctl_json("cluster", "status")
+    assert status["lease"] == lease and status["blocks_held"] == blocks   # the same node
+    ipam = again.ctl_json("ipam", "show")["allocations"]
+    assert [(x["ip"], x["state"]) for x in ipam] == [(ip_of(b), "up")]
+    assert " 0% packet loss" in ping(b["ns"], ip_of(a)).stdout
+    c = cluster.pod(again, "c")
+    assert ip_of(c) not in (ip_of(a), ip_of(b))
+    assert " 0% packet loss" in ping(a["ns"], ip_of(c)).stdout
+
+
+def test_a_dead_node_leaves_as_peer_and_its_blocks_return_after_the_grace_period(cluster):
+    nodes = three_nodes(cluster, lease_ttl=2, grace_period=3)
+    c = cluster.pod(nodes[2], "c")
+    wait_for("c's MAC behind node 3", lambda: any(
+        e["mac"] == c["mac"] for e in nodes[0].ctl_json("fdb", "show")))
+    nodes[2].proc.kill()
+    nodes[2].proc.wait()
+    died = time.monotonic()
+    for d in nodes[:2]:
+        wait_for("node 3 gone as a peer", lambda d=d: f"{UNDERLAY}.3" not in peers(d), timeout=8)
+    assert time.monotonic() - died >= 1.0       # not before its lease could expire
+    assert not any(e["mac"] == c["mac"] for e in nodes[0].ctl_json("fdb", "show"))
+    listing = {n["name"]: n for n in nodes[0].ctl_json("node", "list")}
+    assert listing["node3"]["state"] == "gone" and listing["node3"]["blocks"]   # reserved still
+    assert listing["node3"]["pods"] == 0
+    wait_for("node 3's blocks reclaimed", lambda: not any(
+        b["node"] == "node3" for b in nodes[0].ctl_json("ipam", "blocks")), timeout=15)
+    assert "node3" not in {n["name"] for n in nodes[1].ctl_json("node", "list")}
+
+
+def test_node_remove_frees_a_dead_nodes_blocks_at_once_and_refuses_a_live_one(cluster):
+    nodes = three_nodes(cluster, lease_ttl=2)         # grace period: a day (the default)
+    cluster.pod(nodes[2], "c")
+    r = nodes[0].ctl("node", "remove", "node2", check=False)
+    assert r.returncode == 1 and "alive" in r.stderr
+    nodes[2].stop()
+    wait_for("node 3 gone", lambda: {n["name"]: n["state"] for n in
+                                     nodes[0].ctl_json("node", "list")}["node3"] == "gone",
+             timeout=8)
+    time.sleep(0.5)
+    assert any(b["node"] == "node3" for b in nodes[0].ctl_json("ipam", "blocks"))
+    out = nodes[0].ctl_json("node", "remove", "node3")
+    assert out["blocks_released"] == 1
+    wait_for("blocks gone everywhere", lambda: not any(
+        b["node"] == "node3" for b in nodes[1].ctl_json("ipam", "blocks")))
+
+
+def test_with_etcd_down_pods_talk_adds_work_while_the_lease_is_proven_then_converge(
+        cluster, cni_runtime):
+    nodes = three_nodes(cluster)            # lease_ttl 3: renewed every second
+    etcd = cluster.current
+    a, b = cluster.pod(nodes[0], "a"), cluster.pod(nodes[1], "b")
+    etcd.stop()
+    c = cluster.pod(nodes[0], "c")            # inside the proof of the lease: allowed
+    assert " 0% packet loss" in ping(a["ns"], ip_of(b)).stdout
+    assert " 0% packet loss" in ping(b["ns"], ip_of(c)).stdout   # flooding finds c
+    wait_for("lease unproven", lambda: not nodes[0].ctl_json("cluster", "status")["can_allocate"])
+    status = nodes[0].ctl_json("cluster", "status")
+    assert not status["connected"] and status["error"]
+    code, out = cni_runtime(nodes[0]).run("ADD", cluster.make_ns("e"), "ctr-e")
+    assert code != 0 and out["code"] == 11 and "lease" in out["msg"]
+    assert " 0% packet loss" in ping(c["ns"], ip_of(a)).stdout
+    etcd.start("m0")
+    for d in nodes:
+        wait_for("reconnected", lambda d=d: d.ctl_json("cluster", "status")["connected"],
+                 timeout=20)
+    # c was published once etcd came back: node 2 has it, ahead of traffic.
+    wait_for("c's endpoint on node 2", lambda: nodes[1].ctl_json("cluster", "status")[
+        "endpoints"] == 3)
+    assert any(e["mac"] == c["mac"] and e["port"] == f"vxlan:{UNDERLAY}.1"
+               for e in nodes[1].ctl_json("fdb", "show"))
+    d = cluster.pod(nodes[0], "d")
+    assert " 0% packet loss" in ping(b["ns"], ip_of(d)).stdout
+
+
+def test_a_three_member_etcd_losing_one_member_keeps_working(cluster):
+    cluster.etcd(members=3)
+    nodes = [cluster.node(i) for i in (1, 2)]
+    nodes[0].ctl("network", "create", "blue", "--vni", "100", "--subnet", POD_SUBNET)
+    a = cluster.pod(nodes[0], "a")
+    etcd = cluster.current
+    etcd.stop("m0")                            # the first endpoint every node tried
+    b = cluster.pod(nodes[1], "b")
+    nodes[1].ctl("network", "create", "red", "--vni", "200", "--subnet", "198.19.0.0/16")
+    for d in nodes:
+        wait_for("red everywhere", lambda d=d: {n["name"] for n in d.ctl_json("network", "list")}
+                 == {"blue", "red"}, timeout=15)
+        wait_for("on another member", lambda d=d: d.ctl_json("cluster", "status")["endpoint"]
+                 not in (None, etcd.urls["m0"]), timeout=15)
+    assert " 0% packet loss" in ping(a["ns"], ip_of(b)).stdout
+    d3 = cluster.node(3)
+    wait_for("node 3 a peer", lambda: f"{UNDERLAY}.3" in peers(nodes[0]), timeout=5)
+    assert d3.ctl_json("cluster", "status")["connected"]
+
+
+def test_arp_for_a_remote_pod_is_answered_locally(cluster, tmp_path):
+    nodes = three_nodes(cluster)
+    a, b = cluster.pod(nodes[0], "a"), cluster.pod(nodes[1], "b")
+    wait_for("b known on node 1", lambda: nodes[0].ctl_json("cluster", "status")["endpoints"] == 2)
+    wire = Capture(nodes[0].ns, "udp port 4789", tmp_path / "wire.pcap", ifname="u0")
+    in_ns(a["ns"], "ip", "neigh", "flush", "all")
+    assert " 0% packet loss" in ping(a["ns"], ip_of(b)).stdout
+    from scapy.layers.l2 import ARP
+    from scapy.layers.vxlan import VXLAN    # before reading: it registers UDP port 4789
+    frames = wire.stop()
+    assert any(f.haslayer(VXLAN) and f.haslayer("ICMP") for f in frames)
+    assert not any(f.haslayer(ARP) for f in frames)          # no ARP crossed the underlay
+    assert nodes[0].ctl_json("stats")["arp_suppressed"] >= 1
+    neigh = in_ns(a["ns"], "ip", "neigh", "show", ip_of(b)).stdout
+    assert b["mac"] in neigh
+    port = a["port"]
+    trace = nodes[0].ctl_json("trace", "--in-port", port, "--scapy",
+                              f"Ether(dst='ff:ff:ff:ff:ff:ff', src='{a['mac']}')/ARP(hwsrc="
+                              f"'{a['mac']}', psrc='{ip_of(a)}', pdst='{ip_of(b)}')")
+    assert trace["steps"][-1]["step"] == "arp_suppression"
+    assert trace["steps"][-1]["mac"] == b["mac"]
+
+
+def test_a_second_daemon_with_a_live_nodes_name_is_refused(cluster, tmp_path):
+    cluster.etcd()
+    cluster.node(1)
+    config = cluster.config(2)
+    config.write_text(config.read_text().replace('name = "node2"', 'name = "node1"'))
+    ns = cluster.node_ns(2)
+    r = in_ns(ns, *DAEMON, "--config", str(config), check=False, timeout=30)
+    assert r.returncode == 2
+    assert "node name 'node1' is registered by a live vswitchd" in r.stderr
+
+
+def test_the_vtep_is_found_from_the_default_route(cluster, tmp_path):
+    cluster.etcd()
+    ns = cluster.node_ns(5)
+    in_ns(ns, "ip", "route", "add", "default", "via", ETCD_IP)
+    config = cluster.config(5)
+    config.write_text(config.read_text().replace('vtep_ip = "192.0.2.5"\n', ""))
+    assert "vtep_ip" not in config.read_text()
+    d = cluster.node(5, config=config)
+    assert d.ctl_json("status")["vtep"] == f"{UNDERLAY}.5"
+    assert cluster.current.get("/vswitch/nodes/node5")["vtep"] == f"{UNDERLAY}.5"
+
+
+def test_a_node_that_finds_its_block_taken_detaches_those_pods(cluster):
+    """Node 2 freezes (SIGSTOP) past its lease and grace period; its block is
+    reclaimed and another node takes it; node 2 wakes up: the pods addressed
+    from that block are taken down, released, and the incident is shown."""
+    nodes = three_nodes(cluster, lease_ttl=2, grace_period=1)
+    b = cluster.pod(nodes[1], "b")
+    block = nodes[1].ctl_json("cluster", "status")["blocks_held"]["blue"][0]
+    etcd = cluster.current
+    os.kill(nodes[1].proc.pid, signal.SIGSTOP)
+    try:
+        key = f"/vswitch/blocks/blue/{block.replace('/', '-')}"
+        wait_for("block reclaimed", lambda: etcd.get(key) is None, timeout=15)
+        etcd.etcdctl("put", key, json.dumps({"node": "node9", "claimed": time.time()}))
+    finally:
+        os.kill(nodes[1].proc.pid, signal.SIGCONT)
+    wait_for("incident", lambda: nodes[1].ctl_json("cluster", "status")["incidents"], timeout=15)
+    status = wait_for("reconnected", lambda: (s := nodes[1].ctl_json("cluster", "status"))[
+        "connected"] and s, timeout=15)
+    assert block not in status["blocks_held"].get("blue", [])
+    text = " ".join(i["what"] for i in status["incidents"])
+    assert "fenced" in text or block in text
+    wait_for("pod b detached", lambda: b["port"] not in
+             {p["name"] for p in nodes[1].ctl_json("port", "list")})
+    assert nodes[1].ctl_json("ipam", "show")["allocations"] == []
+    assert in_ns(b["ns"], "ip", "link", "show", "eth0", check=False).returncode != 0
+    assert status["counters"]["blocks_lost"] == 1

@@ -113,16 +113,17 @@ class Attachments:
     async def _allocate(self, net, key, netns, cni_network, mac, requested_ip) -> Allocation:
         """An address from the blocks this node holds; when they are full,
         one more block if the node can get one (cluster mode), and again."""
-        async def allocate():
+        async def allocate(blocks):
             return await self.db(self.ipam.allocate, net, *key, netns, cni_network, mac,
                                  requested_ip, set(self.switch.addresses_in_use(net).values()),
-                                 await self.switch.addresses.blocks(net))
-        try:
-            return await allocate()
-        except Exhausted:
-            if requested_ip is not None or not await self.switch.addresses.more(net):
-                raise
-        return await allocate()
+                                 blocks)
+        while True:     # ends: more() fails once the node holds its limit or none is free
+            blocks = await self.switch.addresses.blocks(net)
+            try:
+                return await allocate(blocks)
+            except Exhausted:
+                if requested_ip is not None or not await self.switch.addresses.more(net, blocks):
+                    raise
 
     @staticmethod
     def _same_request(alloc: Allocation, network: str, ip, mac):

@@ -51,6 +51,7 @@ log = logging.getLogger("vswitch.cluster")
 
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0     # seconds between reconnection attempts
 START_TIMEOUT = 3.0                     # how long start-up waits for etcd before going on
+REQUEST_WAIT = 5.0                      # how long a request needing etcd waits for a reconnect
 TXN_OPS = 100                           # operations per transaction (etcd allows 128)
 INCIDENTS = 20                          # blocks lost or fencing, kept for `cluster status`
 
@@ -124,6 +125,7 @@ class Cluster:
         self._releasing: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._resync = asyncio.Event()
+        self._up = asyncio.Event()           # set while connected
 
     def key(self, *parts: str) -> str:
         return self.prefix + "/".join(parts)
@@ -194,6 +196,7 @@ class Cluster:
         if self.connected:
             self.since = time.time()
         self.connected = False
+        self._up.clear()
         self.error = str(error)
 
     async def _connect_and_sync(self):
@@ -201,6 +204,7 @@ class Cluster:
         await self._register()
         await self._sync()
         self.connected, self.error, self.since = True, None, time.time()
+        self._up.set()
         self.counters["reconnects"] += 1
         log.info("cluster: registered as %s (vtep %s) through %s, revision %d", self.name,
                  self.vtep, self.etcd.endpoint, self.revision)
@@ -475,7 +479,7 @@ class Cluster:
         if not self.can_allocate():
             raise Busy("this node cannot prove its cluster lease is alive (etcd unreachable "
                        f"since {time.ctime(self.since)}): no new addresses until it can",
-                       kind="try_again")
+                       kind="busy")
         return self.held(net)
 
     def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
@@ -484,18 +488,20 @@ class Cluster:
     def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address) -> bool:
         return any(ip in b for b in self.mine.get(net.name, []))
 
-    async def more(self, net: NetworkConfig) -> bool:
+    async def more(self, net: NetworkConfig, full: list[ipaddress.IPv4Network]) -> bool:
         """Claim one more block of the network (create-if-absent), scanning
         from a place that depends on the node's name so that nodes starting
-        together do not all race for the first one."""
+        together do not all race for the first one. full: the blocks the
+        caller found full; if another request added one meanwhile, that
+        one serves."""
         async with self._claiming:
             held = self.mine.get(net.name, [])
+            if set(held) != set(full):
+                return True
             if len(held) >= self.cfg.max_blocks:
                 raise Exhausted(f"node {self.name} holds {len(held)} blocks of network "
                                 f"{net.name!r}, its limit (cluster.max_blocks)", kind="exhausted")
-            if not self.connected:
-                raise Busy("etcd is unreachable: cannot claim an address block now",
-                           kind="try_again")
+            await self._need_connection()
             assert net.block_size is not None
             kvs, _ = await self.etcd.get_prefix(self.key("blocks", net.name) + "/")
             taken = {kv.key.rsplit("/", 1)[1] for kv in kvs}
@@ -733,9 +739,13 @@ class Cluster:
 
     # ------------------------------------------------------------ requests
 
-    def _need_connection(self):
-        if not self.connected:
-            raise Busy(f"etcd is unreachable ({self.error}); try again", kind="try_again")
+    async def _need_connection(self):
+        """Wait a little for a reconnection (another etcd member may be
+        taking over), then give up with a retryable error."""
+        try:
+            await asyncio.wait_for(self._up.wait(), REQUEST_WAIT)
+        except asyncio.TimeoutError:
+            raise Busy(f"etcd is unreachable ({self.error}); try again", kind="busy") from None
 
     async def create_network(self, name, vni, subnet, block_size=26, mtu=None) -> dict:
         from .config import NAME_RE
@@ -751,7 +761,7 @@ class Cluster:
             raise InvalidRequest(f"bad network: {e} (vni 1..16777215, subnet an IPv4 CIDR, "
                                  f"block size between the subnet's prefix and 30, mtu "
                                  f"{MIN_MTU}..{MAX_NETWORK_MTU})") from None
-        self._need_connection()
+        await self._need_connection()
         for other, rec in self.networks.items():
             try:
                 theirs = ipaddress.IPv4Network(rec["subnet"])
@@ -772,7 +782,7 @@ class Cluster:
         return {"name": name, **record}
 
     async def delete_network(self, name: str) -> dict:
-        self._need_connection()
+        await self._need_connection()
         kv = await self.etcd.get(self.key("networks", name))
         if kv is None:
             raise NotFound(f"no network {name!r}")
@@ -799,7 +809,7 @@ class Cluster:
     async def remove_node(self, name: str) -> dict:
         """The operator says node `name` is gone: free its blocks now.
         Refused while its record lives (stop it first)."""
-        self._need_connection()
+        await self._need_connection()
         if name == self.name:
             raise Conflict("a node cannot remove itself")
         if await self.etcd.get(self.key("nodes", name)):

@@ -183,8 +183,10 @@ def _call(method, *args, **kwargs):
     try:
         return method(*args, **kwargs)
     except ClientError as e:
-        if e.status is None or e.status == 503:
+        if e.status is None:
             raise CniError(TRY_AGAIN, "vswitchd is not answering; try again later", str(e)) from None
+        if e.status == 503:             # busy, or cannot allocate now: the daemon says why
+            raise CniError(TRY_AGAIN, str(e)) from None
         raise CniError(KIND_CODES.get(e.kind or "", REFUSED), str(e)) from None
 
 

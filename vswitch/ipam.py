@@ -70,8 +70,9 @@ class StaticBlocks:
         """The blocks to allocate from now."""
         return self.held(net)
 
-    async def more(self, net: NetworkConfig) -> bool:
-        """Get another block when these are full; False: there is none."""
+    async def more(self, net: NetworkConfig, full: list[ipaddress.IPv4Network]) -> bool:
+        """Get another block when `full` (what blocks() gave) is full;
+        False: there is none."""
         return False
 
     def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address) -> bool:
