@@ -442,3 +442,43 @@ def test_a_node_that_finds_its_block_taken_detaches_those_pods(cluster):
     assert nodes[1].ctl_json("ipam", "show")["allocations"] == []
     assert in_ns(b["ns"], "ip", "link", "show", "eth0", check=False).returncode != 0
     assert status["counters"]["blocks_lost"] == 1
+
+
+def make_certs(tmp: Path) -> dict:
+    """A CA, etcd's server certificate for 192.0.2.250, a node's client
+    certificate, and a client certificate from a CA etcd does not trust."""
+    def run(*args):
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=tmp)
+    for ca in ("ca", "rogue-ca"):
+        run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", f"/CN={ca}",
+            "-keyout", f"{ca}.key", "-out", f"{ca}.pem")
+    (tmp / "san.ext").write_text(f"subjectAltName=IP:{ETCD_IP}\n")
+    for name, ca, ext in (("server", "ca", True), ("client", "ca", False),
+                          ("rogue", "rogue-ca", False)):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={name}", "-keyout",
+            f"{name}.key", "-out", f"{name}.csr")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", f"{ca}.pem", "-CAkey", f"{ca}.key",
+            "-CAcreateserial", "-days", "1", "-out", f"{name}.pem",
+            *(["-extfile", "san.ext"] if ext else []))
+    return {k: str(tmp / v) for k, v in (("ca", "ca.pem"), ("cert", "server.pem"),
+                                         ("key", "server.key"))}
+
+
+def test_tls_with_client_certificates_and_a_wrong_one_refused(cluster, tmp_path):
+    certs = make_certs(tmp_path)
+    cluster.etcd(tls=certs)
+    good = {"ca_file": certs["ca"], "cert_file": str(tmp_path / "client.pem"),
+            "key_file": str(tmp_path / "client.key")}
+    d1 = cluster.node(1, **good)
+    d1.ctl("network", "create", "blue", "--vni", "100", "--subnet", POD_SUBNET)
+    assert d1.ctl_json("cluster", "status")["endpoint"].startswith("https://")
+    bad = {**good, "cert_file": str(tmp_path / "rogue.pem"), "key_file": str(tmp_path / "rogue.key")}
+    d2 = cluster.node(2, **bad)                 # starts (etcd away is not fatal) but cannot join
+    status = d2.ctl_json("cluster", "status")
+    assert not status["connected"] and not status["can_allocate"]
+    assert "certificate" in status["error"].lower() or "handshake" in status["error"].lower(), \
+        status["error"]
+    assert "certificate signed by unknown authority" in (tmp_path / "etcd-m0.log").read_text()
+    assert "node2" not in {n["name"] for n in d1.ctl_json("node", "list")}
+    r = d2.ctl("network", "list", "--json")
+    assert json.loads(r.stdout) == []

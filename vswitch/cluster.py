@@ -157,7 +157,7 @@ class Cluster:
             await self.etcd.close()
             raise
         except (EtcdUnavailable, asyncio.TimeoutError) as e:
-            self._disconnected(e or "timed out")
+            self._disconnected(str(e) or "timed out")
             log.warning("etcd not reachable at start (%s); forwarding on what this node last "
                         "knew, retrying", self.error)
         self._task = asyncio.create_task(self._run())

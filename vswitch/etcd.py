@@ -21,6 +21,9 @@ from aetcd import rpc
 log = logging.getLogger("vswitch.etcd")
 
 CALL_TIMEOUT = 3.0          # seconds an ordinary call may take
+# How gRPC words a failed TLS handshake (a TLS 1.3 server's refusal of the
+# client certificate arrives as a failure to unwrap the first record).
+TLS_FAILURES = ("TSI_", "SSL", "ssl", "handshake", "certificate", "Unwrap failed")
 
 
 class EtcdUnavailable(Exception):
@@ -124,16 +127,22 @@ class Etcd:
             target = urlsplit(url).netloc
             channel = grpc.aio.secure_channel(target, self._credentials) if self._credentials \
                 else grpc.aio.insecure_channel(target)
+            self.channel, self.endpoint = channel, url
+            self.kv = rpc.KVStub(channel)
+            self.leases = rpc.LeaseStub(channel)
+            self.watches = rpc.WatchStub(channel)
             try:
-                await asyncio.wait_for(channel.channel_ready(), timeout)
-                self.channel, self.endpoint = channel, url
-                self.kv = rpc.KVStub(channel)
-                self.leases = rpc.LeaseStub(channel)
-                self.watches = rpc.WatchStub(channel)
-                await self.call(self.kv.Range, rpc.RangeRequest(key=b"\0", limit=1))
+                # A real call, not channel_ready(): its failure says why (a
+                # refused certificate, a closed port), where waiting would not.
+                await asyncio.wait_for(self.call(self.kv.Range, rpc.RangeRequest(
+                    key=b"\0", limit=1), timeout), timeout)
                 return
             except (asyncio.TimeoutError, EtcdUnavailable) as e:
-                errors.append(f"{url}: {_why(e) if isinstance(e, EtcdUnavailable) else 'timed out'}")
+                why = str(e) if isinstance(e, EtcdUnavailable) else "timed out"
+                if self._credentials and any(m in why for m in TLS_FAILURES):
+                    why = (f"TLS handshake failed: etcd refused this node's client certificate, "
+                           f"or its own is not signed by cluster.ca_file ({why})")
+                errors.append(f"{url}: {why}")
                 self.channel = None
                 await channel.close()
         raise EtcdUnavailable("; ".join(errors))
@@ -207,17 +216,14 @@ class Etcd:
         """The changes under prefix from start_revision on, a batch (one
         etcd response, events in revision order) at a time. Compacted when
         the start revision is gone; EtcdUnavailable when the stream breaks."""
-        queue: asyncio.Queue = asyncio.Queue()
-        await queue.put(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
-            key=prefix.encode(), range_end=range_end(prefix), start_revision=start_revision)))
-
-        async def requests():
-            while True:
-                yield await queue.get()
-
-        call = self.watches.Watch(requests())
+        call = self.watches.Watch()
         try:
-            async for response in call:
+            await call.write(rpc.WatchRequest(create_request=rpc.WatchCreateRequest(
+                key=prefix.encode(), range_end=range_end(prefix), start_revision=start_revision)))
+            while True:
+                response = await call.read()
+                if response is grpc.aio.EOF:
+                    break
                 if response.compact_revision:
                     raise Compacted(f"revision {start_revision} compacted "
                                     f"(now {response.compact_revision})")
@@ -231,7 +237,3 @@ class Etcd:
             raise EtcdUnavailable(f"watch: {e.code().name}: {e.details()}") from None
         finally:
             call.cancel()
-
-
-def _why(e: EtcdUnavailable) -> str:
-    return str(e)

@@ -56,3 +56,55 @@ def test_a_file_that_is_not_toml_is_a_config_error(tmp_path):
     with pytest.raises(ConfigError) as e:
         load(str(bad))
     assert e.value.key == str(bad)
+
+
+CLUSTER = {"node": {"name": "n1"}, "overlay": {"vtep_ip": "192.0.2.1"},
+           "cluster": {"etcd": ["http://192.0.2.250:2379"]}}
+
+
+def with_cluster(**keys):
+    return {**CLUSTER, "cluster": {**CLUSTER["cluster"], **keys}}
+
+
+def test_cluster_mode_needs_only_name_vtep_and_etcd():
+    c = parse(CLUSTER)
+    assert c.mode == "overlay" and c.networks == () and c.cluster.prefix == "/vswitch"
+    assert c.cluster.lease_ttl == 15 and c.cluster.grace_period == 86400
+
+
+@pytest.mark.parametrize("data, key", [
+    ({**CLUSTER, "cluster": {}}, "cluster.etcd"),
+    (with_cluster(etcd=[]), "cluster.etcd"),
+    (with_cluster(etcd=["192.0.2.250:2379"]), "cluster.etcd"),
+    (with_cluster(etcd=["ftp://192.0.2.250:2379"]), "cluster.etcd"),
+    (with_cluster(etcd=["http://192.0.2.250:99999"]), "cluster.etcd"),
+    (with_cluster(etcd=["http://192.0.2.250:2379/v3"]), "cluster.etcd"),
+    (with_cluster(etcd=[7]), "cluster.etcd"),
+    (with_cluster(prefix="vswitch"), "cluster.prefix"),
+    (with_cluster(prefix="/a b"), "cluster.prefix"),
+    (with_cluster(lease_ttl=1), "cluster.lease_ttl"),
+    (with_cluster(grace_period=-1), "cluster.grace_period"),
+    (with_cluster(max_blocks=0), "cluster.max_blocks"),
+    (with_cluster(block_release_after=-5), "cluster.block_release_after"),
+    (with_cluster(ca_file="/nonexistent/ca.pem"), "cluster.ca_file"),
+    (with_cluster(cert_file="relative.pem"), "cluster.cert_file"),
+    (with_cluster(cert_file="/etc/hostname"), "cluster.key_file"),
+    (with_cluster(ca_file="/etc/hostname"), "cluster.etcd"),      # TLS needs https:// URLs
+    (with_cluster(colour="red"), "cluster.colour"),
+    ({**CLUSTER, "network": [NET]}, "network"),
+    ({**CLUSTER, "node": {"name": "n1", "mode": "bridge"}}, "node.mode"),
+    ({**CLUSTER, "cluster": "etcd"}, "cluster"),
+])
+def test_bad_cluster_values_name_their_key(data, key):
+    with pytest.raises(ConfigError) as e:
+        parse(data)
+    assert e.value.key == key
+
+
+def test_vswitchd_exits_2_on_a_bad_cluster_config(tmp_path, capsys):
+    from vswitch.daemon import main
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[node]\nname = "n1"\n[overlay]\nvtep_ip = "192.0.2.1"\n'
+                   '[cluster]\netcd = ["http://192.0.2.250:2379"]\nlease_ttl = 0\n')
+    assert main(["--config", str(bad)]) == 2
+    assert "cluster.lease_ttl" in capsys.readouterr().err

@@ -80,3 +80,38 @@ def test_release_frees_and_allocations_survive_a_reopen(tmp_path, net):
         assert [x.container_id for x in Ipam(s).list("blue")] == ["c2"]
     finally:
         s.close()
+
+
+def test_cluster_blocks_are_used_as_one_range_and_all_their_addresses_serve(state):
+    from vswitch.cluster import network_from_record
+    net = network_from_record("blue", {"vni": 7, "subnet": "198.18.0.0/16", "mtu": 1450,
+                                       "block_size": 30})
+    blocks = [ipaddress.IPv4Network("198.18.9.4/30"), ipaddress.IPv4Network("198.18.3.0/30")]
+    ipam = Ipam(state)
+    got = [ipam.allocate(net, f"c{i}", "eth0", "/ns", "pods", mac(i), blocks=blocks).ip
+           for i in range(8)]
+    # Every address of a claimed block is a pod's (block edges are not
+    # special inside the subnet), in address order across the blocks.
+    assert got == [A(f"198.18.3.{i}") for i in range(4)] + [A(f"198.18.9.{i}") for i in range(4, 8)]
+    with pytest.raises(Exhausted) as e:
+        ipam.allocate(net, "c9", "eth0", "/ns", "pods", mac(9), blocks=blocks)
+    assert "198.18.3.0/30, 198.18.9.4/30" in str(e.value)
+    with pytest.raises(Exhausted):
+        ipam.allocate(net, "c9", "eth0", "/ns", "pods", mac(9), blocks=[])
+    ipam.release("c2", "eth0")
+    assert ipam.allocate(net, "c9", "eth0", "/ns", "pods", mac(9), blocks=blocks).ip == A("198.18.3.2")
+    with pytest.raises(Conflict):                 # a static address outside the node's blocks
+        ipam.allocate(net, "c10", "eth0", "/ns", "pods", mac(10), A("198.18.5.5"), blocks=blocks)
+    assert ipam.count_in("blue", blocks[1]) == 4
+
+
+@pytest.mark.parametrize("record", [
+    None, [], {"vni": 7}, {"vni": 0, "subnet": "198.18.0.0/16", "mtu": 1450, "block_size": 26},
+    {"vni": 7, "subnet": "nonsense", "mtu": 1450, "block_size": 26},
+    {"vni": 7, "subnet": "198.18.0.0/16", "mtu": 1450, "block_size": 8},
+    {"vni": 7, "subnet": "198.18.0.0/16", "mtu": "1450", "block_size": 26},
+])
+def test_malformed_network_records_are_refused(record):
+    from vswitch.cluster import network_from_record
+    with pytest.raises((ValueError, KeyError, TypeError)):
+        network_from_record("blue", record)
