@@ -19,8 +19,6 @@ from test_bridge import ping
 from test_cni import cni_path  # noqa: F401  (a fixture)
 from test_overlay import UNDERLAY
 
-from vswitch.client import ClientError
-
 ETCD_IP = f"{UNDERLAY}.250"
 POD_SUBNET = "198.18.0.0/16"
 
@@ -134,13 +132,14 @@ def cluster(netns, tmp_path):
             return state["namespaces"][i]
 
         @staticmethod
-        def config(i: int, **cluster_keys) -> Path:
+        def config(i: int, extra: dict | None = None, **cluster_keys) -> Path:
             path = tmp_path / f"node{i}.toml"
             etcd = state["etcd"]
             keys = {"etcd": [etcd.urls[n] for n in etcd.names], "lease_ttl": 3, **cluster_keys}
             write_toml(path, {"node": {"name": f"node{i}", "socket": str(tmp_path / f"n{i}.sock"),
                                        "state_dir": str(tmp_path / f"state{i}")},
-                              "overlay": {"vtep_ip": f"{UNDERLAY}.{i}"}, "cluster": keys})
+                              "overlay": {"vtep_ip": f"{UNDERLAY}.{i}"}, "cluster": keys,
+                              **(extra or {})})
             return path
 
         @staticmethod
@@ -170,7 +169,7 @@ RUN = secrets.token_hex(4)
 
 
 @pytest.fixture
-def cni_runtime(cni_path):
+def cni_runtime(cni_path):  # noqa: F811  (the fixture imported above)
     """Factory: the real plugin, run as a runtime runs it, against a node."""
     from test_cni import Runtime
     return lambda daemon: Runtime(cni_path, daemon)
@@ -184,9 +183,10 @@ def peers(d: Daemon) -> set[str]:
     return {p["ip"] for p in d.ctl_json("peer", "list")}
 
 
-def three_nodes(cluster, **keys):
+def three_nodes(cluster, metrics=False, **keys):
     cluster.etcd()
-    nodes = [cluster.node(i, **keys) for i in (1, 2, 3)]
+    extra = {"metrics": {"listen": "127.0.0.1:9477"}} if metrics else None
+    nodes = [cluster.node(i, cluster.config(i, extra, **keys)) for i in (1, 2, 3)]
     nodes[0].ctl("network", "create", "blue", "--vni", "100", "--subnet", POD_SUBNET,
                  "--block-size", "26")
     for d in nodes:
@@ -371,14 +371,14 @@ def test_a_three_member_etcd_losing_one_member_keeps_working(cluster):
 
 
 def test_arp_for_a_remote_pod_is_answered_locally(cluster, tmp_path):
-    nodes = three_nodes(cluster)
+    nodes = three_nodes(cluster, metrics=True)
     a, b = cluster.pod(nodes[0], "a"), cluster.pod(nodes[1], "b")
     wait_for("b known on node 1", lambda: nodes[0].ctl_json("cluster", "status")["endpoints"] == 2)
     wire = Capture(nodes[0].ns, "udp port 4789", tmp_path / "wire.pcap", ifname="u0")
     in_ns(a["ns"], "ip", "neigh", "flush", "all")
     assert " 0% packet loss" in ping(a["ns"], ip_of(b)).stdout
     from scapy.layers.l2 import ARP
-    from scapy.layers.vxlan import VXLAN    # before reading: it registers UDP port 4789
+    from scapy.layers.vxlan import VXLAN  # before reading: it registers UDP port 4789
     frames = wire.stop()
     assert any(f.haslayer(VXLAN) and f.haslayer("ICMP") for f in frames)
     assert not any(f.haslayer(ARP) for f in frames)          # no ARP crossed the underlay
@@ -391,6 +391,14 @@ def test_arp_for_a_remote_pod_is_answered_locally(cluster, tmp_path):
                               f"'{a['mac']}', psrc='{ip_of(a)}', pdst='{ip_of(b)}')")
     assert trace["steps"][-1]["step"] == "arp_suppression"
     assert trace["steps"][-1]["mac"] == b["mac"]
+    from prometheus_client.parser import text_string_to_metric_families
+    scrape = in_ns(nodes[0].ns, "python3", "-c", "import urllib.request; print(urllib.request."
+                   "urlopen('http://127.0.0.1:9477/metrics').read().decode())").stdout
+    samples = {s.name: s.value for f in text_string_to_metric_families(scrape) for s in f.samples}
+    assert samples["vswitch_arp_suppressed_total"] >= 1
+    assert samples["vswitch_cluster_connected"] == 1 and samples["vswitch_cluster_nodes"] == 3
+    assert samples["vswitch_cluster_endpoints"] == 2
+    assert samples["vswitch_cluster_events_applied_total"] > 0
 
 
 def test_a_second_daemon_with_a_live_nodes_name_is_refused(cluster, tmp_path):

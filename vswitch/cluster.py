@@ -85,6 +85,19 @@ def network_from_record(name: str, rec) -> NetworkConfig:
     return NetworkConfig(name, vni, subnet, subnet, mtu, block_size=size)
 
 
+def _same_but_mtu(old: NetworkConfig | None, new: NetworkConfig) -> bool:
+    """Whether a network can go from old to new in place (new, or only its MTU changed)."""
+    return old is None or dataclasses.replace(old, mtu=new.mtu) == new
+
+
+def _log_failure(level: int, what: str):
+    """A done-callback that logs a background task's exception."""
+    def callback(task: asyncio.Task):
+        if not task.cancelled() and task.exception() is not None:
+            log.log(level, "cluster: %s: %s", what, task.exception())
+    return callback
+
+
 class Cluster:
     """This node's membership of the cluster: registration on a lease,
     the watch that programs the data plane, address blocks, endpoints."""
@@ -381,12 +394,12 @@ class Cluster:
         before = self.endpoints.get(where)
         if before:
             self._unprogram(*where, before)
-            self.by_node.get(before.get("node"), set()).discard(where)
+            self.by_node.get(str(before.get("node")), set()).discard(where)
         if rec is not None and not isinstance(rec, dict):
             raise ValueError("not an object")
         self._set(self.endpoints, where, rec)
         if rec is not None:
-            self.by_node.setdefault(rec.get("node"), set()).add(where)
+            self.by_node.setdefault(str(rec.get("node")), set()).add(where)
             self._program(*where, rec)
 
     def _program(self, network: str, ip: str, ep: dict):
@@ -394,7 +407,7 @@ class Cluster:
         answered here), and for another node's pod, its MAC behind that
         node's VTEP. Only while its node is alive."""
         dp = self.switch.dataplane
-        node = self.nodes.get(ep.get("node"))
+        node = self.nodes.get(str(ep.get("node")))
         if node is None or not dp.has_network(network):
             return
         mac = ep["mac"]
@@ -448,8 +461,7 @@ class Cluster:
         old = self.switch.config
         # A network re-created under the same name with another VNI or subnet
         # goes first, then comes back.
-        keep = [n for n in nets if old.network(n.name) in (None, n)
-                or dataclasses.replace(old.network(n.name), mtu=n.mtu) == n]
+        keep = [n for n in nets if _same_but_mtu(old.network(n.name), n)]
         if len(keep) != len(nets):
             await self.switch.reload(dataclasses.replace(old, networks=tuple(keep)))
         before = {n.name for n in self.switch.config.networks}
@@ -546,10 +558,10 @@ class Cluster:
                 await self._hold(network, block)
         for network, held in list(self.mine.items()):
             for block in list(held):
-                holder = self.holders.get((network, block_key_part(block)))
+                holder = self.holders.get((network, block_key_part(block)), "")
                 if holder == self.name:
                     continue
-                if holder is None and network in self.networks:
+                if not holder and network in self.networks:
                     key = self.key("blocks", network, block_key_part(block))
                     txn = Txn().absent(key)
                     txn.success = [Txn.put(key, json.dumps({"node": self.name,
@@ -620,9 +632,7 @@ class Cluster:
         self.check_fence()
         if self._releasing is None or self._releasing.done():
             self._releasing = asyncio.ensure_future(self.release_empty_blocks())
-            self._releasing.add_done_callback(
-                lambda t: t.cancelled() or t.exception() is None or
-                log.debug("cluster: releasing empty blocks: %s", t.exception()))
+            self._releasing.add_done_callback(_log_failure(logging.DEBUG, "releasing empty blocks"))
 
     def check_fence(self):
         """Housekeeping: a node that could not prove its lease for
@@ -654,8 +664,7 @@ class Cluster:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-        task.add_done_callback(lambda t: t.cancelled() or t.exception() is None or
-                               log.warning("cluster: %s", t.exception()))
+        task.add_done_callback(_log_failure(logging.WARNING, "publishing"))
 
     def _endpoint_value(self, port: Port) -> bytes:
         return json.dumps({"mac": port.mac, "node": self.name}).encode()
@@ -847,6 +856,13 @@ class Cluster:
             out.append({"network": network, "block": str(block), "node": holder,
                         "endpoints": used, "alive": holder in self.nodes})
         return out
+
+    def metrics(self) -> dict:
+        """The figures `status`, `stats` and Prometheus show."""
+        return {"connected": self.connected, "nodes": len(self.nodes),
+                "endpoints": len(self.endpoints), "events_applied": self.events_applied,
+                "revision": self.revision, "can_allocate": self.can_allocate(),
+                "blocks_held": sum(len(b) for b in self.mine.values()), **self.counters}
 
     def status(self) -> dict:
         return {"node": self.name, "vtep": self.vtep, "etcd": list(self.cfg.etcd),

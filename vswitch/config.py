@@ -265,7 +265,7 @@ def _cluster(data) -> ClusterConfig:
             raise ConfigError(t.key("etcd"), f"{url!r} is not an http:// or https:// URL "
                               "of an etcd endpoint (scheme://host:port)")
         try:
-            parts.port
+            _ = parts.port          # raises on a port out of range
         except ValueError:
             raise ConfigError(t.key("etcd"), f"{url!r} has a bad port") from None
     files = {k: t.get(k, str, None, lambda v: v.startswith("/"), "must be an absolute path")
@@ -378,7 +378,7 @@ def _overlay(data, cluster: bool = False) -> OverlayConfig:
 def default_route_address() -> str | None:
     """This node's underlay address when none is configured: the source
     address of the IPv4 default route, or the first address of its interface."""
-    from pyroute2 import IPRoute     # only when needed: netlink at config time is rare
+    from pyroute2 import IPRoute  # only when needed: netlink at config time is rare
     with IPRoute() as ipr:
         for route in ipr.get_default_routes(family=socket.AF_INET):
             src = route.get_attr("RTA_PREFSRC")

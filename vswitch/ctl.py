@@ -40,6 +40,11 @@ def _port_rows(ports):
 
 def show_status(s):
     overlay = f"  vtep {s['vtep']}  peers {s['peers']}" if s["vtep"] else ""
+    if s.get("cluster"):
+        c = s["cluster"]
+        overlay += (f"\ncluster: {'connected' if c['connected'] else 'DISCONNECTED'}  "
+                    f"nodes {c['nodes']}  endpoints {c['endpoints']}  "
+                    f"blocks held {c['blocks_held']}  revision {c['revision']}")
     return (f"node {s['node']}  mode {s['mode']}  version {s['version']}  uptime {s['uptime']}s\n"
             f"ports {s['ports']}  networks {', '.join(s['networks'])}  "
             f"fdb entries {s['fdb_entries']} (aging {s['aging_time']:g}s){overlay}")
@@ -80,7 +85,8 @@ def show_stats(s):
     drops = "  ".join(f"{k}={v}" for k, v in s["drops"].items())
     fdb = "  ".join(f"{k}={v}" for k, v in s["fdb"].items())
     capture = "  ".join(f"{k}={v}" for k, v in s["capture"].items())
-    text = (f"{ports}\n\nforwarded: unicast={s['unicast']}  flooded={s['flooded']}\n"
+    text = (f"{ports}\n\nforwarded: unicast={s['unicast']}  flooded={s['flooded']}  "
+            f"arp_suppressed={s['arp_suppressed']} (neighbours {s['neighbours']})\n"
             f"drops: {drops}\nfdb: {fdb}\ncapture: {capture}")
     for h in s["hooks"]:
         state = "enabled" if h["enabled"] else f"disabled ({h['error']})"

@@ -14,15 +14,18 @@ import logging
 import os
 import signal
 import sys
+from typing import TYPE_CHECKING
 
 import uvloop
 
 from . import __version__, api, metrics, reporting
-from .cluster import Cluster, NameTaken
 from .config import Config, ConfigError, load
-from .errors import ReloadRefused
+from .errors import ReloadRefused, VswitchError
 from .switch import Switch
 from .systemd import Notifier
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 log = logging.getLogger("vswitch.daemon")
 
@@ -70,7 +73,7 @@ class Service:
     service manager (readiness, watchdog, reload, stop)."""
 
     def __init__(self, config: Config, config_path: str | None, switch: Switch,
-                 cluster: Cluster | None = None):
+                 cluster: "Cluster | None" = None):
         self.config, self.config_path, self.switch = config, config_path, switch
         self.cluster = cluster
         self.notifier = Notifier()
@@ -204,14 +207,17 @@ async def serve(config: Config, config_path: str | None = None) -> int:
     except ConfigError as e:    # what the config names cannot be had: an address, a directory
         print(f"vswitchd: config error: {e}", file=sys.stderr)
         return 2
-    cluster = Cluster(config, switch) if config.cluster else None
+    cluster = None
+    if config.cluster:          # (grpc loads only in cluster mode: start-up stays quick)
+        from .cluster import Cluster
+        cluster = Cluster(config, switch)
     try:
         if cluster:                 # its networks first: the ports re-attach into them
             await cluster.restore()
         await switch.start()
         if cluster:
             await cluster.start()
-    except (ConfigError, NameTaken) as e:
+    except (ConfigError, VswitchError) as e:  # a bad config, or a name a live node has
         switch.close()
         print(f"vswitchd: {'config' if isinstance(e, ConfigError) else 'cluster'} error: {e}",
               file=sys.stderr)

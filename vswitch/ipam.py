@@ -15,6 +15,7 @@ import ipaddress
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from .config import NetworkConfig
 from .errors import Conflict, Exhausted, InvalidRequest
@@ -55,6 +56,15 @@ def reserved(net: NetworkConfig) -> set[ipaddress.IPv4Address]:
     """Addresses of the block never handed out."""
     return {net.subnet.network_address, net.subnet.broadcast_address,
             net.block.network_address, net.block.broadcast_address, gateway(net)}
+
+
+class AddressBlocks(Protocol):
+    """Where a node's addresses come from (StaticBlocks, cluster.Cluster)."""
+
+    def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]: ...
+    async def blocks(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]: ...
+    async def more(self, net: NetworkConfig, full: list[ipaddress.IPv4Network]) -> bool: ...
+    def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address) -> bool: ...
 
 
 class StaticBlocks:
@@ -190,13 +200,18 @@ class Ipam:
             offset += n
         skip = {int(ip) for ip in reserved(net) | used}
         for k in range(size):
-            index = (start + k) % size
-            for base, n in spans:
-                if index < n:
-                    break
-                index -= n
-            if base + index not in skip:
-                return ipaddress.IPv4Address(base + index)
+            ip = _nth(spans, (start + k) % size)
+            if ip not in skip:
+                return ipaddress.IPv4Address(ip)
         raise Exhausted(f"no free address left in block{'s' if len(blocks) > 1 else ''} "
                         f"{', '.join(map(str, blocks)) or '(none held)'} of network {net.name!r}",
                         kind="exhausted")
+
+
+def _nth(spans: list[tuple[int, int]], index: int) -> int:
+    """The index-th address of the ranges (first address, count), in order."""
+    for base, n in spans:
+        if index < n:
+            return base + index
+        index -= n
+    raise IndexError(index)

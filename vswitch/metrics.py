@@ -60,6 +60,29 @@ def render(stats: dict) -> str:
         out.family("vswitch_gro_merged_total", "counter",
                    "Received TCP segments delivered inside a superframe.",
                    [({}, stats["gro_merged"])])
+    out.family("vswitch_arp_suppressed_total", "counter",
+               "ARP requests for known pod addresses answered by the switch itself.",
+               [({}, stats["arp_suppressed"])])
+    out.family("vswitch_neighbours", "gauge", "Pod addresses whose ARP the switch answers.",
+               [({}, stats["neighbours"])])
+    cluster = stats["cluster"]
+    if cluster:
+        for key, kind, text in (
+                ("connected", "gauge", "1 while connected to etcd."),
+                ("can_allocate", "gauge", "1 while this node's lease is provably alive."),
+                ("nodes", "gauge", "Nodes registered in the cluster."),
+                ("endpoints", "gauge", "Pod addresses known cluster-wide."),
+                ("blocks_held", "gauge", "Address blocks this node holds."),
+                ("revision", "gauge", "etcd revision this node's view is at."),
+                ("events_applied", "counter", "etcd events applied to the data plane."),
+                ("reconnects", "counter", "Registrations with etcd (the first one too)."),
+                ("relists", "counter", "Full listings of the cluster's state."),
+                ("blocks_claimed", "counter", "Address blocks claimed."),
+                ("blocks_released", "counter", "Empty address blocks given back."),
+                ("blocks_lost", "counter", "Blocks found taken by another node on return."),
+                ("etcd_writes", "counter", "Writes (puts and transactions) sent to etcd.")):
+            name = f"vswitch_cluster_{key}" + ("_total" if kind == "counter" else "")
+            out.family(name, kind, text, [({}, int(cluster[key]))])
     capture = stats["capture"]
     out.family("vswitch_capture_sessions", "gauge", "Captures and hooks running.",
                [({}, capture["sessions"])])

@@ -79,6 +79,7 @@ def stats(switch: Switch) -> dict:
     counters["peers"] = switch.overlay.peers()
     counters["capture"] = switch.captures.stats()
     counters["hooks"] = switch.hooks.stats() if switch.hooks else []
+    counters["cluster"] = switch.cluster.metrics() if switch.cluster else None
     return counters
 
 
@@ -90,4 +91,5 @@ def status(switch: Switch) -> dict:
             "fdb_entries": switch.dataplane.counters()["fdb"]["entries"],
             "aging_time": switch.dataplane.aging_time,
             "vtep": str(config.overlay.vtep_ip) if config.overlay else None,
-            "peers": len(switch.overlay.peers())}
+            "peers": len(switch.overlay.peers()),
+            "cluster": switch.cluster.metrics() if switch.cluster else None}

@@ -11,6 +11,7 @@ import logging
 import sqlite3
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol
 
 from . import reconfig, reporting
 from .capture import Captures
@@ -18,7 +19,7 @@ from .config import Config, ConfigError, NetworkConfig
 from .datapath import PORT_TUNNEL, DataPlane
 from .errors import Conflict, Exhausted, InvalidRequest, NamespaceGone, NotFound, VswitchError
 from .hooks import Hooks
-from .ipam import Ipam, StaticBlocks, gateway
+from .ipam import AddressBlocks, Ipam, StaticBlocks, gateway
 from .netns import fd_identity, netns_id
 from .overlay import Overlay
 from .protocol import MAX_MTU, MAX_RATE, MIN_MTU, PORT_COUNTERS, PORT_NAME_RE, RATE_KEYS
@@ -33,6 +34,9 @@ from .tap import (
     random_mac,
     set_mtu,
 )
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 log = logging.getLogger("vswitch.switch")
 
@@ -76,6 +80,14 @@ class Port:
         return self.netns is None
 
 
+class PortObserver(Protocol):
+    """Told when a port starts or stops forwarding for good (cluster mode
+    publishes its addresses)."""
+
+    def port_up(self, port: Port) -> None: ...
+    def port_down(self, port: Port) -> None: ...
+
+
 class Switch:
     """One node: its networks, ports and state, the data plane they program,
     the overlay, captures and hooks. The API calls these methods; only they
@@ -99,9 +111,11 @@ class Switch:
         except (OSError, sqlite3.Error) as e:
             raise ConfigError("node.state_dir", f"cannot open the state database: {e}") from None
         self.ipam = Ipam(self.state)
-        self.addresses = StaticBlocks()      # cluster mode: the Cluster, which claims blocks
-        self.observer = None                 # cluster mode: told of ports coming and going
-        self.cluster = None                  # cluster mode: the Cluster (for its API verbs)
+        # Cluster mode replaces these with the Cluster, which claims blocks and
+        # publishes ports; the rest of the switch works the same in both modes.
+        self.addresses: AddressBlocks = StaticBlocks()
+        self.observer: PortObserver | None = None
+        self.cluster: Cluster | None = None         # (for its API verbs)
         self._reload_lock = asyncio.Lock()
         self.captures = Captures(self)
         self.hooks: Hooks | None = None
