@@ -30,6 +30,8 @@ workloads run against each:
 * the fast path without syscalls and scale: bench/micro.py (per-frame cost
   at 1k/100k/1M FDB entries, flood cost against ports) and bench/scale.py
   (daemon RSS, port add time), unless --skip-micro
+* cluster mode: bench/cluster.py (convergence of a joining node, memory per
+  remote pod, etcd writes per ADD, ARP on the underlay), unless --skip-cluster
 
 and the table shows vswitch / kernel ratios. Run as root:
     python3 bench/run.py [--mode bridge|overlay|all] [--duration 10] [--json FILE] [--png FILE]
@@ -499,11 +501,14 @@ def table(results: dict) -> str:
     if "scale" in results:
         lines += ["", "scale (bench/scale.py)"] + [f"{key:32} {value:>10.1f}"
                                                    for key, value in results["scale"].items()]
+    if "cluster" in results:
+        from cluster import table as cluster_table
+        lines += ["", cluster_table(results["cluster"])]
     return "\n".join(lines)
 
 
 def sub_bench(script: str, *args) -> dict:
-    """Run bench/micro.py or bench/scale.py and take its JSON."""
+    """Run bench/micro.py, scale.py or cluster.py and take its JSON."""
     with tempfile.NamedTemporaryFile(suffix=".json") as out:
         subprocess.run([sys.executable, os.path.join(os.path.dirname(__file__), script),
                         *args, "--json", out.name], check=True, stdout=subprocess.DEVNULL)
@@ -558,6 +563,9 @@ def main() -> int:
                         help="leave out bench/micro.py and bench/scale.py")
     parser.add_argument("--scale-ports", type=int, default=1000)
     parser.add_argument("--scale-macs", type=int, default=1_000_000)
+    parser.add_argument("--skip-cluster", action="store_true",
+                        help="leave out bench/cluster.py (etcd and simulated nodes)")
+    parser.add_argument("--cluster-nodes", type=int, nargs="+", default=[10, 100, 1000])
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root (it creates namespaces and TAP devices)")
@@ -583,6 +591,8 @@ def main() -> int:
         results["micro"] = sub_bench("micro.py")
         results["scale"] = sub_bench("scale.py", "--ports", str(args.scale_ports),
                                      "--macs", str(args.scale_macs))
+    if not args.skip_cluster:
+        results["cluster"] = sub_bench("cluster.py", "--nodes", *map(str, args.cluster_nodes))
     print(table(results).lstrip("\n"))
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)

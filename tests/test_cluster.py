@@ -19,6 +19,8 @@ from test_bridge import ping
 from test_cni import cni_path  # noqa: F401  (a fixture)
 from test_overlay import UNDERLAY
 
+from vswitch.client import ClientError
+
 ETCD_IP = f"{UNDERLAY}.250"
 POD_SUBNET = "198.18.0.0/16"
 
@@ -490,3 +492,30 @@ def test_tls_with_client_certificates_and_a_wrong_one_refused(cluster, tmp_path)
     assert "node2" not in {n["name"] for n in d1.ctl_json("node", "list")}
     r = d2.ctl("network", "list", "--json")
     assert json.loads(r.stdout) == []
+
+
+def test_blocks_grow_to_the_limit_then_exhaust_and_empty_ones_go_back(cluster):
+    cluster.etcd()
+    d = cluster.node(1, max_blocks=2, block_release_after=0.5)
+    d.ctl("network", "create", "blue", "--vni", "100", "--subnet", "198.18.0.0/24",
+          "--block-size", "28")
+    shared = cluster.make_ns("s")
+    attached = []
+    for i in range(40):
+        try:
+            attached.append(d.client.attach(f"c{RUN}g{i:02d}", f"p{i}", f"/run/netns/{shared}",
+                                            network="blue"))
+        except ClientError as e:
+            assert e.kind == "exhausted" and "cluster.max_blocks" in str(e), e
+            break
+    held = d.ctl_json("cluster", "status")["blocks_held"]["blue"]
+    assert len(held) == 2 and 28 <= len(attached) <= 32    # two /28s, less the reserved ones
+    for r in attached:
+        d.client.detach(r["container_id"], r["ifname"])
+    kept = wait_for("one block given back", lambda: len(
+        d.ctl_json("cluster", "status")["blocks_held"].get("blue", [])) == 1 and
+        d.ctl_json("cluster", "status")["blocks_held"]["blue"], timeout=10)
+    time.sleep(1.5)                       # and never the last one
+    assert d.ctl_json("cluster", "status")["blocks_held"]["blue"] == kept
+    assert [b["block"] for b in d.ctl_json("ipam", "blocks")] == kept
+    assert d.ctl_json("cluster", "status")["counters"]["blocks_released"] == 1

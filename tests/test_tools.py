@@ -33,7 +33,8 @@ def test_bench_prints_ratios_json_and_chart(tmp_path):
     out, png = tmp_path / "bench.json", tmp_path / "bench.png"
     r = subprocess.run([sys.executable, str(ROOT / "bench" / "run.py"), "--duration", "1",
                         "--json", str(out), "--png", str(png), "--scale-ports", "5",
-                        "--scale-macs", "500"], capture_output=True, text=True, timeout=600)
+                        "--scale-macs", "500", "--cluster-nodes", "3"],
+                       capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "bridge mode: vswitch vs linux bridge" in r.stdout
     assert "overlay mode: vswitch vs kernel vxlan" in r.stdout
@@ -56,6 +57,8 @@ def test_bench_prints_ratios_json_and_chart(tmp_path):
             assert f" {other}" in r.stdout
     assert set(results["micro"]["per_frame_ns"]) == {"1000", "100000", "1000000"}
     assert results["scale"]["rss_idle_mb"] > 0
+    assert "cluster mode (bench/cluster.py)" in r.stdout
+    assert results["cluster"]["sizes"]["3"]["programmed_s"] is not None
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
@@ -95,6 +98,25 @@ def test_pytest_benchmarks_run():
                        capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert r.returncode == 0, r.stdout + r.stderr
     assert "11 passed" in r.stdout
+
+
+def test_cluster_bench_measures_convergence_memory_writes_and_arp(tmp_path):
+    out = tmp_path / "cluster.json"
+    r = subprocess.run([sys.executable, str(ROOT / "bench" / "cluster.py"), "--nodes", "5", "20",
+                        "--json", str(out)], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    results = json.loads(out.read_text())
+    for n in ("5", "20"):
+        row = results["sizes"][n]
+        assert row["programmed_s"] < 10 and 0 < row["ping_s"] < 30
+        assert row["remote_pods"] == int(n) * 30 and row["kb_per_remote_pod"] is not None
+        assert all(u["rss_mb"] > 0 and u["cpu_s"] > 0 for u in row["usage"].values())
+    assert results["etcd_writes"]["revisions_per_add"] >= 1       # the endpoint, at least
+    on, off = results["arp_with_suppression"], results["arp_without_suppression"]
+    assert on["first_contacts"] == off["first_contacts"] == 6
+    assert on["arp_frames_on_underlay"] < off["arp_frames_on_underlay"]
+    assert on["icmp_frames_on_underlay"] > 0 and off["icmp_frames_on_underlay"] > 0
+    assert "programmed" in r.stdout and "etcd writes per ADD" in r.stdout
 
 
 def test_scale_bench_runs(tmp_path):

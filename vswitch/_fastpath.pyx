@@ -291,14 +291,15 @@ cdef class Datapath:
             self.remove_peer(ip)
         return gone
 
-    def peer_list(self):
-        """[(ip, [network ids], counters, learned)] of known peers."""
+    def peer_list(self, uint32_t only=0):
+        """[(ip, [network ids], counters, learned)] of known peers (only: of
+        the peer with that address)."""
         out = []
         cdef uint32_t i
         cdef peer_t *p
         for i in range(self.peers.limit):
             p = &self.peers.slots[i]
-            if p.ip == 0:
+            if p.ip == 0 or only and p.ip != only:
                 continue
             out.append((p.ip, peer_networks(&self.peers, i),
                         {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,

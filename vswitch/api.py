@@ -83,6 +83,7 @@ class Api:
             ("POST", "fdb/flush"): self.flush_fdb,
             ("GET", "peers"): self.list_peers,
             ("POST", "peers"): self.add_peer,
+            ("GET", "peers/*"): self.show_peer,
             ("DELETE", "peers/*"): self.del_peer,
             ("GET", "stats"): self.stats,
             ("POST", "attachments"): self.attach,
@@ -147,6 +148,9 @@ class Api:
 
     async def add_peer(self, query, body, arg):
         return self.switch.overlay.add_peer(**_string_fields(body, ("ip",), ("network",)))
+
+    async def show_peer(self, query, body, ip):
+        return self.switch.overlay.peer(ip)
 
     async def del_peer(self, query, body, ip):
         self.switch.overlay.del_peer(ip)

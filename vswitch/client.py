@@ -136,6 +136,9 @@ class Client:
     def add_peer(self, ip, network=None):
         return self.request("POST", "peers", {"ip": ip, "network": network})
 
+    def peer(self, ip):
+        return self.request("GET", "peers/" + quote(ip, safe=""))
+
     def del_peer(self, ip):
         return self.request("DELETE", "peers/" + quote(ip, safe=""))
 

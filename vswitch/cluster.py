@@ -411,7 +411,8 @@ class Cluster:
         if node is None or not dp.has_network(network):
             return
         mac = ep["mac"]
-        dp.neigh_set(network, ipaddress.IPv4Address(ip), mac)
+        if self.cfg.arp_suppression:
+            dp.neigh_set(network, ipaddress.IPv4Address(ip), mac)
         if ep["node"] != self.name:
             dp.fdb_add_remote(network, mac, ipaddress.IPv4Address(node["vtep"]))
 

@@ -76,6 +76,7 @@ class ClusterConfig:
     grace_period: float = 86400.0          # a dead node's blocks stay reserved this long
     max_blocks: int = 16                   # address blocks per network one node may hold
     block_release_after: float = 300.0     # an extra empty block goes back after this long
+    arp_suppression: bool = True           # answer ARP for known pod addresses locally
 
 
 @dataclass(frozen=True)
@@ -291,6 +292,7 @@ def _cluster(data) -> ClusterConfig:
         max_blocks=t.get("max_blocks", int, 16, lambda v: 1 <= v <= 4096, "must be 1..4096"),
         block_release_after=t.get("block_release_after", float, 300.0,
                                   lambda v: 0 <= v <= 86400 * 30, "must be 0..2592000 seconds"),
+        arp_suppression=t.get("arp_suppression", bool, True),
         **files)
     t.done()
     return config

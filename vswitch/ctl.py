@@ -183,6 +183,7 @@ def build_parser() -> argparse.ArgumentParser:
     peer_add.add_argument("--network", help="one network (default: all)")
     peer.add_parser("del", parents=[common], help="forget a peer").add_argument("ip")
     peer.add_parser("list", parents=[common], help="peers with counters")
+    peer.add_parser("show", parents=[common], help="one peer with counters").add_argument("ip")
 
     cap = sub.add_parser("capture", parents=[common],
                          help="frames at the capture points, as lines or a pcapng/pcap file")
@@ -354,6 +355,8 @@ def run(args, client: Client):
             return client.add_peer(args.ip, args.network), lambda r: show_peers([r])
         if action == "del":
             return client.del_peer(args.ip), lambda r: f"peer {r['deleted']} deleted"
+        if action == "show":
+            return client.peer(args.ip), lambda r: show_peers([r])
         return client.peers(), show_peers
     if verb == "reload":
         return client.reload(), lambda r: "reloaded: " + ("; ".join(r["changes"]) or "no changes")

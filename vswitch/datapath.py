@@ -163,10 +163,12 @@ class DataPlane:
     def remove_peer(self, ip) -> bool:
         return self.dp.remove_peer(ip_to_int(ip))
 
-    def peers(self) -> list[dict]:
+    def peers(self, only=None) -> list[dict]:
+        """Every peer, or (only: an address) that one."""
         return [{"ip": ip_str(ip), "networks": [self.network_name(n) for n in nets],
                  "counters": counters, "learned": learned}
-                for ip, nets, counters, learned in self.dp.peer_list()]
+                for ip, nets, counters, learned
+                in self.dp.peer_list(ip_to_int(only) if only else 0)]
 
     def peer_port_id(self, ip) -> int | None:
         """The id the data plane gives the peer at ip in FDB entries and

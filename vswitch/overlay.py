@@ -100,11 +100,10 @@ class Overlay:
         return self.dataplane.peers() if self.tunnel else []
 
     def peer(self, ip: str) -> dict:
-        wanted = str(check_peer(ip))
-        for p in self.peers():
-            if p["ip"] == wanted:
-                return p
-        raise NotFound(f"no peer {ip}")
+        found = self.dataplane.peers(check_peer(ip)) if self.tunnel else []
+        if not found:
+            raise NotFound(f"no peer {ip}")
+        return found[0]
 
     def peer_port_id(self, ip: str) -> int:
         """The data-plane id of the peer at ip (as in capture records)."""

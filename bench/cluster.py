@@ -1,0 +1,424 @@
+#!/usr/bin/env python3
+"""Cluster mode at scale, against a real etcd, in one run.
+
+Three real nodes (namespaces on a veth underlay, 192.0.2.0/24, each running
+vswitchd with [cluster]) and, around them, simulated nodes written into etcd
+exactly as real nodes write themselves (a node record on its own lease, a
+claimed /27 block, 30 endpoints on the lease), 10, 100 and 1,000 of them in
+turn. At each size it measures:
+
+* convergence: a fourth real node joins; the time from its registration
+  (its record's put, seen by a watch of the bench's own) until every other
+  real node has it as a peer (polled through their API; under a
+  millisecond is below what this measures, and the bench's watch may hear
+  of the put after a node already programmed it), and until a pod on it
+  answers a ping from a pod on node 1 (this includes the joining node's own
+  start: reading the whole cluster);
+* each real daemon's RSS and CPU time, and from them the memory each
+  remote pod costs a node;
+
+and, once: etcd writes per pod ADD and DEL in the steady state (from etcd's
+revision and the daemon's own count), and ARP frames on the underlay for the
+first contacts between pods on three nodes, with ARP suppression and
+without it. Goals (issue 13): programmed everywhere in under 1 s at 1,000
+nodes, under 10 KB per remote pod, at most 2 etcd writes per ADD. Run as root:
+    python3 bench/cluster.py [--nodes 10 100 1000] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+
+from run import PREFIX, namespaces, ns_exec, sh
+from scale import rss_mb
+
+from vswitch.client import Client, ClientError
+from vswitch.etcd import Etcd, Txn
+
+UNDERLAY = "192.0.2"
+ETCD_IP = f"{UNDERLAY}.250"
+ETCD_URL = f"http://{ETCD_IP}:2379"
+SUBNET, BLOCK = "198.18.0.0/16", 27          # 2,048 blocks of 32: room for 1,000+ nodes
+PODS_PER_NODE = 30
+
+
+def cpu_seconds(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def wait(what: str, condition, timeout: float = 60.0, interval: float = 0.002):
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(interval)
+    return time.monotonic()
+
+
+class Underlay:
+    """The hub namespace: the underlay bridge and etcd."""
+
+    def __init__(self, hub: str, tmp: str):
+        self.hub, self.tmp, self.count = hub, tmp, 0
+        ns_exec(hub, "ip", "link", "add", "ul", "type", "bridge")
+        ns_exec(hub, "ip", "addr", "add", f"{ETCD_IP}/24", "dev", "ul")
+        ns_exec(hub, "ip", "link", "set", "ul", "up")
+        self.etcd = subprocess.Popen(
+            ["ip", "netns", "exec", hub, "etcd", "--name", "b", "--data-dir", f"{tmp}/etcd",
+             "--listen-client-urls", ETCD_URL, "--advertise-client-urls", ETCD_URL,
+             "--listen-peer-urls", f"http://{ETCD_IP}:2380",
+             "--initial-advertise-peer-urls", f"http://{ETCD_IP}:2380",
+             "--initial-cluster", f"b=http://{ETCD_IP}:2380", "--quota-backend-bytes",
+             str(2 << 30)], stdout=subprocess.DEVNULL, stderr=open(f"{tmp}/etcd.log", "w"))
+        wait("etcd", lambda: subprocess.run(
+            ["ip", "netns", "exec", hub, "etcdctl", "--endpoints", ETCD_URL, "endpoint",
+             "health"], capture_output=True, env={**os.environ, "ETCDCTL_API": "3"}
+        ).returncode == 0, timeout=20, interval=0.1)
+
+    def attach(self, ns: str, i: int):
+        """Put namespace ns on the underlay as 192.0.2.i."""
+        ns_exec(self.hub, "ip", "link", "add", f"ul{i}", "type", "veth", "peer", "name", "u0",
+                "netns", ns)
+        ns_exec(self.hub, "ip", "link", "set", f"ul{i}", "master", "ul", "up")
+        ns_exec(ns, "ip", "addr", "add", f"{UNDERLAY}.{i}/24", "dev", "u0")
+        ns_exec(ns, "ip", "link", "set", "u0", "up")
+
+    def close(self):
+        self.etcd.send_signal(signal.SIGTERM)
+        self.etcd.wait(10)
+
+
+class Node:
+    """A real vswitchd in cluster mode, in its own namespace."""
+
+    def __init__(self, tmp: str, ns: str, i: int, name: str, prefix: str = "/vswitch",
+                 arp_suppression: bool = True, wait_ready: bool = True):
+        self.ns, self.name, self.vtep = ns, name, f"{UNDERLAY}.{i}"
+        self.sock = f"{tmp}/{name}.sock"
+        config = f"{tmp}/{name}.toml"
+        with open(config, "w") as f:
+            f.write(f'[node]\nname = "{name}"\nsocket = "{self.sock}"\n'
+                    f'state_dir = "{tmp}/{name}-state"\n'
+                    f'[overlay]\nvtep_ip = "{self.vtep}"\n'
+                    f'[cluster]\netcd = ["{ETCD_URL}"]\nprefix = "{prefix}"\nlease_ttl = 5\n'
+                    f'arp_suppression = {"true" if arp_suppression else "false"}\n')
+        self.proc = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-m",
+                                      "vswitch.daemon", "--config", config],
+                                     stderr=open(f"{tmp}/{name}.log", "w"))
+        self.client = Client(self.sock)
+        if wait_ready:
+            self.ready()
+
+    def ready(self):
+        wait(f"{self.name} to start", self._answers, timeout=30, interval=0.02)
+
+    def _answers(self) -> bool:
+        if self.proc.poll() is not None:
+            raise RuntimeError(f"{self.name} exited ({self.proc.returncode})")
+        try:
+            self.client.status()
+            return True
+        except Exception:
+            return False
+
+    def has_peer(self, ip: str) -> bool:
+        try:
+            self.client.peer(ip)
+            return True
+        except ClientError as e:
+            if e.status != 404:
+                raise
+            return False
+
+    def cluster(self) -> dict:
+        return self.client.status()["cluster"]
+
+    def pod(self, ns: str, cid: str, ifname: str = "eth0") -> dict:
+        return self.client.attach(cid, ifname, f"/run/netns/{ns}", network="bench")
+
+    def stop(self):
+        self.proc.send_signal(signal.SIGTERM)
+        self.proc.wait(10)
+
+
+def ip_of(pod: dict) -> str:
+    return pod["ip"].split("/")[0]
+
+
+# ------------------------------------------------------------ simulated nodes
+
+def sim_vtep(k: int) -> str:
+    return f"198.19.{k // 250}.{k % 250 + 1}"
+
+
+async def add_simulated(first: int, last: int):
+    """Nodes sim<first>..sim<last-1>, written as real nodes write themselves:
+    a lease, the node record on it, a claimed block, 30 endpoints on the lease."""
+    etcd = Etcd([ETCD_URL])
+    await etcd.connect()
+    rnd = random.Random(first)
+    kvs, _ = await etcd.get_prefix("/vswitch/blocks/bench/")
+    taken = {kv.key.rsplit("/", 1)[1] for kv in kvs}
+    import ipaddress
+    free = (b for b in ipaddress.IPv4Network(SUBNET).subnets(new_prefix=BLOCK)
+            if f"{b.network_address}-{b.prefixlen}" not in taken)
+
+    async def one(k: int, block):
+        lease = await etcd.grant(3600)
+        name = f"sim{k}"
+        txn = Txn()
+        txn.success = [Txn.put(f"/vswitch/nodes/{name}", json.dumps(
+            {"vtep": sim_vtep(k), "version": "sim", "started": time.time(),
+             "lease": lease}).encode(), lease),
+            Txn.put(f"/vswitch/blocks/bench/{block.network_address}-{block.prefixlen}",
+                    json.dumps({"node": name, "claimed": time.time()}).encode())]
+        for ip in list(block.hosts())[:PODS_PER_NODE]:
+            mac = "02:" + ":".join(f"{rnd.randrange(256):02x}" for _ in range(5))
+            txn.success.append(Txn.put(f"/vswitch/endpoints/bench/{ip}", json.dumps(
+                {"mac": mac, "node": name}).encode(), lease))
+        await etcd.commit(txn)
+
+    ks = list(range(first, last))
+    for i in range(0, len(ks), 50):             # 50 nodes at a time
+        await asyncio.gather(*(one(k, next(free)) for k in ks[i:i + 50]))
+    await etcd.close()
+
+
+async def watch_registration(name: str):
+    """Print "ready", then the monotonic time (the same clock in every
+    namespace) when /vswitch/nodes/<name> is first put: its registration."""
+    etcd = Etcd([ETCD_URL])
+    await etcd.connect()
+    _, revision = await etcd.get_prefix("/vswitch/nodes/")
+    print("ready", flush=True)
+    async for batch in etcd.watch("/vswitch/nodes/", revision + 1):
+        for e in batch:
+            if e.key.endswith(f"/{name}") and e.value is not None:
+                print(time.monotonic(), flush=True)
+                await etcd.close()
+                return
+
+
+def in_hub(hub: str, *args: str, **kw) -> subprocess.Popen:
+    """This script in the hub's namespace, where etcd is (the gRPC client
+    connects from threads of its own, so entering the namespace is not enough)."""
+    return subprocess.Popen(["ip", "netns", "exec", hub, sys.executable, __file__, *args],
+                            stdout=subprocess.PIPE, text=True, **kw)
+
+
+def join(tmp: str, underlay: Underlay, reals: list[Node], origin_pod: dict, i: int,
+         label: str) -> dict:
+    """A real node joins: how long until every other real node has programmed
+    it, and until a pod on it answers a ping from a pod on node 1."""
+    watcher = in_hub(underlay.hub, "--watch", f"join{label}")
+    assert watcher.stdout is not None
+    assert watcher.stdout.readline().strip() == "ready"
+    with namespaces(f"j{label}", f"jp{label}") as (ns, pod_ns):
+        underlay.attach(ns, i)
+        # The others are watched from the moment it starts: it registers
+        # before it has read the cluster and before its own API answers.
+        node = Node(tmp, ns, i, f"join{label}", wait_ready=False)
+        try:
+            seen: dict[str, float] = {}
+            deadline = time.monotonic() + 60
+            while len(seen) < len(reals) and time.monotonic() < deadline:
+                for r in reals:
+                    if r.name not in seen and r.has_peer(node.vtep):
+                        seen[r.name] = time.monotonic()
+            registered = float(watcher.stdout.readline())
+            node.ready()
+            pod = node.pod(pod_ns, f"join{label}pod")
+            while True:
+                ok = subprocess.run(["ip", "netns", "exec", origin_pod["ns"], "ping", "-c", "1",
+                                     "-W", "0.2", ip_of(pod)], capture_output=True).returncode == 0
+                if ok or time.monotonic() > deadline:
+                    break
+            pinged = time.monotonic()
+            return {"programmed_s": max(seen.values()) - registered
+                    if len(seen) == len(reals) else None,
+                    "ping_s": pinged - registered if ok else None}
+        finally:
+            node.stop()
+            watcher.wait(10)
+
+
+def usage(reals: list[Node]) -> dict:
+    return {r.name: {"rss_mb": rss_mb(r.proc.pid), "cpu_s": cpu_seconds(r.proc.pid)}
+            for r in reals}
+
+
+def etcd_revision(hub: str) -> int:
+    out = ns_exec(hub, "etcdctl", "--endpoints", ETCD_URL, "endpoint", "status", "-w", "json",
+                  env={**os.environ, "ETCDCTL_API": "3"})
+    return json.loads(out)[0]["Status"]["header"]["revision"]
+
+
+def writes_per_add(hub: str, node: Node, pod_ns: str, count: int = 20) -> dict:
+    """etcd writes (revisions) per ADD and per DEL in the steady state: the
+    node already holds a block with room."""
+    node.pod(pod_ns, "warmup", "w0")
+    before, counted = etcd_revision(hub), node.cluster()["etcd_writes"]
+    for k in range(count):
+        node.pod(pod_ns, f"wpa{k}", f"w{k + 1}")
+    added, counted_add = etcd_revision(hub), node.cluster()["etcd_writes"]
+    for k in range(count):
+        node.client.detach(f"wpa{k}", f"w{k + 1}")
+    wait("DELs published", lambda: etcd_revision(hub) >= added + count, timeout=10, interval=0.05)
+    deleted = etcd_revision(hub)
+    return {"adds": count, "revisions_per_add": (added - before) / count,
+            "writes_per_add": (counted_add - counted) / count,
+            "revisions_per_del": (deleted - added) / count}
+
+
+def arp_on_underlay(tmp: str, underlay: Underlay, suppression: bool) -> dict:
+    """ARP frames that cross the underlay (captured on the hub's bridge) for
+    the first contacts between pods on three nodes (every ordered pair)."""
+    tag = "on" if suppression else "off"
+    with namespaces(*(f"a{tag}{k}" for k in range(3)), *(f"p{tag}{k}" for k in range(3))) as names:
+        nodes_ns, pod_ns = names[:3], names[3:]
+        nodes = []
+        try:
+            for k, ns in enumerate(nodes_ns):
+                underlay.attach(ns, 20 + k + (0 if suppression else 3))
+                nodes.append(Node(tmp, ns, 20 + k + (0 if suppression else 3), f"arp{tag}{k}",
+                                  prefix=f"/arp-{tag}", arp_suppression=suppression))
+            nodes[0].client.create_network("bench", 7, SUBNET, BLOCK)
+            for n in nodes:
+                wait("bench network", lambda n=n: n.client.networks() and
+                     n.client.networks()[0]["joined"], timeout=10)
+            pods = [n.pod(ns, f"arp{tag}{k}") for k, (n, ns) in enumerate(zip(nodes, pod_ns))]
+            wait("endpoints everywhere", lambda: all(n.cluster()["endpoints"] == 3 for n in nodes),
+                 timeout=10)
+            # What each node sends on the underlay (a bridge port does not see
+            # unicast between the other ports).
+            caps = [f"{tmp}/arp-{tag}-{k}.pcap" for k in range(3)]
+            dumps = [subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", "u0", "-Q", "out", "--immediate-mode",
+                                       "-n", "-U", "-w", cap, "udp port 4789"],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                     for ns, cap in zip(nodes_ns, caps)]
+            for dump in dumps:
+                assert dump.stderr is not None
+                dump.stderr.readline()              # "listening on u0 ..."
+            contacts = 0
+            for a in range(3):
+                for b in range(3):
+                    if a != b:
+                        ns_exec(pod_ns[a], "ping", "-c", "1", "-W", "1", ip_of(pods[b]))
+                        contacts += 1
+            time.sleep(0.3)
+            for dump in dumps:
+                dump.send_signal(signal.SIGINT)
+                dump.wait(10)
+            decoded = "".join(sh("tcpdump", "-r", cap, "-n") for cap in caps)
+            return {"first_contacts": contacts,
+                    "icmp_frames_on_underlay": sum("ICMP" in line for line in decoded.splitlines()),
+                    "arp_frames_on_underlay": sum("ARP" in line for line in decoded.splitlines()),
+                    "suppressed": sum(n.client.stats()["arp_suppressed"] for n in nodes)}
+        finally:
+            for n in nodes:
+                n.stop()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--nodes", type=int, nargs="+", default=[10, 100, 1000],
+                        help="simulated cluster sizes, in increasing order")
+    parser.add_argument("--json", metavar="FILE")
+    parser.add_argument("--simulate", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--watch", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.simulate:                   # helpers, run in the hub's namespace
+        asyncio.run(add_simulated(*args.simulate))
+        return 0
+    if args.watch:
+        asyncio.run(watch_registration(args.watch))
+        return 0
+    if os.geteuid() != 0:
+        parser.error("run as root (it creates namespaces and runs etcd)")
+    results: dict = {"sizes": {}}
+    with tempfile.TemporaryDirectory() as tmp, \
+            namespaces("chub", "c1", "c2", "c3", "cpa", "cpw") as (hub, *rest):
+        node_ns, (pod_a, pod_w) = rest[:3], rest[3:]
+        underlay = Underlay(hub, tmp)
+        reals: list[Node] = []
+        try:
+            results["arp_with_suppression"] = arp_on_underlay(tmp, underlay, True)
+            results["arp_without_suppression"] = arp_on_underlay(tmp, underlay, False)
+            for k, ns in enumerate(node_ns, 1):
+                underlay.attach(ns, k)
+                reals.append(Node(tmp, ns, k, f"node{k}"))
+            reals[0].client.create_network("bench", 7, SUBNET, BLOCK)
+            for r in reals:
+                wait("bench network", lambda r=r: r.client.networks() and
+                     r.client.networks()[0]["joined"], timeout=10)
+            origin = {**reals[0].pod(pod_a, "origin"), "ns": pod_a}
+            results["etcd_writes"] = writes_per_add(hub, reals[1], pod_w)
+            base = usage(reals)
+            base_endpoints = reals[0].cluster()["endpoints"]
+            results["idle"] = base
+            done = 0
+            for level, n in enumerate(args.nodes):
+                started = time.monotonic()
+                if in_hub(hub, "--simulate", str(done), str(n)).wait() != 0:
+                    raise RuntimeError("writing simulated nodes failed")
+                expected = base_endpoints + n * PODS_PER_NODE
+                for r in reals:
+                    wait(f"{n} simulated nodes on {r.name}",
+                         lambda r=r: r.cluster()["endpoints"] >= expected, timeout=120, interval=0.01)
+                applied = time.monotonic() - started
+                done = n
+                now = usage(reals)
+                conv = join(tmp, underlay, reals, origin, 10 + level, str(n))
+                remote = n * PODS_PER_NODE
+                results["sizes"][str(n)] = {
+                    "simulated_nodes": n, "remote_pods": remote, "written_and_applied_s": applied,
+                    **conv, "usage": now,
+                    "kb_per_remote_pod": max((now[r.name]["rss_mb"] - base[r.name]["rss_mb"])
+                                             * 1024 / remote for r in reals)}
+        finally:
+            for r in reals:
+                r.stop()
+            underlay.close()
+    print(table(results))
+    if args.json:
+        with open(args.json, "w") as f:
+            json.dump(results, f, indent=2)
+    return 0
+
+
+def table(results: dict) -> str:
+    lines = ["cluster mode (bench/cluster.py): 3 real nodes + N simulated (30 pods each)",
+             f"{'N':>6} {'programmed':>11} {'pod pinged':>11} {'RSS MB':>8} {'KB/remote pod':>14}"
+             f" {'CPU s':>7}"]
+    for n, r in results["sizes"].items():
+        rss = max(u["rss_mb"] for u in r["usage"].values())
+        cpu = max(u["cpu_s"] for u in r["usage"].values())
+        prog = "-" if r["programmed_s"] is None else "<1 ms" if r["programmed_s"] < 1e-3 else \
+            f"{r['programmed_s'] * 1e3:.0f} ms"
+        ping = f"{r['ping_s'] * 1e3:.0f} ms" if r["ping_s"] is not None else "-"
+        lines.append(f"{n:>6} {prog:>11} {ping:>11} {rss:>8.1f} {r['kb_per_remote_pod']:>14.2f}"
+                     f" {cpu:>7.2f}")
+    w = results["etcd_writes"]
+    lines.append(f"etcd writes per ADD {w['writes_per_add']:.2f} (revisions {w['revisions_per_add']:.2f}),"
+                 f" per DEL {w['revisions_per_del']:.2f}")
+    on, off = results["arp_with_suppression"], results["arp_without_suppression"]
+    lines.append(f"ARP frames on the underlay for {on['first_contacts']} first contacts: "
+                 f"{on['arp_frames_on_underlay']} with suppression ({on['suppressed']} answered "
+                 f"locally), {off['arp_frames_on_underlay']} without")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
