@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import random
@@ -39,7 +38,7 @@ import sys
 import tempfile
 import time
 
-from run import PREFIX, namespaces, ns_exec, sh
+from run import namespaces, ns_exec, sh
 from scale import rss_mb
 
 from vswitch.client import Client, ClientError
@@ -304,8 +303,8 @@ def arp_on_underlay(tmp: str, underlay: Underlay, suppression: bool) -> dict:
             # What each node sends on the underlay (a bridge port does not see
             # unicast between the other ports).
             caps = [f"{tmp}/arp-{tag}-{k}.pcap" for k in range(3)]
-            dumps = [subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", "u0", "-Q", "out", "--immediate-mode",
-                                       "-n", "-U", "-w", cap, "udp port 4789"],
+            dumps = [subprocess.Popen(["ip", "netns", "exec", ns, "tcpdump", "-i", "u0", "-Q", "out",
+                                       "--immediate-mode", "-n", "-U", "-w", cap, "udp port 4789"],
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
                      for ns, cap in zip(nodes_ns, caps)]
             for dump in dumps:
@@ -376,7 +375,8 @@ def main() -> int:
                 expected = base_endpoints + n * PODS_PER_NODE
                 for r in reals:
                     wait(f"{n} simulated nodes on {r.name}",
-                         lambda r=r: r.cluster()["endpoints"] >= expected, timeout=120, interval=0.01)
+                         lambda r=r, expected=expected: r.cluster()["endpoints"] >= expected,
+                         timeout=120, interval=0.01)
                 applied = time.monotonic() - started
                 done = n
                 now = usage(reals)
