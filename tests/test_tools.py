@@ -128,3 +128,14 @@ def test_scale_bench_runs(tmp_path):
     results = json.loads(out.read_text())
     assert results["fdb_entries"] >= 4000          # learned, save what the pod's queue lost
     assert all(results[k] > 0 for k in ("rss_idle_mb", "rss_20_ports_mb", "rss_20_ports_5000_macs_mb"))
+
+
+def test_cluster_demo_shows_pods_on_three_nodes_talking():
+    r = subprocess.run(["bash", str(ROOT / "scripts" / "cluster-demo.sh"), "--no-install"],
+                       capture_output=True, text=True, timeout=180)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr
+    assert r.stdout.count("3 received, 0% packet loss") == 2
+    assert re.search(r"node2 \(this\)\s+alive\s+192\.0\.2\.2\s+pods:198\.18\.", r.stdout)
+    assert "cluster demo done" in r.stdout
+    assert "vscl" not in subprocess.run(["ip", "netns", "list"], capture_output=True,
+                                        text=True).stdout
