@@ -339,6 +339,13 @@ def test_with_etcd_down_pods_talk_adds_work_while_the_lease_is_proven_then_conve
     code, out = cni_runtime(nodes[0]).run("ADD", cluster.make_ns("e"), "ctr-e")
     assert code != 0 and out["code"] == 11 and "lease" in out["msg"]
     assert " 0% packet loss" in ping(c["ns"], ip_of(a)).stdout
+    # A restart while etcd is away: the node starts from what it last knew
+    # (networks, peers) and its pod is back on the network at once.
+    nodes[1].proc.kill()
+    nodes[1].proc.wait()
+    nodes[1] = cluster.node(2, config=nodes[1].config_path)
+    assert not nodes[1].ctl_json("cluster", "status")["connected"]
+    assert " 0% packet loss" in ping(b["ns"], ip_of(a)).stdout
     etcd.start("m0")
     for d in nodes:
         wait_for("reconnected", lambda d=d: d.ctl_json("cluster", "status")["connected"],
@@ -519,3 +526,106 @@ def test_blocks_grow_to_the_limit_then_exhaust_and_empty_ones_go_back(cluster):
     assert d.ctl_json("cluster", "status")["blocks_held"]["blue"] == kept
     assert [b["block"] for b in d.ctl_json("ipam", "blocks")] == kept
     assert d.ctl_json("cluster", "status")["counters"]["blocks_released"] == 1
+
+
+def test_records_written_into_etcd_cannot_divert_a_pods_address(cluster):
+    """What a compromised node (or anyone with etcd access) writes is checked:
+    an endpoint for an address outside the writer's blocks is ignored, and
+    malformed records are skipped; the pods keep talking."""
+    nodes = three_nodes(cluster)
+    etcd = cluster.current
+    a, c = cluster.pod(nodes[0], "a"), cluster.pod(nodes[2], "c")
+    wait_for("a known on node 3", lambda: nodes[2].ctl_json("cluster", "status")["endpoints"] == 2)
+    rogue = "02:66:66:66:66:66"
+    etcd.etcdctl("put", f"/vswitch/endpoints/blue/{ip_of(a)}",
+                 json.dumps({"mac": rogue, "node": "node2"}))
+    for key, value in (("/vswitch/endpoints/blue/198.18.77.77", "not json"),
+                       ("/vswitch/nodes/evil", json.dumps({"vtep": "not an address"})),
+                       ("/vswitch/nodes/evil2", json.dumps({"vtep": "224.0.0.1"})),
+                       ("/vswitch/networks/bad", json.dumps({"vni": "x"})),
+                       ("/vswitch/endpoints/blue/nonsense", json.dumps({"mac": 5, "node": "node2"}))):
+        etcd.etcdctl("put", key, value)
+    wait_for("events applied", lambda: nodes[2].ctl_json("cluster", "status")["revision"] >=
+             int(json.loads(etcd.etcdctl("get", "/vswitch/", "--prefix", "-w", "json").stdout)[
+                 "header"]["revision"]))
+    # Node 1 says again whose the address is, and everyone believes it.
+    wait_for("a's record restored", lambda: (etcd.get(f"/vswitch/endpoints/blue/{ip_of(a)}")
+                                             or {}).get("node") == "node1")
+    wait_for("a behind node 1 again", lambda: {e["mac"]: e["port"] for e in nodes[2].ctl_json(
+        "fdb", "show")}.get(a["mac"]) == f"vxlan:{UNDERLAY}.1")
+    assert rogue not in {e["mac"] for e in nodes[2].ctl_json("fdb", "show")}
+    in_ns(c["ns"], "ip", "neigh", "flush", "all")
+    assert " 0% packet loss" in ping(c["ns"], ip_of(a)).stdout
+    assert a["mac"] in in_ns(c["ns"], "ip", "neigh", "show", ip_of(a)).stdout
+    assert {n["name"]: n["joined"] for n in nodes[2].ctl_json("network", "list")} == \
+        {"blue": True}
+    nodes[0].ctl("network", "create", "red", "--vni", "200", "--subnet", "198.19.0.0/16")
+    wait_for("red joined despite the bad records", lambda: {
+        n["name"]: n["joined"] for n in nodes[2].ctl_json("network", "list")}.get("red"))
+    assert peers(nodes[2]) == {f"{UNDERLAY}.1", f"{UNDERLAY}.2"}
+    counters = nodes[2].ctl_json("cluster", "status")["counters"]
+    assert counters["reconnects"] == 1 and counters["records_ignored"] >= 5
+    assert nodes[2].ctl_json("cluster", "status")["connected"]
+
+
+def test_a_network_created_or_deleted_reaches_every_node(cluster):
+    nodes = three_nodes(cluster)
+    a, b = cluster.pod(nodes[0], "a"), cluster.pod(nodes[1], "b")
+    nodes[2].ctl("network", "create", "red", "--vni", "200", "--subnet", "198.19.0.0/16",
+                 "--mtu", "1400")
+    for d in nodes:
+        wait_for("red everywhere", lambda d=d: {n["name"]: n["joined"] for n in d.ctl_json(
+            "network", "list")} == {"blue": True, "red": True})
+    assert nodes[0].ctl_json("status")["networks"] == ["blue", "red"]
+    r = cluster.pod(nodes[0], "r", network="red")
+    assert r["mtu"] == 1400 and r["ip"].startswith("198.19.")
+    for bad in (["network", "create", "red", "--vni", "201", "--subnet", "198.19.0.0/16"],
+                ["network", "create", "green", "--vni", "100", "--subnet", "10.9.0.0/16"],
+                ["network", "create", "green", "--vni", "300", "--subnet", "198.18.4.0/24"],
+                ["network", "create", "Bad_Name", "--vni", "300", "--subnet", "10.9.0.0/16"],
+                ["network", "delete", "green"]):
+        res = nodes[0].ctl(*bad, check=False)
+        assert res.returncode == 1 and res.stderr, bad
+    nodes[1].ctl("network", "delete", "blue")
+    for d in nodes:
+        wait_for("blue gone everywhere", lambda d=d: [n["name"] for n in d.ctl_json(
+            "network", "list")] == ["red"] and d.ctl_json("status")["networks"] == ["red"])
+    # Its pods are detached and their addresses released; its blocks are gone.
+    for d in nodes[:2]:
+        assert all(x["network"] != "blue" for x in d.ctl_json("ipam", "show")["allocations"])
+        assert all(p["network"] != "blue" for p in d.ctl_json("port", "list"))
+    assert in_ns(a["ns"], "ip", "link", "show", "eth0", check=False).returncode != 0
+    assert in_ns(b["ns"], "ip", "link", "show", "eth0", check=False).returncode != 0
+    assert all(b["network"] == "red" for b in nodes[2].ctl_json("ipam", "blocks"))
+    assert cluster.current.keys("/vswitch/endpoints/blue/") == []
+
+
+def test_a_watch_that_falls_behind_compaction_lists_everything_again(cluster):
+    nodes = three_nodes(cluster, lease_ttl=60)
+    etcd = cluster.current
+    relists = nodes[2].ctl_json("cluster", "status")["counters"]["relists"]
+    os.kill(nodes[2].proc.pid, signal.SIGSTOP)
+    try:
+        # Enough changes that etcd cannot hold them for the stalled watcher,
+        # a network among them, then compaction of everything it missed.
+        # One response per change: etcd buffers about a thousand for a watcher.
+        writer = ("import asyncio\nfrom vswitch.etcd import Etcd\n"
+                  "async def main():\n"
+                  f"    e = Etcd(['{etcd.urls['m0']}']); await e.connect()\n"
+                  "    for i in range(30):\n"
+                  "        await asyncio.gather(*(e.put(f'/vswitch/filler/{i}-{k}', b'{}')"
+                  " for k in range(100)))\n"
+                  "asyncio.run(main())\n")
+        in_ns(cluster.hub_ns, "python3", "-c", writer, timeout=60)
+        nodes[0].ctl("network", "create", "red", "--vni", "200", "--subnet", "198.19.0.0/16")
+        revision = json.loads(etcd.etcdctl("get", "/vswitch/", "--prefix", "--limit", "1", "-w",
+                                           "json").stdout)["header"]["revision"]
+        etcd.etcdctl("compact", str(revision))
+    finally:
+        os.kill(nodes[2].proc.pid, signal.SIGCONT)
+    wait_for("red on node 3", lambda: "red" in {n["name"] for n in nodes[2].ctl_json(
+        "network", "list")}, timeout=20)
+    status = nodes[2].ctl_json("cluster", "status")
+    assert status["counters"]["relists"] > relists
+    assert "compacted" in nodes[2].log_path.read_text()
+    assert status["counters"]["records_ignored"] == 0       # other keys are not ours to judge

@@ -36,10 +36,11 @@ import json
 import logging
 import time
 from collections import deque
+from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 from . import __version__, state
-from .config import Config, NetworkConfig
+from .config import Config, NetworkConfig, node_address
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound, VswitchError
 from .etcd import Compacted, Etcd, EtcdUnavailable, Txn
 from .protocol import MAX_NETWORK_MTU, MIN_MTU, VXLAN_OVERHEAD
@@ -54,6 +55,8 @@ START_TIMEOUT = 3.0                     # how long start-up waits for etcd befor
 REQUEST_WAIT = 5.0                      # how long a request needing etcd waits for a reconnect
 TXN_OPS = 100                           # operations per transaction (etcd allows 128)
 INCIDENTS = 20                          # blocks lost or fencing, kept for `cluster status`
+LOGGED_BAD_RECORDS = 20                 # malformed records logged; the rest only counted
+RECORD_KINDS = ("networks", "nodes", "endpoints", "blocks", "graves")
 
 
 class NameTaken(VswitchError):
@@ -83,6 +86,15 @@ def network_from_record(name: str, rec) -> NetworkConfig:
             or not MIN_MTU <= mtu <= MAX_NETWORK_MTU or not subnet.prefixlen <= size <= 30:
         raise ValueError(f"bad vni, mtu or block_size in {rec}")
     return NetworkConfig(name, vni, subnet, subnet, mtu, block_size=size)
+
+
+def _vtep(rec) -> str | None:
+    """A node record's VTEP, if it is a unicast address a node can have."""
+    try:
+        address = ipaddress.IPv4Address(rec.get("vtep"))
+    except (ValueError, AttributeError):
+        return None
+    return str(address) if node_address(address) else None
 
 
 def _same_but_mtu(old: NetworkConfig | None, new: NetworkConfig) -> bool:
@@ -130,14 +142,15 @@ class Cluster:
         self.fenced = False
         self.incidents: deque = deque(maxlen=INCIDENTS)
         self.counters = {"blocks_claimed": 0, "blocks_released": 0, "blocks_lost": 0,
-                         "reconnects": 0, "relists": 0, "etcd_writes": 0}
+                         "reconnects": 0, "relists": 0, "etcd_writes": 0, "records_ignored": 0}
         self._networks_changed = False
         self._claiming = asyncio.Lock()
         self._empty_since: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task | None = None
         self._releasing: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
-        self._resync = asyncio.Event()
+        self._resync = asyncio.Event()       # set: stop following, list everything again
+        self._relist = False                 # the watch fell behind compaction
         self._up = asyncio.Event()           # set while connected
 
     def key(self, *parts: str) -> str:
@@ -190,12 +203,15 @@ class Cluster:
                 if not self.connected:
                     await self._connect_and_sync()
                     backoff = BACKOFF_MIN
+                elif self._relist:
+                    self._relist = False
+                    await self._sync()
                 await self._follow()
             except asyncio.CancelledError:
                 raise
             except Compacted as e:
-                log.warning("watch fell behind (%s): listing everything again", e)
-                self._resync.set()
+                log.warning("cluster: watch fell behind (%s): listing everything again", e)
+                self._relist = True
             except Exception as e:      # etcd away, a name conflict, a bug: retry, never die
                 if self.connected or self.error != str(e):
                     log.warning("cluster: %s; retrying", e)
@@ -216,6 +232,7 @@ class Cluster:
         await self.etcd.connect()
         await self._register()
         await self._sync()
+        self.fenced = False         # its blocks were checked again by the sync
         self.connected, self.error, self.since = True, None, time.time()
         self._up.set()
         self.counters["reconnects"] += 1
@@ -330,13 +347,17 @@ class Cluster:
         """One key's new value (None: deleted), into the view and the data
         plane. Malformed records are logged and skipped, never fatal."""
         parts = key[len(self.prefix):].split("/")
+        kind = parts[0]
+        if kind not in RECORD_KINDS:
+            return                      # not ours (another tool's keys under the prefix)
         rec = None if value is None else _json(value)
         if value is not None and rec is None:
-            log.warning("cluster: %s is not JSON; ignored", key)
+            self._ignored(key, "not JSON")
             return
-        kind = parts[0]
         try:
             if kind == "networks" and len(parts) == 2:
+                if rec is not None:
+                    network_from_record(parts[1], rec)      # malformed: not taken up at all
                 self._set(self.networks, parts[1], rec)
                 self._networks_changed = True
             elif kind == "nodes" and len(parts) == 2:
@@ -348,7 +369,16 @@ class Cluster:
             elif kind == "graves" and len(parts) == 2:
                 self._grave(parts[1], rec)
         except (VswitchError, ValueError, KeyError, TypeError) as e:
-            log.warning("cluster: cannot apply %s: %s", key, e)
+            self._ignored(key, str(e))
+
+    def _ignored(self, key: str, why: str):
+        """A record that cannot be applied: counted, logged while there are
+        few (whoever can write etcd could otherwise flood the log)."""
+        self.counters["records_ignored"] += 1
+        if self.counters["records_ignored"] <= LOGGED_BAD_RECORDS:
+            log.warning("cluster: %s ignored: %s%s", key, why,
+                        " (further ones are only counted: records_ignored)"
+                        if self.counters["records_ignored"] == LOGGED_BAD_RECORDS else "")
 
     @staticmethod
     def _set(table: dict, name, rec):
@@ -358,6 +388,9 @@ class Cluster:
             table[name] = rec
 
     def _node(self, name: str, rec: dict | None):
+        if rec is not None and not _vtep(rec):
+            raise ValueError(f"{rec.get('vtep') if isinstance(rec, dict) else rec!r} is not a "
+                             "VTEP address a node can have")
         before = self.nodes.get(name)
         self._set(self.nodes, name, rec)
         if name == self.name:
@@ -367,17 +400,15 @@ class Cluster:
         if before and (rec is None or before.get("vtep") != rec.get("vtep")):
             self._forget_peer(before.get("vtep"))
         if rec is not None:
-            self._add_peer(rec.get("vtep"))
-            for where in self.by_node.get(name, ()):
-                self._program(*where, self.endpoints[where])
+            self._add_peer(rec["vtep"])
+            self._program_each(self.by_node.get(name, ()))
         elif self.connected:
             self._spawn(self._bury(name))
 
-    def _add_peer(self, vtep):
-        if not isinstance(vtep, str) or vtep == self.vtep:
-            return
+    def _add_peer(self, vtep: str):
+        """Flood every network to a node's VTEP (checked with its record)."""
         networks = [n for n in self.networks if self.switch.dataplane.has_network(n)]
-        if networks:
+        if vtep != self.vtep and networks:
             self.switch.dataplane.add_peer(ipaddress.IPv4Address(vtep), networks)
 
     def _forget_peer(self, vtep):
@@ -398,9 +429,22 @@ class Cluster:
         if rec is not None and not isinstance(rec, dict):
             raise ValueError("not an object")
         self._set(self.endpoints, where, rec)
+        if before and before.get("node") == self.name and (rec or {}).get("node") != self.name \
+                and self.connected and where[0] in self.networks:
+            # Ours, overwritten or deleted by someone else while our pod has it: say it again.
+            for port in self._ports_with(*where):
+                self._spawn(self._publish(port))
         if rec is not None:
             self.by_node.setdefault(str(rec.get("node")), set()).add(where)
             self._program(*where, rec)
+
+    def _program_each(self, wheres: Iterable[tuple[str, str]]):
+        """Program these endpoints; one that cannot be is counted, not fatal."""
+        for where in wheres:
+            try:
+                self._program(*where, self.endpoints[where])
+            except (VswitchError, ValueError, KeyError, TypeError) as e:
+                self._ignored(self.key("endpoints", *where), str(e))
 
     def _program(self, network: str, ip: str, ep: dict):
         """An endpoint into the data plane: its neighbour entry (ARP is
@@ -408,13 +452,21 @@ class Cluster:
         node's VTEP. Only while its node is alive."""
         dp = self.switch.dataplane
         node = self.nodes.get(str(ep.get("node")))
-        if node is None or not dp.has_network(network):
+        net = self.switch.config.network(network)
+        if node is None or net is None or not dp.has_network(network):
             return
+        address = ipaddress.IPv4Address(ip)
+        # Only the holder of an address's block may say whose it is: a node
+        # cannot divert another node's pod address to a MAC of its own.
+        assert net.block_size is not None
+        block = ipaddress.IPv4Network(f"{address}/{net.block_size}", strict=False)
+        if self.holders.get((network, block_key_part(block))) != ep["node"]:
+            raise ValueError(f"{ip} is outside the blocks of node {ep['node']}")
         mac = ep["mac"]
-        if self.cfg.arp_suppression:
-            dp.neigh_set(network, ipaddress.IPv4Address(ip), mac)
         if ep["node"] != self.name:
             dp.fdb_add_remote(network, mac, ipaddress.IPv4Address(node["vtep"]))
+        if self.cfg.arp_suppression:
+            dp.neigh_set(network, address, mac)
 
     def _unprogram(self, network: str, ip: str, ep: dict):
         dp = self.switch.dataplane
@@ -454,7 +506,7 @@ class Cluster:
             except (ValueError, KeyError, TypeError) as e:
                 log.error("cluster: network %s: bad record, ignored: %s", name, e)
                 continue
-            if ov and net.mtu + VXLAN_OVERHEAD > ov.underlay_mtu:
+            if ov and net.mtu + VXLAN_OVERHEAD > ov.underlay_mtu:     # (this node's own limit)
                 log.error("cluster: network %s: mtu %d + %d exceeds this node's underlay MTU "
                           "%d; not joined", name, net.mtu, VXLAN_OVERHEAD, ov.underlay_mtu)
                 continue
@@ -467,9 +519,12 @@ class Cluster:
             await self.switch.reload(dataclasses.replace(old, networks=tuple(keep)))
         before = {n.name for n in self.switch.config.networks}
         await self.switch.reload(dataclasses.replace(self.switch.config, networks=tuple(nets)))
-        for name in list(self.mine):
-            if name not in self.networks:
-                for block in list(self.mine[name]):
+        current = {n.name: n for n in nets}
+        for name in list(self.mine):        # blocks of networks gone, or re-made otherwise
+            now = current.get(name)
+            for block in list(self.mine[name]):
+                if now is None or not block.subnet_of(now.subnet) \
+                        or block.prefixlen != now.block_size:
                     await self._drop_block(name, block)
         db = self.switch.state
         await db.run(state.cache, db, "networks", {n.name: self.networks[n.name] for n in nets})
@@ -479,10 +534,8 @@ class Cluster:
                 continue
             for name, node in self.nodes.items():
                 if name != self.name:
-                    self._add_peer(node.get("vtep"))
-            for (network, ip), ep in self.endpoints.items():
-                if network == net.name:
-                    self._program(network, ip, ep)
+                    self._add_peer(node["vtep"])
+            self._program_each([where for where in self.endpoints if where[0] == net.name])
 
     # --------------------------------------------------------------- blocks
 
@@ -667,13 +720,17 @@ class Cluster:
         task.add_done_callback(self._background.discard)
         task.add_done_callback(_log_failure(logging.WARNING, "publishing"))
 
+    def _ports_with(self, network: str, ip: str) -> list[Port]:
+        return [p for p in self.switch.ports.values() if p.state == "up" and not p.is_host
+                and p.network.name == network and any(str(a.ip) == ip for a in p.addresses)]
+
     def _endpoint_value(self, port: Port) -> bytes:
         return json.dumps({"mac": port.mac, "node": self.name}).encode()
 
     async def _publish(self, port: Port):
         """One write per pod: its endpoint record on this node's lease (if
         etcd is away, the next sync publishes it)."""
-        if not self.connected:
+        if not self.connected or port.network.name not in self.networks:
             return
         for a in port.addresses:
             self.counters["etcd_writes"] += 1

@@ -220,6 +220,10 @@ def parse(data: dict) -> Config:
         if "network" in data:
             raise ConfigError("network", "networks are cluster-wide in cluster mode: create them "
                               "with `vswitchctl network create`")
+        if not NODE_NAME_RE.match(cfg["node_name"]):
+            raise ConfigError("node.name", f"{cfg['node_name']!r}: in cluster mode 1-63 letters, "
+                              "digits, '.', '_' or '-', starting with a letter or digit (it is "
+                              "part of etcd keys)")
         cfg["mode"] = "overlay"
     raw_networks = [] if cluster else top.get("network", list, [DEFAULT_NETWORK])
     if not raw_networks and not cluster:
@@ -299,6 +303,7 @@ def _cluster(data) -> ClusterConfig:
 
 
 PREFIX_RE = re.compile(r"^(/[A-Za-z0-9_.-]+)+$")
+NODE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")
 
 
 def _host_port(text: str) -> bool:

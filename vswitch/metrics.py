@@ -80,6 +80,7 @@ def render(stats: dict) -> str:
                 ("blocks_claimed", "counter", "Address blocks claimed."),
                 ("blocks_released", "counter", "Empty address blocks given back."),
                 ("blocks_lost", "counter", "Blocks found taken by another node on return."),
+                ("records_ignored", "counter", "Malformed or unauthorized etcd records."),
                 ("etcd_writes", "counter", "Writes (puts and transactions) sent to etcd.")):
             name = f"vswitch_cluster_{key}" + ("_total" if kind == "counter" else "")
             out.family(name, kind, text, [({}, int(cluster[key]))])

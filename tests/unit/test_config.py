@@ -94,6 +94,8 @@ def test_cluster_mode_needs_only_name_vtep_and_etcd():
     ({**CLUSTER, "network": [NET]}, "network"),
     ({**CLUSTER, "node": {"name": "n1", "mode": "bridge"}}, "node.mode"),
     ({**CLUSTER, "cluster": "etcd"}, "cluster"),
+    ({**CLUSTER, "node": {"name": "a/b"}}, "node.name"),
+    ({**CLUSTER, "node": {"name": "-a"}}, "node.name"),
 ])
 def test_bad_cluster_values_name_their_key(data, key):
     with pytest.raises(ConfigError) as e:
