@@ -612,8 +612,8 @@ def test_a_watch_that_falls_behind_compaction_lists_everything_again(cluster):
         writer = ("import asyncio\nfrom vswitch.etcd import Etcd\n"
                   "async def main():\n"
                   f"    e = Etcd(['{etcd.urls['m0']}']); await e.connect()\n"
-                  "    for i in range(30):\n"
-                  "        await asyncio.gather(*(e.put(f'/vswitch/filler/{i}-{k}', b'{}')"
+                  "    for i in range(50):\n"
+                  "        await asyncio.gather(*(e.put(f'/vswitch/filler/{i}-{k}', b'x' * 4096)"
                   " for k in range(100)))\n"
                   "asyncio.run(main())\n")
         in_ns(cluster.hub_ns, "python3", "-c", writer, timeout=60)

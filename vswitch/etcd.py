@@ -21,6 +21,9 @@ from aetcd import rpc
 log = logging.getLogger("vswitch.etcd")
 
 CALL_TIMEOUT = 3.0          # seconds an ordinary call may take
+PAGE = 2000                 # keys per listing request
+# Room for a watch response or a page of big records (gRPC's default is 4 MiB).
+CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
 # How gRPC words a failed TLS handshake (a TLS 1.3 server's refusal of the
 # client certificate arrives as a failure to unwrap the first record).
 TLS_FAILURES = ("TSI_", "SSL", "ssl", "handshake", "certificate", "Unwrap failed")
@@ -125,8 +128,8 @@ class Etcd:
             url = self.endpoints[self._next % len(self.endpoints)]
             self._next += 1
             target = urlsplit(url).netloc
-            channel = grpc.aio.secure_channel(target, self._credentials) if self._credentials \
-                else grpc.aio.insecure_channel(target)
+            channel = grpc.aio.secure_channel(target, self._credentials, CHANNEL_OPTIONS) \
+                if self._credentials else grpc.aio.insecure_channel(target, CHANNEL_OPTIONS)
             self.channel, self.endpoint = channel, url
             self.kv = rpc.KVStub(channel)
             self.leases = rpc.LeaseStub(channel)
@@ -163,10 +166,19 @@ class Etcd:
     # ------------------------------------------------------------ key-value
 
     async def get_prefix(self, prefix: str) -> tuple[list[KeyValue], int]:
-        """Every key under prefix, and the store's revision they were read at."""
-        r = await self.call(self.kv.Range, rpc.RangeRequest(key=prefix.encode(),
-                                                            range_end=range_end(prefix)))
-        return [_kv(kv) for kv in r.kvs], r.header.revision
+        """Every key under prefix, and the store's revision they were read
+        at: in pages (a cluster's state outgrows one gRPC message), every
+        page read at the first one's revision, so the whole is consistent."""
+        out: list[KeyValue] = []
+        start, end, revision = prefix.encode(), range_end(prefix), 0
+        while True:
+            r = await self.call(self.kv.Range, rpc.RangeRequest(
+                key=start, range_end=end, limit=PAGE, revision=revision))
+            revision = revision or r.header.revision
+            out += [_kv(kv) for kv in r.kvs]
+            if not r.more:
+                return out, revision
+            start = r.kvs[-1].key + b"\0"
 
     async def get(self, key: str) -> KeyValue | None:
         r = await self.call(self.kv.Range, rpc.RangeRequest(key=key.encode()))
