@@ -583,6 +583,10 @@ def test_a_network_created_or_deleted_reaches_every_node(cluster):
                 ["network", "create", "green", "--vni", "100", "--subnet", "10.9.0.0/16"],
                 ["network", "create", "green", "--vni", "300", "--subnet", "198.18.4.0/24"],
                 ["network", "create", "Bad_Name", "--vni", "300", "--subnet", "10.9.0.0/16"],
+                ["network", "create", "big", "--vni", "300", "--subnet", "10.9.0.0/16",
+                 "--mtu", "1500"],
+                ["network", "create", "odd", "--vni", "300", "--subnet", "10.9.0.0/16",
+                 "--block-size", "8"],
                 ["network", "delete", "green"]):
         res = nodes[0].ctl(*bad, check=False)
         assert res.returncode == 1 and res.stderr, bad

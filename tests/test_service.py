@@ -43,17 +43,19 @@ class NotifySocket:
 
 
 class Pinger:
-    """A ping between pods running in the background; counts what was lost."""
+    """A ping between pods running in the background (count requests, one
+    every interval, covering what the test does meanwhile); counts what
+    was lost."""
 
-    def __init__(self, ns: str, ip: str, interval="0.01"):
+    def __init__(self, ns: str, ip: str, interval="0.01", count=200):
         self.proc = subprocess.Popen(["ip", "netns", "exec", ns, "ping", "-i", interval, "-W", "1",
-                                      ip], stdout=subprocess.PIPE, text=True)
+                                      "-c", str(count), ip], stdout=subprocess.PIPE, text=True)
 
     def stop(self) -> tuple[int, int]:
-        """(transmitted, received)"""
-        time.sleep(0.3)
-        self.proc.send_signal(signal.SIGINT)
-        out = self.proc.communicate(10)[0]
+        """(transmitted, received) once every request was answered or timed
+        out (stopping it with a signal would count a reply still on its way
+        as lost)."""
+        out = self.proc.communicate(timeout=30)[0]
         m = re.search(r"(\d+) packets transmitted, (\d+) received", out)
         return int(m.group(1)), int(m.group(2))
 

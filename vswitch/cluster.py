@@ -577,17 +577,23 @@ class Cluster:
                 part = block_key_part(block)
                 if part in taken:
                     continue
-                key = self.key("blocks", net.name, part)
-                txn = Txn().absent(key)
-                txn.success = [Txn.put(key, json.dumps({"node": self.name,
-                                                        "claimed": time.time()}).encode())]
-                if (await self._commit(txn)).succeeded:
-                    await self._hold(net.name, block)
-                    self.counters["blocks_claimed"] += 1
+                if await self._claim(net.name, block):
                     log.info("cluster: claimed block %s of network %s", block, net.name)
                     return True
             raise Exhausted(f"network {net.name!r} ({net.subnet}) has no free /{net.block_size} "
                             "block left", kind="exhausted")
+
+    async def _claim(self, network: str, block: ipaddress.IPv4Network) -> bool:
+        """Take a block if nobody holds it (one transaction); whether we did."""
+        key = self.key("blocks", network, block_key_part(block))
+        txn = Txn().absent(key)
+        txn.success = [Txn.put(key, json.dumps({"node": self.name,
+                                                "claimed": time.time()}).encode())]
+        if not (await self._commit(txn)).succeeded:
+            return False
+        await self._hold(network, block)
+        self.counters["blocks_claimed"] += 1
+        return True
 
     async def _hold(self, network: str, block: ipaddress.IPv4Network):
         db = self.switch.state
@@ -615,15 +621,10 @@ class Cluster:
                 holder = self.holders.get((network, block_key_part(block)), "")
                 if holder == self.name:
                     continue
-                if not holder and network in self.networks:
-                    key = self.key("blocks", network, block_key_part(block))
-                    txn = Txn().absent(key)
-                    txn.success = [Txn.put(key, json.dumps({"node": self.name,
-                                                            "claimed": time.time()}).encode())]
-                    if (await self._commit(txn)).succeeded:
-                        log.warning("cluster: block %s of %s was released while this node was "
-                                    "away; claimed again", block, network)
-                        continue
+                if not holder and network in self.networks and await self._claim(network, block):
+                    log.warning("cluster: block %s of %s was released while this node was "
+                                "away; claimed again", block, network)
+                    continue
                 await self._lose_block(network, block, f"now held by {holder or 'nobody'}")
 
     async def _lose_block(self, network: str, block: ipaddress.IPv4Network, why: str):
@@ -828,6 +829,9 @@ class Cluster:
             raise InvalidRequest(f"bad network: {e} (vni 1..16777215, subnet an IPv4 CIDR, "
                                  f"block size between the subnet's prefix and 30, mtu "
                                  f"{MIN_MTU}..{MAX_NETWORK_MTU})") from None
+        if ov and mtu + VXLAN_OVERHEAD > ov.underlay_mtu:
+            raise InvalidRequest(f"mtu {mtu} + {VXLAN_OVERHEAD} bytes of VXLAN overhead exceeds "
+                                 f"this node's underlay MTU {ov.underlay_mtu}")
         await self._need_connection()
         for other, rec in self.networks.items():
             try:
