@@ -172,6 +172,7 @@ class Cluster:
         await self._sync_networks()
         self.switch.addresses = self
         self.switch.observer = self
+        self.switch.cluster = self
 
     async def start(self):
         """Register and sync once (a name held by a live node raises

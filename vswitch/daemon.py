@@ -222,7 +222,6 @@ async def serve(config: Config, config_path: str | None = None) -> int:
         print(f"vswitchd: {'config' if isinstance(e, ConfigError) else 'cluster'} error: {e}",
               file=sys.stderr)
         return 2
-    switch.cluster = cluster
     return await Service(config, config_path, switch, cluster).run()
 
 
