@@ -460,12 +460,13 @@ class Cluster:
         # Only the holder of an address's block may say whose it is: a node
         # cannot divert another node's pod address to a MAC of its own.
         assert net.block_size is not None
-        block = ipaddress.IPv4Network(f"{address}/{net.block_size}", strict=False)
-        if self.holders.get((network, block_key_part(block))) != ep["node"]:
+        base = int(address) & (0xFFFFFFFF << (32 - net.block_size) & 0xFFFFFFFF)
+        if self.holders.get((network, f"{ipaddress.IPv4Address(base)}-{net.block_size}")) \
+                != ep["node"]:
             raise ValueError(f"{ip} is outside the blocks of node {ep['node']}")
         mac = ep["mac"]
         if ep["node"] != self.name:
-            dp.fdb_add_remote(network, mac, ipaddress.IPv4Address(node["vtep"]))
+            dp.fdb_add_remote(network, mac, node["vtep"])
         if self.cfg.arp_suppression:
             dp.neigh_set(network, address, mac)
 
