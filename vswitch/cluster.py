@@ -661,10 +661,11 @@ class Cluster:
         now = time.monotonic()
         for network, held in list(self.mine.items()):
             for block in list(held[1:] if len(held) > 1 else []):
+                # (count_in sees allocations and port records, which ports being
+                # made already have)
                 used = await self.switch.state.run(self.switch.ipam.count_in, network, block)
                 spot = (network, str(block))
-                if used or any(a.ip in block for p in self.switch.ports.values()
-                               if p.network.name == network for a in p.addresses):
+                if used:
                     self._empty_since.pop(spot, None)
                     continue
                 if now - self._empty_since.setdefault(spot, now) < self.cfg.block_release_after:
