@@ -93,3 +93,46 @@ def test_a_bug_is_a_500_and_the_api_goes_on():
     status, body = request(b"DELETE /v1/ports/p HTTP/1.1\r\n\r\n", FakeSwitch(ZeroDivisionError()))
     assert status == 500 and body["error"].startswith("internal error")
     assert request(b"GET /v1/ports HTTP/1.1\r\n\r\n")[0] == 200
+
+
+class FakeCluster:
+    """Records what the cluster routes were asked."""
+
+    def __init__(self):
+        self.created: list = []
+
+    async def create_network(self, **fields):
+        self.created.append(fields)
+        return {"name": fields["name"]}
+
+    def node_list(self):
+        return [{"name": "node1"}]
+
+
+@pytest.mark.parametrize("raw", [b"GET /v1/cluster HTTP/1.1\r\n\r\n",
+                                 b"GET /v1/nodes HTTP/1.1\r\n\r\n",
+                                 b"GET /v1/ipam/blocks HTTP/1.1\r\n\r\n",
+                                 b"DELETE /v1/networks/blue HTTP/1.1\r\n\r\n"])
+def test_cluster_verbs_on_a_static_node_are_a_clear_409(raw):
+    switch = FakeSwitch()
+    switch.cluster = None
+    status, body = request(raw, switch)
+    assert status == 409 and "static mode" in body["error"]
+
+
+def post(path: str, body) -> bytes:
+    data = json.dumps(body).encode()
+    return (f"POST {path} HTTP/1.1\r\nContent-Length: {len(data)}\r\n\r\n").encode() + data
+
+
+def test_network_create_takes_known_fields_only():
+    switch = FakeSwitch()
+    switch.cluster = FakeCluster()
+    ok = {"name": "blue", "vni": 7, "subnet": "198.18.0.0/16", "block_size": 26}
+    assert request(post("/v1/networks", ok), switch) == (200, {"name": "blue"})
+    assert switch.cluster.created == [ok]
+    for bad, word in (({**ok, "colour": "red"}, "colour"), ({"name": "x"}, "vni"), ([1], "object")):
+        status, body = request(post("/v1/networks", bad), switch)
+        assert status == 400 and word in body["error"], bad
+    assert len(switch.cluster.created) == 1
+    assert request(b"GET /v1/nodes HTTP/1.1\r\n\r\n", switch) == (200, [{"name": "node1"}])
