@@ -633,3 +633,28 @@ def test_a_watch_that_falls_behind_compaction_lists_everything_again(cluster):
     assert status["counters"]["relists"] > relists
     assert "compacted" in nodes[2].log_path.read_text()
     assert status["counters"]["records_ignored"] == 0       # other keys are not ours to judge
+
+
+def test_a_node_cut_off_from_etcd_leaves_and_comes_back_as_itself(cluster):
+    """Node 3 loses etcd (a blackhole route), not its peers: its lease
+    expires, the others drop it as a peer, it stops handing out addresses;
+    once etcd is back it registers again on a new lease, publishes its pods
+    and keeps its blocks and addresses."""
+    nodes = three_nodes(cluster, lease_ttl=2)
+    a, c = cluster.pod(nodes[0], "a"), cluster.pod(nodes[2], "c")
+    held = nodes[2].ctl_json("cluster", "status")["blocks_held"]
+    lease = nodes[2].ctl_json("cluster", "status")["lease"]
+    in_ns(nodes[2].ns, "ip", "route", "add", "blackhole", f"{ETCD_IP}/32")
+    wait_for("node 3 gone from node 1", lambda: f"{UNDERLAY}.3" not in peers(nodes[0]), timeout=10)
+    wait_for("lease unproven", lambda: not nodes[2].ctl_json("cluster", "status")["can_allocate"])
+    with pytest.raises(ClientError) as e:
+        cluster.pod(nodes[2], "x")
+    assert e.value.status == 503 and "lease" in str(e.value)
+    in_ns(nodes[2].ns, "ip", "route", "del", "blackhole", f"{ETCD_IP}/32")
+    status = wait_for("node 3 back", lambda: (s := nodes[2].ctl_json("cluster", "status"))[
+        "connected"] and s, timeout=20)
+    assert status["lease"] != lease and status["blocks_held"] == held
+    wait_for("node 3 a peer again", lambda: f"{UNDERLAY}.3" in peers(nodes[0]), timeout=5)
+    wait_for("c published again", lambda: nodes[0].ctl_json("cluster", "status")["endpoints"] == 2)
+    assert " 0% packet loss" in ping(a["ns"], ip_of(c)).stdout
+    assert [x["ip"] for x in nodes[2].ctl_json("ipam", "show")["allocations"]] == [ip_of(c)]
