@@ -86,7 +86,16 @@ def test_capture_records_cross_the_socket_intact(tmp_path):
 
     def answer():
         conn, _ = server.accept()
-        conn.recv(65536)
+        # The whole request first: the client sends its head and body apart,
+        # and closing before the body arrived would break its pipe.
+        request = b""
+        while b"\r\n\r\n" not in request:
+            request += conn.recv(65536)
+        head, _, got = request.partition(b"\r\n\r\n")
+        length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                          if line.lower().startswith(b"content-length:")))
+        while len(got) < length:
+            got += conn.recv(65536)
         body = b"".join(protocol.capture_chunks(json.dumps(m).encode(), d) for m, d in records)
         conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n"
                      b"Connection: close\r\n\r\n" + body)
