@@ -1,5 +1,5 @@
 """A small asyncio client for etcd's v3 API: what the cluster module needs
-(range, put, delete, transactions, leases, one prefix watch), over gRPC
+(range, put, transactions, leases, one prefix watch), over gRPC
 with the message types and stubs that aetcd generates. aetcd's own client
 speaks to one endpoint without TLS; this one takes the list of endpoints
 (moving to the next when one fails) and client certificates.
@@ -187,11 +187,6 @@ class Etcd:
     async def put(self, key: str, value: bytes, lease: int = 0) -> int:
         r = await self.call(self.kv.Put, rpc.PutRequest(key=key.encode(), value=value, lease=lease))
         return r.header.revision
-
-    async def delete(self, key: str, prefix: bool = False) -> int:
-        r = await self.call(self.kv.DeleteRange, rpc.DeleteRangeRequest(
-            key=key.encode(), range_end=range_end(key) if prefix else b""))
-        return r.deleted
 
     async def commit(self, txn: Txn):
         """Run a transaction; its response (.succeeded, .responses)."""
