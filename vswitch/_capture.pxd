@@ -39,7 +39,7 @@ cdef struct cap_rec_t:       # a record in the capture ring, followed by its byt
     uint32_t cap_len          # CAP_WRAP: the rest of the ring is empty, go to its start
     uint16_t point
     uint16_t reason           # drop reason + 1; 0 = not a drop
-    uint32_t pad
+    uint32_t detail           # policy drops: POL_EGRESS << 31 | the deciding policy's id
 
 
 cdef struct capture_t:

@@ -114,8 +114,8 @@ cdef inline uint64_t _align8(uint64_t n) noexcept nogil:
 
 
 cdef bint ring_put(unsigned char *ring, uint64_t *head, uint64_t tail, uint32_t mask,
-                   uint32_t point, uint32_t port, uint32_t reason, const unsigned char *data,
-                   uint32_t orig_len, uint32_t cap_len) noexcept nogil:
+                   uint32_t point, uint32_t port, uint32_t reason, uint32_t detail,
+                   const unsigned char *data, uint32_t orig_len, uint32_t cap_len) noexcept nogil:
     """Append a record; False (nothing written) when the ring is full."""
     cdef uint64_t need = _align8(sizeof(cap_rec_t) + cap_len)
     cdef uint64_t pos = head[0] % CAP_RING_BYTES, room = CAP_RING_BYTES - pos
@@ -130,7 +130,7 @@ cdef bint ring_put(unsigned char *ring, uint64_t *head, uint64_t tail, uint32_t 
         pos = 0
     rec = <cap_rec_t *>(ring + pos)
     rec.ts_ns = realtime_ns()
-    rec.mask, rec.port, rec.point, rec.reason = mask, port, point, reason
+    rec.mask, rec.port, rec.point, rec.reason, rec.detail = mask, port, point, reason, detail
     rec.orig_len, rec.cap_len = orig_len, cap_len
     memcpy(ring + pos + sizeof(cap_rec_t), data, cap_len)
     head[0] += need
@@ -190,9 +190,15 @@ cdef void cap_free(capture_t *c) noexcept nogil:
         c.sessions[i].prog = NULL
 
 
-cdef void cap_offer(capture_t *c, uint32_t point, uint32_t port, int reason,
-                    const unsigned char *data, ssize_t n) noexcept nogil:
+cdef inline void cap_offer(capture_t *c, uint32_t point, uint32_t port, int reason,
+                           const unsigned char *data, ssize_t n) noexcept nogil:
     """Offer a frame to the active sessions (the caller tested c.active)."""
+    cap_offer_detail(c, point, port, reason, 0, data, n)
+
+
+cdef void cap_offer_detail(capture_t *c, uint32_t point, uint32_t port, int reason,
+                           uint32_t detail, const unsigned char *data, ssize_t n) noexcept nogil:
+    """cap_offer, with a drop's detail (the policy that denied it)."""
     cdef uint32_t i, mask = 0, snap = 0, want
     cdef cap_session_t *s
     if n <= 0:
@@ -211,7 +217,7 @@ cdef void cap_offer(capture_t *c, uint32_t point, uint32_t port, int reason,
         mask |= 1u << i
         snap = max(snap, min(<uint32_t>n, want))
     if mask and not ring_put(c.ring, &c.head, c.tail, mask, point, port,
-                             reason + 1 if reason >= 0 else 0, data, n, snap):
+                             reason + 1 if reason >= 0 else 0, detail, data, n, snap):
         c.dropped += 1
 
 
@@ -261,7 +267,7 @@ cdef void cap_remove(capture_t *c, int session) noexcept nogil:
 
 cdef list cap_read(capture_t *c, int max_records):
     """Take records from the ring: [(ts_ns, mask, port, point, reason
-    (None or its name), orig_len, bytes)]."""
+    (None or its name), orig_len, bytes, detail)]."""
     out = []
     cdef uint64_t pos, room
     cdef cap_rec_t *rec
@@ -274,6 +280,7 @@ cdef list cap_read(capture_t *c, int max_records):
             continue
         data = (c.ring + pos + sizeof(cap_rec_t))[:rec.cap_len]
         out.append((rec.ts_ns, rec.mask, rec.port, rec.point,
-                    DROP_NAMES[rec.reason - 1] if rec.reason else None, rec.orig_len, data))
+                    DROP_NAMES[rec.reason - 1] if rec.reason else None, rec.orig_len, data,
+                    rec.detail))
         c.tail += _align8(sizeof(cap_rec_t) + rec.cap_len)
     return out

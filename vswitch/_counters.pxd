@@ -25,6 +25,8 @@ cdef enum:  # drop reasons
     DROP_PORT_DOWN            # egress interface is down (per copy)
     DROP_QUEUE_FULL           # egress fd would block (per copy)
     DROP_WRITE_ERROR          # egress write failed otherwise (per copy)
+    DROP_POLICY_DENIED        # NetworkPolicy does not allow it (per copy when flooded)
+    DROP_CONNTRACK_FULL       # allowed, but the connection table is full
     N_DROP_REASONS
 
 

@@ -23,7 +23,8 @@ cdef inline int write_error_reason(ssize_t w) noexcept nogil:
 
 cdef dict port_counters(const port_t *p):
     return {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes, "rx_dropped": p.rx_dropped,
-            "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes, "tx_dropped": p.tx_dropped}
+            "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes, "tx_dropped": p.tx_dropped,
+            "policy_denied": p.policy_denied}
 
 
 cdef dict counters_dict(const counters_t *c):

@@ -11,6 +11,8 @@ include "_frame.pxd"
 include "_offload.pxd"
 include "_vxlan.pxd"
 include "_counters.pxd"
+include "_conntrack.pxd"
+include "_policy.pxd"
 include "_ports.pxd"
 include "_networks.pxd"
 include "_peers.pxd"
@@ -39,6 +41,7 @@ cdef class Datapath:
     cdef networks_t networks
     cdef fdb_t fdb
     cdef neigh_t neigh            # pod addresses the cluster knows: ARP answered here
+    cdef ct_t ct                  # connections NetworkPolicy allowed
     cdef peers_t peers
     cdef port_t tunnel            # the tunnel's own rx/tx counters
     cdef tunnel_tx_t tx
@@ -61,8 +64,13 @@ cdef class Datapath:
                               uint64_t now) noexcept nogil
     cdef void _switch(self, uint32_t in_id, port_t *inp, uint16_t net, unsigned char *hdr,
                       unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil
+    cdef int _policy(self, uint32_t in_id, port_t *inp, port_t *out, uint16_t net,
+                     const unsigned char *frame, ssize_t n, uint64_t now,
+                     verdict_t *v) noexcept nogil
+    cdef void _policy_drop(self, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
+                           const unsigned char *frame, ssize_t n, bint whole) noexcept nogil
     cdef void _flood(self, uint32_t in_id, uint16_t net, port_t *inp, unsigned char *hdr,
-                     unsigned char *frame, ssize_t n) noexcept nogil
+                     unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil
     cdef void _send(self, port_t *out, unsigned char *hdr, unsigned char *frame,
                     ssize_t n) noexcept nogil
     cdef void _to_gro(self, uint32_t out, unsigned char *hdr, unsigned char *frame,

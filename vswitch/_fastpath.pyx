@@ -32,6 +32,7 @@ from libc.string cimport memcmp, memcpy, memset
 from posix.unistd cimport read, write
 
 include "_capture.pxi"
+include "_conntrack.pxi"
 include "_counters.pxi"
 include "_fdb.pxi"
 include "_gro.pxi"
@@ -39,6 +40,7 @@ include "_neigh.pxi"
 include "_networks.pxi"
 include "_offload.pxi"
 include "_peers.pxi"
+include "_policy.pxi"
 include "_ports.pxi"
 include "_probes.pxi"
 include "_ratelimit.pxi"
@@ -75,12 +77,14 @@ cdef class Datapath:
 
     def __cinit__(self, uint64_t fdb_max_entries=65536, double aging_time=300.0,
                   int batch=64, double busy_poll_us=0, uint32_t fdb_max_per_port=0,
-                  uint32_t fdb_max_per_peer=0):
+                  uint32_t fdb_max_per_peer=0, uint64_t conntrack_max=262144):
         """fdb_max_per_port / _per_peer: learned entries one port / one peer
-        may hold (0: no limit but the table's)."""
-        if fdb_max_entries < 1 or aging_time <= 0 or not 1 <= batch <= 1024 or busy_poll_us < 0:
-            raise ValueError("fdb_max_entries and aging_time must be positive, batch 1..1024, "
-                             "busy_poll_us >= 0")
+        may hold (0: no limit but the table's). conntrack_max: connections
+        tracked at once."""
+        if fdb_max_entries < 1 or aging_time <= 0 or not 1 <= batch <= 1024 or busy_poll_us < 0 \
+                or conntrack_max < 1:
+            raise ValueError("fdb_max_entries, aging_time and conntrack_max must be positive, "
+                             "batch 1..1024, busy_poll_us >= 0")
         seed = int.from_bytes(os.urandom(8), "little")
         self.batch = batch
         memset(&self.totals, 0, sizeof(counters_t))
@@ -96,7 +100,9 @@ cdef class Datapath:
                 or tunnel_rx_init(&self.rx, self.slots, batch) < 0
                 or cap_init(&self.cap) < 0
                 or fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9), seed) < 0
-                or neigh_init(&self.neigh, int.from_bytes(os.urandom(8), "little")) < 0):
+                or neigh_init(&self.neigh, int.from_bytes(os.urandom(8), "little")) < 0
+                or ct_init(&self.ct, conntrack_max, int.from_bytes(os.urandom(8), "little"),
+                           int.from_bytes(os.urandom(8), "little")) < 0):
             raise MemoryError()
         if fdb_max_per_port:
             self.fdb.max_per_port = fdb_max_per_port
@@ -104,6 +110,11 @@ cdef class Datapath:
             self.fdb.max_per_peer = fdb_max_per_peer
 
     def __dealloc__(self):
+        cdef uint32_t i
+        if self.ports.slots != NULL:
+            for i in range(self.ports.limit):
+                port_policy_free(self.ports.slots[i].policy)
+        free(self.ct.slots)
         poller_free(&self.poller)
         ports_free(&self.ports)
         networks_free(&self.networks)
@@ -164,6 +175,8 @@ cdef class Datapath:
         """Detach a port (the caller closes its fd) and forget its FDB entries."""
         cdef port_t *p = self._port(port_id)
         fdb_sweep(&self.fdb, SWEEP_PORT, 0, port_id, 0)
+        port_policy_free(p.policy)
+        p.policy = NULL
         poller_unwatch(&self.poller, p.fd)
         ports_remove(&self.ports, port_id)
 
@@ -419,6 +432,68 @@ cdef class Datapath:
     def neigh_count(self):
         return self.neigh.count
 
+    # ------------------------------------------------- policy and conntrack
+
+    def set_port_policy(self, uint32_t port_id, ingress=None, egress=None):
+        """Swap in a pod's NetworkPolicy tables, one per direction: None (no
+        policy isolates it) or (isolating policy id, [(ranges, l4)]), see
+        pol_dir_build. Frames see the old tables or the new, never a mix;
+        call policy_changed() once every port has its new tables."""
+        cdef port_t *p = self._port(port_id)
+        cdef port_policy_t *new = port_policy_build(ingress, egress)
+        cdef port_policy_t *old = p.policy
+        p.policy = new
+        port_policy_free(old)
+
+    def port_policy_enforced(self, uint32_t port_id):
+        return self._port(port_id).policy != NULL
+
+    def policy_changed(self):
+        """Policies changed: each tracked connection is checked against the
+        new tables on its next packet, and forgotten if no longer allowed."""
+        self.ct.generation += 1
+
+    def conntrack_configure(self, uint64_t max_entries):
+        """A new, empty table for max_entries connections."""
+        if max_entries < 1:
+            raise ValueError("conntrack max_entries must be positive")
+        if ct_alloc(&self.ct, max_entries) < 0:
+            raise MemoryError()
+
+    def conntrack_entries(self, int64_t port=-1, uint64_t limit=0):
+        """Live connections (of `port`: that went in or out there; -1: all),
+        each (network, protocol, source, sport, destination, dport, flags,
+        seconds left, in port, out port) in the direction it was opened,
+        addresses as integers, ports CT_NO_PORT beyond the tunnel."""
+        cdef uint64_t i
+        cdef uint32_t now_ms = ms32(monotonic_ns())
+        cdef ct_entry_t *e
+        out = []
+        for i in range(self.ct.mask + 1):
+            e = &self.ct.slots[i]
+            if e.rest == 0 or not ct_live(e, now_ms):
+                continue
+            if port >= 0 and e.in_port != port and e.out_port != port:
+                continue
+            a = (e.addrs >> 32, (e.rest >> 16) & 0xFFFF)
+            b = (e.addrs & 0xFFFFFFFF, e.rest & 0xFFFF)
+            src, dst = (a, b) if e.flags & CT_ORIG_A else (b, a)
+            out.append((e.rest >> 40, (e.rest >> 32) & 0xFF, src[0], src[1], dst[0], dst[1],
+                        e.flags, <int32_t>(e.deadline_ms - now_ms) / 1e3, e.in_port, e.out_port))
+            if limit and len(out) >= limit:
+                break
+        return out
+
+    def conntrack_flush(self):
+        """Forget every connection; returns how many there were."""
+        cdef uint64_t n = self.ct.count
+        ct_flush(&self.ct)
+        return n
+
+    def conntrack_expire(self, uint64_t budget=0):
+        """Sweep expired connections from `budget` slots on (0: all)."""
+        return ct_sweep(&self.ct, ms32(monotonic_ns()), budget)
+
     # ------------------------------------------------------------- counters
 
     def counters(self):
@@ -433,6 +508,9 @@ cdef class Datapath:
         out["gro_merged"] = self.gro.merged
         out["arp_suppressed"] = self.neigh.answered
         out["neighbours"] = self.neigh.count
+        out["conntrack"] = {"entries": self.ct.count, "max_entries": self.ct.max_entries,
+                            "created": self.ct.created, "expired": self.ct.expired,
+                            "revoked": self.ct.revoked}
         return out
 
     @property
@@ -708,12 +786,17 @@ cdef class Datapath:
                            ARP_FRAME_LEN)
                 return
         cdef int64_t out = self._destination(in_id, net, frame, now)
+        cdef verdict_t v
         if out == DEST_LOOP:
             self._drop_frame(inp, DROP_LOOP, in_id, frame, n)
         elif out == DEST_FLOOD:
             if from_tunnel:
                 gro_flush(&self.gro, &self.ports, &self.totals)   # keep order with what is held
-            self._flood(in_id, net, inp, hdr, frame, n)
+            self._flood(in_id, net, inp, hdr, frame, n, now)
+        elif self._policy(in_id, inp, NULL if out >= PEER_BASE else &self.ports.slots[out], net,
+                          frame, n, now, &v) >= 0:
+            self._policy_drop(in_id, inp, NULL if out >= PEER_BASE else &self.ports.slots[out],
+                              &v, frame, n, True)
         elif out >= PEER_BASE:
             self.totals.unicast += 1
             self._to_peer(out - PEER_BASE, net, hdr, frame, n)
@@ -724,12 +807,50 @@ cdef class Datapath:
             else:
                 self._send(&self.ports.slots[out], hdr, frame, n)
 
+    cdef int _policy(self, uint32_t in_id, port_t *inp, port_t *out, uint16_t net,
+                     const unsigned char *frame, ssize_t n, uint64_t now,
+                     verdict_t *v) noexcept nogil:
+        """-1 when NetworkPolicy lets a frame from in_id go to out (NULL:
+        to a peer), else its drop reason (v says why). Costs two tests
+        unless a pod on either end is selected by a policy."""
+        cdef port_t *src = inp if in_id < PEER_BASE else NULL
+        if (src == NULL or src.policy == NULL) and (out == NULL or out.policy == NULL):
+            return -1
+        cdef flow_t f
+        flow_parse(&f, net, frame, n, eth_header_len(frame, n))
+        policy_decide(&self.ct, src, out, in_id if src != NULL else CT_NO_PORT,
+                      out - self.ports.slots if out != NULL else CT_NO_PORT, &f, net, ms32(now),
+                      True, v)
+        return v.reason
+
+    cdef void _policy_drop(self, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
+                           const unsigned char *frame, ssize_t n, bint whole) noexcept nogil:
+        """A frame (whole: all of it; else one copy, towards out or the
+        peers) that policy refused: counted on the pod whose policy decided."""
+        cdef port_t *decider = out if v.direction == POL_INGRESS else inp
+        if decider != NULL and v.reason == DROP_POLICY_DENIED:
+            decider.policy_denied += 1
+        self.totals.drops[v.reason] += 1
+        if whole:
+            inp.rx_dropped += 1
+        elif out != NULL:
+            out.tx_dropped += 1
+        if self.cap.active:
+            cap_offer_detail(&self.cap, CAP_DROP, in_id, v.reason,
+                             (<uint32_t>v.direction << 31) | v.policy, frame, n)
+
     cdef void _flood(self, uint32_t in_id, uint16_t net, port_t *inp, unsigned char *hdr,
-                     unsigned char *frame, ssize_t n) noexcept nogil:
+                     unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil:
         cdef uint32_t i
-        cdef bint sent = False
+        cdef bint sent = False, refused = False
+        cdef int to_peers = -2          # policy's verdict on copies to peers, once asked
+        cdef verdict_t v
         for i in range(self.ports.limit):
             if i != in_id and self.ports.slots[i].fd >= 0 and self.ports.slots[i].network == net:
+                if self._policy(in_id, inp, &self.ports.slots[i], net, frame, n, now, &v) >= 0:
+                    self._policy_drop(in_id, inp, &self.ports.slots[i], &v, frame, n, False)
+                    refused = True
+                    continue
                 self._send(&self.ports.slots[i], hdr, frame, n)
                 sent = True
         if in_id < PEER_BASE:
@@ -737,9 +858,18 @@ cdef class Datapath:
             # copies went first: encapsulation may complete the checksum in place.
             for i in range(self.peers.n_members):
                 if self.peers.member_net[i] == net:
+                    if to_peers == -2:
+                        to_peers = self._policy(in_id, inp, NULL, net, frame, n, now, &v)
+                        if to_peers >= 0:
+                            self._policy_drop(in_id, inp, NULL, &v, frame, n, False)
+                            refused = True
+                    if to_peers >= 0:
+                        break
                     self._to_peer(self.peers.member_peer[i], net, hdr, frame, n)
                     sent = True
-        if sent:
+        if refused and not sent:
+            inp.rx_dropped += 1
+        elif sent:
             self.totals.flooded += 1
         else:
             self._drop_frame(inp, DROP_NO_ROUTE, in_id, frame, n)

@@ -22,9 +22,15 @@ cdef enum:
     ETH_P_IP = 0x0800
     ETH_P_ARP = 0x0806
     ETH_P_IPV6 = 0x86DD
+    IPPROTO_ICMP = 1
     IPPROTO_TCP = 6
     IPPROTO_UDP = 17
     IPPROTO_ICMPV6 = 58
+    IPPROTO_SCTP = 132
+    TCP_FIN = 0x01
+    TCP_SYN = 0x02
+    TCP_RST = 0x04
+    TCP_ACK = 0x10
 
 
 # ------------------------------------------------------------ byte order

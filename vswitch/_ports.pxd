@@ -28,6 +28,7 @@ cdef struct port_t:
     uint64_t sec_mac          # the port's MAC, when secured
     uint32_t sec_ips[MAX_PORT_IPS]    # its IPv4 addresses (first octet most significant)
     uint32_t n_sec_ips
+    port_policy_t *policy     # NetworkPolicy tables; NULL: no policy selects it
     bucket_t ingress          # frames from the port (the pod's sending)
     bucket_t egress           # frames to the port (the pod's receiving)
     uint64_t rx_packets
@@ -36,6 +37,7 @@ cdef struct port_t:
     uint64_t tx_packets
     uint64_t tx_bytes
     uint64_t tx_dropped       # copies towards this port that were not written
+    uint64_t policy_denied    # frames its own policies denied (either direction)
 
 
 cdef struct ports_t:

@@ -48,6 +48,16 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
         output = {"step": "output", "ports": [out] if out < PEER_BASE else [],
                   "peers": [out] if out >= PEER_BASE else []}
     steps.append(output)
+    # NetworkPolicy, per destination (the peers share one verdict).
+    denied = 0
+    for dest in output["ports"] + output["peers"][:1]:
+        step = trace_policy(dp, port_id, NULL if dest >= PEER_BASE else &dp.ports.slots[dest], net,
+                            f, n)
+        if step is not None:
+            steps.append({**step, "to": "peers" if dest >= PEER_BASE else dest})
+            denied += step["verdict"] != "pass"
+    if denied and denied == len(output["ports"]) + bool(output["peers"]):
+        return steps + [{"step": "drop", "reason": DROP_NAMES[DROP_POLICY_DENIED]}]
     for dest in output["peers"]:       # (not steps[-1]: wraparound is off here)
         sport = dp.tx.sport[tunnel_sender(&dp.tx, f, n)] if dp.tx.n_senders else None
         too_big = n + OUTER_OVERHEAD > dp.tx.underlay_mtu
@@ -56,3 +66,26 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
                       "outer_length": n + OUTER_OVERHEAD,
                       "verdict": "drop: too_big" if too_big else "send"})
     return steps
+
+
+HOW_NAMES = {HOW_ALWAYS: "always (ARP, neighbour discovery)", HOW_CONNTRACK: "conntrack",
+             HOW_RELATED: "conntrack (ICMP error of a connection)", HOW_RULES: "rules",
+             HOW_REVALIDATED: "conntrack, checked again after a policy change"}
+
+
+cdef object trace_policy(Datapath dp, uint32_t port_id, port_t *out, uint16_t net,
+                         const unsigned char *f, ssize_t n):
+    """The policy verdict on a frame from port_id to out (NULL: the
+    peers), as the pipeline would reach it; None when no policy applies."""
+    cdef flow_t flow
+    cdef verdict_t v
+    cdef port_t *src = &dp.ports.slots[port_id]
+    flow_parse(&flow, net, f, n, eth_header_len(f, n))
+    policy_decide(&dp.ct, src, out, port_id, CT_NO_PORT, &flow, net, ms32(monotonic_ns()), False,
+                  &v)
+    if v.how == HOW_OPEN:
+        return None
+    return {"step": "policy", "verdict": "pass" if v.reason < 0 else DROP_NAMES[v.reason],
+            "how": HOW_NAMES[v.how],
+            "direction": ("ingress", "egress")[v.direction] if v.policy else None,
+            "policy": v.policy or None}

@@ -31,13 +31,14 @@ def capture_chunks(meta: bytes, data: bytes) -> bytes:
 DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "ra_guard", "mac_pinned",
               "rate_limited", "loop", "no_route", "bad_vnet_hdr", "bad_vxlan", "unknown_vni",
               "unknown_peer", "peer_not_member", "needs_segmentation", "too_big", "port_down",
-              "queue_full", "write_error")
+              "queue_full", "write_error", "policy_denied", "conntrack_full")
 
 # Per-port rate limits, from the switch's side: ingress is what the port
 # sends into the switch (the pod's upload), egress what the switch writes to it.
 RATE_KEYS = ("ingress_rate", "ingress_burst", "egress_rate", "egress_burst")
 # A port's counters, as every report names them (rx: from the pod).
-PORT_COUNTERS = ("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_dropped")
+PORT_COUNTERS = ("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes", "tx_dropped",
+                 "policy_denied")
 MAX_RATE = 10**13           # bits/s or bits: 10 Tbit/s is more than any port moves
 
 # A container id as CNI runtimes give it.

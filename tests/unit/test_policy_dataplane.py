@@ -1,0 +1,246 @@
+"""NetworkPolicy and connection tracking in the data plane, on socketpairs:
+compiled tables per port, verdicts per frame, conntrack both ways, the
+table's limit, revalidation after a change, and what drops record."""
+
+import ipaddress
+import random
+
+from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
+from scapy.layers.l2 import ARP, Ether
+
+from tests.datapath_rig import BCAST, Rig, mac
+
+CAP_DROP = 16
+TCP_P, UDP_P = 6, 17
+A, B, C = "198.18.1.1", "198.18.1.2", "198.18.1.3"
+
+
+def ip(text: str) -> int:
+    return int(ipaddress.IPv4Address(text))
+
+
+def only(text: str, policy: int = 7) -> list:
+    """Peer ranges: one address, allowed by `policy`."""
+    return [(ip(text), ip(text), policy)]
+
+
+class Pods:
+    """Three pods a, b, c on one network, their MACs learned."""
+
+    def __init__(self, **kw):
+        self.rig = Rig(**kw)
+        self.ports = {name: self.rig.port() for name in "abc"}
+        self.addr = {"a": A, "b": B, "c": C}
+        for i, name in enumerate("abc"):
+            self.rig.send(self.ports[name], bytes(Ether(dst=BCAST, src=mac(i + 1)) /
+                                                  ARP(psrc=self.addr[name])))
+        self.drain()
+
+    def mac(self, name):
+        return mac("abc".index(name) + 1)
+
+    def frame(self, src, dst, l4) -> bytes:
+        return bytes(Ether(src=self.mac(src), dst=self.mac(dst)) /
+                     IP(src=self.addr[src], dst=self.addr[dst]) / l4)
+
+    def send(self, src, dst, l4) -> bool:
+        """Whether a frame from src reaches dst."""
+        self.rig.send(self.ports[src], self.frame(src, dst, l4))
+        got = self.rig.received(self.ports[dst])
+        return len(got) == 1
+
+    def drain(self):
+        for p in self.ports.values():
+            self.rig.received(p)
+
+    def drops(self, reason="policy_denied"):
+        return self.rig.dp.counters()["drops"][reason]
+
+
+def test_no_policy_means_no_tracking():
+    pods = Pods()
+    assert pods.send("a", "b", TCP(sport=1000, dport=80, flags="S"))
+    assert pods.rig.dp.conntrack_entries() == []
+
+
+def test_ingress_rules_by_peer_and_port_and_replies_pass():
+    pods = Pods()
+    dp = pods.rig.dp
+    # b: ingress from a on TCP 80 only (policy 7); isolated by policy 3.
+    dp.set_port_policy(pods.ports["b"], ingress=(3, [(only(A), [(TCP_P, 80, 80)])]))
+    assert pods.send("a", "b", TCP(sport=1000, dport=80, flags="S"))
+    assert pods.send("b", "a", TCP(sport=80, dport=1000, flags="SA"))      # the reply
+    assert pods.send("a", "b", TCP(sport=1000, dport=80, flags="A"))
+    assert not pods.send("a", "b", TCP(sport=1001, dport=81, flags="S"))   # other port
+    assert not pods.send("c", "b", TCP(sport=1000, dport=80, flags="S"))   # other peer
+    assert not pods.send("a", "b", UDP(sport=1000, dport=80))              # other protocol
+    assert pods.drops() == 3
+    assert dp.port_counters(pods.ports["b"])["policy_denied"] == 3
+    [entry] = dp.conntrack_entries()
+    net, proto, src, sport, dst, dport, flags, left, in_port, out_port = entry
+    assert (net, proto, src, sport, dst, dport) == (1, TCP_P, ip(A), 1000, ip(B), 80)
+    assert flags & 2 and 3600 < left <= 21600            # replied: established timeout
+    assert (in_port, out_port) == (pods.ports["a"], pods.ports["b"])
+    assert dp.conntrack_entries(port=pods.ports["c"]) == []
+
+
+def test_replies_pass_while_new_connections_the_other_way_are_denied():
+    pods = Pods()
+    dp = pods.rig.dp
+    dp.set_port_policy(pods.ports["a"], ingress=(1, []))        # a: deny all ingress
+    assert pods.send("a", "b", TCP(sport=2000, dport=80, flags="S"))
+    assert pods.send("b", "a", TCP(sport=80, dport=2000, flags="SA"))
+    assert not pods.send("b", "a", TCP(sport=3000, dport=2000, flags="S"))
+    assert pods.send("a", "b", UDP(sport=53000, dport=53))
+    assert pods.send("b", "a", UDP(sport=53, dport=53000))
+    assert not pods.send("b", "a", UDP(sport=53, dport=53001))
+    assert pods.send("a", "b", ICMP(type=8, id=9))
+    assert pods.send("b", "a", ICMP(type=0, id=9))
+    assert not pods.send("b", "a", ICMP(type=8, id=9))           # b's own echo request: new
+    assert not pods.send("b", "a", ICMP(type=0, id=10))
+    # An ICMP error about a's connection is related; one about nothing is not.
+    err = ICMP(type=3, code=4) / IPerror(src=A, dst=B) / TCPerror(sport=2000, dport=80)
+    assert pods.send("b", "a", err)
+    err = ICMP(type=3, code=4) / IPerror(src=A, dst=B) / TCPerror(sport=2001, dport=80)
+    assert not pods.send("b", "a", err)
+
+
+def test_egress_rules_and_arp_always_passes():
+    pods = Pods()
+    dp = pods.rig.dp
+    # a: egress to b's /31 on UDP 53 (policy 5), isolated by policy 4.
+    dp.set_port_policy(pods.ports["a"], egress=(4, [(only(B, 5), [(UDP_P, 53, 53),
+                                                                  (TCP_P, 53, 53)])]))
+    assert pods.send("a", "b", UDP(sport=4000, dport=53))
+    assert not pods.send("a", "c", UDP(sport=4000, dport=53))
+    assert not pods.send("a", "b", UDP(sport=4000, dport=54))
+    pods.rig.send(pods.ports["a"], bytes(Ether(dst=BCAST, src=pods.mac("a")) / ARP(psrc=A, pdst=B)))
+    assert len(pods.rig.received(pods.ports["b"])) == 1
+    assert dp.port_counters(pods.ports["a"])["policy_denied"] == 2
+    # Non-IP traffic is denied where a direction is isolated.
+    pods.rig.send(pods.ports["a"], bytes(Ether(dst=pods.mac("b"), src=pods.mac("a"), type=0x88B5)
+                                         / (b"x" * 46)))
+    assert pods.rig.received(pods.ports["b"]) == []
+
+
+def test_port_ranges_and_later_fragments():
+    pods = Pods()
+    dp = pods.rig.dp
+    dp.set_port_policy(pods.ports["b"], ingress=(1, [(only(A), [(TCP_P, 8000, 8100)])]))
+    assert pods.send("a", "b", TCP(sport=1, dport=8000, flags="S"))
+    assert pods.send("a", "b", TCP(sport=2, dport=8100, flags="S"))
+    assert not pods.send("a", "b", TCP(sport=3, dport=8101, flags="S"))
+    # A later fragment carries no ports: only a rule without ports could allow it.
+    frag = bytes(Ether(src=pods.mac("a"), dst=pods.mac("b")) /
+                 IP(src=A, dst=B, proto=6, frag=100) / (b"x" * 40))
+    pods.rig.send(pods.ports["a"], frag)
+    assert pods.rig.received(pods.ports["b"]) == []
+
+
+def test_a_policy_change_revokes_what_it_no_longer_allows():
+    pods = Pods()
+    dp = pods.rig.dp
+    dp.set_port_policy(pods.ports["b"], ingress=(1, [(only(A), [])]))
+    assert pods.send("a", "b", TCP(sport=1000, dport=80, flags="S"))
+    assert pods.send("a", "b", UDP(sport=1000, dport=81))
+    dp.set_port_policy(pods.ports["b"], ingress=(1, [(only(A), [(UDP_P, 81, 81)])]))
+    dp.policy_changed()
+    assert not pods.send("a", "b", TCP(sport=1000, dport=80, flags="A"))   # revoked
+    assert pods.send("a", "b", UDP(sport=1000, dport=81))                  # still allowed
+    assert pods.send("b", "a", UDP(sport=81, dport=1000))
+    assert dp.counters()["conntrack"]["revoked"] == 1
+    assert len(dp.conntrack_entries()) == 1
+    steps = dp.trace(pods.ports["a"], pods.frame("a", "b", UDP(sport=1000, dport=81)))
+    assert {"step": "policy", "verdict": "pass", "how": "conntrack", "direction": None,
+            "policy": None, "to": pods.ports["b"]} in steps
+
+
+def test_conntrack_limit_drops_new_connections_by_name():
+    pods = Pods(conntrack_max=2)
+    dp = pods.rig.dp
+    dp.set_port_policy(pods.ports["b"], ingress=(1, [([(0, 2**32 - 1, 2)], [])]))
+    assert pods.send("a", "b", UDP(sport=1, dport=80))
+    assert pods.send("a", "b", UDP(sport=2, dport=80))
+    assert not pods.send("a", "b", UDP(sport=3, dport=80))
+    assert pods.drops("conntrack_full") == 1 and pods.drops() == 0
+    assert pods.send("a", "b", UDP(sport=1, dport=80))         # known ones go on
+    assert dp.conntrack_flush() == 2
+    assert pods.send("a", "b", UDP(sport=3, dport=80))
+
+
+def test_drop_capture_and_trace_name_the_policy_and_direction():
+    pods = Pods()
+    dp = pods.rig.dp
+    dp.set_port_policy(pods.ports["b"], ingress=(9, [(only(A, 11), [(TCP_P, 80, 80)])]))
+    session = dp.capture_add(CAP_DROP)
+    assert not pods.send("c", "b", TCP(sport=5, dport=80, flags="S"))
+    [record] = dp.capture_read()
+    assert record[4] == "policy_denied" and record[7] == 9       # ingress (bit 31 clear), policy 9
+    dp.capture_remove(session)
+    steps = dp.trace(pods.ports["c"], pods.frame("c", "b", TCP(sport=5, dport=80, flags="S")))
+    assert steps[-2]["step"] == "policy" and steps[-2]["policy"] == 9
+    assert steps[-2]["direction"] == "ingress" and steps[-1] == {"step": "drop",
+                                                                 "reason": "policy_denied"}
+    steps = dp.trace(pods.ports["a"], pods.frame("a", "b", TCP(sport=5, dport=80, flags="S")))
+    assert steps[-1] == {"step": "policy", "verdict": "pass", "how": "rules",
+                         "direction": "ingress", "policy": 11, "to": pods.ports["b"]}
+    assert dp.conntrack_entries() == []                         # trace tracks nothing
+    dp.set_port_policy(pods.ports["a"], egress=(4, []))
+    session = dp.capture_add(CAP_DROP)
+    assert not pods.send("a", "c", TCP(sport=5, dport=80, flags="S"))
+    assert dp.capture_read()[0][7] == (1 << 31) | 4
+
+
+def test_flooded_copies_are_checked_per_port():
+    pods = Pods()
+    dp = pods.rig.dp
+    dp.set_port_policy(pods.ports["b"], ingress=(1, []))
+    frame = bytes(Ether(src=pods.mac("a"), dst=BCAST) / IP(src=A, dst="198.18.1.255") /
+                  UDP(sport=68, dport=67))
+    pods.rig.send(pods.ports["a"], frame)
+    assert pods.rig.received(pods.ports["b"]) == []
+    assert len(pods.rig.received(pods.ports["c"])) == 1
+    assert dp.port_counters(pods.ports["b"])["tx_dropped"] == 1
+
+
+def test_removing_tables_and_ports_frees_them():
+    pods = Pods()
+    dp = pods.rig.dp
+    dp.set_port_policy(pods.ports["b"], ingress=(1, []))
+    assert dp.port_policy_enforced(pods.ports["b"])
+    dp.set_port_policy(pods.ports["b"])
+    assert not dp.port_policy_enforced(pods.ports["b"])
+    assert pods.send("c", "b", TCP(sport=5, dport=80, flags="S"))
+    dp.set_port_policy(pods.ports["b"], ingress=(1, []))
+    dp.remove_port(pods.ports["b"])
+
+
+def test_bad_tables_are_refused():
+    rig = Rig()
+    p = rig.port()
+    for bad in [(0, []), (1, [([(5, 4, 1)], [])]), (1, [([(1, 5, 1), (3, 9, 1)], [])]),
+                (1, [([(1, 5, 0)], [])]), (1, [([], [(6, 90, 80)])]), (1, [([], [(300, 1, 1)])])]:
+        try:
+            rig.dp.set_port_policy(p, ingress=bad)
+        except ValueError:
+            continue
+        raise AssertionError(f"accepted {bad}")
+    assert not rig.dp.port_policy_enforced(p)
+
+
+def test_conntrack_table_against_a_model():
+    """Many connections in and out of a small table: lookups agree with a
+    set, deletions (flush, expiry sweeps) keep every live entry findable."""
+    pods = Pods(conntrack_max=3000)
+    dp = pods.rig.dp
+    dp.set_port_policy(pods.ports["b"], ingress=(1, [([(0, 2**32 - 1, 2)], [])]))
+    rnd = random.Random(3)
+    ports = rnd.sample(range(1, 65536), 2500)
+    for sport in ports:
+        assert pods.send("a", "b", UDP(sport=sport, dport=9))
+    assert len(dp.conntrack_entries()) == 2500
+    assert dp.conntrack_expire() == 0
+    for sport in ports[::7]:
+        assert pods.send("b", "a", UDP(sport=9, dport=sport))
+    dp.set_port_policy(pods.ports["b"], ingress=(1, []))        # deny new ones
+    assert all(pods.send("b", "a", UDP(sport=9, dport=sport)) for sport in ports[::5])

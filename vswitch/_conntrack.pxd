@@ -1,0 +1,54 @@
+# Connection tracking: the connections that NetworkPolicy allowed, so that
+# their packets in both directions pass with one lookup and no rule walk
+# (see _conntrack.pxi). A connection is keyed by its two endpoints in a
+# canonical order (the lower (address, port) first), so that a packet and
+# its reply find the same entry.
+
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
+
+cdef enum:
+    CT_MIN_SLOTS = 1024
+    CT_SWEEP_WHEN_FULL = 1024     # slots an insert into a full table sweeps first
+    CT_NO_PORT = 0xFFFF           # an entry's in/out port: beyond the tunnel
+    # Flags of an entry.
+    CT_ORIG_A = 1                 # the connection was opened from endpoint a (the lower)
+    CT_REPLIED = 2                # the responder has sent
+    CT_FIN_A = 4                  # TCP FIN seen from a
+    CT_FIN_B = 8                  # TCP FIN seen from b
+    CT_CLOSED = 16                # TCP RST seen
+    # Timeouts in ms, as Linux's conntrack and Cilium's have them (roughly).
+    CT_TCP_OPENING_MS = 60000             # a TCP connection not answered yet
+    CT_TCP_ESTABLISHED_MS = 21600000      # 6 h, as Cilium's
+    CT_TCP_CLOSING_MS = 10000             # after FIN both ways, or RST
+    CT_UNREPLIED_MS = 30000               # UDP, ICMP echo, others: one way only
+    CT_REPLIED_MS = 120000                # ... answered
+
+
+cdef struct ct_key_t:
+    uint64_t addrs                # a's IPv4 << 32 | b's
+    uint64_t rest                 # network << 40 | protocol << 32 | a's port << 16 | b's port
+
+
+cdef struct ct_entry_t:           # 32 bytes: two in a cache line
+    uint64_t addrs
+    uint64_t rest                 # 0: an empty slot (network ids are >= 1)
+    uint32_t deadline_ms          # CLOCK_MONOTONIC ms (mod 2^32) when it expires
+    uint32_t generation           # the policy generation it was last allowed under
+    uint16_t flags
+    uint16_t in_port              # where its first packet came from (CT_NO_PORT: the tunnel)
+    uint16_t out_port             # where it went (CT_NO_PORT: a peer)
+    uint16_t pad
+
+
+cdef struct ct_t:
+    ct_entry_t *slots
+    uint64_t mask                 # capacity - 1, a power of two, >= 2 * max_entries
+    uint64_t count                # entries, expired ones not yet swept included
+    uint64_t max_entries          # new connections beyond it are dropped (conntrack_full)
+    uint64_t m_addrs, m_rest      # the hash's secrets (random, odd)
+    uint32_t shift
+    uint32_t generation           # bumped when policy changes: entries are checked again
+    uint64_t sweep_at             # where the next expiry sweep goes on
+    uint64_t created
+    uint64_t expired
+    uint64_t revoked              # connections a policy change no longer allowed

@@ -1,0 +1,146 @@
+# Connection tracking (see _conntrack.pxd): open addressing, linear probing
+# and backward-shift deletion, a keyed multiply-shift hash of both key
+# words. Lookups and inserts run per packet; growing and expiry sweeps are
+# control-plane calls. An expired entry is a miss until a sweep removes it.
+
+
+cdef inline ct_key_t ct_key(uint16_t network, uint8_t proto, uint32_t src, uint16_t sport,
+                            uint32_t dst, uint16_t dport, bint *src_is_a) noexcept nogil:
+    """The canonical key of a packet's connection; src_is_a: whether the
+    packet's source is the key's endpoint a."""
+    cdef ct_key_t k
+    cdef uint64_t s = (<uint64_t>src << 16) | sport, d = (<uint64_t>dst << 16) | dport
+    src_is_a[0] = s <= d
+    if s > d:
+        s, d = d, s
+    k.addrs = ((s >> 16) << 32) | (d >> 16)
+    k.rest = ((<uint64_t>network << 40) | (<uint64_t>proto << 32) |
+              ((s & 0xFFFF) << 16) | (d & 0xFFFF))
+    return k
+
+
+cdef inline uint64_t ct_home(const ct_t *t, uint64_t addrs, uint64_t rest) noexcept nogil:
+    return (addrs * t.m_addrs + rest * t.m_rest) >> t.shift
+
+
+cdef inline bint ct_live(const ct_entry_t *e, uint32_t now_ms) noexcept nogil:
+    return <int32_t>(now_ms - e.deadline_ms) < 0
+
+
+cdef int ct_alloc(ct_t *t, uint64_t max_entries) noexcept nogil:
+    """An empty table for max_entries connections (at most half full)."""
+    cdef uint64_t capacity = CT_MIN_SLOTS
+    while capacity < 2 * max_entries:
+        capacity <<= 1
+    cdef ct_entry_t *slots = <ct_entry_t *>calloc(capacity, sizeof(ct_entry_t))
+    if slots == NULL:
+        return -1
+    free(t.slots)
+    t.slots, t.mask, t.count, t.max_entries, t.sweep_at = slots, capacity - 1, 0, max_entries, 0
+    t.shift = 64
+    while capacity > 1:
+        capacity >>= 1
+        t.shift -= 1
+    return 0
+
+
+cdef int ct_init(ct_t *t, uint64_t max_entries, uint64_t seed1, uint64_t seed2) noexcept nogil:
+    memset(t, 0, sizeof(ct_t))
+    t.m_addrs, t.m_rest = seed1 | 1, seed2 | 1
+    return ct_alloc(t, max_entries)
+
+
+cdef inline uint64_t ct_slot(const ct_t *t, uint64_t addrs, uint64_t rest) noexcept nogil:
+    """The slot holding the key, or the empty slot where it would go."""
+    cdef uint64_t i = ct_home(t, addrs, rest)
+    while t.slots[i].rest != 0 and (t.slots[i].rest != rest or t.slots[i].addrs != addrs):
+        i = (i + 1) & t.mask
+    return i
+
+
+cdef inline ct_entry_t *ct_find(const ct_t *t, const ct_key_t *k, uint32_t now_ms) noexcept nogil:
+    """The live entry of a connection, or NULL."""
+    cdef ct_entry_t *e = &t.slots[ct_slot(t, k.addrs, k.rest)]
+    return e if e.rest != 0 and ct_live(e, now_ms) else NULL
+
+
+cdef inline void ct_touch(ct_entry_t *e, const flow_t *f, bint src_is_a,
+                          uint32_t now_ms) noexcept nogil:
+    """A packet of the connection went through: its state and deadline."""
+    cdef bint from_orig = src_is_a == <bint>(e.flags & CT_ORIG_A)
+    cdef uint32_t timeout
+    if not from_orig:
+        e.flags |= CT_REPLIED
+    if f.proto == IPPROTO_TCP:
+        if f.tcp_flags & TCP_RST:
+            e.flags |= CT_CLOSED
+        elif f.tcp_flags & TCP_FIN:
+            e.flags |= CT_FIN_A if src_is_a else CT_FIN_B
+        if e.flags & CT_CLOSED or (e.flags & CT_FIN_A and e.flags & CT_FIN_B):
+            timeout = CT_TCP_CLOSING_MS
+        elif e.flags & CT_REPLIED:
+            timeout = CT_TCP_ESTABLISHED_MS
+        else:
+            timeout = CT_TCP_OPENING_MS
+    else:
+        timeout = CT_REPLIED_MS if e.flags & CT_REPLIED else CT_UNREPLIED_MS
+    e.deadline_ms = now_ms + timeout
+
+
+cdef ct_entry_t *ct_insert(ct_t *t, const ct_key_t *k, bint src_is_a, uint16_t in_port,
+                           uint16_t out_port, uint32_t now_ms) noexcept nogil:
+    """A new connection (or an expired one's slot taken again); NULL when
+    the table holds max_entries already."""
+    cdef ct_entry_t *e = &t.slots[ct_slot(t, k.addrs, k.rest)]
+    if e.rest == 0 and t.count >= t.max_entries:
+        ct_sweep(t, now_ms, CT_SWEEP_WHEN_FULL)     # expired entries may make room
+        e = &t.slots[ct_slot(t, k.addrs, k.rest)]
+        if t.count >= t.max_entries:
+            return NULL
+    if e.rest == 0:
+        t.count += 1
+    e.addrs, e.rest = k.addrs, k.rest
+    e.flags = CT_ORIG_A if src_is_a else 0
+    e.generation = t.generation
+    e.in_port, e.out_port = in_port, out_port
+    t.created += 1
+    return e
+
+
+cdef void ct_delete(ct_t *t, ct_entry_t *e) noexcept nogil:
+    """Remove an entry, shifting back the ones after it (no tombstones)."""
+    cdef uint64_t i = e - t.slots, j = i, home
+    while True:
+        j = (j + 1) & t.mask
+        if t.slots[j].rest == 0:
+            break
+        home = ct_home(t, t.slots[j].addrs, t.slots[j].rest)
+        # Move j back to i unless its home lies cyclically in (i, j].
+        if (j - home) & t.mask >= (j - i) & t.mask:
+            t.slots[i] = t.slots[j]
+            i = j
+    t.slots[i].rest = t.slots[i].addrs = 0
+    t.count -= 1
+
+
+cdef uint64_t ct_sweep(ct_t *t, uint32_t now_ms, uint64_t budget) noexcept nogil:
+    """Remove expired entries among `budget` slots from where the last sweep
+    stopped (0: the whole table); returns how many."""
+    cdef uint64_t looked = 0, removed = 0, i
+    if budget == 0 or budget > t.mask + 1:
+        budget = t.mask + 1
+    while looked < budget:
+        i = t.sweep_at & t.mask
+        if t.slots[i].rest != 0 and not ct_live(&t.slots[i], now_ms):
+            ct_delete(t, &t.slots[i])       # an entry may have moved into i: look again
+            removed += 1
+            continue
+        t.sweep_at += 1
+        looked += 1
+    t.expired += removed
+    return removed
+
+
+cdef void ct_flush(ct_t *t) noexcept nogil:
+    memset(t.slots, 0, (t.mask + 1) * sizeof(ct_entry_t))
+    t.count = 0

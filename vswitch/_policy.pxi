@@ -1,0 +1,245 @@
+# NetworkPolicy in the data plane (see _policy.pxd): what a packet is, the
+# rule walk of a pod's compiled tables, and the verdict with conntrack.
+# Established connections pass on one conntrack lookup; only a connection's
+# first packet (or its first after a policy change) walks the rules.
+
+
+cdef inline void flow_ports(flow_t *f, const unsigned char *l4, ssize_t rem) noexcept nogil:
+    """Ports (TCP, UDP, SCTP) or the ICMP echo identifier of an unfragmented
+    (or first-fragment) IPv4 payload of rem bytes. An echo request and its
+    reply get the same connection: the identifier is the requester's port."""
+    cdef uint8_t icmp_type
+    if f.proto == IPPROTO_TCP or f.proto == IPPROTO_UDP or f.proto == IPPROTO_SCTP:
+        if rem >= 4:
+            f.sport, f.dport, f.has_ports = be16(l4), be16(l4 + 2), True
+        if f.proto == IPPROTO_TCP and rem >= 14:
+            f.tcp_flags = l4[13]
+    elif f.proto == IPPROTO_ICMP and rem >= 8:
+        icmp_type = l4[0]
+        if icmp_type == 8:
+            f.sport = be16(l4 + 4)
+        elif icmp_type == 0:
+            f.dport = be16(l4 + 4)
+
+
+cdef inline bint ip4_header(const unsigned char *ip, ssize_t avail, ssize_t *ihl) noexcept nogil:
+    """Whether avail bytes at ip start a well-formed IPv4 header (its length in ihl)."""
+    if avail < IP4_HLEN or ip[0] >> 4 != 4:
+        return False
+    ihl[0] = (ip[0] & 0x0F) * 4
+    return IP4_HLEN <= ihl[0] <= avail
+
+
+cdef void flow_parse(flow_t *f, uint16_t net, const unsigned char *frame, ssize_t n,
+                     ssize_t l2) noexcept nogil:
+    """What a frame is for policy and conntrack."""
+    memset(f, 0, sizeof(flow_t))
+    cdef uint16_t ethertype = be16(frame + l2 - 2)
+    cdef const unsigned char *ip = frame + l2
+    cdef ssize_t ihl, ihl2, rem
+    cdef flow_t inner
+    cdef bint ignored
+    if ethertype == ETH_P_ARP:
+        f.kind = FLOW_ALWAYS
+    elif ethertype == ETH_P_IPV6:
+        # Neighbour discovery (RS, RA, NS, NA) keeps the link working; RA guard
+        # and port security have checked it already. Other IPv6 is not matched yet.
+        if n >= l2 + 41 and ip[6] == IPPROTO_ICMPV6 and 133 <= ip[40] <= 136:
+            f.kind = FLOW_ALWAYS
+    elif ethertype == ETH_P_IP and ip4_header(ip, n - l2, &ihl):
+        f.kind = FLOW_IP4
+        f.proto, f.src, f.dst = ip[9], be32(ip + 12), be32(ip + 16)
+        if be16(ip + 6) & 0x1FFF:
+            return                  # a later fragment: no ports, only port-less rules allow it
+        rem = n - l2 - ihl
+        flow_ports(f, ip + ihl, rem)
+        # An ICMP error carries the head of the packet it is about.
+        if f.proto == IPPROTO_ICMP and rem >= 8 + IP4_HLEN and ip[ihl] in (3, 4, 5, 11, 12) \
+                and ip4_header(ip + ihl + 8, rem - 8, &ihl2):
+            memset(&inner, 0, sizeof(flow_t))
+            ip = ip + ihl + 8
+            inner.proto = ip[9]
+            if not be16(ip + 6) & 0x1FFF:
+                flow_ports(&inner, ip + ihl2, rem - 8 - ihl2)
+            f.related = ct_key(net, inner.proto, be32(ip + 12), inner.sport, be32(ip + 16),
+                               inner.dport, &ignored)
+            f.icmp_error = True
+
+
+cdef inline uint32_t pol_match(const pol_dir_t *d, uint32_t peer, const flow_t *f) noexcept nogil:
+    """The policy (id) of a rule of d allowing the flow with the peer at
+    `peer`, or 0: groups in order, ports first, then a binary search of the
+    peer ranges."""
+    cdef uint32_t g, j, lo, hi, mid
+    cdef const pol_group_t *grp
+    cdef const pol_l4_t *l4
+    cdef bint ports_ok
+    for g in range(d.n_groups):
+        grp = &d.groups[g]
+        if grp.n_l4:
+            ports_ok = False
+            if f.has_ports:
+                for j in range(grp.first_l4, grp.first_l4 + grp.n_l4):
+                    l4 = &d.l4[j]
+                    if l4.proto == f.proto and l4.lo <= f.dport <= l4.hi:
+                        ports_ok = True
+                        break
+            if not ports_ok:
+                continue
+        lo, hi = grp.first_range, grp.first_range + grp.n_ranges
+        while lo < hi:                      # the first range starting above peer
+            mid = (lo + hi) >> 1
+            if d.ranges[mid].lo <= peer:
+                lo = mid + 1
+            else:
+                hi = mid
+        if lo > grp.first_range and peer <= d.ranges[lo - 1].hi:
+            return d.ranges[lo - 1].policy
+    return 0
+
+
+cdef void pol_rules(const port_t *src, const port_t *dst, const flow_t *f,
+                    verdict_t *v) noexcept nogil:
+    """A new connection from src to dst (NULL: beyond the tunnel) under the
+    rules: egress for src, then ingress for dst, each where isolated. The
+    node (the host port) reaches its pods whatever their ingress rules."""
+    cdef uint32_t m
+    cdef const pol_dir_t *d
+    v.reason, v.policy, v.direction = -1, 0, POL_INGRESS
+    if src != NULL and src.policy != NULL and src.policy.dirs[POL_EGRESS].isolating:
+        d = &src.policy.dirs[POL_EGRESS]
+        m = pol_match(d, f.dst, f) if f.kind == FLOW_IP4 else 0
+        v.direction, v.policy = POL_EGRESS, m if m else d.isolating
+        if m == 0:
+            v.reason = DROP_POLICY_DENIED
+            return
+    if dst != NULL and dst.policy != NULL and dst.policy.dirs[POL_INGRESS].isolating \
+            and not (src != NULL and src.router):
+        d = &dst.policy.dirs[POL_INGRESS]
+        m = pol_match(d, f.src, f) if f.kind == FLOW_IP4 else 0
+        v.direction, v.policy = POL_INGRESS, m if m else d.isolating
+        if m == 0:
+            v.reason = DROP_POLICY_DENIED
+
+
+cdef void policy_decide(ct_t *ct, const port_t *src, const port_t *dst, uint16_t in_port,
+                        uint16_t out_port, const flow_t *f, uint16_t net, uint32_t now_ms,
+                        bint commit, verdict_t *v) noexcept nogil:
+    """The verdict on a packet from src to dst (either NULL: beyond the
+    tunnel) of a network. commit: track a new connection and refresh a
+    known one (the pipeline); trace only looks."""
+    v.reason, v.how, v.policy, v.direction = -1, HOW_OPEN, 0, POL_INGRESS
+    if (src == NULL or src.policy == NULL) and (dst == NULL or dst.policy == NULL):
+        return
+    if f.kind == FLOW_ALWAYS:
+        v.how = HOW_ALWAYS
+        return
+    v.how = HOW_RULES
+    if f.kind != FLOW_IP4:
+        pol_rules(src, dst, f, v)           # matches nothing: denied where isolated
+        return
+    cdef bint src_is_a
+    cdef ct_key_t key = ct_key(net, f.proto, f.src, f.sport, f.dst, f.dport, &src_is_a)
+    cdef ct_entry_t *e = ct_find(ct, &key, now_ms)
+    cdef flow_t back
+    if e != NULL:
+        if e.generation == ct.generation:
+            v.how = HOW_CONNTRACK
+            if commit:
+                ct_touch(e, f, src_is_a, now_ms)
+            return
+        # Policy changed since it was allowed: ask again, in its first direction.
+        v.how = HOW_REVALIDATED
+        if src_is_a == <bint>(e.flags & CT_ORIG_A):
+            pol_rules(src, dst, f, v)
+        else:
+            back = f[0]
+            back.src, back.dst, back.sport, back.dport = f.dst, f.src, f.dport, f.sport
+            pol_rules(dst, src, &back, v)
+        if commit and v.reason >= 0:
+            ct_delete(ct, e)
+            ct.revoked += 1
+        elif commit:
+            e.generation = ct.generation
+            ct_touch(e, f, src_is_a, now_ms)
+        return
+    if f.icmp_error:
+        e = ct_find(ct, &f.related, now_ms)
+        if e != NULL and e.generation == ct.generation:
+            v.how = HOW_RELATED
+            return
+    pol_rules(src, dst, f, v)
+    if v.reason < 0 and commit:
+        e = ct_insert(ct, &key, src_is_a, in_port, out_port, now_ms)
+        if e == NULL:
+            v.reason = DROP_CONNTRACK_FULL
+        else:
+            ct_touch(e, f, src_is_a, now_ms)
+
+
+# ------------------------------------------------------- control plane side
+
+cdef void pol_dir_free(pol_dir_t *d) noexcept nogil:
+    free(d.groups)
+    free(d.ranges)
+    free(d.l4)
+    memset(d, 0, sizeof(pol_dir_t))
+
+
+cdef void port_policy_free(port_policy_t *p) noexcept nogil:
+    if p != NULL:
+        pol_dir_free(&p.dirs[POL_INGRESS])
+        pol_dir_free(&p.dirs[POL_EGRESS])
+        free(p)
+
+
+cdef int pol_dir_build(pol_dir_t *d, spec) except -1:
+    """Fill d from (isolating policy id, [(ranges, l4)]): ranges
+    [(lo, hi, policy id)] sorted and disjoint, l4 [(protocol, lo, hi)]
+    (empty: every protocol and port)."""
+    isolating, groups = spec
+    n_ranges = sum(len(r) for r, _ in groups)
+    n_l4 = sum(len(p) for _, p in groups)
+    d.isolating, d.n_groups = isolating, len(groups)
+    d.groups = <pol_group_t *>calloc(max(len(groups), 1), sizeof(pol_group_t))
+    d.ranges = <pol_range_t *>calloc(max(n_ranges, 1), sizeof(pol_range_t))
+    d.l4 = <pol_l4_t *>calloc(max(n_l4, 1), sizeof(pol_l4_t))
+    if d.groups == NULL or d.ranges == NULL or d.l4 == NULL:
+        raise MemoryError()
+    if not 0 < isolating <= 0xFFFFFFFF:
+        raise ValueError("the isolating policy id must be 1..2^32-1")
+    cdef uint32_t r = 0, k = 0, g
+    for g, (ranges, l4) in enumerate(groups):
+        d.groups[g].first_range, d.groups[g].n_ranges = r, len(ranges)
+        d.groups[g].first_l4, d.groups[g].n_l4 = k, len(l4)
+        last = -1
+        for lo, hi, policy in ranges:
+            if not last < lo <= hi <= 0xFFFFFFFF or not 0 < policy <= 0xFFFFFFFF:
+                raise ValueError("peer ranges must be sorted, disjoint, with policy ids >= 1")
+            d.ranges[r].lo, d.ranges[r].hi, d.ranges[r].policy = lo, hi, policy
+            last = hi
+            r += 1
+        for proto, lo, hi in l4:
+            if not 0 <= proto <= 255 or not 0 <= lo <= hi <= 65535:
+                raise ValueError(f"bad protocol {proto} or ports {lo}..{hi}")
+            d.l4[k].proto, d.l4[k].lo, d.l4[k].hi = proto, lo, hi
+            k += 1
+    return 0
+
+
+cdef port_policy_t *port_policy_build(ingress, egress) except? NULL:
+    """A pod's tables (None for an open direction); NULL when both are open."""
+    if ingress is None and egress is None:
+        return NULL
+    cdef port_policy_t *p = <port_policy_t *>calloc(1, sizeof(port_policy_t))
+    if p == NULL:
+        raise MemoryError()
+    try:
+        if ingress is not None:
+            pol_dir_build(&p.dirs[POL_INGRESS], ingress)
+        if egress is not None:
+            pol_dir_build(&p.dirs[POL_EGRESS], egress)
+    except BaseException:
+        port_policy_free(p)
+        raise
+    return p
