@@ -5,6 +5,11 @@
 # its reply find the same entry.
 
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
+from posix.mman cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise,
+                         mmap, munmap)
+
+cdef extern from "<sys/mman.h>":
+    int MADV_HUGEPAGE
 
 cdef enum:
     CT_MIN_SLOTS = 1024

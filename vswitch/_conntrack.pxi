@@ -27,15 +27,27 @@ cdef inline bint ct_live(const ct_entry_t *e, uint32_t now_ms) noexcept nogil:
     return <int32_t>(now_ms - e.deadline_ms) < 0
 
 
+cdef void ct_release(ct_t *t) noexcept nogil:
+    if t.slots != NULL:
+        munmap(t.slots, (t.mask + 1) * sizeof(ct_entry_t))
+        t.slots = NULL
+
+
 cdef int ct_alloc(ct_t *t, uint64_t max_entries) noexcept nogil:
-    """An empty table for max_entries connections (at most half full)."""
+    """An empty table for max_entries connections (at most half full), in
+    huge pages where the kernel gives them: a lookup in a large table
+    costs one cache miss then, not a TLB miss on top. Pages are touched
+    (and so taken) only as entries land in them."""
     cdef uint64_t capacity = CT_MIN_SLOTS
     while capacity < 2 * max_entries:
         capacity <<= 1
-    cdef ct_entry_t *slots = <ct_entry_t *>calloc(capacity, sizeof(ct_entry_t))
-    if slots == NULL:
+    cdef void *mem = mmap(NULL, capacity * sizeof(ct_entry_t), PROT_READ | PROT_WRITE,
+                          MAP_PRIVATE | MAP_ANONYMOUS, -1, 0)
+    if mem == MAP_FAILED:
         return -1
-    free(t.slots)
+    madvise(mem, capacity * sizeof(ct_entry_t), MADV_HUGEPAGE)    # a hint: fine if refused
+    ct_release(t)
+    cdef ct_entry_t *slots = <ct_entry_t *>mem
     t.slots, t.mask, t.count, t.max_entries, t.sweep_at = slots, capacity - 1, 0, max_entries, 0
     t.shift = 64
     while capacity > 1:

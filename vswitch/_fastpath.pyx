@@ -114,7 +114,7 @@ cdef class Datapath:
         if self.ports.slots != NULL:
             for i in range(self.ports.limit):
                 port_policy_free(self.ports.slots[i].policy)
-        free(self.ct.slots)
+        ct_release(&self.ct)
         poller_free(&self.poller)
         ports_free(&self.ports)
         networks_free(&self.networks)

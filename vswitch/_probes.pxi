@@ -112,3 +112,60 @@ def segment_cost(bytes superframe, int rounds=1):
                 index += 1
         end = monotonic_ns()
     return end - start, index
+
+
+def conntrack_cost(uint64_t flows, uint64_t lookups):
+    """Connection tracking as an established packet meets it: `flows` UDP
+    connections in a table sized for them, then `lookups` packets of random
+    ones (key, lookup, state update). Returns (nanoseconds, hits, bytes of
+    table per connection)."""
+    cdef ct_t t
+    memset(&t, 0, sizeof(ct_t))
+    rnd = int.from_bytes(os.urandom(16), "little")
+    if ct_init(&t, flows, rnd & 0xFFFFFFFFFFFFFFFF, rnd >> 64) < 0:
+        raise MemoryError()
+    cdef flow_t *fl = <flow_t *>calloc(flows, sizeof(flow_t))
+    # The packets in arrival order: read in sequence, as frames are (only the
+    # table is accessed at random).
+    cdef flow_t *packets = <flow_t *>malloc(lookups * sizeof(flow_t))
+    cdef uint64_t i, hits = 0, x = (rnd & 0xFFFFFFFFFFFF) | 1, start, end
+    cdef bint src_is_a
+    cdef ct_key_t k
+    cdef ct_entry_t *e
+    cdef uint32_t now_ms = ms32(monotonic_ns())
+    cdef uint32_t net18 = 0xC6120000, net19 = 0xC6130000   # 198.18/16, 198.19/16
+    if fl == NULL or packets == NULL:
+        free(fl)
+        free(packets)
+        ct_release(&t)
+        raise MemoryError()
+    with nogil:
+        for i in range(flows):          # distinct: the index is in the addresses
+            x ^= x << 13
+            x ^= x >> 7
+            x ^= x << 17
+            fl[i].kind, fl[i].proto = FLOW_IP4, IPPROTO_UDP
+            fl[i].src, fl[i].dst = net18 | (i & 0xFFFF), net19 | (i >> 16)
+            fl[i].sport, fl[i].dport, fl[i].has_ports = x & 0xFFFF, 53, True
+            k = ct_key(1, fl[i].proto, fl[i].src, fl[i].sport, fl[i].dst, fl[i].dport, &src_is_a)
+            e = ct_insert(&t, &k, src_is_a, 0, 1, now_ms)
+            ct_touch(e, &fl[i], src_is_a, now_ms)
+        for i in range(lookups):
+            x ^= x << 13
+            x ^= x >> 7
+            x ^= x << 17
+            packets[i] = fl[x % flows]
+        start = monotonic_ns()
+        for i in range(lookups):
+            k = ct_key(1, packets[i].proto, packets[i].src, packets[i].sport, packets[i].dst,
+                       packets[i].dport, &src_is_a)
+            e = ct_find(&t, &k, now_ms)
+            if e != NULL:
+                hits += 1
+                ct_touch(e, &packets[i], src_is_a, now_ms)
+        end = monotonic_ns()
+    per_flow = (t.mask + 1) * sizeof(ct_entry_t) / flows
+    free(fl)
+    free(packets)
+    ct_release(&t)
+    return end - start, hits, per_flow

@@ -102,6 +102,15 @@ class Api:
             ("DELETE", "nodes/*"): self.remove_node,
             ("GET", "ipam/blocks"): self.ipam_blocks,
             ("POST", "stop"): self.stop,
+            ("POST", "policies"): self.apply_policies,
+            ("GET", "policies"): self.list_policies,
+            ("GET", "policies/*"): self.show_policy,
+            ("DELETE", "policies/*"): self.delete_policy,
+            ("POST", "labels/port"): self.label_port,
+            ("POST", "labels/namespace"): self.label_namespace,
+            ("GET", "namespaces"): self.list_namespaces,
+            ("GET", "conntrack"): self.show_conntrack,
+            ("POST", "conntrack/flush"): self.flush_conntrack,
         }
 
     # ------------------------------------------------------------- handlers
@@ -114,11 +123,12 @@ class Api:
 
     async def add_port(self, query, body, arg):
         security = body.pop("port_security", None) if isinstance(body, dict) else None
+        pod = body.pop("pod", None) if isinstance(body, dict) else None
         if security is not None and not isinstance(security, bool):
             raise ApiError("field 'port_security' must be true or false")
         fields = _string_fields(body, required=("name", "netns"),
                                 optional=("ifname", "network", "ip", "mac"))
-        port = await self.switch.add_port(**fields, port_security=security)
+        port = await self.switch.add_port(**fields, port_security=security, pod=pod)
         return reporting.port_info(self.switch, port)
 
     async def show_port(self, query, body, name):
@@ -166,13 +176,14 @@ class Api:
     async def attach(self, query, body, arg):
         mtu = body.pop("mtu", None) if isinstance(body, dict) else None
         rates = body.pop("rates", None) if isinstance(body, dict) else None
+        pod = body.pop("pod", None) if isinstance(body, dict) else None
         if rates is not None and not isinstance(rates, dict):
             raise ApiError("field 'rates' must be an object")
         if mtu is not None and (not isinstance(mtu, int) or isinstance(mtu, bool)):
             raise ApiError("field 'mtu' must be an integer")
         return await self.attachments.add(**_string_fields(
             body, ("container_id", "ifname", "netns"), ("network", "cni_network", "ip", "mac")),
-            mtu=mtu, rates=rates)
+            mtu=mtu, rates=rates, pod=pod)
 
     async def detach(self, query, body, arg):
         return await self.attachments.delete(**_string_fields(body, ("container_id", "ifname"), ()))
@@ -180,6 +191,48 @@ class Api:
     async def check_attachment(self, query, body, arg):
         return await self.attachments.check(
             **_string_fields(body, ("container_id", "ifname", "netns"), ()))
+
+    # ------------------------------------------------------------- policy
+
+    async def apply_policies(self, query, body, arg):
+        if not isinstance(body, dict) or not isinstance(body.get("manifests"), list):
+            raise ApiError("expected {\"manifests\": [NetworkPolicy objects]}")
+        return await self.switch.policy.apply(body["manifests"])
+
+    async def list_policies(self, query, body, arg):
+        return self.switch.policy.summaries()
+
+    async def show_policy(self, query, body, key):
+        return self.switch.policy.show(key)
+
+    async def delete_policy(self, query, body, key):
+        return await self.switch.policy.delete(key)
+
+    @staticmethod
+    def _label_changes(body, who: str) -> tuple[str, list[str]]:
+        if not isinstance(body, dict) or not isinstance(body.get(who), str) or \
+                not isinstance(body.get("labels"), list) or not body["labels"]:
+            raise ApiError(f"expected {{\"{who}\": NAME, \"labels\": [\"key=value\" or "
+                           "\"key-\", ...]}")
+        return body[who], body["labels"]
+
+    async def label_port(self, query, body, arg):
+        port = await self.switch.label_port(*self._label_changes(body, "port"))
+        return reporting.port_info(self.switch, port)
+
+    async def label_namespace(self, query, body, arg):
+        return await self.switch.policy.label_namespace(*self._label_changes(body, "namespace"))
+
+    async def list_namespaces(self, query, body, arg):
+        policy = self.switch.policy
+        names = set(policy.namespaces) | {p.namespace for p in policy.pods()}
+        return [{"namespace": n, "labels": policy.namespace_labels(n)} for n in sorted(names)]
+
+    async def show_conntrack(self, query, body, arg):
+        return reporting.conntrack(self.switch, query.get("port"))
+
+    async def flush_conntrack(self, query, body, arg):
+        return {"flushed": self.switch.dataplane.conntrack_flush()}
 
     # ------------------------------------------------------------- cluster
 

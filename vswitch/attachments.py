@@ -13,6 +13,7 @@ import logging
 from .errors import Busy, CheckFailed, Conflict, Exhausted, InvalidRequest
 from .ipam import Allocation, gateway
 from .netns import netns_id
+from .policy import PodIdentity
 from .protocol import CONTAINER_ID_RE, MIN_MTU
 from .switch import Port, Switch, check_rates
 from .tap import check_ifname, inspect, normalize_mac, random_mac
@@ -65,16 +66,22 @@ class Attachments:
 
     async def add(self, container_id: str, ifname: str, netns: str, network: str | None = None,
                   cni_network: str = "", ip: str | None = None, mac: str | None = None,
-                  mtu: int | None = None, rates: dict | None = None) -> dict:
+                  mtu: int | None = None, rates: dict | None = None,
+                  pod: dict | None = None) -> dict:
         """Connect a pod; a repeated ADD gives back the same address and MAC.
         mtu: the pod's, at most (and by default) the network's; rates: the
-        port's rate limits (see Switch.set_rates)."""
+        port's rate limits (see Switch.set_rates); pod: who it is for
+        NetworkPolicy (PodIdentity.from_json)."""
         key = self._key(container_id, ifname)
         net = self.switch.network(network)
         if mtu is not None and not MIN_MTU <= mtu <= net.mtu:
             raise InvalidRequest(f"mtu {mtu} must be {MIN_MTU}..{net.mtu} (network {net.name!r})",
                                  kind="invalid")
         rates = check_rates(rates or {})
+        try:
+            identity = PodIdentity.from_json(pod)
+        except InvalidRequest as e:
+            raise InvalidRequest(str(e), kind="invalid") from None
         requested_ip = _parse_ip(ip) if ip else None
         requested_mac = normalize_mac(mac) if mac else None
         self._claim(key)
@@ -100,7 +107,7 @@ class Attachments:
             try:
                 port = await self.switch.create_port(self._port_name(key), netns, key[1], net,
                                                      alloc.mac, [address], True, key, mtu,
-                                                     rates=rates)
+                                                     rates=rates, identity=identity)
             except BaseException:
                 if created:         # leave nothing half-made behind
                     await self.db(self.ipam.release, *key)

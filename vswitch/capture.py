@@ -108,7 +108,10 @@ class Captures:
     def drain(self):
         label = self.switch.capture_port_label
         while records := self.dataplane.capture_read():
-            for ts_ns, mask, port, point, reason, orig_len, data in records:
+            for ts_ns, mask, port, point, reason, orig_len, data, detail in records:
+                if detail:              # a policy drop: its direction and deciding policy
+                    reason = (f"{reason} ({'egress' if detail >> 31 else 'ingress'}, "
+                              f"{self.dataplane.policy_name(detail & 0x7FFFFFFF)})")
                 record = Record(ts_ns, CAPTURE_POINT_NAMES[point], label(port), reason, orig_len, data)
                 for session, consumer in list(self.consumers.items()):
                     if mask & (1 << session):

@@ -200,3 +200,31 @@ class Client:
 
     def ipam_blocks(self):
         return self.request("GET", "ipam/blocks")
+
+    # NetworkPolicy
+    def apply_policies(self, manifests: list):
+        return self.request("POST", "policies", {"manifests": manifests})
+
+    def policies(self):
+        return self.request("GET", "policies")
+
+    def policy(self, key):
+        return self.request("GET", "policies/" + quote(key, safe=""))
+
+    def delete_policy(self, key):
+        return self.request("DELETE", "policies/" + quote(key, safe=""))
+
+    def label_port(self, name, changes: list[str]):
+        return self.request("POST", "labels/port", {"port": name, "labels": changes})
+
+    def label_namespace(self, name, changes: list[str]):
+        return self.request("POST", "labels/namespace", {"namespace": name, "labels": changes})
+
+    def namespaces(self):
+        return self.request("GET", "namespaces")
+
+    def conntrack(self, port=None):
+        return self.request("GET", "conntrack", query={"port": port})
+
+    def conntrack_flush(self):
+        return self.request("POST", "conntrack/flush", {})

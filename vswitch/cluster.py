@@ -9,8 +9,13 @@ Keys, under [cluster] prefix (default /vswitch):
     vnis/VNI                "NAME" (one network per VNI)                     no lease
     nodes/NAME              {"vtep", "version", "started", "lease"}          the node's lease
     blocks/NET/A.B.C.D-LEN  {"node", "claimed"}                              no lease
-    endpoints/NET/IP        {"mac", "node"}                                  the node's lease
+    endpoints/NET/IP        {"mac", "node", "pod"}                           the node's lease
     graves/NAME             {"since"}                                        a grace-period lease
+    policies/NS/NAME        a NetworkPolicy manifest                         no lease
+    namespaces/NS           {"labels"}                                       no lease
+
+An endpoint's "pod" is who the pod is for NetworkPolicy (namespace, name,
+labels, named ports): other nodes match their policies' selectors on it.
 
 Why no address is ever live on two pods (the README has the long form):
 a node hands out addresses only from blocks it holds (claimed with a
@@ -43,6 +48,7 @@ from . import __version__, state
 from .config import Config, NetworkConfig, node_address
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound, VswitchError
 from .etcd import Compacted, Etcd, EtcdUnavailable, Txn
+from .policy import PodIdentity, PolicyPod
 from .protocol import MAX_NETWORK_MTU, MIN_MTU, VXLAN_OVERHEAD
 
 if TYPE_CHECKING:
@@ -56,7 +62,7 @@ REQUEST_WAIT = 5.0                      # how long a request needing etcd waits 
 TXN_OPS = 100                           # operations per transaction (etcd allows 128)
 INCIDENTS = 20                          # blocks lost or fencing, kept for `cluster status`
 LOGGED_BAD_RECORDS = 20                 # malformed records logged; the rest only counted
-RECORD_KINDS = ("networks", "nodes", "endpoints", "blocks", "graves")
+RECORD_KINDS = ("networks", "nodes", "endpoints", "blocks", "graves", "policies", "namespaces")
 
 
 class NameTaken(VswitchError):
@@ -173,6 +179,7 @@ class Cluster:
         self.switch.addresses = self
         self.switch.observer = self
         self.switch.cluster = self
+        self.switch.policy.remote_pods = self.remote_pods
 
     async def start(self):
         """Register and sync once (a name held by a live node raises
@@ -340,7 +347,9 @@ class Cluster:
             [self.key("nodes", n) for n in self.nodes] + \
             [self.key("graves", n) for n in self.graves] + \
             [self.key("endpoints", net, ip) for net, ip in self.endpoints] + \
-            [self.key("blocks", net, cidr) for net, cidr in self.holders]
+            [self.key("blocks", net, cidr) for net, cidr in self.holders] + \
+            [self.key("policies", key) for key in self.switch.policy.policies] + \
+            [self.key("namespaces", ns) for ns in self.switch.policy.namespaces]
 
     # -------------------------------------------------------------- events
 
@@ -369,6 +378,12 @@ class Cluster:
                 self._block(parts[1], parts[2], rec)
             elif kind == "graves" and len(parts) == 2:
                 self._grave(parts[1], rec)
+            elif kind == "policies" and len(parts) == 3:
+                self.switch.policy.set_policy(f"{parts[1]}/{parts[2]}", rec)
+            elif kind == "namespaces" and len(parts) == 2:
+                if rec is not None and not isinstance(rec, dict):
+                    raise ValueError("not an object")
+                self.switch.policy.set_namespace(parts[1], rec and rec.get("labels"))
         except (VswitchError, ValueError, KeyError, TypeError) as e:
             self._ignored(key, str(e))
 
@@ -403,6 +418,8 @@ class Cluster:
         if rec is not None:
             self._add_peer(rec["vtep"])
             self._program_each(self.by_node.get(name, ()))
+        if (before is None) != (rec is None):
+            self.switch.policy.schedule()       # its pods come or go as policy peers
         elif self.connected:
             self._spawn(self._bury(name))
 
@@ -438,6 +455,7 @@ class Cluster:
         if rec is not None:
             self.by_node.setdefault(str(rec.get("node")), set()).add(where)
             self._program(*where, rec)
+        self.switch.policy.schedule()           # who is where: policy peers
 
     def _program_each(self, wheres: Iterable[tuple[str, str]]):
         """Program these endpoints; one that cannot be is counted, not fatal."""
@@ -457,18 +475,64 @@ class Cluster:
         if node is None or net is None or not dp.has_network(network):
             return
         address = ipaddress.IPv4Address(ip)
-        # Only the holder of an address's block may say whose it is: a node
-        # cannot divert another node's pod address to a MAC of its own.
-        assert net.block_size is not None
-        base = int(address) & (0xFFFFFFFF << (32 - net.block_size) & 0xFFFFFFFF)
-        if self.holders.get((network, f"{ipaddress.IPv4Address(base)}-{net.block_size}")) \
-                != ep["node"]:
+        if not self._holds(net, address, ep["node"]):
             raise ValueError(f"{ip} is outside the blocks of node {ep['node']}")
         mac = ep["mac"]
         if ep["node"] != self.name:
             dp.fdb_add_remote(network, mac, node["vtep"])
         if self.cfg.arp_suppression:
             dp.neigh_set(network, address, mac)
+
+    def _holds(self, net: NetworkConfig, address: ipaddress.IPv4Address, node) -> bool:
+        """Only the holder of an address's block may say whose it is: a node
+        cannot divert another node's pod address to a MAC of its own (nor
+        claim it for a pod that policies let in)."""
+        assert net.block_size is not None
+        base = int(address) & (0xFFFFFFFF << (32 - net.block_size) & 0xFFFFFFFF)
+        return self.holders.get((net.name, f"{ipaddress.IPv4Address(base)}-{net.block_size}")) \
+            == node
+
+    def remote_pods(self) -> list[PolicyPod]:
+        """Pods of other live nodes, from their endpoint records, for
+        NetworkPolicy (an unreadable identity is skipped: counted once)."""
+        pods: dict[tuple, list[int]] = {}
+        idents: dict[tuple, PodIdentity] = {}
+        for (network, ip), ep in self.endpoints.items():
+            node = ep.get("node")
+            net = self.switch.config.network(network)
+            if node == self.name or node not in self.nodes or net is None:
+                continue
+            try:
+                address = ipaddress.IPv4Address(ip)
+                ident = PodIdentity.from_json(ep.get("pod"))
+            except (VswitchError, ValueError):
+                continue
+            if not self._holds(net, address, node):
+                continue
+            who = (node, ident.namespace, ident.name or f"{network}/{ip}")
+            pods.setdefault(who, []).append(int(address))
+            idents[who] = ident
+        return [PolicyPod(ns, name, idents[(node, ns, name)].labels,
+                          idents[(node, ns, name)].named_ports, tuple(addresses), None, node)
+                for (node, ns, name), addresses in pods.items()]
+
+    async def put_policies(self, manifests: dict[str, dict | None]):
+        """Policies (None: deleted) into etcd, in one transaction per TXN_OPS."""
+        await self._need_connection()
+        ops = [Txn.put(self.key("policies", key), json.dumps(m).encode()) if m is not None
+               else Txn.delete(self.key("policies", key)) for key, m in manifests.items()]
+        for i in range(0, len(ops), TXN_OPS):
+            txn = Txn()
+            txn.success = ops[i:i + TXN_OPS]
+            await self._commit(txn)
+
+    async def put_namespace(self, name: str, labels: dict[str, str]):
+        await self._need_connection()
+        txn = Txn()
+        key = self.key("namespaces", name)
+        txn.success = [Txn.put(key, json.dumps({"labels": labels}).encode()) if labels
+                       else Txn.delete(key)]
+        await self._commit(txn)
 
     def _unprogram(self, network: str, ip: str, ep: dict):
         dp = self.switch.dataplane
@@ -729,7 +793,9 @@ class Cluster:
                 and p.network.name == network and any(str(a.ip) == ip for a in p.addresses)]
 
     def _endpoint_value(self, port: Port) -> bytes:
-        return json.dumps({"mac": port.mac, "node": self.name}).encode()
+        pod = port.identity.to_json()
+        pod["name"] = pod["name"] or port.name
+        return json.dumps({"mac": port.mac, "node": self.name, "pod": pod}).encode()
 
     async def _publish(self, port: Port):
         """One write per pod: its endpoint record on this node's lease (if

@@ -8,7 +8,10 @@ Network config keys: "type": "vswitch", "name" (the CNI network), "network"
 (the vswitch network; default: the daemon's first), "socket" (default
 /run/vswitch/vswitchd.sock), "mtu" (optional, at most the network's), "dns"
 (passed through to the result). Static requests: runtimeConfig "ips"/"mac"
-(capabilities), args.cni "ips"/"mac", or CNI_ARGS IP=/MAC=.
+(capabilities), args.cni "ips"/"mac", or CNI_ARGS IP=/MAC=. Who the pod
+is, for NetworkPolicy: CNI_ARGS K8S_POD_NAMESPACE and K8S_POD_NAME, labels
+in args.cni "labels" or runtimeConfig "labels", port names in args.cni
+"namedPorts" (see Request.pod).
 
 Error codes: the spec's (1 incompatible version, 3 unknown container: the
 namespace does not exist, 4 invalid environment variables, 6 undecodable
@@ -155,6 +158,25 @@ class Request:
                            "egressRate, egressBurst as non-negative integers")
         return {names[k]: v for k, v in bw.items()}
 
+    def pod(self) -> dict:
+        """Who the pod is, for NetworkPolicy: its namespace and name from
+        CNI_ARGS (K8S_POD_NAMESPACE, K8S_POD_NAME, as kubelet's runtimes
+        pass them), its labels from args.cni.labels or runtimeConfig.labels
+        (a list of {"key", "value"}, as CNI's conventions have it, or an
+        object) and its container port names from args.cni.namedPorts
+        ({"http": 80, "dns": "UDP/53"}). The daemon validates them."""
+        env = self.cni_args()
+        args = self.field("args", dict, {}).get("cni") or {}
+        runtime = self.field("runtimeConfig", dict, {})
+        labels = runtime.get("labels") or (args.get("labels") if isinstance(args, dict) else None)
+        if isinstance(labels, list):
+            if not all(isinstance(x, dict) and set(x) == {"key", "value"} for x in labels):
+                raise CniError(INVALID_CONFIG, "labels: a list of {\"key\", \"value\"} objects")
+            labels = {x["key"]: x["value"] for x in labels}
+        return {"namespace": env.get("K8S_POD_NAMESPACE"), "name": env.get("K8S_POD_NAME"),
+                "labels": labels or {},
+                "named_ports": (args.get("namedPorts") if isinstance(args, dict) else None) or {}}
+
     def static_requests(self) -> tuple[str | None, str | None]:
         """The address and MAC asked for, from runtimeConfig, args or CNI_ARGS."""
         runtime = self.field("runtimeConfig", dict, {})
@@ -214,7 +236,7 @@ def add(req: Request):
     mtu = req.field("mtu", int)
     att = _call(req.client.attach, container_id, ifname, netns, network=req.field("network", str),
                 cni_network=req.field("name", str, ""), ip=ip, mac=mac, mtu=mtu,
-                rates=req.bandwidth())
+                rates=req.bandwidth(), pod=req.pod())
     return _result(req, att, netns)
 
 

@@ -102,6 +102,7 @@ class Config:
     batch: int = 64
     busy_poll_us: float = 50.0
     offloads: bool = True
+    conntrack_max: int = 262144      # connections NetworkPolicy tracks at once
     networks: tuple[NetworkConfig, ...] = field(default_factory=tuple)
     overlay: OverlayConfig | None = None
     hooks: tuple[HookConfig, ...] = ()
@@ -211,6 +212,8 @@ def parse(data: dict) -> Config:
         busy_poll_us=datapath.get("busy_poll_us", float, 50.0, lambda v: 0 <= v <= 10000,
                                   "must be 0..10000 microseconds"),
         offloads=datapath.get("offloads", bool, True),
+        conntrack_max=datapath.get("conntrack_max", int, 262144, lambda v: 1 <= v <= 1 << 24,
+                                   "must be 1..16777216"),
     )
     cluster = None
     if "cluster" in data:

@@ -57,7 +57,16 @@ def show_peers(peers):
 
 def show_port(p):
     lines = [f"{k}: {'-' if v is None else v}" for k, v in p.items()
-             if k not in ("counters", "addresses")]
+             if k not in ("counters", "addresses", "pod", "policies")]
+    if p.get("pod"):
+        pod = p["pod"]
+        lines.append(f"pod: {pod['namespace']}/{pod['name']}  labels "
+                     + (", ".join(f"{k}={v}" for k, v in pod["labels"].items()) or "-")
+                     + ("  named ports " + ", ".join(f"{k}={v[0]}/{v[1]}" for k, v in
+                                                     pod["named_ports"].items())
+                        if pod["named_ports"] else ""))
+        lines += [f"isolated for {d} by: {', '.join(ps)}"
+                  for d, ps in p["policies"].items() if ps]
     lines.append(f"addresses: {', '.join(p['addresses']) or '-'}")
     lines += [f"  {k}: {v}" for k, v in p["counters"].items()]
     return "\n".join(lines)
@@ -81,13 +90,15 @@ def show_ipam(r):
 
 def show_stats(s):
     ports = _table([[name, *c.values()] for name, c in s["ports"].items()],
-                   ["PORT", "RX_PKTS", "RX_BYTES", "RX_DROP", "TX_PKTS", "TX_BYTES", "TX_DROP"])
+                   ["PORT", "RX_PKTS", "RX_BYTES", "RX_DROP", "TX_PKTS", "TX_BYTES", "TX_DROP",
+                    "POLICY_DENIED"])
     drops = "  ".join(f"{k}={v}" for k, v in s["drops"].items())
     fdb = "  ".join(f"{k}={v}" for k, v in s["fdb"].items())
     capture = "  ".join(f"{k}={v}" for k, v in s["capture"].items())
     text = (f"{ports}\n\nforwarded: unicast={s['unicast']}  flooded={s['flooded']}  "
             f"arp_suppressed={s['arp_suppressed']} (neighbours {s['neighbours']})\n"
-            f"drops: {drops}\nfdb: {fdb}\ncapture: {capture}")
+            f"drops: {drops}\nfdb: {fdb}\ncapture: {capture}\nconntrack: "
+            + "  ".join(f"{k}={v}" for k, v in s["conntrack"].items()))
     for h in s["hooks"]:
         state = "enabled" if h["enabled"] else f"disabled ({h['error']})"
         text += f"\nhook {h['call']}: {state}  calls={h['calls']}  dropped={h['dropped']}"
@@ -153,6 +164,17 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--no-port-security", dest="port_security", action="store_false",
                      default=None, help="let the pod send from any MAC or IP (the default "
                      "without --ip; with --ip the port is bound to its MAC and address)")
+    add.add_argument("--namespace", help="the pod's namespace, for NetworkPolicy (default "
+                     "'default')")
+    add.add_argument("--pod-name", help="the pod's name (default: the port's)")
+    add.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                     help="a pod label (repeatable)")
+    add.add_argument("--named-port", action="append", default=[], metavar="NAME=[PROTO/]PORT",
+                     help="a container port name, e.g. http=80 or dns=UDP/53 (repeatable)")
+    label = port.add_parser("label", parents=[common],
+                            help="set (key=value) or remove (key-) a pod's labels")
+    label.add_argument("name")
+    label.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
     pset = port.add_parser("set", parents=[common], help="rate limits (token buckets)")
     pset.add_argument("name")
     for key, what in (("ingress-rate", "what the pod sends into the switch, bits/s"),
@@ -208,6 +230,32 @@ def build_parser() -> argparse.ArgumentParser:
     frame.add_argument("--scapy", metavar="EXPR",
                       help="the frame as a scapy expression, e.g. \"Ether(dst='ff:ff:ff:ff:ff:ff')"
                       "/ARP(pdst='198.18.0.2')\"")
+
+    policy = sub.add_parser("policy", help="Kubernetes NetworkPolicy").add_subparsers(
+        dest="action", required=True, metavar="ACTION")
+    apply = policy.add_parser("apply", parents=[common],
+                              help="create or update policies from YAML or JSON manifests")
+    apply.add_argument("-f", "--filename", required=True, metavar="FILE",
+                       help="a manifest file ('-': standard input): one object, several "
+                       "documents, or a List")
+    policy.add_parser("delete", parents=[common], help="delete a policy").add_argument(
+        "name", metavar="NAMESPACE/NAME")
+    policy.add_parser("list", parents=[common], help="policies with the pods they select")
+    policy.add_parser("show", parents=[common], help="one policy: its manifest and pods"
+                      ).add_argument("name", metavar="NAMESPACE/NAME")
+    namespace = sub.add_parser("namespace", help="namespace labels (NetworkPolicy)"
+                               ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    nslabel = namespace.add_parser("label", parents=[common],
+                                   help="set (key=value) or remove (key-) a namespace's labels")
+    nslabel.add_argument("name")
+    nslabel.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
+    namespace.add_parser("list", parents=[common], help="namespaces and their labels")
+    conntrack = sub.add_parser("conntrack", help="connections NetworkPolicy tracks"
+                               ).add_subparsers(dest="action", required=True, metavar="ACTION")
+    conntrack.add_parser("show", parents=[common], help="tracked connections").add_argument(
+        "--port", help="only those in or out of this port")
+    conntrack.add_parser("flush", parents=[common],
+                         help="forget every connection (each is checked anew on its next packet)")
 
     sub.add_parser("reload", parents=[common],
                    help="re-read the config file and apply it (as SIGHUP does)")
@@ -327,11 +375,88 @@ def show_trace(r):
     return "\n".join(lines)
 
 
+def read_manifests(path: str) -> list:
+    """The documents of a YAML (or JSON) manifest file."""
+    import yaml
+    try:
+        text = sys.stdin.read() if path == "-" else open(path).read()
+        return [d for d in yaml.safe_load_all(text) if d is not None]
+    except OSError as e:
+        raise ClientError(f"{path}: {e.strerror}") from None
+    except yaml.YAMLError as e:
+        raise ClientError(f"{path}: not YAML or JSON: {e}") from None
+
+
+def pod_identity(args) -> dict | None:
+    if not (args.namespace or args.pod_name or args.label or args.named_port):
+        return None
+    labels: dict[str, str] = {}
+    ports: dict[str, str] = {}
+    for item, into, what in [(x, labels, "--label") for x in args.label] + \
+            [(x, ports, "--named-port") for x in args.named_port]:
+        key, eq, value = item.partition("=")
+        if not eq:
+            raise ClientError(f"{what} {item!r}: expected KEY=VALUE")
+        into[key] = value
+    return {"namespace": args.namespace, "name": args.pod_name, "labels": labels,
+            "named_ports": ports}
+
+
+def show_policies(policies):
+    return _table([[f"{p['namespace']}/{p['name']}", ",".join(p["types"]), p["ingress_rules"],
+                    p["egress_rules"], ", ".join(q["pod"] for q in p["pods"]) or "-"]
+                   for p in policies], ["POLICY", "TYPES", "INGRESS", "EGRESS", "PODS"])
+
+
+def show_policy(p):
+    import yaml
+    pods = "\n".join(f"  {q['pod']}  {', '.join(q['addresses'])}  on {q['node']}"
+                     for q in p["pods"]) or "  (none)"
+    return (f"policy {p['namespace']}/{p['name']} (id {p['id']})  types "
+            f"{', '.join(p['types']) or '-'}\nselects:\n{pods}\n---\n"
+            + yaml.safe_dump(p["manifest"], sort_keys=False).rstrip())
+
+
+def show_conntrack(entries):
+    return _table([[e["network"], e["protocol"], f"{e['source']}:{e['sport']}",
+                    f"{e['destination']}:{e['dport']}", e["state"], e["expires_in"],
+                    e["in_port"], e["out_port"]] for e in entries],
+                  ["NETWORK", "PROTO", "SOURCE", "DESTINATION", "STATE", "EXPIRES_IN", "IN",
+                   "OUT"])
+
+
+def run_policy(args, client: Client):
+    """The policy, namespace and conntrack verbs."""
+    verb, action = args.verb, args.action
+    if verb == "policy":
+        if action == "apply":
+            return client.apply_policies(read_manifests(args.filename)), lambda r: "\n".join(
+                f"networkpolicy {x['policy']} {x['result']}" for x in r)
+        if action == "delete":
+            return client.delete_policy(args.name), lambda r: f"policy {r['deleted']} deleted"
+        if action == "show":
+            return client.policy(args.name), show_policy
+        return client.policies(), show_policies
+    if verb == "namespace":
+        if action == "label":
+            return client.label_namespace(args.name, args.labels), lambda r: (
+                f"namespace {r['namespace']}: " + ", ".join(
+                    f"{k}={v}" for k, v in r["labels"].items()))
+        return client.namespaces(), lambda r: _table(
+            [[n["namespace"], ", ".join(f"{k}={v}" for k, v in n["labels"].items())] for n in r],
+            ["NAMESPACE", "LABELS"])
+    if action == "flush":
+        return client.conntrack_flush(), lambda r: f"{r['flushed']} connections flushed"
+    return client.conntrack(args.port), show_conntrack
+
+
 def run(args, client: Client):
     """(result, text renderer) for the parsed command."""
     verb, action = args.verb, getattr(args, "action", None)
     if verb == "trace":
         return client.trace(args.in_port, trace_frame(args)), show_trace
+    if verb in ("policy", "namespace", "conntrack"):
+        return run_policy(args, client)
     if verb == "status":
         return client.status(), show_status
     if verb == "stats":
@@ -340,7 +465,10 @@ def run(args, client: Client):
         if action == "add":
             options = {k: getattr(args, k)
                        for k in ("ifname", "network", "ip", "mac", "port_security")}
-            return client.add_port(args.name, args.netns, **options), show_port
+            return client.add_port(args.name, args.netns, pod=pod_identity(args), **options), \
+                show_port
+        if action == "label":
+            return client.label_port(args.name, args.labels), show_port
         if action == "set":
             rates = {k: getattr(args, k) for k in ("ingress_rate", "ingress_burst",
                                                    "egress_rate", "egress_burst")}

@@ -20,6 +20,7 @@ from ._fastpath import (
     PORT_PEER_BASE,
     PORT_TUNNEL,
     Datapath,
+    conntrack_cost,
     decap_cost,
     encap_cost,
     pipeline_cost,
@@ -28,7 +29,7 @@ from ._fastpath import (
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound
 
 __all__ = ["DataPlane", "Datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL",
-           "decap_cost", "encap_cost", "pipeline_cost", "segment_cost",
+           "conntrack_cost", "decap_cost", "encap_cost", "pipeline_cost", "segment_cost",
            "mac_value", "ip_to_int", "ip_str"]
 
 
@@ -46,6 +47,21 @@ def ip_str(value: int) -> str:
     return str(ipaddress.IPv4Address(struct.pack("=I", value)))
 
 
+PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
+CT_NO_PORT = 0xFFFF             # a connection's in/out port beyond the tunnel (_conntrack.pxd)
+
+
+def ct_state(proto: int, flags: int) -> str:
+    """A connection's state from its flags (_conntrack.pxd: CT_*)."""
+    if proto == 6 and flags & 16:
+        return "reset"
+    if proto == 6 and flags & 4 and flags & 8:
+        return "closing"
+    if proto == 6 and flags & 12:
+        return "fin_wait"
+    return "established" if flags & 2 else "new"
+
+
 @dataclass(frozen=True)
 class TunnelSettings:
     rx_fd: int
@@ -61,10 +77,12 @@ class DataPlane:
     """One node's data plane, addressed by names."""
 
     def __init__(self, fdb_max_entries: int, aging_time: float, batch: int,
-                 busy_poll_us: float, fdb_max_per_port: int, fdb_max_per_peer: int):
+                 busy_poll_us: float, fdb_max_per_port: int, fdb_max_per_peer: int,
+                 conntrack_max: int = 262144):
         self.dp = Datapath(fdb_max_entries, aging_time, batch, busy_poll_us,
-                           fdb_max_per_port, fdb_max_per_peer)
+                           fdb_max_per_port, fdb_max_per_peer, conntrack_max)
         self.network_ids: dict[str, int] = {}
+        self.policy_names: dict[int, str] = {}     # data-plane policy ids -> "namespace/name"
 
     # ------------------------------------------------------------- networks
 
@@ -145,6 +163,38 @@ class DataPlane:
     def neigh_delete(self, network: str, ip: ipaddress.IPv4Address) -> bool:
         net_id = self.network_ids.get(network)
         return net_id is not None and self.dp.neigh_delete(net_id, int(ip))
+
+    # -------------------------------------------------- policy and conntrack
+
+    def set_port_policy(self, port_id: int, ingress, egress):
+        """A pod's compiled tables (see Datapath.set_port_policy)."""
+        self.dp.set_port_policy(port_id, ingress, egress)
+
+    def policy_changed(self):
+        self.dp.policy_changed()
+
+    def policy_name(self, policy_id: int | None) -> str | None:
+        return None if not policy_id else self.policy_names.get(policy_id, f"#{policy_id}")
+
+    def conntrack(self, port_id: int = -1, limit: int = 0) -> list[dict]:
+        """Live connections in the direction they were opened."""
+        out = []
+        for net, proto, src, sport, dst, dport, flags, left, in_port, out_port \
+                in self.dp.conntrack_entries(port_id, limit):
+            out.append({"network": self.network_name(net),
+                        "protocol": PROTOCOL_NAMES.get(proto, str(proto)),
+                        "source": str(ipaddress.IPv4Address(src)), "sport": sport,
+                        "destination": str(ipaddress.IPv4Address(dst)), "dport": dport,
+                        "state": ct_state(proto, flags), "expires_in": round(left, 1),
+                        "in_port": None if in_port == CT_NO_PORT else in_port,
+                        "out_port": None if out_port == CT_NO_PORT else out_port})
+        return out
+
+    def conntrack_flush(self) -> int:
+        return self.dp.conntrack_flush()
+
+    def expire_conntrack(self, budget: int) -> int:
+        return self.dp.conntrack_expire(budget)
 
     # ---------------------------------------------------------------- peers
 
@@ -248,6 +298,8 @@ class DataPlane:
         for step in steps:
             if "network" in step:
                 step["network"] = self.network_name(step["network"])
+            if step["step"] == "policy":
+                step["policy"] = self.policy_name(step["policy"])
         return steps
 
     def counters(self) -> dict:

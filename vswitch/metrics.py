@@ -65,6 +65,15 @@ def render(stats: dict) -> str:
                [({}, stats["arp_suppressed"])])
     out.family("vswitch_neighbours", "gauge", "Pod addresses whose ARP the switch answers.",
                [({}, stats["neighbours"])])
+    ct = stats["conntrack"]
+    out.family("vswitch_conntrack_entries", "gauge", "Connections NetworkPolicy tracks.",
+               [({}, ct["entries"])])
+    out.family("vswitch_conntrack_max_entries", "gauge", "Connections it can track at once.",
+               [({}, ct["max_entries"])])
+    for key, text in (("created", "Connections tracked."),
+                      ("expired", "Tracked connections that timed out."),
+                      ("revoked", "Tracked connections a policy change no longer allowed.")):
+        out.family(f"vswitch_conntrack_{key}_total", "counter", text, [({}, ct[key])])
     cluster = stats["cluster"]
     if cluster:
         for key, kind, text in (

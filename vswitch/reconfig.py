@@ -17,6 +17,7 @@ from .protocol import MAX_NETWORKS
 FIXED_ON_RELOAD = {"node_name": "node.name", "mode": "node.mode", "socket": "node.socket",
                    "state_dir": "node.state_dir", "log_format": "node.log_format",
                    "fdb_max_entries": "fdb.max_entries", "batch": "datapath.batch",
+                   "conntrack_max": "datapath.conntrack_max",
                    "offloads": "datapath.offloads", "hooks": "[[hook]]",
                    "cluster": "[cluster]"}
 FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port")

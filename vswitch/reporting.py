@@ -42,6 +42,9 @@ def port_info(switch: Switch, port: Port) -> dict:
             "offloads": port.tap.offloads if port.tap else [], "error": port.error,
             "port_security": port.secured, "rates": port.rates,
             "container": "/".join(port.attachment) if port.attachment else None,
+            "pod": None if port.is_host else
+            {**port.identity.to_json(), "name": port.identity.name or port.name},
+            "policies": None if port.is_host else switch.policy.enforced(port),
             "counters": port.final_counters or switch.dataplane.port_counters(port.port_id)}
 
 
@@ -60,6 +63,16 @@ def trace(switch: Switch, port_name: str, frame: bytes) -> dict:
             if key in step:
                 step[key] = [port_label(switch, x) for x in step[key]]
     return {"port": port_name, "frame": frame.hex(), "steps": steps}
+
+
+def conntrack(switch: Switch, port_name: str | None = None) -> list[dict]:
+    """Tracked connections (of one port), ports by name."""
+    port_id = switch.port(port_name).port_id if port_name else -1
+    entries = switch.dataplane.conntrack(port_id)
+    for e in entries:
+        for key in ("in_port", "out_port"):
+            e[key] = "vxlan" if e[key] is None else port_label(switch, e[key])
+    return entries
 
 
 def fdb(switch: Switch, network: str | None = None) -> list[dict]:

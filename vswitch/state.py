@@ -53,7 +53,15 @@ CREATE TABLE IF NOT EXISTS ports (
     cni_ifname   TEXT,
     created      REAL NOT NULL,
     rates        TEXT NOT NULL DEFAULT '{}',  -- JSON: rate limits in bits/s and bits
-    netns_id     TEXT              -- JSON [st_dev, st_ino] of the namespace it was made in
+    netns_id     TEXT,             -- JSON [st_dev, st_ino] of the namespace it was made in
+    identity     TEXT              -- JSON: the pod's namespace, name, labels, named ports
+);
+-- NetworkPolicy objects and namespace labels (cluster mode: etcd's, as last seen).
+CREATE TABLE IF NOT EXISTS policy_objects (
+    kind  TEXT NOT NULL,             -- "policy" (key NS/NAME) or "namespace" (key NS)
+    key   TEXT NOT NULL,
+    value TEXT NOT NULL,             -- JSON: the manifest, or the labels
+    PRIMARY KEY (kind, key)
 );
 -- Cluster mode: the address blocks this node holds (its mirror of etcd, so
 -- that it allocates while etcd is away and after a restart), and what it
@@ -91,6 +99,7 @@ class PortRecord:
     attachment: tuple[str, str] | None = None
     rates: dict = field(default_factory=dict)
     netns_id: tuple[int, int] | None = None
+    identity: dict | None = None      # PodIdentity.to_json()
 
 
 class State:
@@ -116,6 +125,8 @@ class State:
             self.db.execute("ALTER TABLE ports ADD COLUMN rates TEXT NOT NULL DEFAULT '{}'")
         if "netns_id" not in columns:
             self.db.execute("ALTER TABLE ports ADD COLUMN netns_id TEXT")
+        if "identity" not in columns:
+            self.db.execute("ALTER TABLE ports ADD COLUMN identity TEXT")
 
     async def run(self, fn, *args):
         """fn(*args) on the database thread (fn: a method of this State or of Ipam)."""
@@ -143,11 +154,12 @@ class State:
         with self.transaction():
             if exclusive:
                 self._check_free(p)
-            self.db.execute("INSERT OR REPLACE INTO ports VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+            self.db.execute("INSERT OR REPLACE INTO ports VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
                             (p.name, p.netns, p.ifname, p.network, p.mac,
                              json.dumps(list(p.addresses)), p.mtu, int(p.secured),
                              container_id, cni_ifname, time.time(), json.dumps(p.rates),
-                             json.dumps(p.netns_id) if p.netns_id else None))
+                             json.dumps(p.netns_id) if p.netns_id else None,
+                             json.dumps(p.identity) if p.identity else None))
 
     def _check_free(self, p: PortRecord):
         ips = {a.split("/")[0] for a in p.addresses}
@@ -182,7 +194,7 @@ class State:
         """(name, record) of every port, or (name, the error) for a row that
         cannot be read back as one."""
         rows = self.db.execute("SELECT name, netns, ifname, network, mac, addresses, mtu, secured,"
-                               " container_id, cni_ifname, rates, netns_id FROM ports"
+                               " container_id, cni_ifname, rates, netns_id, identity FROM ports"
                                " ORDER BY created").fetchall()
         out: list[tuple[str, PortRecord | Exception]] = []
         for r in rows:
@@ -190,10 +202,27 @@ class State:
                 out.append((r[0], PortRecord(
                     r[0], r[1], r[2], r[3], r[4], tuple(json.loads(r[5])), r[6], bool(r[7]),
                     (r[8], r[9]) if r[8] is not None else None, json.loads(r[10]),
-                    tuple(json.loads(r[11])) if r[11] else None)))
+                    tuple(json.loads(r[11])) if r[11] else None,
+                    json.loads(r[12]) if r[12] else None)))
             except (ValueError, TypeError) as e:
                 out.append((r[0], e))
         return out
+
+
+    # ------------------------------------------------------------- policy
+
+    def policy_rows(self) -> list[tuple[str, str, object]]:
+        return [(kind, key, json.loads(value)) for kind, key, value in self.db.execute(
+            "SELECT kind, key, value FROM policy_objects ORDER BY kind, key")]
+
+    def save_policy_row(self, kind: str, key: str, value):
+        """A policy's manifest or a namespace's labels; None deletes it."""
+        with self.transaction():
+            if value is None:
+                self.db.execute("DELETE FROM policy_objects WHERE kind=? AND key=?", (kind, key))
+            else:
+                self.db.execute("INSERT OR REPLACE INTO policy_objects VALUES (?, ?, ?)",
+                                (kind, key, json.dumps(value)))
 
 
 # ------------------------------------------------------------- cluster mode

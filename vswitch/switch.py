@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
-from . import reconfig, reporting
+from . import netpol, reconfig, reporting
 from .capture import Captures
 from .config import Config, ConfigError, NetworkConfig
 from .datapath import PORT_TUNNEL, DataPlane
@@ -22,6 +22,7 @@ from .hooks import Hooks
 from .ipam import AddressBlocks, Ipam, StaticBlocks, gateway
 from .netns import fd_identity, netns_id
 from .overlay import Overlay
+from .policy import PodIdentity, Policies
 from .protocol import MAX_MTU, MAX_RATE, MIN_MTU, PORT_COUNTERS, PORT_NAME_RE, RATE_KEYS
 from .state import PortRecord, State, StateInUse, Taken
 from .tap import (
@@ -74,6 +75,7 @@ class Port:
     state: str = "up"       # "lost" once its device or namespace disappeared under us
     final_counters: dict | None = None          # once lost: its counters at that moment
     error: str | None = None                    # why it is lost, when it never came up
+    identity: PodIdentity = field(default_factory=PodIdentity)   # who the pod is, for policy
 
     @property
     def is_host(self) -> bool:
@@ -98,7 +100,7 @@ class Switch:
         self.loop = loop
         self.dataplane = DataPlane(config.fdb_max_entries, config.aging_time, config.batch,
                                    config.busy_poll_us, config.fdb_max_per_port,
-                                   config.fdb_max_per_peer)
+                                   config.fdb_max_per_peer, config.conntrack_max)
         for net in config.networks:             # data-plane ids 1.. in config order
             self.dataplane.add_network(net.name, net.vni, net.mtu)
         self.ports: dict[str, Port] = {}
@@ -118,6 +120,7 @@ class Switch:
         self.cluster: Cluster | None = None         # (for its API verbs)
         self._reload_lock = asyncio.Lock()
         self.captures = Captures(self)
+        self.policy = Policies(self)
         self.hooks: Hooks | None = None
         self.overlay = Overlay(config, self.dataplane, self.network)
         try:
@@ -132,6 +135,7 @@ class Switch:
     async def start(self):
         """Make (or re-open) the host ports, and re-attach the pod ports a
         previous run left (netlink work, in threads)."""
+        await self.policy.restore()
         for i, net in enumerate(self.config.networks):
             if net.host_port:
                 await self._add_host_port(i, net)
@@ -170,7 +174,8 @@ class Switch:
                 raise NamespaceGone(f"network {rec.network} is gone")
             await self.create_port(rec.name, rec.netns, rec.ifname, net, rec.mac, addresses,
                                    rec.secured, rec.attachment, rec.mtu, reattach=True,
-                                   rates=rec.rates, netns_identity=rec.netns_id)
+                                   rates=rec.rates, netns_identity=rec.netns_id,
+                                   identity=PodIdentity.from_json(rec.identity))
         except NamespaceGone as e:
             log.info("port %s: %s; forgetting it", rec.name, e)
             await self.state.run(self.state.delete_port, rec.name)
@@ -317,9 +322,11 @@ class Switch:
 
     async def add_port(self, name: str, netns: str, ifname: str = "eth0",
                        network: str | None = None, ip: str | None = None,
-                       mac: str | None = None, port_security: bool | None = None) -> Port:
+                       mac: str | None = None, port_security: bool | None = None,
+                       pod: dict | None = None) -> Port:
         """A port made by hand (vswitchctl port add). Port security is on by
-        default when it has an address, and off for a port without one."""
+        default when it has an address, and off for a port without one.
+        pod: who the pod is for policy (PodIdentity.from_json)."""
         if not isinstance(name, str) or not PORT_NAME_RE.match(name):
             raise InvalidRequest(f"bad port name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
         net = self.network(network)
@@ -328,13 +335,14 @@ class Switch:
         if self.mac_in_use(net, mac):
             raise Conflict(f"MAC {mac} is already used in network {net.name!r}")
         secured = bool(addresses) if port_security is None else port_security
-        return await self.create_port(name, netns, ifname, net, mac, addresses, secured)
+        return await self.create_port(name, netns, ifname, net, mac, addresses, secured,
+                                      identity=PodIdentity.from_json(pod))
 
     @staticmethod
     def _record(port: Port) -> PortRecord:
         return PortRecord(port.name, port.netns, port.ifname, port.network.name, port.mac,
                           tuple(str(a) for a in port.addresses), port.mtu, port.secured,
-                          port.attachment, port.rates, port.netns_id)
+                          port.attachment, port.rates, port.netns_id, port.identity.to_json())
 
     def name_taken(self, name: str) -> bool:
         return name in self.ports or name in self._pending
@@ -343,7 +351,8 @@ class Switch:
                           addresses: list[ipaddress.IPv4Interface], secured: bool,
                           attachment: tuple[str, str] | None = None, mtu: int | None = None,
                           reattach: bool = False, rates: dict | None = None,
-                          netns_identity: tuple[int, int] | None = None) -> Port:
+                          netns_identity: tuple[int, int] | None = None,
+                          identity: PodIdentity | None = None) -> Port:
         """Make the TAP in the pod's namespace (reattach: open the one a
         previous run left, in the namespace of identity netns_identity) and
         attach it to the data plane. Everything is validated before anything
@@ -361,8 +370,9 @@ class Switch:
         if netns_identity is None and netns is not None:
             with pod_namespace(netns) as fd:        # Tap checks it is still this one
                 netns_identity = fd_identity(fd)
+        identity = identity or PodIdentity()
         record = PortRecord(name, netns, ifname, net.name, mac, tuple(str(a) for a in addresses),
-                            mtu, secured, attachment, rates, netns_identity)
+                            mtu, secured, attachment, rates, netns_identity, identity.to_json())
         self._pending[name] = (net, addresses, mac)
         tap = None
         try:
@@ -380,7 +390,8 @@ class Switch:
                 raise Conflict(f"network {net.name!r} was removed while port {name!r} was "
                                "being made")
             port = self._register(name, netns, net, mac, addresses, tap, secured, attachment,
-                                  ifname, mtu, "re-attached" if reattach else "added")
+                                  ifname, mtu, "re-attached" if reattach else "added",
+                                  identity=identity)
             if rates:
                 self._apply_rates(port, rates)
             return port
@@ -408,19 +419,37 @@ class Switch:
         log.info("port %s: rates %s", name, port.rates or "unlimited")
         return port
 
+    async def label_port(self, name: str, changes: list[str]) -> Port:
+        """Change a pod's labels (key=value sets, key- removes), as kubectl
+        label does; policies follow at once, here and on other nodes."""
+        port = self.port(name)
+        if port.is_host:
+            raise Conflict(f"port {name!r} is a host port: the node, not a pod")
+        sets, removes = netpol.parse_label_changes(changes)
+        port.identity.labels = {k: v for k, v in {**port.identity.labels, **sets}.items()
+                                if k not in removes}
+        await self.state.run(self.state.save_port, self._record(port))
+        if self.observer and port.state == "up":
+            self.observer.port_up(port)         # republished with its labels
+        self.policy.schedule()
+        log.info("port %s: labels %s", name, port.identity.labels)
+        return port
+
     def _apply_rates(self, port: Port, rates: dict):
         self.dataplane.set_rates(port.port_id, rates)
         port.rates = {k: v for k, v in rates.items() if v}
 
     def _register(self, name, netns, net, mac, addresses, tap, secured, attachment=None,
-                  ifname=None, mtu=None, how="added", router=False) -> Port:
+                  ifname=None, mtu=None, how="added", router=False,
+                  identity: PodIdentity | None = None) -> Port:
         try:
             port_id = self.dataplane.add_port(tap.fileno(), net.name, tap.vnet_hdr, router)
         except Exhausted:
             tap.close()
             raise
         port = Port(name, netns, ifname or net.host_port, net, mac, addresses, tap, port_id,
-                    mtu or net.mtu, secured, attachment, tap.netns_id)
+                    mtu or net.mtu, secured, attachment, tap.netns_id,
+                    identity=identity or PodIdentity())
         self.ports[name] = port
         try:
             if secured:
@@ -429,6 +458,10 @@ class Switch:
                 self.dataplane.pin_mac(port_id, mac)
         except Conflict as e:
             raise Conflict(f"port {name!r}: {e}") from None
+        if not router:
+            # Its own tables before its first frame; then everyone's (a new peer).
+            self.policy.enforce_port(port)
+            self.policy.schedule()
         log.info("port %s %s: %s in %s, network %s, mac %s%s%s", name, how, port.ifname,
                  netns or "the host namespace", net.name, mac,
                  "".join(f", {a}" for a in addresses), ", port security" if secured else "")
@@ -471,6 +504,7 @@ class Switch:
         if port.tap:
             port.tap.close(remove=True)
         port.state = "lost"
+        self.policy.schedule()
         log.warning("port %s: %s, no longer forwarding", port.name, why)
 
     def port(self, name: str) -> Port:
@@ -494,6 +528,8 @@ class Switch:
             if port.tap:
                 port.tap.close(remove)
         del self.ports[port.name]
+        if not port.is_host:
+            self.policy.schedule()
 
     async def detach_port(self, port: Port):
         """Take any port off the switch (the host port too, which

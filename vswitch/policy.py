@@ -1,0 +1,393 @@
+"""The node's NetworkPolicy engine: who each pod is (namespace, labels,
+named ports), the policies and namespace labels in force (in the state
+database; in cluster mode from etcd, mirrored there), and their
+compilation into the data plane's per-port tables (_policy.pxd).
+
+Compiling is whole-node and cheap: any change (a policy, a label, a pod
+coming or going here or on another node) schedules one recompilation of
+every local pod's tables; the data plane swaps each port's tables in
+between two frames and then checks every tracked connection again on its
+next packet (so a policy change cuts connections it no longer allows, and
+keeps the others)."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from . import netpol
+from .errors import InvalidRequest, NotFound
+from .netpol import NAMESPACE_NAME_LABEL, PROTOCOLS, NetworkPolicy, Rule
+
+if TYPE_CHECKING:
+    from .switch import Port, Switch
+
+log = logging.getLogger("vswitch.policy")
+
+ALL_IPV4 = (0, 0xFFFFFFFF)
+ALL_PORTS = 65535
+
+
+# ------------------------------------------------------------- who a pod is
+
+@dataclass
+class PodIdentity:
+    """A pod as policies see it. Ports made by hand are pods of namespace
+    "default" named after the port unless told otherwise."""
+    namespace: str = "default"
+    name: str = ""
+    labels: dict[str, str] = field(default_factory=dict)
+    named_ports: dict[str, tuple[str, int]] = field(default_factory=dict)   # name -> (TCP, 80)
+
+    def to_json(self) -> dict:
+        return {"namespace": self.namespace, "name": self.name, "labels": self.labels,
+                "named_ports": {k: list(v) for k, v in self.named_ports.items()}}
+
+    @classmethod
+    def from_json(cls, obj, path: str = "pod") -> PodIdentity:
+        """From a request or a record; InvalidRequest names what is wrong."""
+        if obj is None:
+            return cls()
+        if not isinstance(obj, dict):
+            raise InvalidRequest(f"{path} must be an object")
+        name = obj.get("name") or ""
+        if not isinstance(name, str) or len(name) > 253:
+            raise InvalidRequest(f"{path}.name must be a string of at most 253 characters")
+        return cls(netpol.check_namespace(obj.get("namespace") or "default", f"{path}.namespace"),
+                   name, netpol.check_labels(obj.get("labels") or {}, f"{path}.labels"),
+                   named_ports(obj.get("named_ports") or {}, f"{path}.named_ports"))
+
+
+def named_ports(obj, path: str = "named_ports") -> dict[str, tuple[str, int]]:
+    """Container port names: {"http": 80, "dns": "UDP/53", "x": ["TCP", 81]}."""
+    if not isinstance(obj, dict):
+        raise InvalidRequest(f"{path} must be an object of port names")
+    out = {}
+    for name, value in obj.items():
+        where = f"{path}.{name}"
+        if not isinstance(name, str) or not netpol.PORT_NAME.match(name):
+            raise InvalidRequest(f"{where}: not a port name (1-15 lowercase letters, digits, '-')")
+        if isinstance(value, str):
+            protocol, _, number = value.rpartition("/")
+            protocol = protocol or "TCP"
+        elif isinstance(value, list) and len(value) == 2:
+            protocol, number = value
+        else:
+            protocol, number = "TCP", value
+        try:
+            port = int(number)
+        except (TypeError, ValueError):
+            port = 0
+        if protocol not in PROTOCOLS or not 1 <= port <= 65535 or isinstance(number, bool):
+            raise InvalidRequest(f"{where}: {value!r} is not PORT or PROTOCOL/PORT "
+                                 "(TCP, UDP or SCTP; 1..65535)")
+        out[name] = (protocol, port)
+    return out
+
+
+@dataclass(frozen=True)
+class PolicyPod:
+    """A pod of the cluster, local (port_id) or on another node."""
+    namespace: str
+    name: str
+    labels: dict
+    named_ports: dict
+    addresses: tuple[int, ...]
+    port_id: int | None = None
+    node: str | None = None
+
+    @classmethod
+    def of_port(cls, port: Port) -> PolicyPod:
+        ident = port.identity
+        return cls(ident.namespace, ident.name or port.name, ident.labels, ident.named_ports,
+                   tuple(int(a.ip) for a in port.addresses), port.port_id)
+
+
+# ------------------------------------------------------------ compilation
+
+def cidr_ranges(block: netpol.IpBlock) -> list[tuple[int, int]]:
+    """An IPv4 ipBlock as disjoint ranges (an IPv6 one is empty here)."""
+    if block.cidr.version != 4:
+        return []
+    ranges = [(int(block.cidr.network_address), int(block.cidr.broadcast_address))]
+    for ex in block.excepts:
+        lo, hi = int(ex.network_address), int(ex.broadcast_address)
+        ranges = [piece for a, b in ranges
+                  for piece in ((a, min(b, lo - 1)), (max(a, hi + 1), b)) if piece[0] <= piece[1]]
+    return ranges
+
+
+def disjoint(ranges: list[tuple[int, int, int]]) -> list[tuple[int, int, int]]:
+    """Sorted, merged ranges; where they overlap, the first policy is named."""
+    out: list[list[int]] = []
+    for lo, hi, pid in sorted(ranges):
+        if out and lo <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], hi)
+        else:
+            out.append([lo, hi, pid])
+    return [(lo, hi, pid) for lo, hi, pid in out]
+
+
+class Compiler:
+    """The tables of local pods under a set of policies, over the pods and
+    namespaces known at one moment."""
+
+    def __init__(self, policies: Iterable[NetworkPolicy], ids: dict[str, int],
+                 pods: list[PolicyPod], namespace_labels):
+        self.policies = list(policies)
+        self.ids = ids
+        self.pods = pods
+        self.namespace_labels = namespace_labels
+
+    def selecting(self, pod: PolicyPod, direction: str) -> list[NetworkPolicy]:
+        return [p for p in self.policies if p.namespace == pod.namespace
+                and getattr(p, direction) is not None and p.pods.matches(pod.labels)]
+
+    def peers(self, policy: NetworkPolicy, rule: Rule) -> list[tuple[int, int]]:
+        if not rule.peers:
+            return [ALL_IPV4]
+        out = []
+        for peer in rule.peers:
+            if peer.ip_block:
+                out += cidr_ranges(peer.ip_block)
+                continue
+            for q in self.pods:
+                in_namespace = q.namespace == policy.namespace if peer.namespaces is None else \
+                    peer.namespaces.matches(self.namespace_labels(q.namespace))
+                if in_namespace and (peer.pods is None or peer.pods.matches(q.labels)):
+                    out += [(a, a) for a in q.addresses]
+        return out
+
+    def direction(self, pod: PolicyPod, direction: str):
+        """(isolating policy id, [(ranges, l4)]) or None: not isolated."""
+        policies = self.selecting(pod, direction)
+        if not policies:
+            return None
+        groups: dict[tuple, list[tuple[int, int, int]]] = {}
+
+        def allow(l4: tuple, ranges: Iterable[tuple[int, int]], pid: int):
+            groups.setdefault(l4, []).extend((lo, hi, pid) for lo, hi in ranges)
+
+        for policy in policies:
+            pid = self.ids[policy.key]
+            for rule in getattr(policy, direction):
+                ranges = self.peers(policy, rule)
+                if not rule.ports:
+                    allow((), ranges, pid)
+                numbered = tuple(sorted(
+                    (PROTOCOLS[p.protocol], p.port or 0, p.end_port or p.port or ALL_PORTS)
+                    for p in rule.ports if not isinstance(p.port, str)))
+                if numbered:
+                    allow(numbered, ranges, pid)
+                for p in rule.ports:
+                    if isinstance(p.port, str):
+                        self.named(pod, direction, p, ranges, pid, allow)
+        isolating = self.ids[policies[0].key]
+        return isolating, [(disjoint(ranges), list(l4)) for l4, ranges in groups.items()]
+
+    def named(self, pod: PolicyPod, direction: str, port: netpol.Port, ranges, pid, allow):
+        """A named port is the destination pod's: for ingress, this pod's;
+        for egress, each peer pod's that has it (addresses no pod has, in
+        an ipBlock, have no named ports)."""
+        proto = PROTOCOLS[port.protocol]
+        if direction == "ingress":
+            if pod.named_ports.get(port.port) is not None and \
+                    pod.named_ports[port.port][0] == port.protocol:
+                number = pod.named_ports[port.port][1]
+                allow(((proto, number, number),), ranges, pid)
+            return
+        for q in self.pods:
+            found = q.named_ports.get(port.port)
+            if found is None or found[0] != port.protocol:
+                continue
+            mine = [(a, a) for a in q.addresses if any(lo <= a <= hi for lo, hi in ranges)]
+            if mine:
+                allow(((proto, found[1], found[1]),), mine, pid)
+
+
+# ----------------------------------------------------------------- engine
+
+class Policies:
+    """The policies and namespace labels in force on this node, and their
+    enforcement on its pods. In cluster mode the Cluster writes changes to
+    etcd and tells this engine what etcd holds (set_policy, set_namespace)."""
+
+    def __init__(self, switch: Switch):
+        self.switch = switch
+        self.policies: dict[str, NetworkPolicy] = {}
+        self.namespaces: dict[str, dict[str, str]] = {}     # labels given; the name label is added
+        self.ids: dict[str, int] = {}                       # "ns/name" -> its data-plane id
+        self.names: dict[int, str] = {}
+        # Pods on other nodes (cluster mode sets it: from the endpoint records).
+        self.remote_pods: Callable[[], Iterable[PolicyPod]] = lambda: ()
+        self.compiled = 0
+        self._scheduled = False
+
+    # -------------------------------------------------------- state
+
+    async def restore(self):
+        """What the state database holds (cluster mode: etcd's last known)."""
+        rows = await self.switch.state.run(self.switch.state.policy_rows)
+        for kind, key, value in rows:
+            try:
+                if kind == "policy":
+                    self._set_policy(netpol.parse(value))
+                else:
+                    self.namespaces[key] = netpol.check_labels(value, f"namespace {key}")
+            except InvalidRequest as e:
+                log.warning("stored %s %s ignored: %s", kind, key, e)
+        self.schedule()
+
+    def _set_policy(self, policy: NetworkPolicy):
+        if policy.key not in self.ids:
+            self.ids[policy.key] = len(self.names) + 1
+            self.names[self.ids[policy.key]] = policy.key
+        self.policies[policy.key] = policy
+
+    def set_policy(self, key: str, manifest: dict | None) -> str:
+        """A policy (None: deleted) as the store now has it; returns what
+        changed (created, configured, unchanged, deleted)."""
+        old = self.policies.get(key)
+        if manifest is None:
+            if old is None:
+                return "unchanged"
+            del self.policies[key]
+            change = "deleted"
+        else:
+            policy = netpol.parse(manifest)
+            if policy.key != key:
+                raise InvalidRequest(f"record {key} holds policy {policy.key}")
+            if old is not None and old.manifest == policy.manifest:
+                return "unchanged"
+            self._set_policy(policy)
+            change = "configured" if old else "created"
+        log.info("policy %s %s", key, change)
+        self._mirror("policy", key, manifest)
+        self.schedule()
+        return change
+
+    def set_namespace(self, name: str, labels: dict | None):
+        labels = netpol.check_labels(labels or {}, f"namespace {name}")
+        if self.namespaces.get(name, {}) == labels:
+            return
+        if labels:
+            self.namespaces[name] = labels
+        else:
+            self.namespaces.pop(name, None)
+        self._mirror("namespace", name, labels or None)
+        self.schedule()
+
+    def _mirror(self, kind: str, key: str, value):
+        self.switch.loop.create_task(self.switch.state.run(
+            self.switch.state.save_policy_row, kind, key, value))
+
+    def namespace_labels(self, name: str) -> dict[str, str]:
+        return {**self.namespaces.get(name, {}), NAMESPACE_NAME_LABEL: name}
+
+    # -------------------------------------------------------- requests
+
+    async def apply(self, manifests) -> list[dict]:
+        """Apply manifests (all valid, or none applied)."""
+        docs = netpol.documents(manifests)
+        if not docs:
+            raise InvalidRequest("no NetworkPolicy in the input")
+        policies = []
+        for i, doc in enumerate(docs):
+            try:
+                policies.append(netpol.parse(doc))
+            except InvalidRequest as e:
+                raise InvalidRequest(f"document {i + 1}: {e}") from None
+        if self.switch.cluster:
+            await self.switch.cluster.put_policies(
+                {p.key: p.manifest for p in policies})
+        return [{"policy": p.key, "result": self.set_policy(p.key, p.manifest)}
+                for p in policies]
+
+    async def delete(self, key: str) -> dict:
+        if key not in self.policies:
+            raise NotFound(f"no policy {key!r} (policy list)")
+        if self.switch.cluster:
+            await self.switch.cluster.put_policies({key: None})
+        self.set_policy(key, None)
+        return {"deleted": key}
+
+    async def label_namespace(self, name: str, changes: list[str]) -> dict:
+        netpol.check_namespace(name)
+        sets, removes = netpol.parse_label_changes(changes)
+        if NAMESPACE_NAME_LABEL in sets or NAMESPACE_NAME_LABEL in removes:
+            raise InvalidRequest(f"{NAMESPACE_NAME_LABEL} is the namespace's name; it is set "
+                                 "for you")
+        labels = {k: v for k, v in {**self.namespaces.get(name, {}), **sets}.items()
+                  if k not in removes}
+        if self.switch.cluster:
+            await self.switch.cluster.put_namespace(name, labels)
+        self.set_namespace(name, labels)
+        return {"namespace": name, "labels": self.namespace_labels(name)}
+
+    def find(self, key: str) -> NetworkPolicy:
+        if key not in self.policies:
+            raise NotFound(f"no policy {key!r} (policy list)")
+        return self.policies[key]
+
+    def summaries(self) -> list[dict]:
+        pods = self.pods()
+        return [self._summary(p, pods) for _, p in sorted(self.policies.items())]
+
+    def show(self, key: str) -> dict:
+        policy = self.find(key)
+        return {**self._summary(policy, self.pods()), "manifest": policy.manifest}
+
+    def _summary(self, p: NetworkPolicy, pods: list[PolicyPod]) -> dict:
+        selected = [q for q in pods if q.namespace == p.namespace and p.pods.matches(q.labels)]
+        return {"namespace": p.namespace, "name": p.name, "id": self.ids[p.key],
+                "types": p.types, "ingress_rules": len(p.ingress or ()),
+                "egress_rules": len(p.egress or ()),
+                "pods": [{"pod": f"{q.namespace}/{q.name}", "node": q.node or "(this node)",
+                          "addresses": [str(ipaddress.IPv4Address(a)) for a in q.addresses]}
+                         for q in selected]}
+
+    # -------------------------------------------------------- enforcement
+
+    def local_ports(self) -> list[Port]:
+        return [p for p in self.switch.ports.values() if not p.is_host and p.state == "up"]
+
+    def pods(self) -> list[PolicyPod]:
+        return [PolicyPod.of_port(p) for p in self.local_ports()] + list(self.remote_pods())
+
+    def schedule(self):
+        """Recompile once, soon: changes that come together cost one pass."""
+        if not self._scheduled:
+            self._scheduled = True
+            self.switch.loop.call_soon(self.enforce)
+
+    def enforce(self):
+        """Every local pod's tables, from the policies as they are now."""
+        self._scheduled = False
+        compiler = Compiler(self.policies.values(), self.ids, self.pods(), self.namespace_labels)
+        dataplane = self.switch.dataplane
+        for port in self.local_ports():
+            pod = PolicyPod.of_port(port)
+            try:
+                dataplane.set_port_policy(port.port_id, compiler.direction(pod, "ingress"),
+                                          compiler.direction(pod, "egress"))
+            except (KeyError, ValueError) as e:     # a port going away meanwhile
+                log.warning("policy tables for port %s: %s", port.name, e)
+        dataplane.policy_names = dict(self.names)
+        dataplane.policy_changed()
+        self.compiled += 1
+
+    def enforce_port(self, port: Port):
+        """One new port's tables, before it forwards its first frame."""
+        compiler = Compiler(self.policies.values(), self.ids, self.pods(), self.namespace_labels)
+        pod = PolicyPod.of_port(port)
+        self.switch.dataplane.set_port_policy(port.port_id, compiler.direction(pod, "ingress"),
+                                              compiler.direction(pod, "egress"))
+
+    def enforced(self, port: Port) -> dict:
+        """Which policies isolate a port, per direction (port show)."""
+        pod = PolicyPod.of_port(port)
+        compiler = Compiler(self.policies.values(), self.ids, [], self.namespace_labels)
+        return {d: [p.key for p in compiler.selecting(pod, d)] for d in ("ingress", "egress")}
