@@ -1,0 +1,476 @@
+"""Kubernetes NetworkPolicy, end to end, the way Kubernetes' own netpol e2e
+suite checks it: namespaces x, y, z with pods a, b, c each, serving TCP
+and UDP on ports 80 and 81; each case applies policies through vswitchctl
+and checks every pod pair and port with real connections against a truth
+table written out by hand (not computed by vswitch's code)."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import RUN_PREFIX, Daemon, in_ns, sh, write_toml
+
+AGENT = str(Path(__file__).parent / "netpol_agent.py")
+NAMESPACES, PODS = "xyz", "abc"
+PORTS = [("tcp", 80), ("tcp", 81), ("udp", 80), ("udp", 81)]
+GATEWAY = "198.18.10.254"
+TIMEOUT = 1.0           # a probe's wait: denied ones take this long, all at once
+
+
+def address(pod: str) -> str:
+    """x/a -> 198.18.10.1 ... z/c -> 198.18.10.9"""
+    ns, name = pod.split("/")
+    return f"198.18.10.{NAMESPACES.index(ns) * 3 + PODS.index(name) + 1}"
+
+
+ALL = [f"{ns}/{p}" for ns in NAMESPACES for p in PODS]
+
+
+class Matrix:
+    """One node (its daemon in a namespace of its own, its host port there)
+    and the nine pods, each running the agent's servers."""
+
+    def __init__(self, tmp: Path):
+        self.node = f"{RUN_PREFIX}-npnode"
+        self.made = [self.node]
+        sh("ip", "netns", "add", self.node)
+        in_ns(self.node, "ip", "link", "set", "lo", "up")
+        sock = str(tmp / "vswitchd.sock")
+        config = {"node": {"name": "np-node", "socket": sock, "state_dir": str(tmp / "state")},
+                  "datapath": {"conntrack_max": 4096},
+                  "network": [{"name": "blue", "vni": 100, "subnet": "198.18.0.0/16",
+                               "block": "198.18.10.0/24", "gateway": GATEWAY,
+                               "host_port": "vswnp0", "mtu": 1500}]}
+        write_toml(tmp / "vswitchd.toml", config)
+        self.daemon = Daemon(tmp / "vswitchd.toml", sock, tmp / "vswitchd.log", self.node)
+        self.ns = {}
+        self.servers = []
+        for pod in ALL:
+            kube_ns, name = pod.split("/")
+            ns = f"{RUN_PREFIX}-np{kube_ns}{name}"
+            sh("ip", "netns", "add", ns)
+            self.made.append(ns)
+            in_ns(ns, "ip", "link", "set", "lo", "up")
+            for key in ("all", "default"):
+                in_ns(ns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
+            self.ns[pod] = ns
+            self.daemon.ctl("port", "add", f"{kube_ns}-{name}", "--netns", ns,
+                            "--ip", f"{address(pod)}/16", "--namespace", kube_ns,
+                            "--pod-name", name, "--label", f"pod={name}",
+                            *[f"--named-port=serve-{p}-{proto}={proto.upper()}/{p}"
+                              for proto, p in PORTS])
+            server = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, AGENT, "serve"],
+                                      stdout=subprocess.PIPE, text=True)
+            self.servers.append(server)
+        for server in self.servers:
+            assert server.stdout.readline().strip() == "ready"
+        for kube_ns in NAMESPACES:
+            self.daemon.ctl("namespace", "label", kube_ns, f"ns={kube_ns}")
+
+    def close(self):
+        for server in self.servers:
+            server.kill()
+            server.wait()
+        self.daemon.stop()
+        for ns in self.made:
+            sh("ip", "netns", "del", ns, check=False)
+
+    def apply(self, *manifests: dict):
+        r = subprocess.run(
+            [sys.executable, "-m", "vswitch.ctl", "--socket", self.daemon.socket, "policy",
+             "apply", "-f", "-"], input=yaml.safe_dump_all(manifests), capture_output=True,
+            text=True, timeout=60)
+        assert r.returncode == 0, r.stderr
+        return r.stdout
+
+    def reset(self):
+        for p in self.daemon.ctl_json("policy", "list"):
+            self.daemon.ctl("policy", "delete", f"{p['namespace']}/{p['name']}")
+        self.daemon.ctl("conntrack", "flush")
+
+    def probe(self, targets: dict[str, list[tuple[str, str, int]]]) -> dict:
+        """{source pod: [(destination ip, proto, port)]} -> {(src, ip, proto, port): ok},
+        every source probing at once."""
+        procs = {src: subprocess.Popen(
+            ["ip", "netns", "exec", self.ns[src], sys.executable, AGENT, "probe",
+             json.dumps(t), str(TIMEOUT)], stdout=subprocess.PIPE, text=True)
+            for src, t in targets.items()}
+        out = {}
+        for src, proc in procs.items():
+            results = json.loads(proc.communicate(timeout=60)[0])
+            out.update({(src, *t): ok for t, ok in zip(targets[src], results)})
+        return out
+
+    def reachability(self, ports=PORTS) -> dict:
+        """Every pod to every other pod on every port: {(src, dst, proto, port): ok}."""
+        got = self.probe({src: [(address(dst), proto, port) for dst in ALL if dst != src
+                                for proto, port in ports] for src in ALL})
+        by_ip = {address(p): p for p in ALL}
+        return {(src, by_ip[ip], proto, port): ok for (src, ip, proto, port), ok in got.items()}
+
+    def check(self, expected, ports=PORTS):
+        """expected(src, dst, proto, port) -> bool, against real connections;
+        a failure prints the whole truth table's differences."""
+        got = self.reachability(ports)
+        wrong = sorted(f"{s} -> {d} {proto}/{port}: expected "
+                       f"{'allowed' if not ok else 'denied'}, was {'allowed' if ok else 'denied'}"
+                       for (s, d, proto, port), ok in got.items()
+                       if ok != expected(s, d, proto, port))
+        assert not wrong, f"{len(wrong)} of {len(got)} wrong:\n" + "\n".join(wrong)
+        return got
+
+
+@pytest.fixture(scope="module")
+def matrix(tmp_path_factory):
+    m = Matrix(tmp_path_factory.mktemp("netpol"))
+    try:
+        yield m
+    finally:
+        m.close()
+
+
+@pytest.fixture
+def world(matrix):
+    matrix.reset()
+    yield matrix
+    matrix.reset()
+
+
+def policy(name: str, namespace: str, spec: dict) -> dict:
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+def ns(pod):
+    return pod.split("/")[0]
+
+
+# ------------------------------------------------------------------ the cases
+
+def test_no_policy_everything_is_reachable(world):
+    world.check(lambda s, d, proto, port: True)
+
+
+def test_default_deny_ingress_and_replies_still_pass(world):
+    world.apply(policy("deny-ingress", "x", {"podSelector": {}}))
+    # Nobody reaches x's pods, x's pods reach everyone (their replies pass
+    # although new connections the other way are denied).
+    world.check(lambda s, d, proto, port: ns(d) != "x")
+
+
+def test_default_deny_egress(world):
+    world.apply(policy("deny-egress", "x", {"podSelector": {}, "policyTypes": ["Egress"]}))
+    world.check(lambda s, d, proto, port: ns(s) != "x")
+
+
+def test_allow_all_adds_to_a_deny_all(world):
+    world.apply(policy("deny-ingress", "x", {"podSelector": {}}),
+                policy("allow-all", "x", {"podSelector": {}, "ingress": [{}]}))
+    world.check(lambda s, d, proto, port: True)
+
+
+def test_allow_from_the_same_namespace(world):
+    world.apply(policy("same-ns", "x", {"podSelector": {},
+                                        "ingress": [{"from": [{"podSelector": {}}]}]}))
+    world.check(lambda s, d, proto, port: ns(d) != "x" or ns(s) == "x")
+
+
+def test_allow_from_namespaces_by_label(world):
+    world.apply(policy("from-y", "x", {"podSelector": {}, "ingress": [{"from": [
+        {"namespaceSelector": {"matchLabels": {"ns": "y"}}}]}]}))
+    world.check(lambda s, d, proto, port: ns(d) != "x" or ns(s) == "y")
+
+
+def test_pod_and_namespace_selector_in_one_peer_mean_and(world):
+    world.apply(policy("and", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        {"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}},
+                   "podSelector": {"matchLabels": {"pod": "b"}}}]}]}))
+    world.check(lambda s, d, proto, port: d != "x/a" or s == "y/b")
+
+
+def test_pod_and_namespace_selector_in_two_peers_mean_or(world):
+    world.apply(policy("or", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        {"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}},
+                  {"podSelector": {"matchLabels": {"pod": "b"}}}]}]}))
+    world.check(lambda s, d, proto, port: d != "x/a" or ns(s) == "y" or s == "x/b")
+
+
+def test_match_expressions(world):
+    world.apply(policy("exprs", "x", {"podSelector": {"matchExpressions": [
+        {"key": "pod", "operator": "In", "values": ["a", "b"]}]}, "ingress": [{"from": [
+            {"namespaceSelector": {"matchExpressions": [
+                {"key": "ns", "operator": "NotIn", "values": ["x"]}]},
+             "podSelector": {"matchExpressions": [
+                 {"key": "pod", "operator": "Exists"},
+                 {"key": "pod", "operator": "NotIn", "values": ["c"]},
+                 {"key": "missing", "operator": "DoesNotExist"}]}}]}]}))
+    world.check(lambda s, d, proto, port: d not in ("x/a", "x/b")
+                or (ns(s) != "x" and s[-1] != "c"))
+
+
+def test_ip_block_with_except(world):
+    world.apply(policy("cidr", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        {"from": [{"ipBlock": {"cidr": "198.18.10.0/28",
+                               "except": [f"{address('y/b')}/32", f"{address('z/c')}/32"]}}]}]}))
+    world.check(lambda s, d, proto, port: d != "x/a" or s not in ("y/b", "z/c"))
+
+
+def test_named_ports_ingress_and_egress(world):
+    world.apply(policy("named-in", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                         "ingress": [{"ports": [{"port": "serve-81-tcp"}]}]}),
+                policy("named-out", "y", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                          "policyTypes": ["Egress"], "egress": [{"ports": [
+                                              {"port": "serve-80-udp", "protocol": "UDP"}]}]}))
+    world.check(lambda s, d, proto, port: (d != "x/a" or (proto, port) == ("tcp", 81))
+                and (s != "y/a" or (proto, port) == ("udp", 80)))
+
+
+def test_port_range_with_end_port(world):
+    world.apply(policy("range", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        {"ports": [{"protocol": "UDP", "port": 80, "endPort": 81}]}]}))
+    world.check(lambda s, d, proto, port: d != "x/a" or proto == "udp")
+
+
+def test_egress_only_to_dns(world):
+    world.apply(policy("dns-only", "x", {"podSelector": {}, "policyTypes": ["Egress"],
+                                         "egress": [{"ports": [{"port": 53, "protocol": "UDP"},
+                                                               {"port": 53, "protocol": "TCP"}]}]}))
+    world.check(lambda s, d, proto, port: ns(s) != "x" or port == 53,
+                ports=PORTS + [("udp", 53), ("tcp", 53)])
+
+
+def test_policies_add_up(world):
+    world.apply(policy("b-on-80", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 80}]}]}),
+                policy("y-on-81", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+                    {"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}}}],
+                     "ports": [{"port": 81, "protocol": "UDP"}]}]}))
+    world.check(lambda s, d, proto, port: d != "x/a" or (s == "x/b" and (proto, port) == (
+        "tcp", 80)) or (ns(s) == "y" and (proto, port) == ("udp", 81)))
+
+
+def test_labels_changed_at_run_time_move_pods_in_and_out(world):
+    world.apply(policy("from-blue", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": {"team": "blue"}}}]}]}))
+    world.daemon.ctl("port", "label", "z-c", "team=blue")
+    try:
+        world.check(lambda s, d, proto, port: d != "x/a" or s == "z/c")
+        world.daemon.ctl("port", "label", "z-c", "team-")
+        world.daemon.ctl("namespace", "label", "y", "team=blue")    # a namespace's, not a pod's
+        world.check(lambda s, d, proto, port: d != "x/a")
+    finally:
+        world.daemon.ctl("port", "label", "z-c", "team-")
+        world.daemon.ctl("namespace", "label", "y", "team-")
+
+
+# ------------------------------------------------------- connections over time
+
+class Conversation:
+    """A TCP connection from one pod to another, kept open: say() sends a
+    line and tells whether its echo came back within a second."""
+
+    def __init__(self, matrix: Matrix, src: str, dst: str, port: int):
+        code = ("import socket,sys\n"
+                f"s=socket.create_connection(('{address(dst)}',{port}),timeout=2)\n"
+                "s.settimeout(1)\n"
+                "for line in sys.stdin:\n"
+                "    try:\n"
+                "        s.sendall(line.encode()); print(s.recv(100) == line.encode(), flush=True)\n"
+                "    except OSError:\n"
+                "        print(False, flush=True)\n")
+        self.proc = subprocess.Popen(["ip", "netns", "exec", matrix.ns[src], sys.executable,
+                                      "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     text=True)
+
+    def say(self, text="ping") -> bool:
+        self.proc.stdin.write(text + "\n")
+        self.proc.stdin.flush()
+        return self.proc.stdout.readline().strip() == "True"
+
+    def close(self):
+        self.proc.kill()
+        self.proc.wait()
+
+
+def test_a_policy_change_cuts_open_connections_it_no_longer_allows(world):
+    """Open connections are checked again when policy changes: kept while
+    allowed, cut at once when not (users expect a deny to mean deny)."""
+    world.apply(policy("allow-b", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}))
+    kept, cut = Conversation(world, "x/b", "x/a", 80), Conversation(world, "x/b", "x/a", 81)
+    try:
+        assert kept.say() and cut.say()
+        world.apply(policy("allow-b", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+            {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 80}]}]}))
+        assert kept.say()
+        assert not cut.say()
+        assert world.daemon.ctl_json("stats")["conntrack"]["revoked"] >= 1
+        world.daemon.ctl("policy", "delete", "x/allow-b")
+        assert kept.say()
+    finally:
+        kept.close()
+        cut.close()
+
+
+def test_node_reaches_isolated_pods_and_trace_conntrack_capture_explain(world, tmp_path):
+    world.apply(policy("deny-all", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                         "policyTypes": ["Ingress", "Egress"]}))
+    # The node (kubelet's probes) still reaches the pod, and its replies go back.
+    r = in_ns(world.node, "ping", "-c", "2", "-i", "0.2", "-W", "1", address("x/a"), check=False)
+    assert " 0% packet loss" in r.stdout, r.stdout
+    conns = world.daemon.ctl_json("conntrack", "show", "--port", "x-a")
+    assert {(c["protocol"], c["source"], c["destination"], c["in_port"], c["out_port"])
+            for c in conns} == {("icmp", GATEWAY, address("x/a"), "host-blue", "x-a")}
+    capture = tmp_path / "drops.pcapng"
+    cap = subprocess.Popen([sys.executable, "-m", "vswitch.ctl", "--socket", world.daemon.socket,
+                            "capture", "--point", "drop", "--filter", "tcp port 80", "-c", "1",
+                            "-w", str(capture)], stderr=subprocess.PIPE, text=True)
+    time.sleep(0.5)
+    got = world.probe({"y/b": [(address("x/a"), "tcp", 80)]})
+    assert list(got.values()) == [False]
+    assert cap.wait(timeout=30) == 0, cap.stderr.read()
+    text = sh("tshark", "-r", str(capture), "-T", "fields", "-e", "frame.comment").stdout
+    assert "drop: policy_denied (ingress, x/deny-all)" in text, text
+    port = world.daemon.ctl_json("port", "show", "x-a")
+    assert port["counters"]["policy_denied"] >= 1
+    assert port["policies"] == {"ingress": ["x/deny-all"], "egress": ["x/deny-all"]}
+    assert port["pod"]["labels"] == {"pod": "a"} and port["pod"]["namespace"] == "x"
+    source = world.daemon.ctl_json("port", "show", "y-b")["mac"]
+    trace = world.daemon.ctl_json(
+        "trace", "--in-port", "y-b", "--scapy",
+        f"Ether(src='{source}',dst='{port['mac']}')/IP(src='{address('y/b')}',dst='{address('x/a')}')"
+        "/TCP(dport=80,flags='S')")
+    assert trace["steps"][-2].get("policy") == "x/deny-all", trace
+    assert trace["steps"][-2]["direction"] == "ingress"
+    assert trace["steps"][-1] == {"step": "drop", "reason": "policy_denied"}
+    shown = world.daemon.ctl_json("policy", "show", "x/deny-all")
+    assert [p["pod"] for p in shown["pods"]] == ["x/a"] and shown["types"] == ["Ingress", "Egress"]
+    text = world.daemon.ctl("policy", "list").stdout
+    assert "x/deny-all" in text and "Ingress,Egress" in text
+
+
+def test_bad_manifests_get_errors_naming_the_field_and_change_nothing(world, tmp_path):
+    world.apply(policy("keep", "x", {"podSelector": {}}))
+    good = policy("new", "y", {"podSelector": {}})
+    for bad, field in [
+            ({"spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {
+                "cidr": "198.18.0.0/16", "except": ["10.0.0.0/8"]}}]}]}},
+             "spec.ingress[0].from[0].ipBlock.except[0]"),
+            ({"spec": {"podSelector": {"matchExpressions": [{"key": "a", "operator": "Maybe"}]}}},
+             "spec.podSelector.matchExpressions[0].operator"),
+            ({"spec": {"podSelector": {}, "ingress": [{"ports": [{"port": 81, "endPort": 80}]}]}},
+             "spec.ingress[0].ports[0].endPort"),
+            ({"spec": {"podSelector": {}, "egress": [{"to": [{}]}]}}, "spec.egress[0].to[0]"),
+            ({"spec": {"podselector": {}}}, "spec.podselector"),
+            ({"apiVersion": "v1"}, "apiVersion")]:
+        doc = {**policy("broken", "z", {}), **bad}
+        path = tmp_path / "bad.yaml"
+        path.write_text(yaml.safe_dump_all([good, doc]))
+        r = world.daemon.ctl("policy", "apply", "-f", str(path), check=False)
+        assert r.returncode != 0 and field in r.stderr, (field, r.stderr)
+        assert "document 2" in r.stderr
+        assert [p["name"] for p in world.daemon.ctl_json("policy", "list")] == ["keep"]
+    path.write_text("kind: [unclosed")
+    r = world.daemon.ctl("policy", "apply", "-f", str(path), check=False)
+    assert r.returncode != 0 and "not YAML or JSON" in r.stderr
+
+
+def test_a_list_and_json_apply_and_survive_a_restart(world, tmp_path):
+    items = {"apiVersion": "v1", "kind": "List", "items": [
+        policy("one", "x", {"podSelector": {"matchLabels": {"pod": "a"}}}),
+        policy("two", "y", {"podSelector": {"matchLabels": {"pod": "a"}}})]}
+    path = tmp_path / "list.json"
+    path.write_text(json.dumps(items))
+    out = world.daemon.ctl("policy", "apply", "-f", str(path)).stdout
+    assert out.split("\n")[:2] == ["networkpolicy x/one created", "networkpolicy y/two created"]
+    again = world.daemon.ctl("policy", "apply", "-f", str(path)).stdout
+    assert "networkpolicy x/one unchanged" in again
+    names = {(p["namespace"], p["name"]) for p in world.daemon.ctl_json("policy", "list")}
+    assert names == {("x", "one"), ("y", "two")}
+    # SIGKILL and restart: policies, labels and ports come back from the state database.
+    world.daemon.proc.kill()
+    world.daemon.proc.wait()
+    world.daemon = Daemon(world.daemon.config_path, world.daemon.socket, world.daemon.log_path,
+                          world.node)
+    names = {(p["namespace"], p["name"]) for p in world.daemon.ctl_json("policy", "list")}
+    assert names == {("x", "one"), ("y", "two")}
+    assert world.daemon.ctl_json("port", "show", "x-a")["pod"]["labels"] == {"pod": "a"}
+    world.check(lambda s, d, proto, port: d not in ("x/a", "y/a"))
+
+
+def test_conntrack_limit_drops_new_connections_by_name(world):
+    """The table holds 4096 connections (this node's config): past that,
+    new connections of isolated pods are dropped as conntrack_full."""
+    world.apply(policy("open", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                     "ingress": [{}]}))
+    flood = ("import socket\n"
+             "for i in range(5000):\n"
+             "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+             "    s.bind(('', 20000 + i))\n"
+             f"    s.sendto(b'x', ('{address('x/a')}', 80)); s.close()\n")
+    before = world.daemon.ctl_json("stats")
+    in_ns(world.ns["y/c"], sys.executable, "-c", flood)
+    stats = world.daemon.ctl_json("stats")
+    assert stats["conntrack"]["entries"] == 4096
+    assert stats["conntrack"]["created"] - before["conntrack"]["created"] == 4096
+    # Every datagram the switch read is tracked or dropped by name (the pod's
+    # own queue may lose some before the switch reads them: not ours to count).
+    assert 0 < stats["drops"]["conntrack_full"] - before["drops"]["conntrack_full"] <= 5000 - 4096
+    # Established connections go on; flushing makes room.
+    world.daemon.ctl("conntrack", "flush")
+    assert world.probe({"y/b": [(address("x/a"), "tcp", 80)]}) == {
+        ("y/b", address("x/a"), "tcp", 80): True}
+
+
+def test_cni_plugin_gives_the_pod_its_namespace_name_and_labels(world, tmp_path):
+    """The real plugin: K8S_POD_NAMESPACE/K8S_POD_NAME from CNI_ARGS, labels
+    from args.cni.labels; the pod is selected by policies at once."""
+    import shutil
+    cni_bin = tmp_path / "cni"
+    cni_bin.mkdir()
+    (cni_bin / "vswitch").symlink_to(shutil.which("vswitch-cni"))
+    pod_ns = f"{RUN_PREFIX}-npcni"
+    sh("ip", "netns", "add", pod_ns)
+    conf = {"cniVersion": "1.1.0", "name": "np", "type": "vswitch", "network": "blue",
+            "socket": world.daemon.socket,
+            "args": {"cni": {"labels": [{"key": "app", "value": "web"}],
+                             "namedPorts": {"http": 80}}}}
+    env = {"PATH": os.environ["PATH"], "CNI_CONTAINERID": "np-ctr", "CNI_IFNAME": "eth0",
+           "CNI_NETNS": f"/run/netns/{pod_ns}", "CNI_PATH": str(cni_bin),
+           "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=z;K8S_POD_NAME=web-1"}
+    try:
+        world.apply(policy("web", "z", {"podSelector": {"matchLabels": {"app": "web"}},
+                                        "ingress": [{"ports": [{"port": "http"}]}]}))
+        r = subprocess.run([str(cni_bin / "vswitch")], input=json.dumps(conf),
+                           env={**env, "CNI_COMMAND": "ADD"}, capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout
+        ip = str(ipaddress.IPv4Interface(json.loads(r.stdout)["ips"][0]["address"]).ip)
+        [port] = [p for p in world.daemon.ctl_json("port", "list") if p["container"]]
+        assert port["pod"] == {"namespace": "z", "name": "web-1", "labels": {"app": "web"},
+                               "named_ports": {"http": ["TCP", 80]}}
+        assert port["policies"]["ingress"] == ["z/web"]
+        shown = world.daemon.ctl_json("policy", "show", "z/web")
+        assert shown["pods"] == [{"pod": "z/web-1", "node": "(this node)", "addresses": [ip]}]
+        # No server in it: a TCP 81 SYN is dropped by policy, an 80 one reaches it (RST back).
+        before = world.daemon.ctl_json("stats")["drops"]["policy_denied"]
+        got = world.probe({"x/b": [(ip, "tcp", 81)]})
+        assert list(got.values()) == [False]
+        assert world.daemon.ctl_json("stats")["drops"]["policy_denied"] > before
+        r = in_ns(world.ns["x/b"], sys.executable, "-c",
+                  f"import socket\ntry:\n socket.create_connection(('{ip}',80),timeout=2)\n"
+                  "except ConnectionRefusedError:\n print('refused')", check=False)
+        assert r.stdout.strip() == "refused"
+        subprocess.run([str(cni_bin / "vswitch")], input=json.dumps(conf),
+                       env={**env, "CNI_COMMAND": "DEL"}, capture_output=True, text=True,
+                       check=True)
+    finally:
+        sh("ip", "netns", "del", pod_ns, check=False)
