@@ -561,6 +561,10 @@ class Switch:
     def fdb_flush(self, network: str | None = None) -> int:
         return self.dataplane.fdb_flush(self.network(network).name if network else None)
 
+    def expire_conntrack(self) -> int:
+        """One slice of the connection table's expiry sweep (as the FDB's)."""
+        return self.dataplane.expire_conntrack(FDB_SWEEP_SLOTS)
+
     def expire_fdb(self) -> int:
         """One slice of the FDB's expiry sweep (a whole sweep of a large
         table would hold up forwarding)."""
