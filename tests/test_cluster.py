@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import DAEMON, Capture, Daemon, in_ns, write_toml
+from conftest import CTL, DAEMON, Capture, Daemon, in_ns, write_toml
 from test_bridge import ping
 from test_cni import cni_path  # noqa: F401  (a fixture)
 from test_overlay import UNDERLAY
@@ -154,9 +154,10 @@ def cluster(netns, tmp_path):
             return d
 
         @staticmethod
-        def pod(d: Daemon, tag: str, network: str = "blue") -> dict:
+        def pod(d: Daemon, tag: str, network: str = "blue", pod: dict | None = None) -> dict:
             ns = netns(tag)
-            r = d.client.attach(f"c{RUN}{tag}", "eth0", f"/run/netns/{ns}", network=network)
+            r = d.client.attach(f"c{RUN}{tag}", "eth0", f"/run/netns/{ns}", network=network,
+                                pod=pod)
             r["ns"] = ns
             return r
 
@@ -658,3 +659,46 @@ def test_a_node_cut_off_from_etcd_leaves_and_comes_back_as_itself(cluster):
     wait_for("c published again", lambda: nodes[0].ctl_json("cluster", "status")["endpoints"] == 2)
     assert " 0% packet loss" in ping(a["ns"], ip_of(c)).stdout
     assert [x["ip"] for x in nodes[2].ctl_json("ipam", "show")["allocations"]] == [ip_of(c)]
+
+
+def test_policies_and_labels_reach_every_node_and_match_remote_pods(cluster):
+    """A policy applied on one node is enforced on every node within a
+    second; pods on other nodes are matched by the identity their endpoint
+    records carry, and a label changed on one node moves its pod in or out
+    of other nodes' rules."""
+    nodes = three_nodes(cluster)
+    db = cluster.pod(nodes[0], "a", pod={"namespace": "x", "name": "db", "labels": {"app": "db"}})
+    web = cluster.pod(nodes[1], "b", pod={"namespace": "x", "name": "web"})
+    other = cluster.pod(nodes[2], "c", pod={"namespace": "y", "name": "web",
+                                            "labels": {"role": "client"}})
+    wait_for("endpoints everywhere", lambda: all(
+        d.ctl_json("cluster", "status")["endpoints"] == 3 for d in nodes))
+    manifest = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                "metadata": {"name": "db", "namespace": "x"},
+                "spec": {"podSelector": {"matchLabels": {"app": "db"}},
+                         "ingress": [{"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}]}}
+    r = subprocess.run([*CTL, "--socket", nodes[2].socket, "policy", "apply", "-f", "-"],
+                       input=json.dumps(manifest), capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    applied = time.monotonic()
+    wait_for("policy on node 1", lambda: [p["name"] for p in nodes[0].ctl_json("policy", "list")]
+             == ["db"], timeout=1.0)
+    assert time.monotonic() - applied < 1.0
+    assert json.loads(cluster.current.etcdctl("get", "/vswitch/policies/x/db",
+                                              "--print-value-only").stdout)["spec"] == manifest["spec"]
+    # x/web has no role: denied; y/web has role=client but is in another namespace: denied.
+    assert " 100% packet loss" in ping(web["ns"], ip_of(db), count=1, check=False).stdout
+    assert " 100% packet loss" in ping(other["ns"], ip_of(db), count=1, check=False).stdout
+    assert nodes[0].ctl_json("stats")["drops"]["policy_denied"] >= 2
+    # Label x/web on its own node (node 2): node 1 lets it in.
+    [web_port] = [p for p in nodes[1].ctl_json("port", "list") if p["container"]]
+    nodes[1].ctl("port", "label", web_port["name"], "role=client")
+    wait_for("x/web selected on node 1", lambda: [
+        p["pod"] for p in nodes[0].ctl_json("policy", "show", "x/db")["pods"]] == ["x/db"] and
+        ping(web["ns"], ip_of(db), count=1, check=False).returncode == 0, timeout=5)
+    assert " 100% packet loss" in ping(other["ns"], ip_of(db), count=1, check=False).stdout
+    # Deleted on node 1: gone everywhere, everyone reaches db again.
+    nodes[0].ctl("policy", "delete", "x/db")
+    wait_for("policy gone on node 3", lambda: nodes[2].ctl_json("policy", "list") == [],
+             timeout=1.0)
+    assert " 0% packet loss" in ping(other["ns"], ip_of(db)).stdout
