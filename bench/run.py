@@ -30,6 +30,9 @@ workloads run against each:
 * the fast path without syscalls and scale: bench/micro.py (per-frame cost
   at 1k/100k/1M FDB entries, flood cost against ports) and bench/scale.py
   (daemon RSS, port add time), unless --skip-micro
+* NetworkPolicy: bench/policy.py (TCP and the 64-byte rate with no policy,
+  a default deny plus 10 rules, 1,000 rules per port), unless --skip-policy;
+  the conntrack lookup's cost is in bench/micro.py
 * cluster mode: bench/cluster.py (convergence of a joining node, memory per
   remote pod, etcd writes per ADD, ARP on the underlay), unless --skip-cluster
 
@@ -498,9 +501,15 @@ def table(results: dict) -> str:
                          f"{row['scapy']:>10.0f} {row['python'] / row['cython']:>7.0f}x")
         lines.append("flood one frame to N ports: " + ", ".join(
             f"{n}: {ns / 1e3:.1f} us" for n, ns in results["micro"]["flood_ns"].items()))
+        lines.append("conntrack lookup of an established packet: " + ", ".join(
+            f"{int(n):,} flows: {ns:.1f} ns ({results['micro']['conntrack_bytes_per_flow'][n]:.0f}"
+            " B/flow)" for n, ns in results["micro"]["conntrack_ns"].items()))
     if "scale" in results:
         lines += ["", "scale (bench/scale.py)"] + [f"{key:32} {value:>10.1f}"
                                                    for key, value in results["scale"].items()]
+    if "policy" in results:
+        from policy import table as policy_table
+        lines += ["", policy_table(results["policy"])]
     if "cluster" in results:
         from cluster import table as cluster_table
         lines += ["", cluster_table(results["cluster"])]
@@ -563,6 +572,8 @@ def main() -> int:
                         help="leave out bench/micro.py and bench/scale.py")
     parser.add_argument("--scale-ports", type=int, default=1000)
     parser.add_argument("--scale-macs", type=int, default=1_000_000)
+    parser.add_argument("--skip-policy", action="store_true",
+                        help="leave out bench/policy.py (NetworkPolicy's cost)")
     parser.add_argument("--skip-cluster", action="store_true",
                         help="leave out bench/cluster.py (etcd and simulated nodes)")
     parser.add_argument("--cluster-nodes", type=int, nargs="+", default=[10, 100, 1000])
@@ -591,6 +602,8 @@ def main() -> int:
         results["micro"] = sub_bench("micro.py")
         results["scale"] = sub_bench("scale.py", "--ports", str(args.scale_ports),
                                      "--macs", str(args.scale_macs))
+    if not args.skip_policy and args.mode in ("bridge", "all"):
+        results["policy"] = sub_bench("policy.py", "--duration", str(args.duration))
     if not args.skip_cluster:
         results["cluster"] = sub_bench("cluster.py", "--nodes", *map(str, args.cluster_nodes))
     print(table(results).lstrip("\n"))
