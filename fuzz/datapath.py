@@ -22,6 +22,9 @@ def one_input(data: bytes):
     else:
         rig.from_underlay(index, payload, learn=kind == 3)
     rig.flush()
+    if index == 7:
+        rig.dp.policy_changed()         # every connection is checked again
+        rig.dp.conntrack_expire(64)
 
 
 def seeds() -> list[bytes]:

@@ -13,7 +13,7 @@ from vswitch.tunnel import Tunnel
 class FuzzRig:
     def __init__(self):
         self.dp = Datapath(fdb_max_entries=4096, aging_time=300, batch=16,
-                           fdb_max_per_port=256, fdb_max_per_peer=512)
+                           fdb_max_per_port=256, fdb_max_per_peer=512, conntrack_max=64)
         self.dp.set_network(1, 101, 1500)
         self.dp.set_network(2, 102, 9000)
         self.keep, self.pods, self.vnet = [], {}, {}
@@ -27,6 +27,13 @@ class FuzzRig:
             if secured:
                 self.dp.set_port_security(pid, 0x020000000001 + pid, [0xC6120001 + pid])
             self.pods[pid], self.vnet[pid] = pod, vnet
+        # NetworkPolicy on two ports, so that flow parsing, the rule walk and
+        # conntrack (a small table: its limit and sweeps too) are fuzzed.
+        pids = list(self.pods)
+        self.dp.set_port_policy(pids[0], ingress=(1, [
+            ([(0xC6120000, 0xC612FFFF, 2)], [(6, 80, 81), (17, 53, 53), (132, 9, 9)]),
+            ([(0x0A000001, 0x0A000001, 3)], [])]))
+        self.dp.set_port_policy(pids[3], egress=(4, [([(0, 0xFFFFFFFF, 5)], [(6, 1, 1024)])]))
         self.tunnel = Tunnel("127.0.0.1", 0)
         self.port = self.tunnel.rx.getsockname()[1]
         self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), self.port, 1500,

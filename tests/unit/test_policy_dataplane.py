@@ -5,10 +5,9 @@ table's limit, revalidation after a change, and what drops record."""
 import ipaddress
 import random
 
+from datapath_rig import BCAST, Rig, mac
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
 from scapy.layers.l2 import ARP, Ether
-
-from tests.datapath_rig import BCAST, Rig, mac
 
 CAP_DROP = 16
 TCP_P, UDP_P = 6, 17
