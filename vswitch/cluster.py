@@ -509,12 +509,12 @@ class Cluster:
                 continue
             if not self._holds(net, address, node):
                 continue
-            who = (node, ident.namespace, ident.name or f"{network}/{ip}")
+            who = (node, network, ident.namespace, ident.name or ip)
             pods.setdefault(who, []).append(int(address))
             idents[who] = ident
-        return [PolicyPod(ns, name, idents[(node, ns, name)].labels,
-                          idents[(node, ns, name)].named_ports, tuple(addresses), None, node)
-                for (node, ns, name), addresses in pods.items()]
+        return [PolicyPod(ns, name, idents[who].labels, idents[who].named_ports,
+                          tuple(addresses), network, None, node)
+                for who, addresses in pods.items() for node, network, ns, name in [who]]
 
     async def put_policies(self, manifests: dict[str, dict | None]):
         """Policies (None: deleted) into etcd, in one transaction per TXN_OPS."""

@@ -12,6 +12,7 @@ keeps the others)."""
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import logging
 from collections.abc import Callable, Iterable
@@ -90,12 +91,15 @@ def named_ports(obj, path: str = "named_ports") -> dict[str, tuple[str, int]]:
 
 @dataclass(frozen=True)
 class PolicyPod:
-    """A pod of the cluster, local (port_id) or on another node."""
+    """A pod of the cluster, local (port_id) or on another node. Selectors
+    pick peers in the pod's own network only: another network's addresses
+    never reach its port (and may overlap with its own)."""
     namespace: str
     name: str
     labels: dict
     named_ports: dict
     addresses: tuple[int, ...]
+    network: str = ""
     port_id: int | None = None
     node: str | None = None
 
@@ -103,7 +107,7 @@ class PolicyPod:
     def of_port(cls, port: Port) -> PolicyPod:
         ident = port.identity
         return cls(ident.namespace, ident.name or port.name, ident.labels, ident.named_ports,
-                   tuple(int(a.ip) for a in port.addresses), port.port_id)
+                   tuple(int(a.ip) for a in port.addresses), port.network.name, port.port_id)
 
 
 # ------------------------------------------------------------ compilation
@@ -146,7 +150,7 @@ class Compiler:
         return [p for p in self.policies if p.namespace == pod.namespace
                 and getattr(p, direction) is not None and p.pods.matches(pod.labels)]
 
-    def peers(self, policy: NetworkPolicy, rule: Rule) -> list[tuple[int, int]]:
+    def peers(self, pod: PolicyPod, policy: NetworkPolicy, rule: Rule) -> list[tuple[int, int]]:
         if not rule.peers:
             return [ALL_IPV4]
         out = []
@@ -155,6 +159,8 @@ class Compiler:
                 out += cidr_ranges(peer.ip_block)
                 continue
             for q in self.pods:
+                if q.network != pod.network:
+                    continue
                 in_namespace = q.namespace == policy.namespace if peer.namespaces is None else \
                     peer.namespaces.matches(self.namespace_labels(q.namespace))
                 if in_namespace and (peer.pods is None or peer.pods.matches(q.labels)):
@@ -174,7 +180,7 @@ class Compiler:
         for policy in policies:
             pid = self.ids[policy.key]
             for rule in getattr(policy, direction):
-                ranges = self.peers(policy, rule)
+                ranges = self.peers(pod, policy, rule)
                 if not rule.ports:
                     allow((), ranges, pid)
                 numbered = tuple(sorted(
@@ -201,7 +207,7 @@ class Compiler:
             return
         for q in self.pods:
             found = q.named_ports.get(port.port)
-            if found is None or found[0] != port.protocol:
+            if found is None or found[0] != port.protocol or q.network != pod.network:
                 continue
             mine = [(a, a) for a in q.addresses if any(lo <= a <= hi for lo, hi in ranges)]
             if mine:
@@ -225,6 +231,7 @@ class Policies:
         self.remote_pods: Callable[[], Iterable[PolicyPod]] = lambda: ()
         self.compiled = 0
         self._scheduled = False
+        self._writes: set[asyncio.Task] = set()
 
     # -------------------------------------------------------- state
 
@@ -265,7 +272,7 @@ class Policies:
             self._set_policy(policy)
             change = "configured" if old else "created"
         log.info("policy %s %s", key, change)
-        self._mirror("policy", key, manifest)
+        self._store("policy", key, manifest)
         self.schedule()
         return change
 
@@ -277,12 +284,26 @@ class Policies:
             self.namespaces[name] = labels
         else:
             self.namespaces.pop(name, None)
-        self._mirror("namespace", name, labels or None)
+        self._store("namespace", name, labels or None)
         self.schedule()
 
-    def _mirror(self, kind: str, key: str, value):
-        self.switch.loop.create_task(self.switch.state.run(
+    def _store(self, kind: str, key: str, value):
+        """Into the state database (in order, on its thread); requests wait
+        for it (stored()), changes from etcd do not."""
+        task = self.switch.loop.create_task(self.switch.state.run(
             self.switch.state.save_policy_row, kind, key, value))
+        self._writes.add(task)
+        task.add_done_callback(self._written)
+
+    def _written(self, task):
+        self._writes.discard(task)
+        if not task.cancelled() and task.exception():
+            log.error("cannot store policy state: %s", task.exception())
+
+    async def stored(self):
+        """Wait until what was changed so far is in the state database."""
+        if self._writes:
+            await asyncio.gather(*self._writes, return_exceptions=True)
 
     def namespace_labels(self, name: str) -> dict[str, str]:
         return {**self.namespaces.get(name, {}), NAMESPACE_NAME_LABEL: name}
@@ -303,8 +324,10 @@ class Policies:
         if self.switch.cluster:
             await self.switch.cluster.put_policies(
                 {p.key: p.manifest for p in policies})
-        return [{"policy": p.key, "result": self.set_policy(p.key, p.manifest)}
-                for p in policies]
+        results = [{"policy": p.key, "result": self.set_policy(p.key, p.manifest)}
+                   for p in policies]
+        await self.stored()
+        return results
 
     async def delete(self, key: str) -> dict:
         if key not in self.policies:
@@ -312,6 +335,7 @@ class Policies:
         if self.switch.cluster:
             await self.switch.cluster.put_policies({key: None})
         self.set_policy(key, None)
+        await self.stored()
         return {"deleted": key}
 
     async def label_namespace(self, name: str, changes: list[str]) -> dict:
@@ -325,6 +349,7 @@ class Policies:
         if self.switch.cluster:
             await self.switch.cluster.put_namespace(name, labels)
         self.set_namespace(name, labels)
+        await self.stored()
         return {"namespace": name, "labels": self.namespace_labels(name)}
 
     def find(self, key: str) -> NetworkPolicy:

@@ -102,7 +102,7 @@ def test_ip_block_except_and_disjoint_ranges():
 
 def pods():
     def pod(ns, name, addr, labels, named=None):
-        return PolicyPod(ns, name, labels, named or {}, (ip(addr),))
+        return PolicyPod(ns, name, labels, named or {}, (ip(addr),), "blue")
     return [pod("x", "a", "198.18.0.1", {"pod": "a"}, {"http": ("TCP", 8080)}),
             pod("x", "b", "198.18.0.2", {"pod": "b"}),
             pod("y", "a", "198.18.0.3", {"pod": "a"}, {"http": ("TCP", 9090)}),
@@ -162,3 +162,12 @@ def test_pod_identity_validation():
     assert netpol.parse_label_changes(["a=1", "b-", "c="]) == ({"a": "1", "c": ""}, ["b"])
     with pytest.raises(InvalidRequest):
         netpol.parse_label_changes(["novalue"])
+
+
+def test_selectors_pick_peers_of_the_pods_own_network_only():
+    parsed = [netpol.parse(manifest({"podSelector": {"matchLabels": {"pod": "a"}},
+                                     "ingress": [{"from": [{"namespaceSelector": {}}]}]}))]
+    blue = PolicyPod("x", "a", {"pod": "a"}, {}, (ip("198.18.0.1"),), "blue")
+    red = PolicyPod("y", "r", {"pod": "r"}, {}, (ip("198.19.0.9"),), "red")
+    c = Compiler(parsed, {"x/p": 1}, [blue, red], lambda n: {})
+    assert c.direction(blue, "ingress") == (1, [([(ip("198.18.0.1"), ip("198.18.0.1"), 1)], [])])
