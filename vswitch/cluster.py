@@ -415,11 +415,11 @@ class Cluster:
             return
         if before and (rec is None or before.get("vtep") != rec.get("vtep")):
             self._forget_peer(before.get("vtep"))
+        if (before is None) != (rec is None):
+            self.switch.policy.schedule()       # its pods come or go as policy peers
         if rec is not None:
             self._add_peer(rec["vtep"])
             self._program_each(self.by_node.get(name, ()))
-        if (before is None) != (rec is None):
-            self.switch.policy.schedule()       # its pods come or go as policy peers
         elif self.connected:
             self._spawn(self._bury(name))
 
