@@ -286,6 +286,18 @@ def test_prometheus_endpoint(vswitchd, pods):
     assert after[spoofed] - before[spoofed] == 1
     assert after[("vswitch_up", ())] == 1
     assert after[rx] == d.ctl_json("stats")["ports"]["pod-a"]["rx_packets"]
+    # NetworkPolicy: pod-b isolated; a's pings are counted on b, by reason and per port.
+    d.client.apply_policies([{"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                              "metadata": {"name": "b", "namespace": "default"},
+                              "spec": {"podSelector": {}, "policyTypes": ["Ingress"],
+                                       "ingress": [{"from": [{"ipBlock": {
+                                           "cidr": "198.18.0.1/32"}}], "ports": [{"port": 80}]}]}}])
+    ping(p["a"][0], "198.18.0.2", count=2, check=False)
+    denied = scrape()
+    assert denied[("vswitch_port_policy_denied_total", (("port", "pod-b"),))] == 2
+    assert denied[("vswitch_drops_total", (("reason", "policy_denied"),))] == 2
+    assert denied[("vswitch_conntrack_entries", ())] == 0
+    assert denied[("vswitch_conntrack_max_entries", ())] == 262144
     # The endpoint moves with a reload, and goes away with the key.
     moved = f"127.0.0.1:{free_port()}"
     from conftest import write_toml

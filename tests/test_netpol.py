@@ -190,6 +190,14 @@ def test_allow_from_namespaces_by_label(world):
     world.check(lambda s, d, proto, port: ns(d) != "x" or ns(s) == "y")
 
 
+def test_the_namespace_name_label_is_there_without_being_set(world):
+    world.apply(policy("from-z", "x", {"podSelector": {}, "ingress": [{"from": [
+        {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "z"}}}]}]}))
+    world.check(lambda s, d, proto, port: ns(d) != "x" or ns(s) == "z")
+    r = world.daemon.ctl("namespace", "label", "z", "kubernetes.io/metadata.name=x", check=False)
+    assert r.returncode != 0 and "set for you" in r.stderr
+
+
 def test_pod_and_namespace_selector_in_one_peer_mean_and(world):
     world.apply(policy("and", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
         {"from": [{"namespaceSelector": {"matchLabels": {"ns": "y"}},

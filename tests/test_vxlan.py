@@ -185,8 +185,10 @@ def test_fuzzed_datagrams_are_all_accounted_for(rig):
     send()
     c = r.dp.counters()
     assert c["tunnel"]["rx_packets"] == len(sent)
-    ingress = sum(c["drops"][k] for k in ("runt", "oversize", "bad_source", "loop", "no_route",
-                                          "bad_vnet_hdr", "bad_vxlan", "unknown_vni", "unknown_peer"))
+    # Every reason but those counted per copy on the way out (a mutated VNI
+    # may name network 2, which the peer is no member of: peer_not_member).
+    per_copy = {"needs_segmentation", "too_big", "port_down", "queue_full", "write_error"}
+    ingress = sum(v for k, v in c["drops"].items() if k not in per_copy)
     assert c["unicast"] + c["flooded"] + ingress == len(sent)
     assert c["drops"]["bad_vxlan"] >= sum(1 for d in sent if len(d) < 8)
     r.from_peer(valid)                                       # still switching

@@ -243,3 +243,18 @@ def test_conntrack_table_against_a_model():
         assert pods.send("b", "a", UDP(sport=9, dport=sport))
     dp.set_port_policy(pods.ports["b"], ingress=(1, []))        # deny new ones
     assert all(pods.send("b", "a", UDP(sport=9, dport=sport)) for sport in ports[::5])
+
+
+def test_sctp_ports_match_and_are_tracked():
+    pods = Pods()
+    dp = pods.rig.dp
+    dp.set_port_policy(pods.ports["b"], ingress=(1, [(only(A), [(132, 9, 9)])]))
+    sctp = bytes.fromhex("1f900009") + bytes(8)            # sport 8080, dport 9
+    back = bytes.fromhex("00091f90") + bytes(8)
+    for src, dst, payload, ok in (("a", "b", sctp, True), ("b", "a", back, True),
+                                  ("c", "b", sctp, False)):
+        frame = bytes(Ether(src=pods.mac(src), dst=pods.mac(dst)) /
+                      IP(src=pods.addr[src], dst=pods.addr[dst], proto=132) / payload)
+        pods.rig.send(pods.ports[src], frame)
+        assert (len(pods.rig.received(pods.ports[dst])) == 1) is ok
+    assert [e[1] for e in dp.conntrack_entries()] == [132]
