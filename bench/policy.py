@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """NetworkPolicy's cost: two pods on vswitchd, TCP throughput (iperf3, one
-stream, the median of three runs taken in turn) and the 64-byte rate
+stream, the median of five runs taken in turn: one config's runs vary by
+about 10% on a small machine) and the 64-byte rate
 (bench/pktgen.c flat out) with no policy, with a default deny plus 10
 rules per direction, and with 1,000 rules per direction on each pod (the
 allowing rule last, so that a new connection walks them all); the Linux
@@ -75,7 +76,7 @@ def use(ctl: list, name: str):
     subprocess.run(ctl + ["conntrack", "flush"], check=True, capture_output=True)
 
 
-def measure(duration: float, rounds: int = 3) -> dict:
+def measure(duration: float, rounds: int = 5) -> dict:
     out: dict = {name: {"tcp_runs_gbps": []} for name in CONFIGS}
     with vswitch_topology(with_ctl=True) as ((a, b), ctl), linux_bridge_topology() as (ka, kb):
         subprocess.run(ctl + ["port", "label", "va", "bench=client"], check=True,
