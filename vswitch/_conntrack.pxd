@@ -27,6 +27,7 @@ cdef enum:
     CT_TCP_CLOSING_MS = 10000             # after FIN both ways, or RST
     CT_UNREPLIED_MS = 30000               # UDP, ICMP echo, others: one way only
     CT_REPLIED_MS = 120000                # ... answered
+    CT_REFRESH_MS = 1000                  # a deadline moves in steps of this (at least)
 
 
 cdef struct ct_key_t:
