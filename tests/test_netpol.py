@@ -429,6 +429,8 @@ def test_conntrack_limit_drops_new_connections_by_name(world):
     in_ns(world.ns["y/c"], sys.executable, "-c", flood)
     stats = world.daemon.ctl_json("stats")
     assert stats["conntrack"]["entries"] == 4096
+    assert len(world.daemon.ctl_json("conntrack", "show", "--limit", "5")) == 5
+    assert len(world.daemon.ctl_json("conntrack", "show", "--limit", "0")) == 4096
     assert stats["conntrack"]["created"] - before["conntrack"]["created"] == 4096
     # Every datagram the switch read is tracked or dropped by name (the pod's
     # own queue may lose some before the switch reads them: not ours to count).

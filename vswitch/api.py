@@ -229,7 +229,10 @@ class Api:
         return [{"namespace": n, "labels": policy.namespace_labels(n)} for n in sorted(names)]
 
     async def show_conntrack(self, query, body, arg):
-        return reporting.conntrack(self.switch, query.get("port"))
+        limit = query.get("limit", "1000")
+        if not limit.isdigit():
+            raise ApiError("limit must be a number (0: all)")
+        return reporting.conntrack(self.switch, query.get("port"), int(limit))
 
     async def flush_conntrack(self, query, body, arg):
         return {"flushed": self.switch.dataplane.conntrack_flush()}

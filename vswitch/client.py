@@ -223,8 +223,8 @@ class Client:
     def namespaces(self):
         return self.request("GET", "namespaces")
 
-    def conntrack(self, port=None):
-        return self.request("GET", "conntrack", query={"port": port})
+    def conntrack(self, port=None, limit=None):
+        return self.request("GET", "conntrack", query={"port": port, "limit": limit})
 
     def conntrack_flush(self):
         return self.request("POST", "conntrack/flush", {})

@@ -252,8 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     namespace.add_parser("list", parents=[common], help="namespaces and their labels")
     conntrack = sub.add_parser("conntrack", help="connections NetworkPolicy tracks"
                                ).add_subparsers(dest="action", required=True, metavar="ACTION")
-    conntrack.add_parser("show", parents=[common], help="tracked connections").add_argument(
-        "--port", help="only those in or out of this port")
+    ct_show = conntrack.add_parser("show", parents=[common], help="tracked connections")
+    ct_show.add_argument("--port", help="only those in or out of this port")
+    ct_show.add_argument("--limit", type=int, default=1000, help="at most this many (0: all)")
     conntrack.add_parser("flush", parents=[common],
                          help="forget every connection (each is checked anew on its next packet)")
 
@@ -447,7 +448,7 @@ def run_policy(args, client: Client):
             ["NAMESPACE", "LABELS"])
     if action == "flush":
         return client.conntrack_flush(), lambda r: f"{r['flushed']} connections flushed"
-    return client.conntrack(args.port), show_conntrack
+    return client.conntrack(args.port, args.limit), show_conntrack
 
 
 def run(args, client: Client):

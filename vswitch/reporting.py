@@ -65,10 +65,10 @@ def trace(switch: Switch, port_name: str, frame: bytes) -> dict:
     return {"port": port_name, "frame": frame.hex(), "steps": steps}
 
 
-def conntrack(switch: Switch, port_name: str | None = None) -> list[dict]:
-    """Tracked connections (of one port), ports by name."""
+def conntrack(switch: Switch, port_name: str | None = None, limit: int = 0) -> list[dict]:
+    """Tracked connections (of one port; at most limit, 0: all), ports by name."""
     port_id = switch.port(port_name).port_id if port_name else -1
-    entries = switch.dataplane.conntrack(port_id)
+    entries = switch.dataplane.conntrack(port_id, limit)
     for e in entries:
         for key in ("in_port", "out_port"):
             e[key] = "vxlan" if e[key] is None else port_label(switch, e[key])
