@@ -11,7 +11,8 @@ apt_packages=(iproute2 iputils-ping iperf3 tcpdump ethtool procps gcc python3-de
               tshark                        # reads our capture files back in the tests
               vde2 openvswitch-switch       # other userspace switches the bench compares with
               clang libclang-rt-14-dev      # the fuzzers' sanitized, coverage-instrumented build
-              etcd-server etcd-client openssl)   # cluster mode's store, and test certificates
+              etcd-server etcd-client openssl    # cluster mode's store, and test certificates
+              nftables)                     # libnftables: egress masquerade
 missing=()
 for pkg in "${apt_packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "ok installed" || missing+=("$pkg")

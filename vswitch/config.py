@@ -52,6 +52,7 @@ class NetworkConfig:
     host_port: str | None = None                    # host-side interface name, if any
     block_size: int | None = None   # cluster networks: the prefix length of the blocks nodes
                                     # claim (block is then the whole subnet)
+    masquerade: bool = False        # pods reach outside, source-NATed to the node (host port)
 
 
 @dataclass(frozen=True)
@@ -178,8 +179,14 @@ def _network(data, index: int) -> NetworkConfig:
             raise ConfigError(t.key("gateway"), f"{gateway} is not a host address of block {block}")
     host_port = t.get("host_port", str, None, IFNAME_RE.match,
                       f"must be an interface name of {IFNAME_RULE}")
+    # On by default where pods have a way out (the host port is their gateway).
+    masquerade = t.get("masquerade", bool, host_port is not None)
+    if masquerade and host_port is None:
+        raise ConfigError(t.key("masquerade"), "needs a host_port: pods leave through the "
+                          "node's stack, with the host port as their gateway")
     t.done()
-    return NetworkConfig(name, vni, subnet, block, mtu, gateway, host_port)
+    return NetworkConfig(name, vni, subnet, block, mtu, gateway, host_port,
+                         masquerade=masquerade)
 
 
 def parse(data: dict) -> Config:

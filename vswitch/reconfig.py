@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import masquerade
 from .config import Config, NetworkConfig
 from .errors import ReloadRefused
 from .protocol import MAX_NETWORKS
@@ -74,6 +75,9 @@ def plan(old: Config, new: Config) -> list[Step]:
             steps.append(Step("add_network", f"network {net.name} added", net, i))
         elif before.mtu != net.mtu:
             steps.append(Step("set_mtu", f"network {net.name} mtu {before.mtu} -> {net.mtu}", net))
+    if masquerade.ruleset(new.networks) != masquerade.ruleset(old.networks):
+        steps.append(Step("masquerade", "masquerade: " + (", ".join(
+            n.name for n in new.networks if n.masquerade) or "none")))
     if new.aging_time != old.aging_time:
         steps.append(Step("aging_time", f"aging_time {old.aging_time:g} -> {new.aging_time:g}",
                           value=new.aging_time))

@@ -105,4 +105,6 @@ def status(switch: Switch) -> dict:
             "aging_time": switch.dataplane.aging_time,
             "vtep": str(config.overlay.vtep_ip) if config.overlay else None,
             "peers": len(switch.overlay.peers()),
-            "cluster": switch.cluster.metrics() if switch.cluster else None}
+            "cluster": switch.cluster.metrics() if switch.cluster else None,
+            "masquerade": {"networks": switch.masquerade.rules, "error": switch.masquerade.error,
+                           "warnings": switch.egress_warnings}}

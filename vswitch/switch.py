@@ -20,6 +20,7 @@ from .datapath import PORT_TUNNEL, DataPlane
 from .errors import Conflict, Exhausted, InvalidRequest, NamespaceGone, NotFound, VswitchError
 from .hooks import Hooks
 from .ipam import AddressBlocks, Ipam, StaticBlocks, gateway
+from .masquerade import Masquerade
 from .netns import fd_identity, netns_id
 from .overlay import Overlay
 from .policy import PodIdentity, Policies
@@ -121,6 +122,8 @@ class Switch:
         self._reload_lock = asyncio.Lock()
         self.captures = Captures(self)
         self.policy = Policies(self)
+        self.masquerade = Masquerade()
+        self.egress_warnings: list[str] = []       # what keeps pods from reaching outside
         self.hooks: Hooks | None = None
         self.overlay = Overlay(config, self.dataplane, self.network)
         try:
@@ -139,6 +142,7 @@ class Switch:
         for i, net in enumerate(self.config.networks):
             if net.host_port:
                 await self._add_host_port(i, net)
+        await self._egress()
         for name, record in await self.state.run(self.state.ports):
             try:
                 if isinstance(record, Exception):
@@ -210,6 +214,8 @@ class Switch:
                 await self._add_network(step.index, step.net)
             elif step.action == "set_mtu":
                 await self._set_mtu(step.net)
+            elif step.action == "masquerade":
+                await self._egress()
             elif step.action == "aging_time":
                 self.dataplane.aging_time = step.value
             elif step.action == "busy_poll_us":
@@ -271,6 +277,19 @@ class Switch:
         # it may send Router Advertisements.
         self._register(f"host-{net.name}", None, net, mac, [address], tap, secured=False,
                        router=True)
+
+    async def _egress(self):
+        """Masquerade rules as the networks now are, and what the node lacks
+        for pods to reach outside (logged, and shown in status)."""
+        self.masquerade.apply(self.config.networks)
+        for net in self.config.networks:
+            if net.masquerade and f"host-{net.name}" in self.ports:
+                route_for_pods(self.ports[f"host-{net.name}"].ifname)
+        # (netlink: off the loop)
+        self.egress_warnings = await self.loop.run_in_executor(None, egress_checks,
+                                                               self.config.networks)
+        for warning in self.egress_warnings:
+            log.error("%s", warning)
 
     def default_gateway(self, net: NetworkConfig) -> ipaddress.IPv4Address | None:
         """Where pods of the network send what is not on their subnet: the
@@ -548,6 +567,7 @@ class Switch:
             self._take_off(port, remove_ports)
             if remove_ports and not port.is_host:
                 self.state.run_sync(self.state.delete_port, port.name)
+        self.masquerade.remove()        # without the data plane, pods go nowhere anyway
         self.loop.remove_reader(self.dataplane.fileno())
         self.overlay.close()
         self.state.close()
@@ -592,3 +612,42 @@ def refuse_router_messages(ifname: str):
                 f.write("0")
         except FileNotFoundError:       # no IPv6 on this interface: nothing to refuse
             return
+
+
+def route_for_pods(ifname: str):
+    """The host port of a masquerading network routes pods' traffic: IPv4
+    forwarding on for packets it receives, and loose reverse-path filtering
+    (pods' sources are on-link here, but replies of the node's NAT may not
+    look so to a strict filter)."""
+    for key, value in (("forwarding", "1"), ("rp_filter", "2")):
+        with open(f"/proc/sys/net/ipv4/conf/{ifname}/{key}", "w") as f:
+            f.write(value)
+
+
+def egress_checks(networks) -> list[str]:
+    """Why pods of masquerading networks could not reach outside, as the
+    operator should read it: replies come back in through the uplinks (the
+    interfaces of the IPv4 default routes), which must forward them."""
+    networks = [n.name for n in networks if n.masquerade]
+    if not networks:
+        return []
+    from pyroute2 import IPRoute
+    with IPRoute() as ipr:
+        uplinks = sorted({ipr.get_links(r.get_attr("RTA_OIF"))[0].get_attr("IFLA_IFNAME")
+                          for r in ipr.get_default_routes(family=2) if r.get_attr("RTA_OIF")})
+    what = f"network {', '.join(networks)}: masquerade is on, but"
+    if not uplinks:
+        return [f"{what} this node has no IPv4 default route: pods' traffic to outside "
+                "has nowhere to go"]
+    out = []
+    for ifname in uplinks:
+        try:
+            with open(f"/proc/sys/net/ipv4/conf/{ifname}/forwarding") as f:
+                on = f.read().strip() == "1"
+        except OSError:
+            continue
+        if not on:
+            out.append(f"{what} net.ipv4.conf.{ifname}.forwarding is 0: replies from outside "
+                       f"cannot reach pods (sysctl -w net.ipv4.conf.{ifname}.forwarding=1, or "
+                       "net.ipv4.ip_forward=1)")
+    return out

@@ -73,3 +73,22 @@ def test_the_vtep_cannot_move_on_reload():
                  "network": [BLUE], "overlay": {"vtep_ip": "192.0.2.11"}})
     with pytest.raises(ReloadRefused, match="vtep_ip"):
         plan(old, new)
+
+
+def test_masquerade_follows_the_networks():
+    """On by default with a host port; the rules change when a masquerading
+    network comes or goes, or another subnet joins the exclusions."""
+    from vswitch.masquerade import ruleset
+    hosted = {**BLUE, "host_port": "vswb"}
+    old, new = config(hosted), config(hosted, RED)
+    assert [n.masquerade for n in new.networks] == [True, False]
+    steps = plan(old, new)
+    assert [(s.action, s.text) for s in steps][-1] == ("masquerade", "masquerade: blue")
+    rules = ruleset(new.networks)
+    assert ('ip saddr 198.18.0.0/16 ip daddr != { 198.18.0.0/16, 198.19.0.0/16 } masquerade '
+            'comment "network blue"') in rules
+    assert "198.19.0.0/16 ip daddr" not in rules                 # red does not masquerade
+    off = config({**hosted, "masquerade": False})
+    assert [s.text for s in plan(old, off)] == ["masquerade: none"]
+    assert "chain" not in ruleset(off.networks) and "delete table ip vswitch" in ruleset([])
+    assert plan(new, config(hosted, RED)) == []
