@@ -7,8 +7,12 @@ vswitchd stops."""
 
 from __future__ import annotations
 
+import json
+import os
+import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from conftest import Daemon, in_ns, write_toml
@@ -18,15 +22,15 @@ GATEWAY = "198.18.20.254"
 # Answers each TCP connection with the address it came from.
 WHO = ("import socket,sys\n"
        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
-       "s.bind((sys.argv[1], 8080)); s.listen(); print('ready', flush=True)\n"
+       "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); print('ready', flush=True)\n"
        "while True:\n"
        "    c, a = s.accept(); c.sendall(a[0].encode()); c.close()\n")
 
 
-def who_am_i(ns: str, server: str) -> str | None:
+def who_am_i(ns: str, server: str, port: int = 8080) -> str | None:
     """The source address server sees for a connection from ns (None: no answer)."""
     r = in_ns(ns, sys.executable, "-c",
-              f"import socket\ns=socket.create_connection(('{server}',8080),timeout=2)\n"
+              f"import socket\ns=socket.create_connection(('{server}',{port}),timeout=2)\n"
               "print(s.recv(100).decode())", check=False)
     return r.stdout.strip() or None
 
@@ -48,8 +52,9 @@ def site(netns, tmp_path):
     in_ns(world, "ip", "link", "set", "wd0", "up")
     servers = []
 
-    def serve(ns: str, address: str):
-        p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", WHO, address],
+    def serve(ns: str, address: str, port: int = 8080):
+        p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", WHO, address,
+                              str(port)],
                              stdout=subprocess.PIPE, text=True)
         assert p.stdout.readline().strip() == "ready"
         servers.append(p)
@@ -130,3 +135,49 @@ def test_a_stale_table_from_a_killed_daemon_goes_when_the_config_no_longer_masqu
     d = site.start()
     assert "vswitch" not in nft_table(site.node)
     assert d.ctl_json("status")["masquerade"] == {"networks": [], "error": None, "warnings": []}
+
+
+def test_host_port_through_the_example_conflists_portmap(site, netns, tmp_path):
+    """examples/10-vswitch.conflist, run as a runtime runs a chain (in the
+    node's namespace, where portmap writes its rules): the world reaches a
+    pod at the node's address and sees the pod's answer; DEL undoes it."""
+    d = site.start()
+    in_ns(site.node, "sysctl", "-qw", "net.ipv4.conf.up0.forwarding=1")
+    conflist = json.loads((Path(__file__).parent.parent / "examples/10-vswitch.conflist")
+                          .read_text())
+    bin_dir = tmp_path / "cni"
+    bin_dir.mkdir()
+    (bin_dir / "vswitch").symlink_to(shutil.which("vswitch-cni"))
+    pod = netns("hp")
+    env = {"PATH": os.environ["PATH"], "CNI_CONTAINERID": "hp-ctr", "CNI_IFNAME": "eth0",
+           "CNI_NETNS": f"/run/netns/{pod}", "CNI_PATH": f"{bin_dir}:/usr/lib/cni"}
+    runtime_config = {"portMappings": [{"hostPort": 8080, "containerPort": 80,
+                                        "protocol": "tcp"}]}
+
+    def run(command: str, plugin: dict, prev=None):
+        conf = {"cniVersion": conflist["cniVersion"], "name": conflist["name"], **plugin}
+        if plugin["type"] == "vswitch":
+            conf.update(network="blue", socket=d.socket)
+        if "portMappings" in plugin.get("capabilities", {}):
+            conf["runtimeConfig"] = runtime_config
+        if prev is not None:
+            conf["prevResult"] = prev
+        r = subprocess.run(["ip", "netns", "exec", site.node,
+                            str(bin_dir / "vswitch") if plugin["type"] == "vswitch"
+                            else f"/usr/lib/cni/{plugin['type']}"],
+                           input=json.dumps(conf), env={**env, "CNI_COMMAND": command},
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, (plugin["type"], r.stdout, r.stderr)
+        return json.loads(r.stdout) if r.stdout.strip() else None
+
+    result = None
+    for plugin in conflist["plugins"]:
+        result = run("ADD", plugin, result)
+    pod_ip = result["ips"][0]["address"].split("/")[0]
+    site.serve(pod, "0.0.0.0", 80)
+    assert who_am_i(site.world, UPLINK, 8080) == WORLD      # the pod sees who called
+    assert who_am_i(site.node, pod_ip, 80) == GATEWAY        # and the node reaches it directly
+    for plugin in reversed(conflist["plugins"]):
+        run("DEL", plugin, result)
+    assert who_am_i(site.world, UPLINK, 8080) is None
+    assert d.ctl_json("ipam", "show")["allocations"] == []
