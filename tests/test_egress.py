@@ -181,3 +181,34 @@ def test_host_port_through_the_example_conflists_portmap(site, netns, tmp_path):
         run("DEL", plugin, result)
     assert who_am_i(site.world, UPLINK, 8080) is None
     assert d.ctl_json("ipam", "show")["allocations"] == []
+
+
+def test_a_network_without_mtu_takes_its_underlays(netns, tmp_path):
+    """Overlay: the VTEP interface's MTU less 50; bridge: the uplink's. The
+    choice is in status and in the log, and pods get it."""
+    node, other = netns("mtu"), netns("mtuo")
+    in_ns(node, "ip", "link", "add", "u0", "mtu", "9000", "type", "veth", "peer", "name", "u1",
+          "netns", other)
+    in_ns(node, "ip", "addr", "add", "192.0.2.41/24", "dev", "u0")
+    in_ns(node, "ip", "link", "set", "u0", "up")
+    in_ns(node, "ip", "route", "add", "default", "via", "192.0.2.42")
+    network = {"name": "blue", "vni": 100, "subnet": "198.18.0.0/16"}
+    for mode, expected, source in (
+            ("overlay", 8950, "overlay.underlay_mtu 9000 (interface u0) less 50 of VXLAN"),
+            ("bridge", 9000, "interface u0")):
+        sock = str(tmp_path / f"{mode}.sock")
+        config = {"node": {"name": mode, "socket": sock, "mode": mode,
+                           "state_dir": str(tmp_path / mode)}, "network": [network]}
+        if mode == "overlay":
+            config["overlay"] = {"vtep_ip": "192.0.2.41"}
+        write_toml(tmp_path / f"{mode}.toml", config)
+        d = Daemon(tmp_path / f"{mode}.toml", sock, tmp_path / f"{mode}.log", node)
+        try:
+            assert d.ctl_json("status")["mtu"] == {"blue": {"mtu": expected, "from": source}}
+            assert f"(mtu {expected})" in d.ctl("status").stdout
+            pod = netns(f"p{mode[0]}")
+            d.ctl("port", "add", "p", "--netns", pod, "--ip", "198.18.9.1/16")
+            assert f"mtu {expected} " in in_ns(pod, "ip", "link", "show", "eth0").stdout
+        finally:
+            d.stop()
+        assert f"network blue: mtu {expected}, from {source}" in (tmp_path / f"{mode}.log").read_text()

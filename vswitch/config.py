@@ -8,6 +8,7 @@ node with one network.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import re
 import socket
@@ -53,6 +54,7 @@ class NetworkConfig:
     block_size: int | None = None   # cluster networks: the prefix length of the blocks nodes
                                     # claim (block is then the whole subnet)
     masquerade: bool = False        # pods reach outside, source-NATed to the node (host port)
+    mtu_from: str = "config"        # where mtu came from, when it was not set (status)
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class OverlayConfig:
     udp_port: int = 4789
     peers: tuple[ipaddress.IPv4Address, ...] = ()
     underlay_mtu: int = 1500
+    underlay_mtu_from: str = "config"  # when not set: the interface holding vtep_ip
     learn_peers: bool = False
     max_learned_peers: int = 64        # learn_peers: how many peers it may add at most
     peer_aging_time: float = 300.0     # ... and how long they live unheard
@@ -170,8 +173,8 @@ def _network(data, index: int) -> NetworkConfig:
     block = _cidr(t, "block", str(subnet))
     if not block.subnet_of(subnet):
         raise ConfigError(t.key("block"), f"{block} is not inside subnet {subnet}")
-    mtu = t.get("mtu", int, 1450, lambda v: MIN_MTU <= v <= MAX_NETWORK_MTU,
-                f"must be {MIN_MTU}..{MAX_NETWORK_MTU}")
+    mtu = t.get("mtu", int, 0, lambda v: MIN_MTU <= v <= MAX_NETWORK_MTU,
+                f"must be {MIN_MTU}..{MAX_NETWORK_MTU}")      # 0: from the underlay (parse)
     gateway = t.get("gateway", str, None)
     if gateway is not None:
         gateway = _ipv4(t, "gateway", gateway)
@@ -251,6 +254,8 @@ def parse(data: dict) -> Config:
     overlay = None
     if cfg["mode"] == "overlay":
         overlay = _overlay(top.get("overlay", dict, {} if cluster else None), bool(cluster))
+    networks = tuple(_derived_mtu(n, overlay) for n in networks)
+    if overlay:
         for i, n in enumerate(networks):
             if n.mtu + VXLAN_OVERHEAD > overlay.underlay_mtu:
                 raise ConfigError(f"network[{i}].mtu", f"{n.mtu} + {VXLAN_OVERHEAD} bytes of VXLAN "
@@ -376,7 +381,7 @@ def _overlay(data, cluster: bool = False) -> OverlayConfig:
         vtep_ip=_ipv4(t, "vtep_ip", vtep),
         udp_port=t.get("udp_port", int, 4789, lambda v: 1 <= v <= 65535, "must be 1..65535"),
         peers=tuple(_peer(t, "peers", p) for p in peers),
-        underlay_mtu=t.get("underlay_mtu", int, 1500, lambda v: 576 <= v <= 65535,
+        underlay_mtu=t.get("underlay_mtu", int, 0, lambda v: 576 <= v <= 65535,
                            "must be 576..65535"),
         learn_peers=t.get("learn_peers", bool, False),
         max_learned_peers=t.get("max_learned_peers", int, 64, lambda v: 1 <= v <= 1000,
@@ -389,7 +394,46 @@ def _overlay(data, cluster: bool = False) -> OverlayConfig:
     if config.vtep_ip in config.peers:
         raise ConfigError(t.key("peers"), f"lists this node's own vtep_ip {config.vtep_ip}")
     t.done()
+    if not config.underlay_mtu:
+        found = interface_mtu(config.vtep_ip)
+        config = dataclasses.replace(
+            config, underlay_mtu=min(max(found[1], 576), 65535) if found else 1500,
+            underlay_mtu_from=f"interface {found[0]}" if found else
+            f"no interface has {config.vtep_ip}: Ethernet's 1500")
     return config
+
+
+def _derived_mtu(net: NetworkConfig, overlay: OverlayConfig | None) -> NetworkConfig:
+    """A network without an mtu gets its underlay's: the underlay MTU less
+    the VXLAN overhead in overlay mode, the uplink's (the interface of the
+    IPv4 default route) in bridge mode."""
+    if net.mtu:
+        return net
+    if overlay:
+        mtu = overlay.underlay_mtu - VXLAN_OVERHEAD
+        source = f"overlay.underlay_mtu {overlay.underlay_mtu} ({overlay.underlay_mtu_from}) " \
+                 f"less {VXLAN_OVERHEAD} of VXLAN"
+    else:
+        found = interface_mtu(None)
+        mtu = found[1] if found else 1500
+        source = f"interface {found[0]}" if found else "no default route: Ethernet's 1500"
+    return dataclasses.replace(net, mtu=max(MIN_MTU, min(mtu, MAX_NETWORK_MTU)), mtu_from=source)
+
+
+def interface_mtu(address: ipaddress.IPv4Address | None) -> tuple[str, int] | None:
+    """(name, MTU) of the interface holding address, or (None) of the IPv4
+    default route's; None when there is none."""
+    from pyroute2 import IPRoute  # netlink at config time: only for what is not set
+    with IPRoute() as ipr:
+        if address is not None:
+            indexes = [a["index"] for a in ipr.get_addr(family=socket.AF_INET)
+                       if a.get_attr("IFA_ADDRESS") == str(address)]
+        else:
+            indexes = [r.get_attr("RTA_OIF") for r in
+                       ipr.get_default_routes(family=socket.AF_INET) if r.get_attr("RTA_OIF")]
+        for link in (ipr.get_links(i)[0] for i in indexes[:1]):
+            return link.get_attr("IFLA_IFNAME"), link.get_attr("IFLA_MTU")
+    return None
 
 
 def default_route_address() -> str | None:

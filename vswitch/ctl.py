@@ -45,8 +45,9 @@ def show_status(s):
         overlay += (f"\ncluster: {'connected' if c['connected'] else 'DISCONNECTED'}  "
                     f"nodes {c['nodes']}  endpoints {c['endpoints']}  "
                     f"blocks held {c['blocks_held']}  revision {c['revision']}")
+    networks = ", ".join(f"{n} (mtu {s['mtu'][n]['mtu']})" for n in s["networks"])
     return (f"node {s['node']}  mode {s['mode']}  version {s['version']}  uptime {s['uptime']}s\n"
-            f"ports {s['ports']}  networks {', '.join(s['networks'])}  "
+            f"ports {s['ports']}  networks {networks}  "
             f"fdb entries {s['fdb_entries']} (aging {s['aging_time']:g}s){overlay}")
 
 

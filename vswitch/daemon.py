@@ -110,7 +110,9 @@ class Service:
             self.notifier.reloading()
             try:
                 try:
-                    new = load(self.config_path)
+                    # (off the loop: filling in what is not set may ask netlink)
+                    new = await asyncio.get_running_loop().run_in_executor(
+                        None, load, self.config_path)
                 except ConfigError as e:
                     raise ReloadRefused(f"config error: {e}") from None
                 if new.cluster:             # networks are the cluster's, not the file's

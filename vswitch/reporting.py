@@ -101,6 +101,7 @@ def status(switch: Switch) -> dict:
     return {"node": config.node_name, "mode": config.mode,
             "version": __version__, "uptime": round(time.monotonic() - switch.started, 1),
             "ports": len(switch.ports), "networks": [n.name for n in config.networks],
+            "mtu": {n.name: {"mtu": n.mtu, "from": n.mtu_from} for n in config.networks},
             "fdb_entries": switch.dataplane.counters()["fdb"]["entries"],
             "aging_time": switch.dataplane.aging_time,
             "vtep": str(config.overlay.vtep_ip) if config.overlay else None,

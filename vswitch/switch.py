@@ -104,6 +104,8 @@ class Switch:
                                    config.fdb_max_per_peer, config.conntrack_max)
         for net in config.networks:             # data-plane ids 1.. in config order
             self.dataplane.add_network(net.name, net.vni, net.mtu)
+            if net.mtu_from != "config":
+                log.info("network %s: mtu %d, from %s", net.name, net.mtu, net.mtu_from)
         self.ports: dict[str, Port] = {}
         # Ports being created (netlink work in a thread): name -> (network, addresses, MAC).
         self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface], str]] = {}

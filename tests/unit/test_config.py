@@ -113,3 +113,22 @@ def test_vswitchd_exits_2_on_a_bad_cluster_config(tmp_path, capsys):
                    '[cluster]\netcd = ["http://192.0.2.250:2379"]\nlease_ttl = 0\n')
     assert main(["--config", str(bad)]) == 2
     assert "cluster.lease_ttl" in capsys.readouterr().err
+
+
+def test_a_network_without_mtu_takes_its_underlays(monkeypatch):
+    """Overlay: the underlay MTU (itself from the interface holding vtep_ip
+    when not set) less the VXLAN overhead; bridge: the uplink's MTU (the
+    interface of the default route); Ethernet's 1500 when there is none."""
+    import vswitch.config as config
+    monkeypatch.setattr(config, "interface_mtu",
+                        lambda address: ("up0", 9000) if address else ("eth9", 1400))
+    net = {k: v for k, v in NET.items() if k != "mtu"}
+    ov = parse({**OVERLAY, "network": [net, {**net, "name": "red", "vni": 2, "mtu": 1300}]})
+    assert ov.overlay.underlay_mtu == 9000 and ov.overlay.underlay_mtu_from == "interface up0"
+    assert [(n.mtu, n.mtu_from) for n in ov.networks] == [
+        (8950, "overlay.underlay_mtu 9000 (interface up0) less 50 of VXLAN"), (1300, "config")]
+    bridge = parse({"network": [net]})
+    assert (bridge.networks[0].mtu, bridge.networks[0].mtu_from) == (1400, "interface eth9")
+    monkeypatch.setattr(config, "interface_mtu", lambda address: None)
+    assert parse({"network": [net]}).networks[0].mtu == 1500
+    assert parse({**OVERLAY, "network": [net]}).networks[0].mtu == 1450

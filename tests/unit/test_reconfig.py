@@ -9,7 +9,8 @@ from vswitch.config import parse
 from vswitch.errors import ReloadRefused
 from vswitch.reconfig import plan
 
-BLUE = {"name": "blue", "vni": 7, "subnet": "198.18.0.0/16", "block": "198.18.1.0/24"}
+BLUE = {"name": "blue", "vni": 7, "subnet": "198.18.0.0/16", "block": "198.18.1.0/24",
+        "mtu": 1450}
 RED = {"name": "red", "vni": 8, "subnet": "198.19.0.0/16", "block": "198.19.1.0/24"}
 GREEN = {"name": "green", "vni": 9, "subnet": "192.0.2.0/24", "block": "192.0.2.0/25"}
 
