@@ -117,6 +117,18 @@ def test_pods_reach_the_world_masqueraded_and_each_other_and_the_node_as_themsel
     write_toml(site.path, site.config)
     assert d.ctl_json("reload")["changes"] == ["masquerade: blue"]
     assert who_am_i(pods["a"], WORLD) == UPLINK
+    # A second masquerading network comes and goes with its rule; blue's stays.
+    red = {"name": "red", "vni": 200, "subnet": "198.19.0.0/16", "host_port": "vswer0",
+           "mtu": 1500}
+    write_toml(site.path, {**site.config, "network": [site.network, red]})
+    assert d.ctl_json("reload")["changes"] == ["network red added", "masquerade: blue, red"]
+    rules = nft_table(site.node)
+    assert 'comment "network red"' in rules and "198.18.0.0/15" in rules    # both excluded
+    write_toml(site.path, site.config)
+    assert d.ctl_json("reload")["changes"] == ["network red removed", "masquerade: blue"]
+    rules = nft_table(site.node)
+    assert 'comment "network red"' not in rules and 'comment "network blue"' in rules
+    assert who_am_i(pods["a"], WORLD) == UPLINK
     # SIGKILL leaves the table; the next start writes it again, a stop removes it.
     d.proc.kill()
     d.proc.wait()
