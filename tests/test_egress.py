@@ -224,3 +224,58 @@ def test_a_network_without_mtu_takes_its_underlays(netns, tmp_path):
         finally:
             d.stop()
         assert f"network blue: mtu {expected}, from {source}" in (tmp_path / f"{mode}.log").read_text()
+
+
+KUBE_PROXY = """table ip kube-test {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip daddr 198.19.255.10 tcp dport 80 dnat to 198.18.20.2:8080
+    ip daddr 198.19.255.11 tcp dport 80 dnat to 198.18.20.1:8080
+  }
+  chain postrouting {
+    type nat hook postrouting priority srcnat; policy accept;
+    ip saddr 198.18.20.1 ip daddr 198.18.20.1 masquerade
+  }
+}
+"""
+
+
+def test_a_cluster_ip_with_a_backend_on_the_same_network_and_hairpin(site, netns, tmp_path):
+    """Service rules as kube-proxy's nftables mode writes them, in the
+    node's namespace: the backend sees the client's own address, and its
+    replies go back through the host port (the data plane steers them) to
+    be un-NATed, so the client gets its answer from the ClusterIP. A pod
+    reaching itself through a Service (hairpin: kube-proxy masquerades it)
+    works too."""
+    d = site.start()
+    pods = {}
+    for tag, last in (("a", 1), ("b", 2)):
+        pods[tag] = netns(tag)
+        d.ctl("port", "add", f"pod-{tag}", "--netns", pods[tag], "--ip", f"198.18.20.{last}/16")
+        site.serve(pods[tag], "0.0.0.0", 8080)
+    rules = tmp_path / "kube.nft"
+    rules.write_text(KUBE_PROXY)
+    in_ns(site.node, "nft", "-f", str(rules))
+    assert who_am_i(pods["a"], "198.19.255.10", 80) == "198.18.20.1"    # b saw a itself
+    assert d.ctl_json("stats")["gateway_replies"] >= 2                 # b's SYN-ACK and answer
+    assert who_am_i(pods["a"], "198.19.255.11", 80) == GATEWAY         # hairpin
+    assert who_am_i(pods["b"], "198.18.20.1", 8080) == "198.18.20.2"   # pod to pod: as before
+    # While a connection is open, trace shows b's replies going back to the gateway.
+    hold = subprocess.Popen(["ip", "netns", "exec", pods["a"], sys.executable, "-c",
+                             "import socket,time\ns=socket.create_connection(('198.19.255.10',80))"
+                             "\nprint(s.getsockname()[1], flush=True); time.sleep(30)"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        sport = int(hold.stdout.readline())
+        b = d.ctl_json("port", "show", "pod-b")
+        trace = d.ctl_json("trace", "--in-port", "pod-b", "--scapy",
+                           f"Ether(src='{b['mac']}',dst='02:00:00:00:00:01')/IP(src='198.18.20.2',"
+                           f"dst='198.18.20.1')/TCP(sport=8080,dport={sport},flags='A')")
+        assert trace["steps"][-2]["step"] == "gateway_reply", trace
+        assert trace["steps"][-1]["ports"] == ["host-blue"]
+    finally:
+        hold.kill()
+        hold.wait()
+    steered = [c for c in d.ctl_json("conntrack", "show", "--port", "pod-b")
+               if c["in_port"] == "host-blue"]
+    assert steered and steered[0]["destination"] == "198.18.20.2"

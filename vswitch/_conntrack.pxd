@@ -21,6 +21,7 @@ cdef enum:
     CT_FIN_A = 4                  # TCP FIN seen from a
     CT_FIN_B = 8                  # TCP FIN seen from b
     CT_CLOSED = 16                # TCP RST seen
+    CT_VIA_GATEWAY = 32           # it entered its pod (out_port) from a host port (in_port)
     # Timeouts in ms, as Linux's conntrack and Cilium's have them (roughly).
     CT_TCP_OPENING_MS = 60000             # a TCP connection not answered yet
     CT_TCP_ESTABLISHED_MS = 21600000      # 6 h, as Cilium's
@@ -58,3 +59,4 @@ cdef struct ct_t:
     uint64_t created
     uint64_t expired
     uint64_t revoked              # connections a policy change no longer allowed
+    uint32_t *via_gateway         # per port: its CT_VIA_GATEWAY connections (MAX_PORTS)

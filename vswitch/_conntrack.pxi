@@ -29,6 +29,7 @@ cdef inline bint ct_live(const ct_entry_t *e, uint32_t now_ms) noexcept nogil:
 
 
 cdef void ct_release(ct_t *t) noexcept nogil:
+    """The table's memory (not via_gateway: ct_free)."""
     if t.slots != NULL:
         munmap(t.slots, (t.mask + 1) * sizeof(ct_entry_t))
         t.slots = NULL
@@ -48,6 +49,8 @@ cdef int ct_alloc(ct_t *t, uint64_t max_entries) noexcept nogil:
         return -1
     madvise(mem, capacity * sizeof(ct_entry_t), MADV_HUGEPAGE)    # a hint: fine if refused
     ct_release(t)
+    if t.via_gateway != NULL:
+        memset(t.via_gateway, 0, MAX_PORTS * sizeof(uint32_t))
     cdef ct_entry_t *slots = <ct_entry_t *>mem
     t.slots, t.mask, t.count, t.max_entries, t.sweep_at = slots, capacity - 1, 0, max_entries, 0
     t.shift = 64
@@ -60,6 +63,9 @@ cdef int ct_alloc(ct_t *t, uint64_t max_entries) noexcept nogil:
 cdef int ct_init(ct_t *t, uint64_t max_entries, uint64_t seed1, uint64_t seed2) noexcept nogil:
     memset(t, 0, sizeof(ct_t))
     t.m_addrs, t.m_rest = seed1 | 1, seed2 | 1
+    t.via_gateway = <uint32_t *>calloc(MAX_PORTS, sizeof(uint32_t))
+    if t.via_gateway == NULL:
+        return -1
     return ct_alloc(t, max_entries)
 
 
@@ -129,6 +135,8 @@ cdef ct_entry_t *ct_insert(ct_t *t, const ct_key_t *k, bint src_is_a, uint16_t i
             return NULL
     if e.rest == 0:
         t.count += 1
+    elif e.flags & CT_VIA_GATEWAY and e.out_port < MAX_PORTS and t.via_gateway[e.out_port]:
+        t.via_gateway[e.out_port] -= 1          # an expired entry's slot, taken again
     e.addrs, e.rest = k.addrs, k.rest
     e.flags = CT_ORIG_A if src_is_a else 0
     e.deadline_ms = now_ms + ct_timeout((k.rest >> 32) & 0xFF, e.flags)
@@ -138,8 +146,23 @@ cdef ct_entry_t *ct_insert(ct_t *t, const ct_key_t *k, bint src_is_a, uint16_t i
     return e
 
 
+cdef void ct_free(ct_t *t) noexcept nogil:
+    ct_release(t)
+    free(t.via_gateway)
+    t.via_gateway = NULL
+
+
+cdef inline void ct_mark_gateway(ct_t *t, ct_entry_t *e) noexcept nogil:
+    """The connection entered its pod from a host port: replies go back there."""
+    if not e.flags & CT_VIA_GATEWAY and e.out_port < MAX_PORTS:
+        e.flags |= CT_VIA_GATEWAY
+        t.via_gateway[e.out_port] += 1
+
+
 cdef void ct_delete(ct_t *t, ct_entry_t *e) noexcept nogil:
     """Remove an entry, shifting back the ones after it (no tombstones)."""
+    if e.flags & CT_VIA_GATEWAY and e.out_port < MAX_PORTS and t.via_gateway[e.out_port]:
+        t.via_gateway[e.out_port] -= 1
     cdef uint64_t i = e - t.slots, j = i, home
     while True:
         j = (j + 1) & t.mask
@@ -174,4 +197,5 @@ cdef uint64_t ct_sweep(ct_t *t, uint32_t now_ms, uint64_t budget) noexcept nogil
 
 cdef void ct_flush(ct_t *t) noexcept nogil:
     memset(t.slots, 0, (t.mask + 1) * sizeof(ct_entry_t))
+    memset(t.via_gateway, 0, MAX_PORTS * sizeof(uint32_t))
     t.count = 0

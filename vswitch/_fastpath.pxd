@@ -49,6 +49,7 @@ cdef class Datapath:
     cdef gro_t gro
     cdef capture_t cap
     cdef counters_t totals        # switch-wide counters
+    cdef uint64_t gateway_replies  # frames steered back through a host port (_gateway.pxi)
 
     cdef _declared(self, int network)
     cdef port_t *_port(self, uint32_t port_id) except NULL
@@ -67,6 +68,10 @@ cdef class Datapath:
     cdef int _policy(self, uint32_t in_id, port_t *inp, port_t *out, uint16_t net,
                      const unsigned char *frame, ssize_t n, uint64_t now,
                      verdict_t *v) noexcept nogil
+    cdef int64_t _gateway_reply(self, uint32_t in_id, uint16_t net, unsigned char *frame,
+                                ssize_t n, uint64_t now) noexcept nogil
+    cdef void _gateway_track(self, uint32_t in_id, port_t *out, uint16_t net,
+                             const unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil
     cdef void _policy_drop(self, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
                            const unsigned char *frame, ssize_t n, bint whole) noexcept nogil
     cdef void _flood(self, uint32_t in_id, uint16_t net, port_t *inp, unsigned char *hdr,

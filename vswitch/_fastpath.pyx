@@ -35,6 +35,7 @@ include "_capture.pxi"
 include "_conntrack.pxi"
 include "_counters.pxi"
 include "_fdb.pxi"
+include "_gateway.pxi"
 include "_gro.pxi"
 include "_neigh.pxi"
 include "_networks.pxi"
@@ -114,7 +115,7 @@ cdef class Datapath:
         if self.ports.slots != NULL:
             for i in range(self.ports.limit):
                 port_policy_free(self.ports.slots[i].policy)
-        ct_release(&self.ct)
+        ct_free(&self.ct)
         poller_free(&self.poller)
         ports_free(&self.ports)
         networks_free(&self.networks)
@@ -216,6 +217,7 @@ cdef class Datapath:
             raise ValueError(f"MAC {mac_to_str(mac)} is bound to port {pinned} already")
         if fdb_set_static(&self.fdb, p.network, mac, port_id, FDB_PINNED) < 0:
             raise OverflowError("FDB is full")
+        p.mac = mac
 
     def set_port_rates(self, uint32_t port_id, double ingress_bps=0, double ingress_burst=0,
                        double egress_bps=0, double egress_burst=0):
@@ -511,6 +513,7 @@ cdef class Datapath:
         out["conntrack"] = {"entries": self.ct.count, "max_entries": self.ct.max_entries,
                             "created": self.ct.created, "expired": self.ct.expired,
                             "revoked": self.ct.revoked}
+        out["gateway_replies"] = self.gateway_replies
         return out
 
     @property
@@ -785,8 +788,12 @@ cdef class Datapath:
                 self._send(inp, self.neigh.reply, arp_reply(&self.neigh, frame, known_mac),
                            ARP_FRAME_LEN)
                 return
-        cdef int64_t out = self._destination(in_id, net, frame, now)
+        cdef int64_t out = -1
         cdef verdict_t v
+        if not from_tunnel and not inp.router and self.ct.via_gateway[in_id]:
+            out = self._gateway_reply(in_id, net, frame, n, now)
+        if out < 0:
+            out = self._destination(in_id, net, frame, now)
         if out == DEST_LOOP:
             self._drop_frame(inp, DROP_LOOP, in_id, frame, n)
         elif out == DEST_FLOOD:
@@ -802,6 +809,8 @@ cdef class Datapath:
             self._to_peer(out - PEER_BASE, net, hdr, frame, n)
         else:
             self.totals.unicast += 1
+            if inp.router and not self.ports.slots[out].router:
+                self._gateway_track(in_id, &self.ports.slots[out], net, frame, n, now)
             if from_tunnel and self.ports.slots[out].vnet_hdr:
                 self._to_gro(out, hdr, frame, n)
             else:
@@ -822,6 +831,29 @@ cdef class Datapath:
                       out - self.ports.slots if out != NULL else CT_NO_PORT, &f, net, ms32(now),
                       True, v)
         return v.reason
+
+    cdef int64_t _gateway_reply(self, uint32_t in_id, uint16_t net, unsigned char *frame,
+                                ssize_t n, uint64_t now) noexcept nogil:
+        """The host port a frame from pod port in_id goes back through (a
+        reply of a connection that came in through it: its destination MAC
+        is made the host port's), or -1 (see _gateway.pxi)."""
+        cdef flow_t f
+        cdef ssize_t l2 = eth_header_len(frame, n)
+        flow_parse(&f, net, frame, n, l2)
+        cdef int64_t gw = gateway_of_reply(&self.ct, &f, net, in_id, ms32(now))
+        if gw < 0 or port_at(&self.ports, gw) == NULL or not self.ports.slots[gw].router \
+                or self.ports.slots[gw].network != net:
+            return -1
+        put_mac(frame, self.ports.slots[gw].mac)
+        self.gateway_replies += 1
+        return gw
+
+    cdef void _gateway_track(self, uint32_t in_id, port_t *out, uint16_t net,
+                             const unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil:
+        """A frame from host port in_id into a pod: its connection is marked."""
+        cdef flow_t f
+        flow_parse(&f, net, frame, n, eth_header_len(frame, n))
+        gateway_track(&self.ct, &f, net, in_id, out - self.ports.slots, ms32(now))
 
     cdef void _policy_drop(self, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
                            const unsigned char *frame, ssize_t n, bint whole) noexcept nogil:

@@ -97,6 +97,12 @@ cdef inline uint64_t mac48(const unsigned char *p) noexcept nogil:
             (<uint64_t>p[3] << 16) | (<uint64_t>p[4] << 8) | <uint64_t>p[5])
 
 
+cdef inline void put_mac(unsigned char *p, uint64_t mac) noexcept nogil:
+    cdef int k
+    for k in range(6):
+        p[k] = (mac >> (40 - 8 * k)) & 0xFF
+
+
 cdef inline bint is_multicast(const unsigned char *mac) noexcept nogil:
     # The I/G bit; broadcast is a multicast address too.
     return mac[0] & 1

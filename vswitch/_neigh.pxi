@@ -112,12 +112,6 @@ cdef inline uint64_t arp_request_target(const neigh_t *t, uint16_t network,
     return neigh_lookup(t, network, tpa)
 
 
-cdef inline void put_mac(unsigned char *p, uint64_t mac) noexcept nogil:
-    cdef int k
-    for k in range(6):
-        p[k] = (mac >> (40 - 8 * k)) & 0xFF
-
-
 cdef unsigned char *arp_reply(neigh_t *t, const unsigned char *request,
                               uint64_t target_mac) noexcept nogil:
     """The answer to an ARP request (checked by arp_request_target) in

@@ -26,6 +26,7 @@ cdef struct port_t:
     bint secured              # port security: sources must be the port's own
     bint router               # may send IPv6 RAs and Redirects (the host port); others: RA guard
     uint64_t sec_mac          # the port's MAC, when secured
+    uint64_t mac              # its own MAC once pinned (pods with port security, host ports)
     uint32_t sec_ips[MAX_PORT_IPS]    # its IPv4 addresses (first octet most significant)
     uint32_t n_sec_ips
     port_policy_t *policy     # NetworkPolicy tables; NULL: no policy selects it

@@ -138,7 +138,7 @@ def conntrack_cost(uint64_t flows, uint64_t lookups):
     if fl == NULL or packets == NULL:
         free(fl)
         free(packets)
-        ct_release(&t)
+        ct_free(&t)
         raise MemoryError()
     with nogil:
         for i in range(flows):          # distinct: the index is in the addresses
@@ -174,5 +174,5 @@ def conntrack_cost(uint64_t flows, uint64_t lookups):
     per_flow = (t.mask + 1) * sizeof(ct_entry_t) / flows
     free(fl)
     free(packets)
-    ct_release(&t)
+    ct_free(&t)
     return middle - start, end - middle, hits // 2, per_flow

@@ -29,7 +29,18 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
     if known_mac:
         return steps + [{"step": "arp_suppression", "target": ".".join(map(str, f[38:42])),
                          "mac": mac_to_str(known_mac), "verdict": "answered to the ingress port"}]
-    cdef int64_t out = dp._destination(port_id, net, f, monotonic_ns())
+    cdef int64_t out = -1
+    cdef flow_t flow
+    if not inp.router and dp.ct.via_gateway[port_id]:
+        flow_parse(&flow, net, f, n, eth_header_len(f, n))
+        out = gateway_of_reply(&dp.ct, &flow, net, port_id, ms32(monotonic_ns()))
+        if out >= 0 and port_at(&dp.ports, out) != NULL and dp.ports.slots[out].router:
+            steps.append({"step": "gateway_reply", "port": out,
+                          "mac": mac_to_str(dp.ports.slots[out].mac),
+                          "why": "a reply of a connection that came in through the host port"})
+            steps.append({"step": "output", "ports": [out], "peers": []})
+            return steps
+    out = dp._destination(port_id, net, f, monotonic_ns())
     dst = mac_to_str(mac48(f))
     if out == DEST_LOOP:
         return steps + [{"step": "fdb", "mac": dst, "result": "learned on the ingress port"},

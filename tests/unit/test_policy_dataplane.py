@@ -258,3 +258,48 @@ def test_sctp_ports_match_and_are_tracked():
         pods.rig.send(pods.ports[src], frame)
         assert (len(pods.rig.received(pods.ports[dst])) == 1) is ok
     assert [e[1] for e in dp.conntrack_entries()] == [132]
+
+
+def test_replies_of_connections_from_the_gateway_go_back_through_it():
+    """A Service's DNAT in the node: the host port brings a connection from
+    client a to backend b (a's address, the gateway's MAC); b's replies go
+    back to the host port, rewritten to its MAC, not straight to a."""
+    import socket
+    pods = Pods()
+    dp, rig = pods.rig.dp, pods.rig
+    sw, host = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sw.setblocking(False)
+    host.setblocking(False)
+    rig._keep.append(sw)
+    gw = dp.add_port(sw.fileno(), 1, False, True)
+    rig.pods[gw] = host
+    gw_mac = 0x0E0000000099
+    dp.pin_mac(gw, gw_mac)
+    syn = bytes(Ether(src="0e:00:00:00:00:99", dst=pods.mac("b")) / IP(src=A, dst=B) /
+                TCP(sport=40000, dport=8080, flags="S"))
+    rig.send(gw, syn)
+    assert len(rig.received(pods.ports["b"])) == 1
+    reply = pods.frame("b", "a", TCP(sport=8080, dport=40000, flags="SA"))
+    rig.send(pods.ports["b"], reply)
+    assert rig.received(pods.ports["a"]) == []
+    [back] = rig.received(gw)
+    assert Ether(back).dst == "0e:00:00:00:00:99" and Ether(back)[IP].src == B
+    assert dp.counters()["gateway_replies"] == 1
+    # b's own connections to a, and a's straight to b, take the plain way.
+    assert pods.send("b", "a", TCP(sport=5000, dport=80, flags="S"))
+    assert pods.send("a", "b", TCP(sport=6000, dport=8080, flags="S"))
+    assert pods.send("b", "a", TCP(sport=8080, dport=6000, flags="SA"))
+    # A connection b opened towards the node is not one that came in through it.
+    rig.send(pods.ports["b"], bytes(Ether(src=pods.mac("b"), dst="0e:00:00:00:00:99") /
+                                    IP(src=B, dst="198.18.1.254") / TCP(sport=7000, dport=53)))
+    assert len(rig.received(gw)) == 1
+    rig.send(gw, bytes(Ether(src="0e:00:00:00:00:99", dst=pods.mac("b")) /
+                       IP(src="198.18.1.254", dst=B) / TCP(sport=53, dport=7000, flags="A")))
+    assert len(rig.received(pods.ports["b"])) == 1
+    rig.send(pods.ports["b"], bytes(Ether(src=pods.mac("b"), dst=pods.mac("a")) /
+                                    IP(src=B, dst="198.18.1.254") / TCP(sport=7000, dport=53)))
+    assert rig.received(gw) == [] and len(rig.received(pods.ports["a"])) == 1
+    assert dp.counters()["gateway_replies"] == 1
+    dp.conntrack_flush()                            # forgotten: the plain way again
+    rig.send(pods.ports["b"], reply)
+    assert len(rig.received(pods.ports["a"])) == 1
