@@ -68,6 +68,8 @@ cdef class Datapath:
     cdef int _policy(self, uint32_t in_id, port_t *inp, port_t *out, uint16_t net,
                      const unsigned char *frame, ssize_t n, uint64_t now,
                      verdict_t *v) noexcept nogil
+    cdef int64_t _gateway_of(self, uint32_t in_id, uint16_t net, const unsigned char *frame,
+                             ssize_t n, uint64_t now) noexcept nogil
     cdef int64_t _gateway_reply(self, uint32_t in_id, uint16_t net, unsigned char *frame,
                                 ssize_t n, uint64_t now) noexcept nogil
     cdef void _gateway_track(self, uint32_t in_id, port_t *out, uint16_t net,

@@ -832,20 +832,26 @@ cdef class Datapath:
                       True, v)
         return v.reason
 
-    cdef int64_t _gateway_reply(self, uint32_t in_id, uint16_t net, unsigned char *frame,
-                                ssize_t n, uint64_t now) noexcept nogil:
-        """The host port a frame from pod port in_id goes back through (a
-        reply of a connection that came in through it: its destination MAC
-        is made the host port's), or -1 (see _gateway.pxi)."""
+    cdef int64_t _gateway_of(self, uint32_t in_id, uint16_t net, const unsigned char *frame,
+                             ssize_t n, uint64_t now) noexcept nogil:
+        """The host port a frame from pod port in_id must go back through (a
+        reply of a connection that came in through it), or -1 (_gateway.pxi).
+        Shared by the pipeline and trace."""
         cdef flow_t f
-        cdef ssize_t l2 = eth_header_len(frame, n)
-        flow_parse(&f, net, frame, n, l2)
+        flow_parse(&f, net, frame, n, eth_header_len(frame, n))
         cdef int64_t gw = gateway_of_reply(&self.ct, &f, net, in_id, ms32(now))
         if gw < 0 or port_at(&self.ports, gw) == NULL or not self.ports.slots[gw].router \
                 or self.ports.slots[gw].network != net:
             return -1
-        put_mac(frame, self.ports.slots[gw].mac)
-        self.gateway_replies += 1
+        return gw
+
+    cdef int64_t _gateway_reply(self, uint32_t in_id, uint16_t net, unsigned char *frame,
+                                ssize_t n, uint64_t now) noexcept nogil:
+        """_gateway_of, with the frame's destination MAC made the host port's."""
+        cdef int64_t gw = self._gateway_of(in_id, net, frame, n, now)
+        if gw >= 0:
+            put_mac(frame, self.ports.slots[gw].mac)
+            self.gateway_replies += 1
         return gw
 
     cdef void _gateway_track(self, uint32_t in_id, port_t *out, uint16_t net,

@@ -30,11 +30,9 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
         return steps + [{"step": "arp_suppression", "target": ".".join(map(str, f[38:42])),
                          "mac": mac_to_str(known_mac), "verdict": "answered to the ingress port"}]
     cdef int64_t out = -1
-    cdef flow_t flow
     if not inp.router and dp.ct.via_gateway[port_id]:
-        flow_parse(&flow, net, f, n, eth_header_len(f, n))
-        out = gateway_of_reply(&dp.ct, &flow, net, port_id, ms32(monotonic_ns()))
-        if out >= 0 and port_at(&dp.ports, out) != NULL and dp.ports.slots[out].router:
+        out = dp._gateway_of(port_id, net, f, n, monotonic_ns())
+        if out >= 0:
             steps.append({"step": "gateway_reply", "port": out,
                           "mac": mac_to_str(dp.ports.slots[out].mac),
                           "why": "a reply of a connection that came in through the host port"})
