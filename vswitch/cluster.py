@@ -494,9 +494,9 @@ class Cluster:
 
     def remote_pods(self) -> list[PolicyPod]:
         """Pods of other live nodes, from their endpoint records, for
-        NetworkPolicy (an unreadable identity is skipped: counted once)."""
-        pods: dict[tuple, list[int]] = {}
-        idents: dict[tuple, PodIdentity] = {}
+        NetworkPolicy (a record with an unreadable identity, or for an
+        address outside its node's blocks, is left out)."""
+        pods: dict[tuple, tuple[PodIdentity, list[int]]] = {}
         for (network, ip), ep in self.endpoints.items():
             node = ep.get("node")
             net = self.switch.config.network(network)
@@ -507,14 +507,12 @@ class Cluster:
                 ident = PodIdentity.from_json(ep.get("pod"))
             except (VswitchError, ValueError):
                 continue
-            if not self._holds(net, address, node):
-                continue
-            who = (node, network, ident.namespace, ident.name or ip)
-            pods.setdefault(who, []).append(int(address))
-            idents[who] = ident
-        return [PolicyPod(ns, name, idents[who].labels, idents[who].named_ports,
-                          tuple(addresses), network, None, node)
-                for who, addresses in pods.items() for node, network, ns, name in [who]]
+            if self._holds(net, address, node):
+                who = (node, network, ident.namespace, ident.name or ip)
+                pods.setdefault(who, (ident, []))[1].append(int(address))
+        return [PolicyPod(ns, name, ident.labels, ident.named_ports, tuple(addresses), network,
+                          None, node)
+                for (node, network, ns, name), (ident, addresses) in pods.items()]
 
     async def put_policies(self, manifests: dict[str, dict | None]):
         """Policies (None: deleted) into etcd, in one transaction per TXN_OPS."""
