@@ -15,13 +15,15 @@ cdef enum:
     CT_MIN_SLOTS = 1024
     CT_SWEEP_WHEN_FULL = 1024     # slots an insert into a full table sweeps first
     CT_NO_PORT = 0xFFFF           # an entry's in/out port: beyond the tunnel
+    CT_GATEWAY_REMOTE = MAX_PORTS     # via_gateway's count for connections to peers
+    CT_GATEWAY_COUNTS = MAX_PORTS + 1
     # Flags of an entry.
     CT_ORIG_A = 1                 # the connection was opened from endpoint a (the lower)
     CT_REPLIED = 2                # the responder has sent
     CT_FIN_A = 4                  # TCP FIN seen from a
     CT_FIN_B = 8                  # TCP FIN seen from b
     CT_CLOSED = 16                # TCP RST seen
-    CT_VIA_GATEWAY = 32           # it entered its pod (out_port) from a host port (in_port)
+    CT_VIA_GATEWAY = 32           # it came from a host port (in_port) to a pod or peer (out_port)
     # Timeouts in ms, as Linux's conntrack and Cilium's have them (roughly).
     CT_TCP_OPENING_MS = 60000             # a TCP connection not answered yet
     CT_TCP_ESTABLISHED_MS = 21600000      # 6 h, as Cilium's
@@ -59,4 +61,4 @@ cdef struct ct_t:
     uint64_t created
     uint64_t expired
     uint64_t revoked              # connections a policy change no longer allowed
-    uint32_t *via_gateway         # per port: its CT_VIA_GATEWAY connections (MAX_PORTS)
+    uint32_t *via_gateway         # CT_VIA_GATEWAY connections per port, then all peers' (ct_gateway_count)

@@ -50,7 +50,7 @@ cdef int ct_alloc(ct_t *t, uint64_t max_entries) noexcept nogil:
     madvise(mem, capacity * sizeof(ct_entry_t), MADV_HUGEPAGE)    # a hint: fine if refused
     ct_release(t)
     if t.via_gateway != NULL:
-        memset(t.via_gateway, 0, MAX_PORTS * sizeof(uint32_t))
+        memset(t.via_gateway, 0, CT_GATEWAY_COUNTS * sizeof(uint32_t))
     cdef ct_entry_t *slots = <ct_entry_t *>mem
     t.slots, t.mask, t.count, t.max_entries, t.sweep_at = slots, capacity - 1, 0, max_entries, 0
     t.shift = 64
@@ -63,7 +63,7 @@ cdef int ct_alloc(ct_t *t, uint64_t max_entries) noexcept nogil:
 cdef int ct_init(ct_t *t, uint64_t max_entries, uint64_t seed1, uint64_t seed2) noexcept nogil:
     memset(t, 0, sizeof(ct_t))
     t.m_addrs, t.m_rest = seed1 | 1, seed2 | 1
-    t.via_gateway = <uint32_t *>calloc(MAX_PORTS, sizeof(uint32_t))
+    t.via_gateway = <uint32_t *>calloc(CT_GATEWAY_COUNTS, sizeof(uint32_t))
     if t.via_gateway == NULL:
         return -1
     return ct_alloc(t, max_entries)
@@ -135,8 +135,8 @@ cdef ct_entry_t *ct_insert(ct_t *t, const ct_key_t *k, bint src_is_a, uint16_t i
             return NULL
     if e.rest == 0:
         t.count += 1
-    elif e.flags & CT_VIA_GATEWAY and e.out_port < MAX_PORTS and t.via_gateway[e.out_port]:
-        t.via_gateway[e.out_port] -= 1          # an expired entry's slot, taken again
+    else:
+        ct_unmark_gateway(t, e)                 # an expired entry's slot, taken again
     e.addrs, e.rest = k.addrs, k.rest
     e.flags = CT_ORIG_A if src_is_a else 0
     e.deadline_ms = now_ms + ct_timeout((k.rest >> 32) & 0xFF, e.flags)
@@ -152,17 +152,33 @@ cdef void ct_free(ct_t *t) noexcept nogil:
     t.via_gateway = NULL
 
 
+cdef inline uint32_t *ct_gateway_count(ct_t *t, uint16_t out_port) noexcept nogil:
+    """Where CT_VIA_GATEWAY connections into out_port are counted: its own
+    count for a port, one count shared by all peers for CT_NO_PORT."""
+    return &t.via_gateway[out_port if out_port < MAX_PORTS else CT_GATEWAY_REMOTE]
+
+
+cdef inline uint16_t ct_port(uint32_t port_id) noexcept nogil:
+    """A port id as entries name it: peers (PEER_BASE + index) are CT_NO_PORT."""
+    return <uint16_t>port_id if port_id < MAX_PORTS else CT_NO_PORT
+
+
 cdef inline void ct_mark_gateway(ct_t *t, ct_entry_t *e) noexcept nogil:
-    """The connection entered its pod from a host port: replies go back there."""
-    if not e.flags & CT_VIA_GATEWAY and e.out_port < MAX_PORTS:
+    """The connection came in from a host port: replies go back there."""
+    if not e.flags & CT_VIA_GATEWAY:
         e.flags |= CT_VIA_GATEWAY
-        t.via_gateway[e.out_port] += 1
+        ct_gateway_count(t, e.out_port)[0] += 1
+
+
+cdef inline void ct_unmark_gateway(ct_t *t, ct_entry_t *e) noexcept nogil:
+    cdef uint32_t *count = ct_gateway_count(t, e.out_port)
+    if e.flags & CT_VIA_GATEWAY and count[0]:
+        count[0] -= 1
 
 
 cdef void ct_delete(ct_t *t, ct_entry_t *e) noexcept nogil:
     """Remove an entry, shifting back the ones after it (no tombstones)."""
-    if e.flags & CT_VIA_GATEWAY and e.out_port < MAX_PORTS and t.via_gateway[e.out_port]:
-        t.via_gateway[e.out_port] -= 1
+    ct_unmark_gateway(t, e)
     cdef uint64_t i = e - t.slots, j = i, home
     while True:
         j = (j + 1) & t.mask
@@ -197,5 +213,5 @@ cdef uint64_t ct_sweep(ct_t *t, uint32_t now_ms, uint64_t budget) noexcept nogil
 
 cdef void ct_flush(ct_t *t) noexcept nogil:
     memset(t.slots, 0, (t.mask + 1) * sizeof(ct_entry_t))
-    memset(t.via_gateway, 0, MAX_PORTS * sizeof(uint32_t))
+    memset(t.via_gateway, 0, CT_GATEWAY_COUNTS * sizeof(uint32_t))
     t.count = 0

@@ -11,9 +11,9 @@ include "_frame.pxd"
 include "_offload.pxd"
 include "_vxlan.pxd"
 include "_counters.pxd"
+include "_ports.pxd"
 include "_conntrack.pxd"
 include "_policy.pxd"
-include "_ports.pxd"
 include "_networks.pxd"
 include "_peers.pxd"
 include "_fdb.pxd"
@@ -72,7 +72,7 @@ cdef class Datapath:
                              ssize_t n, uint64_t now) noexcept nogil
     cdef int64_t _gateway_reply(self, uint32_t in_id, uint16_t net, unsigned char *frame,
                                 ssize_t n, uint64_t now) noexcept nogil
-    cdef void _gateway_track(self, uint32_t in_id, port_t *out, uint16_t net,
+    cdef void _gateway_track(self, uint32_t in_id, uint16_t out, uint16_t net,
                              const unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil
     cdef void _policy_drop(self, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
                            const unsigned char *frame, ssize_t n, bint whole) noexcept nogil

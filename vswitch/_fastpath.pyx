@@ -790,7 +790,7 @@ cdef class Datapath:
                 return
         cdef int64_t out = -1
         cdef verdict_t v
-        if not from_tunnel and not inp.router and self.ct.via_gateway[in_id]:
+        if not inp.router and ct_gateway_count(&self.ct, ct_port(in_id))[0]:
             out = self._gateway_reply(in_id, net, frame, n, now)
         if out < 0:
             out = self._destination(in_id, net, frame, now)
@@ -806,11 +806,13 @@ cdef class Datapath:
                               &v, frame, n, True)
         elif out >= PEER_BASE:
             self.totals.unicast += 1
+            if inp.router:
+                self._gateway_track(in_id, CT_NO_PORT, net, frame, n, now)
             self._to_peer(out - PEER_BASE, net, hdr, frame, n)
         else:
             self.totals.unicast += 1
             if inp.router and not self.ports.slots[out].router:
-                self._gateway_track(in_id, &self.ports.slots[out], net, frame, n, now)
+                self._gateway_track(in_id, out, net, frame, n, now)
             if from_tunnel and self.ports.slots[out].vnet_hdr:
                 self._to_gro(out, hdr, frame, n)
             else:
@@ -834,12 +836,12 @@ cdef class Datapath:
 
     cdef int64_t _gateway_of(self, uint32_t in_id, uint16_t net, const unsigned char *frame,
                              ssize_t n, uint64_t now) noexcept nogil:
-        """The host port a frame from pod port in_id must go back through (a
-        reply of a connection that came in through it), or -1 (_gateway.pxi).
-        Shared by the pipeline and trace."""
+        """The host port a frame from pod port or peer in_id must go back
+        through (a reply of a connection that came in through it), or -1
+        (_gateway.pxi). Shared by the pipeline and trace."""
         cdef flow_t f
         flow_parse(&f, net, frame, n, eth_header_len(frame, n))
-        cdef int64_t gw = gateway_of_reply(&self.ct, &f, net, in_id, ms32(now))
+        cdef int64_t gw = gateway_of_reply(&self.ct, &f, net, ct_port(in_id), ms32(now))
         if gw < 0 or port_at(&self.ports, gw) == NULL or not self.ports.slots[gw].router \
                 or self.ports.slots[gw].network != net:
             return -1
@@ -854,12 +856,13 @@ cdef class Datapath:
             self.gateway_replies += 1
         return gw
 
-    cdef void _gateway_track(self, uint32_t in_id, port_t *out, uint16_t net,
+    cdef void _gateway_track(self, uint32_t in_id, uint16_t out, uint16_t net,
                              const unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil:
-        """A frame from host port in_id into a pod: its connection is marked."""
+        """A frame from host port in_id to a pod's port or (CT_NO_PORT) a
+        peer: its connection is marked."""
         cdef flow_t f
         flow_parse(&f, net, frame, n, eth_header_len(frame, n))
-        gateway_track(&self.ct, &f, net, in_id, out - self.ports.slots, ms32(now))
+        gateway_track(&self.ct, &f, net, in_id, out, ms32(now))
 
     cdef void _policy_drop(self, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
                            const unsigned char *frame, ssize_t n, bint whole) noexcept nogil:

@@ -2,18 +2,22 @@
 # namespace, behind the host port; a backend on the same network would
 # answer its client straight over L2, past the node's conntrack, and the
 # client would see a reply from the wrong address. So a connection that
-# entered a pod from a host port is marked in conntrack (CT_VIA_GATEWAY),
-# and the pod's replies go back to that host port, rewritten to its MAC,
-# for the node to un-NAT (as Antrea does in its OVS pipeline). Only pods
-# with such connections (ct.via_gateway[port]) pay a lookup per frame.
+# went from a host port to a pod, or to a peer (a backend on another node),
+# is marked in conntrack (CT_VIA_GATEWAY), and its replies, from the pod or
+# from the tunnel, go back to that host port, rewritten to its MAC, for the
+# node to un-NAT (as Antrea does in its OVS pipeline). The backend's node
+# needs nothing: the reply comes back to the client's node over L2. Only
+# pods with such connections, and the tunnel while there are any to peers
+# (ct_gateway_count), pay a lookup per frame.
 
 
 cdef void gateway_track(ct_t *ct, const flow_t *f, uint16_t net, uint16_t gw_port,
                         uint16_t pod_port, uint32_t now_ms) noexcept nogil:
-    """A frame from host port gw_port to pod pod_port: track its connection
-    (if the table has room) and, when it was opened from the gateway's
-    side, mark it. An untracked TCP connection counts as opened here only
-    on a SYN: a segment midway may answer a connection the pod opened."""
+    """A frame from host port gw_port to pod_port (a pod's port, or
+    CT_NO_PORT: a peer): track its connection (if the table has room)
+    and, when it was opened from the gateway's side, mark it. An untracked
+    TCP connection counts as opened here only on a SYN: a segment midway
+    may answer a connection the pod opened."""
     if f.kind != FLOW_IP4:
         return
     cdef bint src_is_a
@@ -34,7 +38,8 @@ cdef void gateway_track(ct_t *ct, const flow_t *f, uint16_t net, uint16_t gw_por
 
 cdef int64_t gateway_of_reply(const ct_t *ct, const flow_t *f, uint16_t net, uint32_t pod_port,
                               uint32_t now_ms) noexcept nogil:
-    """The host port a frame from pod_port must go back through, or -1."""
+    """The host port a frame from pod_port (or CT_NO_PORT: the tunnel) must
+    go back through, or -1."""
     if f.kind != FLOW_IP4:
         return -1
     cdef bint src_is_a

@@ -30,7 +30,7 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
         return steps + [{"step": "arp_suppression", "target": ".".join(map(str, f[38:42])),
                          "mac": mac_to_str(known_mac), "verdict": "answered to the ingress port"}]
     cdef int64_t out = -1
-    if not inp.router and dp.ct.via_gateway[port_id]:
+    if not inp.router and ct_gateway_count(&dp.ct, port_id)[0]:
         out = dp._gateway_of(port_id, net, f, n, monotonic_ns())
         if out >= 0:
             steps.append({"step": "gateway_reply", "port": out,
