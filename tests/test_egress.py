@@ -7,6 +7,7 @@ vswitchd stops."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import shutil
@@ -16,15 +17,18 @@ from pathlib import Path
 
 import pytest
 from conftest import Daemon, in_ns, write_toml
+from test_cluster import ETCD_IP, cluster, wait_for  # noqa: F401  (cluster: a fixture)
+from test_overlay import UNDERLAY
 
 WORLD, UPLINK = "203.0.113.1", "203.0.113.2"
 GATEWAY = "198.18.20.254"
-# Answers each TCP connection with the address it came from.
+# Answers each TCP connection with the address it came from (and a name, if given).
 WHO = ("import socket,sys\n"
        "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
        "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); print('ready', flush=True)\n"
+       "tag = ' ' + sys.argv[3] if len(sys.argv) > 3 else ''\n"
        "while True:\n"
-       "    c, a = s.accept(); c.sendall(a[0].encode()); c.close()\n")
+       "    c, a = s.accept(); c.sendall((a[0] + tag).encode()); c.close()\n")
 
 
 def who_am_i(ns: str, server: str, port: int = 8080) -> str | None:
@@ -33,6 +37,13 @@ def who_am_i(ns: str, server: str, port: int = 8080) -> str | None:
               f"import socket\ns=socket.create_connection(('{server}',{port}),timeout=2)\n"
               "print(s.recv(100).decode())", check=False)
     return r.stdout.strip() or None
+
+
+def serve_who(ns: str, address: str, port: int = 8080, tag: str = "") -> subprocess.Popen:
+    p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", WHO, address,
+                          str(port), *([tag] if tag else [])], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "ready"
+    return p
 
 
 def nft_table(ns: str) -> str:
@@ -53,11 +64,7 @@ def site(netns, tmp_path):
     servers = []
 
     def serve(ns: str, address: str, port: int = 8080):
-        p = subprocess.Popen(["ip", "netns", "exec", ns, sys.executable, "-c", WHO, address,
-                              str(port)],
-                             stdout=subprocess.PIPE, text=True)
-        assert p.stdout.readline().strip() == "ready"
-        servers.append(p)
+        servers.append(serve_who(ns, address, port))
 
     network = {"name": "blue", "vni": 100, "subnet": "198.18.0.0/16", "block": "198.18.20.0/24",
                "gateway": GATEWAY, "host_port": "vsweg0", "mtu": 1500}
@@ -279,3 +286,106 @@ def test_a_cluster_ip_with_a_backend_on_the_same_network_and_hairpin(site, netns
     steered = [c for c in d.ctl_json("conntrack", "show", "--port", "pod-b")
                if c["in_port"] == "host-blue"]
     assert steered and steered[0]["destination"] == "198.18.20.2"
+
+
+def kube_proxy_service(cluster_ip: str, backends: list[str]) -> str:
+    """A Service as kube-proxy's nftables mode writes it: services chain
+    from prerouting and output, a random choice of endpoint chains, each
+    DNATing (and marking hairpin traffic for masquerade)."""
+    endpoints = "".join(
+        f"  chain endpoint-{i} {{\n    ip saddr {ip} jump mark-for-masquerade\n"
+        f"    meta l4proto tcp dnat to {ip}:8080\n  }}\n" for i, ip in enumerate(backends))
+    choice = ", ".join(f"{i} : goto endpoint-{i}" for i in range(len(backends)))
+    return f"""table ip kube-test {{
+  chain mark-for-masquerade {{
+    meta mark set meta mark or 0x4000
+  }}
+  chain nat-prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+    jump services
+  }}
+  chain nat-output {{
+    type nat hook output priority -100; policy accept;
+    jump services
+  }}
+  chain nat-postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    meta mark & 0x4000 == 0x4000 masquerade fully-random
+  }}
+  chain services {{
+    ip daddr {cluster_ip} tcp dport 80 goto service-web
+  }}
+  chain service-web {{
+    numgen random mod {len(backends)} vmap {{ {choice} }}
+  }}
+{endpoints}}}
+"""
+
+
+def test_pods_on_two_cluster_nodes_reach_the_world_services_and_each_other(cluster, netns,  # noqa: F811
+                                                                            tmp_path):
+    """Cluster mode: each node takes a gateway address from its own block
+    for its host port; pods on two nodes reach the world (the hub, beside
+    the nodes on their uplink) masqueraded to their node's address, each
+    other and the nodes with their own; a ClusterIP with a backend on each
+    node answers from both, to clients on both, with the client's own
+    address seen by the backend; the gateway survives a SIGKILL; deleting
+    the network takes host ports and rules away."""
+    cluster.etcd()
+    nodes = [cluster.node(i) for i in (1, 2)]
+    for d in nodes:
+        in_ns(d.ns, "ip", "route", "add", "default", "via", ETCD_IP)
+        in_ns(d.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+    nodes[0].ctl("network", "create", "blue", "--vni", "100", "--subnet", "198.18.0.0/16")
+
+    def gateway_of(d: Daemon) -> str | None:
+        [net] = d.ctl_json("network", "list")
+        return net["gateway_here"]
+    gateways = [wait_for("a gateway", lambda d=d: gateway_of(d)) for d in nodes]
+    blocks = {b["node"]: b["block"] for b in nodes[0].ctl_json("ipam", "blocks")}
+    for d, gw in zip(nodes, gateways):
+        assert ipaddress.IPv4Address(gw) in ipaddress.IPv4Network(blocks[d.name])
+        assert f"inet {gw}/16" in in_ns(d.ns, "ip", "-4", "addr", "show", "vsh-blue").stdout
+        assert 'masquerade comment "network blue"' in nft_table(d.ns)
+    pods = {tag: cluster.pod(d, tag) for tag, d in (("a1", nodes[0]), ("b1", nodes[0]),
+                                                      ("a2", nodes[1]), ("b2", nodes[1]))}
+    ip = {tag: p["ip"].split("/")[0] for tag, p in pods.items()}
+    servers = [serve_who(cluster.hub_ns, ETCD_IP)]
+    try:
+        servers += [serve_who(pods[t]["ns"], "0.0.0.0", 8080, t) for t in ("b1", "b2")]
+        for tag, node in (("a1", 1), ("a2", 2)):
+            assert who_am_i(pods[tag]["ns"], ETCD_IP) == f"{UNDERLAY}.{node}"     # masqueraded
+            r = in_ns(pods[tag]["ns"], "ping", "-c", "2", "-i", "0.2", "-W", "2", ETCD_IP,
+                      check=False)
+            assert " 0% packet loss" in r.stdout
+        assert who_am_i(pods["a1"]["ns"], ip["b2"]) == f"{ip['a1']} b2"      # its own address
+        assert who_am_i(pods["a2"]["ns"], ip["b1"]) == f"{ip['a2']} b1"
+        assert who_am_i(nodes[0].ns, ip["b2"]) == f"{gateways[0]} b2"        # a node, remote pod
+        # A ClusterIP with a backend on each node, from clients on each node.
+        rules = tmp_path / "kube.nft"
+        rules.write_text(kube_proxy_service("198.19.255.20", [ip["b1"], ip["b2"]]))
+        for d in nodes:
+            in_ns(d.ns, "nft", "-f", str(rules))
+        for client in ("a1", "a2"):
+            answers = {who_am_i(pods[client]["ns"], "198.19.255.20", 80) for _ in range(16)}
+            assert answers == {f"{ip[client]} b1", f"{ip[client]} b2"}, answers
+        for d in nodes:                 # replies from the other node went back via the gateway
+            assert d.ctl_json("stats")["gateway_replies"] > 0
+        # The gateway is the node's for good: the same after a SIGKILL and restart.
+        nodes[0].proc.kill()
+        nodes[0].proc.wait()
+        nodes[0] = cluster.node(1)
+        assert gateway_of(nodes[0]) == gateways[0]
+        assert who_am_i(pods["a1"]["ns"], ETCD_IP) == f"{UNDERLAY}.1"
+        assert {who_am_i(pods["a1"]["ns"], "198.19.255.20", 80) for _ in range(16)} == \
+            {f"{ip['a1']} b1", f"{ip['a1']} b2"}
+    finally:
+        for p in servers:
+            p.kill()
+            p.wait()
+    for d in nodes:
+        in_ns(d.ns, "nft", "delete", "table", "ip", "kube-test")
+    nodes[1].ctl("network", "delete", "blue")
+    for d in nodes:
+        wait_for("host port and rules gone", lambda d=d: "vswitch" not in nft_table(d.ns) and in_ns(
+            d.ns, "ip", "link", "show", "vsh-blue", check=False).returncode != 0)

@@ -255,7 +255,8 @@ class Api:
     async def create_network(self, query, body, arg):
         if not isinstance(body, dict):
             raise ApiError("expected a JSON object")
-        unknown = set(body) - {"name", "vni", "subnet", "block_size", "mtu"}
+        unknown = set(body) - {"name", "vni", "subnet", "block_size", "mtu", "gateway",
+                               "masquerade"}
         if unknown:
             raise ApiError(f"unknown field {sorted(unknown)[0]!r}")
         for key in ("name", "vni", "subnet"):

@@ -73,7 +73,7 @@ class Attachments:
         port's rate limits (see Switch.set_rates); pod: who it is for
         NetworkPolicy (PodIdentity.from_json)."""
         key = self._key(container_id, ifname)
-        net = self.switch.network(network)
+        net = await self.switch.addresses.ready(self.switch.network(network))
         if mtu is not None and not MIN_MTU <= mtu <= net.mtu:
             raise InvalidRequest(f"mtu {mtu} must be {MIN_MTU}..{net.mtu} (network {net.name!r})",
                                  kind="invalid")

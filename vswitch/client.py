@@ -184,9 +184,12 @@ class Client:
     def networks(self):
         return self.request("GET", "networks")
 
-    def create_network(self, name, vni, subnet, block_size=None, mtu=None):
+    def create_network(self, name, vni, subnet, block_size=None, mtu=None, gateway=None,
+                       masquerade=None):
         body = {"name": name, "vni": vni, "subnet": subnet}
-        body.update({k: v for k, v in (("block_size", block_size), ("mtu", mtu)) if v is not None})
+        body.update({k: v for k, v in (("block_size", block_size), ("mtu", mtu),
+                                       ("gateway", gateway), ("masquerade", masquerade))
+                     if v is not None})
         return self.request("POST", "networks", body)
 
     def delete_network(self, name):

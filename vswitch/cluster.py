@@ -5,7 +5,8 @@ daemon does not know which mode it runs in.
 
 Keys, under [cluster] prefix (default /vswitch):
 
-    networks/NAME           {"vni", "subnet", "block_size", "mtu"}          no lease
+    networks/NAME           {"vni", "subnet", "block_size", "mtu", "gateway",
+                             "masquerade"}                                   no lease
     vnis/VNI                "NAME" (one network per VNI)                     no lease
     nodes/NAME              {"vtep", "version", "started", "lease"}          the node's lease
     blocks/NET/A.B.C.D-LEN  {"node", "claimed"}                              no lease
@@ -48,6 +49,7 @@ from . import __version__, state
 from .config import Config, NetworkConfig, node_address
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound, VswitchError
 from .etcd import Compacted, Etcd, EtcdUnavailable, Txn
+from .gateways import Gateways
 from .policy import PodIdentity, PolicyPod
 from .protocol import MAX_NETWORK_MTU, MIN_MTU, VXLAN_OVERHEAD
 
@@ -91,6 +93,8 @@ def network_from_record(name: str, rec) -> NetworkConfig:
     if not all(isinstance(v, int) for v in (vni, mtu, size)) or not 0 < vni <= 0xFFFFFF \
             or not MIN_MTU <= mtu <= MAX_NETWORK_MTU or not subnet.prefixlen <= size <= 30:
         raise ValueError(f"bad vni, mtu or block_size in {rec}")
+    if not all(isinstance(rec.get(k, False), bool) for k in ("gateway", "masquerade")):
+        raise ValueError(f"gateway and masquerade must be true or false in {rec}")
     return NetworkConfig(name, vni, subnet, subnet, mtu, block_size=size)
 
 
@@ -103,9 +107,12 @@ def _vtep(rec) -> str | None:
     return str(address) if node_address(address) else None
 
 
-def _same_but_mtu(old: NetworkConfig | None, new: NetworkConfig) -> bool:
-    """Whether a network can go from old to new in place (new, or only its MTU changed)."""
-    return old is None or dataclasses.replace(old, mtu=new.mtu) == new
+def _in_place(old: NetworkConfig | None, new: NetworkConfig) -> bool:
+    """Whether a network can go from old to new in place: new, or only its
+    MTU or this node's gateway (its host port, masquerade) changed."""
+    return old is None or dataclasses.replace(old, mtu=new.mtu, gateway=new.gateway,
+                                              host_port=new.host_port,
+                                              masquerade=new.masquerade) == new
 
 
 def _log_failure(level: int, what: str):
@@ -149,7 +156,9 @@ class Cluster:
         self.incidents: deque = deque(maxlen=INCIDENTS)
         self.counters = {"blocks_claimed": 0, "blocks_released": 0, "blocks_lost": 0,
                          "reconnects": 0, "relists": 0, "etcd_writes": 0, "records_ignored": 0}
+        self.gateways = Gateways(self)
         self._networks_changed = False
+        self._syncing_networks = asyncio.Lock()
         self._claiming = asyncio.Lock()
         self._empty_since: dict[tuple[str, str], float] = {}
         self._task: asyncio.Task | None = None
@@ -175,7 +184,8 @@ class Cluster:
             self.nodes[name] = rec
         for net, cidr in await db.run(state.held_blocks, db.db):
             self.mine.setdefault(net, []).append(ipaddress.IPv4Network(cidr))
-        await self._sync_networks()
+        await self.gateways.restore()
+        await self.sync_networks()
         self.switch.addresses = self
         self.switch.observer = self
         self.switch.cluster = self
@@ -556,12 +566,17 @@ class Cluster:
         """Work an event batch leaves: the networks, all at once."""
         if self._networks_changed or force:
             self._networks_changed = False
+            await self.sync_networks()
+
+    async def sync_networks(self):
+        """Make the switch's networks those of the cluster (a reload, as a
+        changed config file would), with this node's gateways, and program
+        peers and endpoints into networks that are new here."""
+        async with self._syncing_networks:
             await self._sync_networks()
+        self.gateways.keep_up()
 
     async def _sync_networks(self):
-        """Make the switch's networks those of the cluster (a reload, as a
-        changed config file would), and program peers and endpoints into
-        networks that are new here."""
         ov = self.switch.config.overlay
         nets = []
         for name, rec in sorted(self.networks.items()):
@@ -575,10 +590,12 @@ class Cluster:
                           "%d; not joined", name, net.mtu, VXLAN_OVERHEAD, ov.underlay_mtu)
                 continue
             nets.append(net)
+        await self.gateways.forget_invalid(nets)
+        nets = [self.gateways.configure(n, self.networks[n.name]) for n in nets]
         old = self.switch.config
         # A network re-created under the same name with another VNI or subnet
         # goes first, then comes back.
-        keep = [n for n in nets if _same_but_mtu(old.network(n.name), n)]
+        keep = [n for n in nets if _in_place(old.network(n.name), n)]
         if len(keep) != len(nets):
             await self.switch.reload(dataclasses.replace(old, networks=tuple(keep)))
         before = {n.name for n in self.switch.config.networks}
@@ -611,6 +628,13 @@ class Cluster:
                        f"since {time.ctime(self.since)}): no new addresses until it can",
                        kind="busy")
         return self.held(net)
+
+    async def ready(self, net: NetworkConfig) -> NetworkConfig:
+        """The network, with this node's gateway made first if it wants one
+        (before a pod's address: the pod's default route points to it)."""
+        if self.gateways.missing(net.name):
+            await self.gateways.ensure(net.name)
+        return self.switch.network(net.name)
 
     def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
         return list(self.mine.get(net.name, []))
@@ -710,6 +734,8 @@ class Cluster:
                 released += 1
         self._incident(f"block {block} of network {network} lost ({why}): "
                        f"{len(ports)} pods detached, {released} addresses released")
+        if self.gateways.in_block(network, block):
+            await self.sync_networks()      # its host port goes; another gateway comes
 
     def _incident(self, text: str):
         log.error("cluster: %s", text)
@@ -724,8 +750,9 @@ class Cluster:
         for network, held in list(self.mine.items()):
             for block in list(held[1:] if len(held) > 1 else []):
                 # (count_in sees allocations and port records, which ports being
-                # made already have)
-                used = await self.switch.state.run(self.switch.ipam.count_in, network, block)
+                # made already have; the gateway is neither)
+                used = await self.switch.state.run(self.switch.ipam.count_in, network, block) \
+                    or self.gateways.in_block(network, block)
                 spot = (network, str(block))
                 if used:
                     self._empty_since.pop(spot, None)
@@ -748,8 +775,9 @@ class Cluster:
                 log.info("cluster: released empty block %s of network %s", block, network)
 
     def housekeeping(self):
-        """Every second: fencing, and giving back empty blocks."""
+        """Every second: fencing, gateways, and giving back empty blocks."""
         self.check_fence()
+        self.gateways.keep_up()
         if self._releasing is None or self._releasing.done():
             self._releasing = asyncio.ensure_future(self.release_empty_blocks())
             self._releasing.add_done_callback(_log_failure(logging.DEBUG, "releasing empty blocks"))
@@ -773,12 +801,24 @@ class Cluster:
     # ------------------------------------------------------------ endpoints
 
     def port_up(self, port: Port):
-        if port.network.name in self.networks and port.addresses and not port.is_host:
+        if port.network.name not in self.networks or not port.addresses:
+            return
+        if not port.is_host:
             self._spawn(self._publish(port))
+        elif self.cfg.arp_suppression:
+            # Pods' ARP for their gateway is answered here. (Gateways are not
+            # published: another node's is found by ARP, as on a LAN.)
+            for a in port.addresses:
+                self.switch.dataplane.neigh_set(port.network.name, a.ip, port.mac)
 
     def port_down(self, port: Port):
-        if port.network.name in self.networks and port.addresses and not port.is_host:
+        if port.network.name not in self.networks or not port.addresses:
+            return
+        if not port.is_host:
             self._spawn(self._unpublish(port.network.name, [str(a.ip) for a in port.addresses]))
+        elif self.switch.dataplane.has_network(port.network.name):
+            for a in port.addresses:
+                self.switch.dataplane.neigh_delete(port.network.name, a.ip)
 
     def _spawn(self, coro):
         task = asyncio.ensure_future(coro)
@@ -882,7 +922,8 @@ class Cluster:
         except asyncio.TimeoutError:
             raise Busy(f"etcd is unreachable ({self.error}); try again", kind="busy") from None
 
-    async def create_network(self, name, vni, subnet, block_size=26, mtu=None) -> dict:
+    async def create_network(self, name, vni, subnet, block_size=26, mtu=None, gateway=True,
+                             masquerade=True) -> dict:
         from .config import NAME_RE
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise InvalidRequest(f"bad network name {name!r}: 1-32 lowercase letters, digits "
@@ -891,11 +932,14 @@ class Cluster:
         mtu = mtu if mtu is not None else (ov.underlay_mtu - VXLAN_OVERHEAD if ov else 1450)
         try:
             net = network_from_record(name, {"vni": vni, "subnet": subnet, "mtu": mtu,
-                                             "block_size": block_size})
+                                             "block_size": block_size, "gateway": gateway,
+                                             "masquerade": masquerade})
         except (ValueError, KeyError, TypeError) as e:
             raise InvalidRequest(f"bad network: {e} (vni 1..16777215, subnet an IPv4 CIDR, "
                                  f"block size between the subnet's prefix and 30, mtu "
                                  f"{MIN_MTU}..{MAX_NETWORK_MTU})") from None
+        if masquerade and not gateway:
+            raise InvalidRequest("masquerade needs a gateway: pods leave through their node")
         if ov and mtu + VXLAN_OVERHEAD > ov.underlay_mtu:
             raise InvalidRequest(f"mtu {mtu} + {VXLAN_OVERHEAD} bytes of VXLAN overhead exceeds "
                                  f"this node's underlay MTU {ov.underlay_mtu}")
@@ -908,7 +952,8 @@ class Cluster:
             if other != name and theirs.overlaps(net.subnet):
                 raise Conflict(f"subnet {net.subnet} overlaps network {other!r} ({theirs})")
         record = {"vni": net.vni, "subnet": str(net.subnet), "block_size": block_size,
-                  "mtu": mtu, "created": time.time()}
+                  "mtu": mtu, "gateway": gateway, "masquerade": masquerade,
+                  "created": time.time()}
         key, vni_key = self.key("networks", name), self.key("vnis", str(net.vni))
         txn = Txn().absent(key).absent(vni_key)
         txn.success = [Txn.put(key, json.dumps(record).encode()),
@@ -937,8 +982,12 @@ class Cluster:
     def list_networks(self) -> list[dict]:
         out = []
         for name, rec in sorted(self.networks.items()):
+            gw = self.gateways.addresses.get(name)
             out.append({"name": name, **{k: rec.get(k) for k in ("vni", "subnet", "block_size",
                                                                   "mtu")},
+                        "gateway": bool(rec.get("gateway")),
+                        "masquerade": bool(rec.get("masquerade")),
+                        "gateway_here": str(gw) if gw else None,
                         "blocks": sum(1 for (n, _) in self.holders if n == name),
                         "endpoints": sum(1 for (n, _) in self.endpoints if n == name),
                         "joined": self.switch.dataplane.has_network(name)})

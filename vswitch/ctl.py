@@ -283,6 +283,10 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--block-size", type=int, default=26,
                         help="prefix length of the blocks nodes claim (default 26: 64 addresses)")
     create.add_argument("--mtu", type=int, help="pod MTU (default: underlay MTU - 50)")
+    create.add_argument("--no-gateway", dest="gateway", action="store_false",
+                        help="no host port on the nodes: pods reach only each other")
+    create.add_argument("--no-masquerade", dest="masquerade", action="store_false",
+                        help="pods' traffic to outside keeps their addresses")
     network.add_parser("delete", parents=[common], help="delete a network everywhere").add_argument(
         "name")
     network.add_parser("list", parents=[common], help="networks of the cluster")
@@ -506,13 +510,16 @@ def run(args, client: Client):
     if verb == "network":
         if action == "create":
             return client.create_network(args.name, args.vni, args.subnet, args.block_size,
-                                         args.mtu), lambda r: f"network {r['name']} created"
+                                         args.mtu, args.gateway, args.masquerade and args.gateway
+                                         ), lambda r: f"network {r['name']} created"
         if action == "delete":
             return client.delete_network(args.name), lambda r: f"network {r['deleted']} deleted"
         return client.networks(), lambda r: _table(
             [[n["name"], n["vni"], n["subnet"], f"/{n['block_size']}", n["mtu"], n["blocks"],
-              n["endpoints"], "yes" if n["joined"] else "no"] for n in r],
-            ["NAME", "VNI", "SUBNET", "BLOCKS_OF", "MTU", "BLOCKS", "ENDPOINTS", "JOINED"])
+              n["endpoints"], n["gateway_here"] or ("-" if n["gateway"] else "none"),
+              "yes" if n["masquerade"] else "no", "yes" if n["joined"] else "no"] for n in r],
+            ["NAME", "VNI", "SUBNET", "BLOCKS_OF", "MTU", "BLOCKS", "ENDPOINTS", "GATEWAY",
+             "MASQUERADE", "JOINED"])
     if verb == "node":
         if action == "remove":
             return client.remove_node(args.name), \

@@ -61,6 +61,7 @@ def reserved(net: NetworkConfig) -> set[ipaddress.IPv4Address]:
 class AddressBlocks(Protocol):
     """Where a node's addresses come from (StaticBlocks, cluster.Cluster)."""
 
+    async def ready(self, net: NetworkConfig) -> NetworkConfig: ...
     def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]: ...
     async def blocks(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]: ...
     async def more(self, net: NetworkConfig, full: list[ipaddress.IPv4Network]) -> bool: ...
@@ -71,6 +72,10 @@ class StaticBlocks:
     """Where a network's addresses come from in static mode: its configured
     block, which never grows. (Cluster mode: cluster.Cluster, with the
     same methods.)"""
+
+    async def ready(self, net: NetworkConfig) -> NetworkConfig:
+        """The network, ready for a pod (cluster mode: with this node's gateway)."""
+        return net
 
     def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
         """The blocks this node holds."""

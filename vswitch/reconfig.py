@@ -22,13 +22,17 @@ FIXED_ON_RELOAD = {"node_name": "node.name", "mode": "node.mode", "socket": "nod
                    "offloads": "datapath.offloads", "hooks": "[[hook]]",
                    "cluster": "[cluster]"}
 FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port")
+# A cluster network's gateway is the node's own choice (cluster.py), made
+# once it holds an address block: its host port comes and goes in place.
+HOST_PORT_KEYS = ("gateway", "host_port")
 TUNNEL_KEYS = ("underlay_mtu", "learn_peers", "max_learned_peers", "peer_aging_time")
 
 
 @dataclass(frozen=True)
 class Step:
     """One change. action: remove_network, add_network (index: its place in
-    the new config), set_mtu, aging_time, busy_poll_us, tunnel (new
+    the new config), set_mtu, host_port (a cluster network's; value: the
+    network as it was), masquerade, aging_time, busy_poll_us, tunnel (new
     overlay settings), remove_peer, add_peer."""
     action: str
     text: str                       # what the change log says
@@ -54,6 +58,8 @@ def check(old: Config, new: Config):
     for i, net in enumerate(new.networks):
         before = old.network(net.name)
         for key in FIXED_NETWORK_KEYS if before else ():
+            if key in HOST_PORT_KEYS and net.block_size is not None:
+                continue
             if getattr(net, key) != getattr(before, key):
                 raise ReloadRefused(f"network[{i}].{key} of {net.name!r} cannot change on "
                                     "reload (pods are addressed from it); remove the network "
@@ -73,8 +79,13 @@ def plan(old: Config, new: Config) -> list[Step]:
         before = old.network(net.name)
         if before is None:
             steps.append(Step("add_network", f"network {net.name} added", net, i))
-        elif before.mtu != net.mtu:
+            continue
+        if before.mtu != net.mtu:
             steps.append(Step("set_mtu", f"network {net.name} mtu {before.mtu} -> {net.mtu}", net))
+        if any(getattr(before, k) != getattr(net, k) for k in HOST_PORT_KEYS):
+            now = f"{net.host_port} ({net.gateway})" if net.host_port else "none"
+            steps.append(Step("host_port", f"network {net.name} host port: {now}", net, i,
+                              value=before))
     if masquerade.ruleset(new.networks) != masquerade.ruleset(old.networks):
         steps.append(Step("masquerade", "masquerade: " + (", ".join(
             n.name for n in new.networks if n.masquerade) or "none")))

@@ -142,7 +142,7 @@ class Switch:
         previous run left (netlink work, in threads)."""
         await self.policy.restore()
         for i, net in enumerate(self.config.networks):
-            if net.host_port:
+            if net.host_port and f"host-{net.name}" not in self.ports:   # (cluster: made already)
                 await self._add_host_port(i, net)
         await self._egress()
         for name, record in await self.state.run(self.state.ports):
@@ -216,6 +216,8 @@ class Switch:
                 await self._add_network(step.index, step.net)
             elif step.action == "set_mtu":
                 await self._set_mtu(step.net)
+            elif step.action == "host_port":
+                await self._replace_host_port(step.index, step.value, step.net)
             elif step.action == "masquerade":
                 await self._egress()
             elif step.action == "aging_time":
@@ -245,6 +247,19 @@ class Switch:
                 await self._add_host_port(index, net)
             except ConfigError as e:
                 log.error("host port of new network %s: %s", net.name, e)
+
+    async def _replace_host_port(self, index: int, old: NetworkConfig, net: NetworkConfig):
+        """A cluster network's host port, as its gateway now is (the node
+        took one, or lost it with its block)."""
+        port = self.ports.get(f"host-{net.name}")
+        if port and old.host_port:
+            await self.detach_port(port)
+        if net.host_port:
+            try:
+                await self._add_host_port(index, net)
+            except ConfigError as e:
+                log.error("host port of network %s: %s", net.name, e)
+            await self._egress()
 
     async def _set_mtu(self, net: NetworkConfig):
         """The network's MTU, in the data plane and on its ports' interfaces."""
@@ -350,7 +365,7 @@ class Switch:
         pod: who the pod is for policy (PodIdentity.from_json)."""
         if not isinstance(name, str) or not PORT_NAME_RE.match(name):
             raise InvalidRequest(f"bad port name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
-        net = self.network(network)
+        net = await self.addresses.ready(self.network(network))
         addresses = [self._address(net, ip)] if ip else []
         mac = normalize_mac(mac) if mac else random_mac()
         if self.mac_in_use(net, mac):
