@@ -93,3 +93,25 @@ def test_masquerade_follows_the_networks():
     assert [s.text for s in plan(old, off)] == ["masquerade: none"]
     assert "chain" not in ruleset(off.networks) and "delete table ip vswitch" in ruleset([])
     assert plan(new, config(hosted, RED)) == []
+
+
+def test_a_cluster_networks_gateway_comes_and_goes_in_place():
+    """A cluster network (block_size set) gets its host port when the node
+    takes its gateway, and loses it with its block: in place, with the
+    masquerade rules after it. A static network's host port stays fixed."""
+    import dataclasses
+    import ipaddress
+
+    from vswitch.cluster import network_from_record
+    rec = {"vni": 7, "subnet": "198.18.0.0/16", "block_size": 26, "mtu": 1450}
+    plain = network_from_record("blue", rec)
+    gw = dataclasses.replace(plain, gateway=ipaddress.IPv4Address("198.18.0.65"),
+                             host_port="vsh-blue", masquerade=True)
+    old, new = (dataclasses.replace(config(BLUE), networks=(n,)) for n in (plain, gw))
+    assert [(s.action, s.text) for s in plan(old, new)] == [
+        ("host_port", "network blue host port: vsh-blue (198.18.0.65)"),
+        ("masquerade", "masquerade: blue")]
+    assert [(s.action, s.text) for s in plan(new, old)] == [
+        ("host_port", "network blue host port: none"), ("masquerade", "masquerade: none")]
+    with pytest.raises(ReloadRefused, match="host_port"):
+        plan(config(BLUE), config({**BLUE, "host_port": "vswb"}))
