@@ -98,7 +98,9 @@ def test_pods_reach_the_world_masqueraded_and_each_other_and_the_node_as_themsel
     # A fresh namespace does not forward: status says what is missing, and how to fix it.
     assert status["networks"] == ["blue"] and status["error"] is None
     assert any("net.ipv4.conf.up0.forwarding is 0" in w for w in status["warnings"]), status
-    in_ns(site.node, "sysctl", "-qw", "net.ipv4.conf.up0.forwarding=1")
+    assert any("net.ipv4.conf.all.send_redirects is 1" in w for w in status["warnings"]), status
+    in_ns(site.node, "sysctl", "-qw", "net.ipv4.conf.up0.forwarding=1",
+          "net.ipv4.conf.all.send_redirects=0")
     pods = {}
     for tag, last in (("a", 1), ("b", 2)):
         ns = netns(tag)
@@ -335,7 +337,7 @@ def test_pods_on_two_cluster_nodes_reach_the_world_services_and_each_other(clust
     nodes = [cluster.node(i) for i in (1, 2)]
     for d in nodes:
         in_ns(d.ns, "ip", "route", "add", "default", "via", ETCD_IP)
-        in_ns(d.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1")
+        in_ns(d.ns, "sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0")
     nodes[0].ctl("network", "create", "blue", "--vni", "100", "--subnet", "198.18.0.0/16")
 
     def gateway_of(d: Daemon) -> str | None:
@@ -371,6 +373,8 @@ def test_pods_on_two_cluster_nodes_reach_the_world_services_and_each_other(clust
             assert answers == {f"{ip[client]} b1", f"{ip[client]} b2"}, answers
         for d in nodes:                 # replies from the other node went back via the gateway
             assert d.ctl_json("stats")["gateway_replies"] > 0
+            # Out by the port they came in, and still no ICMP redirect to the clients.
+            assert in_ns(d.ns, "nstat", "-az", "IcmpOutRedirects").stdout.split()[-2] == "0"
         # The gateway is the node's for good: the same after a SIGKILL and restart.
         nodes[0].proc.kill()
         nodes[0].proc.wait()

@@ -633,10 +633,13 @@ def refuse_router_messages(ifname: str):
 
 def route_for_pods(ifname: str):
     """The host port of a masquerading network routes pods' traffic: IPv4
-    forwarding on for packets it receives, and loose reverse-path filtering
+    forwarding on for packets it receives, loose reverse-path filtering
     (pods' sources are on-link here, but replies of the node's NAT may not
-    look so to a strict filter)."""
-    for key, value in (("forwarding", "1"), ("rp_filter", "2")):
+    look so to a strict filter), and no ICMP redirects: Service traffic
+    leaves by the port it came in, and a redirect would send the client
+    straight to the backend, past the DNAT (the kernel still sends them
+    while net.ipv4.conf.all.send_redirects is 1: egress_checks says so)."""
+    for key, value in (("forwarding", "1"), ("rp_filter", "2"), ("send_redirects", "0")):
         with open(f"/proc/sys/net/ipv4/conf/{ifname}/{key}", "w") as f:
             f.write(value)
 
@@ -657,14 +660,22 @@ def egress_checks(networks) -> list[str]:
         return [f"{what} this node has no IPv4 default route: pods' traffic to outside "
                 "has nowhere to go"]
     out = []
+    if _sysctl("net/ipv4/conf/all/send_redirects") == "1":
+        out.append(f"{what} net.ipv4.conf.all.send_redirects is 1: the node sends pods ICMP "
+                   "redirects for Service traffic it forwards back out the host port, which "
+                   "would route them past the Service's DNAT (sysctl -w "
+                   "net.ipv4.conf.all.send_redirects=0)")
     for ifname in uplinks:
-        try:
-            with open(f"/proc/sys/net/ipv4/conf/{ifname}/forwarding") as f:
-                on = f.read().strip() == "1"
-        except OSError:
-            continue
-        if not on:
+        if _sysctl(f"net/ipv4/conf/{ifname}/forwarding") == "0":
             out.append(f"{what} net.ipv4.conf.{ifname}.forwarding is 0: replies from outside "
                        f"cannot reach pods (sysctl -w net.ipv4.conf.{ifname}.forwarding=1, or "
                        "net.ipv4.ip_forward=1)")
     return out
+
+
+def _sysctl(key: str) -> str | None:
+    try:
+        with open(f"/proc/sys/{key}") as f:
+            return f.read().strip()
+    except OSError:
+        return None
