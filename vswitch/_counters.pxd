@@ -8,7 +8,7 @@ cdef enum:  # drop reasons
     DROP_RUNT = 0             # shorter than an Ethernet header
     DROP_OVERSIZE             # payload longer than the network's MTU
     DROP_BAD_SOURCE           # multicast/broadcast source MAC
-    DROP_SPOOFED_SOURCE       # source MAC, IPv4 or ARP sender not the port's own
+    DROP_SPOOFED_SOURCE       # source MAC, IPv4, IPv6 or ARP sender not the port's own
     DROP_RA_GUARD             # IPv6 Router Advertisement or Redirect from a pod or peer
     DROP_MAC_PINNED           # source MAC is bound to another (port-secured) port
     DROP_RATE_LIMITED         # over the port's ingress or egress rate (token bucket)
@@ -27,6 +27,7 @@ cdef enum:  # drop reasons
     DROP_WRITE_ERROR          # egress write failed otherwise (per copy)
     DROP_POLICY_DENIED        # NetworkPolicy does not allow it (per copy when flooded)
     DROP_CONNTRACK_FULL       # allowed, but the connection table is full
+    DROP_ND_SPOOFED           # IPv6 neighbour discovery claiming another's address or MAC
     N_DROP_REASONS
 
 

@@ -186,9 +186,10 @@ cdef class Datapath:
         the event loop watches it and calls poll()."""
         return self.poller.epfd
 
-    def set_port_security(self, uint32_t port_id, mac=None, ips=()):
-        """Bind a port to its MAC and IPv4 addresses (integers); frames from
-        other sources are dropped as spoofed_source. The MAC is pinned to
+    def set_port_security(self, uint32_t port_id, mac=None, ips=(), ip6s=()):
+        """Bind a port to its MAC, IPv4 and IPv6 addresses (integers); frames
+        from other sources are dropped as spoofed_source, neighbour
+        discovery for other addresses or MACs as nd_spoofed. The MAC is pinned to
         the port in the FDB: frames from anywhere else with it as source
         (another port, a peer) are dropped as mac_pinned. mac=None turns it
         off."""
@@ -198,13 +199,17 @@ cdef class Datapath:
             p.secured = False
         if mac is None:
             return
-        if len(ips) > MAX_PORT_IPS:
-            raise ValueError(f"at most {MAX_PORT_IPS} addresses per port")
+        if len(ips) > MAX_PORT_IPS or len(ip6s) > MAX_PORT_IP6S:
+            raise ValueError(f"at most {MAX_PORT_IPS} IPv4 and {MAX_PORT_IP6S} IPv6 addresses "
+                             "per port")
         self.pin_mac(port_id, mac)
         p.sec_mac = mac
         p.n_sec_ips = len(ips)
         for i, ip in enumerate(ips):
             p.sec_ips[i] = ip
+        p.n_sec_ip6s = len(ip6s)
+        for i, ip in enumerate(ip6s):
+            p.sec_ip6s[2 * i], p.sec_ip6s[2 * i + 1] = ip >> 64, ip & 0xFFFFFFFFFFFFFFFF
         p.secured = True
 
     def pin_mac(self, uint32_t port_id, uint64_t mac):
@@ -745,6 +750,8 @@ cdef class Datapath:
             return DROP_BAD_SOURCE
         if inp.secured and spoofed(inp, frame, n, l2):
             return DROP_SPOOFED_SOURCE
+        if inp.secured and nd_spoofed(inp, frame, n, l2):
+            return DROP_ND_SPOOFED
         if not inp.router and router_message(frame, n, l2):
             return DROP_RA_GUARD
         return -1

@@ -47,6 +47,10 @@ cdef inline uint32_t be32(const unsigned char *p) noexcept nogil:
     return (<uint32_t>p[0] << 24) | (<uint32_t>p[1] << 16) | (<uint32_t>p[2] << 8) | p[3]
 
 
+cdef inline uint64_t be64(const unsigned char *p) noexcept nogil:
+    return (<uint64_t>be32(p) << 32) | be32(p + 4)
+
+
 cdef inline void put16(unsigned char *p, uint16_t v) noexcept nogil:
     p[0] = v >> 8
     p[1] = v & 0xFF

@@ -6,6 +6,7 @@ from libc.stdint cimport uint16_t, uint32_t, uint64_t, int32_t
 cdef enum:
     MAX_PORTS = 4096          # port ids are indexes into a fixed array
     MAX_PORT_IPS = 8          # IPv4 addresses port security binds to one port
+    MAX_PORT_IP6S = 4         # IPv6 addresses (its link-local one included)
     POLL_EVENTS = 256         # ready fds taken from epoll at once
     POLL_BUDGET_NS = 2000000  # then back to the event loop (control plane)
     POLL_QUANTUM_NS = 50000   # a port's time per round, at most (and `batch` frames)
@@ -29,6 +30,8 @@ cdef struct port_t:
     uint64_t mac              # its own MAC once pinned (pods with port security, host ports)
     uint32_t sec_ips[MAX_PORT_IPS]    # its IPv4 addresses (first octet most significant)
     uint32_t n_sec_ips
+    uint64_t sec_ip6s[2 * MAX_PORT_IP6S]  # its IPv6 addresses, as (high, low) halves
+    uint32_t n_sec_ip6s
     port_policy_t *policy     # NetworkPolicy tables; NULL: no policy selects it
     bucket_t ingress          # frames from the port (the pod's sending)
     bucket_t egress           # frames to the port (the pod's receiving)

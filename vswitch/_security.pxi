@@ -1,5 +1,20 @@
 # Port security: a secured port may only send from its own MAC and IPv4
-# addresses; pods may not act as IPv6 routers (RA guard). C-only helpers.
+# and IPv6 addresses (its link-local one included), and its neighbour
+# discovery may only speak for those; pods may not act as IPv6 routers (RA
+# guard). C-only helpers.
+
+cdef enum:
+    ICMPV6_MLD_REPORT = 131
+    ICMPV6_ROUTER_SOLICITATION = 133
+    ICMPV6_ROUTER_ADVERTISEMENT = 134
+    ICMPV6_NEIGHBOR_SOLICITATION = 135
+    ICMPV6_NEIGHBOR_ADVERTISEMENT = 136
+    ICMPV6_REDIRECT = 137
+    ICMPV6_MLD2_REPORT = 143
+    ND_SOURCE_LL_ADDR = 1     # neighbour discovery options
+    ND_TARGET_LL_ADDR = 2
+    IPV6_MAX_EXT_HEADERS = 8   # more than this before the upper layer: refused (RFC 7113)
+
 
 cdef inline bint owns_ip(const port_t *p, uint32_t ip) noexcept nogil:
     cdef uint32_t i
@@ -9,12 +24,76 @@ cdef inline bint owns_ip(const port_t *p, uint32_t ip) noexcept nogil:
     return False
 
 
+cdef inline bint owns_ip6(const port_t *p, const unsigned char *a) noexcept nogil:
+    cdef uint64_t high = be64(a), low = be64(a + 8)
+    cdef uint32_t i
+    for i in range(p.n_sec_ip6s):
+        if p.sec_ip6s[2 * i] == high and p.sec_ip6s[2 * i + 1] == low:
+            return True
+    return False
+
+
+cdef inline ssize_t icmp6_offset(const unsigned char *frame, ssize_t n, ssize_t l2) noexcept nogil:
+    """Where the ICMPv6 message of an IPv6 frame starts, directly after the
+    IPv6 header or behind one hop-by-hop header (MLD's router alert), with
+    at least its 4-byte header in the frame; -1 if it is not ICMPv6."""
+    cdef ssize_t off = l2 + 40
+    cdef uint8_t nh = frame[l2 + 6]
+    if nh == 0 and off + 8 <= n:
+        nh = frame[off]
+        off += (frame[off + 1] + 1) * 8
+    return off if nh == IPPROTO_ICMPV6 and off + 4 <= n else -1
+
+
+cdef inline bint unspecified_allowed(const unsigned char *frame, ssize_t n, ssize_t l2) noexcept nogil:
+    """The unspecified source (::) is for duplicate address detection only:
+    its Neighbor Solicitations, and the MLD reports that join their group."""
+    cdef ssize_t icmp = icmp6_offset(frame, n, l2)
+    return icmp >= 0 and frame[icmp] in (ICMPV6_NEIGHBOR_SOLICITATION, ICMPV6_MLD_REPORT,
+                                         ICMPV6_MLD2_REPORT)
+
+
+cdef inline bint nd_spoofed(const port_t *p, const unsigned char *frame, ssize_t n,
+                            ssize_t l2) noexcept nogil:
+    """True when neighbour discovery from secured port p speaks for another:
+    a Neighbor Advertisement whose target is not the port's address, or a
+    link-layer address option (in a solicitation or advertisement) that is
+    not its MAC. A malformed option counts as spoofed."""
+    cdef uint16_t ethertype = (frame[l2 - 2] << 8) | frame[l2 - 1]
+    if ethertype != ETH_P_IPV6 or n < l2 + 40:
+        return False
+    cdef ssize_t icmp = icmp6_offset(frame, n, l2), opt, end, size
+    if icmp < 0:
+        return False
+    cdef uint8_t kind = frame[icmp]
+    if kind == ICMPV6_NEIGHBOR_ADVERTISEMENT:
+        if icmp + 24 > n or not owns_ip6(p, frame + icmp + 8):
+            return True
+        opt = icmp + 24
+    elif kind == ICMPV6_NEIGHBOR_SOLICITATION:
+        opt = icmp + 24
+    elif kind == ICMPV6_ROUTER_SOLICITATION:
+        opt = icmp + 8
+    else:
+        return False
+    end = min(n, l2 + 40 + be16(frame + l2 + 4))
+    while opt + 2 <= end:
+        size = frame[opt + 1] * 8
+        if size == 0 or opt + size > end:
+            return True
+        if (frame[opt] == ND_SOURCE_LL_ADDR or frame[opt] == ND_TARGET_LL_ADDR) and \
+                (size < 8 or mac48(frame + opt + 2) != p.sec_mac):
+            return True
+        opt += size
+    return False
+
+
 cdef inline bint spoofed(const port_t *p, const unsigned char *frame, ssize_t n,
                          ssize_t l2) noexcept nogil:
     """True when a frame from secured port p claims a source that is not
-    the port's: Ethernet source, IPv4 source, ARP sender MAC or IP. ARP
-    probes (sender 0.0.0.0, RFC 5227) pass; IPv6 may only come from
-    link-local or unspecified addresses (no IPv6 is assigned); other
+    the port's: Ethernet source, IPv4 or IPv6 source, ARP sender MAC or
+    IP. ARP probes (sender 0.0.0.0, RFC 5227) pass, and so does the
+    unspecified IPv6 source of duplicate address detection; other
     EtherTypes are checked at layer 2 only. Frames too short to check
     and stacked VLAN tags count as spoofed."""
     if mac48(frame + 6) != p.sec_mac:
@@ -35,16 +114,10 @@ cdef inline bint spoofed(const port_t *p, const unsigned char *frame, ssize_t n,
     if ethertype == ETH_P_IPV6:
         if n < l2 + 40:
             return True
-        if l3[8] == 0xFE and (l3[9] & 0xC0) == 0x80:      # fe80::/10
-            return False
-        return be32(l3 + 8) | be32(l3 + 12) | be32(l3 + 16) | be32(l3 + 20) != 0
+        if be64(l3 + 8) | be64(l3 + 16) == 0:
+            return not unspecified_allowed(frame, n, l2)
+        return not owns_ip6(p, l3 + 8)
     return ethertype == 0x8100 or ethertype == 0x88A8
-
-
-cdef enum:
-    ICMPV6_ROUTER_ADVERTISEMENT = 134
-    ICMPV6_REDIRECT = 137
-    IPV6_MAX_EXT_HEADERS = 8   # more than this before the upper layer: refused (RFC 7113)
 
 
 cdef inline bint csum_offload_ok(const unsigned char *hdr, const unsigned char *frame,

@@ -11,7 +11,7 @@ import ipaddress
 import logging
 
 from .errors import Busy, CheckFailed, Conflict, Exhausted, InvalidRequest
-from .ipam import Allocation, gateway
+from .ipam import Allocation, gateway, gateway6
 from .netns import netns_id
 from .policy import PodIdentity
 from .protocol import CONTAINER_ID_RE, MIN_MTU
@@ -54,13 +54,16 @@ class Attachments:
 
     def result(self, alloc: Allocation, port: Port | None) -> dict:
         net = self.switch.network(alloc.network)
-        gw = self.switch.default_gateway(net)
+        gw6 = gateway6(net)
         return {"container_id": alloc.container_id, "ifname": alloc.ifname,
                 "network": net.name, "port": port.name if port else None,
                 "state": port.state if port else "detached",
                 "netns": alloc.netns, "mac": alloc.mac, "mtu": port.mtu if port else net.mtu,
-                "ip": f"{alloc.ip}/{net.subnet.prefixlen}", "gateway": str(gateway(net)),
-                "routes": [{"dst": "0.0.0.0/0", "gw": str(gw)}] if gw else []}
+                "ip": str(_interface(net, alloc.ip)), "gateway": str(gateway(net)),
+                "ip6": str(_interface(net, alloc.ip6)) if alloc.ip6 else None,
+                "gateway6": str(gw6) if gw6 else None,
+                "routes": [{"dst": "0.0.0.0/0" if gw.version == 4 else "::/0", "gw": str(gw)}
+                           for gw in self.switch.default_gateways(net)]}
 
     # ------------------------------------------------------------- commands
 
@@ -82,13 +85,13 @@ class Attachments:
             identity = PodIdentity.from_json(pod)
         except InvalidRequest as e:
             raise InvalidRequest(str(e), kind="invalid") from None
-        requested_ip = _parse_ip(ip) if ip else None
+        requested_ip, requested_ip6 = _parse_ips(ip)
         requested_mac = normalize_mac(mac) if mac else None
         self._claim(key)
         try:
             alloc, created = await self.db(self.ipam.get, *key), False
             if alloc:
-                self._same_request(alloc, net.name, requested_ip, requested_mac)
+                self._same_request(alloc, net.name, requested_ip, requested_ip6, requested_mac)
                 port = self.port_of(key)
                 if port and port.state == "up" and port.netns == netns:
                     return self.result(alloc, port)
@@ -101,29 +104,31 @@ class Attachments:
                 if self.switch.mac_in_use(net, mac):
                     raise Conflict(f"MAC {mac} is already used in network {net.name!r}",
                                    kind="unavailable")
-                alloc = await self._allocate(net, key, netns, cni_network, mac, requested_ip)
+                alloc = await self._allocate(net, key, netns, cni_network, mac, requested_ip,
+                                             requested_ip6)
                 created = True
-            address = ipaddress.IPv4Interface(f"{alloc.ip}/{net.subnet.prefixlen}")
+            addresses = [_interface(net, a) for a in alloc.ips]
             try:
                 port = await self.switch.create_port(self._port_name(key), netns, key[1], net,
-                                                     alloc.mac, [address], True, key, mtu,
+                                                     alloc.mac, addresses, True, key, mtu,
                                                      rates=rates, identity=identity)
             except BaseException:
                 if created:         # leave nothing half-made behind
                     await self.db(self.ipam.release, *key)
                 raise
-            log.info("attached %s/%s: %s, %s", *key, address, alloc.mac)
+            log.info("attached %s/%s: %s, %s", *key, ", ".join(map(str, addresses)), alloc.mac)
             return self.result(alloc, port)
         finally:
             self._busy.discard(key)
 
-    async def _allocate(self, net, key, netns, cni_network, mac, requested_ip) -> Allocation:
+    async def _allocate(self, net, key, netns, cni_network, mac, requested_ip,
+                        requested_ip6) -> Allocation:
         """An address from the blocks this node holds; when they are full,
         one more block if the node can get one (cluster mode), and again."""
         async def allocate(blocks):
             return await self.db(self.ipam.allocate, net, *key, netns, cni_network, mac,
-                                 requested_ip, set(self.switch.addresses_in_use(net).values()),
-                                 blocks)
+                                 requested_ip, set(self.switch.addresses_in_use(net)),
+                                 blocks, requested_ip6)
         while True:     # ends: more() fails once the node holds its limit or none is free
             blocks = await self.switch.addresses.blocks(net)
             try:
@@ -133,13 +138,14 @@ class Attachments:
                     raise
 
     @staticmethod
-    def _same_request(alloc: Allocation, network: str, ip, mac):
+    def _same_request(alloc: Allocation, network: str, ip, ip6, mac):
         if alloc.network != network:
             raise Conflict(f"{alloc.container_id}/{alloc.ifname} is attached to network "
                            f"{alloc.network!r}", kind="unavailable")
-        if ip is not None and ip != alloc.ip:
-            raise Conflict(f"{alloc.container_id}/{alloc.ifname} already has address {alloc.ip}",
-                           kind="unavailable")
+        for wanted, has in ((ip, alloc.ip), (ip6, alloc.ip6)):
+            if wanted is not None and wanted != has:
+                raise Conflict(f"{alloc.container_id}/{alloc.ifname} already has address {has}",
+                               kind="unavailable")
         if mac is not None and mac != alloc.mac:
             raise Conflict(f"{alloc.container_id}/{alloc.ifname} already has MAC {alloc.mac}",
                            kind="unavailable")
@@ -176,8 +182,9 @@ class Attachments:
             raise CheckFailed(f"interface {ifname!r} is missing from {netns}")
         if live["mac"] != alloc.mac:
             raise CheckFailed(f"{ifname} has MAC {live['mac']}, expected {alloc.mac}")
-        if result["ip"] not in live["addresses"]:
-            raise CheckFailed(f"{ifname} lacks address {result['ip']} (has {live['addresses']})")
+        for address in (result["ip"], result["ip6"]):
+            if address and address not in live["addresses"]:
+                raise CheckFailed(f"{ifname} lacks address {address} (has {live['addresses']})")
         if not live["up"]:
             raise CheckFailed(f"{ifname} is down")
         for route in result["routes"]:
@@ -220,19 +227,38 @@ class Attachments:
             allocations.append(entry)
         held = [self.switch.addresses.held(n) for n in nets]
         free = [await self.db(self.ipam.free_count, n,
-                              set(self.switch.addresses_in_use(n).values()), blocks)
+                              set(self.switch.addresses_in_use(n)), blocks)
                 for n, blocks in zip(nets, held)]
         return {"networks": [{"name": n.name, "subnet": str(n.subnet),
                               "block": ", ".join(map(str, blocks)) or None,
-                              "gateway": str(gateway(n)), "host_port": n.host_port, "free": f}
+                              "gateway": str(gateway(n)), "host_port": n.host_port, "free": f,
+                              "subnet6": str(n.subnet6) if n.subnet6 else None,
+                              "block6": str(n.block6) if n.block6 else None,
+                              "gateway6": str(gateway6(n)) if n.block6 else None}
                              for n, f, blocks in zip(nets, free, held)],
                 "allocations": allocations}
 
 
-def _parse_ip(text: str) -> ipaddress.IPv4Address:
-    try:
-        return ipaddress.IPv4Interface(text).ip
-    except ValueError:
-        raise InvalidRequest(f"bad address {text!r}: expected IPv4, optionally in CIDR form",
-                             kind="invalid") from None
+def _parse_ips(ips: str | None) -> tuple[ipaddress.IPv4Address | None,
+                                         ipaddress.IPv6Address | None]:
+    """Requested static addresses, comma-separated: at most one per family."""
+    texts = ips.split(",") if ips else []
+    found: dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address] = {}
+    for text in texts:
+        try:
+            ip = ipaddress.ip_interface(text).ip
+        except (ValueError, TypeError):
+            raise InvalidRequest(f"bad address {text!r}: expected IPv4 or IPv6, optionally in "
+                                 "CIDR form", kind="invalid") from None
+        if ip.version in found:
+            raise InvalidRequest(f"more than one IPv{ip.version} address requested",
+                                 kind="invalid")
+        found[ip.version] = ip
+    return found.get(4), found.get(6)  # type: ignore[return-value]
+
+
+def _interface(net, ip) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+    """A pod's address with its network's prefix length."""
+    subnet = net.subnet if ip.version == 4 else net.subnet6
+    return ipaddress.ip_interface(f"{ip}/{subnet.prefixlen}")
 

@@ -639,7 +639,7 @@ class Cluster:
     def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
         return list(self.mine.get(net.name, []))
 
-    def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address) -> bool:
+    def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(ip in b for b in self.mine.get(net.name, []))
 
     async def more(self, net: NetworkConfig, full: list[ipaddress.IPv4Network]) -> bool:
@@ -809,7 +809,8 @@ class Cluster:
             # Pods' ARP for their gateway is answered here. (Gateways are not
             # published: another node's is found by ARP, as on a LAN.)
             for a in port.addresses:
-                self.switch.dataplane.neigh_set(port.network.name, a.ip, port.mac)
+                if isinstance(a, ipaddress.IPv4Interface):
+                    self.switch.dataplane.neigh_set(port.network.name, a.ip, port.mac)
 
     def port_down(self, port: Port):
         if port.network.name not in self.networks or not port.addresses:
@@ -818,7 +819,8 @@ class Cluster:
             self._spawn(self._unpublish(port.network.name, [str(a.ip) for a in port.addresses]))
         elif self.switch.dataplane.has_network(port.network.name):
             for a in port.addresses:
-                self.switch.dataplane.neigh_delete(port.network.name, a.ip)
+                if isinstance(a, ipaddress.IPv4Interface):
+                    self.switch.dataplane.neigh_delete(port.network.name, a.ip)
 
     def _spawn(self, coro):
         task = asyncio.ensure_future(coro)

@@ -188,16 +188,19 @@ class Request:
         mac = runtime.get("mac") or args.get("mac") or env.get("MAC")
         if not isinstance(ips, list) or not all(isinstance(i, str) for i in ips):
             raise CniError(INVALID_CONFIG, "requested ips must be a list of strings")
-        if len(ips) > 1:
-            raise CniError(INVALID_CONFIG, "one IPv4 address per interface can be requested")
+        versions = []
         for ip in ips:
             try:
-                ipaddress.IPv4Interface(ip)
+                versions.append(ipaddress.ip_interface(ip).version)
             except ValueError:
-                raise CniError(INVALID_CONFIG, f"requested address {ip!r} is not IPv4") from None
+                raise CniError(INVALID_CONFIG, f"requested address {ip!r} is not an IPv4 or "
+                               "IPv6 address") from None
+        if len(set(versions)) != len(versions):
+            raise CniError(INVALID_CONFIG, "one address per family (IPv4, IPv6) and interface "
+                           "can be requested")
         if mac is not None and not isinstance(mac, str):
             raise CniError(INVALID_CONFIG, "requested mac must be a string")
-        return (ips[0] if ips else None), mac
+        return (",".join(ips) or None), mac
 
 
 def _call(method, *args, **kwargs):
@@ -219,12 +222,17 @@ def _result(req: Request, att: dict, netns: str) -> dict:
     iface = {"name": att["ifname"], "mac": att["mac"], "sandbox": netns}
     if _version_key(req.version) >= (1, 1, 0):
         iface["mtu"] = att["mtu"]
-    ip = {"address": att["ip"], "gateway": att["gateway"], "interface": len(interfaces)}
-    if _version_key(req.version) < (1, 0, 0):
-        ip["version"] = "4"
+    ips = []
+    for address, gateway, version in ((att["ip"], att["gateway"], "4"),
+                                      (att.get("ip6"), att.get("gateway6"), "6")):
+        if address:
+            ip = {"address": address, "gateway": gateway, "interface": len(interfaces)}
+            if _version_key(req.version) < (1, 0, 0):
+                ip["version"] = version
+            ips.append(ip)
     interfaces.append(iface)
     return {"cniVersion": req.version, "interfaces": interfaces,
-            "ips": list(prev.get("ips", [])) + [ip],
+            "ips": list(prev.get("ips", [])) + ips,
             "routes": list(prev.get("routes", [])) + att["routes"],
             "dns": req.field("dns", dict, None) or prev.get("dns") or {}}
 
@@ -258,8 +266,9 @@ def check(req: Request):
     if not mine or mine[0].get("mac") != att["mac"]:
         raise CniError(CHECK_FAILED, f"prevResult has no interface {ifname} in {netns} "
                        f"with MAC {att['mac']}")
-    if att["ip"] not in [i.get("address") for i in prev.get("ips", [])]:
-        raise CniError(CHECK_FAILED, f"prevResult lacks address {att['ip']}")
+    for address in (att["ip"], att.get("ip6")):
+        if address and address not in [i.get("address") for i in prev.get("ips", [])]:
+            raise CniError(CHECK_FAILED, f"prevResult lacks address {address}")
 
 
 def status(req: Request):

@@ -55,6 +55,11 @@ class NetworkConfig:
                                     # claim (block is then the whole subnet)
     masquerade: bool = False        # pods reach outside, source-NATed to the node (host port)
     mtu_from: str = "config"        # where mtu came from, when it was not set (status)
+    # Dual-stack: the IPv6 subnet, this node's block of it and its gateway
+    # there (None: the block's first address), as for IPv4.
+    subnet6: ipaddress.IPv6Network | None = None
+    block6: ipaddress.IPv6Network | None = None
+    gateway6: ipaddress.IPv6Address | None = None
 
 
 @dataclass(frozen=True)
@@ -180,6 +185,7 @@ def _network(data, index: int) -> NetworkConfig:
         gateway = _ipv4(t, "gateway", gateway)
         if gateway not in block or gateway in (block.network_address, block.broadcast_address):
             raise ConfigError(t.key("gateway"), f"{gateway} is not a host address of block {block}")
+    subnet6, block6, gateway6 = _ipv6_family(t, block)
     host_port = t.get("host_port", str, None, IFNAME_RE.match,
                       f"must be an interface name of {IFNAME_RULE}")
     # On by default where pods have a way out (the host port is their gateway).
@@ -189,7 +195,47 @@ def _network(data, index: int) -> NetworkConfig:
                           "node's stack, with the host port as their gateway")
     t.done()
     return NetworkConfig(name, vni, subnet, block, mtu, gateway, host_port,
-                         masquerade=masquerade)
+                         masquerade=masquerade, subnet6=subnet6, block6=block6, gateway6=gateway6)
+
+
+def _ipv6_family(t: _Table, block: ipaddress.IPv4Network):
+    """A network's IPv6 subnet, block and gateway (all None: IPv4 only).
+    The block is at most a /120 and holds as many addresses as the IPv4
+    block at least, so that every pod gets one of each."""
+    text = t.get("subnet6", str, None)
+    if text is None:
+        for key in ("block6", "gateway6"):
+            if key in t.data:
+                raise ConfigError(t.key(key), "needs subnet6")
+        return None, None, None
+    subnet6 = _cidr6(t, "subnet6", text)
+    block6 = _cidr6(t, "block6", t.get("block6", str, text))
+    if not block6.subnet_of(subnet6):
+        raise ConfigError(t.key("block6"), f"{block6} is not inside subnet6 {subnet6}")
+    if block6.num_addresses < max(block.num_addresses, 256):
+        raise ConfigError(t.key("block6"), f"{block6} is smaller than a /120 or than block "
+                          f"{block}: every pod gets an address of each family")
+    gateway6 = t.get("gateway6", str, None)
+    if gateway6 is not None:
+        try:
+            gateway6 = ipaddress.IPv6Address(gateway6)
+        except ValueError as e:
+            raise ConfigError(t.key("gateway6"), f"not an IPv6 address ({e})") from None
+        if gateway6 not in block6 or gateway6 == block6.network_address:
+            raise ConfigError(t.key("gateway6"), f"{gateway6} is not a host address of block6 "
+                              f"{block6}")
+    return subnet6, block6, gateway6
+
+
+def _cidr6(t: _Table, key: str, text: str) -> ipaddress.IPv6Network:
+    try:
+        net = ipaddress.IPv6Network(text)
+    except ValueError as e:
+        raise ConfigError(t.key(key), f"not an IPv6 network in CIDR form ({e})") from None
+    if net.is_link_local or net.is_multicast or net.prefixlen > 120:
+        raise ConfigError(t.key(key), f"{net}: must be a unicast, non-link-local prefix of "
+                          "/120 or shorter")
+    return net
 
 
 def parse(data: dict) -> Config:

@@ -160,7 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--netns", required=True, help="namespace name (ip netns) or path")
     add.add_argument("--ifname", default="eth0", help="interface name in the pod (default eth0)")
     add.add_argument("--network", help="network name (default: the first configured)")
-    add.add_argument("--ip", help="address in CIDR form, inside the network's subnet")
+    add.add_argument("--ip", action="append",
+                     help="address in CIDR form, inside the network's subnet (or subnet6: "
+                          "give --ip once per family)")
     add.add_argument("--mac", help="MAC address (default: random, locally administered)")
     add.add_argument("--no-port-security", dest="port_security", action="store_false",
                      default=None, help="let the pod send from any MAC or IP (the default "
@@ -469,8 +471,8 @@ def run(args, client: Client):
         return client.stats(), show_stats
     if verb == "port":
         if action == "add":
-            options = {k: getattr(args, k)
-                       for k in ("ifname", "network", "ip", "mac", "port_security")}
+            options = {k: getattr(args, k) for k in ("ifname", "network", "mac", "port_security")}
+            options["ip"] = ",".join(args.ip) if args.ip else None
             return client.add_port(args.name, args.netns, pod=pod_identity(args), **options), \
                 show_port
         if action == "label":

@@ -27,6 +27,7 @@ from ._fastpath import (
     segment_cost,
 )
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound
+from .protocol import link_local
 
 __all__ = ["DataPlane", "Datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL",
            "conntrack_cost", "decap_cost", "encap_cost", "pipeline_cost", "segment_cost",
@@ -126,11 +127,15 @@ class DataPlane:
     def remove_port(self, port_id: int):
         self.dp.remove_port(port_id)
 
-    def secure_port(self, port_id: int, mac: str, addresses: Iterable[ipaddress.IPv4Interface]):
-        """Port security: the port may send only from mac and addresses, and
-        mac is pinned to it."""
+    def secure_port(self, port_id: int, mac: str,
+                    addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface]):
+        """Port security: the port may send only from mac, addresses and the
+        link-local address the pod's kernel forms from mac (tap.py sets
+        EUI-64 address generation), and mac is pinned to it."""
+        addresses = list(addresses)
         self._pinning(self.dp.set_port_security, port_id, mac_value(mac),
-                      [int(a.ip) for a in addresses])
+                      [int(a.ip) for a in addresses if a.version == 4],
+                      [int(a.ip) for a in addresses if a.version == 6] + [int(link_local(mac))])
 
     def pin_mac(self, port_id: int, mac: str):
         self._pinning(self.dp.pin_mac, port_id, mac_value(mac))

@@ -101,7 +101,7 @@ class Gateways:
             net = switch.network(network)
             blocks = await cluster.blocks(net)
             while True:
-                in_use = set(switch.addresses_in_use(net).values())
+                in_use = set(switch.addresses_in_use(net))
                 ip = await switch.state.run(self._free, net, blocks, in_use)
                 if ip is not None:
                     break

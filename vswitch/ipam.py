@@ -32,19 +32,26 @@ class Allocation:
     netns: str
     cni_network: str
     created: float
+    ip6: ipaddress.IPv6Address | None = None      # a dual-stack network's pods have one
 
     @classmethod
     def from_row(cls, row) -> "Allocation":
-        return cls(row[0], row[1], row[2], ipaddress.IPv4Address(row[3]), *row[4:])
+        return cls(row[0], row[1], row[2], ipaddress.IPv4Address(row[3]), row[4], row[5],
+                   row[6], row[7], ipaddress.IPv6Address(row[8]) if row[8] else None)
+
+    @property
+    def ips(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
+        return (self.ip, self.ip6) if self.ip6 else (self.ip,)
 
     def as_dict(self) -> dict:
         return {"container_id": self.container_id, "ifname": self.ifname,
-                "network": self.network, "ip": str(self.ip), "mac": self.mac,
+                "network": self.network, "ip": str(self.ip),
+                "ip6": str(self.ip6) if self.ip6 else None, "mac": self.mac,
                 "netns": self.netns, "cni_network": self.cni_network,
                 "created": self.created}
 
 
-COLUMNS = "container_id, ifname, network, ip, mac, netns, cni_network, created"
+COLUMNS = "container_id, ifname, network, ip, mac, netns, cni_network, created, ip6"
 
 
 def gateway(net: NetworkConfig) -> ipaddress.IPv4Address:
@@ -52,10 +59,25 @@ def gateway(net: NetworkConfig) -> ipaddress.IPv4Address:
     return net.gateway or next(net.block.hosts())
 
 
+def gateway6(net: NetworkConfig) -> ipaddress.IPv6Address | None:
+    """Its IPv6 gateway (dual-stack networks): configured, or block6's first address."""
+    if net.block6 is None:
+        return None
+    return net.gateway6 or next(net.block6.hosts())
+
+
 def reserved(net: NetworkConfig) -> set[ipaddress.IPv4Address]:
     """Addresses of the block never handed out."""
     return {net.subnet.network_address, net.subnet.broadcast_address,
             net.block.network_address, net.block.broadcast_address, gateway(net)}
+
+
+def reserved6(net: NetworkConfig) -> set[ipaddress.IPv6Address]:
+    """Addresses of block6 never handed out: the subnet-router anycast
+    addresses (RFC 4291) and the gateway."""
+    assert net.subnet6 is not None and net.block6 is not None
+    return {net.subnet6.network_address, net.block6.network_address,
+            net.gateway6 or next(net.block6.hosts())}
 
 
 class AddressBlocks(Protocol):
@@ -65,7 +87,7 @@ class AddressBlocks(Protocol):
     def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]: ...
     async def blocks(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]: ...
     async def more(self, net: NetworkConfig, full: list[ipaddress.IPv4Network]) -> bool: ...
-    def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address) -> bool: ...
+    def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool: ...
 
 
 class StaticBlocks:
@@ -90,7 +112,7 @@ class StaticBlocks:
         False: there is none."""
         return False
 
-    def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address) -> bool:
+    def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         """Whether this node may give ip to a port it makes by hand."""
         return True
 
@@ -117,10 +139,18 @@ class Ipam:
         return [Allocation.from_row(r) for r in rows]
 
     def used(self, network: str) -> set[ipaddress.IPv4Address]:
-        """Addresses allocated, or held by a recorded port (hand-made ones too)."""
+        """IPv4 addresses allocated, or held by a recorded port (hand-made ones too)."""
         return {ipaddress.IPv4Address(r[0])
                 for r in self.db.execute("SELECT ip FROM allocations WHERE network=?", (network,))} \
-            | {ipaddress.IPv4Address(a) for a in self._state.port_addresses(network)}
+            | {a for a in map(ipaddress.ip_address, self._state.port_addresses(network))
+               if isinstance(a, ipaddress.IPv4Address)}
+
+    def used6(self, network: str) -> set[ipaddress.IPv6Address]:
+        """The same for IPv6."""
+        return {ipaddress.IPv6Address(r[0]) for r in self.db.execute(
+                "SELECT ip6 FROM allocations WHERE network=? AND ip6 IS NOT NULL", (network,))} \
+            | {a for a in map(ipaddress.ip_address, self._state.port_addresses(network))
+               if isinstance(a, ipaddress.IPv6Address)}
 
     def mac_used(self, network: str, mac: str) -> bool:
         return any(self.db.execute(f"SELECT 1 FROM {table} WHERE network=? AND mac=?",
@@ -140,30 +170,46 @@ class Ipam:
 
     def allocate(self, net: NetworkConfig, container_id: str, ifname: str, netns: str,
                  cni_network: str, mac: str, ip: ipaddress.IPv4Address | None = None,
-                 in_use: Iterable[ipaddress.IPv4Address] = (),
-                 blocks: Sequence[ipaddress.IPv4Network] | None = None) -> Allocation:
-        """A new allocation, committed before it returns. ip: a requested
-        static address; in_use: addresses held outside IPAM (ports added
-        by hand), which are never handed out either; blocks: where
-        addresses come from (None: the network's configured block)."""
+                 in_use: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
+                 blocks: Sequence[ipaddress.IPv4Network] | None = None,
+                 ip6: ipaddress.IPv6Address | None = None) -> Allocation:
+        """A new allocation, committed before it returns: an IPv4 address,
+        and an IPv6 one in a dual-stack network (kept and released
+        together). ip, ip6: requested static addresses; in_use: addresses
+        held outside IPAM (ports added by hand), which are never handed out
+        either; blocks: where IPv4 addresses come from (None: the network's
+        configured block; IPv6 ones come from block6)."""
         blocks = [net.block] if blocks is None else sorted(blocks)
+        in_use = set(in_use)
         with self._transaction():
             if self.get(container_id, ifname):
                 raise InvalidRequest(f"{container_id}/{ifname} already has an address", kind="invalid")
-            used = self.used(net.name) | set(in_use)
             if self.mac_used(net.name, mac):
                 raise Conflict(f"MAC {mac} is already used in network {net.name!r}", kind="unavailable")
-            if ip is not None:
-                self._check_static(net, ip, used, blocks)
-            else:
-                ip = self._next_free(net, used, blocks)
+            ip = self._pick(net.name, ip, blocks, reserved(net),
+                            self.used(net.name) | {a for a in in_use if a.version == 4})
+            if net.block6 is not None:
+                ip6 = self._pick(f"{net.name}/6", ip6, [net.block6], reserved6(net),
+                                 self.used6(net.name) | {a for a in in_use if a.version == 6})
+            elif ip6 is not None:
+                raise Conflict(f"network {net.name!r} has no IPv6 subnet (subnet6) for {ip6}",
+                               kind="unavailable")
             alloc = Allocation(container_id, ifname, net.name, ip, mac, netns, cni_network,
-                               time.time())
-            self.db.execute(f"INSERT INTO allocations ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?)",
+                               time.time(), ip6)
+            self.db.execute(f"INSERT INTO allocations ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
                             (container_id, ifname, net.name, str(ip), mac, netns, cni_network,
-                             alloc.created))
-            self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (net.name, str(ip)))
+                             alloc.created, str(ip6) if ip6 else None))
         return alloc
+
+    def _pick(self, cursor: str, ip, blocks, reserved, used):
+        """The requested address if it is free, else the next free one after
+        the cursor (the network's name, plus /6 for IPv6), which moves to it."""
+        if ip is not None:
+            self._check_static(cursor.split("/")[0], ip, used, blocks, reserved)
+        else:
+            ip = self._next_free(cursor, used | reserved, blocks)
+        self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (cursor, str(ip)))
+        return ip
 
     def move(self, container_id: str, ifname: str, netns: str):
         """The pod's namespace changed (a new sandbox for the same container)."""
@@ -179,37 +225,41 @@ class Ipam:
                                 (container_id, ifname))
         return alloc
 
-    def _check_static(self, net: NetworkConfig, ip: ipaddress.IPv4Address, used, blocks):
-        if not any(ip in b for b in blocks):
+    @staticmethod
+    def _check_static(network: str, ip, used, blocks, reserved):
+        if not any(ip.version == b.version and ip in b for b in blocks):
             raise Conflict(f"address {ip} is outside this node's blocks "
-                           f"({', '.join(map(str, blocks)) or 'none'}) of network {net.name!r}",
+                           f"({', '.join(map(str, blocks)) or 'none'}) of network {network!r}",
                            kind="unavailable")
-        if ip in reserved(net):
+        if ip in reserved:
             raise Conflict(f"address {ip} is reserved (network, broadcast or gateway)",
                            kind="unavailable")
         if ip in used:
-            raise Conflict(f"address {ip} is already in use in network {net.name!r}",
+            raise Conflict(f"address {ip} is already in use in network {network!r}",
                            kind="unavailable")
 
-    def _next_free(self, net: NetworkConfig, used, blocks) -> ipaddress.IPv4Address:
-        """The first free address after the network's cursor, going round
-        the blocks (in address order) as if they were one range."""
+    def _next_free(self, cursor_key: str, skip, blocks):
+        """The first address not in skip after the cursor, going round the
+        blocks (in address order) as if they were one range."""
         spans = [(int(b.network_address), b.num_addresses) for b in blocks]
         size = sum(n for _, n in spans)
-        row = self.db.execute("SELECT last_ip FROM cursors WHERE network=?", (net.name,)).fetchone()
+        row = self.db.execute("SELECT last_ip FROM cursors WHERE network=?",
+                              (cursor_key,)).fetchone()
         start, offset = 0, 0
-        cursor = int(ipaddress.IPv4Address(row[0])) if row else None
+        cursor = int(ipaddress.ip_address(row[0])) if row else None
         for base, n in spans:
             if cursor is not None and base <= cursor < base + n:
                 start = offset + cursor - base + 1
             offset += n
-        skip = {int(ip) for ip in reserved(net) | used}
-        for k in range(size):
+        skip = {int(ip) for ip in skip}
+        for k in range(min(size, len(skip) + 1)):      # one of the first len(skip)+1 is free
             ip = _nth(spans, (start + k) % size)
             if ip not in skip:
-                return ipaddress.IPv4Address(ip)
+                return ipaddress.IPv4Address(ip) if blocks[0].version == 4 else \
+                    ipaddress.IPv6Address(ip)
+        network = cursor_key.split("/")[0]
         raise Exhausted(f"no free address left in block{'s' if len(blocks) > 1 else ''} "
-                        f"{', '.join(map(str, blocks)) or '(none held)'} of network {net.name!r}",
+                        f"{', '.join(map(str, blocks)) or '(none held)'} of network {network!r}",
                         kind="exhausted")
 
 

@@ -107,7 +107,8 @@ class PolicyPod:
     def of_port(cls, port: Port) -> PolicyPod:
         ident = port.identity
         return cls(ident.namespace, ident.name or port.name, ident.labels, ident.named_ports,
-                   tuple(int(a.ip) for a in port.addresses), port.network.name, port.port_id)
+                   tuple(int(a.ip) for a in port.addresses if a.version == 4), port.network.name,
+                   port.port_id)
 
 
 # ------------------------------------------------------------ compilation

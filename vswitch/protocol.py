@@ -4,6 +4,7 @@ fast and never pull in the data plane."""
 
 from __future__ import annotations
 
+import ipaddress
 import re
 import struct
 
@@ -31,7 +32,7 @@ def capture_chunks(meta: bytes, data: bytes) -> bytes:
 DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "ra_guard", "mac_pinned",
               "rate_limited", "loop", "no_route", "bad_vnet_hdr", "bad_vxlan", "unknown_vni",
               "unknown_peer", "peer_not_member", "needs_segmentation", "too_big", "port_down",
-              "queue_full", "write_error", "policy_denied", "conntrack_full")
+              "queue_full", "write_error", "policy_denied", "conntrack_full", "nd_spoofed")
 
 # Per-port rate limits, from the switch's side: ingress is what the port
 # sends into the switch (the pod's upload), egress what the switch writes to it.
@@ -60,3 +61,12 @@ MIN_MTU, MAX_MTU = 68, 65535                 # IPv4's minimum; the data plane's 
 MAX_NETWORK_MTU = MAX_MTU - VXLAN_OVERHEAD   # a network's pod MTU: encapsulated, it still fits
 UDP_GRO = 104                                # linux/udp.h socket option
 MAX_NETWORKS = 4096                          # network ids a data plane has (1..4095)
+
+
+def link_local(mac: str) -> ipaddress.IPv6Address:
+    """The link-local address a kernel with EUI-64 address generation forms
+    from an interface's MAC (RFC 4291 appendix A): fe80:: plus the MAC with
+    ff:fe in its middle and the universal/local bit flipped."""
+    b = bytes.fromhex(mac.replace(":", ""))
+    eui = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:]
+    return ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui)

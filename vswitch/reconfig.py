@@ -21,7 +21,8 @@ FIXED_ON_RELOAD = {"node_name": "node.name", "mode": "node.mode", "socket": "nod
                    "conntrack_max": "datapath.conntrack_max",
                    "offloads": "datapath.offloads", "hooks": "[[hook]]",
                    "cluster": "[cluster]"}
-FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port")
+FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port", "subnet6", "block6",
+                      "gateway6")
 # A cluster network's gateway is the node's own choice (cluster.py), made
 # once it holds an address block: its host port comes and goes in place.
 HOST_PORT_KEYS = ("gateway", "host_port")

@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS allocations (
     created      REAL NOT NULL,
     PRIMARY KEY (container_id, ifname),
     UNIQUE (network, ip)
-);
+);                                  -- and ip6 TEXT (added below, for old state too)
 -- Where the next search for a free address starts, per network: handing
 -- out addresses round-robin keeps a just-released one (still in peers' ARP
 -- caches) unused for as long as possible.
@@ -127,6 +127,11 @@ class State:
             self.db.execute("ALTER TABLE ports ADD COLUMN netns_id TEXT")
         if "identity" not in columns:
             self.db.execute("ALTER TABLE ports ADD COLUMN identity TEXT")
+        # ... and before dual-stack networks.
+        if "ip6" not in {row[1] for row in self.db.execute("PRAGMA table_info(allocations)")}:
+            self.db.execute("ALTER TABLE allocations ADD COLUMN ip6 TEXT")
+        self.db.execute("CREATE UNIQUE INDEX IF NOT EXISTS allocations_ip6 "
+                        "ON allocations (network, ip6)")
 
     async def run(self, fn, *args):
         """fn(*args) on the database thread (fn: a method of this State or of Ipam)."""

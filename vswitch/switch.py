@@ -19,7 +19,7 @@ from .config import Config, ConfigError, NetworkConfig
 from .datapath import PORT_TUNNEL, DataPlane
 from .errors import Conflict, Exhausted, InvalidRequest, NamespaceGone, NotFound, VswitchError
 from .hooks import Hooks
-from .ipam import AddressBlocks, Ipam, StaticBlocks, gateway
+from .ipam import AddressBlocks, Ipam, StaticBlocks, gateway, gateway6
 from .masquerade import Masquerade
 from .netns import fd_identity, netns_id
 from .overlay import Overlay
@@ -65,7 +65,7 @@ class Port:
     ifname: str
     network: NetworkConfig
     mac: str
-    addresses: list[ipaddress.IPv4Interface]
+    addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
     tap: Tap | None         # None: a recorded port that could not be restored
     port_id: int
     mtu: int
@@ -108,7 +108,8 @@ class Switch:
                 log.info("network %s: mtu %d, from %s", net.name, net.mtu, net.mtu_from)
         self.ports: dict[str, Port] = {}
         # Ports being created (netlink work in a thread): name -> (network, addresses, MAC).
-        self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface], str]] = {}
+        self._pending: dict[str, tuple[NetworkConfig, list[ipaddress.IPv4Interface |
+                                                           ipaddress.IPv6Interface], str]] = {}
         try:
             self.state = State(config.state_dir)
         except StateInUse as e:
@@ -174,7 +175,7 @@ class Switch:
         (and release its address) if the namespace or network is gone, or
         another namespace is at its path now."""
         net = self.config.network(rec.network)
-        addresses = [ipaddress.IPv4Interface(a) for a in rec.addresses]
+        addresses = [ipaddress.ip_interface(a) for a in rec.addresses]
         try:
             if net is None:
                 raise NamespaceGone(f"network {rec.network} is gone")
@@ -277,8 +278,11 @@ class Switch:
     # ---------------------------------------------------------------- ports
 
     async def _add_host_port(self, index: int, net: NetworkConfig):
-        """The network's gateway address on a TAP left in our own namespace."""
-        address = ipaddress.IPv4Interface(f"{gateway(net)}/{net.subnet.prefixlen}")
+        """The network's gateway addresses on a TAP left in our own namespace."""
+        addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = [
+            ipaddress.IPv4Interface(f"{gateway(net)}/{net.subnet.prefixlen}")]
+        if net.subnet6:
+            addresses.append(ipaddress.IPv6Interface(f"{gateway6(net)}/{net.subnet6.prefixlen}"))
         # The same MAC every start, so that pods' ARP entries for the gateway stay right.
         digest = hashlib.sha256(f"{self.config.node_name}/{net.name}".encode()).digest()
         mac = "02:" + digest[:5].hex(":")
@@ -286,13 +290,13 @@ class Switch:
         assert ifname is not None
         try:
             tap = await self.loop.run_in_executor(
-                None, Tap, None, ifname, mac, net.mtu, [address], self._offloads(), None, True)
+                None, Tap, None, ifname, mac, net.mtu, addresses, self._offloads(), (), True)
         except VswitchError as e:
             raise ConfigError(f"network[{index}].host_port", str(e)) from None
         await self.loop.run_in_executor(None, refuse_router_messages, ifname)
         # The host routes for others: no port security on its port, and only
         # it may send Router Advertisements.
-        self._register(f"host-{net.name}", None, net, mac, [address], tap, secured=False,
+        self._register(f"host-{net.name}", None, net, mac, addresses, tap, secured=False,
                        router=True)
 
     async def _egress(self):
@@ -308,10 +312,14 @@ class Switch:
         for warning in self.egress_warnings:
             log.error("%s", warning)
 
-    def default_gateway(self, net: NetworkConfig) -> ipaddress.IPv4Address | None:
-        """Where pods of the network send what is not on their subnet: the
-        host port, when the network has one."""
-        return gateway(net) if net.host_port else None
+    def default_gateways(self, net: NetworkConfig) -> tuple[ipaddress.IPv4Address |
+                                                            ipaddress.IPv6Address, ...]:
+        """Where pods of the network send what is not on their subnets: the
+        host port's addresses, when the network has one."""
+        if not net.host_port:
+            return ()
+        gw6 = gateway6(net)
+        return (gateway(net), gw6) if gw6 else (gateway(net),)
 
     def network(self, name: str | None) -> NetworkConfig:
         if not name and not self.config.networks:
@@ -323,29 +331,34 @@ class Switch:
             raise NotFound(f"unknown network {name!r} (known: {known})", kind="unknown_network")
         return net
 
-    def _address(self, net: NetworkConfig, cidr: str) -> ipaddress.IPv4Interface:
-        """A hand-given address: in the subnet, not a special one, not in use."""
+    def _address(self, net: NetworkConfig, cidr) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
+        """A hand-given address: in the subnet of its family, not a special
+        one, not in use."""
         try:
-            addr = ipaddress.IPv4Interface(cidr if "/" in cidr else f"{cidr}/{net.subnet.prefixlen}")
-        except ValueError as e:
+            subnet = net.subnet if ipaddress.ip_interface(cidr).version == 4 else net.subnet6
+            if subnet is None:
+                raise ValueError(f"network {net.name!r} has no IPv6 subnet (subnet6)")
+            addr = ipaddress.ip_interface(cidr if "/" in cidr else f"{cidr}/{subnet.prefixlen}")
+        except (ValueError, TypeError) as e:
             raise InvalidRequest(f"bad address {cidr!r}: {e}") from None
-        if addr.ip not in net.subnet:
-            raise InvalidRequest(f"address {addr} is outside network {net.name!r} ({net.subnet})")
-        if addr.ip in (net.subnet.network_address, net.subnet.broadcast_address):
-            raise InvalidRequest(f"address {addr.ip} is the network or broadcast address of {net.subnet}")
+        if addr.ip not in subnet:
+            raise InvalidRequest(f"address {addr} is outside network {net.name!r} ({subnet})")
+        if addr.ip in (subnet.network_address, subnet.broadcast_address):
+            raise InvalidRequest(f"address {addr.ip} is the network or broadcast address of {subnet}")
         if not self.addresses.holds(net, addr.ip):
             raise Conflict(f"address {addr.ip} is in no address block this node holds in "
                            f"network {net.name!r} (vswitchctl ipam blocks)")
-        for name, address in self.addresses_in_use(net).items():
-            if address == addr.ip:
-                raise Conflict(f"address {addr.ip} is already used by port {name!r}")
+        if addr.ip in self.addresses_in_use(net):
+            raise Conflict(f"address {addr.ip} is already used by port "
+                           f"{self.addresses_in_use(net)[addr.ip]!r}")
         return addr
 
-    def addresses_in_use(self, net: NetworkConfig) -> dict[str, ipaddress.IPv4Address]:
-        """Port name -> address, for the ports of a network, made or being made."""
+    def addresses_in_use(self, net: NetworkConfig) -> dict[ipaddress.IPv4Address |
+                                                           ipaddress.IPv6Address, str]:
+        """Address -> port name, for the ports of a network, made or being made."""
         ports = [(p.name, p.network, p.addresses) for p in self.ports.values()]
         ports += [(name, n, addresses) for name, (n, addresses, _) in self._pending.items()]
-        return {name: a.ip for name, n, addresses in ports if n.name == net.name for a in addresses}
+        return {a.ip: name for name, n, addresses in ports if n.name == net.name for a in addresses}
 
     def mac_in_use(self, net: NetworkConfig, mac: str) -> bool:
         """Whether a port of the network, made or being made, has mac, or the
@@ -362,11 +375,14 @@ class Switch:
                        pod: dict | None = None) -> Port:
         """A port made by hand (vswitchctl port add). Port security is on by
         default when it has an address, and off for a port without one.
-        pod: who the pod is for policy (PodIdentity.from_json)."""
+        ip: its addresses, comma-separated (at most one per family); pod:
+        who the pod is for policy (PodIdentity.from_json)."""
         if not isinstance(name, str) or not PORT_NAME_RE.match(name):
             raise InvalidRequest(f"bad port name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
         net = await self.addresses.ready(self.network(network))
-        addresses = [self._address(net, ip)] if ip else []
+        addresses = [self._address(net, a) for a in ip.split(",")] if ip else []
+        if len({a.version for a in addresses}) != len(addresses):
+            raise InvalidRequest("at most one address per family (IPv4, IPv6)")
         mac = normalize_mac(mac) if mac else random_mac()
         if self.mac_in_use(net, mac):
             raise Conflict(f"MAC {mac} is already used in network {net.name!r}")
@@ -384,7 +400,8 @@ class Switch:
         return name in self.ports or name in self._pending
 
     async def create_port(self, name: str, netns: str, ifname: str, net: NetworkConfig, mac: str,
-                          addresses: list[ipaddress.IPv4Interface], secured: bool,
+                          addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface],
+                          secured: bool,
                           attachment: tuple[str, str] | None = None, mtu: int | None = None,
                           reattach: bool = False, rates: dict | None = None,
                           netns_identity: tuple[int, int] | None = None,
@@ -401,7 +418,8 @@ class Switch:
         rates = check_rates(rates or {})
         if not MIN_MTU <= (mtu or net.mtu) <= MAX_MTU or len(addresses) > MAX_PORT_ADDRESSES:
             raise InvalidRequest(f"bad port record: mtu {mtu}, {len(addresses)} addresses")
-        gw = self.default_gateway(net) if addresses else None
+        gateways = tuple(gw for gw in self.default_gateways(net)
+                         if any(a.version == gw.version for a in addresses))
         mtu = mtu or net.mtu
         if netns_identity is None and netns is not None:
             with pod_namespace(netns) as fd:        # Tap checks it is still this one
@@ -418,7 +436,7 @@ class Switch:
                 raise Conflict(str(e)) from None
             # Netlink work runs off the loop so forwarding goes on meanwhile.
             tap = await self.loop.run_in_executor(
-                None, Tap, netns, ifname, mac, mtu, addresses, self._offloads(), gw, reattach,
+                None, Tap, netns, ifname, mac, mtu, addresses, self._offloads(), gateways, reattach,
                 netns_identity)
             # A reload may have removed the network while the TAP was being made.
             net = self.config.network(net.name) or net

@@ -29,6 +29,8 @@ TUN_F = {"csum": 0x01, "tso4": 0x02, "tso6": 0x04, "tso_ecn": 0x08, "uso4": 0x20
 # can cut into wire-size segments before encapsulation (TCP, not UDP).
 OFFLOADS_ALL = tuple(TUN_F)
 OFFLOADS_TCP = ("csum", "tso4", "tso6", "tso_ecn")
+ADDR_GEN_MODE_EUI64 = 0     # linux/if_link.h IN6_ADDR_GEN_MODE_EUI64
+IFA_F_NODAD = 0x02          # linux/if_addr.h
 
 
 @contextmanager
@@ -96,8 +98,10 @@ def _netlink(netns: int | None = None):
 
 class Tap:
     """A TAP device whose netdev lives in a pod's namespace (or, for the host
-    port, netns=None, in ours), configured there: name, MAC, MTU, addresses,
-    link up, and a default route via `gateway` if given.
+    port, netns=None, in ours), configured there: name, MAC, MTU, addresses
+    (IPv4 and IPv6), EUI-64 link-local address generation (port security
+    binds the link-local address formed from the MAC), link up, and a
+    default route per family via `gateways`.
 
     The device is persistent (TUNSETPERSIST): it outlives our fd, so pods
     keep their interface while the daemon restarts, and `reattach=True`
@@ -107,16 +111,17 @@ class Tap:
     identity it has is kept as `self.netns_id`."""
 
     def __init__(self, netns: str | None, ifname: str, mac: str, mtu: int,
-                 addresses: list[ipaddress.IPv4Interface], offloads: tuple[str, ...] = OFFLOADS_ALL,
-                 gateway: ipaddress.IPv4Address | None = None, reattach: bool = False,
-                 netns_id: tuple[int, int] | None = None):
+                 addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface],
+                 offloads: tuple[str, ...] = OFFLOADS_ALL,
+                 gateways: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (),
+                 reattach: bool = False, netns_id: tuple[int, int] | None = None):
         with pod_namespace(netns) as fd:
             self.netns_id = fd_identity(fd) if fd is not None else None
             if netns_id is not None and self.netns_id != tuple(netns_id):
                 raise NamespaceGone(f"namespace {netns!r} is not the one the port was made in")
-            self._open(fd, netns, ifname, mac, mtu, addresses, offloads, gateway, reattach)
+            self._open(fd, netns, ifname, mac, mtu, addresses, offloads, gateways, reattach)
 
-    def _open(self, fd, netns, ifname, mac, mtu, addresses, offloads, gateway, reattach):
+    def _open(self, fd, netns, ifname, mac, mtu, addresses, offloads, gateways, reattach):
         self.vnet_hdr = bool(offloads)      # frames on the fd carry a virtio_net_hdr
         flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offloads else 0)
         where = f"namespace {netns!r}" if netns else "the host namespace"
@@ -136,7 +141,7 @@ class Tap:
                 os.set_blocking(self.device.fileno(), False)
                 self.offloads = self._enable_offloads(offloads) if offloads else []
                 index = target.link_lookup(ifname=ifname)[0]
-                self._configure(target, index, mac, mtu, addresses, gateway)
+                self._configure(target, index, mac, mtu, addresses, gateways)
                 self.device.persist(True)
             except NetlinkError as e:
                 self.close(remove=not existed)
@@ -146,16 +151,25 @@ class Tap:
                 raise
 
     @staticmethod
-    def _configure(ipr: IPRoute, index: int, mac, mtu, addresses, gateway):
-        """Idempotent, so that re-attaching a configured device is fine."""
-        ipr.link("set", index=index, address=mac, mtu=mtu)
+    def _configure(ipr: IPRoute, index: int, mac, mtu, addresses, gateways):
+        """Idempotent, so that re-attaching a configured device is fine.
+        IPv6 addresses skip duplicate address detection (IPAM made them
+        unique; DAD would hold them back for a second or two)."""
+        ipr.link("set", index=index, address=mac, mtu=mtu,
+                 IFLA_AF_SPEC={"attrs": [("AF_INET6", {"attrs": [
+                     ("IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_EUI64)]})]})
         for addr in addresses:
-            _exists_ok(ipr.addr, "add", index=index, address=str(addr.ip),
-                       prefixlen=addr.network.prefixlen,
-                       broadcast=str(addr.network.broadcast_address))
+            if addr.version == 4:
+                _exists_ok(ipr.addr, "add", index=index, address=str(addr.ip),
+                           prefixlen=addr.network.prefixlen,
+                           broadcast=str(addr.network.broadcast_address))
+            else:
+                _exists_ok(ipr.addr, "add", index=index, address=str(addr.ip),
+                           prefixlen=addr.network.prefixlen, flags=IFA_F_NODAD)
         ipr.link("set", index=index, state="up")
-        if gateway is not None:
-            _exists_ok(ipr.route, "add", dst="0.0.0.0/0", gateway=str(gateway), oif=index)
+        for gateway in gateways:
+            _exists_ok(ipr.route, "add", dst="0.0.0.0/0" if gateway.version == 4 else "::/0",
+                       gateway=str(gateway), oif=index)
 
     def _enable_offloads(self, wanted: tuple[str, ...]) -> list[str]:
         """Turn on what is wanted and the kernel supports; returns the names."""
@@ -191,7 +205,8 @@ def _exists_ok(call, *args, **kwargs):
 
 def inspect(netns: str, ifname: str) -> dict | None:
     """What a pod interface looks like now (None if it is gone): its MAC,
-    whether it is up, its IPv4 addresses and default gateways."""
+    whether it is up, its addresses and default gateways (both families;
+    link-local addresses left out)."""
     try:
         with pod_namespace(netns) as fd, _netlink(fd) as ipr:
             found = ipr.link_lookup(ifname=ifname)
@@ -199,8 +214,12 @@ def inspect(netns: str, ifname: str) -> dict | None:
                 return None
             link = ipr.get_links(found[0])[0]
             addresses = [f"{a.get_attr('IFA_ADDRESS')}/{a['prefixlen']}"
-                         for a in ipr.get_addr(index=found[0], family=socket.AF_INET)]
-            gateways = [r.get_attr("RTA_GATEWAY") for r in ipr.get_routes(family=socket.AF_INET)
+                         for family in (socket.AF_INET, socket.AF_INET6)
+                         for a in ipr.get_addr(index=found[0], family=family)
+                         if not a.get_attr("IFA_ADDRESS").startswith("fe80:")]
+            gateways = [r.get_attr("RTA_GATEWAY")
+                        for family in (socket.AF_INET, socket.AF_INET6)
+                        for r in ipr.get_routes(family=family)
                         if r["dst_len"] == 0 and r.get_attr("RTA_OIF") == found[0]
                         and r.get_attr("RTA_GATEWAY")]
     except VswitchError:                    # the namespace is gone or not acceptable

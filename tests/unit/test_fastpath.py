@@ -13,6 +13,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vswitch.datapath import DROP_NAMES
+from vswitch.protocol import link_local
 
 INGRESS_DROPS = ("runt", "oversize", "bad_source", "loop", "no_route", "bad_vnet_hdr")
 
@@ -225,6 +226,7 @@ def test_random_frames_never_crash():
 
 # Port security: the rule, written out in Python as the model the fast path must match.
 OWN_MAC, OWN_IPS = mac(1), (bytes([198, 18, 0, 1]), bytes([198, 18, 0, 11]))
+OWN_IP6S = (link_local(OWN_MAC.hex(":")).packed, b"\x20\x01\x0d\xb8" + bytes(11) + b"\x01")
 
 
 def spoofed_model(f: bytes) -> bool:
@@ -241,9 +243,42 @@ def spoofed_model(f: bytes) -> bool:
     if ethertype == b"\x86\xdd":
         if len(l3) < 40:
             return True
-        src = l3[8:24]
-        return not (src[0] == 0xFE and src[1] & 0xC0 == 0x80) and src != bytes(16)
+        if l3[8:24] == bytes(16):           # only for duplicate address detection
+            icmp = icmp6_at(f, l2)
+            return icmp is None or f[icmp] not in (135, 131, 143)
+        return l3[8:24] not in OWN_IP6S
     return ethertype in (b"\x81\x00", b"\x88\xa8")
+
+
+def icmp6_at(f: bytes, l2: int) -> int | None:
+    """Where an ICMPv6 message starts (behind at most one hop-by-hop header)."""
+    off, nh = l2 + 40, f[l2 + 6]
+    if nh == 0 and off + 8 <= len(f):
+        nh, off = f[off], off + (f[off + 1] + 1) * 8
+    return off if nh == 58 and off + 4 <= len(f) else None
+
+
+def nd_spoofed_model(f: bytes) -> bool:
+    """Neighbour discovery for an address or MAC not the port's own: an NA's
+    target, an NS/NA/RS link-layer address option; a bad option too."""
+    l2 = 18 if f[12:14] in (b"\x81\x00", b"\x88\xa8") else 14
+    if f[l2 - 2:l2] != b"\x86\xdd" or len(f) < l2 + 40:
+        return False
+    icmp = icmp6_at(f, l2)
+    if icmp is None or f[icmp] not in (133, 135, 136):
+        return False
+    if f[icmp] == 136 and (icmp + 24 > len(f) or f[icmp + 8:icmp + 24] not in OWN_IP6S):
+        return True
+    opt = icmp + (8 if f[icmp] == 133 else 24)
+    end = min(len(f), l2 + 40 + int.from_bytes(f[l2 + 4:l2 + 6], "big"))
+    while opt + 2 <= end:
+        size = f[opt + 1] * 8
+        if size == 0 or opt + size > end:
+            return True
+        if f[opt] in (1, 2) and (size < 8 or f[opt + 2:opt + 8] != OWN_MAC):
+            return True
+        opt += size
+    return False
 
 
 def router_message_model(f: bytes) -> bool:
@@ -275,13 +310,21 @@ def l3_frames():
                      src_mac, ip, st.binary(min_size=0, max_size=40))
     arp = st.builds(lambda s, hw, a, rest: s + b"\x08\x06" + b"\x00\x01\x08\x00\x06\x04\x00\x01"
                     + hw + a + rest, src_mac, src_mac, ip, st.binary(min_size=0, max_size=20))
-    v6src = st.sampled_from([b"\xfe\x80" + bytes(14), bytes(16), b"\x20\x01\x0d\xb8" + bytes(12)])
+    v6src = st.sampled_from([*OWN_IP6S, b"\xfe\x80" + bytes(14), bytes(16),
+                             b"\x20\x01\x0d\xb8" + bytes(12)])
     next_header = st.sampled_from([0, 6, 17, 43, 44, 58, 60])
-    ipv6 = st.builds(lambda s, nh, a, rest: s + b"\x86\xdd" + bytes(6) + bytes([nh, 64]) + a
+    option = st.builds(lambda kind, hw: bytes([kind, 1]) + hw, st.sampled_from([1, 2, 3]),
+                       st.sampled_from([OWN_MAC, mac(2)])) | st.sampled_from([bytes(2), b"\x01"])
+    nd = st.builds(lambda kind, target, opts: bytes([kind]) + bytes(3 if kind == 133 else 7) +
+                   (b"" if kind == 133 else target) + b"".join(opts),
+                   st.sampled_from([133, 135, 136]), st.sampled_from([*OWN_IP6S, bytes(16)]),
+                   st.lists(option, max_size=3))
+    ipv6 = st.builds(lambda s, nh, a, rest, plen: s + b"\x86\xdd" + b"\x60" + bytes(3)
+                     + (len(rest) if plen else 0).to_bytes(2, "big") + bytes([nh, 64]) + a
                      + bytes(16) + rest, src_mac, next_header, v6src,
-                     st.binary(min_size=0, max_size=30)
+                     st.binary(min_size=0, max_size=30) | nd
                      | st.sampled_from([bytes([134]), bytes([137, 0]),
-                                       bytes([58, 0, 0, 0, 0, 0, 0, 0, 134])]))
+                                       bytes([58, 0, 0, 0, 0, 0, 0, 0, 134])]), st.booleans())
     tagged = st.builds(lambda s, t, inner: s + t + b"\x00\x05" + inner, src_mac,
                        st.sampled_from([b"\x81\x00", b"\x88\xa8"]),
                        st.sampled_from([b"\x08\x00\x45" + bytes(11) + OWN_IPS[0] + bytes(4),
@@ -297,16 +340,20 @@ def test_port_security_matches_its_model(frames):
     rig = Rig()
     pod, other = rig.port(), rig.port()
     rig.dp.set_port_security(pod, int.from_bytes(OWN_MAC, "big"),
-                             [int.from_bytes(ip, "big") for ip in OWN_IPS])
+                             [int.from_bytes(ip, "big") for ip in OWN_IPS],
+                             [int.from_bytes(ip, "big") for ip in OWN_IP6S])
     for f in frames:
         rig.send(pod, f)
     runts = [f for f in frames if len(f) < (18 if f[12:14] in (b"\x81\x00", b"\x88\xa8") else 14)]
-    expected = sum(spoofed_model(f) for f in frames if f not in runts)
-    guarded = sum(router_message_model(f) for f in frames
-                  if f not in runts and not spoofed_model(f))
-    assert rig.dp.counters()["drops"]["spoofed_source"] == expected
-    assert rig.dp.counters()["drops"]["ra_guard"] == guarded
-    assert len(rig.received(other)) == len(frames) - len(runts) - expected - guarded
+    checked = [f for f in frames if f not in runts]
+    expected = sum(spoofed_model(f) for f in checked)
+    nd = sum(nd_spoofed_model(f) for f in checked if not spoofed_model(f))
+    guarded = sum(router_message_model(f) for f in checked
+                  if not spoofed_model(f) and not nd_spoofed_model(f))
+    drops = rig.dp.counters()["drops"]
+    assert (drops["spoofed_source"], drops["nd_spoofed"], drops["ra_guard"]) == \
+        (expected, nd, guarded)
+    assert len(rig.received(other)) == len(checked) - expected - nd - guarded
 
 
 def test_port_security_can_be_turned_off():
