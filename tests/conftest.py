@@ -122,15 +122,15 @@ def nothing_left_behind():
 @pytest.fixture
 def netns():
     """Factory: make_ns("a") creates namespace <prefix>-<n>a with lo up and
-    IPv6 off (so pods send nothing we did not ask for)."""
+    IPv6 off (so pods send nothing we did not ask for) unless ipv6=True."""
     made = []
 
-    def make(tag: str) -> str:
+    def make(tag: str, ipv6: bool = False) -> str:
         name = f"{RUN_PREFIX}-{len(made)}{tag}"
         sh("ip", "netns", "add", name)
         made.append(name)
         in_ns(name, "ip", "link", "set", "lo", "up")
-        for key in ("all", "default"):
+        for key in ("all", "default") if not ipv6 else ():
             in_ns(name, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
         return name
 
@@ -182,11 +182,11 @@ def pods(netns, vswitchd):
     makes a namespace per pod and attaches it (port security on unless
     port_security=False); returns {tag: (ns, port info)}."""
 
-    def attach(daemon: Daemon, *specs, port_security=True):
+    def attach(daemon: Daemon, *specs, port_security=True, ipv6=False):
         out = {}
         for spec in specs:
             tag, ip, network = (*spec, "blue")[:3]
-            ns = netns(tag)
+            ns = netns(tag, ipv6)
             info = daemon.ctl_json("port", "add", f"pod-{tag}", "--netns", ns, "--ip", ip,
                                    "--network", network,
                                    *([] if port_security else ["--no-port-security"]))

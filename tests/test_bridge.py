@@ -38,7 +38,8 @@ def test_two_pods_ping(vswitchd, pods):
 
 SINK = """
 import hashlib, socket, sys
-srv = socket.create_server(("198.18.0.2", int(sys.argv[1])))
+srv = socket.create_server((sys.argv[2], int(sys.argv[1])),
+                           family=socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET)
 print("ready", flush=True)
 conn, _ = srv.accept()
 h, n = hashlib.sha256(), 0
@@ -48,17 +49,17 @@ print(n, h.hexdigest(), flush=True)
 """
 
 
-def tcp_transfer_50mb(d, p, tmp_path) -> dict:
-    """Send 50 MB of random data from pod a to pod b over TCP; check it
-    arrives intact; returns pod a's port (with counters)."""
+def tcp_transfer_50mb(d, p, tmp_path, to: str = "198.18.0.2") -> dict:
+    """Send 50 MB of random data from pod a to pod b (at address `to`) over
+    TCP; check it arrives intact; returns pod a's port (with counters)."""
     data = os.urandom(50 * 1024 * 1024)
     src = tmp_path / "payload"
     src.write_bytes(data)
-    sink = subprocess.Popen(["ip", "netns", "exec", p["b"][0], sys.executable, "-c", SINK, "7001"],
-                            stdout=subprocess.PIPE, text=True)
+    sink = subprocess.Popen(["ip", "netns", "exec", p["b"][0], sys.executable, "-c", SINK, "7001",
+                             to], stdout=subprocess.PIPE, text=True)
     try:
         assert sink.stdout.readline().strip() == "ready"
-        send = ("import socket,sys; s=socket.create_connection(('198.18.0.2',7001));"
+        send = (f"import socket,sys; s=socket.create_connection(('{to}',7001));"
                 "s.sendfile(open(sys.argv[1],'rb')); s.close()")
         in_ns(p["a"][0], sys.executable, "-c", send, str(src), timeout=120)
         size, digest = sink.stdout.readline().split()

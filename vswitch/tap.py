@@ -155,17 +155,27 @@ class Tap:
         """Idempotent, so that re-attaching a configured device is fine.
         IPv6 addresses skip duplicate address detection (IPAM made them
         unique; DAD would hold them back for a second or two)."""
-        ipr.link("set", index=index, address=mac, mtu=mtu,
-                 IFLA_AF_SPEC={"attrs": [("AF_INET6", {"attrs": [
-                     ("IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_EUI64)]})]})
+        ipr.link("set", index=index, address=mac, mtu=mtu)
+        try:
+            ipr.link("set", index=index, IFLA_AF_SPEC={"attrs": [("AF_INET6", {"attrs": [
+                ("IFLA_INET6_ADDR_GEN_MODE", ADDR_GEN_MODE_EUI64)]})]})
+        except NetlinkError as e:
+            if e.code != errno.EACCES:      # IPv6 is off in the namespace: nothing to form
+                raise
         for addr in addresses:
             if addr.version == 4:
                 _exists_ok(ipr.addr, "add", index=index, address=str(addr.ip),
                            prefixlen=addr.network.prefixlen,
                            broadcast=str(addr.network.broadcast_address))
             else:
-                _exists_ok(ipr.addr, "add", index=index, address=str(addr.ip),
-                           prefixlen=addr.network.prefixlen, flags=IFA_F_NODAD)
+                try:
+                    _exists_ok(ipr.addr, "add", index=index, address=str(addr.ip),
+                               prefixlen=addr.network.prefixlen, flags=IFA_F_NODAD)
+                except NetlinkError as e:
+                    if e.code == errno.EACCES:
+                        raise DeviceError(f"cannot give it {addr}: IPv6 is disabled in its "
+                                          "namespace (net.ipv6.conf.*.disable_ipv6)") from None
+                    raise
         ipr.link("set", index=index, state="up")
         for gateway in gateways:
             _exists_ok(ipr.route, "add", dst="0.0.0.0/0" if gateway.version == 4 else "::/0",

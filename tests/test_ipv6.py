@@ -1,0 +1,152 @@
+"""Dual-stack pods: one IPv4 and one IPv6 address each, from IPAM or by
+hand, talking over both families in bridge and overlay mode (with TSO),
+IPv6 port security (sources, neighbour discovery, RA guard), the CNI result
+with both families through a chain, and IPAM durability for both."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+
+from conftest import BLUE, in_ns, packet_socket
+from scapy.layers.inet import UDP
+from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, IPv6
+from scapy.layers.l2 import Ether
+from test_bridge import ping, tcp_transfer_50mb
+from test_cni import Runtime, cni_path  # noqa: F401  (a fixture)
+from test_overlay import overlay_node, underlay  # noqa: F401  (a fixture)
+
+from vswitch.protocol import link_local
+
+BLUE6 = {**BLUE, "subnet6": "2001:db8:18::/64"}
+
+
+def ping6(ns: str, addr: str, count: int = 3):
+    return in_ns(ns, "ping", "-6", "-c", str(count), "-i", "0.05", "-W", "2", addr, check=False)
+
+
+def dual(*tags: str) -> list[tuple[str, str]]:
+    """Pod specs with 198.18.0.N/16 and 2001:db8:18::N/64 (N: 1 for a, 2 for b, ...)."""
+    return [(t, f"198.18.0.{'abcd'.index(t) + 1}/16,2001:db8:18::{'abcd'.index(t) + 1}/64")
+            for t in tags]
+
+
+def drops(d) -> dict:
+    return d.ctl_json("stats")["drops"]
+
+
+def test_dual_stack_pods_talk_over_both_families_with_tso(vswitchd, pods, tmp_path):
+    d = vswitchd(networks=(BLUE6,))
+    p = pods(d, *dual("a", "b"), ipv6=True)
+    assert p["a"][1]["addresses"] == ["198.18.0.1/16", "2001:db8:18::1/64"]
+    assert " 0% packet loss" in ping(p["a"][0], "198.18.0.2").stdout
+    assert " 0% packet loss" in ping6(p["a"][0], "2001:db8:18::2").stdout
+    # The pod's link-local address is the one port security expects (EUI-64 of its MAC).
+    lladdr = str(link_local(p["a"][1]["mac"]))
+    assert lladdr in in_ns(p["a"][0], "ip", "-6", "addr", "show", "eth0").stdout
+    assert " 0% packet loss" in ping6(p["b"][0], f"{lladdr}%eth0").stdout
+    sender = tcp_transfer_50mb(d, p, tmp_path, to="2001:db8:18::2")
+    assert "tso6" in sender["offloads"]
+    c = sender["counters"]
+    assert c["rx_bytes"] / c["rx_packets"] > 3000        # IPv6 superframes crossed the switch
+    # Their own neighbour discovery, DAD and MLD passed port security.
+    assert [drops(d)[r] for r in ("spoofed_source", "nd_spoofed", "ra_guard")] == [0, 0, 0]
+
+
+def test_dual_stack_across_two_overlay_nodes(vswitchd, underlay, pods, tmp_path):  # noqa: F811
+    n1, n2 = underlay(1), underlay(2)
+    d1 = overlay_node(vswitchd, n1, 1, peers=[2], networks=(BLUE6,))
+    d2 = overlay_node(vswitchd, n2, 2, peers=[1], networks=(BLUE6,))
+    p = {**pods(d1, *dual("a"), ipv6=True), **pods(d2, *dual("b"), ipv6=True)}
+    assert " 0% packet loss" in ping6(p["a"][0], "2001:db8:18::2").stdout
+    assert " 0% packet loss" in ping(p["b"][0], "198.18.0.1").stdout
+    sender = tcp_transfer_50mb(d1, p, tmp_path, to="2001:db8:18::2")
+    c = sender["counters"]
+    assert c["rx_bytes"] / c["rx_packets"] > 3000        # cut into segments for the tunnel
+
+
+def test_ipv6_spoofing_neighbour_lies_and_router_advertisements_are_dropped(vswitchd, pods):
+    """Pod a sends from b's address, advertises b's address as its own (and
+    its own with another MAC), and sends a Router Advertisement: each is
+    dropped with its reason, and b and c go on talking."""
+    d = vswitchd(networks=(BLUE6,))
+    p = pods(d, *dual("a", "b", "c"), ipv6=True)
+    a_mac, b_mac = p["a"][1]["mac"], p["b"][1]["mac"]
+    assert " 0% packet loss" in ping6(p["c"][0], "2001:db8:18::2").stdout
+    b6, a6 = "2001:db8:18::2", "2001:db8:18::1"
+    to_c = Ether(src=a_mac, dst=p["c"][1]["mac"])
+    frames = {
+        "spoofed_source": to_c / IPv6(src=b6, dst="2001:db8:18::3") / UDP(dport=9),
+        "nd_spoofed": Ether(src=a_mac, dst="33:33:00:00:00:01") / IPv6(src=a6, dst="ff02::1")
+        / ICMPv6ND_NA(tgt=b6, R=0, S=0, O=1) / ICMPv6NDOptDstLLAddr(lladdr=a_mac),
+        "ra_guard": Ether(src=a_mac, dst="33:33:00:00:00:01")
+        / IPv6(src=str(link_local(a_mac)), dst="ff02::1", hlim=255) / ICMPv6ND_RA(),
+    }
+    lie_about_mac = Ether(src=a_mac, dst="33:33:00:00:00:01") / IPv6(src=a6, dst="ff02::1") \
+        / ICMPv6ND_NA(tgt=a6, O=1) / ICMPv6NDOptDstLLAddr(lladdr="02:00:00:00:99:99")
+    before = drops(d)
+    s = packet_socket(p["a"][0])
+    try:
+        for frame in [*frames.values(), lie_about_mac]:
+            s.send(bytes(frame))
+    finally:
+        s.close()
+    after = drops(d)
+    assert {r: after[r] - before[r] for r in frames} == \
+        {"spoofed_source": 1, "nd_spoofed": 2, "ra_guard": 1}
+    # The victim keeps its address: c still reaches b, at b's MAC.
+    assert " 0% packet loss" in ping6(p["c"][0], b6).stdout
+    neigh = in_ns(p["c"][0], "ip", "-6", "neigh", "show", b6).stdout
+    assert b_mac in neigh and a_mac not in neigh
+    assert "default" not in in_ns(p["c"][0], "ip", "-6", "route", "show", "default").stdout
+
+
+def test_cni_result_with_both_families_through_a_tuning_chain(vswitchd, netns, cni_path):  # noqa: F811
+    host = {**BLUE6, "host_port": "vswt6", "masquerade": False}
+    d = vswitchd(networks=(host,), netns=netns("node", True))
+    rt = Runtime(cni_path, d, version="1.0.0", name="chain")
+    a, b = netns("a", True), netns("b", True)
+    result = rt.add(a)
+    ips = [ipaddress.ip_interface(i["address"]) for i in result["ips"]]
+    assert [i.version for i in ips] == [4, 6] and ips[1] in ipaddress.ip_network("2001:db8:18::/64")
+    assert [i["gateway"] for i in result["ips"]] == ["198.18.0.1", "2001:db8:18::1"]
+    assert {r["dst"]: r["gw"] for r in result["routes"]} == {"0.0.0.0/0": "198.18.0.1",
+                                                             "::/0": "2001:db8:18::1"}
+    tuning = {"type": "tuning", "sysctl": {"net.ipv6.conf.eth0.hop_limit": "33"}}
+    conf = {"cniVersion": "1.0.0", "name": "chain", **tuning, "prevResult": result}
+    rc, out = rt.run("ADD", a, stdin=json.dumps(conf), plugin="tuning")
+    assert rc == 0, out
+    assert out["ips"] == result["ips"]
+    assert in_ns(a, "sysctl", "-n", "net.ipv6.conf.eth0.hop_limit").stdout.strip() == "33"
+    assert rt.run("CHECK", a, conf={"prevResult": out}) == (0, None)
+    # A static address per family, as runtimeConfig "ips" asks.
+    static = rt.add(b, cid="ctr-2", conf={"runtimeConfig": {
+        "ips": ["198.18.0.77/16", "2001:db8:18::77/64"]}})
+    assert [i["address"] for i in static["ips"]] == ["198.18.0.77/16", "2001:db8:18::77/64"]
+    # Both families reach the other pod and the gateway (the host port).
+    assert " 0% packet loss" in ping6(a, "2001:db8:18::77").stdout
+    assert " 0% packet loss" in ping6(b, "2001:db8:18::1").stdout
+    code, err = rt.run("ADD", netns("c", True), cid="ctr-3", conf={"runtimeConfig": {
+        "ips": ["2001:db8:18::5/64", "2001:db8:18::6/64"]}})
+    assert code != 0 and "one address per family" in err["msg"]
+    assert rt.run("DEL", a, stdin=json.dumps(conf), plugin="tuning")[0] == 0
+    assert rt.run("DEL", a) == (0, None)
+    assert [x["ip6"] for x in d.ctl_json("ipam", "show")["allocations"]] == ["2001:db8:18::77"]
+
+
+def test_ipam_keeps_both_families_across_a_sigkill(vswitchd, netns):
+    d = vswitchd(networks=(BLUE6,))
+    ns = [netns(t, True) for t in "ab"]
+    first = [d.client.attach(f"ctr-{i}", "eth0", f"/run/netns/{n}") for i, n in enumerate(ns)]
+    assert len({r["ip6"] for r in first}) == 2 and all(r["ip6"] for r in first)
+    d.proc.kill()
+    d.proc.wait()
+    d2 = vswitchd(networks=(BLUE6,), state_dir=d.state_dir)
+    again = [d2.client.attach(f"ctr-{i}", "eth0", f"/run/netns/{n}") for i, n in enumerate(ns)]
+    assert [(r["ip"], r["ip6"]) for r in again] == [(r["ip"], r["ip6"]) for r in first]
+    third = d2.client.attach("ctr-3", "eth0", f"/run/netns/{netns('c', True)}")
+    assert third["ip6"] not in {r["ip6"] for r in first}
+    assert " 0% packet loss" in ping6(ns[0], first[1]["ip6"].split("/")[0]).stdout
+    d2.client.detach("ctr-0", "eth0")
+    left = {a["ip6"] for a in d2.ctl_json("ipam", "show")["allocations"]}
+    assert first[0]["ip6"].split("/")[0] not in left and len(left) == 2
