@@ -115,7 +115,8 @@ def nothing_left_behind():
     left = [n for n in sh("ip", "netns", "list").stdout.split() if n.startswith(RUN_PREFIX)]
     left += [line.split(":")[1].strip() for line in sh("ip", "-o", "link").stdout.splitlines()
              if line.split(":")[1].strip().startswith("vsw")]
-    left += [t for t in sh("nft", "list", "tables").stdout.splitlines() if t == "table ip vswitch"]
+    left += [t for t in sh("nft", "list", "tables").stdout.splitlines()
+             if t in ("table ip vswitch", "table ip6 vswitch")]
     assert left == [], f"left behind: {left}"
 
 

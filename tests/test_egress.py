@@ -21,10 +21,12 @@ from test_cluster import ETCD_IP, cluster, wait_for  # noqa: F401  (cluster: a f
 from test_overlay import UNDERLAY
 
 WORLD, UPLINK = "203.0.113.1", "203.0.113.2"
+WORLD6, UPLINK6 = "2001:db8:ff::1", "2001:db8:ff::2"
 GATEWAY = "198.18.20.254"
 # Answers each TCP connection with the address it came from (and a name, if given).
 WHO = ("import socket,sys\n"
-       "s=socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
+       "s=socket.socket(socket.AF_INET6 if ':' in sys.argv[1] else socket.AF_INET)\n"
+       "s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)\n"
        "s.bind((sys.argv[1], int(sys.argv[2]))); s.listen(); print('ready', flush=True)\n"
        "tag = ' ' + sys.argv[3] if len(sys.argv) > 3 else ''\n"
        "while True:\n"
@@ -54,12 +56,15 @@ def nft_table(ns: str) -> str:
 def site(netns, tmp_path):
     """A node namespace (vswitchd in it, host port vsweg0, uplink up0) and
     a world namespace (WORLD) on the other end of the uplink."""
-    node, world = netns("node"), netns("world")
+    node, world = netns("node", True), netns("world", True)
     in_ns(node, "ip", "link", "add", "up0", "type", "veth", "peer", "name", "wd0", "netns", world)
     in_ns(node, "ip", "addr", "add", f"{UPLINK}/24", "dev", "up0")
+    in_ns(node, "ip", "addr", "add", f"{UPLINK6}/64", "dev", "up0", "nodad")
     in_ns(node, "ip", "link", "set", "up0", "up")
     in_ns(node, "ip", "route", "add", "default", "via", WORLD)
+    in_ns(node, "ip", "-6", "route", "add", "default", "via", WORLD6)
     in_ns(world, "ip", "addr", "add", f"{WORLD}/24", "dev", "wd0")
+    in_ns(world, "ip", "addr", "add", f"{WORLD6}/64", "dev", "wd0", "nodad")
     in_ns(world, "ip", "link", "set", "wd0", "up")
     servers = []
 
@@ -149,6 +154,33 @@ def test_pods_reach_the_world_masqueraded_and_each_other_and_the_node_as_themsel
     d.proc.wait(10)
     assert "vswitch" not in nft_table(site.node)
 
+
+def test_dual_stack_pods_reach_the_world_over_ipv6_masqueraded(site, netns):
+    """A dual-stack network masquerades IPv6 too (table ip6 vswitch), and
+    status names the node's missing IPv6 forwarding."""
+    write_toml(site.path, {**site.config, "network": [{**site.network,
+                                                       "subnet6": "2001:db8:18::/64"}]})
+    d = site.start()
+    warnings = d.ctl_json("status")["masquerade"]["warnings"]
+    assert any("net.ipv6.conf.all.forwarding is 0" in w for w in warnings), warnings
+    in_ns(site.node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1",
+          "net.ipv4.conf.up0.forwarding=1")
+    pods = {}
+    for tag, last in (("a", 1), ("b", 2)):
+        pods[tag] = netns(tag, True)
+        d.ctl("port", "add", f"pod-{tag}", "--netns", pods[tag], "--ip", f"198.18.20.{last}/16",
+              "--ip", f"2001:db8:18::1{last}/64")
+    site.serve(site.world, WORLD6)
+    site.serve(site.world, WORLD)
+    site.serve(pods["b"], "2001:db8:18::12")
+    assert who_am_i(pods["a"], WORLD6) == UPLINK6                      # masqueraded
+    assert who_am_i(pods["a"], "2001:db8:18::12") == "2001:db8:18::11"   # pod to pod: its own
+    assert who_am_i(pods["a"], WORLD) == UPLINK                      # and IPv4 as before
+    rules = in_ns(site.node, "nft", "list", "table", "ip6", "vswitch").stdout
+    assert 'ip6 saddr 2001:db8:18::/64 ip6 daddr != 2001:db8:18::/64 masquerade' in rules
+    d.ctl("stop", "--remove-ports")
+    d.proc.wait(10)
+    assert "vswitch" not in nft_table(site.node)
 
 def test_a_stale_table_from_a_killed_daemon_goes_when_the_config_no_longer_masquerades(site):
     in_ns(site.node, "nft", "add", "table", "ip", "vswitch")       # as a killed vswitchd left it

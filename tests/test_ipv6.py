@@ -63,6 +63,9 @@ def test_dual_stack_across_two_overlay_nodes(vswitchd, underlay, pods, tmp_path)
     sender = tcp_transfer_50mb(d1, p, tmp_path, to="2001:db8:18::2")
     c = sender["counters"]
     assert c["rx_bytes"] / c["rx_packets"] > 3000        # cut into segments for the tunnel
+    assert d2.ctl_json("stats")["gro_merged"] > 0         # and merged again towards pod b
+    c = d2.ctl_json("port", "show", "pod-b")["counters"]
+    assert c["tx_bytes"] / c["tx_packets"] > 3000
 
 
 def test_ipv6_spoofing_neighbour_lies_and_router_advertisements_are_dropped(vswitchd, pods):

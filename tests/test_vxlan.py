@@ -241,13 +241,15 @@ def test_tcp_superframe_is_cut_into_valid_segments(rig, version):
     assert r.dp.counters()["drops"]["needs_segmentation"] == 0
 
 
-def tcp_segments(count, mss=1000, first_seq=5000, flags="A", bad=None):
+def tcp_segments(count, mss=1000, first_seq=5000, flags="A", bad=None, ipv6=False):
     from scapy.layers.inet import IP, TCP
+    from scapy.layers.inet6 import IPv6
     from scapy.layers.l2 import Ether
     out = []
     for i in range(count):
-        seg = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:09") / \
-            IP(src="198.18.0.9", dst="198.18.0.1", id=100 + i) / \
+        ip = IPv6(src="2001:db8::9", dst="2001:db8::1") if ipv6 else \
+            IP(src="198.18.0.9", dst="198.18.0.1", id=100 + i)
+        seg = Ether(dst="02:00:00:00:00:01", src="02:00:00:00:00:09") / ip / \
             TCP(sport=5201, dport=40000, seq=first_seq + i * mss, ack=77, flags=flags,
                 options=[("NOP", None), ("NOP", None), ("Timestamp", (1, 2))]) / \
             (bytes([i % 256]) * mss)
@@ -295,6 +297,29 @@ def test_gro_merges_a_train_of_segments_into_one_superframe(rig):
     assert (rebuilt[TCP].chksum, rebuilt[IP].chksum) == (pkt[TCP].chksum, pkt[IP].chksum)
     assert r.dp.gro_merged == 5
     assert r.dp.port_counters(a)["tx_packets"] == 1           # one write for five segments
+
+
+def test_gro_merges_ipv6_segments_too(rig):
+    from scapy.layers.inet import TCP
+    from scapy.layers.inet6 import IPv6
+    from scapy.layers.l2 import Ether
+    r, a = gro_rig(rig)
+    deliver_batch(r, tcp_segments(4, ipv6=True) + tcp_segments(1, first_seq=1, ipv6=True))
+    first, other = r.received(a)
+    flags, gso, hdr_len, gso_size, start, offset = struct.unpack("<BBHHHH", first[:10])
+    assert (flags, gso, hdr_len, gso_size, start, offset) == (NEEDS_CSUM, 4, 86, 1000, 54, 16)
+    superframe = bytearray(first[10:])
+    pseudo = bytes(superframe[22:54]) + struct.pack("!IxxxB", len(superframe) - 54, 6)
+    superframe[70:72] = struct.pack("!H", checksum(pseudo + bytes(superframe[54:70]) + b"\0\0"
+                                                   + bytes(superframe[72:])))
+    pkt = Ether(bytes(superframe))
+    assert pkt[IPv6].plen == 32 + 4000 and pkt[TCP].seq == 5000
+    assert bytes(pkt[TCP].payload) == b"".join(bytes([i]) * 1000 for i in range(4))
+    check = pkt.copy()
+    del check[TCP].chksum
+    assert Ether(bytes(check))[TCP].chksum == pkt[TCP].chksum
+    assert Ether(other[10:])[TCP].seq == 1                    # another train: not merged
+    assert r.dp.gro_merged == 4
 
 
 @pytest.mark.parametrize("case,expected", [

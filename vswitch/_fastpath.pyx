@@ -965,7 +965,7 @@ cdef class Datapath:
     cdef void _to_gro(self, uint32_t out, unsigned char *hdr, unsigned char *frame,
                       ssize_t n) noexcept nogil:
         """Deliver a decapsulated frame to an offload port through GRO."""
-        cdef ssize_t hlen = tcp4_gro_header_len(frame, n)
+        cdef ssize_t hlen = tcp_gro_header_len(frame, n)
         if hlen < 0 or self.ports.slots[out].egress.rate > 0:   # limited ports: frame by frame
             gro_flush(&self.gro, &self.ports, &self.totals)
             self._send(&self.ports.slots[out], hdr, frame, n)

@@ -3,7 +3,8 @@ through the node's own stack, source-NATed to the node's address, as
 flannel's --ip-masq and Calico's natOutgoing do. Traffic between pods, and
 from pods to the node, keeps its real source (Kubernetes requires it).
 
-The rules live in a table of vswitch's own, `ip vswitch`, rewritten whole
+The rules live in tables of vswitch's own, `ip vswitch` (and `ip6
+vswitch` for dual-stack networks), rewritten whole
 in one transaction whenever the networks change (start, reload, cluster
 networks) and deleted when vswitchd stops (without it pods go nowhere;
 after a SIGKILL the next start rewrites them). Nothing else's rules are
@@ -23,20 +24,24 @@ TABLE = "vswitch"
 
 
 def ruleset(networks: Iterable[NetworkConfig]) -> str:
-    """The nft script that makes the table hold the rules for these
-    networks, and only them (no table at all when none masquerades)."""
+    """The nft script that makes the tables hold the rules for these
+    networks, and only them (no table at all for a family in which none
+    masquerades)."""
     networks = list(networks)
-    masquerading = [n for n in networks if n.masquerade]
-    script = [f"table ip {TABLE} {{}}", f"delete table ip {TABLE}"]   # absent or not: gone
-    if not masquerading:
-        return "\n".join(script) + "\n"
-    cluster = ", ".join(sorted({str(n.subnet) for n in networks}))
-    script += [f"table ip {TABLE} {{",
-               "  chain postrouting {",
-               "    type nat hook postrouting priority srcnat; policy accept;"]
-    script += [f'    ip saddr {n.subnet} ip daddr != {{ {cluster} }} masquerade '
-               f'comment "network {n.name}"' for n in masquerading]
-    script += ["  }", "}"]
+    script = []
+    for family, subnet in (("ip", "subnet"), ("ip6", "subnet6")):
+        script += [f"table {family} {TABLE} {{}}", f"delete table {family} {TABLE}"]  # now gone
+        masquerading = [n for n in networks if n.masquerade and getattr(n, subnet)]
+        if not masquerading:
+            continue
+        cluster = ", ".join(sorted({str(getattr(n, subnet)) for n in networks
+                                    if getattr(n, subnet)}))
+        script += [f"table {family} {TABLE} {{",
+                   "  chain postrouting {",
+                   "    type nat hook postrouting priority srcnat; policy accept;"]
+        script += [f'    {family} saddr {getattr(n, subnet)} {family} daddr != {{ {cluster} }} '
+                   f'masquerade comment "network {n.name}"' for n in masquerading]
+        script += ["  }", "}"]
     return "\n".join(script) + "\n"
 
 
