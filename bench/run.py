@@ -63,6 +63,8 @@ import time
 PREFIX = "vb" + secrets.token_hex(2)
 ADDRS = [f"198.18.0.{i}" for i in range(1, 5)]      # pods a, b (and c, d: flooder, flooded)
 ADDR_A, ADDR_B, PLEN = ADDRS[0], ADDRS[1], 16
+ADDRS6 = [f"2001:db8:18::{i}" for i in range(1, 5)]    # dual-stack: IPv6 TCP is measured too
+ADDR6_B, PLEN6 = ADDRS6[1], 64
 MTU = 1450            # fits a 1500-byte underlay in overlay mode; the same for every topology
 DATAPATH = ""         # vswitchd's [datapath] settings (--datapath): the defaults unless asked
 
@@ -82,8 +84,6 @@ def namespaces(*tags):
         for n in names:
             sh("ip", "netns", "add", n)
             ns_exec(n, "ip", "link", "set", "lo", "up")
-            for key in ("all", "default"):
-                ns_exec(n, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
         yield names
     finally:
         for n in names:
@@ -103,7 +103,8 @@ def vswitchd(tmp: str, name: str, node_ns: str | None = None, overlay: str = "")
     with open(config, "w") as f:
         f.write(f'[node]\nsocket = "{sock}"\nstate_dir = "{tmp}/{name}-state"\nmode = "{mode}"\n{overlay}'
                 f'[datapath]\n{DATAPATH}\n'
-                f'[[network]]\nname = "bench"\nvni = 1\nsubnet = "198.18.0.0/16"\nmtu = {MTU}\n')
+                f'[[network]]\nname = "bench"\nvni = 1\nsubnet = "198.18.0.0/16"\nmtu = {MTU}\n'
+                f'subnet6 = "2001:db8:18::/64"\n')
     where = ["ip", "netns", "exec", node_ns] if node_ns else []
     daemon = subprocess.Popen(where + [sys.executable, "-m", "vswitch.daemon", "--config", config],
                               stderr=open(os.path.join(tmp, f"{name}.log"), "w"))
@@ -125,8 +126,9 @@ def vswitch_topology(with_ctl: bool = False, pods: int = 2):
     tags = ["va", "vb", "vc", "vd"][:pods]
     with namespaces(*tags) as names, tempfile.TemporaryDirectory() as tmp, \
             vswitchd(tmp, "node") as ctl:
-        for tag, ns, addr in zip(tags, names, ADDRS):
-            sh(*ctl, "port", "add", tag, "--netns", ns, "--ip", f"{addr}/{PLEN}")
+        for tag, ns, addr, addr6 in zip(tags, names, ADDRS, ADDRS6):
+            sh(*ctl, "port", "add", tag, "--netns", ns, "--ip", f"{addr}/{PLEN}",
+               "--ip", f"{addr6}/{PLEN6}")
         yield (names, ctl) if with_ctl else names
 
 
@@ -179,8 +181,10 @@ def vswitch_overlay_topology():
             tempfile.TemporaryDirectory() as tmp, \
             vswitchd(tmp, "n1", n1, '[overlay]\nvtep_ip = "192.0.2.1"\npeers = ["192.0.2.2"]\n') as c1, \
             vswitchd(tmp, "n2", n2, '[overlay]\nvtep_ip = "192.0.2.2"\npeers = ["192.0.2.1"]\n') as c2:
-        sh(*c1, "port", "add", "a", "--netns", a, "--ip", f"{ADDR_A}/{PLEN}")
-        sh(*c2, "port", "add", "b", "--netns", b, "--ip", f"{ADDR_B}/{PLEN}")
+        sh(*c1, "port", "add", "a", "--netns", a, "--ip", f"{ADDR_A}/{PLEN}",
+           "--ip", f"{ADDRS6[0]}/{PLEN6}")
+        sh(*c2, "port", "add", "b", "--netns", b, "--ip", f"{ADDR_B}/{PLEN}",
+           "--ip", f"{ADDR6_B}/{PLEN6}")
         yield a, b
 
 
@@ -188,7 +192,7 @@ def vswitch_overlay_topology():
 def kernel_vxlan_topology():
     """Two nodes with a Linux bridge and a kernel VXLAN device each."""
     with underlay("k1", "k2") as nodes, namespaces("ka", "kb") as pods:
-        for i, (node, pod, addr) in enumerate(zip(nodes, pods, (ADDR_A, ADDR_B))):
+        for i, (node, pod, addr) in enumerate(zip(nodes, pods, ADDRS)):
             ns_exec(node, "ip", "link", "add", "vx0", "type", "vxlan", "id", "1", "dstport", "4789",
                     "local", f"192.0.2.{i + 1}", "dev", "u0")
             ns_exec(node, "ip", "link", "add", "br0", "type", "bridge")
@@ -206,7 +210,14 @@ def bridge_pod(bridge_ns: str, pod: str, addr: str, port: str):
             "peer", "name", "eth0", "netns", pod)
     ns_exec(bridge_ns, "ip", "link", "set", port, "master", "br0", "up")
     ns_exec(pod, "ip", "link", "set", "eth0", "mtu", str(MTU), "up")
+    add_addresses(pod, addr)
+
+
+def add_addresses(pod: str, addr: str):
+    """A pod's IPv4 address and the IPv6 one of the same index (no DAD: at once)."""
     ns_exec(pod, "ip", "addr", "add", f"{addr}/{PLEN}", "dev", "eth0")
+    ns_exec(pod, "ip", "addr", "add", f"{ADDRS6[ADDRS.index(addr)]}/{PLEN6}", "dev", "eth0",
+            "nodad")
 
 
 @contextlib.contextmanager
@@ -236,7 +247,7 @@ def pod_iface(pod: str, dev: str, addr: str):
     wait_for_link(dev)
     sh("ip", "link", "set", dev, "netns", pod)
     ns_exec(pod, "ip", "link", "set", dev, "name", "eth0", "mtu", str(MTU), "up")
-    ns_exec(pod, "ip", "addr", "add", f"{addr}/{PLEN}", "dev", "eth0")
+    add_addresses(pod, addr)
 
 
 @contextlib.contextmanager
@@ -308,8 +319,9 @@ def iperf(client_ns: str, server_ns: str, duration: float, *extra, server_addr=A
         server.wait()
 
 
-def tcp_gbps(client_ns: str, server_ns: str, duration: float, *extra) -> float:
-    return iperf(client_ns, server_ns, duration, *extra)["end"]["sum_received"]["bits_per_second"] / 1e9
+def tcp_gbps(client_ns: str, server_ns: str, duration: float, *extra, server_addr=ADDR_B) -> float:
+    return iperf(client_ns, server_ns, duration, *extra, server_addr=server_addr)[
+        "end"]["sum_received"]["bits_per_second"] / 1e9
 
 
 def pktgen() -> str:
@@ -375,27 +387,29 @@ def request_response(a: str, b: str, duration: float) -> tuple[float, float]:
         echo.wait()
 
 
-def tcp_interleaved(pods: dict, duration: float, rounds: int = 3) -> dict:
+def tcp_interleaved(pods: dict, duration: float, rounds: int = 3, to: str = ADDR_B) -> dict:
     """TCP throughput, one stream, of every side in turn, `rounds` times, so
-    that the machine's drift over minutes hits all sides alike."""
+    that the machine's drift over minutes hits all sides alike (to: pod b's
+    IPv4 or IPv6 address)."""
     runs = {side: [] for side in pods}
     for a, *_ in pods.values():
-        ns_exec(a, "ping", "-c", "1", "-w", "10", ADDR_B)    # bridge ports ready, ARP, FDB warm
+        ns_exec(a, "ping", "-c", "1", "-w", "10", to)    # bridge ports ready, ARP/ND, FDB warm
     for _ in range(rounds):
         for side, (a, b, *_) in pods.items():
-            runs[side].append(tcp_gbps(a, b, duration))
+            runs[side].append(tcp_gbps(a, b, duration, server_addr=to))
     return runs
 
 
-def measure(pods, duration: float, tcp_runs: list) -> dict:
+def measure(pods, duration: float, tcp_runs: list, tcp6_runs: list) -> dict:
     """Every workload on one topology; TCP one stream is the median of
-    tcp_runs (tcp_interleaved)."""
+    tcp_runs (tcp_interleaved), over IPv6 of tcp6_runs."""
     a, b = pods[:2]
     flat_out = small_packets(a, b, duration)
     udp = iperf(a, b, duration, "-u", "-b", "0", "-l", "18")["end"]["sum"]
     rr_tps, rr_us = request_response(a, b, duration)
     count = max(100, int(duration / 0.002))
     out = {"tcp_gbps": statistics.median(tcp_runs), "tcp_runs_gbps": tcp_runs,
+           "tcp6_gbps": statistics.median(tcp6_runs), "tcp6_runs_gbps": tcp6_runs,
            "tcp4_gbps": tcp_gbps(a, b, duration, "-P", "4"),
            "udp64_kpps": (udp["packets"] - udp["lost_packets"]) / udp["seconds"] / 1e3,
            "udp64_loss_pct": udp.get("lost_percent", 0.0),
@@ -433,6 +447,7 @@ def ping_rtt_us(ns: str, count: int, interval: str, duration: float) -> float:
 
 
 ROWS = [("TCP throughput, 1 stream", "tcp_gbps", "Gbit/s", True),
+        ("TCP throughput, 1 stream, IPv6", "tcp6_gbps", "Gbit/s", True),
         ("TCP throughput, 4 streams", "tcp4_gbps", "Gbit/s", True),
         ("64-byte UDP delivered (iperf3)", "udp64_kpps", "kpps", True),
         ("64-byte delivered flat out", "gen64_kpps", "kpps", True),
@@ -477,6 +492,8 @@ def table(results: dict) -> str:
                          f"{v[key] / k[key]:>6.2f}x" + "".join(
                              f" {results[mode][name][key]:>10.2f} {unit:<3} "
                              f"{v[key] / results[mode][name][key]:>6.2f}x" for name in extra))
+        ratio4, ratio6 = v["tcp_gbps"] / k["tcp_gbps"], v["tcp6_gbps"] / k["tcp6_gbps"]
+        lines.append(f"IPv6 TCP ratio / IPv4 TCP ratio: {ratio6 / ratio4:.2f} (goal: 0.90 or more)")
         lines.append(f"64-byte loss flat out: iperf3 {v['udp64_loss_pct']:.1f}% vs "
                      f"{k['udp64_loss_pct']:.1f}%, pktgen {v['gen64_loss_pct']:.1f}% vs "
                      f"{k['gen64_loss_pct']:.1f}%")
@@ -594,8 +611,10 @@ def main() -> int:
         with contextlib.ExitStack() as stack:
             pods = {side: stack.enter_context(topology()) for side, topology in topologies.items()}
             tcp_runs = tcp_interleaved(pods, args.duration)
+            tcp6_runs = tcp_interleaved(pods, args.duration, to=ADDR6_B)
             for side in topologies:
-                results[mode][side] = measure(pods[side], args.duration, tcp_runs[side])
+                results[mode][side] = measure(pods[side], args.duration, tcp_runs[side],
+                                              tcp6_runs[side])
         v, ref = results[mode]["vswitch"], results[mode][sides[1][0]]
         results[mode]["ratio"] = {key: v[key] / ref[key] for _, key, _, _ in rows(mode)}
     if args.mode in ("bridge", "all"):
