@@ -153,3 +153,29 @@ def test_ipam_keeps_both_families_across_a_sigkill(vswitchd, netns):
     d2.client.detach("ctr-0", "eth0")
     left = {a["ip6"] for a in d2.ctl_json("ipam", "show")["allocations"]}
     assert first[0]["ip6"].split("/")[0] not in left and len(left) == 2
+
+
+def test_ipv6_only_network_through_cni_with_a_gateway(vswitchd, netns, cni_path):  # noqa: F811
+    """subnet6 alone: pods get one IPv6 address and an IPv6 default route,
+    no IPv4; the host port holds the IPv6 gateway; CNI STATUS is ready."""
+    v6only = {"name": "six", "vni": 600, "subnet6": "2001:db8:60::/64", "mtu": 1500,
+              "host_port": "vsw6o", "masquerade": False}
+    d = vswitchd(networks=(v6only,), netns=netns("node", True))
+    rt = Runtime(cni_path, d, network="six", version="1.1.0")
+    a, b = netns("a", True), netns("b", True)
+    ra, rb = rt.add(a), rt.add(b, cid="ctr-2")
+    assert [i["address"] for i in ra["ips"]] == ["2001:db8:60::2/64"]
+    assert ra["ips"][0]["gateway"] == "2001:db8:60::1"
+    assert ra["routes"] == [{"dst": "::/0", "gw": "2001:db8:60::1"}]
+    assert "inet " not in in_ns(a, "ip", "addr", "show", "eth0").stdout
+    assert " 0% packet loss" in ping6(a, rb["ips"][0]["address"].split("/")[0]).stdout
+    assert " 0% packet loss" in ping6(b, "2001:db8:60::1").stdout       # the node
+    assert rt.run("STATUS")[0] == 0
+    show = d.ctl_json("ipam", "show")
+    assert show["networks"][0]["subnet"] is None and show["networks"][0]["gateway6"] == \
+        "2001:db8:60::1"
+    assert [(x["ip"], x["ip6"]) for x in show["allocations"]] == [
+        (None, "2001:db8:60::2"), (None, "2001:db8:60::3")]
+    code, err = rt.run("ADD", netns("c", True), cid="ctr-3",
+                       conf={"runtimeConfig": {"ips": ["198.18.0.9/16"]}})
+    assert code != 0 and "IPv6 only" in err["msg"]

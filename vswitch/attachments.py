@@ -54,12 +54,13 @@ class Attachments:
 
     def result(self, alloc: Allocation, port: Port | None) -> dict:
         net = self.switch.network(alloc.network)
-        gw6 = gateway6(net)
+        gw, gw6 = gateway(net), gateway6(net)
         return {"container_id": alloc.container_id, "ifname": alloc.ifname,
                 "network": net.name, "port": port.name if port else None,
                 "state": port.state if port else "detached",
                 "netns": alloc.netns, "mac": alloc.mac, "mtu": port.mtu if port else net.mtu,
-                "ip": str(_interface(net, alloc.ip)), "gateway": str(gateway(net)),
+                "ip": str(_interface(net, alloc.ip)) if alloc.ip else None,
+                "gateway": str(gw) if gw else None,
                 "ip6": str(_interface(net, alloc.ip6)) if alloc.ip6 else None,
                 "gateway6": str(gw6) if gw6 else None,
                 "routes": [{"dst": "0.0.0.0/0" if gw.version == 4 else "::/0", "gw": str(gw)}
@@ -162,8 +163,9 @@ class Attachments:
         finally:
             self._busy.discard(key)
         if alloc:
-            log.info("detached %s/%s, released %s", *key, alloc.ip)
-        return {"released": str(alloc.ip) if alloc else None, "port": port.name if port else None}
+            log.info("detached %s/%s, released %s", *key, ", ".join(map(str, alloc.ips)))
+        return {"released": str(alloc.ips[0]) if alloc else None,
+                "port": port.name if port else None}
 
     async def check(self, container_id: str, ifname: str, netns: str) -> dict:
         """The attachment as it is now; CheckFailed says what is wrong."""
@@ -229,9 +231,10 @@ class Attachments:
         free = [await self.db(self.ipam.free_count, n,
                               set(self.switch.addresses_in_use(n)), blocks)
                 for n, blocks in zip(nets, held)]
-        return {"networks": [{"name": n.name, "subnet": str(n.subnet),
+        return {"networks": [{"name": n.name, "subnet": str(n.subnet) if n.subnet else None,
                               "block": ", ".join(map(str, blocks)) or None,
-                              "gateway": str(gateway(n)), "host_port": n.host_port, "free": f,
+                              "gateway": str(gateway(n)) if n.subnet else None,
+                              "host_port": n.host_port, "free": f,
                               "subnet6": str(n.subnet6) if n.subnet6 else None,
                               "block6": str(n.block6) if n.block6 else None,
                               "gateway6": str(gateway6(n)) if n.block6 else None}

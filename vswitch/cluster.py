@@ -604,7 +604,7 @@ class Cluster:
         for name in list(self.mine):        # blocks of networks gone, or re-made otherwise
             now = current.get(name)
             for block in list(self.mine[name]):
-                if now is None or not block.subnet_of(now.subnet) \
+                if now is None or now.subnet is None or not block.subnet_of(now.subnet) \
                         or block.prefixlen != now.block_size:
                     await self._drop_block(name, block)
         db = self.switch.state
@@ -659,6 +659,7 @@ class Cluster:
             assert net.block_size is not None
             kvs, _ = await self.etcd.get_prefix(self.key("blocks", net.name) + "/")
             taken = {kv.key.rsplit("/", 1)[1] for kv in kvs}
+            assert net.subnet is not None           # (cluster networks are IPv4)
             candidates = list(net.subnet.subnets(new_prefix=net.block_size))
             start = int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % len(candidates)
             for block in candidates[start:] + candidates[:start]:
@@ -951,7 +952,7 @@ class Cluster:
                 theirs = ipaddress.IPv4Network(rec["subnet"])
             except (ValueError, KeyError, TypeError):
                 continue
-            if other != name and theirs.overlaps(net.subnet):
+            if other != name and net.subnet and theirs.overlaps(net.subnet):
                 raise Conflict(f"subnet {net.subnet} overlaps network {other!r} ({theirs})")
         record = {"vni": net.vni, "subnet": str(net.subnet), "block_size": block_size,
                   "mtu": mtu, "gateway": gateway, "masquerade": masquerade,

@@ -46,8 +46,8 @@ class ConfigError(Exception):
 class NetworkConfig:
     name: str
     vni: int
-    subnet: ipaddress.IPv4Network
-    block: ipaddress.IPv4Network
+    subnet: ipaddress.IPv4Network | None   # None: IPv6 only (subnet6)
+    block: ipaddress.IPv4Network | None
     mtu: int
     gateway: ipaddress.IPv4Address | None = None   # None: the block's first address
     host_port: str | None = None                    # host-side interface name, if any
@@ -174,18 +174,26 @@ def _network(data, index: int) -> NetworkConfig:
     vni = t.get("vni", int, None, lambda v: 1 <= v <= 0xFFFFFF, "must be 1..16777215")
     if vni is None:
         raise ConfigError(t.key("vni"), "is required")
-    subnet = _cidr(t, "subnet", None)
-    block = _cidr(t, "block", str(subnet))
-    if not block.subnet_of(subnet):
-        raise ConfigError(t.key("block"), f"{block} is not inside subnet {subnet}")
+    if "subnet" not in t.data and "subnet6" in t.data:      # IPv6 only
+        subnet = block = None
+        for key in ("block", "gateway"):
+            if key in t.data:
+                raise ConfigError(t.key(key), "needs subnet (this network is IPv6 only)")
+    else:
+        subnet = _cidr(t, "subnet", None)
+        block = _cidr(t, "block", str(subnet))
+        if not block.subnet_of(subnet):
+            raise ConfigError(t.key("block"), f"{block} is not inside subnet {subnet}")
     mtu = t.get("mtu", int, 0, lambda v: MIN_MTU <= v <= MAX_NETWORK_MTU,
                 f"must be {MIN_MTU}..{MAX_NETWORK_MTU}")      # 0: from the underlay (parse)
     gateway = t.get("gateway", str, None)
-    if gateway is not None:
+    if gateway is not None and block is not None:
         gateway = _ipv4(t, "gateway", gateway)
         if gateway not in block or gateway in (block.network_address, block.broadcast_address):
             raise ConfigError(t.key("gateway"), f"{gateway} is not a host address of block {block}")
     subnet6, block6, gateway6 = _ipv6_family(t, block)
+    if subnet is None and subnet6 is None:
+        raise ConfigError(t.key("subnet"), "is required (or subnet6 alone: IPv6 only)")
     host_port = t.get("host_port", str, None, IFNAME_RE.match,
                       f"must be an interface name of {IFNAME_RULE}")
     # On by default where pods have a way out (the host port is their gateway).
@@ -198,7 +206,7 @@ def _network(data, index: int) -> NetworkConfig:
                          masquerade=masquerade, subnet6=subnet6, block6=block6, gateway6=gateway6)
 
 
-def _ipv6_family(t: _Table, block: ipaddress.IPv4Network):
+def _ipv6_family(t: _Table, block: ipaddress.IPv4Network | None):
     """A network's IPv6 subnet, block and gateway (all None: IPv4 only).
     The block is at most a /120 and holds as many addresses as the IPv4
     block at least, so that every pod gets one of each."""
@@ -212,7 +220,7 @@ def _ipv6_family(t: _Table, block: ipaddress.IPv4Network):
     block6 = _cidr6(t, "block6", t.get("block6", str, text))
     if not block6.subnet_of(subnet6):
         raise ConfigError(t.key("block6"), f"{block6} is not inside subnet6 {subnet6}")
-    if block6.num_addresses < max(block.num_addresses, 256):
+    if block6.num_addresses < max(block.num_addresses if block else 0, 256):
         raise ConfigError(t.key("block6"), f"{block6} is smaller than a /120 or than block "
                           f"{block}: every pod gets an address of each family")
     gateway6 = t.get("gateway6", str, None)

@@ -70,9 +70,10 @@ class Gateways:
 
     async def forget_invalid(self, nets: list[NetworkConfig]):
         """Gateways of networks gone, or in blocks this node no longer holds."""
+        subnets = {n.name: n.subnet for n in nets}
         current = {n.name: n for n in nets}
-        gone = [name for name, ip in self.addresses.items() if name not in current
-                or ip not in current[name].subnet or not self.cluster.holds(current[name], ip)]
+        gone = [name for name, ip in self.addresses.items()
+                if ip not in (subnets.get(name) or ()) or not self.cluster.holds(current[name], ip)]
         for name in gone:
             log.warning("cluster: gateway %s of network %s given up (%s)", self.addresses[name],
                         name, "block lost" if name in current else "network gone")

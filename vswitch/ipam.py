@@ -27,7 +27,7 @@ class Allocation:
     container_id: str
     ifname: str
     network: str
-    ip: ipaddress.IPv4Address
+    ip: ipaddress.IPv4Address | None               # None: an IPv6-only network
     mac: str
     netns: str
     cni_network: str
@@ -36,16 +36,17 @@ class Allocation:
 
     @classmethod
     def from_row(cls, row) -> "Allocation":
-        return cls(row[0], row[1], row[2], ipaddress.IPv4Address(row[3]), row[4], row[5],
-                   row[6], row[7], ipaddress.IPv6Address(row[8]) if row[8] else None)
+        return cls(row[0], row[1], row[2], ipaddress.IPv4Address(row[3]) if row[3] else None,
+                   row[4], row[5], row[6], row[7],
+                   ipaddress.IPv6Address(row[8]) if row[8] else None)
 
     @property
     def ips(self) -> tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...]:
-        return (self.ip, self.ip6) if self.ip6 else (self.ip,)
+        return tuple(ip for ip in (self.ip, self.ip6) if ip is not None)
 
     def as_dict(self) -> dict:
         return {"container_id": self.container_id, "ifname": self.ifname,
-                "network": self.network, "ip": str(self.ip),
+                "network": self.network, "ip": str(self.ip) if self.ip else None,
                 "ip6": str(self.ip6) if self.ip6 else None, "mac": self.mac,
                 "netns": self.netns, "cni_network": self.cni_network,
                 "created": self.created}
@@ -54,8 +55,11 @@ class Allocation:
 COLUMNS = "container_id, ifname, network, ip, mac, netns, cni_network, created, ip6"
 
 
-def gateway(net: NetworkConfig) -> ipaddress.IPv4Address:
-    """The network's gateway on this node: configured, or the block's first address."""
+def gateway(net: NetworkConfig) -> ipaddress.IPv4Address | None:
+    """The network's gateway on this node: configured, or the block's first
+    address (None: IPv6 only)."""
+    if net.block is None:
+        return None
     return net.gateway or next(net.block.hosts())
 
 
@@ -68,8 +72,11 @@ def gateway6(net: NetworkConfig) -> ipaddress.IPv6Address | None:
 
 def reserved(net: NetworkConfig) -> set[ipaddress.IPv4Address]:
     """Addresses of the block never handed out."""
+    if net.subnet is None or net.block is None:
+        return set()
     return {net.subnet.network_address, net.subnet.broadcast_address,
-            net.block.network_address, net.block.broadcast_address, gateway(net)}
+            net.block.network_address, net.block.broadcast_address,
+            net.gateway or next(net.block.hosts())}
 
 
 def reserved6(net: NetworkConfig) -> set[ipaddress.IPv6Address]:
@@ -101,7 +108,7 @@ class StaticBlocks:
 
     def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
         """The blocks this node holds."""
-        return [net.block]
+        return [net.block] if net.block else []
 
     async def blocks(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
         """The blocks to allocate from now."""
@@ -140,8 +147,8 @@ class Ipam:
 
     def used(self, network: str) -> set[ipaddress.IPv4Address]:
         """IPv4 addresses allocated, or held by a recorded port (hand-made ones too)."""
-        return {ipaddress.IPv4Address(r[0])
-                for r in self.db.execute("SELECT ip FROM allocations WHERE network=?", (network,))} \
+        return {ipaddress.IPv4Address(r[0]) for r in self.db.execute(
+                "SELECT ip FROM allocations WHERE network=? AND ip IS NOT NULL", (network,))} \
             | {a for a in map(ipaddress.ip_address, self._state.port_addresses(network))
                if isinstance(a, ipaddress.IPv4Address)}
 
@@ -158,8 +165,12 @@ class Ipam:
 
     def free_count(self, net: NetworkConfig, in_use: Iterable[ipaddress.IPv4Address] = (),
                    blocks: Sequence[ipaddress.IPv4Network] | None = None) -> int:
+        if net.subnet is None:          # IPv6 only: what block6 has left
+            assert net.block6 is not None
+            taken6 = self.used6(net.name) | reserved6(net) | set(in_use)
+            return net.block6.num_addresses - sum(ip in net.block6 for ip in taken6)
         taken = self.used(net.name) | reserved(net) | set(in_use)
-        blocks = [net.block] if blocks is None else blocks
+        blocks = StaticBlocks().held(net) if blocks is None else blocks
         return sum(b.num_addresses - sum(ip in b for ip in taken) for b in blocks)
 
     def count_in(self, network: str, block: ipaddress.IPv4Network) -> int:
@@ -179,15 +190,19 @@ class Ipam:
         held outside IPAM (ports added by hand), which are never handed out
         either; blocks: where IPv4 addresses come from (None: the network's
         configured block; IPv6 ones come from block6)."""
-        blocks = [net.block] if blocks is None else sorted(blocks)
+        blocks = StaticBlocks().held(net) if blocks is None else sorted(blocks)
         in_use = set(in_use)
         with self._transaction():
             if self.get(container_id, ifname):
                 raise InvalidRequest(f"{container_id}/{ifname} already has an address", kind="invalid")
             if self.mac_used(net.name, mac):
                 raise Conflict(f"MAC {mac} is already used in network {net.name!r}", kind="unavailable")
-            ip = self._pick(net.name, ip, blocks, reserved(net),
-                            self.used(net.name) | {a for a in in_use if a.version == 4})
+            if net.subnet is not None:
+                ip = self._pick(net.name, ip, blocks, reserved(net),
+                                self.used(net.name) | {a for a in in_use if a.version == 4})
+            elif ip is not None:
+                raise Conflict(f"network {net.name!r} is IPv6 only: no IPv4 address for {ip}",
+                               kind="unavailable")
             if net.block6 is not None:
                 ip6 = self._pick(f"{net.name}/6", ip6, [net.block6], reserved6(net),
                                  self.used6(net.name) | {a for a in in_use if a.version == 6})
@@ -197,8 +212,8 @@ class Ipam:
             alloc = Allocation(container_id, ifname, net.name, ip, mac, netns, cni_network,
                                time.time(), ip6)
             self.db.execute(f"INSERT INTO allocations ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
-                            (container_id, ifname, net.name, str(ip), mac, netns, cni_network,
-                             alloc.created, str(ip6) if ip6 else None))
+                            (container_id, ifname, net.name, str(ip) if ip else None, mac, netns,
+                             cni_network, alloc.created, str(ip6) if ip6 else None))
         return alloc
 
     def _pick(self, cursor: str, ip, blocks, reserved, used):

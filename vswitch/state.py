@@ -19,19 +19,22 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-SCHEMA = """
+ALLOCATIONS = """
 CREATE TABLE IF NOT EXISTS allocations (
     container_id TEXT NOT NULL,
     ifname       TEXT NOT NULL,
     network      TEXT NOT NULL,
-    ip           TEXT NOT NULL,
+    ip           TEXT,              -- IPv4, NULL in an IPv6-only network
     mac          TEXT NOT NULL,
     netns        TEXT NOT NULL,
     cni_network  TEXT NOT NULL,     -- the CNI config's "name", the scope of CNI GC
     created      REAL NOT NULL,
+    ip6          TEXT,              -- IPv6, in a network with subnet6
     PRIMARY KEY (container_id, ifname),
-    UNIQUE (network, ip)
-);                                  -- and ip6 TEXT (added below, for old state too)
+    UNIQUE (network, ip),
+    UNIQUE (network, ip6)
+)"""
+SCHEMA = ALLOCATIONS + """;
 -- Where the next search for a free address starts, per network: handing
 -- out addresses round-robin keeps a just-released one (still in peers' ARP
 -- caches) unused for as long as possible.
@@ -127,11 +130,13 @@ class State:
             self.db.execute("ALTER TABLE ports ADD COLUMN netns_id TEXT")
         if "identity" not in columns:
             self.db.execute("ALTER TABLE ports ADD COLUMN identity TEXT")
-        # ... and before dual-stack networks.
+        # ... and before IPv6 (no ip6, ip NOT NULL): the table again, rows kept.
         if "ip6" not in {row[1] for row in self.db.execute("PRAGMA table_info(allocations)")}:
-            self.db.execute("ALTER TABLE allocations ADD COLUMN ip6 TEXT")
-        self.db.execute("CREATE UNIQUE INDEX IF NOT EXISTS allocations_ip6 "
-                        "ON allocations (network, ip6)")
+            with self.transaction():
+                self.db.execute("ALTER TABLE allocations RENAME TO allocations_v4")
+                self.db.execute(ALLOCATIONS)
+                self.db.execute("INSERT INTO allocations SELECT *, NULL FROM allocations_v4")
+                self.db.execute("DROP TABLE allocations_v4")
 
     async def run(self, fn, *args):
         """fn(*args) on the database thread (fn: a method of this State or of Ipam)."""

@@ -279,8 +279,9 @@ class Switch:
 
     async def _add_host_port(self, index: int, net: NetworkConfig):
         """The network's gateway addresses on a TAP left in our own namespace."""
-        addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = [
-            ipaddress.IPv4Interface(f"{gateway(net)}/{net.subnet.prefixlen}")]
+        addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface] = []
+        if net.subnet:
+            addresses.append(ipaddress.IPv4Interface(f"{gateway(net)}/{net.subnet.prefixlen}"))
         if net.subnet6:
             addresses.append(ipaddress.IPv6Interface(f"{gateway6(net)}/{net.subnet6.prefixlen}"))
         # The same MAC every start, so that pods' ARP entries for the gateway stay right.
@@ -318,8 +319,7 @@ class Switch:
         host port's addresses, when the network has one."""
         if not net.host_port:
             return ()
-        gw6 = gateway6(net)
-        return (gateway(net), gw6) if gw6 else (gateway(net),)
+        return tuple(gw for gw in (gateway(net), gateway6(net)) if gw is not None)
 
     def network(self, name: str | None) -> NetworkConfig:
         if not name and not self.config.networks:
@@ -335,9 +335,10 @@ class Switch:
         """A hand-given address: in the subnet of its family, not a special
         one, not in use."""
         try:
-            subnet = net.subnet if ipaddress.ip_interface(cidr).version == 4 else net.subnet6
+            version = ipaddress.ip_interface(cidr).version
+            subnet = net.subnet if version == 4 else net.subnet6
             if subnet is None:
-                raise ValueError(f"network {net.name!r} has no IPv6 subnet (subnet6)")
+                raise ValueError(f"network {net.name!r} has no IPv{version} subnet")
             addr = ipaddress.ip_interface(cidr if "/" in cidr else f"{cidr}/{subnet.prefixlen}")
         except (ValueError, TypeError) as e:
             raise InvalidRequest(f"bad address {cidr!r}: {e}") from None

@@ -41,6 +41,18 @@ def test_built_in_defaults_are_single_node_bridge_mode():
     ({"node": {"mode": "overlay"}, "overlay": {"vtep_ip": "192.0.2.1", "peers": ["192.0.2.1"]}},
      "overlay.peers"),
     ({"metrics": {"listen": "nowhere"}}, "metrics.listen"),
+    ({"network": [{**NET, "subnet6": "2001:db8::/130"}]}, "network[0].subnet6"),
+    ({"network": [{**NET, "subnet6": "fe80::/64"}]}, "network[0].subnet6"),
+    ({"network": [{**NET, "subnet6": "2001:db8::/64", "block6": "2001:db8:1::/64"}]},
+     "network[0].block6"),
+    ({"network": [{**NET, "subnet6": "2001:db8::/64", "block6": "2001:db8::/121"}]},
+     "network[0].block6"),
+    ({"network": [{**NET, "subnet6": "2001:db8::/64", "gateway6": "2001:db9::1"}]},
+     "network[0].gateway6"),
+    ({"network": [{**NET, "block6": "2001:db8::/64"}]}, "network[0].block6"),
+    ({"network": [{"name": "six", "vni": 6}]}, "network[0].subnet"),
+    ({"network": [{"name": "six", "vni": 6, "subnet6": "2001:db8::/64",
+                   "block": "198.18.0.0/24"}]}, "network[0].block"),
 ])
 def test_bad_values_name_their_key(data, key):
     with pytest.raises(ConfigError) as e:
@@ -132,3 +144,13 @@ def test_a_network_without_mtu_takes_its_underlays(monkeypatch):
     monkeypatch.setattr(config, "interface_mtu", lambda address: None)
     assert parse({"network": [net]}).networks[0].mtu == 1500
     assert parse({**OVERLAY, "network": [net]}).networks[0].mtu == 1450
+
+
+def test_dual_stack_and_ipv6_only_networks():
+    dual, six = parse({"network": [
+        {**NET, "subnet6": "2001:db8:18::/64"},
+        {"name": "six", "vni": 6, "subnet6": "2001:db8:60::/64", "block6": "2001:db8:60::/120",
+         "gateway6": "2001:db8:60::fe"}]}).networks
+    assert (str(dual.subnet), str(dual.block6), dual.gateway6) == \
+        (NET["subnet"], "2001:db8:18::/64", None)
+    assert six.subnet is None and six.block is None and str(six.gateway6) == "2001:db8:60::fe"

@@ -10,7 +10,7 @@ import pytest
 
 from vswitch.config import parse
 from vswitch.errors import Conflict, Exhausted, InvalidRequest
-from vswitch.ipam import Ipam, gateway
+from vswitch.ipam import Ipam, gateway, gateway6
 from vswitch.state import State
 
 A = ipaddress.IPv4Address
@@ -115,3 +115,47 @@ def test_malformed_network_records_are_refused(record):
     from vswitch.cluster import network_from_record
     with pytest.raises((ValueError, KeyError, TypeError)):
         network_from_record("blue", record)
+
+
+def test_dual_stack_pods_get_one_address_per_family_kept_and_released_together(state):
+    net = parse({"network": [{"name": "blue", "vni": 7, "subnet": "198.18.0.0/16",
+                              "block": "198.18.1.0/29", "subnet6": "2001:db8:18::/64",
+                              "block6": "2001:db8:18::/120"}]}).networks[0]
+    ipam = Ipam(state)
+    a = ipam.allocate(net, "c1", "eth0", "/ns", "pods", mac(1))
+    b = ipam.allocate(net, "c2", "eth0", "/ns", "pods", mac(2),
+                      ip6=ipaddress.IPv6Address("2001:db8:18::77"))
+    assert (str(a.ip), str(a.ip6), str(b.ip6)) == ("198.18.1.2", "2001:db8:18::2", "2001:db8:18::77")
+    assert gateway6(net) == ipaddress.IPv6Address("2001:db8:18::1")
+    for bad in ("2001:db8:18::1", "2001:db8:18::77", "2001:db8:19::5"):   # gateway, taken, outside
+        with pytest.raises(Conflict):
+            ipam.allocate(net, "c3", "eth0", "/ns", "pods", mac(3), ip6=ipaddress.IPv6Address(bad))
+    assert ipam.get("c3", "eth0") is None             # nothing half-made
+    ipam.release("c1", "eth0")
+    assert ipaddress.IPv6Address("2001:db8:18::2") not in ipam.used6("blue")
+    assert a.ip not in ipam.used("blue")
+
+
+def test_state_from_before_ipv6_keeps_its_allocations(tmp_path):
+    """An allocations table without ip6 (and with ip NOT NULL) is rebuilt."""
+    import sqlite3
+    path = tmp_path / "state"
+    path.mkdir()
+    db = sqlite3.connect(path / "state.db")
+    db.execute("CREATE TABLE allocations (container_id TEXT NOT NULL, ifname TEXT NOT NULL, "
+               "network TEXT NOT NULL, ip TEXT NOT NULL, mac TEXT NOT NULL, netns TEXT NOT NULL, "
+               "cni_network TEXT NOT NULL, created REAL NOT NULL, "
+               "PRIMARY KEY (container_id, ifname), UNIQUE (network, ip))")
+    db.execute("INSERT INTO allocations VALUES ('c1','eth0','blue','198.18.1.2','02:00:00:00:00:01',"
+               "'/ns','pods',1.0)")
+    db.commit()
+    db.close()
+    s = State(str(path))
+    try:
+        [alloc] = Ipam(s).list()
+        assert (str(alloc.ip), alloc.ip6) == ("198.18.1.2", None)
+        six = parse({"network": [{"name": "six", "vni": 6, "subnet6": "2001:db8::/64"}]}).networks[0]
+        only6 = Ipam(s).allocate(six, "c2", "eth0", "/ns", "pods", mac(2))
+        assert (only6.ip, str(only6.ip6)) == (None, "2001:db8::2")
+    finally:
+        s.close()
