@@ -32,6 +32,7 @@ from vswitch.datapath import (
     conntrack_cost,
     decap_cost,
     encap_cost,
+    peer_key,
     pipeline_cost,
     segment_cost,
 )
@@ -117,7 +118,7 @@ def python_ns(fn, n_macs: int, frames: bytes) -> float:
     return (time.perf_counter_ns() - start) / count
 
 
-VNI, PEER_IP = 42, 0x0100000A
+VNI, PEER_IP = 42, peer_key("10.0.0.1")
 SENDER_PORTS = list(range(49152, 49152 + 16))
 
 

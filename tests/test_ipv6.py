@@ -7,13 +7,17 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import subprocess
+import sys
 
-from conftest import BLUE, in_ns, packet_socket
+import pytest
+from conftest import BLUE, in_ns, packet_socket, sh
 from scapy.layers.inet import UDP
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import Ether
 from test_bridge import ping, tcp_transfer_50mb
 from test_cni import Runtime, cni_path  # noqa: F401  (a fixture)
+from test_debug import CaptureRun, tshark
 from test_overlay import overlay_node, underlay  # noqa: F401  (a fixture)
 
 from vswitch.protocol import link_local
@@ -179,3 +183,97 @@ def test_ipv6_only_network_through_cni_with_a_gateway(vswitchd, netns, cni_path)
     code, err = rt.run("ADD", netns("c", True), cid="ctr-3",
                        conf={"runtimeConfig": {"ips": ["198.18.0.9/16"]}})
     assert code != 0 and "IPv6 only" in err["msg"]
+
+
+
+UNDERLAY6 = "2001:db8:ff::"
+
+
+@pytest.fixture
+def underlay6(netns):
+    """Factory: node(i) makes a namespace joined to an IPv6-only underlay
+    (a bridge in a hub namespace) as 2001:db8:ff::i."""
+    hub = netns("ul6", True)
+    in_ns(hub, "ip", "link", "add", "ul", "type", "bridge")
+    in_ns(hub, "ip", "link", "set", "ul", "up")
+
+    def node(i: int) -> str:
+        ns = netns(f"n{i}", True)
+        in_ns(hub, "ip", "link", "add", f"ul{i}", "type", "veth", "peer", "name", "u0", "netns", ns)
+        in_ns(hub, "ip", "link", "set", f"ul{i}", "master", "ul", "up")
+        in_ns(ns, "ip", "addr", "add", f"{UNDERLAY6}{i}/64", "dev", "u0", "nodad")
+        in_ns(ns, "ip", "link", "set", "u0", "up")
+        return ns
+
+    return node
+
+
+def overlay6_node(vswitchd, node_ns: str, i: int, peers=()):
+    """vswitchd with an IPv6 VTEP; the pod MTU is what a 1500-byte underlay leaves."""
+    return vswitchd(netns=node_ns, mode="overlay", networks=({**BLUE6, "mtu": 1430},),
+                    overlay={"vtep_ip": f"{UNDERLAY6}{i}",
+                             "peers": [f"{UNDERLAY6}{p}" for p in peers]})
+
+
+def test_vxlan_over_an_ipv6_underlay_between_two_nodes(vswitchd, underlay6, pods, tmp_path):
+    n1, n2 = underlay6(1), underlay6(2)
+    d1, d2 = overlay6_node(vswitchd, n1, 1, [2]), overlay6_node(vswitchd, n2, 2, [1])
+    p = {**pods(d1, *dual("a"), ipv6=True), **pods(d2, *dual("b"), ipv6=True)}
+    assert " 0% packet loss" in ping(p["a"][0], "198.18.0.2").stdout
+    assert " 0% packet loss" in ping6(p["b"][0], "2001:db8:18::1").stdout
+    assert [x["ip"] for x in d1.ctl_json("peer", "list")] == [f"{UNDERLAY6}2"]
+    # The encapsulated packets are VXLAN in UDP over IPv6, as tshark reads them.
+    path = tmp_path / "encap.pcapng"
+    cap = CaptureRun(d1, "--point", "encap", "-w", str(path), "--filter", "udp port 4789", "-c", "2")
+    ping(p["a"][0], "198.18.0.2", count=2)
+    assert cap.wait()[0] == 0
+    rows = tshark(path, "frame.interface_name", "ipv6.src", "ipv6.dst", "vxlan.vni", "ip.dst")
+    assert rows[0] == [f"vxlan:{UNDERLAY6}2/encap", f"{UNDERLAY6}1", f"{UNDERLAY6}2", "100",
+                       "198.18.0.2"]
+    # TSO superframes cut into segments over IPv6, merged again towards the pod.
+    sender = tcp_transfer_50mb(d1, p, tmp_path, to="2001:db8:18::2")
+    c = sender["counters"]
+    assert c["rx_bytes"] / c["rx_packets"] > 3000
+    assert d2.ctl_json("stats")["gro_merged"] > 0
+    assert d1.ctl_json("stats")["drops"]["too_big"] == 0
+
+
+def test_interop_with_kernel_vxlan_over_ipv6(vswitchd, underlay6, pods, netns, tmp_path):
+    """A node with Linux's VXLAN device over IPv6 and a bridge, both ways."""
+    n1, n2 = underlay6(1), underlay6(2)
+    d1 = overlay6_node(vswitchd, n1, 1, [2])
+    p = pods(d1, *dual("a"), ipv6=True)
+    kpod = netns("k", True)
+    run = lambda *a: in_ns(n2, *a)     # noqa: E731
+    run("ip", "link", "add", "vx0", "type", "vxlan", "id", "100", "dstport", "4789",
+        "local", f"{UNDERLAY6}2", "dev", "u0")
+    run("ip", "link", "add", "br0", "type", "bridge")
+    run("ip", "link", "set", "vx0", "master", "br0", "mtu", "1430", "up")
+    run("ip", "link", "add", "pk", "mtu", "1430", "type", "veth", "peer", "name", "eth0",
+        "netns", kpod)
+    run("ip", "link", "set", "pk", "master", "br0", "up")
+    run("ip", "link", "set", "br0", "up")
+    run("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", f"{UNDERLAY6}1")
+    run("ethtool", "-K", "u0", "tx", "off")     # a veth underlay: complete checksums (NOTES)
+    in_ns(kpod, "ip", "link", "set", "eth0", "mtu", "1430", "up")
+    in_ns(kpod, "ip", "addr", "add", "198.18.0.2/16", "dev", "eth0")
+    in_ns(kpod, "ip", "addr", "add", "2001:db8:18::2/64", "dev", "eth0", "nodad")
+    p["b"] = (kpod, None)
+    in_ns(kpod, "ping", "-c", "1", "-w", "10", "198.18.0.1")     # the bridge port is ready
+    assert " 0% packet loss" in ping6(p["a"][0], "2001:db8:18::2").stdout
+    assert " 0% packet loss" in ping(kpod, "198.18.0.1").stdout
+    tcp_transfer_50mb(d1, p, tmp_path, to="2001:db8:18::2")   # vswitchd pod -> kernel pod
+    sink = ("import socket; srv=socket.create_server(('2001:db8:18::1',7002), "
+            "family=socket.AF_INET6); print('ready',flush=True); c,_=srv.accept(); n=0\n"
+            "while (b:=c.recv(65536)): n+=len(b)\nprint(n)")
+    server = subprocess.Popen(["ip", "netns", "exec", p["a"][0], sys.executable, "-c", sink],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout.readline().strip() == "ready"
+        in_ns(kpod, sys.executable, "-c", "import socket; s=socket.create_connection("
+              "('2001:db8:18::1',7002)); s.sendall(bytes(5_000_000)); s.close()", timeout=60)
+        assert server.stdout.readline().strip() == "5000000"   # kernel pod -> vswitchd pod
+    finally:
+        server.kill()
+    fdb = sh("bridge", "-n", n2, "fdb", "show", "dev", "vx0").stdout
+    assert f"{p['a'][1]['mac']} dst {UNDERLAY6}1" in fdb

@@ -137,30 +137,26 @@ cdef bint ring_put(unsigned char *ring, uint64_t *head, uint64_t tail, uint32_t 
     return True
 
 
-cdef ssize_t outer_packet(unsigned char *out, uint32_t src_ip, uint32_t dst_ip,
+cdef ssize_t outer_packet(unsigned char *out, const ip_key_t *src, const ip_key_t *dst,
                           const unsigned char *udp, const iovec *parts, int n_parts) noexcept nogil:
     """An encapsulated packet as the wire would carry it, for capture:
     Ethernet (the underlay's MACs are the kernel's business: zeros), IPv4
-    (src_ip, dst_ip in network byte order), then udp (8 bytes, or NULL when
+    or IPv6 (by the addresses' family), then udp (8 bytes, or NULL when
     parts[0] starts with the UDP header) and the parts. Returns its length."""
-    cdef ssize_t n = 34, total = 0
+    cdef ssize_t n, total = 0
     cdef int i
     for i in range(n_parts):
         total += parts[i].iov_len
     if udp != NULL:
         total += UDP_HLEN
-    if total + 34 > CAP_SCRATCH:
+    if total + 14 + IP6_HLEN > CAP_SCRATCH:
         return -1
-    memset(out, 0, 14)
-    out[12], out[13] = 0x08, 0x00
-    cdef unsigned char *ip = out + 14
-    memset(ip, 0, 20)
-    ip[0], ip[8], ip[9] = 0x45, 64, 17
-    ip[2], ip[3] = ((total + 20) >> 8) & 0xFF, (total + 20) & 0xFF
-    ip[6] = 0x40                            # DF, as Linux's VXLAN sends
-    memcpy(ip + 12, &src_ip, 4)
-    memcpy(ip + 16, &dst_ip, 4)
-    ip4_set_checksum(ip, 20)
+    memset(out, 0, 12)
+    if key_is_v4(src):
+        out[12], out[13] = 0x08, 0x00
+    else:
+        out[12], out[13] = 0x86, 0xDD
+    n = 14 + outer_ip_header(out + 14, src, dst, total)
     if udp != NULL:
         memcpy(out + n, udp, UDP_HLEN)
         n += UDP_HLEN
@@ -222,7 +218,8 @@ cdef void cap_offer_detail(capture_t *c, uint32_t point, uint32_t port, int reas
 
 
 cdef void cap_offer_datagram(capture_t *c, uint32_t point, uint32_t port, int reason,
-                             uint32_t src, uint32_t dst, const unsigned char *udp,
+                             const ip_key_t *src, const ip_key_t *dst,
+                             const unsigned char *udp,
                              const iovec *parts, int n_parts) noexcept nogil:
     """Offer a tunnel datagram, as the outer packet the wire carries."""
     cdef ssize_t n = outer_packet(c.scratch, src, dst, udp, parts, n_parts)

@@ -49,6 +49,7 @@ include "_security.pxi"
 include "_trace.pxi"
 include "_tunnel_rx.pxi"
 include "_tunnel_tx.pxi"
+include "_underlay.pxi"
 include "_vxlan.pxi"
 
 PORT_PEER_BASE, PORT_TUNNEL, PEER_SLOTS = PEER_BASE, TUNNEL_PORT, MAX_PEERS
@@ -244,10 +245,11 @@ cdef class Datapath:
     # ---------------------------------------------------------------- peers
 
     def set_tunnel(self, int rx_fd, senders, int udp_port, int underlay_mtu,
-                   bint learn_peers=False, uint32_t vtep_ip=0, uint32_t max_learned_peers=64):
+                   bint learn_peers=False, vtep=0, uint32_t max_learned_peers=64):
         """Enable VXLAN: rx_fd a non-blocking UDP socket bound to the VTEP
         (UDP_GRO on), senders [(fd, source port)] of non-blocking UDP
-        sockets bound to it. learn_peers: a datagram from an unknown source
+        sockets bound to it, all of the family of vtep (its address, as
+        peers' are given: an int, IPv4 mapped). learn_peers: a datagram from an unknown source
         makes it a peer of that network (at most max_learned_peers such
         peers; they age, see expire_peers); turning it off forgets them."""
         if not 0 < udp_port < 65536 or not 576 <= underlay_mtu <= 65535:
@@ -266,26 +268,30 @@ cdef class Datapath:
         self.rx.fd = rx_fd
         peers_set_port(&self.peers, udp_port)
         self.tx.underlay_mtu, self.rx.learn_peers = underlay_mtu, learn_peers
-        self.rx.vtep_ip, self.peers.max_learned = vtep_ip, max_learned_peers
+        self.rx.vtep, self.peers.max_learned = key_from_int(vtep), max_learned_peers
+        self.tx.outer_overhead = OUTER_OVERHEAD if key_is_v4(&self.rx.vtep) or not vtep \
+            else OUTER_OVERHEAD6
         if not learn_peers:
             for ip, _, _, learned in self.peer_list():
                 if learned:
                     self.remove_peer(ip)
 
-    def add_peer(self, uint32_t ip, int network):
-        """Flood `network` to the VTEP ip (network byte order, not 0); returns its index."""
+    def add_peer(self, ip, int network):
+        """Flood `network` to the VTEP ip (an int: IPv6, or IPv4 mapped to
+        ::ffff:0:0/96; not 0); returns its index."""
         self._declared(network)
-        if ip == 0:
-            raise ValueError("peer address 0.0.0.0")
-        cdef int64_t idx = peer_join(&self.peers, ip, network, False)
+        if not ip:
+            raise ValueError("peer address 0")
+        cdef int64_t idx = peer_join(&self.peers, key_from_int(ip), network, False)
         if idx < 0:
             raise OverflowError("peer table is full")
         return idx
 
-    def remove_peer(self, uint32_t ip, int network=0):
+    def remove_peer(self, ip, int network=0):
         """Stop flooding `network` (0: all) to ip; a peer left in no network
         is forgotten with its FDB entries. Returns whether it was known."""
-        cdef int64_t idx = peer_find(&self.peers, ip)
+        cdef ip_key_t key = key_from_int(ip)
+        cdef int64_t idx = peer_find(&self.peers, &key)
         if idx < 0:
             return False
         if peer_leave(&self.peers, idx, network) == 0:
@@ -294,8 +300,8 @@ cdef class Datapath:
         return True
 
     def peer_ip(self, uint32_t index):
-        """The address of peer `index` (network byte order), 0 if none."""
-        return self.peers.slots[index].ip if index < MAX_PEERS else 0
+        """The address of peer `index` (as add_peer takes it), 0 if none."""
+        return key_to_int(&self.peers.slots[index].ip) if index < MAX_PEERS else 0
 
     def expire_peers(self, double max_idle):
         """Forget learned peers not heard from for max_idle seconds; returns
@@ -305,13 +311,13 @@ cdef class Datapath:
         gone = []
         for i in range(self.peers.limit):
             p = &self.peers.slots[i]
-            if p.ip and p.learned and now - p.last_rx_ns > idle:
-                gone.append(p.ip)
+            if not key_is_zero(&p.ip) and p.learned and now - p.last_rx_ns > idle:
+                gone.append(key_to_int(&p.ip))
         for ip in gone:
             self.remove_peer(ip)
         return gone
 
-    def peer_list(self, uint32_t only=0):
+    def peer_list(self, only=0):
         """[(ip, [network ids], counters, learned)] of known peers (only: of
         the peer with that address)."""
         out = []
@@ -319,9 +325,9 @@ cdef class Datapath:
         cdef peer_t *p
         for i in range(self.peers.limit):
             p = &self.peers.slots[i]
-            if p.ip == 0 or only and p.ip != only:
+            if key_is_zero(&p.ip) or only and key_to_int(&p.ip) != only:
                 continue
-            out.append((p.ip, peer_networks(&self.peers, i),
+            out.append((key_to_int(&p.ip), peer_networks(&self.peers, i),
                         {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
                          "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
                          "tx_dropped": p.tx_dropped}, bool(p.learned)))
@@ -349,10 +355,11 @@ cdef class Datapath:
             raise ValueError("busy_poll_us must be >= 0")
         self.poller.busy_poll_ns = <uint64_t>(us * 1000)
 
-    def fdb_add_remote(self, int network, uint64_t mac, uint32_t peer_ip):
+    def fdb_add_remote(self, int network, uint64_t mac, peer_ip):
         """A static entry: (network, mac) lives behind the peer peer_ip."""
         self._declared(network)
-        cdef int64_t idx = peer_find(&self.peers, peer_ip)
+        cdef ip_key_t key = key_from_int(peer_ip)
+        cdef int64_t idx = peer_find(&self.peers, &key)
         if idx < 0:
             raise KeyError("no such peer")
         if fdb_pinned_port(&self.fdb, network, mac) >= 0:
@@ -411,7 +418,7 @@ cdef class Datapath:
             remote = e.port >= PEER_BASE
             out.append((e.key >> 48, mac_to_str(e.key & 0xFFFFFFFFFFFF),
                         None if remote else e.port,
-                        self.peers.slots[e.port - PEER_BASE].ip if remote else None,
+                        key_to_int(&self.peers.slots[e.port - PEER_BASE].ip) if remote else None,
                         0.0 if e.kind != FDB_LEARNED else <uint32_t>(ms32(now) - e.seen_ms) / 1e3,
                         e.kind != FDB_LEARNED, e.kind == FDB_PINNED))
         return out
@@ -656,6 +663,7 @@ cdef class Datapath:
         cdef unsigned char *data
         cdef ssize_t total, seg, off, n
         cdef int64_t peer
+        cdef ip_key_t source
         cdef uint64_t now = monotonic_ns()
         got = recvmmsg(self.rx.fd, self.rx.msgs, self.batch, MSG_DONTWAIT, NULL)
         if got < 0:
@@ -668,7 +676,8 @@ cdef class Datapath:
                 seg = total
             tunnel_rx_rearm(&self.rx, i)
             # Sources that are not peers are refused before anything is parsed.
-            peer = peer_find(&self.peers, self.rx.addr[i].sin_addr.s_addr)
+            source = key_of_sockaddr(&self.rx.addr[i])
+            peer = peer_find(&self.peers, &source)
             off = 0
             while True:                 # an empty datagram is one (bad) datagram too
                 n = min(seg, total - off)
@@ -687,8 +696,7 @@ cdef class Datapath:
         gro_flush(&self.gro, &self.ports, &self.totals)
 
     cdef void _flush_tunnel(self) noexcept nogil:
-        tunnel_flush(&self.tx, &self.peers, &self.tunnel, &self.totals, &self.cap,
-                     self.rx.vtep_ip)
+        tunnel_flush(&self.tx, &self.peers, &self.tunnel, &self.totals, &self.cap, &self.rx.vtep)
 
     cdef int64_t _decap(self, int i, int64_t peer, unsigned char *data, ssize_t n,
                         uint64_t now) noexcept nogil:
@@ -714,7 +722,7 @@ cdef class Datapath:
             # learn_peers, a new or learned source becomes a member of this one.
             member = -1
             if self.rx.learn_peers and (peer < 0 or self.peers.slots[peer].learned):
-                member = peer_join(&self.peers, self.rx.addr[i].sin_addr.s_addr, net, True)
+                member = peer_join(&self.peers, key_of_sockaddr(&self.rx.addr[i]), net, True)
             if member < 0:                          # not ours to learn, or tables full
                 self._drop_datagram(i, DROP_UNKNOWN_PEER if peer < 0 else DROP_PEER_NOT_MEMBER,
                                     data, n)
@@ -986,7 +994,7 @@ cdef class Datapath:
             gso_size = le16(hdr + 4)
             if hlen < 0 or hlen > SEG_HDR_MAX:
                 self._peer_drop(peer, DROP_NEEDS_SEGMENTATION, frame, n)
-            elif hlen + gso_size + OUTER_OVERHEAD > self.tx.underlay_mtu:
+            elif hlen + gso_size + self.tx.outer_overhead > self.tx.underlay_mtu:
                 self._peer_drop(peer, DROP_TOO_BIG, frame, n)
             else:
                 off = hlen
@@ -999,7 +1007,7 @@ cdef class Datapath:
                     off += size
                     i += 1
             return
-        if n + OUTER_OVERHEAD > self.tx.underlay_mtu:
+        if n + self.tx.outer_overhead > self.tx.underlay_mtu:
             self._peer_drop(peer, DROP_TOO_BIG, frame, n)
             return
         if hdr[0] & VNET_F_NEEDS_CSUM:

@@ -56,6 +56,16 @@ cdef inline void put16(unsigned char *p, uint16_t v) noexcept nogil:
     p[1] = v & 0xFF
 
 
+cdef inline void put32(unsigned char *p, uint32_t v) noexcept nogil:
+    put16(p, v >> 16)
+    put16(p + 2, v & 0xFFFF)
+
+
+cdef inline void put64(unsigned char *p, uint64_t v) noexcept nogil:
+    put32(p, <uint32_t>(v >> 32))
+    put32(p + 4, <uint32_t>v)
+
+
 # ------------------------------------------------------ Internet checksum
 
 cdef inline uint64_t csum_add(uint64_t total, const unsigned char *p, ssize_t n) noexcept nogil:

@@ -11,7 +11,7 @@ cdef enum:
 
 
 cdef struct peer_t:
-    uint32_t ip               # IPv4, network byte order; 0 = free slot
+    ip_key_t ip               # its VTEP (_underlay.pxd); all zero: a free slot
     bint learned              # added by learn_peers (ages, capped), not configured
     uint64_t last_rx_ns       # the last datagram accepted from it
     uint64_t rx_packets
@@ -23,7 +23,8 @@ cdef struct peer_t:
 
 cdef struct peers_t:
     peer_t *slots             # MAX_PEERS of them
-    sockaddr_in *addr         # each one's address and the tunnel's UDP port
+    sockaddr_in6 *addr        # each one's socket address (of its family) and the UDP port
+    uint32_t *addr_len        # ... and that sockaddr's length
     uint32_t limit            # highest index in use + 1
     uint16_t *member_net      # the (network, peer) pairs, for flooding
     uint16_t *member_peer

@@ -3,14 +3,15 @@
 
 cdef int peers_init(peers_t *t) noexcept nogil:
     t.slots = <peer_t *>calloc(MAX_PEERS, sizeof(peer_t))
-    t.addr = <sockaddr_in *>calloc(MAX_PEERS, sizeof(sockaddr_in))
+    t.addr = <sockaddr_in6 *>calloc(MAX_PEERS, sizeof(sockaddr_in6))
+    t.addr_len = <uint32_t *>calloc(MAX_PEERS, sizeof(uint32_t))
     t.member_net = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
     t.member_peer = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
     t.member_bits = <uint8_t *>calloc(MAX_PEERS, MEMBER_BYTES)
     t.limit = t.n_members = t.n_learned = t.max_learned = 0
     t.udp_port = 0
-    if t.slots == NULL or t.addr == NULL or t.member_net == NULL or t.member_peer == NULL \
-            or t.member_bits == NULL:
+    if t.slots == NULL or t.addr == NULL or t.addr_len == NULL or t.member_net == NULL \
+            or t.member_peer == NULL or t.member_bits == NULL:
         return -1
     return 0
 
@@ -18,11 +19,13 @@ cdef int peers_init(peers_t *t) noexcept nogil:
 cdef void peers_free(peers_t *t) noexcept nogil:
     free(t.slots)
     free(t.addr)
+    free(t.addr_len)
     free(t.member_net)
     free(t.member_peer)
     free(t.member_bits)
     t.slots = NULL
     t.addr = NULL
+    t.addr_len = NULL
     t.member_net = t.member_peer = NULL
     t.member_bits = NULL
 
@@ -31,14 +34,14 @@ cdef void peers_set_port(peers_t *t, uint16_t udp_port) noexcept nogil:
     cdef uint32_t i
     t.udp_port = udp_port
     for i in range(MAX_PEERS):
-        t.addr[i].sin_port = htons(udp_port)
+        t.addr[i].sin6_port = htons(udp_port)     # (where sin_port is, too)
 
 
-cdef inline int64_t peer_find(const peers_t *t, uint32_t ip) noexcept nogil:
+cdef inline int64_t peer_find(const peers_t *t, const ip_key_t *ip) noexcept nogil:
     # Linear: peers are nodes of one cluster, and this runs once per batch entry.
     cdef uint32_t i
     for i in range(t.limit):
-        if t.slots[i].ip == ip:
+        if key_eq(&t.slots[i].ip, ip):
             return i
     return -1
 
@@ -53,18 +56,18 @@ cdef inline void _set_member(peers_t *t, uint32_t peer, uint16_t network,
     byte[0] = (byte[0] | (1 << (network & 7))) if member else (byte[0] & ~(1 << (network & 7)))
 
 
-cdef int64_t peer_join(peers_t *t, uint32_t ip, uint16_t network, bint learned) noexcept nogil:
+cdef int64_t peer_join(peers_t *t, ip_key_t ip, uint16_t network, bint learned) noexcept nogil:
     """Peer index of ip, created if new (learned: by learn_peers, within
     max_learned), now a member of network; -1 if a table is full."""
-    cdef int64_t idx = peer_find(t, ip)
+    cdef int64_t idx = peer_find(t, &ip)
     cdef uint32_t i
-    if ip == 0:                     # 0 marks a free slot
+    if key_is_zero(&ip):            # zero marks a free slot
         return -1
     if idx < 0 and learned and t.n_learned >= t.max_learned:
         return -1
     if idx < 0:
         for i in range(MAX_PEERS):
-            if t.slots[i].ip == 0:
+            if key_is_zero(&t.slots[i].ip):
                 idx = i
                 break
         if idx < 0:
@@ -74,9 +77,7 @@ cdef int64_t peer_join(peers_t *t, uint32_t ip, uint16_t network, bint learned) 
         t.slots[idx].ip = ip
         t.slots[idx].learned = learned
         t.n_learned += learned
-        t.addr[idx].sin_family = AF_INET
-        t.addr[idx].sin_addr.s_addr = ip
-        t.addr[idx].sin_port = htons(t.udp_port)
+        t.addr_len[idx] = sockaddr_of_key(&t.addr[idx], &ip, t.udp_port)
         if idx >= t.limit:
             t.limit = idx + 1
     elif not learned and t.slots[idx].learned:
@@ -113,8 +114,8 @@ cdef uint32_t peer_leave(peers_t *t, uint32_t idx, uint16_t network) noexcept no
 cdef void peer_forget(peers_t *t, uint32_t idx) noexcept nogil:
     """Free a peer's slot (it is in no network any more)."""
     t.n_learned -= t.slots[idx].learned
-    t.slots[idx].ip = 0
-    while t.limit > 0 and t.slots[t.limit - 1].ip == 0:
+    t.slots[idx].ip.hi = t.slots[idx].ip.lo = 0
+    while t.limit > 0 and key_is_zero(&t.slots[t.limit - 1].ip):
         t.limit -= 1
 
 

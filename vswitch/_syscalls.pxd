@@ -17,8 +17,18 @@ cdef extern from "<netinet/in.h>":
         uint16_t sin_family
         uint16_t sin_port
         in_addr sin_addr
-    int AF_INET
+    struct in6_addr:
+        unsigned char s6_addr[16]
+    struct sockaddr_in6:
+        uint16_t sin6_family
+        uint16_t sin6_port
+        uint32_t sin6_flowinfo
+        in6_addr sin6_addr
+        uint32_t sin6_scope_id
+    int AF_INET, AF_INET6
     uint16_t htons(uint16_t v) nogil
+    uint32_t htonl(uint32_t v) nogil
+    uint32_t ntohl(uint32_t v) nogil
 
 cdef extern from "<sys/socket.h>":
     struct msghdr:

@@ -69,10 +69,10 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
         return steps + [{"step": "drop", "reason": DROP_NAMES[DROP_POLICY_DENIED]}]
     for dest in output["peers"]:       # (not steps[-1]: wraparound is off here)
         sport = dp.tx.sport[tunnel_sender(&dp.tx, f, n)] if dp.tx.n_senders else None
-        too_big = n + OUTER_OVERHEAD > dp.tx.underlay_mtu
+        too_big = n + dp.tx.outer_overhead > dp.tx.underlay_mtu
         steps.append({"step": "encap", "peer": dest, "vni": dp.networks.vni_of[net],
                       "udp_src_port": sport, "udp_dst_port": dp.peers.udp_port,
-                      "outer_length": n + OUTER_OVERHEAD,
+                      "outer_length": n + dp.tx.outer_overhead,
                       "verdict": "drop: too_big" if too_big else "send"})
     return steps
 

@@ -6,12 +6,12 @@
 cdef int tunnel_rx_init(tunnel_rx_t *t, unsigned char *slots, int batch) noexcept nogil:
     t.fd = -1
     t.learn_peers = False
-    t.vtep_ip = 0
+    t.vtep.hi = t.vtep.lo = 0
     memset(t.zero_vhdr, 0, VNET_HLEN)
     t.ctrl = <unsigned char *>calloc(batch, CMSG_BUF)
     t.msgs = <mmsghdr *>calloc(batch, sizeof(mmsghdr))
     t.iov = <iovec *>calloc(batch, sizeof(iovec))
-    t.addr = <sockaddr_in *>calloc(batch, sizeof(sockaddr_in))
+    t.addr = <sockaddr_in6 *>calloc(batch, sizeof(sockaddr_in6))
     if t.ctrl == NULL or t.msgs == NULL or t.iov == NULL or t.addr == NULL:
         return -1
     cdef int i
@@ -23,7 +23,7 @@ cdef int tunnel_rx_init(tunnel_rx_t *t, unsigned char *slots, int batch) noexcep
         t.msgs[i].msg_hdr.msg_iov = &t.iov[i]
         t.msgs[i].msg_hdr.msg_iovlen = 1
         t.msgs[i].msg_hdr.msg_name = &t.addr[i]
-        t.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+        t.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
         t.msgs[i].msg_hdr.msg_control = t.ctrl + i * CMSG_BUF
         t.msgs[i].msg_hdr.msg_controllen = CMSG_BUF
     return 0
@@ -42,7 +42,7 @@ cdef void tunnel_rx_free(tunnel_rx_t *t) noexcept nogil:
 
 cdef inline void tunnel_rx_rearm(tunnel_rx_t *t, int i) noexcept nogil:
     """Make buffer i ready for the next recvmmsg (the kernel shrank its lengths)."""
-    t.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in)
+    t.msgs[i].msg_hdr.msg_namelen = sizeof(sockaddr_in6)
     t.msgs[i].msg_hdr.msg_controllen = CMSG_BUF
 
 
@@ -63,9 +63,9 @@ cdef void capture_received_drop(capture_t *cap, const tunnel_rx_t *t, uint16_t u
     as the outer packet it arrived in."""
     cdef unsigned char udp[UDP_HLEN]
     cdef iovec part
-    memcpy(udp, &t.addr[i].sin_port, 2)
+    memcpy(udp, &t.addr[i].sin6_port, 2)             # (where sin_port is, too)
     udp[2], udp[3] = udp_port >> 8, udp_port & 0xFF
     udp[4], udp[5], udp[6], udp[7] = ((n + UDP_HLEN) >> 8) & 0xFF, (n + UDP_HLEN) & 0xFF, 0, 0
     part.iov_base, part.iov_len = payload, n
-    cap_offer_datagram(cap, CAP_DROP, TUNNEL_PORT, reason, t.addr[i].sin_addr.s_addr,
-                       t.vtep_ip, udp, &part, 1)
+    cdef ip_key_t src = key_of_sockaddr(&t.addr[i])
+    cap_offer_datagram(cap, CAP_DROP, TUNNEL_PORT, reason, &src, &t.vtep, udp, &part, 1)

@@ -15,6 +15,7 @@ cdef int tunnel_tx_init(tunnel_tx_t *t) noexcept nogil:
     t.ctrl = <unsigned char *>calloc(MAX_PENDING, CMSG_BUF)
     t.n_senders = t.n_pending = t.n_msgs = 0
     t.underlay_mtu = 0
+    t.outer_overhead = OUTER_OVERHEAD
     if t.iov == NULL or t.vxlan == NULL or t.seg == NULL or t.peer == NULL \
             or t.length == NULL or t.mmsg == NULL or t.msgs == NULL or t.ctrl == NULL:
         return -1
@@ -114,7 +115,7 @@ cdef void _tunnel_done(tunnel_tx_t *t, peers_t *peers, port_t *tunnel, counters_
 
 
 cdef void tunnel_flush(tunnel_tx_t *t, peers_t *peers, port_t *tunnel, counters_t *c,
-                       capture_t *cap, uint32_t vtep_ip) noexcept nogil:
+                       capture_t *cap, const ip_key_t *vtep) noexcept nogil:
     """Send the queued datagrams."""
     cdef uint32_t i, j, k
     cdef int r
@@ -126,7 +127,7 @@ cdef void tunnel_flush(tunnel_tx_t *t, peers_t *peers, port_t *tunnel, counters_
         m = &t.msgs[i]
         h = &t.mmsg[i].msg_hdr
         h.msg_name = &peers.addr[m.peer]
-        h.msg_namelen = sizeof(sockaddr_in)
+        h.msg_namelen = peers.addr_len[m.peer]
         h.msg_iov = &t.iov[3 * m.first]
         h.msg_iovlen = 3 * m.count
         h.msg_flags = 0
@@ -142,8 +143,8 @@ cdef void tunnel_flush(tunnel_tx_t *t, peers_t *peers, port_t *tunnel, counters_
         if cap.active:
             for k in range(m.first, m.first + m.count):
                 udp_header(udp, t.sport[m.sock], peers.udp_port, t.length[k])
-                cap_offer_datagram(cap, CAP_ENCAP, PEER_BASE + m.peer, -1, vtep_ip,
-                                   peers.addr[m.peer].sin_addr.s_addr, udp, &t.iov[3 * k], 3)
+                cap_offer_datagram(cap, CAP_ENCAP, PEER_BASE + m.peer, -1, vtep,
+                                   &peers.slots[m.peer].ip, udp, &t.iov[3 * k], 3)
     i = 0
     while i < t.n_msgs:
         j = i + 1

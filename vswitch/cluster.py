@@ -51,7 +51,7 @@ from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound, Vswitch
 from .etcd import Compacted, Etcd, EtcdUnavailable, Txn
 from .gateways import Gateways
 from .policy import PodIdentity, PolicyPod
-from .protocol import MAX_NETWORK_MTU, MIN_MTU, VXLAN_OVERHEAD
+from .protocol import MAX_NETWORK_MTU, MIN_MTU
 
 if TYPE_CHECKING:
     from .switch import Port, Switch
@@ -101,7 +101,7 @@ def network_from_record(name: str, rec) -> NetworkConfig:
 def _vtep(rec) -> str | None:
     """A node record's VTEP, if it is a unicast address a node can have."""
     try:
-        address = ipaddress.IPv4Address(rec.get("vtep"))
+        address = ipaddress.ip_address(rec.get("vtep"))
     except (ValueError, AttributeError):
         return None
     return str(address) if node_address(address) else None
@@ -436,8 +436,12 @@ class Cluster:
     def _add_peer(self, vtep: str):
         """Flood every network to a node's VTEP (checked with its record)."""
         networks = [n for n in self.networks if self.switch.dataplane.has_network(n)]
-        if vtep != self.vtep and networks:
-            self.switch.dataplane.add_peer(ipaddress.IPv4Address(vtep), networks)
+        address = ipaddress.ip_address(vtep)
+        if address.version != ipaddress.ip_address(self.vtep).version:
+            log.error("cluster: a node's VTEP %s is not of this underlay's family (vtep %s): "
+                      "not a peer", vtep, self.vtep)
+        elif vtep != self.vtep and networks:
+            self.switch.dataplane.add_peer(address, networks)
 
     def _forget_peer(self, vtep):
         """Stop flooding to a node's VTEP (unless another node or the static
@@ -445,9 +449,9 @@ class Cluster:
         static = self.switch.config.overlay.peers if self.switch.config.overlay else ()
         if not isinstance(vtep, str) or vtep == self.vtep or \
                 any(n.get("vtep") == vtep for n in self.nodes.values()) or \
-                ipaddress.IPv4Address(vtep) in static:
+                ipaddress.ip_address(vtep) in static:
             return
-        self.switch.dataplane.remove_peer(ipaddress.IPv4Address(vtep))
+        self.switch.dataplane.remove_peer(ipaddress.ip_address(vtep))
 
     def _endpoint(self, where: tuple[str, str], rec: dict | None):
         before = self.endpoints.get(where)
@@ -585,9 +589,9 @@ class Cluster:
             except (ValueError, KeyError, TypeError) as e:
                 log.error("cluster: network %s: bad record, ignored: %s", name, e)
                 continue
-            if ov and net.mtu + VXLAN_OVERHEAD > ov.underlay_mtu:     # (this node's own limit)
+            if ov and net.mtu + ov.overhead > ov.underlay_mtu:     # (this node's own limit)
                 log.error("cluster: network %s: mtu %d + %d exceeds this node's underlay MTU "
-                          "%d; not joined", name, net.mtu, VXLAN_OVERHEAD, ov.underlay_mtu)
+                          "%d; not joined", name, net.mtu, ov.overhead, ov.underlay_mtu)
                 continue
             nets.append(net)
         await self.gateways.forget_invalid(nets)
@@ -932,7 +936,7 @@ class Cluster:
             raise InvalidRequest(f"bad network name {name!r}: 1-32 lowercase letters, digits "
                                  "or '-'")
         ov = self.switch.config.overlay
-        mtu = mtu if mtu is not None else (ov.underlay_mtu - VXLAN_OVERHEAD if ov else 1450)
+        mtu = mtu if mtu is not None else (ov.underlay_mtu - ov.overhead if ov else 1450)
         try:
             net = network_from_record(name, {"vni": vni, "subnet": subnet, "mtu": mtu,
                                              "block_size": block_size, "gateway": gateway,
@@ -943,8 +947,8 @@ class Cluster:
                                  f"{MIN_MTU}..{MAX_NETWORK_MTU})") from None
         if masquerade and not gateway:
             raise InvalidRequest("masquerade needs a gateway: pods leave through their node")
-        if ov and mtu + VXLAN_OVERHEAD > ov.underlay_mtu:
-            raise InvalidRequest(f"mtu {mtu} + {VXLAN_OVERHEAD} bytes of VXLAN overhead exceeds "
+        if ov and mtu + ov.overhead > ov.underlay_mtu:
+            raise InvalidRequest(f"mtu {mtu} + {ov.overhead} bytes of VXLAN overhead exceeds "
                                  f"this node's underlay MTU {ov.underlay_mtu}")
         await self._need_connection()
         for other, rec in self.networks.items():

@@ -25,6 +25,7 @@ from .protocol import (
     MAX_NETWORK_MTU,
     MIN_MTU,
     VXLAN_OVERHEAD,
+    VXLAN_OVERHEAD6,
 )
 
 DEFAULT_STATE_DIR = "/var/lib/vswitch"
@@ -64,14 +65,20 @@ class NetworkConfig:
 
 @dataclass(frozen=True)
 class OverlayConfig:
-    vtep_ip: ipaddress.IPv4Address
+    vtep_ip: ipaddress.IPv4Address | ipaddress.IPv6Address     # peers are of its family
     udp_port: int = 4789
-    peers: tuple[ipaddress.IPv4Address, ...] = ()
+    peers: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = ()
     underlay_mtu: int = 1500
     underlay_mtu_from: str = "config"  # when not set: the interface holding vtep_ip
     learn_peers: bool = False
     max_learned_peers: int = 64        # learn_peers: how many peers it may add at most
     peer_aging_time: float = 300.0     # ... and how long they live unheard
+
+    @property
+    def overhead(self) -> int:
+        """What a pod MTU loses to the underlay MTU: inner Ethernet, outer
+        IPv4 or IPv6, UDP and VXLAN headers."""
+        return VXLAN_OVERHEAD if self.vtep_ip.version == 4 else VXLAN_OVERHEAD6
 
 
 @dataclass(frozen=True)
@@ -311,9 +318,10 @@ def parse(data: dict) -> Config:
     networks = tuple(_derived_mtu(n, overlay) for n in networks)
     if overlay:
         for i, n in enumerate(networks):
-            if n.mtu + VXLAN_OVERHEAD > overlay.underlay_mtu:
-                raise ConfigError(f"network[{i}].mtu", f"{n.mtu} + {VXLAN_OVERHEAD} bytes of VXLAN "
-                                  f"overhead exceeds overlay.underlay_mtu {overlay.underlay_mtu}")
+            if n.mtu + overlay.overhead > overlay.underlay_mtu:
+                raise ConfigError(f"network[{i}].mtu", f"{n.mtu} + {overlay.overhead} bytes of "
+                                  f"VXLAN overhead exceeds overlay.underlay_mtu "
+                                  f"{overlay.underlay_mtu}")
     elif "overlay" in data:
         raise ConfigError("overlay", 'only used with node.mode = "overlay"')
     hooks = tuple(_hook(h, i) for i, h in enumerate(top.get("hook", list, [])))
@@ -404,15 +412,22 @@ def _ipv4(table: _Table, key: str, text) -> ipaddress.IPv4Address:
         raise ConfigError(table.key(key), f"not an IPv4 address: {text!r}") from None
 
 
-def node_address(addr: ipaddress.IPv4Address) -> bool:
+def node_address(addr: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
     """Whether a node can have addr as its VTEP: unicast, not loopback or
-    240/4 (0.0.0.0 would also read as a free slot in the data plane)."""
+    240/4, not IPv4-mapped or link-local IPv6 (the unspecified address
+    would also read as a free slot in the data plane)."""
+    if addr.version == 6:
+        return not (addr.is_unspecified or addr.is_multicast or addr.is_loopback
+                    or addr.is_link_local or addr.ipv4_mapped is not None)
     return not (addr.is_unspecified or addr.is_multicast or addr.is_loopback
                 or addr.is_reserved or addr == ipaddress.IPv4Address("255.255.255.255"))
 
 
-def _peer(table: _Table, key: str, text) -> ipaddress.IPv4Address:
-    addr = _ipv4(table, key, text)
+def _vtep_address(table: _Table, key: str, text) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    try:
+        addr = ipaddress.ip_address(text)
+    except ValueError:
+        raise ConfigError(table.key(key), f"not an IPv4 or IPv6 address: {text!r}") from None
     if not node_address(addr):
         raise ConfigError(table.key(key), f"{addr} is not a unicast address a node can have")
     return addr
@@ -432,9 +447,9 @@ def _overlay(data, cluster: bool = False) -> OverlayConfig:
         raise ConfigError(t.key("vtep_ip"), "is required in overlay mode")
     peers = t.get("peers", list, [])
     config = OverlayConfig(
-        vtep_ip=_ipv4(t, "vtep_ip", vtep),
+        vtep_ip=_vtep_address(t, "vtep_ip", vtep),
         udp_port=t.get("udp_port", int, 4789, lambda v: 1 <= v <= 65535, "must be 1..65535"),
-        peers=tuple(_peer(t, "peers", p) for p in peers),
+        peers=tuple(_vtep_address(t, "peers", p) for p in peers),
         underlay_mtu=t.get("underlay_mtu", int, 0, lambda v: 576 <= v <= 65535,
                            "must be 576..65535"),
         learn_peers=t.get("learn_peers", bool, False),
@@ -443,8 +458,9 @@ def _overlay(data, cluster: bool = False) -> OverlayConfig:
         peer_aging_time=t.get("peer_aging_time", float, 300.0, lambda v: 1 <= v <= 86400,
                               "must be 1..86400 seconds"),
     )
-    if config.vtep_ip.is_unspecified or config.vtep_ip.is_multicast:
-        raise ConfigError(t.key("vtep_ip"), f"{config.vtep_ip} is not a unicast address")
+    if any(p.version != config.vtep_ip.version for p in config.peers):
+        raise ConfigError(t.key("peers"), f"must be IPv{config.vtep_ip.version} addresses, as "
+                          "vtep_ip is: the underlay has one family")
     if config.vtep_ip in config.peers:
         raise ConfigError(t.key("peers"), f"lists this node's own vtep_ip {config.vtep_ip}")
     t.done()
@@ -464,9 +480,9 @@ def _derived_mtu(net: NetworkConfig, overlay: OverlayConfig | None) -> NetworkCo
     if net.mtu:
         return net
     if overlay:
-        mtu = overlay.underlay_mtu - VXLAN_OVERHEAD
+        mtu = overlay.underlay_mtu - overlay.overhead
         source = f"overlay.underlay_mtu {overlay.underlay_mtu} ({overlay.underlay_mtu_from}) " \
-                 f"less {VXLAN_OVERHEAD} of VXLAN"
+                 f"less {overlay.overhead} of VXLAN"
     else:
         found = interface_mtu(None)
         mtu = found[1] if found else 1500
@@ -474,14 +490,16 @@ def _derived_mtu(net: NetworkConfig, overlay: OverlayConfig | None) -> NetworkCo
     return dataclasses.replace(net, mtu=max(MIN_MTU, min(mtu, MAX_NETWORK_MTU)), mtu_from=source)
 
 
-def interface_mtu(address: ipaddress.IPv4Address | None) -> tuple[str, int] | None:
+def interface_mtu(address: ipaddress.IPv4Address | ipaddress.IPv6Address | None
+                  ) -> tuple[str, int] | None:
     """(name, MTU) of the interface holding address, or (None) of the IPv4
     default route's; None when there is none."""
     from pyroute2 import IPRoute  # netlink at config time: only for what is not set
     with IPRoute() as ipr:
         if address is not None:
-            indexes = [a["index"] for a in ipr.get_addr(family=socket.AF_INET)
-                       if a.get_attr("IFA_ADDRESS") == str(address)]
+            family = socket.AF_INET if address.version == 4 else socket.AF_INET6
+            indexes = [a["index"] for a in ipr.get_addr(family=family)
+                       if ipaddress.ip_address(a.get_attr("IFA_ADDRESS")) == address]
         else:
             indexes = [r.get_attr("RTA_OIF") for r in
                        ipr.get_default_routes(family=socket.AF_INET) if r.get_attr("RTA_OIF")]

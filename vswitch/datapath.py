@@ -9,7 +9,6 @@ from here as well."""
 from __future__ import annotations
 
 import ipaddress
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -31,7 +30,7 @@ from .protocol import link_local
 
 __all__ = ["DataPlane", "Datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL",
            "conntrack_cost", "decap_cost", "encap_cost", "pipeline_cost", "segment_cost",
-           "mac_value", "ip_to_int", "ip_str"]
+           "mac_value", "peer_key", "peer_str"]
 
 
 def mac_value(mac: str) -> int:
@@ -39,13 +38,16 @@ def mac_value(mac: str) -> int:
     return int(mac.replace(":", ""), 16)
 
 
-def ip_to_int(ip) -> int:
-    """An IPv4 address as the data plane holds it (network byte order in memory)."""
-    return struct.unpack("=I", ipaddress.IPv4Address(ip).packed)[0]
+def peer_key(ip) -> int:
+    """A VTEP address as the data plane takes it: the int of its IPv6
+    address, IPv4 mapped to ::ffff:a.b.c.d (_underlay.pxd)."""
+    ip = ipaddress.ip_address(ip)
+    return int(ip) | 0xFFFF << 32 if ip.version == 4 else int(ip)
 
 
-def ip_str(value: int) -> str:
-    return str(ipaddress.IPv4Address(struct.pack("=I", value)))
+def peer_str(key: int) -> str:
+    ip = ipaddress.IPv6Address(key)
+    return str(ip.ipv4_mapped or ip)
 
 
 PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
@@ -70,7 +72,7 @@ class TunnelSettings:
     udp_port: int
     underlay_mtu: int
     learn_peers: bool
-    vtep_ip: ipaddress.IPv4Address
+    vtep_ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     max_learned_peers: int
 
 
@@ -205,47 +207,47 @@ class DataPlane:
 
     def set_tunnel(self, t: TunnelSettings):
         self.dp.set_tunnel(t.rx_fd, t.senders, t.udp_port, t.underlay_mtu, t.learn_peers,
-                           ip_to_int(t.vtep_ip), t.max_learned_peers)
+                           peer_key(t.vtep_ip), t.max_learned_peers)
 
     def add_peer(self, ip, networks: Iterable[str] | None = None):
         """Flood the networks (None: all) to the VTEP ip."""
         for name in self.network_ids if networks is None else networks:
             try:
-                self.dp.add_peer(ip_to_int(ip), self.network_ids[name])
+                self.dp.add_peer(peer_key(ip), self.network_ids[name])
             except OverflowError as e:
                 raise Exhausted(str(e)) from None
 
     def remove_peer(self, ip) -> bool:
-        return self.dp.remove_peer(ip_to_int(ip))
+        return self.dp.remove_peer(peer_key(ip))
 
     def peers(self, only=None) -> list[dict]:
         """Every peer, or (only: an address) that one."""
-        return [{"ip": ip_str(ip), "networks": [self.network_name(n) for n in nets],
+        return [{"ip": peer_str(ip), "networks": [self.network_name(n) for n in nets],
                  "counters": counters, "learned": learned}
                 for ip, nets, counters, learned
-                in self.dp.peer_list(ip_to_int(only) if only else 0)]
+                in self.dp.peer_list(peer_key(only) if only else 0)]
 
     def peer_port_id(self, ip) -> int | None:
         """The id the data plane gives the peer at ip in FDB entries and
         capture records, None if it is not a peer."""
-        wanted = ip_to_int(ip)
+        wanted = peer_key(ip)
         for index in range(PEER_SLOTS):
             if self.dp.peer_ip(index) == wanted:
                 return PORT_PEER_BASE + index
         return None
 
     def peer_address(self, port_id: int) -> str:
-        """The address of the peer with this data-plane id (0.0.0.0: none)."""
-        return ip_str(self.dp.peer_ip(port_id - PORT_PEER_BASE))
+        """The address of the peer with this data-plane id (:: when none)."""
+        return peer_str(self.dp.peer_ip(port_id - PORT_PEER_BASE))
 
     def expire_peers(self, max_idle: float) -> list[str]:
-        return [ip_str(ip) for ip in self.dp.expire_peers(max_idle)]
+        return [peer_str(ip) for ip in self.dp.expire_peers(max_idle)]
 
     # ------------------------------------------------------------------ FDB
 
     def fdb_add_remote(self, network: str, mac: str, peer) -> None:
         try:
-            self.dp.fdb_add_remote(self.network_ids[network], mac_value(mac), ip_to_int(peer))
+            self.dp.fdb_add_remote(self.network_ids[network], mac_value(mac), peer_key(peer))
         except KeyError:
             raise NotFound(f"no peer {peer}: add it first") from None
         except ValueError as e:
@@ -260,7 +262,7 @@ class DataPlane:
         """Live entries: (network name, MAC, local port id or None, peer
         address or None, age, static, pinned)."""
         names = {i: n for n, i in self.network_ids.items()}
-        return [(names.get(net, f"#{net}"), mac, pid, None if peer is None else ip_str(peer),
+        return [(names.get(net, f"#{net}"), mac, pid, None if peer is None else peer_str(peer),
                  age, static, pinned)
                 for net, mac, pid, peer, age, static, pinned
                 in self.dp.fdb_entries(self.network_id(network))]

@@ -16,15 +16,20 @@ from .tunnel import Tunnel
 log = logging.getLogger("vswitch.overlay")
 
 
-def check_peer(ip, own=None) -> ipaddress.IPv4Address:
-    """A peer's VTEP address: a unicast IPv4 address that is not this node's."""
+def check_peer(ip, own) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    """A peer's VTEP address: a unicast address of the family of own (this
+    node's VTEP) that is not own."""
     try:
-        addr = ipaddress.IPv4Address(ip)
+        addr = ipaddress.ip_address(ip)
     except ValueError:
-        raise InvalidRequest(f"bad peer address {ip!r}: expected an IPv4 address") from None
+        raise InvalidRequest(f"bad peer address {ip!r}: expected an IPv{own.version} "
+                             "address") from None
+    if addr.version != own.version:
+        raise InvalidRequest(f"bad peer address {ip}: the underlay is IPv{own.version} "
+                             f"(vtep_ip {own})")
     if not node_address(addr):
         raise InvalidRequest(f"bad peer address {ip}: not a unicast address a node can have")
-    if own is not None and addr == own:
+    if addr == own:
         raise InvalidRequest(f"{ip} is this node's own VTEP address")
     return addr
 
@@ -92,7 +97,7 @@ class Overlay:
 
     def del_peer(self, ip: str):
         self._need_overlay()
-        if not self.dataplane.remove_peer(check_peer(ip)):
+        if not self.dataplane.remove_peer(check_peer(ip, self.settings.vtep_ip)):
             raise NotFound(f"no peer {ip}")
         log.info("peer %s removed", ip)
 
@@ -100,14 +105,14 @@ class Overlay:
         return self.dataplane.peers() if self.tunnel else []
 
     def peer(self, ip: str) -> dict:
-        found = self.dataplane.peers(check_peer(ip)) if self.tunnel else []
+        found = self.dataplane.peers(check_peer(ip, self.settings.vtep_ip)) if self.tunnel else []
         if not found:
             raise NotFound(f"no peer {ip}")
         return found[0]
 
     def peer_port_id(self, ip: str) -> int:
         """The data-plane id of the peer at ip (as in capture records)."""
-        port_id = self.dataplane.peer_port_id(check_peer(ip))
+        port_id = self.dataplane.peer_port_id(check_peer(ip, self.settings.vtep_ip))
         if port_id is None:
             raise NotFound(f"no peer {ip}")
         return port_id
@@ -124,5 +129,5 @@ class Overlay:
         self._need_overlay()
         net = self.network_of(network)
         mac = normalize_mac(mac)
-        self.dataplane.fdb_add_remote(net.name, mac, check_peer(peer))
+        self.dataplane.fdb_add_remote(net.name, mac, check_peer(peer, self.settings.vtep_ip))
         return {"mac": mac, "peer": peer}

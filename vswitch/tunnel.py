@@ -35,8 +35,11 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33          # asm-generic/socket.h; not in 
 
 
 class Tunnel:
-    def __init__(self, vtep_ip: ipaddress.IPv4Address, udp_port: int):
-        self.rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    def __init__(self, vtep_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str,
+                 udp_port: int):
+        vtep_ip = ipaddress.ip_address(vtep_ip)
+        self.family = socket.AF_INET if vtep_ip.version == 4 else socket.AF_INET6
+        self.rx = socket.socket(self.family, socket.SOCK_DGRAM)
         self.tx: list[socket.socket] = []
         try:
             self.rx.bind((str(vtep_ip), udp_port))
@@ -56,7 +59,7 @@ class Tunnel:
             if len(self.tx) == SENDERS:
                 return
             port = SPORT_MIN + (start - SPORT_MIN + i * 997) % span     # 997: spread, coprime
-            sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+            sock = socket.socket(self.family, socket.SOCK_DGRAM)
             try:
                 sock.bind((vtep_ip, port))
             except OSError:

@@ -1,0 +1,15 @@
+# Underlay addresses: a VTEP is IPv4 or IPv6 (one family per node, that of
+# its vtep_ip). The data plane keys both the same way, as 128 bits with
+# IPv4 mapped to ::ffff:a.b.c.d (RFC 4291), and keeps each peer's socket
+# address in a sockaddr_in6-sized slot holding the family's sockaddr.
+
+from libc.stdint cimport uint64_t
+
+cdef enum:
+    IP6_HLEN = 40
+    OUTER_OVERHEAD6 = IP6_HLEN + UDP_HLEN + VXLAN_HLEN   # the tunnel's cost over IPv6
+
+
+cdef struct ip_key_t:
+    uint64_t hi               # the address's first 64 bits (0 for IPv4)
+    uint64_t lo               # its last 64 (0xffff << 32 | the IPv4 address, for IPv4)
