@@ -8,10 +8,10 @@ cdef inline uint64_t _mix(uint64_t h, uint64_t v) noexcept nogil:
 
 
 cdef inline uint32_t flow_hash(const unsigned char *frame, ssize_t n) noexcept nogil:
-    """Hash of the inner flow: MACs and EtherType, plus IPv4 addresses and
-    L4 ports when present, so one TCP/UDP flow keeps one outer port. A few
-    word loads and multiplies: it runs for every datagram."""
-    cdef uint64_t macs = 0, rest = 0, addrs = 0, ports = 0
+    """Hash of the inner flow: MACs and EtherType, plus IPv4 or IPv6
+    addresses and L4 ports when present, so one TCP/UDP flow keeps one
+    outer port. A few word loads and multiplies: it runs for every datagram."""
+    cdef uint64_t macs = 0, rest = 0, addrs = 0, ports = 0, a6 = 0
     if n < 14:
         return 0
     memcpy(&macs, frame, 8)
@@ -20,6 +20,12 @@ cdef inline uint32_t flow_hash(const unsigned char *frame, ssize_t n) noexcept n
         memcpy(&addrs, frame + 26, 8)                     # IPv4 source and destination
         if n >= 38 and (frame[23] == 6 or frame[23] == 17) and (frame[14] & 0x0F) == 5:
             memcpy(&ports, frame + 34, 4)                 # + source and destination ports
+    elif n >= 54 and frame[12] == 0x86 and frame[13] == 0xDD:
+        memcpy(&addrs, frame + 30, 8)                     # the IPv6 addresses' low halves
+        memcpy(&a6, frame + 46, 8)
+        addrs ^= a6 * 0x9E3779B97F4A7C15ULL
+        if n >= 58 and (frame[20] == 6 or frame[20] == 17):
+            memcpy(&ports, frame + 54, 4)
     cdef uint64_t h = _mix(_mix(_mix(_mix(0xcbf29ce484222325ULL, macs), rest), addrs), ports)
     return <uint32_t>(h ^ (h >> 32))
 
