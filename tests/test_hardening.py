@@ -256,11 +256,13 @@ def test_learned_peers_are_capped_age_and_go_when_learning_stops(vswitchd, under
 # ---------------------------------------------------------------- finding 7
 
 def icmp6(src: bytes, msg_type: int, body: bytes = bytes(12)) -> bytes:
-    """An ICMPv6 message from fe80::1 to ff02::1 (checksum left 0: the
-    data plane decides on the type before anyone checks it)."""
+    """An ICMPv6 message from the link-local address of MAC src to ff02::1
+    (checksum left 0: the data plane decides on the type before anyone
+    checks it)."""
+    from vswitch.protocol import link_local
     payload = bytes([msg_type, 0, 0, 0]) + body
     ip6 = struct.pack("!IHBB", 0x60000000, len(payload), 58, 255) + \
-        bytes.fromhex("fe800000000000000000000000000001") + bytes.fromhex("ff02" + "00" * 13 + "01")
+        link_local(src.hex(":")).packed + bytes.fromhex("ff02" + "00" * 13 + "01")
     return bytes.fromhex("333300000001") + src + b"\x86\xdd" + ip6 + payload
 
 
