@@ -356,7 +356,8 @@ def test_bad_input_gets_the_right_error_and_leaves_nothing(vswitchd, netns, cni_
         (dict(conf={"network": "nope"}), 7),
         (dict(conf={"mtu": 9000}), 7),
         (dict(conf={"socket": 5}), 7),
-        (dict(conf={"runtimeConfig": {"ips": ["2001:db8::1/64"]}}), 7),
+        (dict(conf={"runtimeConfig": {"ips": ["198.18.0.300/16"]}}), 7),
+        (dict(conf={"runtimeConfig": {"ips": ["2001:db8::1/64"]}}), 102),    # no subnet6 here
         (dict(conf={"runtimeConfig": {"ips": ["198.18.0.9/16", "198.18.0.10/16"]}}), 7),
         (dict(conf={"socket": "/nonexistent/vswitchd.sock"}), 11),
     ]
