@@ -29,10 +29,10 @@ import time
 
 from vswitch.datapath import (
     Datapath,
+    address_key,
     conntrack_cost,
     decap_cost,
     encap_cost,
-    peer_key,
     pipeline_cost,
     segment_cost,
 )
@@ -118,7 +118,7 @@ def python_ns(fn, n_macs: int, frames: bytes) -> float:
     return (time.perf_counter_ns() - start) / count
 
 
-VNI, PEER_IP = 42, peer_key("10.0.0.1")
+VNI, PEER_IP = 42, address_key("10.0.0.1")
 SENDER_PORTS = list(range(49152, 49152 + 16))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import socket
 
-from vswitch.datapath import Datapath, peer_key
+from vswitch.datapath import Datapath, address_key
 from vswitch.tunnel import Tunnel
 
 
@@ -37,8 +37,8 @@ class FuzzRig:
         self.tunnel = Tunnel("127.0.0.1", 0)
         self.port = self.tunnel.rx.getsockname()[1]
         self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), self.port, 1500,
-                           learn_peers=False, vtep=peer_key("127.0.0.1"), max_learned_peers=4)
-        self.dp.add_peer(peer_key("127.0.0.2"), 1)
+                           learn_peers=False, vtep=address_key("127.0.0.1"), max_learned_peers=4)
+        self.dp.add_peer(address_key("127.0.0.2"), 1)
         self.senders = []
         for ip in ("127.0.0.2", "127.0.0.3"):
             s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -59,7 +59,7 @@ class FuzzRig:
 
     def from_underlay(self, sender: int, data: bytes, learn: bool):
         self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), self.port, 1500,
-                           learn_peers=learn, vtep=peer_key("127.0.0.1"), max_learned_peers=4)
+                           learn_peers=learn, vtep=address_key("127.0.0.1"), max_learned_peers=4)
         try:
             self.senders[sender % 2].sendto(data, ("127.0.0.1", self.port))
         except OSError:

@@ -22,7 +22,7 @@ from datapath_rig import (
     vnet,
 )
 
-from vswitch.datapath import peer_key
+from vswitch.datapath import address_key
 from vswitch.netns import entered
 from vswitch.tunnel import Tunnel
 
@@ -38,7 +38,7 @@ class OverlayRig(Rig):
         self.peer.bind(("127.0.0.2", PORT))
         self.peer.settimeout(0.2)
         self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), PORT, underlay_mtu)
-        self.dp.add_peer(peer_key("127.0.0.2"), 1)
+        self.dp.add_peer(address_key("127.0.0.2"), 1)
 
     def from_peer(self, data: bytes):
         self.peer.sendto(data, ("127.0.0.1", PORT))
@@ -109,7 +109,7 @@ def test_decap_learns_the_peer_and_unicast_goes_back_to_it(rig):
     assert payload == header(101) + frame(mac(9), mac(1))
     assert r.received(b) == []
     (entry,) = [e for e in r.dp.fdb_entries() if e[1] == "02:00:00:00:00:09"]
-    assert entry[2] is None and entry[3] == peer_key("127.0.0.2")
+    assert entry[2] is None and entry[3] == address_key("127.0.0.2")
 
 
 def test_frame_for_a_remote_mac_from_the_tunnel_is_not_sent_back(rig):
@@ -154,7 +154,7 @@ def test_peer_membership_decides_replication(rig):
     r.send(x, frame(BCAST, mac(5)))                          # network 2 has no peer
     assert r.at_peer() == []
     assert r.dp.counters()["drops"]["no_route"] == 1
-    r.dp.remove_peer(peer_key("127.0.0.2"), 1)
+    r.dp.remove_peer(address_key("127.0.0.2"), 1)
     r.send(a, frame(BCAST, mac(1)))
     assert r.at_peer() == [] and r.dp.peer_list() == []
 

@@ -24,6 +24,7 @@ it is full, the held superframe before a frame from the tunnel is flooded
 reconfigured.
 """
 
+import ipaddress
 import os
 
 from libc.errno cimport errno, EAGAIN, EINTR, EIO
@@ -147,9 +148,11 @@ cdef class Datapath:
             if network in nets:
                 self.remove_peer(ip, network)
         fdb_sweep(&self.fdb, SWEEP_NETWORK, network, 0, 0)
-        for ip in [self.neigh.slots[i].key & 0xFFFFFFFF for i in range(self.neigh.mask + 1)
-                   if self.neigh.slots[i].key >> 32 == <uint64_t>network]:
-            neigh_delete(&self.neigh, network, ip)
+        cdef ip_key_t neighbour
+        for key in [key_to_int(&self.neigh.slots[i].ip) for i in range(self.neigh.mask + 1)
+                    if self.neigh.slots[i].network == <uint64_t>network]:
+            neighbour = key_from_int(key)
+            neigh_delete(&self.neigh, network, &neighbour)
         self.networks.vni_of[network] = 0
         self.networks.mtu_of[network] = 0
 
@@ -425,22 +428,26 @@ cdef class Datapath:
 
     # ------------------------------------------------------ neighbour table
 
-    def neigh_set(self, int network, uint32_t ip, uint64_t mac):
-        """(network, ip) has mac: ARP requests for ip from local ports are
-        answered with it (ip as an integer, as IPv4Address gives it)."""
+    def neigh_set(self, int network, ip, uint64_t mac):
+        """(network, ip) has mac: ARP requests (IPv4) and Neighbor
+        Solicitations (IPv6) for ip from local ports are answered with it
+        (ip as an int, IPv4 mapped: as add_peer takes it)."""
         self._declared(network)
-        if ip == 0 or mac == 0:
+        if not ip or mac == 0:
             raise ValueError("address and MAC must not be 0")
-        if neigh_set(&self.neigh, network, ip, mac) < 0:
+        cdef ip_key_t key = key_from_int(ip)
+        if neigh_set(&self.neigh, network, &key, mac) < 0:
             raise MemoryError()
 
-    def neigh_delete(self, int network, uint32_t ip):
+    def neigh_delete(self, int network, ip):
         """Forget (network, ip); returns whether it was known."""
-        return neigh_delete(&self.neigh, network, ip)
+        cdef ip_key_t key = key_from_int(ip)
+        return neigh_delete(&self.neigh, network, &key)
 
-    def neigh_lookup(self, int network, uint32_t ip):
+    def neigh_lookup(self, int network, ip):
         """The MAC of (network, ip), or 0."""
-        return neigh_lookup(&self.neigh, network, ip)
+        cdef ip_key_t key = key_from_int(ip)
+        return neigh_lookup(&self.neigh, network, &key)
 
     @property
     def neigh_count(self):
@@ -521,6 +528,7 @@ cdef class Datapath:
         out["tunnel"] = port_counters(&self.tunnel)
         out["gro_merged"] = self.gro.merged
         out["arp_suppressed"] = self.neigh.answered
+        out["nd_suppressed"] = self.neigh.answered6
         out["neighbours"] = self.neigh.count
         out["conntrack"] = {"entries": self.ct.count, "max_entries": self.ct.max_entries,
                             "created": self.ct.created, "expired": self.ct.expired,
@@ -802,6 +810,12 @@ cdef class Datapath:
                 self.neigh.answered += 1
                 self._send(inp, self.neigh.reply, arp_reply(&self.neigh, frame, known_mac),
                            ARP_FRAME_LEN)
+                return
+            known_mac = nd_request_target(&self.neigh, net, frame, n)
+            if known_mac:               # ... and ND suppression, the same for IPv6
+                self.neigh.answered6 += 1
+                self._send(inp, self.neigh.reply, na_reply(&self.neigh, frame, known_mac),
+                           NA_FRAME_LEN)
                 return
         cdef int64_t out = -1
         cdef verdict_t v

@@ -1,17 +1,20 @@
-# The neighbour table: (network, IPv4 address) -> MAC of every pod address
-# the cluster knows (see _neigh.pxi). ARP requests for these are answered
-# by the switch itself (ARP suppression), so they never cross the underlay.
+# The neighbour table: (network, IPv4 or IPv6 address) -> MAC of every pod
+# address the cluster knows (see _neigh.pxi). ARP requests and IPv6
+# Neighbor Solicitations for these are answered by the switch itself (ARP
+# and ND suppression), so they never cross the underlay.
 
-from libc.stdint cimport uint32_t, uint64_t
+from libc.stdint cimport uint16_t, uint32_t, uint64_t
 
 cdef enum:
     NEIGH_MIN_SLOTS = 1024
     ARP_FRAME_LEN = 42        # Ethernet header + an IPv4-over-Ethernet ARP packet
+    NA_FRAME_LEN = 86         # Ethernet, IPv6, a Neighbor Advertisement with its MAC option
 
 
-cdef struct neigh_entry_t:    # 16 bytes
-    uint64_t key              # network << 32 | IPv4 address; 0 = empty slot (network ids >= 1)
+cdef struct neigh_entry_t:    # 32 bytes
+    ip_key_t ip               # the address (_underlay.pxd: IPv4 mapped)
     uint64_t mac
+    uint64_t network          # 0 = empty slot (network ids are >= 1)
 
 
 cdef struct neigh_t:
@@ -21,4 +24,5 @@ cdef struct neigh_t:
     uint64_t multiplier       # the hash's secret (random, odd), as the FDB's
     uint32_t shift
     uint64_t answered         # ARP requests answered from the table
-    unsigned char reply[VNET_HLEN + ARP_FRAME_LEN]   # the answer being written (zero vnet header)
+    uint64_t answered6        # Neighbor Solicitations answered from it
+    unsigned char reply[VNET_HLEN + NA_FRAME_LEN]    # the answer being written (zero vnet header)

@@ -4,12 +4,14 @@
 # it. Growing (a rehash) is a control-plane operation, never per frame.
 
 
-cdef inline uint64_t neigh_key(uint16_t network, uint32_t ip) noexcept nogil:
-    return (<uint64_t>network << 32) | ip
+cdef inline uint64_t neigh_home(const neigh_t *t, uint64_t network,
+                                const ip_key_t *ip) noexcept nogil:
+    return ((ip.hi * 0x9E3779B97F4A7C15ULL ^ ip.lo ^ network << 48) * t.multiplier) >> t.shift
 
 
-cdef inline uint64_t neigh_home(const neigh_t *t, uint64_t key) noexcept nogil:
-    return (key * t.multiplier) >> t.shift
+cdef inline bint neigh_is(const neigh_entry_t *e, uint64_t network,
+                          const ip_key_t *ip) noexcept nogil:
+    return e.network == network and e.ip.lo == ip.lo and e.ip.hi == ip.hi
 
 
 cdef int neigh_alloc(neigh_t *t, uint64_t capacity) noexcept nogil:
@@ -36,22 +38,23 @@ cdef void neigh_free(neigh_t *t) noexcept nogil:
     t.slots = NULL
 
 
-cdef inline int64_t neigh_slot(const neigh_t *t, uint64_t key) noexcept nogil:
-    """The slot holding key, or the empty slot where it would go (the
-    table is never full: at most half its slots are used)."""
-    cdef uint64_t i = neigh_home(t, key)
-    while t.slots[i].key != 0 and t.slots[i].key != key:
+cdef inline int64_t neigh_slot(const neigh_t *t, uint64_t network, const ip_key_t *ip) noexcept nogil:
+    """The slot holding (network, ip), or the empty slot where it would go
+    (the table is never full: at most half its slots are used)."""
+    cdef uint64_t i = neigh_home(t, network, ip)
+    while t.slots[i].network != 0 and not neigh_is(&t.slots[i], network, ip):
         i = (i + 1) & t.mask
     return i
 
 
-cdef inline uint64_t neigh_lookup(const neigh_t *t, uint16_t network, uint32_t ip) noexcept nogil:
+cdef inline uint64_t neigh_lookup(const neigh_t *t, uint16_t network,
+                                  const ip_key_t *ip) noexcept nogil:
     """The MAC of (network, ip), or 0 when unknown."""
-    cdef neigh_entry_t *e = &t.slots[neigh_slot(t, neigh_key(network, ip))]
-    return e.mac if e.key != 0 else 0
+    cdef neigh_entry_t *e = &t.slots[neigh_slot(t, network, ip)]
+    return e.mac if e.network != 0 else 0
 
 
-cdef int neigh_set(neigh_t *t, uint16_t network, uint32_t ip, uint64_t mac) noexcept nogil:
+cdef int neigh_set(neigh_t *t, uint16_t network, const ip_key_t *ip, uint64_t mac) noexcept nogil:
     """Add or overwrite an entry (doubling the table past half full); -1: no memory."""
     cdef neigh_t bigger
     cdef uint64_t i
@@ -61,36 +64,34 @@ cdef int neigh_set(neigh_t *t, uint16_t network, uint32_t ip, uint64_t mac) noex
         if neigh_alloc(&bigger, 2 * (t.mask + 1)) < 0:
             return -1
         for i in range(t.mask + 1):
-            if t.slots[i].key != 0:
-                bigger.slots[neigh_slot(&bigger, t.slots[i].key)] = t.slots[i]
+            if t.slots[i].network != 0:
+                bigger.slots[neigh_slot(&bigger, t.slots[i].network, &t.slots[i].ip)] = t.slots[i]
                 bigger.count += 1
         free(t.slots)
         t[0] = bigger
-    e = &t.slots[neigh_slot(t, neigh_key(network, ip))]
-    if e.key == 0:
+    e = &t.slots[neigh_slot(t, network, ip)]
+    if e.network == 0:
         t.count += 1
-    e.key = neigh_key(network, ip)
-    e.mac = mac
+    e.network, e.ip, e.mac = network, ip[0], mac
     return 0
 
 
-cdef bint neigh_delete(neigh_t *t, uint16_t network, uint32_t ip) noexcept nogil:
+cdef bint neigh_delete(neigh_t *t, uint16_t network, const ip_key_t *ip) noexcept nogil:
     """Remove an entry (backward shift: no tombstones); whether it was there."""
-    cdef uint64_t i = neigh_slot(t, neigh_key(network, ip)), j, home
-    if t.slots[i].key == 0:
+    cdef uint64_t i = neigh_slot(t, network, ip), j, home
+    if t.slots[i].network == 0:
         return False
     j = i
     while True:
         j = (j + 1) & t.mask
-        if t.slots[j].key == 0:
+        if t.slots[j].network == 0:
             break
-        home = neigh_home(t, t.slots[j].key)
+        home = neigh_home(t, t.slots[j].network, &t.slots[j].ip)
         # Move j back into the hole at i unless its home lies after i (cyclically).
         if ((j - home) & t.mask) >= ((j - i) & t.mask):
             t.slots[i] = t.slots[j]
             i = j
-    t.slots[i].key = 0
-    t.slots[i].mac = 0
+    memset(&t.slots[i], 0, sizeof(neigh_entry_t))
     t.count -= 1
     return True
 
@@ -109,7 +110,9 @@ cdef inline uint64_t arp_request_target(const neigh_t *t, uint16_t network,
     cdef uint32_t spa = be32(arp + 14), tpa = be32(arp + 24)
     if spa == 0 or spa == tpa:
         return 0
-    return neigh_lookup(t, network, tpa)
+    cdef ip_key_t target
+    target.hi, target.lo = 0, (<uint64_t>0xFFFF << 32) | tpa
+    return neigh_lookup(t, network, &target)
 
 
 cdef unsigned char *arp_reply(neigh_t *t, const unsigned char *request,
@@ -128,4 +131,49 @@ cdef unsigned char *arp_reply(neigh_t *t, const unsigned char *request,
     put_mac(f + ETH_HLEN + 8, target_mac)       # sender: the target
     memcpy(f + ETH_HLEN + 14, req + 24, 4)
     memcpy(f + ETH_HLEN + 18, req + 8, 10)      # target: the asker's MAC and address
+    return f
+
+
+cdef inline uint64_t nd_request_target(const neigh_t *t, uint16_t network,
+                                       const unsigned char *frame, ssize_t n) noexcept nogil:
+    """For an untagged Neighbor Solicitation (no extension headers, hop
+    limit 255) whose target the table knows, that target's MAC; else 0.
+    Duplicate address detection (source ::) is left to flood: it asks
+    whether anyone else has the address."""
+    if t.count == 0 or n < ETH_HLEN + 40 + 24 or be16(frame + 12) != ETH_P_IPV6:
+        return 0
+    cdef const unsigned char *ip = frame + ETH_HLEN
+    if ip[6] != IPPROTO_ICMPV6 or ip[7] != 255 or ip[40] != ICMPV6_NEIGHBOR_SOLICITATION \
+            or be64(ip + 8) | be64(ip + 16) == 0:
+        return 0
+    cdef ip_key_t target
+    target.hi, target.lo = be64(ip + 48), be64(ip + 56)
+    if key_is_v4(&target):                      # ::ffff:0:0/96 is IPv4's part of the table
+        return 0
+    return neigh_lookup(t, network, &target)
+
+
+cdef unsigned char *na_reply(neigh_t *t, const unsigned char *request,
+                             uint64_t target_mac) noexcept nogil:
+    """The Neighbor Advertisement answering a solicitation (checked by
+    nd_request_target) in t.reply, after its zero virtio-net header:
+    solicited and override, from the target to the asker, with the
+    target's MAC as its link-layer address. Returns where the frame starts."""
+    cdef unsigned char *f = t.reply + VNET_HLEN
+    cdef const unsigned char *req = request + ETH_HLEN
+    memset(t.reply, 0, VNET_HLEN + NA_FRAME_LEN)
+    memcpy(f, request + 6, 6)                   # to the asker
+    put_mac(f + 6, target_mac)
+    put16(f + 12, ETH_P_IPV6)
+    cdef unsigned char *ip = f + ETH_HLEN
+    cdef unsigned char *icmp = ip + 40
+    ip[0], ip[6], ip[7] = 0x60, IPPROTO_ICMPV6, 255
+    put16(ip + 4, 32)
+    memcpy(ip + 8, req + 48, 16)                # from the target address
+    memcpy(ip + 24, req + 8, 16)                # to the asker's
+    icmp[0], icmp[4] = ICMPV6_NEIGHBOR_ADVERTISEMENT, 0x60      # solicited, override
+    memcpy(icmp + 8, req + 48, 16)
+    icmp[24], icmp[25] = ND_TARGET_LL_ADDR, 1
+    put_mac(icmp + 26, target_mac)
+    put16(icmp + 2, csum_fold(csum_add(csum_add(IPPROTO_ICMPV6 + 32, ip + 8, 32), icmp, 32)))
     return f

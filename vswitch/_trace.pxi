@@ -29,6 +29,11 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
     if known_mac:
         return steps + [{"step": "arp_suppression", "target": ".".join(map(str, f[38:42])),
                          "mac": mac_to_str(known_mac), "verdict": "answered to the ingress port"}]
+    known_mac = nd_request_target(&dp.neigh, net, f, n)
+    if known_mac:
+        return steps + [{"step": "nd_suppression",
+                         "target": str(ipaddress.IPv6Address(bytes(f[62:78]))),
+                         "mac": mac_to_str(known_mac), "verdict": "answered to the ingress port"}]
     cdef int64_t out = -1
     if not inp.router and ct_gateway_count(&dp.ct, port_id)[0]:
         out = dp._gateway_of(port_id, net, f, n, monotonic_ns())

@@ -30,7 +30,7 @@ from .protocol import link_local
 
 __all__ = ["DataPlane", "Datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL",
            "conntrack_cost", "decap_cost", "encap_cost", "pipeline_cost", "segment_cost",
-           "mac_value", "peer_key", "peer_str"]
+           "mac_value", "address_key", "address_str"]
 
 
 def mac_value(mac: str) -> int:
@@ -38,14 +38,14 @@ def mac_value(mac: str) -> int:
     return int(mac.replace(":", ""), 16)
 
 
-def peer_key(ip) -> int:
-    """A VTEP address as the data plane takes it: the int of its IPv6
-    address, IPv4 mapped to ::ffff:a.b.c.d (_underlay.pxd)."""
+def address_key(ip) -> int:
+    """An address (a VTEP, a neighbour) as the data plane takes it: the int
+    of its IPv6 address, IPv4 mapped to ::ffff:a.b.c.d (_underlay.pxd)."""
     ip = ipaddress.ip_address(ip)
     return int(ip) | 0xFFFF << 32 if ip.version == 4 else int(ip)
 
 
-def peer_str(key: int) -> str:
+def address_str(key: int) -> str:
     ip = ipaddress.IPv6Address(key)
     return str(ip.ipv4_mapped or ip)
 
@@ -163,13 +163,13 @@ class DataPlane:
 
     # ------------------------------------------------------ neighbour table
 
-    def neigh_set(self, network: str, ip: ipaddress.IPv4Address, mac: str):
+    def neigh_set(self, network: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address, mac: str):
         """ARP requests for ip in network are answered with mac (ARP suppression)."""
-        self.dp.neigh_set(self.network_ids[network], int(ip), mac_value(mac))
+        self.dp.neigh_set(self.network_ids[network], address_key(ip), mac_value(mac))
 
-    def neigh_delete(self, network: str, ip: ipaddress.IPv4Address) -> bool:
+    def neigh_delete(self, network: str, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         net_id = self.network_ids.get(network)
-        return net_id is not None and self.dp.neigh_delete(net_id, int(ip))
+        return net_id is not None and self.dp.neigh_delete(net_id, address_key(ip))
 
     # -------------------------------------------------- policy and conntrack
 
@@ -207,30 +207,30 @@ class DataPlane:
 
     def set_tunnel(self, t: TunnelSettings):
         self.dp.set_tunnel(t.rx_fd, t.senders, t.udp_port, t.underlay_mtu, t.learn_peers,
-                           peer_key(t.vtep_ip), t.max_learned_peers)
+                           address_key(t.vtep_ip), t.max_learned_peers)
 
     def add_peer(self, ip, networks: Iterable[str] | None = None):
         """Flood the networks (None: all) to the VTEP ip."""
         for name in self.network_ids if networks is None else networks:
             try:
-                self.dp.add_peer(peer_key(ip), self.network_ids[name])
+                self.dp.add_peer(address_key(ip), self.network_ids[name])
             except OverflowError as e:
                 raise Exhausted(str(e)) from None
 
     def remove_peer(self, ip) -> bool:
-        return self.dp.remove_peer(peer_key(ip))
+        return self.dp.remove_peer(address_key(ip))
 
     def peers(self, only=None) -> list[dict]:
         """Every peer, or (only: an address) that one."""
-        return [{"ip": peer_str(ip), "networks": [self.network_name(n) for n in nets],
+        return [{"ip": address_str(ip), "networks": [self.network_name(n) for n in nets],
                  "counters": counters, "learned": learned}
                 for ip, nets, counters, learned
-                in self.dp.peer_list(peer_key(only) if only else 0)]
+                in self.dp.peer_list(address_key(only) if only else 0)]
 
     def peer_port_id(self, ip) -> int | None:
         """The id the data plane gives the peer at ip in FDB entries and
         capture records, None if it is not a peer."""
-        wanted = peer_key(ip)
+        wanted = address_key(ip)
         for index in range(PEER_SLOTS):
             if self.dp.peer_ip(index) == wanted:
                 return PORT_PEER_BASE + index
@@ -238,16 +238,16 @@ class DataPlane:
 
     def peer_address(self, port_id: int) -> str:
         """The address of the peer with this data-plane id (:: when none)."""
-        return peer_str(self.dp.peer_ip(port_id - PORT_PEER_BASE))
+        return address_str(self.dp.peer_ip(port_id - PORT_PEER_BASE))
 
     def expire_peers(self, max_idle: float) -> list[str]:
-        return [peer_str(ip) for ip in self.dp.expire_peers(max_idle)]
+        return [address_str(ip) for ip in self.dp.expire_peers(max_idle)]
 
     # ------------------------------------------------------------------ FDB
 
     def fdb_add_remote(self, network: str, mac: str, peer) -> None:
         try:
-            self.dp.fdb_add_remote(self.network_ids[network], mac_value(mac), peer_key(peer))
+            self.dp.fdb_add_remote(self.network_ids[network], mac_value(mac), address_key(peer))
         except KeyError:
             raise NotFound(f"no peer {peer}: add it first") from None
         except ValueError as e:
@@ -262,7 +262,7 @@ class DataPlane:
         """Live entries: (network name, MAC, local port id or None, peer
         address or None, age, static, pinned)."""
         names = {i: n for n, i in self.network_ids.items()}
-        return [(names.get(net, f"#{net}"), mac, pid, None if peer is None else peer_str(peer),
+        return [(names.get(net, f"#{net}"), mac, pid, None if peer is None else address_str(peer),
                  age, static, pinned)
                 for net, mac, pid, peer, age, static, pinned
                 in self.dp.fdb_entries(self.network_id(network))]
