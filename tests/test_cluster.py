@@ -115,6 +115,7 @@ def cluster(netns, tmp_path):
         make_ns = staticmethod(netns)
 
         current: Etcd | None = None
+        ipv6 = False                # IPv6 on in the nodes' and pods' namespaces
 
         @staticmethod
         def etcd(members=1, tls=None) -> Etcd:
@@ -124,7 +125,7 @@ def cluster(netns, tmp_path):
         @staticmethod
         def node_ns(i: int) -> str:
             if i not in state["namespaces"]:
-                ns = netns(f"n{i}")
+                ns = netns(f"n{i}", Cluster.ipv6)
                 in_ns(hub, "ip", "link", "add", f"ul{i}", "type", "veth", "peer", "name", "u0",
                       "netns", ns)
                 in_ns(hub, "ip", "link", "set", f"ul{i}", "master", "ul", "up")
@@ -155,7 +156,7 @@ def cluster(netns, tmp_path):
 
         @staticmethod
         def pod(d: Daemon, tag: str, network: str = "blue", pod: dict | None = None) -> dict:
-            ns = netns(tag)
+            ns = netns(tag, Cluster.ipv6)
             r = d.client.attach(f"c{RUN}{tag}", "eth0", f"/run/netns/{ns}", network=network,
                                 pod=pod)
             r["ns"] = ns

@@ -16,6 +16,7 @@ from scapy.layers.inet import UDP
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import Ether
 from test_bridge import ping, tcp_transfer_50mb
+from test_cluster import cluster, peers, wait_for  # noqa: F401  (cluster: a fixture)
 from test_cni import Runtime, cni_path  # noqa: F401  (a fixture)
 from test_debug import CaptureRun, tshark
 from test_overlay import overlay_node, underlay  # noqa: F401  (a fixture)
@@ -277,3 +278,35 @@ def test_interop_with_kernel_vxlan_over_ipv6(vswitchd, underlay6, pods, netns, t
         server.kill()
     fdb = sh("bridge", "-n", n2, "fdb", "show", "dev", "vx0").stdout
     assert f"{p['a'][1]['mac']} dst {UNDERLAY6}1" in fdb
+
+
+def test_a_dual_stack_cluster_network(cluster):  # noqa: F811
+    """Cluster mode: nodes claim IPv6 blocks (/122) beside IPv4 ones, take a
+    gateway of each family, publish both addresses of their pods, and
+    answer Neighbor Solicitations for known pods locally."""
+    cluster.ipv6 = True
+    cluster.etcd()
+    nodes = [cluster.node(i) for i in (1, 2)]
+    nodes[0].ctl("network", "create", "blue", "--vni", "100", "--subnet", "198.18.0.0/16",
+                 "--subnet6", "2001:db8:18::/64")
+    for d, other in zip(nodes, ("192.0.2.2", "192.0.2.1")):
+        wait_for("peers", lambda d=d, other=other: peers(d) == {other})
+        wait_for("gateways", lambda d=d: d.ctl_json("network", "list")[0]["gateway6_here"])
+    blocks = {(b["node"], ipaddress.ip_network(b["block"]).version): b["block"]
+              for b in nodes[0].ctl_json("ipam", "blocks")}
+    assert ipaddress.ip_network(blocks[("node1", 6)]).prefixlen == 122
+    pods = {t: cluster.pod(d, t) for t, d in zip("ab", nodes)}
+    for t, d in zip("ab", nodes):
+        ip6 = ipaddress.ip_interface(pods[t]["ip6"]).ip
+        assert ip6 in ipaddress.ip_network(blocks[(d.name, 6)])
+        gw6 = d.ctl_json("network", "list")[0]["gateway6_here"]
+        assert ipaddress.ip_address(gw6) in ipaddress.ip_network(blocks[(d.name, 6)])
+        assert " 0% packet loss" in ping6(pods[t]["ns"], gw6).stdout      # its node
+    b6 = pods["b"]["ip6"].split("/")[0]
+    wait_for("b's IPv6 endpoint on node 1", lambda: cluster.current.get(
+        f"/vswitch/endpoints/blue/{b6}"))
+    assert " 0% packet loss" in ping6(pods["a"]["ns"], b6).stdout
+    assert " 0% packet loss" in ping(pods["b"]["ns"], pods["a"]["ip"].split("/")[0]).stdout
+    assert nodes[0].ctl_json("stats")["nd_suppressed"] >= 1       # a's solicitation for b
+    listing = {n["name"]: n["pods"] for n in nodes[1].ctl_json("node", "list")}
+    assert listing == {"node1": 1, "node2": 1}                   # one pod, two records each

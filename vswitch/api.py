@@ -256,7 +256,7 @@ class Api:
         if not isinstance(body, dict):
             raise ApiError("expected a JSON object")
         unknown = set(body) - {"name", "vni", "subnet", "block_size", "mtu", "gateway",
-                               "masquerade"}
+                               "masquerade", "subnet6", "block_size6"}
         if unknown:
             raise ApiError(f"unknown field {sorted(unknown)[0]!r}")
         for key in ("name", "vni", "subnet"):

@@ -134,8 +134,10 @@ class Attachments:
             blocks = await self.switch.addresses.blocks(net)
             try:
                 return await allocate(blocks)
-            except Exhausted:
-                if requested_ip is not None or not await self.switch.addresses.more(net, blocks):
+            except Exhausted as e:
+                requested = requested_ip if e.version == 4 else requested_ip6
+                if requested is not None or \
+                        not await self.switch.addresses.more(net, blocks, e.version or 4):
                     raise
 
     @staticmethod

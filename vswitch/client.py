@@ -185,10 +185,11 @@ class Client:
         return self.request("GET", "networks")
 
     def create_network(self, name, vni, subnet, block_size=None, mtu=None, gateway=None,
-                       masquerade=None):
+                       masquerade=None, subnet6=None, block_size6=None):
         body = {"name": name, "vni": vni, "subnet": subnet}
         body.update({k: v for k, v in (("block_size", block_size), ("mtu", mtu),
-                                       ("gateway", gateway), ("masquerade", masquerade))
+                                       ("gateway", gateway), ("masquerade", masquerade),
+                                       ("subnet6", subnet6), ("block_size6", block_size6))
                      if v is not None})
         return self.request("POST", "networks", body)
 

@@ -6,10 +6,10 @@ daemon does not know which mode it runs in.
 Keys, under [cluster] prefix (default /vswitch):
 
     networks/NAME           {"vni", "subnet", "block_size", "mtu", "gateway",
-                             "masquerade"}                                   no lease
+                             "masquerade", ["subnet6", "block_size6"]}       no lease
     vnis/VNI                "NAME" (one network per VNI)                     no lease
     nodes/NAME              {"vtep", "version", "started", "lease"}          the node's lease
-    blocks/NET/A.B.C.D-LEN  {"node", "claimed"}                              no lease
+    blocks/NET/ADDR-LEN     {"node", "claimed"} (IPv4 or IPv6 blocks)        no lease
     endpoints/NET/IP        {"mac", "node", "pod"}                           the node's lease
     graves/NAME             {"since"}                                        a grace-period lease
     policies/NS/NAME        a NetworkPolicy manifest                         no lease
@@ -50,6 +50,7 @@ from .config import Config, NetworkConfig, node_address
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound, VswitchError
 from .etcd import Compacted, Etcd, EtcdUnavailable, Txn
 from .gateways import Gateways
+from .ipam import Block
 from .policy import PodIdentity, PolicyPod
 from .protocol import MAX_NETWORK_MTU, MIN_MTU
 
@@ -59,6 +60,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("vswitch.cluster")
 
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0     # seconds between reconnection attempts
+DEFAULT_BLOCK_SIZE6 = 122               # IPv6 blocks of 64 addresses, as Calico's
 START_TIMEOUT = 3.0                     # how long start-up waits for etcd before going on
 REQUEST_WAIT = 5.0                      # how long a request needing etcd waits for a reconnect
 TXN_OPS = 100                           # operations per transaction (etcd allows 128)
@@ -78,7 +80,7 @@ def _json(value: bytes):
         return None
 
 
-def block_key_part(block: ipaddress.IPv4Network) -> str:
+def block_key_part(block: Block) -> str:
     return f"{block.network_address}-{block.prefixlen}"
 
 
@@ -95,7 +97,23 @@ def network_from_record(name: str, rec) -> NetworkConfig:
         raise ValueError(f"bad vni, mtu or block_size in {rec}")
     if not all(isinstance(rec.get(k, False), bool) for k in ("gateway", "masquerade")):
         raise ValueError(f"gateway and masquerade must be true or false in {rec}")
-    return NetworkConfig(name, vni, subnet, subnet, mtu, block_size=size)
+    subnet6, size6 = rec.get("subnet6"), rec.get("block_size6", DEFAULT_BLOCK_SIZE6)
+    if subnet6 is not None:             # dual-stack
+        subnet6 = ipaddress.IPv6Network(subnet6)
+        if not isinstance(size6, int) or not subnet6.prefixlen <= size6 <= 126 or \
+                2 ** (128 - size6) < 2 ** (32 - size):
+            raise ValueError(f"bad block_size6 in {rec}: between subnet6's prefix and 126, "
+                             "with as many addresses as an IPv4 block")
+    return NetworkConfig(name, vni, subnet, subnet, mtu, block_size=size, subnet6=subnet6,
+                         block6=subnet6, block_size6=size6 if subnet6 else None)
+
+
+def _fits(block: Block, net: NetworkConfig) -> bool:
+    """Whether block is one of net's (its family's subnet and block size)."""
+    subnet, size = (net.subnet, net.block_size) if block.version == 4 else \
+        (net.subnet6, net.block_size6)
+    return subnet is not None and subnet.version == block.version and \
+        block.subnet_of(subnet) and block.prefixlen == size  # type: ignore[arg-type]
 
 
 def _vtep(rec) -> str | None:
@@ -144,7 +162,7 @@ class Cluster:
         self.graves: dict[str, dict] = {}
         self.revision = 0
         # This node's blocks (mirrored in the state database).
-        self.mine: dict[str, list[ipaddress.IPv4Network]] = {}
+        self.mine: dict[str, list[Block]] = {}
         self.lease = 0
         self.proven_until = 0.0      # monotonic time until which the lease is surely alive
         self.connected = False
@@ -183,7 +201,7 @@ class Cluster:
         for name, rec in (await db.run(state.cached, db.db, "nodes", {})).items():
             self.nodes[name] = rec
         for net, cidr in await db.run(state.held_blocks, db.db):
-            self.mine.setdefault(net, []).append(ipaddress.IPv4Network(cidr))
+            self.mine.setdefault(net, []).append(ipaddress.ip_network(cidr))
         await self.gateways.restore()
         await self.sync_networks()
         self.switch.addresses = self
@@ -488,7 +506,7 @@ class Cluster:
         net = self.switch.config.network(network)
         if node is None or net is None or not dp.has_network(network):
             return
-        address = ipaddress.IPv4Address(ip)
+        address = ipaddress.ip_address(ip)
         if not self._holds(net, address, ep["node"]):
             raise ValueError(f"{ip} is outside the blocks of node {ep['node']}")
         mac = ep["mac"]
@@ -497,14 +515,16 @@ class Cluster:
         if self.cfg.arp_suppression:
             dp.neigh_set(network, address, mac)
 
-    def _holds(self, net: NetworkConfig, address: ipaddress.IPv4Address, node) -> bool:
+    def _holds(self, net: NetworkConfig, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+               node) -> bool:
         """Only the holder of an address's block may say whose it is: a node
         cannot divert another node's pod address to a MAC of its own (nor
         claim it for a pod that policies let in)."""
-        assert net.block_size is not None
-        base = int(address) & (0xFFFFFFFF << (32 - net.block_size) & 0xFFFFFFFF)
-        return self.holders.get((net.name, f"{ipaddress.IPv4Address(base)}-{net.block_size}")) \
-            == node
+        size = net.block_size if address.version == 4 else net.block_size6
+        if size is None:
+            return False
+        block = ipaddress.ip_network(f"{address}/{size}", strict=False)
+        return self.holders.get((net.name, block_key_part(block))) == node
 
     def remote_pods(self) -> list[PolicyPod]:
         """Pods of other live nodes, from their endpoint records, for
@@ -550,14 +570,14 @@ class Cluster:
         dp = self.switch.dataplane
         if not dp.has_network(network):
             return
-        dp.neigh_delete(network, ipaddress.IPv4Address(ip))
+        dp.neigh_delete(network, ipaddress.ip_address(ip))
         if ep.get("node") != self.name and isinstance(ep.get("mac"), str):
             dp.fdb_delete(network, ep["mac"])
 
     def _block(self, network: str, cidr: str, rec: dict | None):
         holder = rec.get("node") if rec else None
         self._set(self.holders, (network, cidr), holder)
-        block = ipaddress.IPv4Network(cidr.replace("-", "/"))
+        block = ipaddress.ip_network(cidr.replace("-", "/"))
         if block in self.mine.get(network, []) and holder not in (None, self.name):
             self._spawn(self._lose_block(network, block, f"now held by node {holder}"))
 
@@ -608,8 +628,7 @@ class Cluster:
         for name in list(self.mine):        # blocks of networks gone, or re-made otherwise
             now = current.get(name)
             for block in list(self.mine[name]):
-                if now is None or now.subnet is None or not block.subnet_of(now.subnet) \
-                        or block.prefixlen != now.block_size:
+                if now is None or not _fits(block, now):
                     await self._drop_block(name, block)
         db = self.switch.state
         await db.run(state.cache, db, "networks", {n.name: self.networks[n.name] for n in nets})
@@ -624,7 +643,7 @@ class Cluster:
 
     # --------------------------------------------------------------- blocks
 
-    async def blocks(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
+    async def blocks(self, net: NetworkConfig) -> list[Block]:
         """The blocks to allocate from now: only while the lease is provably
         alive (else a retryable error: CNI code 11)."""
         if not self.can_allocate():
@@ -640,43 +659,48 @@ class Cluster:
             await self.gateways.ensure(net.name)
         return self.switch.network(net.name)
 
-    def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
+    def held(self, net: NetworkConfig) -> list[Block]:
         return list(self.mine.get(net.name, []))
 
     def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         return any(ip in b for b in self.mine.get(net.name, []))
 
-    async def more(self, net: NetworkConfig, full: list[ipaddress.IPv4Network]) -> bool:
-        """Claim one more block of the network (create-if-absent), scanning
-        from a place that depends on the node's name so that nodes starting
-        together do not all race for the first one. full: the blocks the
-        caller found full; if another request added one meanwhile, that
-        one serves."""
+    async def more(self, net: NetworkConfig, full: list[Block], version: int = 4) -> bool:
+        """Claim one more block of the network of a family (create-if-absent),
+        scanning from a place that depends on the node's name so that nodes
+        starting together do not all race for the first one. full: the
+        blocks the caller found full; if another request added one
+        meanwhile, that one serves."""
+        subnet, size = (net.subnet, net.block_size) if version == 4 else \
+            (net.subnet6, net.block_size6)
+        if subnet is None or size is None:
+            return False
         async with self._claiming:
-            held = self.mine.get(net.name, [])
-            if set(held) != set(full):
+            held = [b for b in self.mine.get(net.name, []) if b.version == version]
+            if set(held) != {b for b in full if b.version == version}:
                 return True
             if len(held) >= self.cfg.max_blocks:
-                raise Exhausted(f"node {self.name} holds {len(held)} blocks of network "
-                                f"{net.name!r}, its limit (cluster.max_blocks)", kind="exhausted")
+                raise Exhausted(f"node {self.name} holds {len(held)} IPv{version} blocks of "
+                                f"network {net.name!r}, its limit (cluster.max_blocks)",
+                                kind="exhausted", version=version)
             await self._need_connection()
-            assert net.block_size is not None
             kvs, _ = await self.etcd.get_prefix(self.key("blocks", net.name) + "/")
             taken = {kv.key.rsplit("/", 1)[1] for kv in kvs}
-            assert net.subnet is not None           # (cluster networks are IPv4)
-            candidates = list(net.subnet.subnets(new_prefix=net.block_size))
-            start = int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % len(candidates)
-            for block in candidates[start:] + candidates[:start]:
-                part = block_key_part(block)
-                if part in taken:
+            # By index: an IPv6 subnet has more blocks than a list could hold.
+            count, step = 1 << (size - subnet.prefixlen), 1 << (subnet.max_prefixlen - size)
+            start = int(hashlib.sha256(self.name.encode()).hexdigest(), 16) % count
+            for k in range(min(count, len(taken) + self.cfg.max_blocks + 1)):
+                block = ipaddress.ip_network(
+                    (subnet.network_address + (start + k) % count * step, size))
+                if block_key_part(block) in taken:
                     continue
                 if await self._claim(net.name, block):
                     log.info("cluster: claimed block %s of network %s", block, net.name)
                     return True
-            raise Exhausted(f"network {net.name!r} ({net.subnet}) has no free /{net.block_size} "
-                            "block left", kind="exhausted")
+            raise Exhausted(f"network {net.name!r} ({subnet}) has no free /{size} block left",
+                            kind="exhausted", version=version)
 
-    async def _claim(self, network: str, block: ipaddress.IPv4Network) -> bool:
+    async def _claim(self, network: str, block: Block) -> bool:
         """Take a block if nobody holds it (one transaction); whether we did."""
         key = self.key("blocks", network, block_key_part(block))
         txn = Txn().absent(key)
@@ -688,13 +712,13 @@ class Cluster:
         self.counters["blocks_claimed"] += 1
         return True
 
-    async def _hold(self, network: str, block: ipaddress.IPv4Network):
+    async def _hold(self, network: str, block: Block):
         db = self.switch.state
         await db.run(state.hold_block, db, network, str(block), True)
         if block not in self.mine.setdefault(network, []):
             self.mine[network].append(block)
 
-    async def _drop_block(self, network: str, block: ipaddress.IPv4Network):
+    async def _drop_block(self, network: str, block: Block):
         db = self.switch.state
         if block in self.mine.get(network, []):
             self.mine[network].remove(block)
@@ -705,7 +729,7 @@ class Cluster:
         not know are adopted; blocks it holds that etcd lost are claimed
         again; blocks another node holds now are lost (see _lose_block)."""
         for (network, cidr), holder in list(self.holders.items()):
-            block = ipaddress.IPv4Network(cidr.replace("-", "/"))
+            block = ipaddress.ip_network(cidr.replace("-", "/"))
             if holder == self.name and block not in self.mine.get(network, []) \
                     and network in self.networks:
                 await self._hold(network, block)
@@ -720,7 +744,7 @@ class Cluster:
                     continue
                 await self._lose_block(network, block, f"now held by {holder or 'nobody'}")
 
-    async def _lose_block(self, network: str, block: ipaddress.IPv4Network, why: str):
+    async def _lose_block(self, network: str, block: Block, why: str):
         """A block of this node's was taken while it was away: its addresses
         may be another pod's now, so the pods addressed from it are
         detached and their allocations released (safe), with an error in
@@ -733,7 +757,7 @@ class Cluster:
             await self.switch.detach_port(port)
         released = 0
         for alloc in await self.switch.state.run(self.switch.ipam.list, network):
-            if alloc.ip in block:
+            if any(ip in block for ip in alloc.ips):
                 await self.switch.state.run(self.switch.ipam.release, alloc.container_id,
                                             alloc.ifname)
                 released += 1
@@ -748,12 +772,13 @@ class Cluster:
 
     async def release_empty_blocks(self):
         """Give back blocks that stayed empty for block_release_after seconds,
-        keeping at least one per network (housekeeping)."""
+        keeping at least one per network and family (housekeeping)."""
         if not self.connected:
             return
         now = time.monotonic()
         for network, held in list(self.mine.items()):
-            for block in list(held[1:] if len(held) > 1 else []):
+            spare = [b for version in (4, 6) for b in [b for b in held if b.version == version][1:]]
+            for block in spare:
                 # (count_in sees allocations and port records, which ports being
                 # made already have; the gateway is neither)
                 used = await self.switch.state.run(self.switch.ipam.count_in, network, block) \
@@ -811,11 +836,10 @@ class Cluster:
         if not port.is_host:
             self._spawn(self._publish(port))
         elif self.cfg.arp_suppression:
-            # Pods' ARP for their gateway is answered here. (Gateways are not
-            # published: another node's is found by ARP, as on a LAN.)
+            # Pods' ARP and ND for their gateway are answered here. (Gateways are
+            # not published: another node's is found by ARP/ND, as on a LAN.)
             for a in port.addresses:
-                if isinstance(a, ipaddress.IPv4Interface):
-                    self.switch.dataplane.neigh_set(port.network.name, a.ip, port.mac)
+                self.switch.dataplane.neigh_set(port.network.name, a.ip, port.mac)
 
     def port_down(self, port: Port):
         if port.network.name not in self.networks or not port.addresses:
@@ -824,8 +848,7 @@ class Cluster:
             self._spawn(self._unpublish(port.network.name, [str(a.ip) for a in port.addresses]))
         elif self.switch.dataplane.has_network(port.network.name):
             for a in port.addresses:
-                if isinstance(a, ipaddress.IPv4Interface):
-                    self.switch.dataplane.neigh_delete(port.network.name, a.ip)
+                self.switch.dataplane.neigh_delete(port.network.name, a.ip)
 
     def _spawn(self, coro):
         task = asyncio.ensure_future(coro)
@@ -930,7 +953,8 @@ class Cluster:
             raise Busy(f"etcd is unreachable ({self.error}); try again", kind="busy") from None
 
     async def create_network(self, name, vni, subnet, block_size=26, mtu=None, gateway=True,
-                             masquerade=True) -> dict:
+                             masquerade=True, subnet6=None,
+                             block_size6=DEFAULT_BLOCK_SIZE6) -> dict:
         from .config import NAME_RE
         if not isinstance(name, str) or not NAME_RE.match(name):
             raise InvalidRequest(f"bad network name {name!r}: 1-32 lowercase letters, digits "
@@ -938,13 +962,14 @@ class Cluster:
         ov = self.switch.config.overlay
         mtu = mtu if mtu is not None else (ov.underlay_mtu - ov.overhead if ov else 1450)
         try:
+            dual = {"subnet6": subnet6, "block_size6": block_size6} if subnet6 else {}
             net = network_from_record(name, {"vni": vni, "subnet": subnet, "mtu": mtu,
                                              "block_size": block_size, "gateway": gateway,
-                                             "masquerade": masquerade})
+                                             "masquerade": masquerade, **dual})
         except (ValueError, KeyError, TypeError) as e:
             raise InvalidRequest(f"bad network: {e} (vni 1..16777215, subnet an IPv4 CIDR, "
-                                 f"block size between the subnet's prefix and 30, mtu "
-                                 f"{MIN_MTU}..{MAX_NETWORK_MTU})") from None
+                                 f"block size between the subnet's prefix and 30, subnet6 an "
+                                 f"IPv6 CIDR, mtu {MIN_MTU}..{MAX_NETWORK_MTU})") from None
         if masquerade and not gateway:
             raise InvalidRequest("masquerade needs a gateway: pods leave through their node")
         if ov and mtu + ov.overhead > ov.underlay_mtu:
@@ -952,15 +977,18 @@ class Cluster:
                                  f"this node's underlay MTU {ov.underlay_mtu}")
         await self._need_connection()
         for other, rec in self.networks.items():
-            try:
-                theirs = ipaddress.IPv4Network(rec["subnet"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            if other != name and net.subnet and theirs.overlaps(net.subnet):
-                raise Conflict(f"subnet {net.subnet} overlaps network {other!r} ({theirs})")
+            for mine, key in ((net.subnet, "subnet"), (net.subnet6, "subnet6")):
+                try:
+                    theirs = ipaddress.ip_network(rec[key])
+                except (ValueError, KeyError, TypeError):
+                    continue
+                if other != name and mine and theirs.version == mine.version and \
+                        theirs.overlaps(mine):
+                    raise Conflict(f"{key} {mine} overlaps network {other!r} ({theirs})")
         record = {"vni": net.vni, "subnet": str(net.subnet), "block_size": block_size,
                   "mtu": mtu, "gateway": gateway, "masquerade": masquerade,
-                  "created": time.time()}
+                  **({"subnet6": str(net.subnet6), "block_size6": net.block_size6}
+                     if net.subnet6 else {}), "created": time.time()}
         key, vni_key = self.key("networks", name), self.key("vnis", str(net.vni))
         txn = Txn().absent(key).absent(vni_key)
         txn.success = [Txn.put(key, json.dumps(record).encode()),
@@ -989,12 +1017,14 @@ class Cluster:
     def list_networks(self) -> list[dict]:
         out = []
         for name, rec in sorted(self.networks.items()):
-            gw = self.gateways.addresses.get(name)
+            gw, gw6 = self.gateways.of(name), self.gateways.of(name, 6)
             out.append({"name": name, **{k: rec.get(k) for k in ("vni", "subnet", "block_size",
                                                                   "mtu")},
                         "gateway": bool(rec.get("gateway")),
                         "masquerade": bool(rec.get("masquerade")),
                         "gateway_here": str(gw) if gw else None,
+                        "gateway6_here": str(gw6) if gw6 else None,
+                        "subnet6": rec.get("subnet6"), "block_size6": rec.get("block_size6"),
                         "blocks": sum(1 for (n, _) in self.holders if n == name),
                         "endpoints": sum(1 for (n, _) in self.endpoints if n == name),
                         "joined": self.switch.dataplane.has_network(name)})
@@ -1027,7 +1057,8 @@ class Cluster:
                 "started": rec.get("started") if rec else None,
                 "blocks": sorted(f"{n}:{c.replace('-', '/')}" for (n, c), h in self.holders.items()
                                  if h == name),
-                "pods": len(self.by_node.get(name, ())),
+                "pods": len({(w[0], self.endpoints[w].get("mac"))      # (dual-stack: one
+                             for w in self.by_node.get(name, ())}),     # pod, two records)
                 "gone_since": (grave or {}).get("since"),
                 "self": name == self.name})
         return out
@@ -1035,9 +1066,9 @@ class Cluster:
     def block_list(self) -> list[dict]:
         out = []
         for (network, cidr), holder in sorted(self.holders.items()):
-            block = ipaddress.IPv4Network(cidr.replace("-", "/"))
+            block = ipaddress.ip_network(cidr.replace("-", "/"))
             used = sum(1 for (n, ip) in self.endpoints
-                       if n == network and ipaddress.IPv4Address(ip) in block)
+                       if n == network and ipaddress.ip_address(ip) in block)
             out.append({"network": network, "block": str(block), "node": holder,
                         "endpoints": used, "alive": holder in self.nodes})
         return out

@@ -54,6 +54,7 @@ class NetworkConfig:
     host_port: str | None = None                    # host-side interface name, if any
     block_size: int | None = None   # cluster networks: the prefix length of the blocks nodes
                                     # claim (block is then the whole subnet)
+    block_size6: int | None = None  # ... and of their IPv6 blocks (block6: the whole subnet6)
     masquerade: bool = False        # pods reach outside, source-NATed to the node (host port)
     mtu_from: str = "config"        # where mtu came from, when it was not set (status)
     # Dual-stack: the IPv6 subnet, this node's block of it and its gateway

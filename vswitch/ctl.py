@@ -285,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--block-size", type=int, default=26,
                         help="prefix length of the blocks nodes claim (default 26: 64 addresses)")
     create.add_argument("--mtu", type=int, help="pod MTU (default: underlay MTU - 50)")
+    create.add_argument("--subnet6", help="IPv6 CIDR: dual-stack, carved into IPv6 blocks")
+    create.add_argument("--block-size6", type=int,
+                        help="prefix length of the IPv6 blocks (default 122: 64 addresses)")
     create.add_argument("--no-gateway", dest="gateway", action="store_false",
                         help="no host port on the nodes: pods reach only each other")
     create.add_argument("--no-masquerade", dest="masquerade", action="store_false",
@@ -512,7 +515,8 @@ def run(args, client: Client):
     if verb == "network":
         if action == "create":
             return client.create_network(args.name, args.vni, args.subnet, args.block_size,
-                                         args.mtu, args.gateway, args.masquerade and args.gateway
+                                         args.mtu, args.gateway, args.masquerade and args.gateway,
+                                         args.subnet6, args.block_size6
                                          ), lambda r: f"network {r['name']} created"
         if action == "delete":
             return client.delete_network(args.name), lambda r: f"network {r['deleted']} deleted"

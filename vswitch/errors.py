@@ -45,7 +45,12 @@ class Busy(VswitchError):
 
 
 class Exhausted(VswitchError):
-    """A table or an address block is full."""
+    """A table or an address block is full (version: the address family
+    that ran out, when it is addresses)."""
+
+    def __init__(self, message: str, kind: str | None = None, version: int | None = None):
+        super().__init__(message, kind)
+        self.version = version
 
 
 class Unsupported(VswitchError):

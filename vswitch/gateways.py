@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING
 
 from . import state
 from .config import NetworkConfig
-from .ipam import reserved
+from .ipam import Block, reserved, reserved6
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -50,67 +50,83 @@ def wants_gateway(rec: dict | None) -> bool:
 class Gateways:
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
-        self.addresses: dict[str, ipaddress.IPv4Address] = {}     # network -> this node's
+        # network -> this node's gateway per family ({4: ip, 6: ip6} for dual-stack)
+        self.addresses: dict[str, dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Future | None = None
 
     async def restore(self):
         db = self.cluster.switch.state
-        for name, ip in (await db.run(state.cached, db.db, "gateways", {})).items():
-            self.addresses[name] = ipaddress.IPv4Address(ip)
+        for name, ips in (await db.run(state.cached, db.db, "gateways", {})).items():
+            found = [ipaddress.ip_address(ip) for ip in ips]
+            self.addresses[name] = {ip.version: ip for ip in found}
+
+    def of(self, network: str, version: int = 4):
+        """This node's gateway in a network, of a family (None: none yet)."""
+        return self.addresses.get(network, {}).get(version)
 
     def configure(self, net: NetworkConfig, rec: dict) -> NetworkConfig:
         """The network as this node runs it: with its host port and
-        gateway once it has one (masquerading if the network says so)."""
-        ip = self.addresses.get(net.name)
-        if not wants_gateway(rec) or ip is None:
+        gateways once it has one per family (masquerading if the network
+        says so)."""
+        ip, ip6 = self.of(net.name, 4), self.of(net.name, 6)
+        if not wants_gateway(rec) or ip is None or (net.subnet6 is not None and ip6 is None):
             return net
-        return dataclasses.replace(net, gateway=ip, host_port=host_port_name(net.name),
+        return dataclasses.replace(net, gateway=ip, gateway6=ip6,
+                                   host_port=host_port_name(net.name),
                                    masquerade=bool(rec.get("masquerade")))
 
     async def forget_invalid(self, nets: list[NetworkConfig]):
         """Gateways of networks gone, or in blocks this node no longer holds."""
-        subnets = {n.name: n.subnet for n in nets}
         current = {n.name: n for n in nets}
-        gone = [name for name, ip in self.addresses.items()
-                if ip not in (subnets.get(name) or ()) or not self.cluster.holds(current[name], ip)]
-        for name in gone:
-            log.warning("cluster: gateway %s of network %s given up (%s)", self.addresses[name],
-                        name, "block lost" if name in current else "network gone")
-            del self.addresses[name]
+        gone = []
+        for name, ips in self.addresses.items():
+            net = current.get(name)
+            for version, ip in list(ips.items()):
+                subnet = None if net is None else net.subnet if version == 4 else net.subnet6
+                if net is None or subnet is None or ip not in subnet or \
+                        not self.cluster.holds(net, ip):
+                    log.warning("cluster: gateway %s of network %s given up (%s)", ip, name,
+                                "network gone" if net is None else "block lost")
+                    del ips[version]
+                    gone.append(name)
         if gone:
+            self.addresses = {n: ips for n, ips in self.addresses.items() if ips}
             await self._save()
 
-    def in_block(self, network: str, block: ipaddress.IPv4Network) -> bool:
-        ip = self.addresses.get(network)
+    def in_block(self, network: str, block: Block) -> bool:
+        ip = self.of(network, block.version)
         return ip is not None and ip in block
 
     def missing(self, network: str) -> bool:
-        return network not in self.addresses and \
-            wants_gateway(self.cluster.networks.get(network)) and \
-            self.cluster.switch.config.network(network) is not None
+        net = self.cluster.switch.config.network(network)
+        return net is not None and wants_gateway(self.cluster.networks.get(network)) and \
+            (self.of(network, 4) is None or net.subnet6 is not None and self.of(network, 6) is None)
 
     async def ensure(self, network: str):
         """Choose this node's gateway in a network that wants one and has
-        none yet (claiming a block if the node holds none), and make its
-        host port. Busy while the lease is not proven, Exhausted when no
-        block is to be had."""
+        none yet, one per family (claiming a block of the family if the
+        node holds none), and make its host port. Busy while the lease is
+        not proven, Exhausted when no block is to be had."""
         async with self._lock:
             if not self.missing(network):
                 return
             cluster, switch = self.cluster, self.cluster.switch
             net = switch.network(network)
-            blocks = await cluster.blocks(net)
-            while True:
-                in_use = set(switch.addresses_in_use(net))
-                ip = await switch.state.run(self._free, net, blocks, in_use)
-                if ip is not None:
-                    break
-                await cluster.more(net, blocks)
-                blocks = cluster.held(net)
-            self.addresses[network] = ip
+            for version in (4, 6) if net.subnet6 else (4,):
+                if self.of(network, version) is not None:
+                    continue
+                blocks = await cluster.blocks(net)
+                while True:
+                    in_use = set(switch.addresses_in_use(net))
+                    ip = await switch.state.run(self._free, net, blocks, in_use, version)
+                    if ip is not None:
+                        break
+                    await cluster.more(net, blocks, version)
+                    blocks = cluster.held(net)
+                self.addresses.setdefault(network, {})[version] = ip
+                log.info("cluster: gateway of network %s on this node: %s", network, ip)
             await self._save()
-            log.info("cluster: gateway of network %s on this node: %s", network, ip)
             await cluster.sync_networks()
 
     def keep_up(self):
@@ -129,10 +145,13 @@ class Gateways:
             except Exception as e:      # retried at the next housekeeping
                 log.warning("cluster: no gateway in network %s yet: %s", network, e)
 
-    def _free(self, net: NetworkConfig, blocks, in_use) -> ipaddress.IPv4Address | None:
-        """The first address of the blocks nothing uses (database thread)."""
-        used = self.cluster.switch.ipam.used(net.name) | in_use | reserved(net)
-        for block in sorted(blocks):
+    def _free(self, net: NetworkConfig, blocks, in_use, version: int):
+        """The first address of the family's blocks that nothing uses
+        (database thread)."""
+        ipam = self.cluster.switch.ipam
+        used = (ipam.used(net.name) | reserved(net) if version == 4 else
+                ipam.used6(net.name) | reserved6(net)) | in_use
+        for block in sorted(b for b in blocks if b.version == version):
             for ip in block.hosts():
                 if ip not in used:
                     return ip
@@ -140,4 +159,5 @@ class Gateways:
 
     async def _save(self):
         db = self.cluster.switch.state
-        await db.run(state.cache, db, "gateways", {n: str(ip) for n, ip in self.addresses.items()})
+        await db.run(state.cache, db, "gateways", {n: [str(ip) for ip in ips.values()]
+                                                   for n, ips in self.addresses.items()})

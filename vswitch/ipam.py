@@ -53,6 +53,7 @@ class Allocation:
 
 
 COLUMNS = "container_id, ifname, network, ip, mac, netns, cni_network, created, ip6"
+Block = ipaddress.IPv4Network | ipaddress.IPv6Network     # an address block of either family
 
 
 def gateway(net: NetworkConfig) -> ipaddress.IPv4Address | None:
@@ -91,9 +92,9 @@ class AddressBlocks(Protocol):
     """Where a node's addresses come from (StaticBlocks, cluster.Cluster)."""
 
     async def ready(self, net: NetworkConfig) -> NetworkConfig: ...
-    def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]: ...
-    async def blocks(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]: ...
-    async def more(self, net: NetworkConfig, full: list[ipaddress.IPv4Network]) -> bool: ...
+    def held(self, net: NetworkConfig) -> list[Block]: ...
+    async def blocks(self, net: NetworkConfig) -> list[Block]: ...
+    async def more(self, net: NetworkConfig, full: list[Block], version: int = 4) -> bool: ...
     def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool: ...
 
 
@@ -106,17 +107,17 @@ class StaticBlocks:
         """The network, ready for a pod (cluster mode: with this node's gateway)."""
         return net
 
-    def held(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
-        """The blocks this node holds."""
-        return [net.block] if net.block else []
+    def held(self, net: NetworkConfig) -> list[Block]:
+        """The blocks this node holds, of both families."""
+        return [b for b in (net.block, net.block6) if b is not None]
 
-    async def blocks(self, net: NetworkConfig) -> list[ipaddress.IPv4Network]:
+    async def blocks(self, net: NetworkConfig) -> list[Block]:
         """The blocks to allocate from now."""
         return self.held(net)
 
-    async def more(self, net: NetworkConfig, full: list[ipaddress.IPv4Network]) -> bool:
-        """Get another block when `full` (what blocks() gave) is full;
-        False: there is none."""
+    async def more(self, net: NetworkConfig, full: list[Block], version: int = 4) -> bool:
+        """Get another block of a family when `full` (what blocks() gave)
+        has no free address of it; False: there is none."""
         return False
 
     def holds(self, net: NetworkConfig, ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
@@ -164,25 +165,27 @@ class Ipam:
                                    (network, mac)).fetchone() for table in ("allocations", "ports"))
 
     def free_count(self, net: NetworkConfig, in_use: Iterable[ipaddress.IPv4Address] = (),
-                   blocks: Sequence[ipaddress.IPv4Network] | None = None) -> int:
+                   blocks: Sequence[Block] | None = None) -> int:
         if net.subnet is None:          # IPv6 only: what block6 has left
             assert net.block6 is not None
             taken6 = self.used6(net.name) | reserved6(net) | set(in_use)
             return net.block6.num_addresses - sum(ip in net.block6 for ip in taken6)
         taken = self.used(net.name) | reserved(net) | set(in_use)
         blocks = StaticBlocks().held(net) if blocks is None else blocks
-        return sum(b.num_addresses - sum(ip in b for ip in taken) for b in blocks)
+        return sum(b.num_addresses - sum(ip in b for ip in taken) for b in blocks
+                   if b.version == 4)
 
-    def count_in(self, network: str, block: ipaddress.IPv4Network) -> int:
+    def count_in(self, network: str, block: Block) -> int:
         """Addresses of block allocated or held by a port record."""
-        return sum(ip in block for ip in self.used(network))
+        used = self.used(network) if block.version == 4 else self.used6(network)
+        return sum(ip in block for ip in used)
 
     # ------------------------------------------------------------- changes
 
     def allocate(self, net: NetworkConfig, container_id: str, ifname: str, netns: str,
                  cni_network: str, mac: str, ip: ipaddress.IPv4Address | None = None,
                  in_use: Iterable[ipaddress.IPv4Address | ipaddress.IPv6Address] = (),
-                 blocks: Sequence[ipaddress.IPv4Network] | None = None,
+                 blocks: Sequence[Block] | None = None,
                  ip6: ipaddress.IPv6Address | None = None) -> Allocation:
         """A new allocation, committed before it returns: an IPv4 address,
         and an IPv6 one in a dual-stack network (kept and released
@@ -190,7 +193,9 @@ class Ipam:
         held outside IPAM (ports added by hand), which are never handed out
         either; blocks: where IPv4 addresses come from (None: the network's
         configured block; IPv6 ones come from block6)."""
-        blocks = StaticBlocks().held(net) if blocks is None else sorted(blocks)
+        blocks = StaticBlocks().held(net) if blocks is None else blocks
+        blocks4 = sorted(b for b in blocks if b.version == 4)
+        blocks6 = sorted(b for b in blocks if b.version == 6)
         in_use = set(in_use)
         with self._transaction():
             if self.get(container_id, ifname):
@@ -198,13 +203,13 @@ class Ipam:
             if self.mac_used(net.name, mac):
                 raise Conflict(f"MAC {mac} is already used in network {net.name!r}", kind="unavailable")
             if net.subnet is not None:
-                ip = self._pick(net.name, ip, blocks, reserved(net),
+                ip = self._pick(net.name, ip, blocks4, reserved(net),
                                 self.used(net.name) | {a for a in in_use if a.version == 4})
             elif ip is not None:
                 raise Conflict(f"network {net.name!r} is IPv6 only: no IPv4 address for {ip}",
                                kind="unavailable")
             if net.block6 is not None:
-                ip6 = self._pick(f"{net.name}/6", ip6, [net.block6], reserved6(net),
+                ip6 = self._pick(f"{net.name}/6", ip6, blocks6, reserved6(net),
                                  self.used6(net.name) | {a for a in in_use if a.version == 6})
             elif ip6 is not None:
                 raise Conflict(f"network {net.name!r} has no IPv6 subnet (subnet6) for {ip6}",
@@ -222,7 +227,7 @@ class Ipam:
         if ip is not None:
             self._check_static(cursor.split("/")[0], ip, used, blocks, reserved)
         else:
-            ip = self._next_free(cursor, used | reserved, blocks)
+            ip = self._next_free(cursor, used | reserved, blocks, 6 if "/" in cursor else 4)
         self.db.execute("INSERT OR REPLACE INTO cursors VALUES (?, ?)", (cursor, str(ip)))
         return ip
 
@@ -253,7 +258,7 @@ class Ipam:
             raise Conflict(f"address {ip} is already in use in network {network!r}",
                            kind="unavailable")
 
-    def _next_free(self, cursor_key: str, skip, blocks):
+    def _next_free(self, cursor_key: str, skip, blocks, version: int):
         """The first address not in skip after the cursor, going round the
         blocks (in address order) as if they were one range."""
         spans = [(int(b.network_address), b.num_addresses) for b in blocks]
@@ -270,12 +275,12 @@ class Ipam:
         for k in range(min(size, len(skip) + 1)):      # one of the first len(skip)+1 is free
             ip = _nth(spans, (start + k) % size)
             if ip not in skip:
-                return ipaddress.IPv4Address(ip) if blocks[0].version == 4 else \
-                    ipaddress.IPv6Address(ip)
+                return ipaddress.IPv4Address(ip) if version == 4 else ipaddress.IPv6Address(ip)
         network = cursor_key.split("/")[0]
-        raise Exhausted(f"no free address left in block{'s' if len(blocks) > 1 else ''} "
+        raise Exhausted(f"no free IPv{version} address left in block"
+                        f"{'s' if len(blocks) > 1 else ''} "
                         f"{', '.join(map(str, blocks)) or '(none held)'} of network {network!r}",
-                        kind="exhausted")
+                        kind="exhausted", version=version)
 
 
 def _nth(spans: list[tuple[int, int]], index: int) -> int:
