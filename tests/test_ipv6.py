@@ -140,6 +140,8 @@ def test_cni_result_with_both_families_through_a_tuning_chain(vswitchd, netns, c
     assert rt.run("DEL", a, stdin=json.dumps(conf), plugin="tuning")[0] == 0
     assert rt.run("DEL", a) == (0, None)
     assert [x["ip6"] for x in d.ctl_json("ipam", "show")["allocations"]] == ["2001:db8:18::77"]
+    text = d.ctl("ipam", "show").stdout
+    assert "2001:db8:18::/64" in text and "198.18.0.77  2001:db8:18::77" in text
 
 
 def test_ipam_keeps_both_families_across_a_sigkill(vswitchd, netns):

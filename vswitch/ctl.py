@@ -80,12 +80,14 @@ def show_fdb(entries):
 
 
 def show_ipam(r):
-    nets = _table([[n["name"], n["subnet"], n["block"], n["gateway"], n["host_port"] or "-",
+    nets = _table([[n["name"], n["subnet"] or "-", n["block"] or "-", n["gateway"] or "-",
+                    n["subnet6"] or "-", n["gateway6"] or "-", n["host_port"] or "-",
                     n["free"]] for n in r["networks"]],
-                  ["NETWORK", "SUBNET", "BLOCK", "GATEWAY", "HOST_PORT", "FREE"])
-    allocs = _table([[a["network"], a["ip"], a["mac"], a["container_id"], a["ifname"],
-                      a["port"] or "-", a["state"]] for a in r["allocations"]],
-                    ["NETWORK", "IP", "MAC", "CONTAINER", "IFNAME", "PORT", "STATE"])
+                  ["NETWORK", "SUBNET", "BLOCK", "GATEWAY", "SUBNET6", "GATEWAY6", "HOST_PORT",
+                   "FREE"])
+    allocs = _table([[a["network"], a["ip"] or "-", a["ip6"] or "-", a["mac"], a["container_id"],
+                      a["ifname"], a["port"] or "-", a["state"]] for a in r["allocations"]],
+                    ["NETWORK", "IP", "IP6", "MAC", "CONTAINER", "IFNAME", "PORT", "STATE"])
     return f"{nets}\n\n{allocs}"
 
 
@@ -97,7 +99,8 @@ def show_stats(s):
     fdb = "  ".join(f"{k}={v}" for k, v in s["fdb"].items())
     capture = "  ".join(f"{k}={v}" for k, v in s["capture"].items())
     text = (f"{ports}\n\nforwarded: unicast={s['unicast']}  flooded={s['flooded']}  "
-            f"arp_suppressed={s['arp_suppressed']} (neighbours {s['neighbours']})\n"
+            f"arp_suppressed={s['arp_suppressed']}  nd_suppressed={s['nd_suppressed']} "
+            f"(neighbours {s['neighbours']})\n"
             f"drops: {drops}\nfdb: {fdb}\ncapture: {capture}\nconntrack: "
             + "  ".join(f"{k}={v}" for k, v in s["conntrack"].items()))
     for h in s["hooks"]:

@@ -63,7 +63,11 @@ def render(stats: dict) -> str:
     out.family("vswitch_arp_suppressed_total", "counter",
                "ARP requests for known pod addresses answered by the switch itself.",
                [({}, stats["arp_suppressed"])])
-    out.family("vswitch_neighbours", "gauge", "Pod addresses whose ARP the switch answers.",
+    out.family("vswitch_nd_suppressed_total", "counter",
+               "IPv6 Neighbor Solicitations for known pod addresses answered by the switch.",
+               [({}, stats["nd_suppressed"])])
+    out.family("vswitch_neighbours", "gauge",
+               "Pod addresses whose ARP or neighbour discovery the switch answers.",
                [({}, stats["neighbours"])])
     ct = stats["conntrack"]
     out.family("vswitch_conntrack_entries", "gauge", "Connections NetworkPolicy tracks.",
