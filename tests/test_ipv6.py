@@ -19,7 +19,7 @@ from test_bridge import ping, tcp_transfer_50mb
 from test_cluster import cluster, peers, wait_for  # noqa: F401  (cluster: a fixture)
 from test_cni import Runtime, cni_path  # noqa: F401  (a fixture)
 from test_debug import CaptureRun, tshark
-from test_overlay import overlay_node, underlay  # noqa: F401  (a fixture)
+from test_overlay import kernel_node, overlay_node, underlay  # noqa: F401  (a fixture)
 
 from vswitch.protocol import link_local
 
@@ -247,19 +247,7 @@ def test_interop_with_kernel_vxlan_over_ipv6(vswitchd, underlay6, pods, netns, t
     d1 = overlay6_node(vswitchd, n1, 1, [2])
     p = pods(d1, *dual("a"), ipv6=True)
     kpod = netns("k", True)
-    run = lambda *a: in_ns(n2, *a)     # noqa: E731
-    run("ip", "link", "add", "vx0", "type", "vxlan", "id", "100", "dstport", "4789",
-        "local", f"{UNDERLAY6}2", "dev", "u0")
-    run("ip", "link", "add", "br0", "type", "bridge")
-    run("ip", "link", "set", "vx0", "master", "br0", "mtu", "1430", "up")
-    run("ip", "link", "add", "pk", "mtu", "1430", "type", "veth", "peer", "name", "eth0",
-        "netns", kpod)
-    run("ip", "link", "set", "pk", "master", "br0", "up")
-    run("ip", "link", "set", "br0", "up")
-    run("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", f"{UNDERLAY6}1")
-    run("ethtool", "-K", "u0", "tx", "off")     # a veth underlay: complete checksums (NOTES)
-    in_ns(kpod, "ip", "link", "set", "eth0", "mtu", "1430", "up")
-    in_ns(kpod, "ip", "addr", "add", "198.18.0.2/16", "dev", "eth0")
+    kernel_node(n2, kpod, f"{UNDERLAY6}1", local=f"{UNDERLAY6}2", mtu=1430)
     in_ns(kpod, "ip", "addr", "add", "2001:db8:18::2/64", "dev", "eth0", "nodad")
     p["b"] = (kpod, None)
     in_ns(kpod, "ping", "-c", "1", "-w", "10", "198.18.0.1")     # the bridge port is ready

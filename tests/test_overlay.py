@@ -188,14 +188,15 @@ def test_learn_peers_accepts_new_sources_when_configured(vswitchd, underlay, pod
         next(e for e in d1.ctl_json("fdb", "show") if e["mac"] == "02:00:00:00:00:42").items()
 
 
-def kernel_node(node_ns: str, pod_ns: str, peer: str, vni=100):
+def kernel_node(node_ns: str, pod_ns: str, peer: str, vni=100, local=f"{UNDERLAY}.2",
+                mtu=1450):
     """A node without vswitchd: Linux bridge + kernel VXLAN, one pod on a veth."""
     run = lambda *a: in_ns(node_ns, *a)     # noqa: E731
     run("ip", "link", "add", "vx0", "type", "vxlan", "id", str(vni), "dstport", "4789",
-        "local", f"{UNDERLAY}.2", "dev", "u0")
+        "local", local, "dev", "u0")
     run("ip", "link", "add", "br0", "type", "bridge")
-    run("ip", "link", "set", "vx0", "master", "br0", "mtu", "1450", "up")
-    run("ip", "link", "add", "pk", "mtu", "1450", "type", "veth", "peer", "name", "eth0",
+    run("ip", "link", "set", "vx0", "master", "br0", "mtu", str(mtu), "up")
+    run("ip", "link", "add", "pk", "mtu", str(mtu), "type", "veth", "peer", "name", "eth0",
         "netns", pod_ns)
     run("ip", "link", "set", "pk", "master", "br0", "up")
     run("ip", "link", "set", "br0", "up")
@@ -203,7 +204,7 @@ def kernel_node(node_ns: str, pod_ns: str, peer: str, vni=100):
     # A veth underlay hands partial inner checksums to the receiving socket
     # as they are (a NIC would complete them): make the kernel complete them.
     run("ethtool", "-K", "u0", "tx", "off")
-    in_ns(pod_ns, "ip", "link", "set", "eth0", "mtu", "1450", "up")
+    in_ns(pod_ns, "ip", "link", "set", "eth0", "mtu", str(mtu), "up")
     in_ns(pod_ns, "ip", "addr", "add", "198.18.0.2/16", "dev", "eth0")
 
 
