@@ -112,6 +112,8 @@ class Overlay:
 
     def peer_port_id(self, ip: str) -> int:
         """The data-plane id of the peer at ip (as in capture records)."""
+        if self.tunnel is None:
+            raise NotFound(f"no peer {ip} (this node is in bridge mode)")
         port_id = self.dataplane.peer_port_id(check_peer(ip, self.settings.vtep_ip))
         if port_id is None:
             raise NotFound(f"no peer {ip}")
