@@ -277,10 +277,9 @@ class Ipam:
             if ip not in skip:
                 return ipaddress.IPv4Address(ip) if version == 4 else ipaddress.IPv6Address(ip)
         network = cursor_key.split("/")[0]
-        raise Exhausted(f"no free IPv{version} address left in block"
-                        f"{'s' if len(blocks) > 1 else ''} "
-                        f"{', '.join(map(str, blocks)) or '(none held)'} of network {network!r}",
-                        kind="exhausted", version=version)
+        raise Exhausted(f"no free address left in block{'s' if len(blocks) > 1 else ''} "
+                        f"{', '.join(map(str, blocks)) or '(none held)'} of network {network!r} "
+                        f"(IPv{version})", kind="exhausted", version=version)
 
 
 def _nth(spans: list[tuple[int, int]], index: int) -> int:
