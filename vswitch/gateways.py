@@ -1,7 +1,7 @@
 """A node's gateway in each cluster network that has one (`network create`,
-on by default): the address of the node's host port, which pods of the
-node take as their default route. Each node has its own, taken from a
-block it holds, as flannel gives cni0 the first address of the node's
+on by default): the address of the node's host port (one per family in a
+dual-stack network), which pods of the node take as their default route.
+Each node has its own, taken from a block it holds, as flannel gives cni0 the first address of the node's
 subnet: the network is one L2 segment across nodes, so a node reaching a
 pod elsewhere is answered at its own address, and a Service's DNAT to a
 backend on another node comes back to the node that made it.
