@@ -149,8 +149,8 @@ class Gateways:
         """The first address of the family's blocks that nothing uses
         (database thread)."""
         ipam = self.cluster.switch.ipam
-        used = (ipam.used(net.name) | reserved(net) if version == 4 else
-                ipam.used6(net.name) | reserved6(net)) | in_use
+        used = ipam.used(net.name, version) | in_use | \
+            (reserved(net) if version == 4 else reserved6(net))
         for block in sorted(b for b in blocks if b.version == version):
             for ip in block.hosts():
                 if ip not in used:

@@ -146,19 +146,16 @@ class Ipam:
             else self.db.execute(sql + " ORDER BY network, created")
         return [Allocation.from_row(r) for r in rows]
 
-    def used(self, network: str) -> set[ipaddress.IPv4Address]:
-        """IPv4 addresses allocated, or held by a recorded port (hand-made ones too)."""
-        return {ipaddress.IPv4Address(r[0]) for r in self.db.execute(
-                "SELECT ip FROM allocations WHERE network=? AND ip IS NOT NULL", (network,))} \
+    def used(self, network: str, version: int = 4) -> set[ipaddress.IPv4Address |
+                                                            ipaddress.IPv6Address]:
+        """Addresses of a family allocated, or held by a recorded port
+        (hand-made ones too)."""
+        column = "ip" if version == 4 else "ip6"
+        return {ipaddress.ip_address(r[0]) for r in self.db.execute(
+                f"SELECT {column} FROM allocations WHERE network=? AND {column} IS NOT NULL",
+                (network,))} \
             | {a for a in map(ipaddress.ip_address, self._state.port_addresses(network))
-               if isinstance(a, ipaddress.IPv4Address)}
-
-    def used6(self, network: str) -> set[ipaddress.IPv6Address]:
-        """The same for IPv6."""
-        return {ipaddress.IPv6Address(r[0]) for r in self.db.execute(
-                "SELECT ip6 FROM allocations WHERE network=? AND ip6 IS NOT NULL", (network,))} \
-            | {a for a in map(ipaddress.ip_address, self._state.port_addresses(network))
-               if isinstance(a, ipaddress.IPv6Address)}
+               if a.version == version}
 
     def mac_used(self, network: str, mac: str) -> bool:
         return any(self.db.execute(f"SELECT 1 FROM {table} WHERE network=? AND mac=?",
@@ -168,7 +165,7 @@ class Ipam:
                    blocks: Sequence[Block] | None = None) -> int:
         if net.subnet is None:          # IPv6 only: what block6 has left
             assert net.block6 is not None
-            taken6 = self.used6(net.name) | reserved6(net) | set(in_use)
+            taken6 = self.used(net.name, 6) | reserved6(net) | set(in_use)
             return net.block6.num_addresses - sum(ip in net.block6 for ip in taken6)
         taken = self.used(net.name) | reserved(net) | set(in_use)
         blocks = StaticBlocks().held(net) if blocks is None else blocks
@@ -177,8 +174,7 @@ class Ipam:
 
     def count_in(self, network: str, block: Block) -> int:
         """Addresses of block allocated or held by a port record."""
-        used = self.used(network) if block.version == 4 else self.used6(network)
-        return sum(ip in block for ip in used)
+        return sum(ip in block for ip in self.used(network, block.version))
 
     # ------------------------------------------------------------- changes
 
@@ -191,8 +187,8 @@ class Ipam:
         and an IPv6 one in a dual-stack network (kept and released
         together). ip, ip6: requested static addresses; in_use: addresses
         held outside IPAM (ports added by hand), which are never handed out
-        either; blocks: where IPv4 addresses come from (None: the network's
-        configured block; IPv6 ones come from block6)."""
+        either; blocks: where addresses come from, of both families (None:
+        the network's configured block and block6)."""
         blocks = StaticBlocks().held(net) if blocks is None else blocks
         blocks4 = sorted(b for b in blocks if b.version == 4)
         blocks6 = sorted(b for b in blocks if b.version == 6)
@@ -210,7 +206,7 @@ class Ipam:
                                kind="unavailable")
             if net.block6 is not None:
                 ip6 = self._pick(f"{net.name}/6", ip6, blocks6, reserved6(net),
-                                 self.used6(net.name) | {a for a in in_use if a.version == 6})
+                                 self.used(net.name, 6) | {a for a in in_use if a.version == 6})
             elif ip6 is not None:
                 raise Conflict(f"network {net.name!r} has no IPv6 subnet (subnet6) for {ip6}",
                                kind="unavailable")

@@ -132,7 +132,7 @@ def test_dual_stack_pods_get_one_address_per_family_kept_and_released_together(s
             ipam.allocate(net, "c3", "eth0", "/ns", "pods", mac(3), ip6=ipaddress.IPv6Address(bad))
     assert ipam.get("c3", "eth0") is None             # nothing half-made
     ipam.release("c1", "eth0")
-    assert ipaddress.IPv6Address("2001:db8:18::2") not in ipam.used6("blue")
+    assert ipaddress.IPv6Address("2001:db8:18::2") not in ipam.used("blue", 6)
     assert a.ip not in ipam.used("blue")
 
 
