@@ -108,12 +108,16 @@ def network_from_record(name: str, rec) -> NetworkConfig:
                          block6=subnet6, block_size6=size6 if subnet6 else None)
 
 
+def _family(net: NetworkConfig, version: int) -> tuple[Block | None, int | None]:
+    """A cluster network's subnet and block size in one family."""
+    return (net.subnet, net.block_size) if version == 4 else (net.subnet6, net.block_size6)
+
+
 def _fits(block: Block, net: NetworkConfig) -> bool:
     """Whether block is one of net's (its family's subnet and block size)."""
-    subnet, size = (net.subnet, net.block_size) if block.version == 4 else \
-        (net.subnet6, net.block_size6)
-    return subnet is not None and subnet.version == block.version and \
-        block.subnet_of(subnet) and block.prefixlen == size  # type: ignore[arg-type]
+    subnet, size = _family(net, block.version)
+    return subnet is not None and block.prefixlen == size and \
+        block.subnet_of(subnet)  # type: ignore[arg-type]
 
 
 def _vtep(rec) -> str | None:
@@ -520,7 +524,7 @@ class Cluster:
         """Only the holder of an address's block may say whose it is: a node
         cannot divert another node's pod address to a MAC of its own (nor
         claim it for a pod that policies let in)."""
-        size = net.block_size if address.version == 4 else net.block_size6
+        size = _family(net, address.version)[1]
         if size is None:
             return False
         block = ipaddress.ip_network(f"{address}/{size}", strict=False)
@@ -671,8 +675,7 @@ class Cluster:
         starting together do not all race for the first one. full: the
         blocks the caller found full; if another request added one
         meanwhile, that one serves."""
-        subnet, size = (net.subnet, net.block_size) if version == 4 else \
-            (net.subnet6, net.block_size6)
+        subnet, size = _family(net, version)
         if subnet is None or size is None:
             return False
         async with self._claiming:
