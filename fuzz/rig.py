@@ -31,9 +31,11 @@ class FuzzRig:
         # conntrack (a small table: its limit and sweeps too) are fuzzed.
         pids = list(self.pods)
         self.dp.set_port_policy(pids[0], ingress=(1, [
-            ([(0xC6120000, 0xC612FFFF, 2)], [(6, 80, 81), (17, 53, 53), (132, 9, 9)]),
-            ([(0x0A000001, 0x0A000001, 3)], [])]))
-        self.dp.set_port_policy(pids[3], egress=(4, [([(0, 0xFFFFFFFF, 5)], [(6, 1, 1024)])]))
+            ([(address_key("198.18.0.0"), address_key("198.18.255.255"), 2)],
+             [(6, 80, 81), (17, 53, 53), (132, 9, 9)]),
+            ([(address_key("10.0.0.1"), address_key("10.0.0.1"), 3)], [])]))
+        self.dp.set_port_policy(pids[3], egress=(4, [([(0, (1 << 128) - 1, 5)],
+                                                             [(6, 1, 1024)])]))
         self.tunnel = Tunnel("127.0.0.1", 0)
         self.port = self.tunnel.rx.getsockname()[1]
         self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), self.port, 1500,

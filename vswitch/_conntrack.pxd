@@ -2,7 +2,7 @@
 # their packets in both directions pass with one lookup and no rule walk
 # (see _conntrack.pxi). A connection is keyed by its two endpoints in a
 # canonical order (the lower (address, port) first), so that a packet and
-# its reply find the same entry.
+# its reply find the same entry; addresses of either family as 128 bits.
 
 from libc.stdint cimport uint16_t, uint32_t, uint64_t
 from posix.mman cimport (MAP_ANONYMOUS, MAP_FAILED, MAP_PRIVATE, PROT_READ, PROT_WRITE, madvise,
@@ -33,20 +33,21 @@ cdef enum:
     CT_REFRESH_MS = 1000                  # a deadline moves in steps of this (at least)
 
 
-cdef struct ct_key_t:
-    uint64_t addrs                # a's IPv4 << 32 | b's
+cdef struct ct_key_t:             # 40 bytes
+    ip_key_t a                    # endpoint a's address (_underlay.pxd: IPv4 mapped)
+    ip_key_t b                    # endpoint b's
     uint64_t rest                 # network << 40 | protocol << 32 | a's port << 16 | b's port
 
 
-cdef struct ct_entry_t:           # 32 bytes: two in a cache line
-    uint64_t addrs
-    uint64_t rest                 # 0: an empty slot (network ids are >= 1)
+cdef struct ct_entry_t:           # 64 bytes: one cache line
+    ct_key_t key                  # key.rest 0: an empty slot (network ids are >= 1)
     uint32_t deadline_ms          # CLOCK_MONOTONIC ms (mod 2^32) when it expires
     uint32_t generation           # the policy generation it was last allowed under
     uint16_t flags
     uint16_t in_port              # where its first packet came from (CT_NO_PORT: the tunnel)
     uint16_t out_port             # where it went (CT_NO_PORT: a peer)
     uint16_t pad
+    uint64_t pad2
 
 
 cdef struct ct_t:
@@ -54,7 +55,7 @@ cdef struct ct_t:
     uint64_t mask                 # capacity - 1, a power of two, >= 2 * max_entries
     uint64_t count                # entries, expired ones not yet swept included
     uint64_t max_entries          # new connections beyond it are dropped (conntrack_full)
-    uint64_t m_addrs, m_rest      # the hash's secrets (random, odd)
+    uint64_t secrets[5]           # the hash's multipliers, one per key word (random, odd)
     uint32_t shift
     uint32_t generation           # bumped when policy changes: entries are checked again
     uint64_t sweep_at             # where the next expiry sweep goes on

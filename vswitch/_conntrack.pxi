@@ -1,27 +1,31 @@
 # Connection tracking (see _conntrack.pxd): open addressing, linear probing
-# and backward-shift deletion, a keyed multiply-shift hash of both key
+# and backward-shift deletion, a keyed multiply-shift hash of the key's
 # words. Lookups and inserts run per packet; growing and expiry sweeps are
 # control-plane calls. An expired entry is a miss until a sweep removes it.
 
 
-cdef inline ct_key_t ct_key(uint16_t network, uint8_t proto, uint32_t src, uint16_t sport,
-                            uint32_t dst, uint16_t dport, bint *src_is_a) noexcept nogil:
+cdef inline ct_key_t ct_key(uint16_t network, uint8_t proto, const ip_key_t *src, uint16_t sport,
+                            const ip_key_t *dst, uint16_t dport, bint *src_is_a) noexcept nogil:
     """The canonical key of a packet's connection; src_is_a: whether the
     packet's source is the key's endpoint a."""
     cdef ct_key_t k
-    cdef uint64_t s = (<uint64_t>src << 16) | sport, d = (<uint64_t>dst << 16) | dport
-    src_is_a[0] = s <= d
-    if s > d:
-        s, d = d, s
-    k.addrs = ((s >> 16) << 32) | (d >> 16)
+    src_is_a[0] = key_lt(src, dst) or (key_eq(src, dst) and sport <= dport)
+    if not src_is_a[0]:
+        src, dst, sport, dport = dst, src, dport, sport
+    k.a, k.b = src[0], dst[0]
     k.rest = ((<uint64_t>network << 40) | (<uint64_t>proto << 32) |
-              ((s & 0xFFFF) << 16) | (d & 0xFFFF))
+              (<uint64_t>sport << 16) | dport)
     return k
 
 
-cdef inline uint64_t ct_home(const ct_t *t, uint64_t addrs, uint64_t rest) noexcept nogil:
-    # Even: a key's first two slots share a 64-byte line (see ct_find).
-    return ((addrs * t.m_addrs + rest * t.m_rest) >> t.shift) & ~(<uint64_t>1)
+cdef inline bint ct_key_eq(const ct_key_t *x, const ct_key_t *y) noexcept nogil:
+    return x.rest == y.rest and key_eq(&x.a, &y.a) and key_eq(&x.b, &y.b)
+
+
+cdef inline uint64_t ct_home(const ct_t *t, const ct_key_t *k) noexcept nogil:
+    # Multiply-shift over the key's five words, with secret multipliers.
+    return ((k.a.hi * t.secrets[0] + k.a.lo * t.secrets[1] + k.b.hi * t.secrets[2] +
+             k.b.lo * t.secrets[3] + k.rest * t.secrets[4]) >> t.shift)
 
 
 cdef inline bint ct_live(const ct_entry_t *e, uint32_t now_ms) noexcept nogil:
@@ -60,41 +64,31 @@ cdef int ct_alloc(ct_t *t, uint64_t max_entries) noexcept nogil:
     return 0
 
 
-cdef int ct_init(ct_t *t, uint64_t max_entries, uint64_t seed1, uint64_t seed2) noexcept nogil:
+cdef int ct_init(ct_t *t, uint64_t max_entries, uint64_t seed) noexcept nogil:
     memset(t, 0, sizeof(ct_t))
-    t.m_addrs, t.m_rest = seed1 | 1, seed2 | 1
+    cdef int i
+    for i in range(5):                  # splitmix64: five multipliers of one seed
+        seed += 0x9E3779B97F4A7C15ULL
+        t.secrets[i] = (seed ^ (seed >> 31)) * 0xBF58476D1CE4E5B9ULL
+        t.secrets[i] = (t.secrets[i] ^ (t.secrets[i] >> 27)) * 0x94D049BB133111EBULL | 1
     t.via_gateway = <uint32_t *>calloc(CT_GATEWAY_COUNTS, sizeof(uint32_t))
     if t.via_gateway == NULL:
         return -1
     return ct_alloc(t, max_entries)
 
 
-cdef inline uint64_t ct_slot(const ct_t *t, uint64_t addrs, uint64_t rest) noexcept nogil:
+cdef inline uint64_t ct_slot(const ct_t *t, const ct_key_t *k) noexcept nogil:
     """The slot holding the key, or the empty slot where it would go."""
-    cdef uint64_t i = ct_home(t, addrs, rest)
-    while t.slots[i].rest != 0 and (t.slots[i].rest != rest or t.slots[i].addrs != addrs):
+    cdef uint64_t i = ct_home(t, k)
+    while t.slots[i].key.rest != 0 and not ct_key_eq(&t.slots[i].key, k):
         i = (i + 1) & t.mask
     return i
 
 
 cdef inline ct_entry_t *ct_find(const ct_t *t, const ct_key_t *k, uint32_t now_ms) noexcept nogil:
-    """The live entry of a connection, or NULL. Most keys lie in the first
-    two slots from their home, one cache line: both are compared without a
-    branch between them, so the usual lookup has one well-predicted branch
-    and lookups of successive packets overlap their cache misses."""
-    cdef uint64_t i = ct_home(t, k.addrs, k.rest)
-    cdef ct_entry_t *e = &t.slots[i]
-    cdef bint first = (e[0].rest == k.rest) & (e[0].addrs == k.addrs)
-    cdef bint second = (e[1].rest == k.rest) & (e[1].addrs == k.addrs)
-    if first | second:
-        e = e + second
-    elif e[0].rest == 0 or e[1].rest == 0:
-        return NULL                     # an empty slot before the key: it is not there
-    else:
-        e = &t.slots[ct_slot(t, k.addrs, k.rest)]
-        if e.rest == 0:
-            return NULL
-    return e if ct_live(e, now_ms) else NULL
+    """The live entry of a connection, or NULL."""
+    cdef ct_entry_t *e = &t.slots[ct_slot(t, k)]
+    return e if e.key.rest != 0 and ct_live(e, now_ms) else NULL
 
 
 cdef inline uint32_t ct_timeout(uint8_t proto, uint16_t flags) noexcept nogil:
@@ -127,17 +121,17 @@ cdef ct_entry_t *ct_insert(ct_t *t, const ct_key_t *k, bint src_is_a, uint16_t i
                            uint16_t out_port, uint32_t now_ms) noexcept nogil:
     """A new connection (or an expired one's slot taken again); NULL when
     the table holds max_entries already."""
-    cdef ct_entry_t *e = &t.slots[ct_slot(t, k.addrs, k.rest)]
-    if e.rest == 0 and t.count >= t.max_entries:
+    cdef ct_entry_t *e = &t.slots[ct_slot(t, k)]
+    if e.key.rest == 0 and t.count >= t.max_entries:
         ct_sweep(t, now_ms, CT_SWEEP_WHEN_FULL)     # expired entries may make room
-        e = &t.slots[ct_slot(t, k.addrs, k.rest)]
+        e = &t.slots[ct_slot(t, k)]
         if t.count >= t.max_entries:
             return NULL
-    if e.rest == 0:
+    if e.key.rest == 0:
         t.count += 1
     else:
         ct_unmark_gateway(t, e)                 # an expired entry's slot, taken again
-    e.addrs, e.rest = k.addrs, k.rest
+    e.key = k[0]
     e.flags = CT_ORIG_A if src_is_a else 0
     e.deadline_ms = now_ms + ct_timeout((k.rest >> 32) & 0xFF, e.flags)
     e.generation = t.generation
@@ -182,14 +176,14 @@ cdef void ct_delete(ct_t *t, ct_entry_t *e) noexcept nogil:
     cdef uint64_t i = e - t.slots, j = i, home
     while True:
         j = (j + 1) & t.mask
-        if t.slots[j].rest == 0:
+        if t.slots[j].key.rest == 0:
             break
-        home = ct_home(t, t.slots[j].addrs, t.slots[j].rest)
+        home = ct_home(t, &t.slots[j].key)
         # Move j back to i unless its home lies cyclically in (i, j].
         if (j - home) & t.mask >= (j - i) & t.mask:
             t.slots[i] = t.slots[j]
             i = j
-    t.slots[i].rest = t.slots[i].addrs = 0
+    memset(&t.slots[i], 0, sizeof(ct_entry_t))
     t.count -= 1
 
 
@@ -201,7 +195,7 @@ cdef uint64_t ct_sweep(ct_t *t, uint32_t now_ms, uint64_t budget) noexcept nogil
         budget = t.mask + 1
     while looked < budget:
         i = t.sweep_at & t.mask
-        if t.slots[i].rest != 0 and not ct_live(&t.slots[i], now_ms):
+        if t.slots[i].key.rest != 0 and not ct_live(&t.slots[i], now_ms):
             ct_delete(t, &t.slots[i])       # an entry may have moved into i: look again
             removed += 1
             continue

@@ -104,8 +104,7 @@ cdef class Datapath:
                 or cap_init(&self.cap) < 0
                 or fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9), seed) < 0
                 or neigh_init(&self.neigh, int.from_bytes(os.urandom(8), "little")) < 0
-                or ct_init(&self.ct, conntrack_max, int.from_bytes(os.urandom(8), "little"),
-                           int.from_bytes(os.urandom(8), "little")) < 0):
+                or ct_init(&self.ct, conntrack_max, int.from_bytes(os.urandom(8), "little")) < 0):
             raise MemoryError()
         if fdb_max_per_port:
             self.fdb.max_per_port = fdb_max_per_port
@@ -487,21 +486,22 @@ cdef class Datapath:
         """Live connections (of `port`: that went in or out there; -1: all),
         each (network, protocol, source, sport, destination, dport, flags,
         seconds left, in port, out port) in the direction it was opened,
-        addresses as integers, ports CT_NO_PORT beyond the tunnel."""
+        addresses as 128-bit integers (IPv4 mapped), ports CT_NO_PORT beyond
+        the tunnel."""
         cdef uint64_t i
         cdef uint32_t now_ms = ms32(monotonic_ns())
         cdef ct_entry_t *e
         out = []
         for i in range(self.ct.mask + 1):
             e = &self.ct.slots[i]
-            if e.rest == 0 or not ct_live(e, now_ms):
+            if e.key.rest == 0 or not ct_live(e, now_ms):
                 continue
             if port >= 0 and e.in_port != port and e.out_port != port:
                 continue
-            a = (e.addrs >> 32, (e.rest >> 16) & 0xFFFF)
-            b = (e.addrs & 0xFFFFFFFF, e.rest & 0xFFFF)
+            a = (key_to_int(&e.key.a), (e.key.rest >> 16) & 0xFFFF)
+            b = (key_to_int(&e.key.b), e.key.rest & 0xFFFF)
             src, dst = (a, b) if e.flags & CT_ORIG_A else (b, a)
-            out.append((e.rest >> 40, (e.rest >> 32) & 0xFF, src[0], src[1], dst[0], dst[1],
+            out.append((e.key.rest >> 40, (e.key.rest >> 32) & 0xFF, src[0], src[1], dst[0], dst[1],
                         e.flags, <int32_t>(e.deadline_ms - now_ms) / 1e3, e.in_port, e.out_port))
             if limit and len(out) >= limit:
                 break

@@ -19,6 +19,8 @@ cdef enum:
     ETH_HLEN = 14
     VLAN_HLEN = 4
     IP4_HLEN = 20             # without options
+    IP6_HLEN = 40             # without extension headers
+    IPV6_MAX_EXT_HEADERS = 8  # more before the upper layer: not followed (RFC 7113)
     ETH_P_IP = 0x0800
     ETH_P_ARP = 0x0806
     ETH_P_IPV6 = 0x86DD
@@ -133,6 +135,35 @@ cdef inline ssize_t eth_header_len(const unsigned char *frame, ssize_t n) noexce
             return -1
         return ETH_HLEN + VLAN_HLEN
     return ETH_HLEN
+
+
+cdef inline int ip6_upper_layer(const unsigned char *ip, ssize_t avail, ssize_t *offset,
+                                bint *later_fragment) noexcept nogil:
+    """The upper-layer protocol of the IPv6 packet of avail (>= IP6_HLEN)
+    bytes at ip, past its extension headers; offset: where it starts;
+    later_fragment: the packet is a fragment other than the first (its
+    protocol is named, but no header of it is here). -1: a chain cut short
+    by avail, or longer than IPV6_MAX_EXT_HEADERS."""
+    cdef uint8_t nh = ip[6]
+    cdef ssize_t off = IP6_HLEN
+    cdef int _k
+    later_fragment[0] = False
+    for _k in range(IPV6_MAX_EXT_HEADERS + 1):
+        if nh != 0 and nh != 43 and nh != 44 and nh != 51 and nh != 60:
+            offset[0] = off
+            return nh
+        if off + 8 > avail:
+            return -1
+        if nh == 0 or nh == 43 or nh == 60:     # hop-by-hop, routing, destination options
+            nh, off = ip[off], off + (ip[off + 1] + 1) * 8
+        elif nh == 44:                          # fragment
+            if be16(ip + off + 2) & 0xFFF8:
+                later_fragment[0], offset[0] = True, off + 8    # what follows is data
+                return ip[off]
+            nh, off = ip[off], off + 8
+        else:                                   # authentication header
+            nh, off = ip[off], off + (ip[off + 1] + 2) * 4
+    return -1
 
 
 # ---------------------------------------------------------------- clocks

@@ -18,10 +18,10 @@ cdef void gateway_track(ct_t *ct, const flow_t *f, uint16_t net, uint16_t gw_por
     and, when it was opened from the gateway's side, mark it. An untracked
     TCP connection counts as opened here only on a SYN: a segment midway
     may answer a connection the pod opened."""
-    if f.kind != FLOW_IP4:
+    if f.kind != FLOW_IP:
         return
     cdef bint src_is_a
-    cdef ct_key_t key = ct_key(net, f.proto, f.src, f.sport, f.dst, f.dport, &src_is_a)
+    cdef ct_key_t key = ct_key(net, f.proto, &f.src, f.sport, &f.dst, f.dport, &src_is_a)
     cdef ct_entry_t *e = ct_find(ct, &key, now_ms)
     if e == NULL and f.proto == IPPROTO_TCP and \
             (f.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
@@ -40,10 +40,10 @@ cdef int64_t gateway_of_reply(const ct_t *ct, const flow_t *f, uint16_t net, uin
                               uint32_t now_ms) noexcept nogil:
     """The host port a frame from pod_port (or CT_NO_PORT: the tunnel) must
     go back through, or -1."""
-    if f.kind != FLOW_IP4:
+    if f.kind != FLOW_IP:
         return -1
     cdef bint src_is_a
-    cdef ct_key_t key = ct_key(net, f.proto, f.src, f.sport, f.dst, f.dport, &src_is_a)
+    cdef ct_key_t key = ct_key(net, f.proto, &f.src, f.sport, &f.dst, f.dport, &src_is_a)
     cdef ct_entry_t *e = ct_find(ct, &key, now_ms)
     if e == NULL or not e.flags & CT_VIA_GATEWAY or e.out_port != pod_port \
             or src_is_a == <bint>(e.flags & CT_ORIG_A):

@@ -110,8 +110,7 @@ cdef inline uint64_t arp_request_target(const neigh_t *t, uint16_t network,
     cdef uint32_t spa = be32(arp + 14), tpa = be32(arp + 24)
     if spa == 0 or spa == tpa:
         return 0
-    cdef ip_key_t target
-    target.hi, target.lo = 0, (<uint64_t>0xFFFF << 32) | tpa
+    cdef ip_key_t target = key_of_ip4(tpa)
     return neigh_lookup(t, network, &target)
 
 
@@ -146,8 +145,7 @@ cdef inline uint64_t nd_request_target(const neigh_t *t, uint16_t network,
     if ip[6] != IPPROTO_ICMPV6 or ip[7] != 255 or ip[40] != ICMPV6_NEIGHBOR_SOLICITATION \
             or be64(ip + 8) | be64(ip + 16) == 0:
         return 0
-    cdef ip_key_t target
-    target.hi, target.lo = be64(ip + 48), be64(ip + 56)
+    cdef ip_key_t target = key_of_ip6(ip + 48)
     if key_is_v4(&target):                      # ::ffff:0:0/96 is IPv4's part of the table
         return 0
     return neigh_lookup(t, network, &target)

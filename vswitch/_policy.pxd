@@ -8,9 +8,9 @@ cdef enum:
     POL_INGRESS = 0
     POL_EGRESS = 1
     # What a packet is, for policy.
-    FLOW_OTHER = 0                # not IP: denied where a direction is isolated
+    FLOW_OTHER = 0                # not IP, or IP that cannot be parsed: denied where isolated
     FLOW_ALWAYS = 1               # ARP and IPv6 neighbour discovery: always pass
-    FLOW_IP4 = 2
+    FLOW_IP = 2                   # IPv4 or IPv6
     # How a verdict was reached (trace, verdict_t.how).
     HOW_OPEN = 0                  # no isolated pod on either end: not tracked
     HOW_ALWAYS = 1                # ARP, neighbour discovery
@@ -20,9 +20,9 @@ cdef enum:
     HOW_REVALIDATED = 5           # a tracked connection checked again after a policy change
 
 
-cdef struct pol_range_t:          # peer addresses lo..hi (host order), allowed by `policy`
-    uint32_t lo
-    uint32_t hi
+cdef struct pol_range_t:          # peer addresses lo..hi, allowed by `policy`
+    ip_key_t lo                   # (_underlay.pxd: IPv4 mapped)
+    ip_key_t hi
     uint32_t policy               # the policy's number + 1
 
 
@@ -56,9 +56,9 @@ cdef struct flow_t:               # one packet, as policy and conntrack see it
     uint8_t proto
     uint8_t tcp_flags
     bint has_ports                # TCP, UDP or SCTP with its ports (not a later fragment)
-    bint icmp_error               # related_* hold the flow an ICMP error is about
-    uint32_t src
-    uint32_t dst
+    bint icmp_error               # related holds the connection an ICMP error is about
+    ip_key_t src
+    ip_key_t dst
     uint16_t sport
     uint16_t dport
     ct_key_t related

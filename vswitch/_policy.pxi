@@ -6,19 +6,17 @@
 
 cdef inline void flow_ports(flow_t *f, const unsigned char *l4, ssize_t rem) noexcept nogil:
     """Ports (TCP, UDP, SCTP) or the ICMP echo identifier of an unfragmented
-    (or first-fragment) IPv4 payload of rem bytes. An echo request and its
+    (or first-fragment) payload of rem bytes. An echo request and its
     reply get the same connection: the identifier is the requester's port."""
-    cdef uint8_t icmp_type
     if f.proto == IPPROTO_TCP or f.proto == IPPROTO_UDP or f.proto == IPPROTO_SCTP:
         if rem >= 4:
             f.sport, f.dport, f.has_ports = be16(l4), be16(l4 + 2), True
         if f.proto == IPPROTO_TCP and rem >= 14:
             f.tcp_flags = l4[13]
-    elif f.proto == IPPROTO_ICMP and rem >= 8:
-        icmp_type = l4[0]
-        if icmp_type == 8:
+    elif (f.proto == IPPROTO_ICMP or f.proto == IPPROTO_ICMPV6) and rem >= 8:
+        if l4[0] == 8 or l4[0] == 128:          # echo request (ICMP, ICMPv6)
             f.sport = be16(l4 + 4)
-        elif icmp_type == 0:
+        elif l4[0] == 0 or l4[0] == 129:        # echo reply
             f.dport = be16(l4 + 4)
 
 
@@ -30,43 +28,76 @@ cdef inline bint ip4_header(const unsigned char *ip, ssize_t avail, ssize_t *ihl
     return IP4_HLEN <= ihl[0] <= avail
 
 
+cdef inline bint ip_packet(flow_t *f, const unsigned char *ip, ssize_t avail, bint v6,
+                           ssize_t *l4) noexcept nogil:
+    """The protocol and addresses of the IPv4 (or v6: IPv6) packet of avail
+    bytes at ip, where its payload starts (l4), and whether it has one with a
+    header in it (not a later fragment). f.kind: FLOW_IP, or FLOW_OTHER when
+    it cannot be parsed, or is IPv6 naming IPv4-mapped addresses (which
+    would pass for IPv4 ones in the tables)."""
+    cdef ssize_t ihl
+    cdef int proto
+    cdef bint later
+    f.kind = FLOW_OTHER
+    if not v6:
+        if not ip4_header(ip, avail, &ihl):
+            return False
+        f.kind, f.proto = FLOW_IP, ip[9]
+        f.src, f.dst = key_of_ip4(be32(ip + 12)), key_of_ip4(be32(ip + 16))
+        l4[0] = ihl
+        return not be16(ip + 6) & 0x1FFF
+    if avail < IP6_HLEN or ip[0] >> 4 != 6:
+        return False
+    proto = ip6_upper_layer(ip, avail, l4, &later)
+    f.src, f.dst = key_of_ip6(ip + 8), key_of_ip6(ip + 24)
+    if proto < 0 or key_is_v4(&f.src) or key_is_v4(&f.dst):
+        return False
+    f.kind, f.proto = FLOW_IP, proto
+    return not later
+
+
+cdef inline bint icmp_error(uint8_t proto, uint8_t icmp_type) noexcept nogil:
+    """Whether an ICMP message is an error carrying the head of the packet it is about."""
+    if proto == IPPROTO_ICMP:
+        return icmp_type in (3, 4, 5, 11, 12)
+    return proto == IPPROTO_ICMPV6 and 1 <= icmp_type <= 4
+
+
 cdef void flow_parse(flow_t *f, uint16_t net, const unsigned char *frame, ssize_t n,
                      ssize_t l2) noexcept nogil:
     """What a frame is for policy and conntrack."""
     memset(f, 0, sizeof(flow_t))
     cdef uint16_t ethertype = be16(frame + l2 - 2)
     cdef const unsigned char *ip = frame + l2
-    cdef ssize_t ihl, ihl2, rem
+    cdef ssize_t l4, inner_l4, rem
     cdef flow_t inner
     cdef bint ignored
     if ethertype == ETH_P_ARP:
         f.kind = FLOW_ALWAYS
-    elif ethertype == ETH_P_IPV6:
-        # Neighbour discovery (RS, RA, NS, NA) keeps the link working; RA guard
-        # and port security have checked it already. Other IPv6 is not matched yet.
-        if n >= l2 + 41 and ip[6] == IPPROTO_ICMPV6 and 133 <= ip[40] <= 136:
-            f.kind = FLOW_ALWAYS
-    elif ethertype == ETH_P_IP and ip4_header(ip, n - l2, &ihl):
-        f.kind = FLOW_IP4
-        f.proto, f.src, f.dst = ip[9], be32(ip + 12), be32(ip + 16)
-        if be16(ip + 6) & 0x1FFF:
-            return                  # a later fragment: no ports, only port-less rules allow it
-        rem = n - l2 - ihl
-        flow_ports(f, ip + ihl, rem)
-        # An ICMP error carries the head of the packet it is about.
-        if f.proto == IPPROTO_ICMP and rem >= 8 + IP4_HLEN and ip[ihl] in (3, 4, 5, 11, 12) \
-                and ip4_header(ip + ihl + 8, rem - 8, &ihl2):
-            memset(&inner, 0, sizeof(flow_t))
-            ip = ip + ihl + 8
-            inner.proto = ip[9]
-            if not be16(ip + 6) & 0x1FFF:
-                flow_ports(&inner, ip + ihl2, rem - 8 - ihl2)
-            f.related = ct_key(net, inner.proto, be32(ip + 12), inner.sport, be32(ip + 16),
+        return
+    if ethertype != ETH_P_IP and ethertype != ETH_P_IPV6:
+        return
+    if not ip_packet(f, ip, n - l2, ethertype == ETH_P_IPV6, &l4):
+        return                  # not parsed, or a later fragment: only port-less rules allow it
+    rem = n - l2 - l4
+    if f.proto == IPPROTO_ICMPV6 and rem >= 1 and 133 <= ip[l4] <= 136:
+        # Neighbour discovery (RS, RA, NS, NA) keeps the link working; RA
+        # guard and port security have checked it already.
+        f.kind = FLOW_ALWAYS
+        return
+    flow_ports(f, ip + l4, rem)
+    if rem >= 8 and icmp_error(f.proto, ip[l4]):
+        memset(&inner, 0, sizeof(flow_t))
+        if ip_packet(&inner, ip + l4 + 8, rem - 8, ethertype == ETH_P_IPV6, &inner_l4):
+            flow_ports(&inner, ip + l4 + 8 + inner_l4, rem - 8 - inner_l4)
+        if inner.kind == FLOW_IP:
+            f.related = ct_key(net, inner.proto, &inner.src, inner.sport, &inner.dst,
                                inner.dport, &ignored)
             f.icmp_error = True
 
 
-cdef inline uint32_t pol_match(const pol_dir_t *d, uint32_t peer, const flow_t *f) noexcept nogil:
+cdef inline uint32_t pol_match(const pol_dir_t *d, const ip_key_t *peer,
+                               const flow_t *f) noexcept nogil:
     """The policy (id) of a rule of d allowing the flow with the peer at
     `peer`, or 0: groups in order, ports first, then a binary search of the
     peer ranges."""
@@ -89,11 +120,11 @@ cdef inline uint32_t pol_match(const pol_dir_t *d, uint32_t peer, const flow_t *
         lo, hi = grp.first_range, grp.first_range + grp.n_ranges
         while lo < hi:                      # the first range starting above peer
             mid = (lo + hi) >> 1
-            if d.ranges[mid].lo <= peer:
+            if not key_lt(peer, &d.ranges[mid].lo):
                 lo = mid + 1
             else:
                 hi = mid
-        if lo > grp.first_range and peer <= d.ranges[lo - 1].hi:
+        if lo > grp.first_range and not key_lt(&d.ranges[lo - 1].hi, peer):
             return d.ranges[lo - 1].policy
     return 0
 
@@ -108,7 +139,7 @@ cdef void pol_rules(const port_t *src, const port_t *dst, const flow_t *f,
     v.reason, v.policy, v.direction = -1, 0, POL_INGRESS
     if src != NULL and src.policy != NULL and src.policy.dirs[POL_EGRESS].isolating:
         d = &src.policy.dirs[POL_EGRESS]
-        m = pol_match(d, f.dst, f) if f.kind == FLOW_IP4 else 0
+        m = pol_match(d, &f.dst, f) if f.kind == FLOW_IP else 0
         v.direction, v.policy = POL_EGRESS, m if m else d.isolating
         if m == 0:
             v.reason = DROP_POLICY_DENIED
@@ -116,7 +147,7 @@ cdef void pol_rules(const port_t *src, const port_t *dst, const flow_t *f,
     if dst != NULL and dst.policy != NULL and dst.policy.dirs[POL_INGRESS].isolating \
             and not (src != NULL and src.router):
         d = &dst.policy.dirs[POL_INGRESS]
-        m = pol_match(d, f.src, f) if f.kind == FLOW_IP4 else 0
+        m = pol_match(d, &f.src, f) if f.kind == FLOW_IP else 0
         v.direction, v.policy = POL_INGRESS, m if m else d.isolating
         if m == 0:
             v.reason = DROP_POLICY_DENIED
@@ -135,11 +166,11 @@ cdef void policy_decide(ct_t *ct, const port_t *src, const port_t *dst, uint16_t
         v.how = HOW_ALWAYS
         return
     v.how = HOW_RULES
-    if f.kind != FLOW_IP4:
+    if f.kind != FLOW_IP:
         pol_rules(src, dst, f, v)           # matches nothing: denied where isolated
         return
     cdef bint src_is_a
-    cdef ct_key_t key = ct_key(net, f.proto, f.src, f.sport, f.dst, f.dport, &src_is_a)
+    cdef ct_key_t key = ct_key(net, f.proto, &f.src, f.sport, &f.dst, f.dport, &src_is_a)
     cdef ct_entry_t *e = ct_find(ct, &key, now_ms)
     cdef flow_t back
     if e != NULL:
@@ -195,7 +226,8 @@ cdef void port_policy_free(port_policy_t *p) noexcept nogil:
 
 cdef int pol_dir_build(pol_dir_t *d, spec) except -1:
     """Fill d from (isolating policy id, [(ranges, l4)]): ranges
-    [(lo, hi, policy id)] sorted and disjoint, l4 [(protocol, lo, hi)]
+    [(lo, hi, policy id)] sorted and disjoint, addresses as 128-bit
+    integers (IPv4 mapped), l4 [(protocol, lo, hi)]
     (empty: every protocol and port)."""
     isolating, groups = spec
     n_ranges = sum(len(r) for r, _ in groups)
@@ -214,9 +246,10 @@ cdef int pol_dir_build(pol_dir_t *d, spec) except -1:
         d.groups[g].first_l4, d.groups[g].n_l4 = k, len(l4)
         last = -1
         for lo, hi, policy in ranges:
-            if not last < lo <= hi <= 0xFFFFFFFF or not 0 < policy <= 0xFFFFFFFF:
+            if not last < lo <= hi < 1 << 128 or not 0 < policy <= 0xFFFFFFFF:
                 raise ValueError("peer ranges must be sorted, disjoint, with policy ids >= 1")
-            d.ranges[r].lo, d.ranges[r].hi, d.ranges[r].policy = lo, hi, policy
+            d.ranges[r].lo, d.ranges[r].hi = key_from_int(lo), key_from_int(hi)
+            d.ranges[r].policy = policy
             last = hi
             r += 1
         for proto, lo, hi in l4:

@@ -124,7 +124,7 @@ def conntrack_cost(uint64_t flows, uint64_t lookups):
     cdef ct_t t
     memset(&t, 0, sizeof(ct_t))
     rnd = int.from_bytes(os.urandom(16), "little")
-    if ct_init(&t, flows, rnd & 0xFFFFFFFFFFFFFFFF, rnd >> 64) < 0:
+    if ct_init(&t, flows, rnd & 0xFFFFFFFFFFFFFFFF) < 0:
         raise MemoryError()
     cdef flow_t *fl = <flow_t *>calloc(flows, sizeof(flow_t))
     # The packets in arrival order: read in sequence, as frames are (only the
@@ -146,10 +146,11 @@ def conntrack_cost(uint64_t flows, uint64_t lookups):
             x ^= x << 13
             x ^= x >> 7
             x ^= x << 17
-            fl[i].kind, fl[i].proto = FLOW_IP4, IPPROTO_UDP
-            fl[i].src, fl[i].dst = net18 | (i & 0xFFFF), net19 | (i >> 16)
+            fl[i].kind, fl[i].proto = FLOW_IP, IPPROTO_UDP
+            fl[i].src, fl[i].dst = key_of_ip4(net18 | (i & 0xFFFF)), key_of_ip4(net19 | (i >> 16))
             fl[i].sport, fl[i].dport, fl[i].has_ports = x & 0xFFFF, 53, True
-            k = ct_key(1, fl[i].proto, fl[i].src, fl[i].sport, fl[i].dst, fl[i].dport, &src_is_a)
+            k = ct_key(1, fl[i].proto, &fl[i].src, fl[i].sport, &fl[i].dst, fl[i].dport,
+                       &src_is_a)
             e = ct_insert(&t, &k, src_is_a, 0, 1, now_ms)
             ct_touch(e, &fl[i], src_is_a, now_ms)
         for i in range(lookups):
@@ -159,13 +160,13 @@ def conntrack_cost(uint64_t flows, uint64_t lookups):
             packets[i] = fl[x % flows]
         start = monotonic_ns()
         for i in range(lookups):
-            k = ct_key(1, packets[i].proto, packets[i].src, packets[i].sport, packets[i].dst,
+            k = ct_key(1, packets[i].proto, &packets[i].src, packets[i].sport, &packets[i].dst,
                        packets[i].dport, &src_is_a)
             hits += ct_find(&t, &k, now_ms) != NULL
         middle = monotonic_ns()
         now_ms += CT_REFRESH_MS             # a second later: every entry is written
         for i in range(lookups):
-            k = ct_key(1, packets[i].proto, packets[i].src, packets[i].sport, packets[i].dst,
+            k = ct_key(1, packets[i].proto, &packets[i].src, packets[i].sport, &packets[i].dst,
                        packets[i].dport, &src_is_a)
             e = ct_find(&t, &k, now_ms)
             if e != NULL:

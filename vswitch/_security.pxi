@@ -13,7 +13,6 @@ cdef enum:
     ICMPV6_MLD2_REPORT = 143
     ND_SOURCE_LL_ADDR = 1     # neighbour discovery options
     ND_TARGET_LL_ADDR = 2
-    IPV6_MAX_EXT_HEADERS = 8   # more than this before the upper layer: refused (RFC 7113)
 
 
 cdef inline bint owns_ip(const port_t *p, uint32_t ip) noexcept nogil:
@@ -158,26 +157,12 @@ cdef inline bint router_message(const unsigned char *frame, ssize_t n, ssize_t l
     cdef uint16_t ethertype = (frame[l2 - 2] << 8) | frame[l2 - 1]
     if ethertype != ETH_P_IPV6 or n < l2 + 40:
         return False
-    cdef uint8_t nh = frame[l2 + 6], next_nh
-    cdef ssize_t off = l2 + 40
-    cdef int k
-    for k in range(IPV6_MAX_EXT_HEADERS + 1):
-        if nh == IPPROTO_ICMPV6:
-            if off >= n:
-                return True
-            return frame[off] == ICMPV6_ROUTER_ADVERTISEMENT or frame[off] == ICMPV6_REDIRECT
-        if off + 8 > n:
-            return nh in (0, 43, 44, 51, 60)        # a chain cut short
-        next_nh = frame[off]
-        if nh == 0 or nh == 43 or nh == 60:         # hop-by-hop, routing, destination options
-            off += (frame[off + 1] + 1) * 8
-        elif nh == 44:                              # fragment
-            if ((frame[off + 2] << 8) | frame[off + 3]) & 0xFFF8:
-                return False                        # not the first: no header chain in it
-            off += 8
-        elif nh == 51:                              # authentication header
-            off += (frame[off + 1] + 2) * 4
-        else:
-            return False                            # an upper layer other than ICMPv6
-        nh = next_nh
-    return True
+    cdef ssize_t off
+    cdef bint later
+    cdef int proto = ip6_upper_layer(frame + l2, n - l2, &off, &later)
+    if proto < 0:
+        return True                                 # a chain that cannot be followed
+    if later or proto != IPPROTO_ICMPV6:
+        return False                                # a later fragment holds no header
+    return off >= n - l2 or frame[l2 + off] == ICMPV6_ROUTER_ADVERTISEMENT \
+        or frame[l2 + off] == ICMPV6_REDIRECT

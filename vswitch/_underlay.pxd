@@ -6,7 +6,6 @@
 from libc.stdint cimport uint64_t
 
 cdef enum:
-    IP6_HLEN = 40
     OUTER_OVERHEAD6 = IP6_HLEN + UDP_HLEN + VXLAN_HLEN   # the tunnel's cost over IPv6
 
 

@@ -15,15 +15,27 @@ cdef inline bint key_eq(const ip_key_t *a, const ip_key_t *b) noexcept nogil:
     return a.hi == b.hi and a.lo == b.lo
 
 
+cdef inline bint key_lt(const ip_key_t *a, const ip_key_t *b) noexcept nogil:
+    return a.hi < b.hi or (a.hi == b.hi and a.lo < b.lo)
+
+
+cdef inline ip_key_t key_of_ip4(uint32_t address) noexcept nogil:
+    cdef ip_key_t k
+    k.hi, k.lo = 0, (<uint64_t>0xFFFF << 32) | address
+    return k
+
+
+cdef inline ip_key_t key_of_ip6(const unsigned char *address) noexcept nogil:
+    cdef ip_key_t k
+    k.hi, k.lo = be64(address), be64(address + 8)
+    return k
+
+
 cdef inline ip_key_t key_of_sockaddr(const sockaddr_in6 *a) noexcept nogil:
     """The key of a received datagram's source (either family)."""
-    cdef ip_key_t k
     if a.sin6_family == AF_INET:
-        k.hi = 0
-        k.lo = (<uint64_t>0xFFFF << 32) | ntohl((<const sockaddr_in *>a).sin_addr.s_addr)
-    else:
-        k.hi, k.lo = be64(a.sin6_addr.s6_addr), be64(a.sin6_addr.s6_addr + 8)
-    return k
+        return key_of_ip4(ntohl((<const sockaddr_in *>a).sin_addr.s_addr))
+    return key_of_ip6(a.sin6_addr.s6_addr)
 
 
 cdef inline uint32_t sockaddr_of_key(sockaddr_in6 *out, const ip_key_t *k,

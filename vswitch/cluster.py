@@ -52,7 +52,7 @@ from .etcd import Compacted, Etcd, EtcdUnavailable, Txn
 from .gateways import Gateways
 from .ipam import Block
 from .policy import PodIdentity, PolicyPod
-from .protocol import MAX_NETWORK_MTU, MIN_MTU
+from .protocol import MAX_NETWORK_MTU, MIN_MTU, address_key
 
 if TYPE_CHECKING:
     from .switch import Port, Switch
@@ -541,13 +541,13 @@ class Cluster:
             if node == self.name or node not in self.nodes or net is None:
                 continue
             try:
-                address = ipaddress.IPv4Address(ip)
+                address = ipaddress.ip_address(ip)
                 ident = PodIdentity.from_json(ep.get("pod"))
             except (VswitchError, ValueError):
                 continue
             if self._holds(net, address, node):
                 who = (node, network, ident.namespace, ident.name or ip)
-                pods.setdefault(who, (ident, []))[1].append(int(address))
+                pods.setdefault(who, (ident, []))[1].append(address_key(address))
         return [PolicyPod(ns, name, ident.labels, ident.named_ports, tuple(addresses), network,
                           None, node)
                 for (node, network, ns, name), (ident, addresses) in pods.items()]

@@ -26,7 +26,7 @@ from ._fastpath import (
     segment_cost,
 )
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound
-from .protocol import link_local
+from .protocol import address_key, address_str, link_local
 
 __all__ = ["DataPlane", "Datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL",
            "conntrack_cost", "decap_cost", "encap_cost", "pipeline_cost", "segment_cost",
@@ -36,18 +36,6 @@ __all__ = ["DataPlane", "Datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL
 def mac_value(mac: str) -> int:
     """A MAC in text (aa:bb:..., already normalized) as the data plane's integer."""
     return int(mac.replace(":", ""), 16)
-
-
-def address_key(ip) -> int:
-    """An address (a VTEP, a neighbour) as the data plane takes it: the int
-    of its IPv6 address, IPv4 mapped to ::ffff:a.b.c.d (_underlay.pxd)."""
-    ip = ipaddress.ip_address(ip)
-    return int(ip) | 0xFFFF << 32 if ip.version == 4 else int(ip)
-
-
-def address_str(key: int) -> str:
-    ip = ipaddress.IPv6Address(key)
-    return str(ip.ipv4_mapped or ip)
 
 
 PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
@@ -190,8 +178,8 @@ class DataPlane:
                 in self.dp.conntrack_entries(port_id, limit):
             out.append({"network": self.network_name(net),
                         "protocol": PROTOCOL_NAMES.get(proto, str(proto)),
-                        "source": str(ipaddress.IPv4Address(src)), "sport": sport,
-                        "destination": str(ipaddress.IPv4Address(dst)), "dport": dport,
+                        "source": address_str(src), "sport": sport,
+                        "destination": address_str(dst), "dport": dport,
                         "state": ct_state(proto, flags), "expires_in": round(left, 1),
                         "in_port": None if in_port == CT_NO_PORT else in_port,
                         "out_port": None if out_port == CT_NO_PORT else out_port})

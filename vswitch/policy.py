@@ -13,7 +13,6 @@ keeps the others)."""
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
@@ -22,13 +21,13 @@ from typing import TYPE_CHECKING
 from . import netpol
 from .errors import InvalidRequest, NotFound
 from .netpol import NAMESPACE_NAME_LABEL, PROTOCOLS, NetworkPolicy, Rule
+from .protocol import ALL_ADDRESSES, IPV4_MAPPED, address_key, address_str
 
 if TYPE_CHECKING:
     from .switch import Port, Switch
 
 log = logging.getLogger("vswitch.policy")
 
-ALL_IPV4 = (0, 0xFFFFFFFF)
 ALL_PORTS = 65535
 
 
@@ -98,7 +97,7 @@ class PolicyPod:
     name: str
     labels: dict
     named_ports: dict
-    addresses: tuple[int, ...]
+    addresses: tuple[int, ...]         # of both families, as the data plane keys them
     network: str = ""
     port_id: int | None = None
     node: str | None = None
@@ -107,19 +106,24 @@ class PolicyPod:
     def of_port(cls, port: Port) -> PolicyPod:
         ident = port.identity
         return cls(ident.namespace, ident.name or port.name, ident.labels, ident.named_ports,
-                   tuple(int(a.ip) for a in port.addresses if a.version == 4), port.network.name,
+                   tuple(address_key(a.ip) for a in port.addresses), port.network.name,
                    port.port_id)
 
 
 # ------------------------------------------------------------ compilation
 
 def cidr_ranges(block: netpol.IpBlock) -> list[tuple[int, int]]:
-    """An IPv4 ipBlock as disjoint ranges (an IPv6 one is empty here)."""
-    if block.cidr.version != 4:
-        return []
-    ranges = [(int(block.cidr.network_address), int(block.cidr.broadcast_address))]
-    for ex in block.excepts:
-        lo, hi = int(ex.network_address), int(ex.broadcast_address)
+    """An ipBlock as disjoint ranges of data-plane keys. An IPv6 block
+    leaves out IPv4's mapped part (::/0 means every IPv6 address, not
+    every address)."""
+    def span(net) -> tuple[int, int]:
+        return address_key(net.network_address), address_key(net.broadcast_address)
+
+    ranges = [span(block.cidr)]
+    cuts = [span(ex) for ex in block.excepts]
+    if block.cidr.version == 6:
+        cuts.append(IPV4_MAPPED)
+    for lo, hi in cuts:
         ranges = [piece for a, b in ranges
                   for piece in ((a, min(b, lo - 1)), (max(a, hi + 1), b)) if piece[0] <= piece[1]]
     return ranges
@@ -153,7 +157,7 @@ class Compiler:
 
     def peers(self, pod: PolicyPod, policy: NetworkPolicy, rule: Rule) -> list[tuple[int, int]]:
         if not rule.peers:
-            return [ALL_IPV4]
+            return [ALL_ADDRESSES]
         out = []
         for peer in rule.peers:
             if peer.ip_block:
@@ -372,7 +376,7 @@ class Policies:
                 "types": p.types, "ingress_rules": len(p.ingress or ()),
                 "egress_rules": len(p.egress or ()),
                 "pods": [{"pod": f"{q.namespace}/{q.name}", "node": q.node or "(this node)",
-                          "addresses": [str(ipaddress.IPv4Address(a)) for a in q.addresses]}
+                          "addresses": [address_str(a) for a in q.addresses]}
                          for q in selected]}
 
     # -------------------------------------------------------- enforcement

@@ -71,3 +71,19 @@ def link_local(mac: str) -> ipaddress.IPv6Address:
     b = bytes.fromhex(mac.replace(":", ""))
     eui = bytes([b[0] ^ 0x02]) + b[1:3] + b"\xff\xfe" + b[3:]
     return ipaddress.IPv6Address(b"\xfe\x80" + bytes(6) + eui)
+
+
+# Addresses as the data plane keys them (VTEPs, neighbours, conntrack,
+# policy ranges): 128 bits, IPv4 mapped to ::ffff:a.b.c.d (_underlay.pxd).
+IPV4_MAPPED = (0xFFFF << 32, 0xFFFF << 32 | 0xFFFFFFFF)     # ::ffff:0:0/96, first and last
+ALL_ADDRESSES = (0, (1 << 128) - 1)
+
+
+def address_key(ip) -> int:
+    ip = ipaddress.ip_address(ip)
+    return int(ip) | IPV4_MAPPED[0] if ip.version == 4 else int(ip)
+
+
+def address_str(key: int) -> str:
+    ip = ipaddress.IPv6Address(key)
+    return str(ip.ipv4_mapped or ip)

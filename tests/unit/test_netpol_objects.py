@@ -9,6 +9,7 @@ import pytest
 from vswitch import netpol
 from vswitch.errors import InvalidRequest
 from vswitch.policy import Compiler, PodIdentity, PolicyPod, cidr_ranges, disjoint
+from vswitch.protocol import address_key
 
 
 def manifest(spec, name="p", namespace="x"):
@@ -17,7 +18,7 @@ def manifest(spec, name="p", namespace="x"):
 
 
 def ip(text):
-    return int(ipaddress.IPv4Address(text))
+    return address_key(text)
 
 
 def test_policy_types_default_as_the_api_says():
@@ -95,7 +96,15 @@ def test_ip_block_except_and_disjoint_ranges():
                             ipaddress.ip_network("198.18.0.255/32")))
     assert cidr_ranges(block) == [(ip("198.18.0.0"), ip("198.18.0.15")),
                                   (ip("198.18.0.32"), ip("198.18.0.254"))]
-    assert cidr_ranges(netpol.IpBlock(ipaddress.ip_network("2001:db8::/32"), ())) == []
+    six = netpol.IpBlock(ipaddress.ip_network("2001:db8::/32"),
+                         (ipaddress.ip_network("2001:db8:1::/48"),))
+    assert cidr_ranges(six) == [(ip("2001:db8::"), ip("2001:db8:0:ffff:ffff:ffff:ffff:ffff")),
+                                (ip("2001:db8:2::"), ip("2001:db8:ffff:ffff:ffff:ffff:ffff:ffff"))]
+    # ::/0 is every IPv6 address: IPv4's mapped part of the keys is left out.
+    assert cidr_ranges(netpol.IpBlock(ipaddress.ip_network("::/0"), ())) == [
+        (0, ip("::fffe:ffff:ffff")), (ip("::1:0:0:0"), (1 << 128) - 1)]
+    assert cidr_ranges(netpol.IpBlock(ipaddress.ip_network("0.0.0.0/0"), ())) == [
+        (ip("0.0.0.0"), ip("255.255.255.255"))]
     assert disjoint([(5, 9, 2), (1, 3, 1), (4, 4, 3), (20, 30, 4), (25, 26, 5)]) == \
         [(1, 9, 1), (20, 30, 4)]
 
