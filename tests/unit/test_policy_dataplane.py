@@ -2,17 +2,32 @@
 compiled tables per port, verdicts per frame, conntrack both ways, the
 table's limit, revalidation after a change, and what drops record."""
 
+import ipaddress
 import random
 
 from datapath_rig import BCAST, Rig, mac
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror
+from scapy.layers.inet6 import (
+    ICMPv6DestUnreach,
+    ICMPv6EchoReply,
+    ICMPv6EchoRequest,
+    ICMPv6ND_NS,
+    IPerror6,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+)
 from scapy.layers.l2 import ARP, Ether
 
+from vswitch.netpol import IpBlock
+from vswitch.policy import cidr_ranges
 from vswitch.protocol import address_key
 
 CAP_DROP = 16
 TCP_P, UDP_P = 6, 17
 A, B, C = "198.18.1.1", "198.18.1.2", "198.18.1.3"
+A6, B6, C6 = "2001:db8::1", "2001:db8::2", "2001:db8::3"
 
 
 def ip(text: str) -> int:
@@ -34,6 +49,7 @@ class Pods:
         self.rig = Rig(**kw)
         self.ports = {name: self.rig.port() for name in "abc"}
         self.addr = {"a": A, "b": B, "c": C}
+        self.addr6 = {"a": A6, "b": B6, "c": C6}
         for i, name in enumerate("abc"):
             self.rig.send(self.ports[name], bytes(Ether(dst=BCAST, src=mac(i + 1)) /
                                                   ARP(psrc=self.addr[name])))
@@ -42,13 +58,15 @@ class Pods:
     def mac(self, name):
         return mac("abc".index(name) + 1)
 
-    def frame(self, src, dst, l4) -> bytes:
-        return bytes(Ether(src=self.mac(src), dst=self.mac(dst)) /
-                     IP(src=self.addr[src], dst=self.addr[dst]) / l4)
+    def frame(self, src, dst, l4, v6=False) -> bytes:
+        l3 = IPv6(src=self.addr6[src], dst=self.addr6[dst]) if v6 else \
+            IP(src=self.addr[src], dst=self.addr[dst])
+        return bytes(Ether(src=self.mac(src), dst=self.mac(dst)) / l3 / l4)
 
-    def send(self, src, dst, l4) -> bool:
-        """Whether a frame from src reaches dst."""
-        self.rig.send(self.ports[src], self.frame(src, dst, l4))
+    def send(self, src, dst, l4, v6=False) -> bool:
+        """Whether a frame (IPv4, or IPv6 with l4 following the IPv6
+        header: extension headers included) from src reaches dst."""
+        self.rig.send(self.ports[src], self.frame(src, dst, l4, v6))
         got = self.rig.received(self.ports[dst])
         return len(got) == 1
 
@@ -307,3 +325,70 @@ def test_replies_of_connections_from_the_gateway_go_back_through_it():
     dp.conntrack_flush()                            # forgotten: the plain way again
     rig.send(pods.ports["b"], reply)
     assert len(rig.received(pods.ports["a"])) == 1
+
+
+def test_ipv6_rules_extension_headers_and_conntrack():
+    pods = Pods()
+    dp = pods.rig.dp
+    # b: ingress from a's IPv6 address on TCP 80 only.
+    dp.set_port_policy(pods.ports["b"], ingress=(3, [(only(A6), [(TCP_P, 80, 80)])]))
+    assert pods.send("a", "b", TCP(sport=1000, dport=80, flags="S"), v6=True)
+    assert pods.send("b", "a", TCP(sport=80, dport=1000, flags="SA"), v6=True)
+    assert not pods.send("a", "b", TCP(sport=1001, dport=81, flags="S"), v6=True)
+    assert not pods.send("c", "b", TCP(sport=1000, dport=80, flags="S"), v6=True)
+    assert not pods.send("a", "b", TCP(sport=1000, dport=80, flags="S"))   # a's IPv4: not named
+    [entry] = dp.conntrack_entries()
+    assert entry[:6] == (1, TCP_P, ip(A6), 1000, ip(B6), 80)
+    # The extension header chain is followed to the ports.
+    assert pods.send("a", "b", IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt() /
+                     TCP(sport=1002, dport=80, flags="S"), v6=True)
+    assert not pods.send("a", "b", IPv6ExtHdrDestOpt() / TCP(sport=1003, dport=81, flags="S"),
+                         v6=True)
+    # A first fragment has the ports; a later one has none: only port-less rules allow it.
+    assert pods.send("a", "b", IPv6ExtHdrFragment(offset=0, m=1, nh=6) /
+                     TCP(sport=1004, dport=80, flags="S"), v6=True)
+    assert not pods.send("a", "b", IPv6ExtHdrFragment(offset=10, nh=6) / (b"x" * 40), v6=True)
+    # A chain cut short, and an IPv6 packet naming an IPv4-mapped address
+    # (which would pass for a's IPv4 one in a table allowing it), match nothing.
+    cut = pods.frame("a", "b", IPv6ExtHdrDestOpt(len=20) / TCP(sport=1005, dport=80), v6=True)
+    pods.rig.send(pods.ports["a"], cut[:80])
+    dp.set_port_policy(pods.ports["b"], ingress=(3, [(only(A) + only(A6), [])]))
+    mapped = bytes(Ether(src=pods.mac("a"), dst=pods.mac("b")) /
+                   IPv6(src="::ffff:" + A, dst=B6) / UDP(sport=5, dport=6))
+    pods.rig.send(pods.ports["a"], mapped)
+    assert pods.rig.received(pods.ports["b"]) == []
+    assert pods.drops() == 7
+
+
+def test_icmpv6_echo_errors_and_neighbour_discovery():
+    pods = Pods()
+    dp = pods.rig.dp
+    dp.set_port_policy(pods.ports["a"], ingress=(1, []))        # a: deny all ingress
+    assert pods.send("a", "b", ICMPv6EchoRequest(id=9), v6=True)
+    assert pods.send("b", "a", ICMPv6EchoReply(id=9), v6=True)
+    assert not pods.send("b", "a", ICMPv6EchoRequest(id=9), v6=True)
+    assert not pods.send("b", "a", ICMPv6EchoReply(id=10), v6=True)
+    assert pods.send("a", "b", UDP(sport=5000, dport=53), v6=True)
+    err = ICMPv6DestUnreach(code=4) / IPerror6(src=A6, dst=B6) / UDP(sport=5000, dport=53)
+    assert pods.send("b", "a", err, v6=True)
+    err = ICMPv6DestUnreach(code=4) / IPerror6(src=A6, dst=B6) / UDP(sport=5001, dport=53)
+    assert not pods.send("b", "a", err, v6=True)
+    # Neighbour discovery passes whatever the rules.
+    assert pods.send("b", "a", ICMPv6ND_NS(tgt=A6), v6=True)
+
+
+def test_ipv6_blocks_match_ipv6_only():
+    """An ipBlock of ::/0 allows every IPv6 peer and no IPv4 one; 0.0.0.0/0
+    the other way round."""
+    pods = Pods()
+    dp = pods.rig.dp
+    every6 = [(lo, hi, 2) for lo, hi in cidr_ranges(IpBlock(ipaddress.ip_network("::/0"), ()))]
+    dp.set_port_policy(pods.ports["b"], ingress=(1, [(every6, [])]))
+    assert pods.send("c", "b", UDP(sport=1, dport=2), v6=True)
+    assert not pods.send("c", "b", UDP(sport=1, dport=2))
+    every4 = [(lo, hi, 2) for lo, hi in
+              cidr_ranges(IpBlock(ipaddress.ip_network("0.0.0.0/0"), ()))]
+    dp.set_port_policy(pods.ports["b"], ingress=(1, [(every4, [])]))
+    dp.policy_changed()
+    assert pods.send("c", "b", UDP(sport=3, dport=4))
+    assert not pods.send("c", "b", UDP(sport=3, dport=4), v6=True)
