@@ -1,6 +1,6 @@
 """A pod of the NetworkPolicy matrix, run inside its namespace:
 
-    netpol_agent.py serve                 echo on TCP and UDP ports 80, 81 and 53
+    netpol_agent.py serve                 echo on TCP and UDP ports 80, 81 and 53 (IPv4, IPv6)
     netpol_agent.py probe JSON TIMEOUT    connect to [[ip, "tcp"|"udp", port], ...]
                                           at once; print [true|false, ...] (JSON)
 
@@ -9,6 +9,7 @@ when a datagram sent (twice, half the timeout apart) is echoed."""
 
 import asyncio
 import json
+import socket
 import sys
 
 PORTS = (80, 81, 53)
@@ -34,8 +35,13 @@ async def serve():
 
     loop = asyncio.get_running_loop()
     for port in PORTS:
-        await asyncio.start_server(echo, "0.0.0.0", port)
-        await loop.create_datagram_endpoint(Echo, local_addr=("0.0.0.0", port))
+        await asyncio.start_server(echo, ["0.0.0.0", "::"], port)    # IPv6 one: V6ONLY
+        for family, anywhere in ((socket.AF_INET, "0.0.0.0"), (socket.AF_INET6, "::")):
+            sock = socket.socket(family, socket.SOCK_DGRAM)
+            if family == socket.AF_INET6:
+                sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
+            sock.bind((anywhere, port))
+            await loop.create_datagram_endpoint(Echo, sock=sock)
     print("ready", flush=True)
     await asyncio.Event().wait()
 

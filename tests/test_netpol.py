@@ -1,8 +1,9 @@
 """Kubernetes NetworkPolicy, end to end, the way Kubernetes' own netpol e2e
-suite checks it: namespaces x, y, z with pods a, b, c each, serving TCP
-and UDP on ports 80 and 81; each case applies policies through vswitchctl
-and checks every pod pair and port with real connections against a truth
-table written out by hand (not computed by vswitch's code)."""
+suite checks it: namespaces x, y, z with dual-stack pods a, b, c each,
+serving TCP and UDP on ports 80 and 81; each case applies policies
+through vswitchctl and checks every pod pair and port, over IPv4 and
+IPv6, with real connections against a truth table written out by hand
+(not computed by vswitch's code)."""
 
 from __future__ import annotations
 
@@ -22,14 +23,16 @@ from tests.conftest import RUN_PREFIX, Daemon, in_ns, sh, write_toml
 AGENT = str(Path(__file__).parent / "netpol_agent.py")
 NAMESPACES, PODS = "xyz", "abc"
 PORTS = [("tcp", 80), ("tcp", 81), ("udp", 80), ("udp", 81)]
-GATEWAY = "198.18.10.254"
+GATEWAY, GATEWAY6 = "198.18.10.254", "2001:db8:10::fe"
 TIMEOUT = 1.0           # a probe's wait: denied ones take this long, all at once
+FAMILIES = (4, 6)
 
 
-def address(pod: str) -> str:
-    """x/a -> 198.18.10.1 ... z/c -> 198.18.10.9"""
+def address(pod: str, family: int = 4) -> str:
+    """x/a -> 198.18.10.1 (2001:db8:10::1) ... z/c -> 198.18.10.9 (2001:db8:10::9)"""
     ns, name = pod.split("/")
-    return f"198.18.10.{NAMESPACES.index(ns) * 3 + PODS.index(name) + 1}"
+    n = NAMESPACES.index(ns) * 3 + PODS.index(name) + 1
+    return f"198.18.10.{n}" if family == 4 else f"2001:db8:10::{n}"
 
 
 ALL = [f"{ns}/{p}" for ns in NAMESPACES for p in PODS]
@@ -49,7 +52,9 @@ class Matrix:
                   "datapath": {"conntrack_max": 4096},
                   "network": [{"name": "blue", "vni": 100, "subnet": "198.18.0.0/16",
                                "block": "198.18.10.0/24", "gateway": GATEWAY,
-                               "host_port": "vswnp0", "mtu": 1500}]}
+                               "subnet6": "2001:db8:10::/64", "gateway6": GATEWAY6,
+                               "host_port": "vswnp0",
+                               "mtu": 1500}]}
         write_toml(tmp / "vswitchd.toml", config)
         self.daemon = Daemon(tmp / "vswitchd.toml", sock, tmp / "vswitchd.log", self.node)
         self.ns = {}
@@ -60,11 +65,10 @@ class Matrix:
             sh("ip", "netns", "add", ns)
             self.made.append(ns)
             in_ns(ns, "ip", "link", "set", "lo", "up")
-            for key in ("all", "default"):
-                in_ns(ns, "sysctl", "-qw", f"net.ipv6.conf.{key}.disable_ipv6=1")
             self.ns[pod] = ns
             self.daemon.ctl("port", "add", f"{kube_ns}-{name}", "--netns", ns,
-                            "--ip", f"{address(pod)}/16", "--namespace", kube_ns,
+                            "--ip", f"{address(pod)}/16,{address(pod, 6)}/64",
+                            "--namespace", kube_ns,
                             "--pod-name", name, "--label", f"pod={name}",
                             *[f"--named-port=serve-{p}-{proto}={proto.upper()}/{p}"
                               for proto, p in PORTS])
@@ -110,20 +114,22 @@ class Matrix:
             out.update({(src, *t): ok for t, ok in zip(targets[src], results)})
         return out
 
-    def reachability(self, ports=PORTS) -> dict:
-        """Every pod to every other pod on every port: {(src, dst, proto, port): ok}."""
-        got = self.probe({src: [(address(dst), proto, port) for dst in ALL if dst != src
-                                for proto, port in ports] for src in ALL})
-        by_ip = {address(p): p for p in ALL}
-        return {(src, by_ip[ip], proto, port): ok for (src, ip, proto, port), ok in got.items()}
+    def reachability(self, ports=PORTS, families=FAMILIES) -> dict:
+        """Every pod to every other pod on every port, over each family:
+        {(src, dst, proto, port, family): ok}."""
+        got = self.probe({src: [(address(dst, f), proto, port) for dst in ALL if dst != src
+                                for proto, port in ports for f in families] for src in ALL})
+        by_ip = {address(p, f): (p, f) for p in ALL for f in FAMILIES}
+        return {(src, *by_ip[ip], proto, port): ok
+                for (src, ip, proto, port), ok in got.items()}
 
-    def check(self, expected, ports=PORTS):
-        """expected(src, dst, proto, port) -> bool, against real connections;
-        a failure prints the whole truth table's differences."""
-        got = self.reachability(ports)
-        wrong = sorted(f"{s} -> {d} {proto}/{port}: expected "
+    def check(self, expected, ports=PORTS, families=FAMILIES):
+        """expected(src, dst, proto, port) -> bool, against real connections
+        over each family; a failure prints the truth table's differences."""
+        got = self.reachability(ports, families)
+        wrong = sorted(f"{s} -> {d} {proto}/{port} IPv{f}: expected "
                        f"{'allowed' if not ok else 'denied'}, was {'allowed' if ok else 'denied'}"
-                       for (s, d, proto, port), ok in got.items()
+                       for (s, d, f, proto, port), ok in got.items()
                        if ok != expected(s, d, proto, port))
         assert not wrong, f"{len(wrong)} of {len(got)} wrong:\n" + "\n".join(wrong)
         return got
@@ -226,10 +232,23 @@ def test_match_expressions(world):
 
 
 def test_ip_block_with_except(world):
+    """An ipBlock is of one family: the other's addresses are not in it."""
     world.apply(policy("cidr", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
         {"from": [{"ipBlock": {"cidr": "198.18.10.0/28",
                                "except": [f"{address('y/b')}/32", f"{address('z/c')}/32"]}}]}]}))
-    world.check(lambda s, d, proto, port: d != "x/a" or s not in ("y/b", "z/c"))
+    world.check(lambda s, d, proto, port: d != "x/a" or s not in ("y/b", "z/c"), families=(4,))
+    world.check(lambda s, d, proto, port: d != "x/a", families=(6,))
+
+
+def test_ipv6_ip_block_with_except(world):
+    world.apply(policy("cidr6", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        {"from": [{"ipBlock": {"cidr": "2001:db8:10::/124",
+                               "except": [f"{address('y/a', 6)}/128",
+                                          f"{address('z/b', 6)}/127"]}}]}]}))
+    # z/b's /127 (::8/127) holds z/c's address (::9) too.
+    world.check(lambda s, d, proto, port: d != "x/a" or s not in ("y/a", "z/b", "z/c"),
+                families=(6,))
+    world.check(lambda s, d, proto, port: d != "x/a", families=(4,))
 
 
 def test_named_ports_ingress_and_egress(world):
@@ -286,9 +305,9 @@ class Conversation:
     """A TCP connection from one pod to another, kept open: say() sends a
     line and tells whether its echo came back within a second."""
 
-    def __init__(self, matrix: Matrix, src: str, dst: str, port: int):
+    def __init__(self, matrix: Matrix, src: str, dst: str, port: int, family: int = 4):
         code = ("import socket,sys\n"
-                f"s=socket.create_connection(('{address(dst)}',{port}),timeout=2)\n"
+                f"s=socket.create_connection(('{address(dst, family)}',{port}),timeout=2)\n"
                 "s.settimeout(1)\n"
                 "for line in sys.stdin:\n"
                 "    try:\n"
@@ -314,30 +333,34 @@ def test_a_policy_change_cuts_open_connections_it_no_longer_allows(world):
     allowed, cut at once when not (users expect a deny to mean deny)."""
     world.apply(policy("allow-b", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
         {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}))
-    kept, cut = Conversation(world, "x/b", "x/a", 80), Conversation(world, "x/b", "x/a", 81)
+    kept = [Conversation(world, "x/b", "x/a", 80, f) for f in FAMILIES]
+    cut = [Conversation(world, "x/b", "x/a", 81, f) for f in FAMILIES]
     try:
-        assert kept.say() and cut.say()
+        assert all(c.say() for c in kept + cut)
         world.apply(policy("allow-b", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
             {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 80}]}]}))
-        assert kept.say()
-        assert not cut.say()
-        assert world.daemon.ctl_json("stats")["conntrack"]["revoked"] >= 1
+        assert [c.say() for c in kept + cut] == [True, True, False, False]
+        assert world.daemon.ctl_json("stats")["conntrack"]["revoked"] >= 2
         world.daemon.ctl("policy", "delete", "x/allow-b")
-        assert kept.say()
+        assert all(c.say() for c in kept)
     finally:
-        kept.close()
-        cut.close()
+        for c in kept + cut:
+            c.close()
 
 
 def test_node_reaches_isolated_pods_and_trace_conntrack_capture_explain(world, tmp_path):
     world.apply(policy("deny-all", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
                                          "policyTypes": ["Ingress", "Egress"]}))
     # The node (kubelet's probes) still reaches the pod, and its replies go back.
-    r = in_ns(world.node, "ping", "-c", "2", "-i", "0.2", "-W", "1", address("x/a"), check=False)
-    assert " 0% packet loss" in r.stdout, r.stdout
+    for family in FAMILIES:
+        r = in_ns(world.node, "ping", "-c", "2", "-i", "0.2", "-W", "1", address("x/a", family),
+                  check=False)
+        assert " 0% packet loss" in r.stdout, r.stdout
     conns = world.daemon.ctl_json("conntrack", "show", "--port", "x-a")
     assert {(c["protocol"], c["source"], c["destination"], c["in_port"], c["out_port"])
-            for c in conns} == {("icmp", GATEWAY, address("x/a"), "host-blue", "x-a")}
+            for c in conns if c["destination"] in (address("x/a"), address("x/a", 6))} == {
+        ("icmp", GATEWAY, address("x/a"), "host-blue", "x-a"),
+        ("icmpv6", GATEWAY6, address("x/a", 6), "host-blue", "x-a")}
     capture = tmp_path / "drops.pcapng"
     cap = subprocess.Popen([sys.executable, "-m", "vswitch.ctl", "--socket", world.daemon.socket,
                             "capture", "--point", "drop", "--filter", "tcp port 80", "-c", "1",
@@ -359,6 +382,12 @@ def test_node_reaches_isolated_pods_and_trace_conntrack_capture_explain(world, t
         "/TCP(dport=80,flags='S')")
     assert trace["steps"][-2].get("policy") == "x/deny-all", trace
     assert trace["steps"][-2]["direction"] == "ingress"
+    assert trace["steps"][-1] == {"step": "drop", "reason": "policy_denied"}
+    trace = world.daemon.ctl_json(
+        "trace", "--in-port", "y-b", "--scapy",
+        f"Ether(src='{source}',dst='{port['mac']}')/IPv6(src='{address('y/b', 6)}',"
+        f"dst='{address('x/a', 6)}')/TCP(dport=80,flags='S')")
+    assert trace["steps"][-2].get("policy") == "x/deny-all", trace
     assert trace["steps"][-1] == {"step": "drop", "reason": "policy_denied"}
     shown = world.daemon.ctl_json("policy", "show", "x/deny-all")
     assert [p["pod"] for p in shown["pods"]] == ["x/a"] and shown["types"] == ["Ingress", "Egress"]
@@ -463,13 +492,15 @@ def test_cni_plugin_gives_the_pod_its_namespace_name_and_labels(world, tmp_path)
         r = subprocess.run([str(cni_bin / "vswitch")], input=json.dumps(conf),
                            env={**env, "CNI_COMMAND": "ADD"}, capture_output=True, text=True)
         assert r.returncode == 0, r.stdout
-        ip = str(ipaddress.IPv4Interface(json.loads(r.stdout)["ips"][0]["address"]).ip)
+        ips = [str(ipaddress.ip_interface(a["address"]).ip) for a in json.loads(r.stdout)["ips"]]
+        assert len(ips) == 2                        # one of each family
+        ip = ips[0]
         [port] = [p for p in world.daemon.ctl_json("port", "list") if p["container"]]
         assert port["pod"] == {"namespace": "z", "name": "web-1", "labels": {"app": "web"},
                                "named_ports": {"http": ["TCP", 80]}}
         assert port["policies"]["ingress"] == ["z/web"]
         shown = world.daemon.ctl_json("policy", "show", "z/web")
-        assert shown["pods"] == [{"pod": "z/web-1", "node": "(this node)", "addresses": [ip]}]
+        assert shown["pods"] == [{"pod": "z/web-1", "node": "(this node)", "addresses": ips}]
         # No server in it: a TCP 81 SYN is dropped by policy, an 80 one reaches it (RST back).
         before = world.daemon.ctl_json("stats")["drops"]["policy_denied"]
         got = world.probe({"x/b": [(ip, "tcp", 81)]})

@@ -38,7 +38,7 @@ def mac_value(mac: str) -> int:
     return int(mac.replace(":", ""), 16)
 
 
-PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 132: "sctp"}
+PROTOCOL_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 58: "icmpv6", 132: "sctp"}
 CT_NO_PORT = 0xFFFF             # a connection's in/out port beyond the tunnel (_conntrack.pxd)
 
 
