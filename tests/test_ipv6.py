@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 import pytest
-from conftest import BLUE, in_ns, packet_socket, sh
+from conftest import BLUE, CTL, in_ns, packet_socket, sh
 from scapy.layers.inet import UDP
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import Ether
@@ -274,8 +274,9 @@ def test_interop_with_kernel_vxlan_over_ipv6(vswitchd, underlay6, pods, netns, t
 
 def test_a_dual_stack_cluster_network(cluster):  # noqa: F811
     """Cluster mode: nodes claim IPv6 blocks (/122) beside IPv4 ones, take a
-    gateway of each family, publish both addresses of their pods, and
-    answer Neighbor Solicitations for known pods locally."""
+    gateway of each family, publish both addresses of their pods, answer
+    Neighbor Solicitations for known pods locally, and enforce policies
+    on both addresses of remote pods."""
     cluster.ipv6 = True
     cluster.etcd()
     nodes = [cluster.node(i) for i in (1, 2)]
@@ -287,7 +288,8 @@ def test_a_dual_stack_cluster_network(cluster):  # noqa: F811
     blocks = {(b["node"], ipaddress.ip_network(b["block"]).version): b["block"]
               for b in nodes[0].ctl_json("ipam", "blocks")}
     assert ipaddress.ip_network(blocks[("node1", 6)]).prefixlen == 122
-    pods = {t: cluster.pod(d, t) for t, d in zip("ab", nodes)}
+    pods = {t: cluster.pod(d, t, pod={"namespace": "x", "name": t, "labels": {"pod": t}})
+            for t, d in zip("ab", nodes)}
     for t, d in zip("ab", nodes):
         ip6 = ipaddress.ip_interface(pods[t]["ip6"]).ip
         assert ip6 in ipaddress.ip_network(blocks[(d.name, 6)])
@@ -302,3 +304,26 @@ def test_a_dual_stack_cluster_network(cluster):  # noqa: F811
     assert nodes[0].ctl_json("stats")["nd_suppressed"] >= 1       # a's solicitation for b
     listing = {n["name"]: n["pods"] for n in nodes[1].ctl_json("node", "list")}
     assert listing == {"node1": 1, "node2": 1}                   # one pod, two records each
+    # a admits only pods labelled role=client: c on node 2 over both families, not b.
+    c = cluster.pod(nodes[1], "c", pod={"namespace": "x", "name": "c",
+                                        "labels": {"role": "client"}})
+    c6 = c["ip6"].split("/")[0]
+    wait_for("c's endpoints on node 1", lambda: cluster.current.get(
+        f"/vswitch/endpoints/blue/{c6}"))
+    r = subprocess.run([*CTL, "--socket", nodes[1].socket, "policy", "apply", "-f", "-"],
+                       input=json.dumps({
+                           "apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+                           "metadata": {"name": "clients", "namespace": "x"},
+                           "spec": {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+                               {"from": [{"podSelector": {"matchLabels": {"role": "client"}}}]}]}}),
+                       capture_output=True, text=True, timeout=30)
+    assert r.returncode == 0, r.stderr
+    a4, a6 = pods["a"]["ip"].split("/")[0], pods["a"]["ip6"].split("/")[0]
+    wait_for("policy on node 1", lambda: nodes[0].ctl_json("policy", "list") and
+             " 100% packet loss" in ping6(pods["b"]["ns"], a6, count=1).stdout)
+    shown = nodes[0].ctl_json("policy", "show", "x/clients")["pods"]
+    assert [p["addresses"] for p in shown] == [[a4, a6]]
+    assert " 0% packet loss" in ping6(c["ns"], a6).stdout
+    assert " 0% packet loss" in ping(c["ns"], a4).stdout
+    assert " 100% packet loss" in ping(pods["b"]["ns"], a4, count=1, check=False).stdout
+    assert nodes[0].ctl_json("stats")["drops"]["policy_denied"] >= 2
