@@ -322,6 +322,39 @@ def test_a_cluster_ip_with_a_backend_on_the_same_network_and_hairpin(site, netns
     assert steered and steered[0]["destination"] == "198.18.20.2"
 
 
+KUBE_PROXY6 = """table ip6 kube-test {
+  chain prerouting {
+    type nat hook prerouting priority dstnat; policy accept;
+    ip6 daddr fd00:96::10 tcp dport 80 dnat to [2001:db8:18::12]:8080
+  }
+}
+"""
+
+
+def test_an_ipv6_cluster_ip_with_a_backend_on_the_same_network(site, netns, tmp_path):
+    """The same over IPv6: the backend's replies are steered back through
+    the host port, so the client gets its answer from the ClusterIP."""
+    write_toml(site.path, {**site.config, "network": [{**site.network,
+                                                       "subnet6": "2001:db8:18::/64"}]})
+    d = site.start()
+    in_ns(site.node, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+    pods = {}
+    for tag, last in (("a", 1), ("b", 2)):
+        pods[tag] = netns(tag, True)
+        d.ctl("port", "add", f"pod-{tag}", "--netns", pods[tag], "--ip", f"198.18.20.{last}/16",
+              "--ip", f"2001:db8:18::1{last}/64")
+    site.serve(pods["b"], "::", 8080)
+    rules = tmp_path / "kube6.nft"
+    rules.write_text(KUBE_PROXY6)
+    in_ns(site.node, "nft", "-f", str(rules))
+    before = d.ctl_json("stats")["gateway_replies"]
+    assert who_am_i(pods["a"], "fd00:96::10", 80) == "2001:db8:18::11"   # b saw a itself
+    assert d.ctl_json("stats")["gateway_replies"] >= before + 2       # b's SYN-ACK and answer
+    steered = [c for c in d.ctl_json("conntrack", "show", "--port", "pod-b")
+               if c["in_port"] == "host-blue"]
+    assert steered and steered[0]["destination"] == "2001:db8:18::12"
+
+
 def kube_proxy_service(cluster_ip: str, backends: list[str]) -> str:
     """A Service as kube-proxy's nftables mode writes it: services chain
     from prerouting and output, a random choice of endpoint chains, each
