@@ -322,12 +322,13 @@ def test_a_cluster_ip_with_a_backend_on_the_same_network_and_hairpin(site, netns
     assert steered and steered[0]["destination"] == "198.18.20.2"
 
 
-KUBE_PROXY6 = """table ip6 kube-test {
-  chain prerouting {
+def kube_proxy_service6(cluster_ip: str, backend: str) -> str:
+    return f"""table ip6 kube-test {{
+  chain prerouting {{
     type nat hook prerouting priority dstnat; policy accept;
-    ip6 daddr fd00:96::10 tcp dport 80 dnat to [2001:db8:18::12]:8080
-  }
-}
+    ip6 daddr {cluster_ip} tcp dport 80 dnat to [{backend}]:8080
+  }}
+}}
 """
 
 
@@ -345,7 +346,7 @@ def test_an_ipv6_cluster_ip_with_a_backend_on_the_same_network(site, netns, tmp_
               "--ip", f"2001:db8:18::1{last}/64")
     site.serve(pods["b"], "::", 8080)
     rules = tmp_path / "kube6.nft"
-    rules.write_text(KUBE_PROXY6)
+    rules.write_text(kube_proxy_service6("fd00:96::10", "2001:db8:18::12"))
     in_ns(site.node, "nft", "-f", str(rules))
     before = d.ctl_json("stats")["gateway_replies"]
     assert who_am_i(pods["a"], "fd00:96::10", 80) == "2001:db8:18::11"   # b saw a itself
@@ -458,3 +459,31 @@ def test_pods_on_two_cluster_nodes_reach_the_world_services_and_each_other(clust
     for d in nodes:
         wait_for("host port and rules gone", lambda d=d: "vswitch" not in nft_table(d.ns) and in_ns(
             d.ns, "ip", "link", "show", "vsh-blue", check=False).returncode != 0)
+
+
+def test_an_ipv6_cluster_ip_with_a_backend_on_another_node(cluster, tmp_path):  # noqa: F811
+    """Cluster mode over IPv6: the backend's replies come back through the
+    tunnel and are steered to the client's node's host port, for it to
+    un-NAT."""
+    cluster.ipv6 = True
+    cluster.etcd()
+    nodes = [cluster.node(i) for i in (1, 2)]
+    for d in nodes:
+        in_ns(d.ns, "sysctl", "-qw", "net.ipv6.conf.all.forwarding=1")
+    nodes[0].ctl("network", "create", "blue", "--vni", "100", "--subnet", "198.18.0.0/16",
+                 "--subnet6", "2001:db8:18::/64")
+    for d in nodes:
+        wait_for("gateways", lambda d=d: d.ctl_json("network", "list")[0]["gateway6_here"])
+    client, backend = cluster.pod(nodes[0], "a1"), cluster.pod(nodes[1], "b2")
+    ip6 = {t: p["ip6"].split("/")[0] for t, p in (("a1", client), ("b2", backend))}
+    wait_for("b2's endpoint", lambda: cluster.current.get(f"/vswitch/endpoints/blue/{ip6['b2']}"))
+    server = serve_who(backend["ns"], "::", 8080)
+    try:
+        rules = tmp_path / "kube6.nft"
+        rules.write_text(kube_proxy_service6("fd00:96::20", ip6["b2"]))
+        in_ns(nodes[0].ns, "nft", "-f", str(rules))
+        assert who_am_i(client["ns"], "fd00:96::20", 80) == ip6["a1"]
+        assert nodes[0].ctl_json("stats")["gateway_replies"] >= 2
+    finally:
+        server.kill()
+        server.wait()

@@ -96,6 +96,20 @@ def _netlink(netns: int | None = None):
         yield ipr
 
 
+def no_dad(ifname: str):
+    """No duplicate address detection on the device, for the link-local
+    address the kernel forms either: port security already keeps every
+    other port off it (it is derived from the port's pinned MAC), and DAD
+    would hold it back for a second, in which the node cannot resolve a
+    neighbour from the host port (the first IPv6 connections through it
+    would wait for a retransmission)."""
+    try:
+        with open(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad", "w") as f:
+            f.write("0")
+    except FileNotFoundError:           # no IPv6 in the namespace
+        pass
+
+
 class Tap:
     """A TAP device whose netdev lives in a pod's namespace (or, for the host
     port, netns=None, in ours), configured there: name, MAC, MTU, addresses
@@ -141,6 +155,8 @@ class Tap:
                 os.set_blocking(self.device.fileno(), False)
                 self.offloads = self._enable_offloads(offloads) if offloads else []
                 index = target.link_lookup(ifname=ifname)[0]
+                with entered(fd) if fd is not None else nullcontext():
+                    no_dad(ifname)
                 self._configure(target, index, mac, mtu, addresses, gateways)
                 self.device.persist(True)
             except NetlinkError as e:
