@@ -10,8 +10,8 @@ flow hash, datagram set-up; `encap_cost`), decapsulation checks
 (`decap_cost`) and cutting a 64 KB TCP superframe into segments with full
 checksums (`segment_cost`). Also: flooding cost against the number of ports
 (real writes to socketpairs), and an established packet's conntrack lookup
-among 1k, 100k and 1M connections (`conntrack_cost`; the goal is under 50 ns
-at 1M) with the table's memory per connection. No root needed. Run:
+among 1k, 100k and 1M connections of each family (`conntrack_cost`; the
+goal is under 50 ns at 1M) with the table's memory per connection. No root needed. Run:
     python3 bench/micro.py [--json FILE]
 bench/test_micro_benchmark.py runs the same functions under pytest-benchmark.
 """
@@ -342,16 +342,19 @@ def main() -> int:
     print("\nconntrack among N connections: an established packet's lookup (key and lookup),"
           " and with\nits entry's update (state, deadline), ns (best of 3 runs of 2M packets);"
           " table bytes per connection")
-    results["conntrack_ns"], results["conntrack_update_ns"] = {}, {}
-    results["conntrack_bytes_per_flow"] = {}
-    for flows in (1_000, 100_000, 1_000_000):
-        runs = [conntrack_cost(flows, 2_000_000) for _ in range(3)]
-        assert all(r[2] == 2_000_000 for r in runs), "every lookup must find its connection"
-        results["conntrack_ns"][flows] = min(r[0] for r in runs) / 2_000_000
-        results["conntrack_update_ns"][flows] = min(r[1] for r in runs) / 2_000_000
-        results["conntrack_bytes_per_flow"][flows] = runs[0][3]
-        print(f"{flows:>10,} {results['conntrack_ns'][flows]:9.1f} ns "
-              f"{results['conntrack_update_ns'][flows]:9.1f} ns {runs[0][3]:7.0f} B")
+    for family, suffix in (("IPv4", ""), ("IPv6", "6")):
+        ns, update_ns, per_flow = {}, {}, {}
+        for flows in (1_000, 100_000, 1_000_000):
+            runs = [conntrack_cost(flows, 2_000_000, bool(suffix)) for _ in range(3)]
+            assert all(r[2] == 2_000_000 for r in runs), "every lookup must find its connection"
+            ns[flows] = min(r[0] for r in runs) / 2_000_000
+            update_ns[flows] = min(r[1] for r in runs) / 2_000_000
+            per_flow[flows] = runs[0][3]
+            print(f"{family} {flows:>10,} {ns[flows]:9.1f} ns {update_ns[flows]:9.1f} ns "
+                  f"{per_flow[flows]:7.0f} B")
+        results[f"conntrack{suffix}_ns"] = ns
+        results[f"conntrack{suffix}_update_ns"] = update_ns
+        results[f"conntrack{suffix}_bytes_per_flow"] = per_flow
     if args.json:
         with open(args.json, "w") as f:
             json.dump(results, f, indent=2)

@@ -519,10 +519,13 @@ def table(results: dict) -> str:
         lines.append("flood one frame to N ports: " + ", ".join(
             f"{n}: {ns / 1e3:.1f} us" for n, ns in results["micro"]["flood_ns"].items()))
         micro = results["micro"]
-        lines.append("conntrack lookup of an established packet (with its update): " + ", ".join(
-            f"{int(n):,} flows {ns:.1f} ns ({micro['conntrack_update_ns'][n]:.1f}), "
-            f"{micro['conntrack_bytes_per_flow'][n]:.0f} B/flow"
-            for n, ns in micro["conntrack_ns"].items()))
+        for family, suffix in (("IPv4", ""), ("IPv6", "6")):
+            lines.append(f"conntrack lookup of an established {family} packet (with its update): "
+                         + ", ".join(
+                             f"{int(n):,} flows {ns:.1f} ns "
+                             f"({micro[f'conntrack{suffix}_update_ns'][n]:.1f}), "
+                             f"{micro[f'conntrack{suffix}_bytes_per_flow'][n]:.0f} B/flow"
+                             for n, ns in micro[f"conntrack{suffix}_ns"].items()))
     if "scale" in results:
         lines += ["", "scale (bench/scale.py)"] + [f"{key:32} {value:>10.1f}"
                                                    for key, value in results["scale"].items()]

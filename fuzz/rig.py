@@ -33,7 +33,8 @@ class FuzzRig:
         self.dp.set_port_policy(pids[0], ingress=(1, [
             ([(address_key("198.18.0.0"), address_key("198.18.255.255"), 2)],
              [(6, 80, 81), (17, 53, 53), (132, 9, 9)]),
-            ([(address_key("10.0.0.1"), address_key("10.0.0.1"), 3)], [])]))
+            ([(address_key("10.0.0.1"), address_key("10.0.0.1"), 3),
+              (address_key("2001:db8::"), address_key("2001:db8::ffff"), 6)], [])]))
         self.dp.set_port_policy(pids[3], egress=(4, [([(0, (1 << 128) - 1, 5)],
                                                              [(6, 1, 1024)])]))
         self.tunnel = Tunnel("127.0.0.1", 0)

@@ -115,9 +115,9 @@ def segment_cost(bytes superframe, int rounds=1):
     return end - start, index
 
 
-def conntrack_cost(uint64_t flows, uint64_t lookups):
+def conntrack_cost(uint64_t flows, uint64_t lookups, bint ipv6=False):
     """Connection tracking as an established packet meets it: `flows` UDP
-    connections in a table sized for them, then `lookups` packets of random
+    connections (between IPv4 or IPv6 addresses) in a table sized for them, then `lookups` packets of random
     ones, looked up (key and lookup), then looked up and their entries
     updated (state, deadline). Returns (lookup ns, lookup + update ns, hits
     of each pass, bytes of table per connection)."""
@@ -148,6 +148,9 @@ def conntrack_cost(uint64_t flows, uint64_t lookups):
             x ^= x << 17
             fl[i].kind, fl[i].proto = FLOW_IP, IPPROTO_UDP
             fl[i].src, fl[i].dst = key_of_ip4(net18 | (i & 0xFFFF)), key_of_ip4(net19 | (i >> 16))
+            if ipv6:                    # 2001:db8:18::/64 and 2001:db8:19::/64
+                fl[i].src.hi, fl[i].src.lo = 0x20010DB800180000ULL, <uint32_t>fl[i].src.lo
+                fl[i].dst.hi, fl[i].dst.lo = 0x20010DB800190000ULL, <uint32_t>fl[i].dst.lo
             fl[i].sport, fl[i].dport, fl[i].has_ports = x & 0xFFFF, 53, True
             k = ct_key(1, fl[i].proto, &fl[i].src, fl[i].sport, &fl[i].dst, fl[i].dport,
                        &src_is_a)
