@@ -361,6 +361,8 @@ def test_node_reaches_isolated_pods_and_trace_conntrack_capture_explain(world, t
             for c in conns if c["destination"] in (address("x/a"), address("x/a", 6))} == {
         ("icmp", GATEWAY, address("x/a"), "host-blue", "x-a"),
         ("icmpv6", GATEWAY6, address("x/a", 6), "host-blue", "x-a")}
+    text = world.daemon.ctl("conntrack", "show", "--port", "x-a").stdout
+    assert f"[{address('x/a', 6)}]:0" in text and f"{address('x/a')}:0" in text, text
     capture = tmp_path / "drops.pcapng"
     cap = subprocess.Popen([sys.executable, "-m", "vswitch.ctl", "--socket", world.daemon.socket,
                             "capture", "--point", "drop", "--filter", "tcp port 80", "-c", "1",

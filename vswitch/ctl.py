@@ -431,9 +431,13 @@ def show_policy(p):
             + yaml.safe_dump(p["manifest"], sort_keys=False).rstrip())
 
 
+def endpoint(address: str, port: int) -> str:
+    return f"[{address}]:{port}" if ":" in address else f"{address}:{port}"
+
+
 def show_conntrack(entries):
-    return _table([[e["network"], e["protocol"], f"{e['source']}:{e['sport']}",
-                    f"{e['destination']}:{e['dport']}", e["state"], e["expires_in"],
+    return _table([[e["network"], e["protocol"], endpoint(e["source"], e["sport"]),
+                    endpoint(e["destination"], e["dport"]), e["state"], e["expires_in"],
                     e["in_port"], e["out_port"]] for e in entries],
                   ["NETWORK", "PROTO", "SOURCE", "DESTINATION", "STATE", "EXPIRES_IN", "IN",
                    "OUT"])
