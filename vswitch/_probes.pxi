@@ -117,9 +117,9 @@ def segment_cost(bytes superframe, int rounds=1):
 
 def conntrack_cost(uint64_t flows, uint64_t lookups, bint ipv6=False):
     """Connection tracking as an established packet meets it: `flows` UDP
-    connections (between IPv4 or IPv6 addresses) in a table sized for them, then `lookups` packets of random
-    ones, looked up (key and lookup), then looked up and their entries
-    updated (state, deadline). Returns (lookup ns, lookup + update ns, hits
+    connections (between IPv4 or IPv6 addresses) in a table sized for them,
+    then `lookups` packets of random ones, looked up (key and lookup), then
+    looked up and their entries updated (state, deadline). Returns (lookup ns, lookup + update ns, hits
     of each pass, bytes of table per connection)."""
     cdef ct_t t
     memset(&t, 0, sizeof(ct_t))

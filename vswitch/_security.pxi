@@ -33,15 +33,16 @@ cdef inline bint owns_ip6(const port_t *p, const unsigned char *a) noexcept nogi
 
 
 cdef inline ssize_t icmp6_offset(const unsigned char *frame, ssize_t n, ssize_t l2) noexcept nogil:
-    """Where the ICMPv6 message of an IPv6 frame starts, directly after the
-    IPv6 header or behind one hop-by-hop header (MLD's router alert), with
-    at least its 4-byte header in the frame; -1 if it is not ICMPv6."""
-    cdef ssize_t off = l2 + 40
-    cdef uint8_t nh = frame[l2 + 6]
-    if nh == 0 and off + 8 <= n:
-        nh = frame[off]
-        off += (frame[off + 1] + 1) * 8
-    return off if nh == IPPROTO_ICMPV6 and off + 4 <= n else -1
+    """Where the ICMPv6 message of an IPv6 frame (n >= l2 + 40) starts, past
+    its extension headers (an NA behind options is an NA to its receiver),
+    with at least its 4-byte header in the frame; -1 if it is not ICMPv6, or
+    a later fragment, or behind a chain that cannot be followed (RA guard
+    drops those)."""
+    cdef ssize_t off
+    cdef bint later
+    if ip6_upper_layer(frame + l2, n - l2, &off, &later) != IPPROTO_ICMPV6 or later:
+        return -1
+    return l2 + off if l2 + off + 4 <= n else -1
 
 
 cdef inline bint unspecified_allowed(const unsigned char *frame, ssize_t n, ssize_t l2) noexcept nogil:

@@ -4,6 +4,7 @@ including those a kernel would never hand to a TAP (runts)."""
 
 from __future__ import annotations
 
+import ipaddress
 import random
 import time
 
@@ -250,12 +251,28 @@ def spoofed_model(f: bytes) -> bool:
     return ethertype in (b"\x81\x00", b"\x88\xa8")
 
 
+def upper_layer(f: bytes, l2: int) -> tuple[int, int, bool] | None:
+    """(protocol, offset, later fragment) past up to 8 extension headers;
+    None: a chain cut short or longer."""
+    nh, off = f[l2 + 6], l2 + 40
+    for _ in range(9):
+        if nh not in (0, 43, 44, 51, 60):
+            return nh, off, False
+        if off + 8 > len(f):
+            return None
+        if nh == 44 and int.from_bytes(f[off + 2:off + 4], "big") & 0xFFF8:
+            return f[off], off + 8, True
+        step = 8 if nh == 44 else (f[off + 1] + 2) * 4 if nh == 51 else (f[off + 1] + 1) * 8
+        nh, off = f[off], off + step
+    return None
+
+
 def icmp6_at(f: bytes, l2: int) -> int | None:
-    """Where an ICMPv6 message starts (behind at most one hop-by-hop header)."""
-    off, nh = l2 + 40, f[l2 + 6]
-    if nh == 0 and off + 8 <= len(f):
-        nh, off = f[off], off + (f[off + 1] + 1) * 8
-    return off if nh == 58 and off + 4 <= len(f) else None
+    """Where an ICMPv6 message starts, past the extension headers."""
+    upper = upper_layer(f, l2)
+    if upper is None or upper[0] != 58 or upper[2] or upper[1] + 4 > len(f):
+        return None
+    return upper[1]
 
 
 def nd_spoofed_model(f: bytes) -> bool:
@@ -287,19 +304,11 @@ def router_message_model(f: bytes) -> bool:
     l2 = 18 if f[12:14] in (b"\x81\x00", b"\x88\xa8") else 14
     if f[l2 - 2:l2] != b"\x86\xdd" or len(f) < l2 + 40:
         return False
-    nh, off = f[l2 + 6], l2 + 40
-    for _ in range(9):
-        if nh == 58:
-            return off >= len(f) or f[off] in (134, 137)
-        if nh not in (0, 43, 44, 51, 60):
-            return False
-        if off + 8 > len(f):
-            return True
-        if nh == 44 and int.from_bytes(f[off + 2:off + 4], "big") & 0xFFF8:
-            return False
-        step = 8 if nh == 44 else (f[off + 1] + 2) * 4 if nh == 51 else (f[off + 1] + 1) * 8
-        nh, off = f[off], off + step
-    return True
+    upper = upper_layer(f, l2)
+    if upper is None:
+        return True
+    nh, off, later = upper
+    return nh == 58 and not later and (off >= len(f) or f[off] in (134, 137))
 
 
 def l3_frames():
@@ -354,6 +363,25 @@ def test_port_security_matches_its_model(frames):
     assert (drops["spoofed_source"], drops["nd_spoofed"], drops["ra_guard"]) == \
         (expected, nd, guarded)
     assert len(rig.received(other)) == len(checked) - expected - nd - guarded
+
+
+def test_neighbour_lies_behind_extension_headers_are_caught():
+    """An NA claiming another's address is an NA to its receiver whatever
+    options precede it: port security follows the chain to it."""
+    from scapy.layers.inet6 import ICMPv6ND_NA, IPv6, IPv6ExtHdrDestOpt, IPv6ExtHdrHopByHop
+    from scapy.layers.l2 import Ether
+    rig = Rig()
+    pod, other = rig.port(), rig.port()
+    rig.dp.set_port_security(pod, int.from_bytes(OWN_MAC, "big"), [],
+                             [int.from_bytes(ip, "big") for ip in OWN_IP6S])
+    own = str(ipaddress.IPv6Address(OWN_IP6S[1]))
+    for ext in (IPv6ExtHdrDestOpt(), IPv6ExtHdrHopByHop() / IPv6ExtHdrDestOpt()):
+        for target, lie in ((own, False), ("2001:db8::99", True)):
+            rig.send(pod, bytes(Ether(src=OWN_MAC.hex(":"), dst=BCAST.hex(":")) /
+                                IPv6(src=own, dst="ff02::1", hlim=255) / ext /
+                                ICMPv6ND_NA(tgt=target)))
+            assert (len(rig.received(other)) == 0) is lie
+    assert rig.dp.counters()["drops"]["nd_spoofed"] == 2
 
 
 def test_port_security_can_be_turned_off():
