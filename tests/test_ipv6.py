@@ -327,3 +327,33 @@ def test_a_dual_stack_cluster_network(cluster):  # noqa: F811
     assert " 0% packet loss" in ping(c["ns"], a4).stdout
     assert " 100% packet loss" in ping(pods["b"]["ns"], a4, count=1, check=False).stdout
     assert nodes[0].ctl_json("stats")["drops"]["policy_denied"] >= 2
+
+
+def test_an_ipv6_only_cluster_network(cluster):  # noqa: F811
+    """`network create --subnet6` alone: nodes claim IPv6 blocks only and
+    take an IPv6 gateway; pods get one IPv6 address each, no IPv4, and
+    reach each other across nodes and their node."""
+    cluster.ipv6 = True
+    cluster.etcd()
+    nodes = [cluster.node(i) for i in (1, 2)]
+    r = nodes[0].ctl("network", "create", "none", "--vni", "7", check=False)
+    assert r.returncode != 0 and "'subnet' (IPv4) or 'subnet6'" in r.stderr
+    nodes[0].ctl("network", "create", "six", "--vni", "600", "--subnet6", "2001:db8:60::/64")
+    for d in nodes:
+        wait_for("gateway", lambda d=d: d.ctl_json("network", "list")[0]["gateway6_here"])
+    [net] = nodes[1].ctl_json("network", "list")
+    assert (net["subnet"], net["subnet6"], net["block_size6"]) == (None, "2001:db8:60::/64", 122)
+    assert "2001:db8:60::/64" in nodes[1].ctl("network", "list").stdout
+    pods = {t: cluster.pod(d, t, network="six") for t, d in zip("ab", nodes)}
+    blocks = {b["node"]: ipaddress.ip_network(b["block"]) for b in nodes[0].ctl_json("ipam", "blocks")}
+    assert {b.version for b in blocks.values()} == {6}
+    for t, d in zip("ab", nodes):
+        assert pods[t]["ip"] is None and pods[t]["gateway"] is None
+        assert ipaddress.ip_interface(pods[t]["ip6"]).ip in blocks[d.name]
+        assert "inet " not in in_ns(pods[t]["ns"], "ip", "addr", "show", "eth0").stdout
+        assert " 0% packet loss" in ping6(pods[t]["ns"], pods[t]["gateway6"]).stdout
+        [shown] = d.ctl_json("ipam", "show")["networks"]
+        assert 0 < shown["free"] < 64
+    b6 = pods["b"]["ip6"].split("/")[0]
+    wait_for("b's endpoint", lambda: cluster.current.get(f"/vswitch/endpoints/six/{b6}"))
+    assert " 0% packet loss" in ping6(pods["a"]["ns"], b6).stdout

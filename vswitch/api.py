@@ -259,9 +259,11 @@ class Api:
                                "masquerade", "subnet6", "block_size6"}
         if unknown:
             raise ApiError(f"unknown field {sorted(unknown)[0]!r}")
-        for key in ("name", "vni", "subnet"):
+        for key in ("name", "vni"):
             if key not in body:
                 raise ApiError(f"field {key!r} is required")
+        if body.get("subnet") is None and body.get("subnet6") is None:
+            raise ApiError("field 'subnet' (IPv4) or 'subnet6' (IPv6 only) is required")
         return await self.cluster.create_network(**body)
 
     async def delete_network(self, query, body, name):

@@ -184,10 +184,10 @@ class Client:
     def networks(self):
         return self.request("GET", "networks")
 
-    def create_network(self, name, vni, subnet, block_size=None, mtu=None, gateway=None,
+    def create_network(self, name, vni, subnet=None, block_size=None, mtu=None, gateway=None,
                        masquerade=None, subnet6=None, block_size6=None):
-        body = {"name": name, "vni": vni, "subnet": subnet}
-        body.update({k: v for k, v in (("block_size", block_size), ("mtu", mtu),
+        body = {"name": name, "vni": vni}
+        body.update({k: v for k, v in (("subnet", subnet), ("block_size", block_size), ("mtu", mtu),
                                        ("gateway", gateway), ("masquerade", masquerade),
                                        ("subnet6", subnet6), ("block_size6", block_size6))
                      if v is not None})

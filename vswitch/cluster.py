@@ -5,8 +5,8 @@ daemon does not know which mode it runs in.
 
 Keys, under [cluster] prefix (default /vswitch):
 
-    networks/NAME           {"vni", "subnet", "block_size", "mtu", "gateway",
-                             "masquerade", ["subnet6", "block_size6"]}       no lease
+    networks/NAME           {"vni", "mtu", "gateway", "masquerade", ["subnet",
+                             "block_size"], ["subnet6", "block_size6"]}     no lease
     vnis/VNI                "NAME" (one network per VNI)                     no lease
     nodes/NAME              {"vtep", "version", "started", "lease"}          the node's lease
     blocks/NET/ADDR-LEN     {"node", "claimed"} (IPv4 or IPv6 blocks)        no lease
@@ -86,26 +86,33 @@ def block_key_part(block: Block) -> str:
 
 def network_from_record(name: str, rec) -> NetworkConfig:
     """A network record from etcd as the config's NetworkConfig (its block
-    is the whole subnet: nodes claim blocks of block_size inside it);
-    ValueError if it is malformed."""
+    is the whole subnet: nodes claim blocks of block_size inside it; a
+    network has an IPv4 subnet, an IPv6 one, or both); ValueError if it is
+    malformed."""
     if not isinstance(rec, dict):
         raise ValueError("not an object")
-    subnet = ipaddress.IPv4Network(rec["subnet"])
-    vni, mtu, size = rec["vni"], rec["mtu"], rec["block_size"]
-    if not all(isinstance(v, int) for v in (vni, mtu, size)) or not 0 < vni <= 0xFFFFFF \
-            or not MIN_MTU <= mtu <= MAX_NETWORK_MTU or not subnet.prefixlen <= size <= 30:
-        raise ValueError(f"bad vni, mtu or block_size in {rec}")
+    vni, mtu = rec["vni"], rec["mtu"]
+    if not all(isinstance(v, int) for v in (vni, mtu)) or not 0 < vni <= 0xFFFFFF \
+            or not MIN_MTU <= mtu <= MAX_NETWORK_MTU:
+        raise ValueError(f"bad vni or mtu in {rec}")
     if not all(isinstance(rec.get(k, False), bool) for k in ("gateway", "masquerade")):
         raise ValueError(f"gateway and masquerade must be true or false in {rec}")
-    subnet6, size6 = rec.get("subnet6"), rec.get("block_size6", DEFAULT_BLOCK_SIZE6)
-    if subnet6 is not None:             # dual-stack
-        subnet6 = ipaddress.IPv6Network(subnet6)
+    subnet = size = subnet6 = size6 = None
+    if rec.get("subnet") is not None:
+        subnet, size = ipaddress.IPv4Network(rec["subnet"]), rec["block_size"]
+        if not isinstance(size, int) or not subnet.prefixlen <= size <= 30:
+            raise ValueError(f"bad block_size in {rec}: between subnet's prefix and 30")
+    if rec.get("subnet6") is not None:
+        subnet6, size6 = ipaddress.IPv6Network(rec["subnet6"]), \
+            rec.get("block_size6", DEFAULT_BLOCK_SIZE6)
         if not isinstance(size6, int) or not subnet6.prefixlen <= size6 <= 126 or \
-                2 ** (128 - size6) < 2 ** (32 - size):
+                (size is not None and 2 ** (128 - size6) < 2 ** (32 - size)):
             raise ValueError(f"bad block_size6 in {rec}: between subnet6's prefix and 126, "
                              "with as many addresses as an IPv4 block")
+    if subnet is None and subnet6 is None:
+        raise ValueError("a subnet (IPv4), a subnet6 (IPv6) or both are required")
     return NetworkConfig(name, vni, subnet, subnet, mtu, block_size=size, subnet6=subnet6,
-                         block6=subnet6, block_size6=size6 if subnet6 else None)
+                         block6=subnet6, block_size6=size6)
 
 
 def _family(net: NetworkConfig, version: int) -> tuple[Block | None, int | None]:
@@ -955,7 +962,7 @@ class Cluster:
         except asyncio.TimeoutError:
             raise Busy(f"etcd is unreachable ({self.error}); try again", kind="busy") from None
 
-    async def create_network(self, name, vni, subnet, block_size=26, mtu=None, gateway=True,
+    async def create_network(self, name, vni, subnet=None, block_size=26, mtu=None, gateway=True,
                              masquerade=True, subnet6=None,
                              block_size6=DEFAULT_BLOCK_SIZE6) -> dict:
         from .config import NAME_RE
@@ -965,10 +972,10 @@ class Cluster:
         ov = self.switch.config.overlay
         mtu = mtu if mtu is not None else (ov.underlay_mtu - ov.overhead if ov else 1450)
         try:
-            dual = {"subnet6": subnet6, "block_size6": block_size6} if subnet6 else {}
-            net = network_from_record(name, {"vni": vni, "subnet": subnet, "mtu": mtu,
-                                             "block_size": block_size, "gateway": gateway,
-                                             "masquerade": masquerade, **dual})
+            families = {**({"subnet": subnet, "block_size": block_size} if subnet else {}),
+                        **({"subnet6": subnet6, "block_size6": block_size6} if subnet6 else {})}
+            net = network_from_record(name, {"vni": vni, "mtu": mtu, "gateway": gateway,
+                                             "masquerade": masquerade, **families})
         except (ValueError, KeyError, TypeError) as e:
             raise InvalidRequest(f"bad network: {e} (vni 1..16777215, subnet an IPv4 CIDR, "
                                  f"block size between the subnet's prefix and 30, subnet6 an "
@@ -988,8 +995,9 @@ class Cluster:
                 if other != name and mine and theirs.version == mine.version and \
                         theirs.overlaps(mine):
                     raise Conflict(f"{key} {mine} overlaps network {other!r} ({theirs})")
-        record = {"vni": net.vni, "subnet": str(net.subnet), "block_size": block_size,
-                  "mtu": mtu, "gateway": gateway, "masquerade": masquerade,
+        record = {"vni": net.vni, "mtu": mtu, "gateway": gateway, "masquerade": masquerade,
+                  **({"subnet": str(net.subnet), "block_size": net.block_size}
+                     if net.subnet else {}),
                   **({"subnet6": str(net.subnet6), "block_size6": net.block_size6}
                      if net.subnet6 else {}), "created": time.time()}
         key, vni_key = self.key("networks", name), self.key("vnis", str(net.vni))
@@ -998,8 +1006,9 @@ class Cluster:
                        Txn.put(vni_key, json.dumps(name).encode())]
         if not (await self._commit(txn)).succeeded:
             raise Conflict(f"network {name!r} or VNI {net.vni} exists already")
-        log.info("cluster: network %s created (vni %d, %s, /%d blocks)", name, net.vni,
-                 net.subnet, block_size)
+        log.info("cluster: network %s created (vni %d, %s)", name, net.vni, ", ".join(
+            f"{subnet} in /{size} blocks" for subnet, size in (_family(net, 4), _family(net, 6))
+            if subnet))
         return {"name": name, **record}
 
     async def delete_network(self, name: str) -> dict:

@@ -284,11 +284,13 @@ def build_parser() -> argparse.ArgumentParser:
     create = network.add_parser("create", parents=[common], help="create a network everywhere")
     create.add_argument("name")
     create.add_argument("--vni", type=int, required=True)
-    create.add_argument("--subnet", required=True, help="IPv4 CIDR, carved into blocks")
+    create.add_argument("--subnet", help="IPv4 CIDR, carved into blocks (required unless the "
+                        "network is IPv6 only: --subnet6 alone)")
     create.add_argument("--block-size", type=int, default=26,
                         help="prefix length of the blocks nodes claim (default 26: 64 addresses)")
     create.add_argument("--mtu", type=int, help="pod MTU (default: underlay MTU - 50)")
-    create.add_argument("--subnet6", help="IPv6 CIDR: dual-stack, carved into IPv6 blocks")
+    create.add_argument("--subnet6", help="IPv6 CIDR, carved into IPv6 blocks: dual-stack "
+                        "with --subnet, else IPv6 only")
     create.add_argument("--block-size6", type=int,
                         help="prefix length of the IPv6 blocks (default 122: 64 addresses)")
     create.add_argument("--no-gateway", dest="gateway", action="store_false",
@@ -528,7 +530,9 @@ def run(args, client: Client):
         if action == "delete":
             return client.delete_network(args.name), lambda r: f"network {r['deleted']} deleted"
         return client.networks(), lambda r: _table(
-            [[n["name"], n["vni"], n["subnet"], f"/{n['block_size']}", n["mtu"], n["blocks"],
+            [[n["name"], n["vni"], ", ".join(x for x in (n["subnet"], n["subnet6"]) if x),
+              ", ".join(f"/{b}" for b in (n["block_size"], n["block_size6"]) if b), n["mtu"],
+              n["blocks"],
               n["endpoints"], n["gateway_here"] or ("-" if n["gateway"] else "none"),
               "yes" if n["masquerade"] else "no", "yes" if n["joined"] else "no"] for n in r],
             ["NAME", "VNI", "SUBNET", "BLOCKS_OF", "MTU", "BLOCKS", "ENDPOINTS", "GATEWAY",

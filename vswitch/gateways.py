@@ -47,6 +47,11 @@ def wants_gateway(rec: dict | None) -> bool:
     return bool(rec and rec.get("gateway"))
 
 
+def families(net: NetworkConfig) -> tuple[int, ...]:
+    """The IP versions a network has (a gateway of each)."""
+    return tuple(v for v, subnet in ((4, net.subnet), (6, net.subnet6)) if subnet is not None)
+
+
 class Gateways:
     def __init__(self, cluster: Cluster):
         self.cluster = cluster
@@ -69,10 +74,9 @@ class Gateways:
         """The network as this node runs it: with its host port and
         gateways once it has one per family (masquerading if the network
         says so)."""
-        ip, ip6 = self.of(net.name, 4), self.of(net.name, 6)
-        if not wants_gateway(rec) or ip is None or (net.subnet6 is not None and ip6 is None):
+        if not wants_gateway(rec) or self.missing(net.name, net):
             return net
-        return dataclasses.replace(net, gateway=ip, gateway6=ip6,
+        return dataclasses.replace(net, gateway=self.of(net.name, 4), gateway6=self.of(net.name, 6),
                                    host_port=host_port_name(net.name),
                                    masquerade=bool(rec.get("masquerade")))
 
@@ -98,10 +102,11 @@ class Gateways:
         ip = self.of(network, block.version)
         return ip is not None and ip in block
 
-    def missing(self, network: str) -> bool:
-        net = self.cluster.switch.config.network(network)
+    def missing(self, network: str, net: NetworkConfig | None = None) -> bool:
+        """Whether a network lacks a gateway of this node in some family."""
+        net = net or self.cluster.switch.config.network(network)
         return net is not None and wants_gateway(self.cluster.networks.get(network)) and \
-            (self.of(network, 4) is None or net.subnet6 is not None and self.of(network, 6) is None)
+            any(self.of(network, v) is None for v in families(net))
 
     async def ensure(self, network: str):
         """Choose this node's gateway in a network that wants one and has
@@ -113,7 +118,7 @@ class Gateways:
                 return
             cluster, switch = self.cluster, self.cluster.switch
             net = switch.network(network)
-            for version in (4, 6) if net.subnet6 else (4,):
+            for version in families(net):
                 if self.of(network, version) is not None:
                     continue
                 blocks = await cluster.blocks(net)

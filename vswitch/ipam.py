@@ -163,14 +163,14 @@ class Ipam:
 
     def free_count(self, net: NetworkConfig, in_use: Iterable[ipaddress.IPv4Address] = (),
                    blocks: Sequence[Block] | None = None) -> int:
-        if net.subnet is None:          # IPv6 only: what block6 has left
-            assert net.block6 is not None
-            taken6 = self.used(net.name, 6) | reserved6(net) | set(in_use)
-            return net.block6.num_addresses - sum(ip in net.block6 for ip in taken6)
-        taken = self.used(net.name) | reserved(net) | set(in_use)
+        """Addresses left in the held blocks of the network's first family
+        (IPv4; IPv6 in an IPv6-only network): a pod takes one of each."""
+        version = 4 if net.subnet is not None else 6
+        taken: set = self.used(net.name, version) | set(in_use) | \
+            (reserved(net) if version == 4 else reserved6(net))
         blocks = StaticBlocks().held(net) if blocks is None else blocks
         return sum(b.num_addresses - sum(ip in b for ip in taken) for b in blocks
-                   if b.version == 4)
+                   if b.version == version)
 
     def count_in(self, network: str, block: Block) -> int:
         """Addresses of block allocated or held by a port record."""

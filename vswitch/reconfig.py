@@ -25,7 +25,7 @@ FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port", "subnet6
                       "gateway6")
 # A cluster network's gateway is the node's own choice (cluster.py), made
 # once it holds an address block: its host port comes and goes in place.
-HOST_PORT_KEYS = ("gateway", "host_port")
+HOST_PORT_KEYS = ("gateway", "gateway6", "host_port")
 TUNNEL_KEYS = ("underlay_mtu", "learn_peers", "max_learned_peers", "peer_aging_time")
 
 
@@ -59,7 +59,7 @@ def check(old: Config, new: Config):
     for i, net in enumerate(new.networks):
         before = old.network(net.name)
         for key in FIXED_NETWORK_KEYS if before else ():
-            if key in HOST_PORT_KEYS and net.block_size is not None:
+            if key in HOST_PORT_KEYS and (net.block_size or net.block_size6) is not None:
                 continue
             if getattr(net, key) != getattr(before, key):
                 raise ReloadRefused(f"network[{i}].{key} of {net.name!r} cannot change on "

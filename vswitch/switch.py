@@ -667,27 +667,29 @@ def egress_checks(networks) -> list[str]:
     """Why pods of masquerading networks could not reach outside, as the
     operator should read it: replies come back in through the uplinks (the
     interfaces of the IPv4 default routes), which must forward them."""
-    names = [n.name for n in networks if n.masquerade]
-    if not names:
-        return []
+    def but(nets) -> str:
+        return f"network {', '.join(n.name for n in nets)}: masquerade is on, but"
+    out = []
+    six = [n for n in networks if n.masquerade and n.subnet6]
+    if six and _sysctl("net/ipv6/conf/all/forwarding") == "0":
+        out.append(f"{but(six)} net.ipv6.conf.all.forwarding is 0: the node does not route "
+                   "pods' IPv6 (sysctl -w net.ipv6.conf.all.forwarding=1)")
+    four = [n for n in networks if n.masquerade and n.subnet]
+    if not four:
+        return out
     from pyroute2 import IPRoute
     with IPRoute() as ipr:
         uplinks = sorted({ipr.get_links(r.get_attr("RTA_OIF"))[0].get_attr("IFLA_IFNAME")
                           for r in ipr.get_default_routes(family=2) if r.get_attr("RTA_OIF")})
-    what = f"network {', '.join(names)}: masquerade is on, but"
+    what = but(four)
     if not uplinks:
-        return [f"{what} this node has no IPv4 default route: pods' traffic to outside "
-                "has nowhere to go"]
-    out = []
+        return out + [f"{what} this node has no IPv4 default route: pods' traffic to outside "
+                      "has nowhere to go"]
     if _sysctl("net/ipv4/conf/all/send_redirects") == "1":
         out.append(f"{what} net.ipv4.conf.all.send_redirects is 1: the node sends pods ICMP "
                    "redirects for Service traffic it forwards back out the host port, which "
                    "would route them past the Service's DNAT (sysctl -w "
                    "net.ipv4.conf.all.send_redirects=0)")
-    if any(n.masquerade and n.subnet6 for n in networks) and \
-            _sysctl("net/ipv6/conf/all/forwarding") == "0":
-        out.append(f"{what} net.ipv6.conf.all.forwarding is 0: the node does not route pods' "
-                   "IPv6 (sysctl -w net.ipv6.conf.all.forwarding=1)")
     for ifname in uplinks:
         if _sysctl(f"net/ipv4/conf/{ifname}/forwarding") == "0":
             out.append(f"{what} net.ipv4.conf.{ifname}.forwarding is 0: replies from outside "
