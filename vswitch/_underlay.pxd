@@ -1,7 +1,9 @@
-# Underlay addresses: a VTEP is IPv4 or IPv6 (one family per node, that of
-# its vtep_ip). The data plane keys both the same way, as 128 bits with
-# IPv4 mapped to ::ffff:a.b.c.d (RFC 4291), and keeps each peer's socket
-# address in a sockaddr_in6-sized slot holding the family's sockaddr.
+# Addresses of either family, and the underlay's. The data plane keys every
+# IP address the same way (ip_key_t: VTEPs, neighbours, conntrack, policy
+# ranges), as 128 bits with IPv4 mapped to ::ffff:a.b.c.d (RFC 4291). A
+# VTEP is IPv4 or IPv6 (one family per node, that of its vtep_ip); each
+# peer's socket address is kept in a sockaddr_in6-sized slot holding the
+# family's sockaddr.
 
 from libc.stdint cimport uint64_t
 

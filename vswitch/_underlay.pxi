@@ -1,5 +1,5 @@
-# Underlay addresses (see _underlay.pxd): keys, and the socket addresses
-# and outer headers made of them. C-only helpers, and the conversion from
+# Addresses (see _underlay.pxd): keys of either family, and the underlay's
+# socket addresses and outer headers made of them. C-only helpers, and the conversion from
 # and to the Python integers the control plane passes (int of the
 # ipaddress.IPv6Address, the mapped one for IPv4).
 
