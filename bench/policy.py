@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
-"""NetworkPolicy's cost: two pods on vswitchd, TCP throughput (iperf3, one
-stream, the median of five runs taken in turn: one config's runs vary by
-about 10% on a small machine) and the 64-byte rate
+"""NetworkPolicy's cost: two dual-stack pods on vswitchd, TCP throughput
+over IPv4 and over IPv6 (iperf3, one stream, the median of five runs taken
+in turn: one config's runs vary by about 10% on a small machine) and the
+64-byte rate
 (bench/pktgen.c flat out) with no policy, with a default deny plus 10
 rules per direction, and with 1,000 rules per direction on each pod (the
 allowing rule last, so that a new connection walks them all); the Linux
@@ -23,6 +24,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
 from run import (  # noqa: E402  (bench/ is not a package)
+    ADDR6_B,
     linux_bridge_topology,
     small_packets,
     tcp_gbps,
@@ -42,11 +44,12 @@ def policy(name: str, pod: str, direction: str, rules: list) -> dict:
 
 def rules(n: int, peers: str) -> list:
     """n rules: n - 1 that match nothing here (other /32s, other ports), then
-    one allowing the bench's subnet on every port."""
+    one allowing the bench's subnets on every port."""
     decoys = [{peers: [{"ipBlock": {"cidr": f"203.0.{i // 256 % 256}.{i % 256}/32"}}],
                "ports": [{"port": 10000 + i, "protocol": "UDP" if i % 2 else "TCP"}]}
               for i in range(n - 1)]
-    return decoys + [{peers: [{"ipBlock": {"cidr": "198.18.0.0/16"}}]}]
+    return decoys + [{peers: [{"ipBlock": {"cidr": "198.18.0.0/16"}},
+                              {"ipBlock": {"cidr": "2001:db8:18::/64"}}]}]
 
 
 CONFIGS = {
@@ -77,7 +80,7 @@ def use(ctl: list, name: str):
 
 
 def measure(duration: float, rounds: int = 5) -> dict:
-    out: dict = {name: {"tcp_runs_gbps": []} for name in CONFIGS}
+    out: dict = {name: {"tcp_runs_gbps": [], "tcp6_runs_gbps": []} for name in CONFIGS}
     with vswitch_topology(with_ctl=True) as ((a, b), ctl), linux_bridge_topology() as (ka, kb):
         subprocess.run(ctl + ["port", "label", "va", "bench=client"], check=True,
                        capture_output=True)
@@ -89,9 +92,11 @@ def measure(duration: float, rounds: int = 5) -> dict:
             for name in CONFIGS:
                 use(ctl, name)
                 out[name]["tcp_runs_gbps"].append(tcp_gbps(a, b, duration))
+                out[name]["tcp6_runs_gbps"].append(tcp_gbps(a, b, duration, server_addr=ADDR6_B))
         for name in CONFIGS:
             use(ctl, name)
             out[name]["tcp_gbps"] = statistics.median(out[name]["tcp_runs_gbps"])
+            out[name]["tcp6_gbps"] = statistics.median(out[name]["tcp6_runs_gbps"])
             out[name]["gen64_kpps"], out[name]["gen64_loss_pct"], _ = \
                 small_packets(a, b, duration)
             stats = json.loads(subprocess.run(ctl + ["stats", "--json"], check=True,
@@ -102,6 +107,7 @@ def measure(duration: float, rounds: int = 5) -> dict:
     base = out["no policy"]
     for name in CONFIGS:
         out[name]["tcp_ratio"] = out[name]["tcp_gbps"] / base["tcp_gbps"]
+        out[name]["tcp6_ratio"] = out[name]["tcp6_gbps"] / base["tcp6_gbps"]
         out[name]["gen64_ratio"] = out[name]["gen64_kpps"] / base["gen64_kpps"]
     return {"configs": out, "linux_bridge_tcp_gbps": statistics.median(kernel)}
 
@@ -111,11 +117,12 @@ def table(r: dict) -> str:
     lines = ["NetworkPolicy (bench/policy.py): vswitch with policies vs without, and the "
              "Linux bridge's TCP",
              f"{'policies':26} {'TCP Gbit/s':>10} {'ratio':>6} {'/kernel':>8} "
-             f"{'64B kpps':>9} {'ratio':>6}",
-             "-" * 72]
+             f"{'TCP6 Gbit/s':>11} {'ratio':>6} {'64B kpps':>9} {'ratio':>6}",
+             "-" * 92]
     for name, c in r["configs"].items():
         lines.append(f"{name:26} {c['tcp_gbps']:>10.2f} {c['tcp_ratio']:>5.2f}x "
-                     f"{c['tcp_gbps'] / kernel:>7.2f}x {c['gen64_kpps']:>9.1f} "
+                     f"{c['tcp_gbps'] / kernel:>7.2f}x {c['tcp6_gbps']:>11.2f} "
+                     f"{c['tcp6_ratio']:>5.2f}x {c['gen64_kpps']:>9.1f} "
                      f"{c['gen64_ratio']:>5.2f}x")
     lines.append(f"{'Linux bridge (no policy)':26} {kernel:>10.2f}")
     return "\n".join(lines)
