@@ -357,3 +357,24 @@ def test_an_ipv6_only_cluster_network(cluster):  # noqa: F811
     b6 = pods["b"]["ip6"].split("/")[0]
     wait_for("b's endpoint", lambda: cluster.current.get(f"/vswitch/endpoints/six/{b6}"))
     assert " 0% packet loss" in ping6(pods["a"]["ns"], b6).stdout
+
+
+def test_a_cluster_over_an_ipv6_underlay(cluster):  # noqa: F811
+    """Nodes whose VTEPs are IPv6 (etcd still reached over IPv4): each finds
+    the other as a peer from its node record, the network's MTU leaves room
+    for the 70 bytes of VXLAN over IPv6, and pods on the two nodes talk."""
+    cluster.ipv6 = True
+    cluster.etcd()
+    nodes = []
+    for i in (1, 2):
+        in_ns(cluster.node_ns(i), "ip", "addr", "add", f"{UNDERLAY6}{i}/64", "dev", "u0", "nodad")
+        nodes.append(cluster.node(i, cluster.config(i, {"overlay": {"vtep_ip": f"{UNDERLAY6}{i}"}})))
+    nodes[0].ctl("network", "create", "blue", "--vni", "100", "--subnet", "198.18.0.0/16")
+    for d, other in zip(nodes, (2, 1)):
+        wait_for("an IPv6 peer", lambda d=d, other=other: peers(d) == {f"{UNDERLAY6}{other}"})
+    assert nodes[1].ctl_json("network", "list")[0]["mtu"] == 1500 - 70
+    a, b = cluster.pod(nodes[0], "a"), cluster.pod(nodes[1], "b")
+    b4 = b["ip"].split("/")[0]
+    wait_for("b's endpoint", lambda: cluster.current.get(f"/vswitch/endpoints/blue/{b4}"))
+    assert " 0% packet loss" in ping(a["ns"], b4).stdout
+    assert nodes[0].ctl_json("stats")["tunnel"]["tx_packets"] > 0
