@@ -210,11 +210,9 @@ cdef class Datapath:
         p.n_sec_ips = len(ips)
         for i, ip in enumerate(ips):
             p.sec_ips[i] = ip
-        cdef ip_key_t key
         p.n_sec_ip6s = len(ip6s)
         for i, ip in enumerate(ip6s):
-            key = key_from_int(ip)
-            p.sec_ip6s[2 * i], p.sec_ip6s[2 * i + 1] = key.hi, key.lo
+            p.sec_ip6s[i] = key_from_int(ip)
         p.secured = True
 
     def pin_mac(self, uint32_t port_id, uint64_t mac):

@@ -11,7 +11,7 @@ cdef inline uint64_t neigh_home(const neigh_t *t, uint64_t network,
 
 cdef inline bint neigh_is(const neigh_entry_t *e, uint64_t network,
                           const ip_key_t *ip) noexcept nogil:
-    return e.network == network and e.ip.lo == ip.lo and e.ip.hi == ip.hi
+    return e.network == network and key_eq(&e.ip, ip)
 
 
 cdef int neigh_alloc(neigh_t *t, uint64_t capacity) noexcept nogil:

@@ -30,7 +30,7 @@ cdef struct port_t:
     uint64_t mac              # its own MAC once pinned (pods with port security, host ports)
     uint32_t sec_ips[MAX_PORT_IPS]    # its IPv4 addresses (first octet most significant)
     uint32_t n_sec_ips
-    uint64_t sec_ip6s[2 * MAX_PORT_IP6S]  # its IPv6 addresses, as (high, low) halves
+    ip_key_t sec_ip6s[MAX_PORT_IP6S]      # its IPv6 addresses (_underlay.pxd)
     uint32_t n_sec_ip6s
     port_policy_t *policy     # NetworkPolicy tables; NULL: no policy selects it
     bucket_t ingress          # frames from the port (the pod's sending)

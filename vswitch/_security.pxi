@@ -24,10 +24,10 @@ cdef inline bint owns_ip(const port_t *p, uint32_t ip) noexcept nogil:
 
 
 cdef inline bint owns_ip6(const port_t *p, const unsigned char *a) noexcept nogil:
-    cdef uint64_t high = be64(a), low = be64(a + 8)
+    cdef ip_key_t key = key_of_ip6(a)
     cdef uint32_t i
     for i in range(p.n_sec_ip6s):
-        if p.sec_ip6s[2 * i] == high and p.sec_ip6s[2 * i + 1] == low:
+        if key_eq(&p.sec_ip6s[i], &key):
             return True
     return False
 
