@@ -264,6 +264,5 @@ def _parse_ips(ips: str | None) -> tuple[ipaddress.IPv4Address | None,
 
 def _interface(net, ip) -> ipaddress.IPv4Interface | ipaddress.IPv6Interface:
     """A pod's address with its network's prefix length."""
-    subnet = net.subnet if ip.version == 4 else net.subnet6
-    return ipaddress.ip_interface(f"{ip}/{subnet.prefixlen}")
+    return ipaddress.ip_interface(f"{ip}/{net.subnet_of(ip.version).prefixlen}")
 

@@ -84,6 +84,11 @@ def block_key_part(block: Block) -> str:
     return f"{block.network_address}-{block.prefixlen}"
 
 
+def block_of_key_part(part: str) -> Block:
+    """The block a record's key names (ValueError if it names none)."""
+    return ipaddress.ip_network(part.replace("-", "/"))
+
+
 def network_from_record(name: str, rec) -> NetworkConfig:
     """A network record from etcd as the config's NetworkConfig (its block
     is the whole subnet: nodes claim blocks of block_size inside it; a
@@ -117,7 +122,7 @@ def network_from_record(name: str, rec) -> NetworkConfig:
 
 def _family(net: NetworkConfig, version: int) -> tuple[Block | None, int | None]:
     """A cluster network's subnet and block size in one family."""
-    return (net.subnet, net.block_size) if version == 4 else (net.subnet6, net.block_size6)
+    return net.subnet_of(version), net.block_size if version == 4 else net.block_size6
 
 
 def _fits(block: Block, net: NetworkConfig) -> bool:
@@ -588,7 +593,7 @@ class Cluster:
     def _block(self, network: str, cidr: str, rec: dict | None):
         holder = rec.get("node") if rec else None
         self._set(self.holders, (network, cidr), holder)
-        block = ipaddress.ip_network(cidr.replace("-", "/"))
+        block = block_of_key_part(cidr)
         if block in self.mine.get(network, []) and holder not in (None, self.name):
             self._spawn(self._lose_block(network, block, f"now held by node {holder}"))
 
@@ -739,7 +744,7 @@ class Cluster:
         not know are adopted; blocks it holds that etcd lost are claimed
         again; blocks another node holds now are lost (see _lose_block)."""
         for (network, cidr), holder in list(self.holders.items()):
-            block = ipaddress.ip_network(cidr.replace("-", "/"))
+            block = block_of_key_part(cidr)
             if holder == self.name and block not in self.mine.get(network, []) \
                     and network in self.networks:
                 await self._hold(network, block)
@@ -1078,7 +1083,7 @@ class Cluster:
     def block_list(self) -> list[dict]:
         out = []
         for (network, cidr), holder in sorted(self.holders.items()):
-            block = ipaddress.ip_network(cidr.replace("-", "/"))
+            block = block_of_key_part(cidr)
             used = sum(1 for (n, ip) in self.endpoints
                        if n == network and ipaddress.ip_address(ip) in block)
             out.append({"network": network, "block": str(block), "node": holder,

@@ -63,6 +63,10 @@ class NetworkConfig:
     block6: ipaddress.IPv6Network | None = None
     gateway6: ipaddress.IPv6Address | None = None
 
+    def subnet_of(self, version: int) -> ipaddress.IPv4Network | ipaddress.IPv6Network | None:
+        """The subnet of an IP version (None: the network has none)."""
+        return self.subnet if version == 4 else self.subnet6
+
 
 @dataclass(frozen=True)
 class OverlayConfig:

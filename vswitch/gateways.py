@@ -49,7 +49,7 @@ def wants_gateway(rec: dict | None) -> bool:
 
 def families(net: NetworkConfig) -> tuple[int, ...]:
     """The IP versions a network has (a gateway of each)."""
-    return tuple(v for v, subnet in ((4, net.subnet), (6, net.subnet6)) if subnet is not None)
+    return tuple(v for v in (4, 6) if net.subnet_of(v) is not None)
 
 
 class Gateways:
@@ -87,7 +87,7 @@ class Gateways:
         for name, ips in self.addresses.items():
             net = current.get(name)
             for version, ip in list(ips.items()):
-                subnet = None if net is None else net.subnet if version == 4 else net.subnet6
+                subnet = None if net is None else net.subnet_of(version)
                 if net is None or subnet is None or ip not in subnet or \
                         not self.cluster.holds(net, ip):
                     log.warning("cluster: gateway %s of network %s given up (%s)", ip, name,

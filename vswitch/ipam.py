@@ -73,19 +73,19 @@ def gateway6(net: NetworkConfig) -> ipaddress.IPv6Address | None:
 
 def reserved(net: NetworkConfig) -> set[ipaddress.IPv4Address]:
     """Addresses of the block never handed out."""
-    if net.subnet is None or net.block is None:
+    gw = gateway(net)
+    if net.subnet is None or net.block is None or gw is None:
         return set()
     return {net.subnet.network_address, net.subnet.broadcast_address,
-            net.block.network_address, net.block.broadcast_address,
-            net.gateway or next(net.block.hosts())}
+            net.block.network_address, net.block.broadcast_address, gw}
 
 
 def reserved6(net: NetworkConfig) -> set[ipaddress.IPv6Address]:
     """Addresses of block6 never handed out: the subnet-router anycast
     addresses (RFC 4291) and the gateway."""
-    assert net.subnet6 is not None and net.block6 is not None
-    return {net.subnet6.network_address, net.block6.network_address,
-            net.gateway6 or next(net.block6.hosts())}
+    gw6 = gateway6(net)
+    assert net.subnet6 is not None and net.block6 is not None and gw6 is not None
+    return {net.subnet6.network_address, net.block6.network_address, gw6}
 
 
 class AddressBlocks(Protocol):

@@ -336,7 +336,7 @@ class Switch:
         one, not in use."""
         try:
             version = ipaddress.ip_interface(cidr).version
-            subnet = net.subnet if version == 4 else net.subnet6
+            subnet = net.subnet_of(version)
             if subnet is None:
                 raise ValueError(f"network {net.name!r} has no IPv{version} subnet")
             addr = ipaddress.ip_interface(cidr if "/" in cidr else f"{cidr}/{subnet.prefixlen}")
