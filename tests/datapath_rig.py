@@ -47,12 +47,12 @@ class Rig:
             self.dp.set_network(network, 100 + network, mtu)
         self.pods, self._keep = {}, []
 
-    def port(self, network=1, vnet_hdr=False) -> int:
+    def port(self, network=1, vnet_hdr=False, router=False) -> int:
         sw, pod = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
         sw.setblocking(False)
         pod.setblocking(False)
         self._keep.append(sw)              # the switch end must outlive the port
-        pid = self.dp.add_port(sw.fileno(), network, vnet_hdr)
+        pid = self.dp.add_port(sw.fileno(), network, vnet_hdr, router)
         self.pods[pid] = pod
         return pid
 

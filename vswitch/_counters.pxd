@@ -28,6 +28,7 @@ cdef enum:  # drop reasons
     DROP_POLICY_DENIED        # NetworkPolicy does not allow it (per copy when flooded)
     DROP_CONNTRACK_FULL       # allowed, but the connection table is full
     DROP_ND_SPOOFED           # IPv6 neighbour discovery claiming another's address or MAC
+    DROP_CONNTRACK_POD_FULL   # allowed, but the pod that opens it holds its share of the table
     N_DROP_REASONS
 
 

@@ -15,6 +15,7 @@ include "_counters.pxd"
 include "_ports.pxd"
 include "_conntrack.pxd"
 include "_policy.pxd"
+include "_fragments.pxd"
 include "_networks.pxd"
 include "_peers.pxd"
 include "_fdb.pxd"
@@ -42,7 +43,11 @@ cdef class Datapath:
     cdef networks_t networks
     cdef fdb_t fdb
     cdef neigh_t neigh            # pod addresses the cluster knows: ARP answered here
+    cdef neigh_t owners           # local secured pods' addresses -> their port id + 1
     cdef ct_t ct                  # connections NetworkPolicy allowed
+    cdef frags_t frags            # first fragments policy allowed
+    cdef services_t services      # Service addresses: egress is judged after the node's DNAT
+    cdef uint32_t policed         # ports a policy selects (host ports look up sources only then)
     cdef peers_t peers
     cdef port_t tunnel            # the tunnel's own rx/tx counters
     cdef tunnel_tx_t tx
@@ -53,6 +58,7 @@ cdef class Datapath:
     cdef uint64_t gateway_replies  # frames steered back through a host port (_gateway.pxi)
 
     cdef _declared(self, int network)
+    cdef _own_addresses(self, uint32_t port_id, bint own)
     cdef port_t *_port(self, uint32_t port_id) except NULL
     cdef int _drain(self, uint32_t port_id) noexcept nogil
     cdef int _drain_tunnel(self) noexcept nogil
@@ -67,8 +73,10 @@ cdef class Datapath:
     cdef void _switch(self, uint32_t in_id, port_t *inp, uint16_t net, unsigned char *hdr,
                       unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil
     cdef int _policy(self, uint32_t in_id, port_t *inp, port_t *out, uint16_t net,
-                     const unsigned char *frame, ssize_t n, uint64_t now,
+                     const unsigned char *frame, ssize_t n, uint64_t now, bint commit,
                      verdict_t *v) noexcept nogil
+    cdef void _end(self, pol_end_t *end, const port_t *p, const ip_key_t *address,
+                   uint16_t net) noexcept nogil
     cdef int64_t _gateway_of(self, uint32_t in_id, uint16_t net, const unsigned char *frame,
                              ssize_t n, uint64_t now) noexcept nogil
     cdef int64_t _gateway_reply(self, uint32_t in_id, uint16_t net, unsigned char *frame,

@@ -36,6 +36,7 @@ include "_capture.pxi"
 include "_conntrack.pxi"
 include "_counters.pxi"
 include "_fdb.pxi"
+include "_fragments.pxi"
 include "_gateway.pxi"
 include "_gro.pxi"
 include "_neigh.pxi"
@@ -104,6 +105,8 @@ cdef class Datapath:
                 or cap_init(&self.cap) < 0
                 or fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9), seed) < 0
                 or neigh_init(&self.neigh, int.from_bytes(os.urandom(8), "little")) < 0
+                or neigh_init(&self.owners, int.from_bytes(os.urandom(8), "little")) < 0
+                or frags_init(&self.frags, int.from_bytes(os.urandom(8), "little")) < 0
                 or ct_init(&self.ct, conntrack_max, int.from_bytes(os.urandom(8), "little")) < 0):
             raise MemoryError()
         if fdb_max_per_port:
@@ -126,6 +129,8 @@ cdef class Datapath:
         cap_free(&self.cap)
         fdb_destroy(&self.fdb)
         neigh_free(&self.neigh)
+        neigh_free(&self.owners)
+        frags_free(&self.frags)
         free(self.slots)
 
     # ------------------------------------------------------------- networks
@@ -179,6 +184,10 @@ cdef class Datapath:
         """Detach a port (the caller closes its fd) and forget its FDB entries."""
         cdef port_t *p = self._port(port_id)
         fdb_sweep(&self.fdb, SWEEP_PORT, 0, port_id, 0)
+        self._own_addresses(port_id, False)
+        ct_forget_owner(&self.ct, port_id)
+        if p.policy != NULL:
+            self.policed -= 1
         port_policy_free(p.policy)
         p.policy = NULL
         poller_unwatch(&self.poller, p.fd)
@@ -197,8 +206,11 @@ cdef class Datapath:
         (another port, a peer) are dropped as mac_pinned. mac=None turns it
         off."""
         cdef port_t *p = self._port(port_id)
+        if p.router:
+            raise ValueError("a host port is not port-secured (set_host_addresses)")
         if p.secured:
             fdb_delete(&self.fdb, p.network, p.sec_mac)
+            self._own_addresses(port_id, False)
             p.secured = False
         if mac is None:
             return
@@ -214,6 +226,36 @@ cdef class Datapath:
         for i, ip in enumerate(ip6s):
             p.sec_ip6s[i] = key_from_int(ip)
         p.secured = True
+        self._own_addresses(port_id, True)
+
+    def set_host_addresses(self, uint32_t port_id, ips=(), ip6s=()):
+        """The node's own addresses on host port port_id (integers): what
+        it sends from them is the node's (kubelet's probes), let in whatever
+        pods' ingress rules say; what it routes from any other address is
+        judged as that address's (a local pod's egress rules included)."""
+        cdef port_t *p = self._port(port_id)
+        if not p.router:
+            raise ValueError(f"port {port_id} is not a host port")
+        if len(ips) > MAX_PORT_IPS or len(ip6s) > MAX_PORT_IP6S:
+            raise ValueError(f"at most {MAX_PORT_IPS} IPv4 and {MAX_PORT_IP6S} IPv6 addresses")
+        p.n_sec_ips, p.n_sec_ip6s = len(ips), len(ip6s)
+        for i, ip in enumerate(ips):
+            p.sec_ips[i] = ip
+        for i, ip in enumerate(ip6s):
+            p.sec_ip6s[i] = key_from_int(ip)
+
+    cdef _own_addresses(self, uint32_t port_id, bint own):
+        """Record (or forget) a secured port's addresses as its own, for
+        telling which pod a packet the node routes comes from."""
+        cdef port_t *p = &self.ports.slots[port_id]
+        cdef ip_key_t key
+        for i in range(p.n_sec_ips + p.n_sec_ip6s):
+            key = key_of_ip4(p.sec_ips[i]) if i < p.n_sec_ips else p.sec_ip6s[i - p.n_sec_ips]
+            if own:
+                if neigh_set(&self.owners, p.network, &key, port_id + 1) < 0:
+                    raise MemoryError()
+            elif neigh_lookup(&self.owners, p.network, &key) == port_id + 1:
+                neigh_delete(&self.owners, p.network, &key)
 
     def pin_mac(self, uint32_t port_id, uint64_t mac):
         """Pin a MAC to a port (a secured pod's, the host port's): it lives
@@ -463,6 +505,7 @@ cdef class Datapath:
         cdef port_policy_t *new = port_policy_build(ingress, egress)
         cdef port_policy_t *old = p.policy
         p.policy = new
+        self.policed += (new != NULL) - (old != NULL)
         port_policy_free(old)
 
     def port_policy_enforced(self, uint32_t port_id):
@@ -473,17 +516,37 @@ cdef class Datapath:
         new tables on its next packet, and forgotten if no longer allowed."""
         self.ct.generation += 1
 
-    def conntrack_configure(self, uint64_t max_entries):
-        """A new, empty table for max_entries connections."""
+    def conntrack_configure(self, uint64_t max_entries, uint64_t max_per_pod=0):
+        """A new, empty table for max_entries connections, at most
+        max_per_pod (0: max_entries) of them charged to one port."""
         if max_entries < 1:
             raise ValueError("conntrack max_entries must be positive")
         if ct_alloc(&self.ct, max_entries) < 0:
             raise MemoryError()
+        self.ct.max_per_owner = max_per_pod or max_entries
+
+    def conntrack_usage(self):
+        """{port id (PORT_TUNNEL: the tunnel): connections charged to it}."""
+        return {(TUNNEL_PORT if i == MAX_PORTS else i): self.ct.owned[i]
+                for i in range(CT_OWNERS) if self.ct.owned[i]}
+
+    def set_service_ranges(self, ranges):
+        """[(lo, hi)] of Service addresses (integers, IPv4 mapped): a pod's
+        packet to one is judged by its egress rules only as the node sends
+        it on, DNATed, to a backend."""
+        if len(ranges) > MAX_SERVICE_RANGES:
+            raise ValueError(f"at most {MAX_SERVICE_RANGES} Service ranges")
+        for i, (lo, hi) in enumerate(ranges):
+            if not 0 <= lo <= hi < 1 << 128:
+                raise ValueError("a Service range is lo..hi")
+            self.services.lo[i], self.services.hi[i] = key_from_int(lo), key_from_int(hi)
+        self.services.n = len(ranges)
 
     def conntrack_entries(self, int64_t port=-1, uint64_t limit=0):
         """Live connections (of `port`: that went in or out there; -1: all),
         each (network, protocol, source, sport, destination, dport, flags,
-        seconds left, in port, out port) in the direction it was opened,
+        seconds left, in port, out port, owner: the port it is charged to) in
+        the direction it was opened,
         addresses as 128-bit integers (IPv4 mapped), ports CT_NO_PORT beyond
         the tunnel."""
         cdef uint64_t i
@@ -499,8 +562,9 @@ cdef class Datapath:
             a = (key_to_int(&e.key.a), (e.key.rest >> 16) & 0xFFFF)
             b = (key_to_int(&e.key.b), e.key.rest & 0xFFFF)
             src, dst = (a, b) if e.flags & CT_ORIG_A else (b, a)
-            out.append((e.key.rest >> 40, (e.key.rest >> 32) & 0xFF, src[0], src[1], dst[0], dst[1],
-                        e.flags, <int32_t>(e.deadline_ms - now_ms) / 1e3, e.in_port, e.out_port))
+            out.append(((e.key.rest >> 40) & 0xFFFF, (e.key.rest >> 32) & 0xFF, src[0], src[1],
+                        dst[0], dst[1], e.flags, <int32_t>(e.deadline_ms - now_ms) / 1e3,
+                        e.in_port, e.out_port, e.owner))
             if limit and len(out) >= limit:
                 break
         return out
@@ -531,8 +595,10 @@ cdef class Datapath:
         out["nd_suppressed"] = self.neigh.answered6
         out["neighbours"] = self.neigh.count
         out["conntrack"] = {"entries": self.ct.count, "max_entries": self.ct.max_entries,
+                            "max_per_pod": self.ct.max_per_owner,
                             "created": self.ct.created, "expired": self.ct.expired,
-                            "revoked": self.ct.revoked}
+                            "revoked": self.ct.revoked, "early_dropped": self.ct.early_dropped}
+        out["fragments_passed"] = self.frags.passed
         out["gateway_replies"] = self.gateway_replies
         return out
 
@@ -830,7 +896,7 @@ cdef class Datapath:
                 gro_flush(&self.gro, &self.ports, &self.totals)   # keep order with what is held
             self._flood(in_id, net, inp, hdr, frame, n, now)
         elif self._policy(in_id, inp, NULL if out >= PEER_BASE else &self.ports.slots[out], net,
-                          frame, n, now, &v) >= 0:
+                          frame, n, now, True, &v) >= 0:
             self._policy_drop(in_id, inp, NULL if out >= PEER_BASE else &self.ports.slots[out],
                               &v, frame, n, True)
         elif out >= PEER_BASE:
@@ -848,20 +914,48 @@ cdef class Datapath:
                 self._send(&self.ports.slots[out], hdr, frame, n)
 
     cdef int _policy(self, uint32_t in_id, port_t *inp, port_t *out, uint16_t net,
-                     const unsigned char *frame, ssize_t n, uint64_t now,
+                     const unsigned char *frame, ssize_t n, uint64_t now, bint commit,
                      verdict_t *v) noexcept nogil:
         """-1 when NetworkPolicy lets a frame from in_id go to out (NULL:
-        to a peer), else its drop reason (v says why). Costs two tests
-        unless a pod on either end is selected by a policy."""
+        to a peer), else its drop reason (v says why). commit: track and
+        refresh connections (trace does not). Costs two tests unless a pod
+        on either end is selected by a policy, or the frame crosses a host
+        port while some pod is. Shared by the pipeline and trace."""
         cdef port_t *src = inp if in_id < PEER_BASE else NULL
-        if (src == NULL or src.policy == NULL) and (out == NULL or out.policy == NULL):
+        v.reason, v.how, v.policy, v.direction = -1, HOW_OPEN, 0, POL_INGRESS
+        if (src == NULL or src.policy == NULL) and (out == NULL or out.policy == NULL) and not (
+                self.policed and ((src != NULL and src.router) or (out != NULL and out.router))):
             return -1
         cdef flow_t f
+        cdef pol_path_t path
         flow_parse(&f, net, frame, n, eth_header_len(frame, n))
-        policy_decide(&self.ct, src, out, in_id if src != NULL else CT_NO_PORT,
-                      out - self.ports.slots if out != NULL else CT_NO_PORT, &f, net, ms32(now),
-                      True, v)
+        self._end(&path.src, src, &f.src, net)
+        self._end(&path.dst, out, &f.dst, net)
+        path.in_port = ct_port(in_id)
+        path.out_port = out - self.ports.slots if out != NULL else CT_NO_PORT
+        # Charged to the pod that opens it (through the node too), else to
+        # the one it reaches, else to where it came from.
+        path.owner = (path.src.pod - self.ports.slots if path.src.pod != NULL else
+                      path.dst.pod - self.ports.slots if path.dst.pod != NULL else path.in_port)
+        policy_decide(&self.ct, &self.frags, &path, &f, net, ms32(now), commit, v)
         return v.reason
+
+    cdef void _end(self, pol_end_t *end, const port_t *p, const ip_key_t *address,
+                   uint16_t net) noexcept nogil:
+        """One end of a packet's path: a pod's port is the pod, the tunnel
+        (NULL) is beyond, and behind a host port is the local pod that holds
+        the address, or the node itself, or a Service, or anyone else."""
+        cdef uint64_t owner
+        end.pod, end.host, end.node, end.service = p, False, False, False
+        if p == NULL or not p.router:
+            return
+        end.host, end.pod = True, NULL
+        owner = neigh_lookup(&self.owners, net, address) if not key_is_zero(address) else 0
+        if owner:
+            end.pod = &self.ports.slots[owner - 1]
+        else:
+            end.node = owns_address(p, address)
+            end.service = is_service(&self.services, address)
 
     cdef int64_t _gateway_of(self, uint32_t in_id, uint16_t net, const unsigned char *frame,
                              ssize_t n, uint64_t now) noexcept nogil:
@@ -888,10 +982,14 @@ cdef class Datapath:
     cdef void _gateway_track(self, uint32_t in_id, uint16_t out, uint16_t net,
                              const unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil:
         """A frame from host port in_id to a pod's port or (CT_NO_PORT) a
-        peer: its connection is marked."""
+        peer: its connection is marked, unless the node itself sent it."""
         cdef flow_t f
         flow_parse(&f, net, frame, n, eth_header_len(frame, n))
-        gateway_track(&self.ct, &f, net, in_id, out, ms32(now))
+        if f.kind != FLOW_IP or owns_address(&self.ports.slots[in_id], &f.src):
+            return
+        cdef uint64_t opener = neigh_lookup(&self.owners, net, &f.src)
+        gateway_track(&self.ct, &f, net, in_id, out, opener - 1 if opener else
+                      out if out != CT_NO_PORT else in_id, ms32(now))
 
     cdef void _policy_drop(self, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
                            const unsigned char *frame, ssize_t n, bint whole) noexcept nogil:
@@ -917,7 +1015,8 @@ cdef class Datapath:
         cdef verdict_t v
         for i in range(self.ports.limit):
             if i != in_id and self.ports.slots[i].fd >= 0 and self.ports.slots[i].network == net:
-                if self._policy(in_id, inp, &self.ports.slots[i], net, frame, n, now, &v) >= 0:
+                if self._policy(in_id, inp, &self.ports.slots[i], net, frame, n, now, True,
+                                &v) >= 0:
                     self._policy_drop(in_id, inp, &self.ports.slots[i], &v, frame, n, False)
                     refused = True
                     continue
@@ -929,7 +1028,7 @@ cdef class Datapath:
             for i in range(self.peers.n_members):
                 if self.peers.member_net[i] == net:
                     if to_peers == -2:
-                        to_peers = self._policy(in_id, inp, NULL, net, frame, n, now, &v)
+                        to_peers = self._policy(in_id, inp, NULL, net, frame, n, now, True, &v)
                         if to_peers >= 0:
                             self._policy_drop(in_id, inp, NULL, &v, frame, n, False)
                             refused = True

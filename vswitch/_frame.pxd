@@ -138,16 +138,20 @@ cdef inline ssize_t eth_header_len(const unsigned char *frame, ssize_t n) noexce
 
 
 cdef inline int ip6_upper_layer(const unsigned char *ip, ssize_t avail, ssize_t *offset,
-                                bint *later_fragment) noexcept nogil:
+                                bint *later_fragment,
+                                const unsigned char **fragment=NULL) noexcept nogil:
     """The upper-layer protocol of the IPv6 packet of avail (>= IP6_HLEN)
     bytes at ip, past its extension headers; offset: where it starts;
     later_fragment: the packet is a fragment other than the first (its
-    protocol is named, but no header of it is here). -1: a chain cut short
+    protocol is named, but no header of it is here); fragment (if not
+    NULL): its fragment header, NULL when it has none. -1: a chain cut short
     by avail, or longer than IPV6_MAX_EXT_HEADERS."""
     cdef uint8_t nh = ip[6]
     cdef ssize_t off = IP6_HLEN
     cdef int _k
     later_fragment[0] = False
+    if fragment != NULL:
+        fragment[0] = NULL
     for _k in range(IPV6_MAX_EXT_HEADERS + 1):
         if nh != 0 and nh != 43 and nh != 44 and nh != 51 and nh != 60:
             offset[0] = off
@@ -157,6 +161,8 @@ cdef inline int ip6_upper_layer(const unsigned char *ip, ssize_t avail, ssize_t 
         if nh == 0 or nh == 43 or nh == 60:     # hop-by-hop, routing, destination options
             nh, off = ip[off], off + (ip[off + 1] + 1) * 8
         elif nh == 44:                          # fragment
+            if fragment != NULL:
+                fragment[0] = ip + off
             if be16(ip + off + 2) & 0xFFF8:
                 later_fragment[0], offset[0] = True, off + 8    # what follows is data
                 return ip[off]

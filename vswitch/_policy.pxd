@@ -18,6 +18,8 @@ cdef enum:
     HOW_RELATED = 3               # an ICMP error about a tracked connection
     HOW_RULES = 4                 # the rules decided (a new connection)
     HOW_REVALIDATED = 5           # a tracked connection checked again after a policy change
+    HOW_FRAGMENT = 6              # a later fragment of a packet whose first was allowed
+    MAX_SERVICE_RANGES = 16       # Service address ranges (set_service_ranges)
 
 
 cdef struct pol_range_t:          # peer addresses lo..hi, allowed by `policy`
@@ -56,12 +58,42 @@ cdef struct flow_t:               # one packet, as policy and conntrack see it
     uint8_t proto
     uint8_t tcp_flags
     bint has_ports                # TCP, UDP or SCTP with its ports (not a later fragment)
-    bint icmp_error               # related holds the connection an ICMP error is about
+    bint first_fragment           # offset 0, more fragments follow
+    bint later_fragment           # a fragment past the first: no transport header here
+    uint32_t frag_id              # the identification, of either kind of fragment
+    uint32_t frag_offset          # bytes: where a later fragment's data goes
+    uint32_t l4_len               # bytes of the packet from the transport header on
     ip_key_t src
     ip_key_t dst
     uint16_t sport
     uint16_t dport
-    ct_key_t related
+    bint icmp_error               # inner_*: the packet an ICMP error quotes
+    uint8_t inner_proto
+    ip_key_t inner_src
+    ip_key_t inner_dst
+    uint16_t inner_sport
+    uint16_t inner_dport
+
+
+cdef struct pol_end_t:            # one end of a packet's path, as policy sees it
+    const port_t *pod             # the local pod whose tables judge this end (NULL: none)
+    bint host                     # the end is a host port: the node routed the packet
+    bint node                     # ... from the node's own address: ingress rules let it in
+    bint service                  # ... to a Service address: egress is judged after its DNAT
+
+
+cdef struct pol_path_t:           # where a packet goes, for policy_decide
+    pol_end_t src
+    pol_end_t dst
+    uint16_t in_port              # port ids as conntrack records them (CT_NO_PORT: a peer)
+    uint16_t out_port
+    uint16_t owner                # the port a new connection is charged to
+
+
+cdef struct services_t:           # the addresses kube-proxy DNATs (ClusterIPs)
+    uint32_t n
+    ip_key_t lo[MAX_SERVICE_RANGES]
+    ip_key_t hi[MAX_SERVICE_RANGES]
 
 
 cdef struct verdict_t:

@@ -31,13 +31,16 @@ cdef inline bint ip4_header(const unsigned char *ip, ssize_t avail, ssize_t *ihl
 cdef inline bint ip_packet(flow_t *f, const unsigned char *ip, ssize_t avail, bint v6,
                            ssize_t *l4) noexcept nogil:
     """The protocol and addresses of the IPv4 (or v6: IPv6) packet of avail
-    bytes at ip, where its payload starts (l4), and whether it has one with a
-    header in it (not a later fragment). f.kind: FLOW_IP, or FLOW_OTHER when
-    it cannot be parsed, or is IPv6 naming IPv4-mapped addresses (which
-    would pass for IPv4 ones in the tables)."""
+    bytes at ip, where its payload starts (l4), whether it is a fragment,
+    and whether it has a payload with a header in it (not a later
+    fragment). f.kind: FLOW_IP, or FLOW_OTHER when it cannot be parsed, or
+    is IPv6 naming IPv4-mapped addresses (which would pass for IPv4 ones in
+    the tables)."""
     cdef ssize_t ihl
     cdef int proto
     cdef bint later
+    cdef uint16_t frag
+    cdef const unsigned char *fh = NULL
     f.kind = FLOW_OTHER
     if not v6:
         if not ip4_header(ip, avail, &ihl):
@@ -45,14 +48,22 @@ cdef inline bint ip_packet(flow_t *f, const unsigned char *ip, ssize_t avail, bi
         f.kind, f.proto = FLOW_IP, ip[9]
         f.src, f.dst = key_of_ip4(be32(ip + 12)), key_of_ip4(be32(ip + 16))
         l4[0] = ihl
-        return not be16(ip + 6) & 0x1FFF
+        frag = be16(ip + 6)
+        f.frag_id, f.frag_offset = be16(ip + 4), (frag & 0x1FFF) * 8
+        f.later_fragment = f.frag_offset != 0
+        f.first_fragment = not f.later_fragment and frag & 0x2000
+        return not f.later_fragment
     if avail < IP6_HLEN or ip[0] >> 4 != 6:
         return False
-    proto = ip6_upper_layer(ip, avail, l4, &later)
+    proto = ip6_upper_layer(ip, avail, l4, &later, &fh)
     f.src, f.dst = key_of_ip6(ip + 8), key_of_ip6(ip + 24)
     if proto < 0 or key_is_v4(&f.src) or key_is_v4(&f.dst):
         return False
     f.kind, f.proto = FLOW_IP, proto
+    if fh != NULL:
+        f.frag_id, f.frag_offset = be32(fh + 4), be16(fh + 2) & 0xFFF8
+        f.later_fragment = later
+        f.first_fragment = not later and fh[3] & 1
     return not later
 
 
@@ -71,15 +82,15 @@ cdef void flow_parse(flow_t *f, uint16_t net, const unsigned char *frame, ssize_
     cdef const unsigned char *ip = frame + l2
     cdef ssize_t l4, inner_l4, rem
     cdef flow_t inner
-    cdef bint ignored
     if ethertype == ETH_P_ARP:
         f.kind = FLOW_ALWAYS
         return
     if ethertype != ETH_P_IP and ethertype != ETH_P_IPV6:
         return
     if not ip_packet(f, ip, n - l2, ethertype == ETH_P_IPV6, &l4):
-        return                  # not parsed, or a later fragment: only port-less rules allow it
+        return                  # not parsed, or a later fragment: its first's verdict, or none
     rem = n - l2 - l4
+    f.l4_len = rem
     if f.proto == IPPROTO_ICMPV6 and rem >= 1 and 133 <= ip[l4] <= 136:
         # Neighbour discovery (RS, RA, NS, NA) keeps the link working; RA
         # guard and port security have checked it already.
@@ -91,9 +102,9 @@ cdef void flow_parse(flow_t *f, uint16_t net, const unsigned char *frame, ssize_
         if ip_packet(&inner, ip + l4 + 8, rem - 8, ethertype == ETH_P_IPV6, &inner_l4):
             flow_ports(&inner, ip + l4 + 8 + inner_l4, rem - 8 - inner_l4)
         if inner.kind == FLOW_IP:
-            f.related = ct_key(net, inner.proto, &inner.src, inner.sport, &inner.dst,
-                               inner.dport, &ignored)
             f.icmp_error = True
+            f.inner_proto, f.inner_src, f.inner_dst = inner.proto, inner.src, inner.dst
+            f.inner_sport, f.inner_dport = inner.sport, inner.dport
 
 
 cdef inline uint32_t pol_match(const pol_dir_t *d, const ip_key_t *peer,
@@ -129,38 +140,53 @@ cdef inline uint32_t pol_match(const pol_dir_t *d, const ip_key_t *peer,
     return 0
 
 
-cdef void pol_rules(const port_t *src, const port_t *dst, const flow_t *f,
+cdef inline bint pol_isolates(const pol_end_t *end, int direction) noexcept nogil:
+    return end.pod != NULL and end.pod.policy != NULL and \
+        end.pod.policy.dirs[direction].isolating != 0
+
+
+cdef void pol_rules(const pol_end_t *src, const pol_end_t *dst, const flow_t *f,
                     verdict_t *v) noexcept nogil:
-    """A new connection from src to dst (NULL: beyond the tunnel) under the
-    rules: egress for src, then ingress for dst, each where isolated. The
-    node (the host port) reaches its pods whatever their ingress rules."""
+    """A new connection from src to dst under the rules: egress for src's
+    pod, then ingress for dst's, each where isolated. The node (its own
+    address behind the host port) reaches its pods whatever their ingress
+    rules; a Service address is no destination of egress rules: the packet
+    comes back from the node DNATed, and egress judges the backend then."""
     cdef uint32_t m
     cdef const pol_dir_t *d
     v.reason, v.policy, v.direction = -1, 0, POL_INGRESS
-    if src != NULL and src.policy != NULL and src.policy.dirs[POL_EGRESS].isolating:
-        d = &src.policy.dirs[POL_EGRESS]
+    if pol_isolates(src, POL_EGRESS) and not dst.service:
+        d = &src.pod.policy.dirs[POL_EGRESS]
         m = pol_match(d, &f.dst, f) if f.kind == FLOW_IP else 0
         v.direction, v.policy = POL_EGRESS, m if m else d.isolating
         if m == 0:
             v.reason = DROP_POLICY_DENIED
             return
-    if dst != NULL and dst.policy != NULL and dst.policy.dirs[POL_INGRESS].isolating \
-            and not (src != NULL and src.router):
-        d = &dst.policy.dirs[POL_INGRESS]
+    if pol_isolates(dst, POL_INGRESS) and not src.node:
+        d = &dst.pod.policy.dirs[POL_INGRESS]
         m = pol_match(d, &f.src, f) if f.kind == FLOW_IP else 0
         v.direction, v.policy = POL_INGRESS, m if m else d.isolating
         if m == 0:
             v.reason = DROP_POLICY_DENIED
 
 
-cdef void policy_decide(ct_t *ct, const port_t *src, const port_t *dst, uint16_t in_port,
-                        uint16_t out_port, const flow_t *f, uint16_t net, uint32_t now_ms,
-                        bint commit, verdict_t *v) noexcept nogil:
-    """The verdict on a packet from src to dst (either NULL: beyond the
-    tunnel) of a network. commit: track a new connection and refresh a
-    known one (the pipeline); trace only looks."""
+cdef inline bint pol_related(const flow_t *f, const pol_end_t *src) noexcept nogil:
+    """Whether an ICMP error may be about the connection it quotes, as
+    Linux's conntrack has it: sent to the quoted packet's source, by its
+    destination or by a router on the way (from a host port, from an
+    address no local pod holds)."""
+    return f.icmp_error and key_eq(&f.dst, &f.inner_src) and \
+        (key_eq(&f.src, &f.inner_dst) or (src.host and src.pod == NULL))
+
+
+cdef void policy_decide(ct_t *ct, frags_t *frags, const pol_path_t *path, const flow_t *f,
+                        uint16_t net, uint32_t now_ms, bint commit, verdict_t *v) noexcept nogil:
+    """The verdict on a packet of a network along path. commit: track a new
+    connection and refresh a known one (the pipeline); trace only looks."""
     v.reason, v.how, v.policy, v.direction = -1, HOW_OPEN, 0, POL_INGRESS
-    if (src == NULL or src.policy == NULL) and (dst == NULL or dst.policy == NULL):
+    cdef const pol_end_t *src = &path.src
+    cdef const pol_end_t *dst = &path.dst
+    if (src.pod == NULL or src.pod.policy == NULL) and (dst.pod == NULL or dst.pod.policy == NULL):
         return
     if f.kind == FLOW_ALWAYS:
         v.how = HOW_ALWAYS
@@ -169,43 +195,66 @@ cdef void policy_decide(ct_t *ct, const port_t *src, const port_t *dst, uint16_t
     if f.kind != FLOW_IP:
         pol_rules(src, dst, f, v)           # matches nothing: denied where isolated
         return
+    if f.later_fragment and frag_allowed(frags, f, net, now_ms):
+        v.how = HOW_FRAGMENT
+        return
+    cdef const ip_key_t *beside = &f.dst if src.host else &f.src if dst.host else NULL
     cdef bint src_is_a
-    cdef ct_key_t key = ct_key(net, f.proto, &f.src, f.sport, &f.dst, f.dport, &src_is_a)
+    cdef ct_key_t key = ct_key(net, f.proto, &f.src, f.sport, &f.dst, f.dport, beside, &src_is_a)
     cdef ct_entry_t *e = ct_find(ct, &key, now_ms)
     cdef flow_t back
+    cdef int reason
     if e != NULL:
         if e.generation == ct.generation:
             v.how = HOW_CONNTRACK
             if commit:
                 ct_touch(e, f, src_is_a, now_ms)
-            return
-        # Policy changed since it was allowed: ask again, in its first direction.
-        v.how = HOW_REVALIDATED
-        if src_is_a == <bint>(e.flags & CT_ORIG_A):
-            pol_rules(src, dst, f, v)
         else:
-            back = f[0]
-            back.src, back.dst, back.sport, back.dport = f.dst, f.src, f.dport, f.sport
-            pol_rules(dst, src, &back, v)
-        if commit and v.reason >= 0:
-            ct_delete(ct, e)
-            ct.revoked += 1
-        elif commit:
-            e.generation = ct.generation
-            ct_touch(e, f, src_is_a, now_ms)
-        return
-    if f.icmp_error:
-        e = ct_find(ct, &f.related, now_ms)
-        if e != NULL and e.generation == ct.generation:
-            v.how = HOW_RELATED
-            return
-    pol_rules(src, dst, f, v)
-    if v.reason < 0 and commit:
-        e = ct_insert(ct, &key, src_is_a, in_port, out_port, now_ms)
-        if e == NULL:
-            v.reason = DROP_CONNTRACK_FULL
-        else:
-            ct_touch(e, f, src_is_a, now_ms)
+            # Policy changed since it was allowed: ask again, in its first direction.
+            v.how = HOW_REVALIDATED
+            if src_is_a == <bint>(e.flags & CT_ORIG_A):
+                pol_rules(src, dst, f, v)
+            else:
+                back = f[0]
+                back.src, back.dst, back.sport, back.dport = f.dst, f.src, f.dport, f.sport
+                pol_rules(dst, src, &back, v)
+            if commit and v.reason >= 0:
+                ct_delete(ct, e)
+                ct.revoked += 1
+            elif commit:
+                e.generation = ct.generation
+                ct_touch(e, f, src_is_a, now_ms)
+    elif pol_related(f, src) and ct_related(ct, f, net, beside, now_ms):
+        v.how = HOW_RELATED
+    else:
+        pol_rules(src, dst, f, v)
+        if v.reason < 0 and commit:
+            e = ct_insert(ct, &key, src_is_a, path.in_port, path.out_port, path.owner, now_ms,
+                          &reason)
+            if e == NULL:
+                v.reason = reason
+            else:
+                ct_touch(e, f, src_is_a, now_ms)
+    if v.reason < 0 and commit and f.first_fragment:
+        frag_remember(frags, f, net, now_ms)
+
+
+cdef inline bint is_service(const services_t *s, const ip_key_t *k) noexcept nogil:
+    cdef uint32_t i
+    for i in range(s.n):
+        if not key_lt(k, &s.lo[i]) and not key_lt(&s.hi[i], k):
+            return True
+    return False
+
+
+cdef inline bint ct_related(const ct_t *ct, const flow_t *f, uint16_t net, const ip_key_t *beside,
+                            uint32_t now_ms) noexcept nogil:
+    """Whether the connection an ICMP error quotes is tracked and allowed."""
+    cdef bint ignored
+    cdef ct_key_t key = ct_key(net, f.inner_proto, &f.inner_src, f.inner_sport, &f.inner_dst,
+                               f.inner_dport, beside, &ignored)
+    cdef const ct_entry_t *e = ct_find(ct, &key, now_ms)
+    return e != NULL and e.generation == ct.generation
 
 
 # ------------------------------------------------------- control plane side

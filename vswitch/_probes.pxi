@@ -132,6 +132,7 @@ def conntrack_cost(uint64_t flows, uint64_t lookups, bint ipv6=False):
     cdef flow_t *packets = <flow_t *>malloc(lookups * sizeof(flow_t))
     cdef uint64_t i, hits = 0, x = (rnd & 0xFFFFFFFFFFFF) | 1, start, middle, end
     cdef bint src_is_a
+    cdef int reason
     cdef ct_key_t k
     cdef ct_entry_t *e
     cdef uint32_t now_ms = ms32(monotonic_ns())
@@ -152,9 +153,9 @@ def conntrack_cost(uint64_t flows, uint64_t lookups, bint ipv6=False):
                 fl[i].src.hi, fl[i].src.lo = 0x20010DB800180000ULL, <uint32_t>fl[i].src.lo
                 fl[i].dst.hi, fl[i].dst.lo = 0x20010DB800190000ULL, <uint32_t>fl[i].dst.lo
             fl[i].sport, fl[i].dport, fl[i].has_ports = x & 0xFFFF, 53, True
-            k = ct_key(1, fl[i].proto, &fl[i].src, fl[i].sport, &fl[i].dst, fl[i].dport,
+            k = ct_key(1, fl[i].proto, &fl[i].src, fl[i].sport, &fl[i].dst, fl[i].dport, NULL,
                        &src_is_a)
-            e = ct_insert(&t, &k, src_is_a, 0, 1, now_ms)
+            e = ct_insert(&t, &k, src_is_a, 0, 1, 0, now_ms, &reason)
             ct_touch(e, &fl[i], src_is_a, now_ms)
         for i in range(lookups):
             x ^= x << 13
@@ -164,13 +165,13 @@ def conntrack_cost(uint64_t flows, uint64_t lookups, bint ipv6=False):
         start = monotonic_ns()
         for i in range(lookups):
             k = ct_key(1, packets[i].proto, &packets[i].src, packets[i].sport, &packets[i].dst,
-                       packets[i].dport, &src_is_a)
+                       packets[i].dport, NULL, &src_is_a)
             hits += ct_find(&t, &k, now_ms) != NULL
         middle = monotonic_ns()
         now_ms += CT_REFRESH_MS             # a second later: every entry is written
         for i in range(lookups):
             k = ct_key(1, packets[i].proto, &packets[i].src, packets[i].sport, &packets[i].dst,
-                       packets[i].dport, &src_is_a)
+                       packets[i].dport, NULL, &src_is_a)
             e = ct_find(&t, &k, now_ms)
             if e != NULL:
                 hits += 1

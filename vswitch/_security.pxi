@@ -32,6 +32,17 @@ cdef inline bint owns_ip6(const port_t *p, const unsigned char *a) noexcept nogi
     return False
 
 
+cdef inline bint owns_address(const port_t *p, const ip_key_t *k) noexcept nogil:
+    """Whether k (either family) is one of the port's own addresses."""
+    cdef uint32_t i
+    if key_is_v4(k):
+        return owns_ip(p, <uint32_t>k.lo)
+    for i in range(p.n_sec_ip6s):
+        if key_eq(&p.sec_ip6s[i], k):
+            return True
+    return False
+
+
 cdef inline ssize_t icmp6_offset(const unsigned char *frame, ssize_t n, ssize_t l2) noexcept nogil:
     """Where the ICMPv6 message of an IPv6 frame (n >= l2 + 40) starts, past
     its extension headers (an NA behind options is an NA to its receiver),

@@ -84,19 +84,16 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
 
 HOW_NAMES = {HOW_ALWAYS: "always (ARP, neighbour discovery)", HOW_CONNTRACK: "conntrack",
              HOW_RELATED: "conntrack (ICMP error of a connection)", HOW_RULES: "rules",
-             HOW_REVALIDATED: "conntrack, checked again after a policy change"}
+             HOW_REVALIDATED: "conntrack, checked again after a policy change",
+             HOW_FRAGMENT: "a later fragment of an allowed first one"}
 
 
 cdef object trace_policy(Datapath dp, uint32_t port_id, port_t *out, uint16_t net,
                          const unsigned char *f, ssize_t n):
     """The policy verdict on a frame from port_id to out (NULL: the
-    peers), as the pipeline would reach it; None when no policy applies."""
-    cdef flow_t flow
+    peers), as the pipeline reaches it; None when no policy applies."""
     cdef verdict_t v
-    cdef port_t *src = &dp.ports.slots[port_id]
-    flow_parse(&flow, net, f, n, eth_header_len(f, n))
-    policy_decide(&dp.ct, src, out, port_id, CT_NO_PORT, &flow, net, ms32(monotonic_ns()), False,
-                  &v)
+    dp._policy(port_id, &dp.ports.slots[port_id], out, net, f, n, monotonic_ns(), False, &v)
     if v.how == HOW_OPEN:
         return None
     return {"step": "policy", "verdict": "pass" if v.reason < 0 else DROP_NAMES[v.reason],

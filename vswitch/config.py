@@ -34,6 +34,7 @@ DEFAULT_STATE_DIR = "/var/lib/vswitch"
 DEFAULT_NETWORK = {"name": "default", "vni": 42, "subnet": "198.18.0.0/16",
                    "block": "198.18.1.0/24", "mtu": 1450}
 
+MAX_SERVICE_CIDRS = 16      # the data plane's MAX_SERVICE_RANGES
 NAME_RE = re.compile(r"^[a-z0-9]([a-z0-9-]{0,30}[a-z0-9])?$")
 
 
@@ -124,6 +125,10 @@ class Config:
     busy_poll_us: float = 50.0
     offloads: bool = True
     conntrack_max: int = 262144      # connections NetworkPolicy tracks at once
+    conntrack_max_per_pod: int = 0   # ... charged to one pod (0: an eighth of conntrack_max)
+    # Where kube-proxy's ClusterIPs live: pods' egress to them is judged
+    # after the node's DNAT (on the backend), not on the ClusterIP.
+    service_cidrs: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...] = ()
     networks: tuple[NetworkConfig, ...] = field(default_factory=tuple)
     overlay: OverlayConfig | None = None
     hooks: tuple[HookConfig, ...] = ()
@@ -175,6 +180,20 @@ def _cidr(table: _Table, name: str, default: str | None) -> ipaddress.IPv4Networ
         return ipaddress.IPv4Network(text)
     except ValueError as e:
         raise ConfigError(table.key(name), f"not an IPv4 network in CIDR form ({e})") from None
+
+
+def _service_cidrs(node: _Table) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    texts = node.get("service_cidrs", list, [])
+    if len(texts) > MAX_SERVICE_CIDRS:
+        raise ConfigError(node.key("service_cidrs"), f"at most {MAX_SERVICE_CIDRS} ranges")
+    out = []
+    for i, text in enumerate(texts):
+        try:
+            out.append(ipaddress.ip_network(text))
+        except (TypeError, ValueError) as e:
+            raise ConfigError(f"{node.key('service_cidrs')}[{i}]",
+                              f"not a network in CIDR form ({e})") from None
+    return tuple(out)
 
 
 def _network(data, index: int) -> NetworkConfig:
@@ -290,6 +309,9 @@ def parse(data: dict) -> Config:
         offloads=datapath.get("offloads", bool, True),
         conntrack_max=datapath.get("conntrack_max", int, 262144, lambda v: 1 <= v <= 1 << 24,
                                    "must be 1..16777216"),
+        conntrack_max_per_pod=datapath.get("conntrack_max_per_pod", int, 0,
+                                           lambda v: 0 <= v <= 1 << 24, "must be 0..16777216"),
+        service_cidrs=_service_cidrs(node),
     )
     cluster = None
     if "cluster" in data:

@@ -69,9 +69,13 @@ class DataPlane:
 
     def __init__(self, fdb_max_entries: int, aging_time: float, batch: int,
                  busy_poll_us: float, fdb_max_per_port: int, fdb_max_per_peer: int,
-                 conntrack_max: int = 262144):
+                 conntrack_max: int = 262144, conntrack_max_per_pod: int = 0):
+        """conntrack_max_per_pod: connections one pod may be charged with
+        (0: an eighth of the table), so that no pod fills it for others."""
         self.dp = Datapath(fdb_max_entries, aging_time, batch, busy_poll_us,
                            fdb_max_per_port, fdb_max_per_peer, conntrack_max)
+        self.dp.conntrack_configure(conntrack_max, conntrack_max_per_pod
+                                    or max(conntrack_max // 8, 1))
         self.network_ids: dict[str, int] = {}
         self.policy_names: dict[int, str] = {}     # data-plane policy ids -> "namespace/name"
 
@@ -127,6 +131,15 @@ class DataPlane:
                       [int(a.ip) for a in addresses if a.version == 4],
                       [int(a.ip) for a in addresses if a.version == 6] + [int(link_local(mac))])
 
+    def set_host_addresses(self, port_id: int, mac: str,
+                           addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface]):
+        """The node's own addresses on its host port (and the link-local
+        one its MAC gives it): what it sends from them is the node's."""
+        addresses = list(addresses)
+        self.dp.set_host_addresses(port_id, [int(a.ip) for a in addresses if a.version == 4],
+                                   [int(a.ip) for a in addresses if a.version == 6]
+                                   + [int(link_local(mac))])
+
     def pin_mac(self, port_id: int, mac: str):
         self._pinning(self.dp.pin_mac, port_id, mac_value(mac))
 
@@ -174,7 +187,7 @@ class DataPlane:
     def conntrack(self, port_id: int = -1, limit: int = 0) -> list[dict]:
         """Live connections in the direction they were opened."""
         out = []
-        for net, proto, src, sport, dst, dport, flags, left, in_port, out_port \
+        for net, proto, src, sport, dst, dport, flags, left, in_port, out_port, owner \
                 in self.dp.conntrack_entries(port_id, limit):
             out.append({"network": self.network_name(net),
                         "protocol": PROTOCOL_NAMES.get(proto, str(proto)),
@@ -182,8 +195,20 @@ class DataPlane:
                         "destination": address_str(dst), "dport": dport,
                         "state": ct_state(proto, flags), "expires_in": round(left, 1),
                         "in_port": None if in_port == CT_NO_PORT else in_port,
-                        "out_port": None if out_port == CT_NO_PORT else out_port})
+                        "out_port": None if out_port == CT_NO_PORT else out_port,
+                        "charged_to": None if owner == CT_NO_PORT else owner})
         return out
+
+    def conntrack_usage(self) -> dict[int | None, int]:
+        """{port id (None: the tunnel): connections charged to it}."""
+        return {None if port == PORT_TUNNEL else port: n
+                for port, n in self.dp.conntrack_usage().items()}
+
+    def set_service_ranges(self, networks: Iterable[ipaddress.IPv4Network | ipaddress.IPv6Network]):
+        """Where kube-proxy's Services live: egress rules judge a pod's
+        packets to them after the node's DNAT, not before."""
+        self.dp.set_service_ranges([(address_key(n.network_address), address_key(n.broadcast_address))
+                                    for n in networks])
 
     def conntrack_flush(self) -> int:
         return self.dp.conntrack_flush()

@@ -32,7 +32,8 @@ def capture_chunks(meta: bytes, data: bytes) -> bytes:
 DROP_NAMES = ("runt", "oversize", "bad_source", "spoofed_source", "ra_guard", "mac_pinned",
               "rate_limited", "loop", "no_route", "bad_vnet_hdr", "bad_vxlan", "unknown_vni",
               "unknown_peer", "peer_not_member", "needs_segmentation", "too_big", "port_down",
-              "queue_full", "write_error", "policy_denied", "conntrack_full", "nd_spoofed")
+              "queue_full", "write_error", "policy_denied", "conntrack_full", "nd_spoofed",
+              "conntrack_pod_full")
 
 # Per-port rate limits, from the switch's side: ingress is what the port
 # sends into the switch (the pod's upload), egress what the switch writes to it.

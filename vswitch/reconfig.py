@@ -19,6 +19,8 @@ FIXED_ON_RELOAD = {"node_name": "node.name", "mode": "node.mode", "socket": "nod
                    "state_dir": "node.state_dir", "log_format": "node.log_format",
                    "fdb_max_entries": "fdb.max_entries", "batch": "datapath.batch",
                    "conntrack_max": "datapath.conntrack_max",
+                   "conntrack_max_per_pod": "datapath.conntrack_max_per_pod",
+                   "service_cidrs": "node.service_cidrs",
                    "offloads": "datapath.offloads", "hooks": "[[hook]]",
                    "cluster": "[cluster]"}
 FIXED_NETWORK_KEYS = ("vni", "subnet", "block", "gateway", "host_port", "subnet6", "block6",

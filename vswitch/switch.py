@@ -101,7 +101,9 @@ class Switch:
         self.loop = loop
         self.dataplane = DataPlane(config.fdb_max_entries, config.aging_time, config.batch,
                                    config.busy_poll_us, config.fdb_max_per_port,
-                                   config.fdb_max_per_peer, config.conntrack_max)
+                                   config.fdb_max_per_peer, config.conntrack_max,
+                                   config.conntrack_max_per_pod)
+        self.dataplane.set_service_ranges(config.service_cidrs)
         for net in config.networks:             # data-plane ids 1.. in config order
             self.dataplane.add_network(net.name, net.vni, net.mtu)
             if net.mtu_from != "config":
@@ -511,6 +513,7 @@ class Switch:
                 self.dataplane.secure_port(port_id, mac, addresses)
             elif router:            # the gateway's MAC: nobody else may take it either
                 self.dataplane.pin_mac(port_id, mac)
+                self.dataplane.set_host_addresses(port_id, mac, addresses)
         except Conflict as e:
             raise Conflict(f"port {name!r}: {e}") from None
         if not router:

@@ -98,10 +98,10 @@ def test_ingress_rules_by_peer_and_port_and_replies_pass():
     assert pods.drops() == 3
     assert dp.port_counters(pods.ports["b"])["policy_denied"] == 3
     [entry] = dp.conntrack_entries()
-    net, proto, src, sport, dst, dport, flags, left, in_port, out_port = entry
+    net, proto, src, sport, dst, dport, flags, left, in_port, out_port, owner = entry
     assert (net, proto, src, sport, dst, dport) == (1, TCP_P, ip(A), 1000, ip(B), 80)
     assert flags & 2 and 3600 < left <= 21600            # replied: established timeout
-    assert (in_port, out_port) == (pods.ports["a"], pods.ports["b"])
+    assert (in_port, out_port, owner) == (pods.ports["a"], pods.ports["b"], pods.ports["a"])
     assert dp.conntrack_entries(port=pods.ports["c"]) == []
 
 
@@ -180,8 +180,9 @@ def test_conntrack_limit_drops_new_connections_by_name():
     pods = Pods(conntrack_max=2)
     dp = pods.rig.dp
     dp.set_port_policy(pods.ports["b"], ingress=(1, [([ALL], [])]))
-    assert pods.send("a", "b", UDP(sport=1, dport=80))
-    assert pods.send("a", "b", UDP(sport=2, dport=80))
+    for sport in (1, 2):
+        assert pods.send("a", "b", UDP(sport=sport, dport=80))
+        assert pods.send("b", "a", UDP(sport=80, dport=sport))     # answered: never evicted
     assert not pods.send("a", "b", UDP(sport=3, dport=80))
     assert pods.drops("conntrack_full") == 1 and pods.drops() == 0
     assert pods.send("a", "b", UDP(sport=1, dport=80))         # known ones go on
@@ -344,10 +345,13 @@ def test_ipv6_rules_extension_headers_and_conntrack():
                      TCP(sport=1002, dport=80, flags="S"), v6=True)
     assert not pods.send("a", "b", IPv6ExtHdrDestOpt() / TCP(sport=1003, dport=81, flags="S"),
                          v6=True)
-    # A first fragment has the ports; a later one has none: only port-less rules allow it.
-    assert pods.send("a", "b", IPv6ExtHdrFragment(offset=0, m=1, nh=6) /
+    # A first fragment has the ports; a later one takes its first's verdict
+    # (by identification), and without one only port-less rules allow it.
+    assert pods.send("a", "b", IPv6ExtHdrFragment(offset=0, m=1, nh=6, id=77) /
                      TCP(sport=1004, dport=80, flags="S"), v6=True)
-    assert not pods.send("a", "b", IPv6ExtHdrFragment(offset=10, nh=6) / (b"x" * 40), v6=True)
+    assert pods.send("a", "b", IPv6ExtHdrFragment(offset=10, nh=6, id=77) / (b"x" * 40), v6=True)
+    assert not pods.send("a", "b", IPv6ExtHdrFragment(offset=10, nh=6, id=78) / (b"x" * 40),
+                         v6=True)
     # A chain cut short, and an IPv6 packet naming an IPv4-mapped address
     # (which would pass for a's IPv4 one in a table allowing it), match nothing.
     cut = pods.frame("a", "b", IPv6ExtHdrDestOpt(len=20) / TCP(sport=1005, dport=80), v6=True)
@@ -392,3 +396,161 @@ def test_ipv6_blocks_match_ipv6_only():
     dp.policy_changed()
     assert pods.send("c", "b", UDP(sport=3, dport=4))
     assert not pods.send("c", "b", UDP(sport=3, dport=4), v6=True)
+
+
+# ------------------------------------------------- the node, Services, errors
+
+GW, WORLD, ROUTER, SERVICE = "198.18.1.254", "203.0.113.9", "203.0.113.1", "198.19.96.10"
+GW_MAC = mac(0xFE)
+
+
+class Node(Pods):
+    """Pods a, b, c with port security (so the data plane knows their
+    addresses) and a host port h holding the gateway address."""
+
+    def __init__(self, **kw):
+        super().__init__(**kw)
+        for name in "abc":
+            self.rig.dp.set_port_security(self.ports[name], int.from_bytes(self.mac(name), "big"),
+                                          [int(ipaddress.ip_address(self.addr[name]))],
+                                          [ip(self.addr6[name])])
+        self.host = self.rig.port(router=True)
+        self.rig.dp.pin_mac(self.host, int.from_bytes(GW_MAC, "big"))
+        self.rig.dp.set_host_addresses(self.host, [int(ipaddress.ip_address(GW))])
+
+    def routed(self, src_ip, dst, l4) -> bool:
+        """Whether a packet the node routes out of its host port (from any
+        address) reaches pod dst."""
+        self.rig.send(self.host, bytes(Ether(src=GW_MAC, dst=self.mac(dst)) /
+                                       IP(src=src_ip, dst=self.addr[dst]) / l4))
+        return len(self.rig.received(self.ports[dst])) == 1
+
+    def to_gateway(self, src, dst_ip, l4) -> bool:
+        """Whether a pod's packet to an address beyond its gateway gets there."""
+        self.rig.send(self.ports[src], bytes(Ether(src=self.mac(src), dst=GW_MAC) /
+                                             IP(src=self.addr[src], dst=dst_ip) / l4))
+        return len(self.rig.received(self.host)) == 1
+
+
+def test_the_host_port_exempts_the_node_only_and_routed_pods_meet_both_policies():
+    node = Node()
+    dp = node.rig.dp
+    dp.set_port_policy(node.ports["b"], ingress=(1, [(only(C), [])]))     # b: only from c
+    assert node.routed(GW, "b", TCP(sport=1, dport=80, flags="S"))          # the node: exempt
+    assert node.routed(C, "b", TCP(sport=2, dport=80, flags="S"))           # c, routed: allowed
+    assert not node.routed(A, "b", TCP(sport=3, dport=80, flags="S"))       # a, routed: denied
+    assert not node.routed(WORLD, "b", TCP(sport=4, dport=80, flags="S"))   # outside: denied
+    # a's egress rules judge what the node routes from a, whatever a sent it to.
+    dp.set_port_policy(node.ports["a"], egress=(2, [(only(B), [])]))       # a: only to b
+    assert not node.routed(A, "c", UDP(sport=5, dport=53))
+    # To the gateway, for b: b's rules judge it already, as the node will route it.
+    dp.set_port_policy(node.ports["a"], egress=(2, [([ALL], [])]))
+    dp.policy_changed()
+    assert not node.to_gateway("a", B, TCP(sport=6, dport=80, flags="S"))
+    assert node.to_gateway("a", C, TCP(sport=6, dport=80, flags="S"))
+    assert node.drops() == 4
+    # The two legs of a routed connection are two entries, each of its own path.
+    legs = {(e[8], e[9]) for e in dp.conntrack_entries(port=node.ports["a"])}
+    assert node.routed(A, "c", TCP(sport=6, dport=80, flags="S"))
+    assert {(e[8], e[9]) for e in dp.conntrack_entries(port=node.ports["a"])} == legs
+    assert {(e[8], e[9]) for e in dp.conntrack_entries(port=node.ports["c"])} == {
+        (node.host, node.ports["c"])}
+
+
+def test_egress_to_a_service_is_judged_after_the_nodes_dnat():
+    node = Node()
+    dp = node.rig.dp
+    dp.set_port_policy(node.ports["a"], egress=(2, [(only(B), [])]))       # a: only to b
+    assert not node.to_gateway("a", SERVICE, TCP(sport=7, dport=80, flags="S"))
+    dp.set_service_ranges([(ip(SERVICE), ip(SERVICE))])
+    assert node.to_gateway("a", SERVICE, TCP(sport=8, dport=80, flags="S"))
+    assert node.routed(A, "b", TCP(sport=8, dport=8080, flags="S"))        # DNATed to b
+    assert not node.routed(A, "c", TCP(sport=9, dport=8080, flags="S"))    # ... to c: denied
+    assert not node.to_gateway("a", WORLD, TCP(sport=10, dport=80, flags="S"))
+    # The Service's replies reach a (the connection to the ClusterIP is tracked).
+    dp.set_port_policy(node.ports["a"], ingress=(3, []), egress=(2, [(only(B), [])]))
+    dp.policy_changed()
+    assert node.to_gateway("a", SERVICE, TCP(sport=11, dport=80, flags="S"))
+    assert node.routed(SERVICE, "a", TCP(sport=80, dport=11, flags="SA"))
+    assert not node.routed(SERVICE, "a", TCP(sport=80, dport=12, flags="SA"))
+    steps = dp.trace(node.host, bytes(Ether(src=GW_MAC, dst=node.mac("c")) /
+                                      IP(src=A, dst=C) / TCP(sport=9, dport=8080, flags="S")))
+    assert {"step": "policy", "verdict": "policy_denied", "how": "rules", "direction": "egress",
+            "policy": 2, "to": node.ports["c"]} in steps
+
+
+def test_icmp_errors_pass_only_from_the_ends_of_the_connection_or_a_router():
+    node = Node()
+    dp = node.rig.dp
+    dp.set_port_policy(node.ports["a"], ingress=(1, []))            # a: deny all ingress
+    assert node.send("a", "b", UDP(sport=5000, dport=53))
+
+    def error(outer_src, quoted_src=A, quoted_dst=B):
+        return ICMP(type=3, code=3) / IPerror(src=quoted_src, dst=quoted_dst) / \
+            UDP(sport=5000, dport=53)
+    assert node.send("b", "a", error(B))                            # from the quoted destination
+    assert not node.send("c", "a", error(C))                        # from a third pod
+    assert not node.send("b", "a", error(B, quoted_src=C))          # about someone else's
+    # Through the node: a's connection to the world, an error from a router on the way.
+    assert node.to_gateway("a", WORLD, UDP(sport=5000, dport=53))
+    assert node.routed(ROUTER, "a", error(ROUTER, quoted_dst=WORLD))
+    assert not node.routed(C, "a", error(C, quoted_dst=WORLD))      # a local pod is no router
+    assert node.drops() == 3
+
+
+def test_a_pod_gets_its_share_of_the_connection_table_and_unanswered_ones_go_first():
+    node = Node()
+    dp = node.rig.dp
+    dp.conntrack_configure(8, 2)
+    dp.set_port_policy(node.ports["b"], ingress=(1, [([ALL], [])]))
+    assert node.send("a", "b", UDP(sport=1, dport=80))
+    assert node.send("a", "b", UDP(sport=2, dport=80))
+    assert not node.send("a", "b", UDP(sport=3, dport=80))
+    assert node.drops("conntrack_pod_full") == 1
+    assert node.send("c", "b", UDP(sport=1, dport=80))              # c has its own share
+    # Through the gateway too: charged to the pod that opened it, not to the node.
+    assert not node.routed(A, "b", UDP(sport=4, dport=80))
+    assert node.drops("conntrack_pod_full") == 2
+    assert dp.conntrack_usage() == {node.ports["a"]: 2, node.ports["c"]: 1}
+    assert {e[10] for e in dp.conntrack_entries()} == {node.ports["a"], node.ports["c"]}
+    # A full table evicts a connection never answered before refusing.
+    dp.conntrack_configure(2, 2)
+    assert node.send("a", "b", UDP(sport=1, dport=80))
+    assert node.send("b", "a", UDP(sport=80, dport=1))              # answered: it stays
+    assert node.send("c", "b", UDP(sport=2, dport=80))
+    assert node.send("c", "b", UDP(sport=3, dport=80))              # c's first goes
+    counters = dp.counters()["conntrack"]
+    assert counters["early_dropped"] == 1 and counters["entries"] == 2
+    assert node.send("b", "a", UDP(sport=80, dport=1))
+    # Removing a port forgets what it was charged with.
+    dp.remove_port(node.ports["c"])
+    assert dp.conntrack_usage() == {node.ports["a"]: 1}
+
+
+def test_later_fragments_take_their_first_fragments_verdict():
+    node = Node()
+    dp = node.rig.dp
+    dp.set_port_policy(node.ports["b"], ingress=(1, [(only(A), [(UDP_P, 53, 53), (TCP_P, 80, 80)])]))
+
+    def frag(l4_or_data, fid, offset=0, more=False, proto=UDP_P):
+        flags = "MF" if more else 0
+        return bytes(Ether(src=node.mac("a"), dst=node.mac("b")) /
+                     IP(src=A, dst=B, id=fid, frag=offset, flags=flags, proto=proto) / l4_or_data)
+
+    def send(packet: bytes) -> bool:
+        node.rig.send(node.ports["a"], packet)
+        return len(node.rig.received(node.ports["b"])) == 1
+    assert send(frag(UDP(sport=9, dport=53) / (b"q" * 16), 5, more=True))
+    assert send(frag(b"r" * 24, 5, offset=3))
+    assert not send(frag(b"r" * 24, 6, offset=3))   # no first seen
+    # A first fragment cut inside its TCP header carries its verdict to nothing.
+    short = TCP(sport=9, dport=80, flags="S")
+    assert send(frag(bytes(short)[:8], 7, more=True, proto=TCP_P))
+    assert not send(frag(b"s" * 24, 7, offset=1, proto=TCP_P))
+    # A later fragment overlapping the TCP header does not pass on the first's verdict.
+    assert send(frag(short / (b"t" * 8), 8, more=True, proto=TCP_P))
+    assert not send(frag(b"u" * 24, 8, offset=1, proto=TCP_P))
+    assert send(frag(b"u" * 24, 8, offset=4, proto=TCP_P))
+    assert dp.counters()["fragments_passed"] == 2
+    steps = dp.trace(node.ports["a"], frag(b"r" * 8, 5, offset=6))
+    assert any(s.get("how") == "a later fragment of an allowed first one" for s in steps), steps

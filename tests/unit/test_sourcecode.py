@@ -20,6 +20,9 @@ LINTERS = {
     "mypy": ["-m", "mypy"],                        # files and options: pyproject.toml
     "cython-lint": ["-c", "import sys; from cython_lint.cython_lint import main; sys.exit(main())",
                     *CYTHON],
+    # The extension's stub (vswitch/_fastpath.pyi) says what the built module has.
+    "stubtest": ["-m", "mypy.stubtest", "--allowlist", "tests/unit/stubtest_allowlist.txt",
+                 "vswitch._fastpath"],
 }
 
 
