@@ -10,7 +10,9 @@ import os
 import secrets
 import signal
 import subprocess
+import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -703,3 +705,77 @@ def test_policies_and_labels_reach_every_node_and_match_remote_pods(cluster):
     wait_for("policy gone on node 3", lambda: nodes[2].ctl_json("policy", "list") == [],
              timeout=1.0)
     assert " 0% packet loss" in ping(other["ns"], ip_of(db)).stdout
+
+
+def test_records_of_any_shape_under_every_prefix_never_stop_a_node_following(cluster):
+    """Random records of every kind written straight into etcd (any JSON
+    shape, nesting 100,000 deep, a live block's record made a list): each
+    is skipped and counted, the watch goes on, and a change made after
+    them still reaches every node."""
+    nodes = three_nodes(cluster)
+    etcd = cluster.current
+    a, b = cluster.pod(nodes[0], "a"), cluster.pod(nodes[1], "b")
+    [block] = [k for k in etcd.etcdctl("get", "/vswitch/blocks/", "--prefix", "--keys-only")
+               .stdout.split() if etcd.get(k).get("node") == "node1"]
+    # Node 2 publishes, in its own block, an endpoint carrying node 1's pod
+    # MAC: refused, and every node still sends that MAC to node 1.
+    wait_for("a known on node 3", lambda: nodes[2].ctl_json("cluster", "status")["endpoints"] == 2)
+    ignored = nodes[2].ctl_json("cluster", "status")["counters"]["records_ignored"]
+    stolen = ip_of(b).rsplit(".", 1)[0] + "." + str(int(ip_of(b).rsplit(".", 1)[1]) + 1)
+    etcd.etcdctl("put", f"/vswitch/endpoints/blue/{stolen}",
+                 json.dumps({"mac": a["mac"], "node": "node2"}))
+    wait_for("the record refused", lambda: nodes[2].ctl_json(
+        "cluster", "status")["counters"]["records_ignored"] == ignored + 1)
+    assert {e["mac"]: e["port"] for e in nodes[2].ctl_json("fdb", "show")}.get(a["mac"]) == \
+        f"vxlan:{UNDERLAY}.1"
+    in_ns(b["ns"], "ip", "neigh", "flush", "all")
+    assert " 0% packet loss" in ping(b["ns"], ip_of(a)).stdout
+    before = [d.ctl_json("cluster", "status")["counters"]["records_ignored"] for d in nodes]
+    writer = str(Path(__file__).parent / "etcd_fuzz_writer.py")
+    r = in_ns(cluster.hub_ns, sys.executable, writer, etcd.urls["m0"], "23", "400", block,
+              timeout=300, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+    written = int(r.stdout)
+
+    def revision():
+        return int(json.loads(etcd.etcdctl("get", "/vswitch/", "--prefix", "-w", "json",
+                                           "--limit", "1").stdout)["header"]["revision"])
+    top = revision()
+    for d in nodes:
+        wait_for("every record seen", lambda d=d: d.ctl_json("cluster", "status")["revision"]
+                 >= top, timeout=60)
+    for d, was in zip(nodes, before):
+        status = d.ctl_json("cluster", "status")
+        assert status["connected"], status
+        assert status["counters"]["reconnects"] == 1
+        ignored = status["counters"]["records_ignored"] - was
+        assert 100 <= ignored <= written, (ignored, written)
+    # The node still follows: a new network reaches every node, pods still talk.
+    nodes[2].ctl("network", "create", "red", "--vni", "200", "--subnet", "198.19.0.0/16")
+    for d in nodes:
+        wait_for("red everywhere", lambda d=d: {n["name"]: n["joined"] for n in d.ctl_json(
+            "network", "list")}.get("red"), timeout=20)
+    assert " 0% packet loss" in ping(b["ns"], ip_of(a)).stdout
+    assert nodes[1].ctl_json("cluster", "status")["counters"]["relists"] == 1
+
+
+def test_a_reload_keeps_a_static_peer_that_is_a_live_nodes_vtep(cluster):
+    """Node 1 names node 2's VTEP as a static peer too; a reload dropping
+    it from the file leaves node 2 a peer (it is a live node)."""
+    cluster.etcd()
+    path = cluster.config(1)
+    config = tomllib.loads(path.read_text())
+    config["overlay"]["peers"] = [f"{UNDERLAY}.2"]
+    write_toml(path, config)
+    nodes = [cluster.node(1, path), cluster.node(2)]
+    nodes[0].ctl("network", "create", "blue", "--vni", "100", "--subnet", POD_SUBNET)
+    for d in nodes:
+        wait_for("network everywhere", lambda d=d: any(
+            n["joined"] for n in d.ctl_json("network", "list")))
+    wait_for("node 2 a peer", lambda: peers(nodes[0]) == {f"{UNDERLAY}.2"})
+    del config["overlay"]["peers"]
+    write_toml(path, config)
+    nodes[0].proc.send_signal(signal.SIGHUP)
+    wait_for("reloaded", lambda: "peer 192.0.2.2 removed" in Path(nodes[0].log_path).read_text())
+    assert peers(nodes[0]) == {f"{UNDERLAY}.2"}
+    a, b = cluster.pod(nodes[0], "a"), cluster.pod(nodes[1], "b")
+    assert " 0% packet loss" in ping(a["ns"], ip_of(b)).stdout

@@ -157,7 +157,8 @@ def test_ipam_keeps_both_families_across_a_sigkill(vswitchd, netns):
     third = d2.client.attach("ctr-3", "eth0", f"/run/netns/{netns('c', True)}")
     assert third["ip6"] not in {r["ip6"] for r in first}
     assert " 0% packet loss" in ping6(ns[0], first[1]["ip6"].split("/")[0]).stdout
-    d2.client.detach("ctr-0", "eth0")
+    released = d2.client.detach("ctr-0", "eth0")["released"]
+    assert sorted(released) == sorted(r.split("/")[0] for r in (first[0]["ip"], first[0]["ip6"]))
     left = {a["ip6"] for a in d2.ctl_json("ipam", "show")["allocations"]}
     assert first[0]["ip6"].split("/")[0] not in left and len(left) == 2
 

@@ -35,6 +35,32 @@ def address(pod: str, family: int = 4) -> str:
     return f"198.18.10.{n}" if family == 4 else f"2001:db8:10::{n}"
 
 
+def service(pod: str, family: int = 4) -> str:
+    """The ClusterIP in front of a pod: x/a -> 198.19.96.1 (2001:db8:96::1) ..."""
+    n = address(pod, family).rsplit(".", 1)[-1].rsplit(":", 1)[-1]
+    return f"198.19.96.{n}" if family == 4 else f"2001:db8:96::{n}"
+
+
+SERVICE_CIDRS = ["198.19.96.0/24", "2001:db8:96::/64"]
+
+
+def kube_proxy_rules() -> str:
+    """A Service per pod, as kube-proxy writes them in the node: its ClusterIP
+    DNATed to the pod, every port (IPv4 and IPv6)."""
+    rules = {4: [], 6: []}
+    for pod in ALL:
+        for f, family in ((4, "ip"), (6, "ip6")):
+            target = address(pod, f) if f == 4 else f"[{address(pod, f)}]"
+            rules[f].append(f"    {family} daddr {service(pod, f)} dnat to {target}")
+    return "".join(f"""table {family} kube-netpol {{
+  chain prerouting {{
+    type nat hook prerouting priority dstnat; policy accept;
+{chr(10).join(rules[f])}
+  }}
+}}
+""" for f, family in ((4, "ip"), (6, "ip6")))
+
+
 ALL = [f"{ns}/{p}" for ns in NAMESPACES for p in PODS]
 
 
@@ -48,7 +74,14 @@ class Matrix:
         sh("ip", "netns", "add", self.node)
         in_ns(self.node, "ip", "link", "set", "lo", "up")
         sock = str(tmp / "vswitchd.sock")
-        config = {"node": {"name": "np-node", "socket": sock, "state_dir": str(tmp / "state")},
+        # Services: kube-proxy's DNAT in the node, so the node forwards.
+        in_ns(self.node, "sysctl", "-qw", "net.ipv4.ip_forward=1",
+              "net.ipv6.conf.all.forwarding=1")
+        (tmp / "kube.nft").write_text(kube_proxy_rules())
+        in_ns(self.node, "nft", "-f", str(tmp / "kube.nft"))
+        self.via_services = False       # probes go to the pods' ClusterIPs instead
+        config = {"node": {"name": "np-node", "socket": sock, "state_dir": str(tmp / "state"),
+                           "service_cidrs": SERVICE_CIDRS},
                   "datapath": {"conntrack_max": 4096},
                   "network": [{"name": "blue", "vni": 100, "subnet": "198.18.0.0/16",
                                "block": "198.18.10.0/24", "gateway": GATEWAY,
@@ -117,9 +150,10 @@ class Matrix:
     def reachability(self, ports=PORTS, families=FAMILIES) -> dict:
         """Every pod to every other pod on every port, over each family:
         {(src, dst, proto, port, family): ok}."""
-        got = self.probe({src: [(address(dst, f), proto, port) for dst in ALL if dst != src
+        target = service if self.via_services else address
+        got = self.probe({src: [(target(dst, f), proto, port) for dst in ALL if dst != src
                                 for proto, port in ports for f in families] for src in ALL})
-        by_ip = {address(p, f): (p, f) for p in ALL for f in FAMILIES}
+        by_ip = {target(p, f): (p, f) for p in ALL for f in FAMILIES}
         return {(src, *by_ip[ip], proto, port): ok
                 for (src, ip, proto, port), ok in got.items()}
 
@@ -144,8 +178,20 @@ def matrix(tmp_path_factory):
         m.close()
 
 
+@pytest.fixture(params=["direct", "through-services"])
+def world(matrix, request):
+    """The matrix, its probes to the pods themselves, then again to a
+    kube-proxy Service in front of each (the same truth table: DNAT first,
+    then policy, on the backend's rules and the client's)."""
+    matrix.reset()
+    matrix.via_services = request.param == "through-services"
+    yield matrix
+    matrix.via_services = False
+    matrix.reset()
+
+
 @pytest.fixture
-def world(matrix):
+def plain(matrix):
     matrix.reset()
     yield matrix
     matrix.reset()
@@ -275,6 +321,18 @@ def test_egress_only_to_dns(world):
                 ports=PORTS + [("udp", 53), ("tcp", 53)])
 
 
+def test_egress_to_everything_but_the_pod_range_is_judged_after_dnat(world):
+    """Calico's order: a ClusterIP outside the excepted range does not let
+    x's pods reach pods through a Service."""
+    world.apply(policy("no-pods", "x", {"podSelector": {}, "policyTypes": ["Egress"],
+                                        "egress": [{"to": [
+                                            {"ipBlock": {"cidr": "0.0.0.0/0",
+                                                         "except": ["198.18.0.0/16"]}},
+                                            {"ipBlock": {"cidr": "::/0",
+                                                         "except": ["2001:db8:10::/64"]}}]}]}))
+    world.check(lambda s, d, proto, port: ns(s) != "x")
+
+
 def test_policies_add_up(world):
     world.apply(policy("b-on-80", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
         {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 80}]}]}),
@@ -328,77 +386,77 @@ class Conversation:
         self.proc.wait()
 
 
-def test_a_policy_change_cuts_open_connections_it_no_longer_allows(world):
+def test_a_policy_change_cuts_open_connections_it_no_longer_allows(plain):
     """Open connections are checked again when policy changes: kept while
     allowed, cut at once when not (users expect a deny to mean deny)."""
-    world.apply(policy("allow-b", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+    plain.apply(policy("allow-b", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
         {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}]}]}))
-    kept = [Conversation(world, "x/b", "x/a", 80, f) for f in FAMILIES]
-    cut = [Conversation(world, "x/b", "x/a", 81, f) for f in FAMILIES]
+    kept = [Conversation(plain, "x/b", "x/a", 80, f) for f in FAMILIES]
+    cut = [Conversation(plain, "x/b", "x/a", 81, f) for f in FAMILIES]
     try:
         assert all(c.say() for c in kept + cut)
-        world.apply(policy("allow-b", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        plain.apply(policy("allow-b", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
             {"from": [{"podSelector": {"matchLabels": {"pod": "b"}}}], "ports": [{"port": 80}]}]}))
         assert [c.say() for c in kept + cut] == [True, True, False, False]
-        assert world.daemon.ctl_json("stats")["conntrack"]["revoked"] >= 2
-        world.daemon.ctl("policy", "delete", "x/allow-b")
+        assert plain.daemon.ctl_json("stats")["conntrack"]["revoked"] >= 2
+        plain.daemon.ctl("policy", "delete", "x/allow-b")
         assert all(c.say() for c in kept)
     finally:
         for c in kept + cut:
             c.close()
 
 
-def test_node_reaches_isolated_pods_and_trace_conntrack_capture_explain(world, tmp_path):
-    world.apply(policy("deny-all", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
+def test_node_reaches_isolated_pods_and_trace_conntrack_capture_explain(plain, tmp_path):
+    plain.apply(policy("deny-all", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
                                          "policyTypes": ["Ingress", "Egress"]}))
     # The node (kubelet's probes) still reaches the pod, and its replies go back.
     for family in FAMILIES:
-        r = in_ns(world.node, "ping", "-c", "2", "-i", "0.2", "-W", "1", address("x/a", family),
+        r = in_ns(plain.node, "ping", "-c", "2", "-i", "0.2", "-W", "1", address("x/a", family),
                   check=False)
         assert " 0% packet loss" in r.stdout, r.stdout
-    conns = world.daemon.ctl_json("conntrack", "show", "--port", "x-a")
+    conns = plain.daemon.ctl_json("conntrack", "show", "--port", "x-a")
     assert {(c["protocol"], c["source"], c["destination"], c["in_port"], c["out_port"])
             for c in conns if c["destination"] in (address("x/a"), address("x/a", 6))} == {
         ("icmp", GATEWAY, address("x/a"), "host-blue", "x-a"),
         ("icmpv6", GATEWAY6, address("x/a", 6), "host-blue", "x-a")}
-    text = world.daemon.ctl("conntrack", "show", "--port", "x-a").stdout
+    text = plain.daemon.ctl("conntrack", "show", "--port", "x-a").stdout
     assert f"[{address('x/a', 6)}]:0" in text and f"{address('x/a')}:0" in text, text
     capture = tmp_path / "drops.pcapng"
-    cap = subprocess.Popen([sys.executable, "-m", "vswitch.ctl", "--socket", world.daemon.socket,
+    cap = subprocess.Popen([sys.executable, "-m", "vswitch.ctl", "--socket", plain.daemon.socket,
                             "capture", "--point", "drop", "--filter", "tcp port 80", "-c", "1",
                             "-w", str(capture)], stderr=subprocess.PIPE, text=True)
     time.sleep(0.5)
-    got = world.probe({"y/b": [(address("x/a"), "tcp", 80)]})
+    got = plain.probe({"y/b": [(address("x/a"), "tcp", 80)]})
     assert list(got.values()) == [False]
     assert cap.wait(timeout=30) == 0, cap.stderr.read()
     text = sh("tshark", "-r", str(capture), "-T", "fields", "-e", "frame.comment").stdout
     assert "drop: policy_denied (ingress, x/deny-all)" in text, text
-    port = world.daemon.ctl_json("port", "show", "x-a")
+    port = plain.daemon.ctl_json("port", "show", "x-a")
     assert port["counters"]["policy_denied"] >= 1
     assert port["policies"] == {"ingress": ["x/deny-all"], "egress": ["x/deny-all"]}
     assert port["pod"]["labels"] == {"pod": "a"} and port["pod"]["namespace"] == "x"
-    source = world.daemon.ctl_json("port", "show", "y-b")["mac"]
-    trace = world.daemon.ctl_json(
+    source = plain.daemon.ctl_json("port", "show", "y-b")["mac"]
+    trace = plain.daemon.ctl_json(
         "trace", "--in-port", "y-b", "--scapy",
         f"Ether(src='{source}',dst='{port['mac']}')/IP(src='{address('y/b')}',dst='{address('x/a')}')"
         "/TCP(dport=80,flags='S')")
     assert trace["steps"][-2].get("policy") == "x/deny-all", trace
     assert trace["steps"][-2]["direction"] == "ingress"
     assert trace["steps"][-1] == {"step": "drop", "reason": "policy_denied"}
-    trace = world.daemon.ctl_json(
+    trace = plain.daemon.ctl_json(
         "trace", "--in-port", "y-b", "--scapy",
         f"Ether(src='{source}',dst='{port['mac']}')/IPv6(src='{address('y/b', 6)}',"
         f"dst='{address('x/a', 6)}')/TCP(dport=80,flags='S')")
     assert trace["steps"][-2].get("policy") == "x/deny-all", trace
     assert trace["steps"][-1] == {"step": "drop", "reason": "policy_denied"}
-    shown = world.daemon.ctl_json("policy", "show", "x/deny-all")
+    shown = plain.daemon.ctl_json("policy", "show", "x/deny-all")
     assert [p["pod"] for p in shown["pods"]] == ["x/a"] and shown["types"] == ["Ingress", "Egress"]
-    text = world.daemon.ctl("policy", "list").stdout
+    text = plain.daemon.ctl("policy", "list").stdout
     assert "x/deny-all" in text and "Ingress,Egress" in text
 
 
-def test_bad_manifests_get_errors_naming_the_field_and_change_nothing(world, tmp_path):
-    world.apply(policy("keep", "x", {"podSelector": {}}))
+def test_bad_manifests_get_errors_naming_the_field_and_change_nothing(plain, tmp_path):
+    plain.apply(policy("keep", "x", {"podSelector": {}}))
     good = policy("new", "y", {"podSelector": {}})
     for bad, field in [
             ({"spec": {"podSelector": {}, "ingress": [{"from": [{"ipBlock": {
@@ -414,65 +472,148 @@ def test_bad_manifests_get_errors_naming_the_field_and_change_nothing(world, tmp
         doc = {**policy("broken", "z", {}), **bad}
         path = tmp_path / "bad.yaml"
         path.write_text(yaml.safe_dump_all([good, doc]))
-        r = world.daemon.ctl("policy", "apply", "-f", str(path), check=False)
+        r = plain.daemon.ctl("policy", "apply", "-f", str(path), check=False)
         assert r.returncode != 0 and field in r.stderr, (field, r.stderr)
         assert "document 2" in r.stderr
-        assert [p["name"] for p in world.daemon.ctl_json("policy", "list")] == ["keep"]
+        assert [p["name"] for p in plain.daemon.ctl_json("policy", "list")] == ["keep"]
     path.write_text("kind: [unclosed")
-    r = world.daemon.ctl("policy", "apply", "-f", str(path), check=False)
+    r = plain.daemon.ctl("policy", "apply", "-f", str(path), check=False)
     assert r.returncode != 0 and "not YAML or JSON" in r.stderr
 
 
-def test_a_list_and_json_apply_and_survive_a_restart(world, tmp_path):
+def test_a_list_and_json_apply_and_survive_a_restart(plain, tmp_path):
     items = {"apiVersion": "v1", "kind": "List", "items": [
         policy("one", "x", {"podSelector": {"matchLabels": {"pod": "a"}}}),
         policy("two", "y", {"podSelector": {"matchLabels": {"pod": "a"}}})]}
     path = tmp_path / "list.json"
     path.write_text(json.dumps(items))
-    out = world.daemon.ctl("policy", "apply", "-f", str(path)).stdout
+    out = plain.daemon.ctl("policy", "apply", "-f", str(path)).stdout
     assert out.split("\n")[:2] == ["networkpolicy x/one created", "networkpolicy y/two created"]
-    again = world.daemon.ctl("policy", "apply", "-f", str(path)).stdout
+    again = plain.daemon.ctl("policy", "apply", "-f", str(path)).stdout
     assert "networkpolicy x/one unchanged" in again
-    names = {(p["namespace"], p["name"]) for p in world.daemon.ctl_json("policy", "list")}
+    names = {(p["namespace"], p["name"]) for p in plain.daemon.ctl_json("policy", "list")}
     assert names == {("x", "one"), ("y", "two")}
     # SIGKILL and restart: policies, labels and ports come back from the state database.
-    world.daemon.proc.kill()
-    world.daemon.proc.wait()
-    world.daemon = Daemon(world.daemon.config_path, world.daemon.socket, world.daemon.log_path,
-                          world.node)
-    names = {(p["namespace"], p["name"]) for p in world.daemon.ctl_json("policy", "list")}
+    plain.daemon.proc.kill()
+    plain.daemon.proc.wait()
+    plain.daemon = Daemon(plain.daemon.config_path, plain.daemon.socket, plain.daemon.log_path,
+                          plain.node)
+    names = {(p["namespace"], p["name"]) for p in plain.daemon.ctl_json("policy", "list")}
     assert names == {("x", "one"), ("y", "two")}
-    assert world.daemon.ctl_json("port", "show", "x-a")["pod"]["labels"] == {"pod": "a"}
-    world.check(lambda s, d, proto, port: d not in ("x/a", "y/a"))
+    assert plain.daemon.ctl_json("port", "show", "x-a")["pod"]["labels"] == {"pod": "a"}
+    plain.check(lambda s, d, proto, port: d not in ("x/a", "y/a"))
 
 
-def test_conntrack_limit_drops_new_connections_by_name(world):
-    """The table holds 4096 connections (this node's config): past that,
-    new connections of isolated pods are dropped as conntrack_full."""
-    world.apply(policy("open", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
+def flood(world, pod: str, target: str, count: int):
+    """count UDP datagrams from one pod to target port 80, each from its own port."""
+    in_ns(world.ns[pod], sys.executable, "-c",
+          "import socket\n"
+          f"for i in range({count}):\n"
+          "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
+          "    s.bind(('', 20000 + i))\n"
+          f"    s.sendto(b'x', ('{target}', 80)); s.close()\n")
+
+
+def via_gateway(world, pod: str, *targets: str):
+    """A pod routes to other pods through its gateway (it controls its own stack)."""
+    for target in targets:
+        six = ":" in target
+        in_ns(world.ns[pod], "ip", *(["-6"] if six else []), "route", "replace",
+              f"{target}/{128 if six else 32}", "via", GATEWAY6 if six else GATEWAY)
+
+
+def test_no_pod_monopolises_the_connection_table(plain):
+    """The table holds 4096 connections (this node's config), at most an
+    eighth of them charged to one pod: a pod with no policy flooding new
+    connections, straight or through its gateway (where connections are
+    tracked for Service replies), hits its share (conntrack_pod_full); the
+    others' new connections still go through."""
+    plain.apply(policy("open", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
                                      "ingress": [{}]}))
-    flood = ("import socket\n"
-             "for i in range(5000):\n"
-             "    s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\n"
-             "    s.bind(('', 20000 + i))\n"
-             f"    s.sendto(b'x', ('{address('x/a')}', 80)); s.close()\n")
-    before = world.daemon.ctl_json("stats")
-    in_ns(world.ns["y/c"], sys.executable, "-c", flood)
-    stats = world.daemon.ctl_json("stats")
-    assert stats["conntrack"]["entries"] == 4096
-    assert len(world.daemon.ctl_json("conntrack", "show", "--limit", "5")) == 5
-    assert len(world.daemon.ctl_json("conntrack", "show", "--limit", "0")) == 4096
-    assert stats["conntrack"]["created"] - before["conntrack"]["created"] == 4096
-    # Every datagram the switch read is tracked or dropped by name (the pod's
-    # own queue may lose some before the switch reads them: not ours to count).
-    assert 0 < stats["drops"]["conntrack_full"] - before["drops"]["conntrack_full"] <= 5000 - 4096
-    # Established connections go on; flushing makes room.
-    world.daemon.ctl("conntrack", "flush")
-    assert world.probe({"y/b": [(address("x/a"), "tcp", 80)]}) == {
-        ("y/b", address("x/a"), "tcp", 80): True}
+    via_gateway(plain, "y/c", address("x/b"))
+    before = plain.daemon.ctl_json("stats")
+    flood(plain, "y/c", address("x/a"), 2000)
+    flood(plain, "y/c", address("x/b"), 2000)        # routed by the node
+    stats = plain.daemon.ctl_json("stats")
+    share = stats["conntrack"]["max_per_pod"]
+    assert share == 4096 // 8
+    assert stats["conntrack"]["entries"] <= share + 16
+    assert stats["drops"]["conntrack_pod_full"] - before["drops"]["conntrack_pod_full"] > 0
+    usage = stats["conntrack"]["per_pod"]
+    assert usage["y-c"] == share, usage
+    assert f"y-c={share}" in plain.daemon.ctl("stats").stdout
+    assert {c["charged_to"] for c in plain.daemon.ctl_json("conntrack", "show")} == {"y-c"}
+    assert len(plain.daemon.ctl_json("conntrack", "show", "--limit", "5")) == 5
+    # Others still open new connections to the isolated pod, both ways.
+    assert plain.probe({"y/b": [(address("x/a"), "tcp", 80), (address("x/a", 6), "udp", 81)],
+                        "z/a": [(address("x/a"), "udp", 80)]}) == {
+        ("y/b", address("x/a"), "tcp", 80): True, ("y/b", address("x/a", 6), "udp", 81): True,
+        ("z/a", address("x/a"), "udp", 80): True}
+    plain.daemon.ctl("conntrack", "flush")
+    assert plain.daemon.ctl_json("stats")["conntrack"]["entries"] <= 8
 
 
-def test_cni_plugin_gives_the_pod_its_namespace_name_and_labels(world, tmp_path):
+def test_a_pod_routing_through_its_gateway_meets_the_victims_ingress_rules(plain):
+    """The attack: a pod denied by a victim's policy routes to the victim
+    through its gateway (the node forwards it back out of the host port with
+    the attacker's own address). It is judged as coming from that pod; the
+    node's own address still gets in (kubelet's probes)."""
+    plain.apply(policy("only-x", "x", {"podSelector": {"matchLabels": {"pod": "a"}},
+                                       "ingress": [{"from": [{"podSelector": {}}]}]}))
+    victim = [address("x/a"), address("x/a", 6)]
+    via_gateway(plain, "y/b", *victim)
+    via_gateway(plain, "x/b", *victim)
+    before = plain.daemon.ctl_json("stats")["drops"]["policy_denied"]
+    got = plain.probe({"y/b": [(ip, proto, 80) for ip in victim for proto in ("tcp", "udp")],
+                       "x/b": [(ip, proto, 80) for ip in victim for proto in ("tcp", "udp")]})
+    assert {k: v for k, v in got.items() if k[0] == "y/b"} == {
+        ("y/b", ip, proto, 80): False for ip in victim for proto in ("tcp", "udp")}
+    assert all(v for k, v in got.items() if k[0] == "x/b"), got      # the positive control
+    assert plain.daemon.ctl_json("stats")["drops"]["policy_denied"] > before
+    for ip in victim:
+        r = in_ns(plain.node, "ping", "-c", "1", "-W", "1", ip, check=False)
+        assert " 0% packet loss" in r.stdout, r.stdout
+
+
+def test_an_icmp_error_from_a_third_pod_is_not_related(plain, tmp_path):
+    """x/a isolates ingress and holds a connection to y/a; z/c (raw socket)
+    sends x/a a port-unreachable quoting that connection: dropped by
+    policy. The same error from y/a, the connection's other end, passes."""
+    plain.apply(policy("deny-in", "x", {"podSelector": {"matchLabels": {"pod": "a"}}}))
+    hold = subprocess.Popen(["ip", "netns", "exec", plain.ns["x/a"], sys.executable, "-c",
+                             "import socket,time\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)"
+                             f"\ns.bind(('',5555))\ns.sendto(b'q',('{address('y/a')}',80))\n"
+                             "time.sleep(30)"])
+    try:
+        wait = time.monotonic() + 5
+        while not any(c["dport"] == 80 and c["sport"] == 5555
+                      for c in plain.daemon.ctl_json("conntrack", "show", "--port", "x-a")):
+            assert time.monotonic() < wait
+            time.sleep(0.05)
+        macs = {p: plain.daemon.ctl_json("port", "show", p)["mac"] for p in ("x-a", "y-a", "z-c")}
+
+        def error(sender: str) -> int:
+            """Send the error from a pod; 1 if it reached x/a's port, else 0."""
+            src = address({"y-a": "y/a", "z-c": "z/c"}[sender])
+            before = plain.daemon.ctl_json("port", "show", "x-a")["counters"]["tx_packets"]
+            in_ns(plain.ns[sender.replace("-", "/")], sys.executable, "-c",
+                  "from scapy.all import Ether, IP, ICMP, UDP, sendp\n"
+                  f"sendp(Ether(src='{macs[sender]}', dst='{macs['x-a']}')/"
+                  f"IP(src='{src}', dst='{address('x/a')}')/ICMP(type=3, code=3)/"
+                  f"IP(src='{address('x/a')}', dst='{address('y/a')}')/UDP(sport=5555, dport=80)"
+                  "/b'INJECTED', iface='eth0', verbose=False)")
+            time.sleep(0.3)
+            return plain.daemon.ctl_json("port", "show", "x-a")["counters"]["tx_packets"] - before
+        denied = plain.daemon.ctl_json("stats")["drops"]["policy_denied"]
+        assert error("z-c") == 0
+        assert plain.daemon.ctl_json("stats")["drops"]["policy_denied"] == denied + 1
+        assert error("y-a") == 1
+    finally:
+        hold.kill()
+        hold.wait()
+
+
+def test_cni_plugin_gives_the_pod_its_namespace_name_and_labels(plain, tmp_path):
     """The real plugin: K8S_POD_NAMESPACE/K8S_POD_NAME from CNI_ARGS, labels
     from args.cni.labels; the pod is selected by policies at once."""
     import shutil
@@ -482,14 +623,14 @@ def test_cni_plugin_gives_the_pod_its_namespace_name_and_labels(world, tmp_path)
     pod_ns = f"{RUN_PREFIX}-npcni"
     sh("ip", "netns", "add", pod_ns)
     conf = {"cniVersion": "1.1.0", "name": "np", "type": "vswitch", "network": "blue",
-            "socket": world.daemon.socket,
+            "socket": plain.daemon.socket,
             "args": {"cni": {"labels": [{"key": "app", "value": "web"}],
                              "namedPorts": {"http": 80}}}}
     env = {"PATH": os.environ["PATH"], "CNI_CONTAINERID": "np-ctr", "CNI_IFNAME": "eth0",
            "CNI_NETNS": f"/run/netns/{pod_ns}", "CNI_PATH": str(cni_bin),
            "CNI_ARGS": "IgnoreUnknown=1;K8S_POD_NAMESPACE=z;K8S_POD_NAME=web-1"}
     try:
-        world.apply(policy("web", "z", {"podSelector": {"matchLabels": {"app": "web"}},
+        plain.apply(policy("web", "z", {"podSelector": {"matchLabels": {"app": "web"}},
                                         "ingress": [{"ports": [{"port": "http"}]}]}))
         r = subprocess.run([str(cni_bin / "vswitch")], input=json.dumps(conf),
                            env={**env, "CNI_COMMAND": "ADD"}, capture_output=True, text=True)
@@ -497,18 +638,18 @@ def test_cni_plugin_gives_the_pod_its_namespace_name_and_labels(world, tmp_path)
         ips = [str(ipaddress.ip_interface(a["address"]).ip) for a in json.loads(r.stdout)["ips"]]
         assert len(ips) == 2                        # one of each family
         ip = ips[0]
-        [port] = [p for p in world.daemon.ctl_json("port", "list") if p["container"]]
+        [port] = [p for p in plain.daemon.ctl_json("port", "list") if p["container"]]
         assert port["pod"] == {"namespace": "z", "name": "web-1", "labels": {"app": "web"},
                                "named_ports": {"http": ["TCP", 80]}}
         assert port["policies"]["ingress"] == ["z/web"]
-        shown = world.daemon.ctl_json("policy", "show", "z/web")
+        shown = plain.daemon.ctl_json("policy", "show", "z/web")
         assert shown["pods"] == [{"pod": "z/web-1", "node": "(this node)", "addresses": ips}]
         # No server in it: a TCP 81 SYN is dropped by policy, an 80 one reaches it (RST back).
-        before = world.daemon.ctl_json("stats")["drops"]["policy_denied"]
-        got = world.probe({"x/b": [(ip, "tcp", 81)]})
+        before = plain.daemon.ctl_json("stats")["drops"]["policy_denied"]
+        got = plain.probe({"x/b": [(ip, "tcp", 81)]})
         assert list(got.values()) == [False]
-        assert world.daemon.ctl_json("stats")["drops"]["policy_denied"] > before
-        r = in_ns(world.ns["x/b"], sys.executable, "-c",
+        assert plain.daemon.ctl_json("stats")["drops"]["policy_denied"] > before
+        r = in_ns(plain.ns["x/b"], sys.executable, "-c",
                   f"import socket\ntry:\n socket.create_connection(('{ip}',80),timeout=2)\n"
                   "except ConnectionRefusedError:\n print('refused')", check=False)
         assert r.stdout.strip() == "refused"

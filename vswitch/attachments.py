@@ -166,7 +166,7 @@ class Attachments:
             self._busy.discard(key)
         if alloc:
             log.info("detached %s/%s, released %s", *key, ", ".join(map(str, alloc.ips)))
-        return {"released": str(alloc.ips[0]) if alloc else None,
+        return {"released": [str(ip) for ip in alloc.ips] if alloc else [],
                 "port": port.name if port else None}
 
     async def check(self, container_id: str, ifname: str, netns: str) -> dict:

@@ -74,9 +74,11 @@ class NameTaken(VswitchError):
 
 
 def _json(value: bytes):
+    """A record's JSON, or None: not JSON, or nested beyond what the
+    parser recurses into (RecursionError), whatever a writer put there."""
     try:
         return json.loads(value)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
 
 
@@ -174,6 +176,7 @@ class Cluster:
         self.nodes: dict[str, dict] = {}
         self.endpoints: dict[tuple[str, str], dict] = {}     # (network, ip) -> record
         self.by_node: dict[str, set[tuple[str, str]]] = {}   # node -> its endpoints
+        self.mac_of: dict[tuple[str, str], tuple[str, str]] = {}   # (network, MAC) -> endpoint
         self.holders: dict[tuple[str, str], str] = {}         # (network, cidr) -> holder
         self.graves: dict[str, dict] = {}
         self.revision = 0
@@ -405,8 +408,10 @@ class Cluster:
         if kind not in RECORD_KINDS:
             return                      # not ours (another tool's keys under the prefix)
         rec = None if value is None else _json(value)
-        if value is not None and rec is None:
-            self._ignored(key, "not JSON")
+        if value is not None and not isinstance(rec, dict):
+            # Every kind's record is an object; a malformed one leaves what
+            # the node knew of the key as it was.
+            self._ignored(key, "not JSON" if rec is None else "not a JSON object")
             return
         try:
             if kind == "networks" and len(parts) == 2:
@@ -428,8 +433,9 @@ class Cluster:
                 if rec is not None and not isinstance(rec, dict):
                     raise ValueError("not an object")
                 self.switch.policy.set_namespace(parts[1], rec and rec.get("labels"))
-        except (VswitchError, ValueError, KeyError, TypeError) as e:
-            self._ignored(key, str(e))
+        except Exception as e:      # whatever a record holds, the watch goes on
+            self._ignored(key, str(e) if isinstance(e, (VswitchError, ValueError))
+                          else f"{type(e).__name__}: {e}")
 
     def _ignored(self, key: str, why: str):
         """A record that cannot be applied: counted, logged while there are
@@ -477,6 +483,11 @@ class Cluster:
         elif vtep != self.vtep and networks:
             self.switch.dataplane.add_peer(address, networks)
 
+    def is_node_vtep(self, address) -> bool:
+        """Whether a live node (not this one) has this VTEP address."""
+        return any(n.get("vtep") == str(address) for name, n in self.nodes.items()
+                   if name != self.name)
+
     def _forget_peer(self, vtep):
         """Stop flooding to a node's VTEP (unless another node or the static
         config has it too); its FDB entries go with it."""
@@ -489,12 +500,23 @@ class Cluster:
 
     def _endpoint(self, where: tuple[str, str], rec: dict | None):
         before = self.endpoints.get(where)
+        if rec is not None:
+            mac_key = (where[0], str(rec.get("mac")))
+            holder = self.mac_of.get(mac_key)
+            if holder not in (None, where) and \
+                    self.endpoints[holder].get("node") != rec.get("node"):
+                # A node cannot take another node's pod MAC: every node
+                # would send that pod's frames to it.
+                raise ValueError(f"MAC {mac_key[1]} is that of endpoint {holder[1]} "
+                                 f"of node {self.endpoints[holder].get('node')}")
         if before:
             self._unprogram(*where, before)
             self.by_node.get(str(before.get("node")), set()).discard(where)
-        if rec is not None and not isinstance(rec, dict):
-            raise ValueError("not an object")
+            if self.mac_of.get((where[0], str(before.get("mac")))) == where:
+                del self.mac_of[(where[0], str(before.get("mac")))]
         self._set(self.endpoints, where, rec)
+        if rec is not None:
+            self.mac_of[mac_key] = where
         if before and before.get("node") == self.name and (rec or {}).get("node") != self.name \
                 and self.connected and where[0] in self.networks:
             # Ours, overwritten or deleted by someone else while our pod has it: say it again.

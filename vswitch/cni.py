@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 import os
 import sys
 
@@ -54,13 +55,21 @@ def _version_key(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split("."))
 
 
+# The CNI spec's network name: what runtimes use in paths and keys.
+NETWORK_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_.\-]*$")
+
+
 class Request:
     """One invocation: the environment and the network config."""
 
-    def __init__(self, environ, stdin_text: str):
+    def __init__(self, environ, stdin: str | bytes):
         self.env = environ
         self.command = self._env("CNI_COMMAND")
         self.version = LATEST
+        try:
+            stdin_text = stdin.decode() if isinstance(stdin, bytes) else stdin
+        except UnicodeDecodeError as e:
+            raise CniError(BAD_CONTENT, "network config on stdin is not UTF-8", str(e)) from None
         if self.command == "VERSION" and not stdin_text.strip():
             self.conf = {}
             return
@@ -75,6 +84,10 @@ class Request:
             raise CniError(INCOMPATIBLE_VERSION, f"unsupported cniVersion {version!r}",
                            f"supported: {', '.join(SUPPORTED_VERSIONS)}")
         self.version, self.conf = version, conf
+        name = conf.get("name")
+        if name is not None and (not isinstance(name, str) or not NETWORK_NAME_RE.match(name)):
+            raise CniError(INVALID_CONFIG, f"network name {name!r} is not a CNI network name",
+                           "the spec's pattern: ^[a-zA-Z0-9][a-zA-Z0-9_.\\-]*$")
 
     def _env(self, name: str) -> str:
         value = self.env.get(name)
@@ -295,7 +308,7 @@ def gc(req: Request):
 COMMANDS = {"ADD": add, "DEL": delete, "CHECK": check, "STATUS": status, "GC": gc}
 
 
-def run(environ, stdin_text: str) -> tuple[int, dict | None]:
+def run(environ, stdin_text: str | bytes) -> tuple[int, dict | None]:
     """(exit status, JSON to print) for one invocation."""
     version = LATEST
     try:
@@ -314,7 +327,7 @@ def run(environ, stdin_text: str) -> tuple[int, dict | None]:
 
 
 def main() -> int:
-    code, out = run(os.environ, sys.stdin.read())
+    code, out = run(os.environ, sys.stdin.buffer.read())
     if out is not None:
         print(json.dumps(out))
     return code

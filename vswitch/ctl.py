@@ -46,9 +46,13 @@ def show_status(s):
                     f"nodes {c['nodes']}  endpoints {c['endpoints']}  "
                     f"blocks held {c['blocks_held']}  revision {c['revision']}")
     networks = ", ".join(f"{n} (mtu {s['mtu'][n]['mtu']})" for n in s["networks"])
+    masquerade = s.get("masquerade") or {}
+    problems = ([f"masquerade: {masquerade['error']}"] if masquerade.get("error") else []) \
+        + list(masquerade.get("warnings") or ())
     return (f"node {s['node']}  mode {s['mode']}  version {s['version']}  uptime {s['uptime']}s\n"
             f"ports {s['ports']}  networks {networks}  "
-            f"fdb entries {s['fdb_entries']} (aging {s['aging_time']:g}s){overlay}")
+            f"fdb entries {s['fdb_entries']} (aging {s['aging_time']:g}s){overlay}"
+            + "".join(f"\nWARNING: {p}" for p in problems))
 
 
 def show_peers(peers):
@@ -102,7 +106,9 @@ def show_stats(s):
             f"arp_suppressed={s['arp_suppressed']}  nd_suppressed={s['nd_suppressed']} "
             f"(neighbours {s['neighbours']})\n"
             f"drops: {drops}\nfdb: {fdb}\ncapture: {capture}\nconntrack: "
-            + "  ".join(f"{k}={v}" for k, v in s["conntrack"].items()))
+            + "  ".join(f"{k}={v}" for k, v in s["conntrack"].items() if k != "per_pod")
+            + "\nconntrack per pod: "
+            + ("  ".join(f"{k}={v}" for k, v in s["conntrack"]["per_pod"].items()) or "none"))
     for h in s["hooks"]:
         state = "enabled" if h["enabled"] else f"disabled ({h['error']})"
         text += f"\nhook {h['call']}: {state}  calls={h['calls']}  dropped={h['dropped']}"
@@ -440,9 +446,9 @@ def endpoint(address: str, port: int) -> str:
 def show_conntrack(entries):
     return _table([[e["network"], e["protocol"], endpoint(e["source"], e["sport"]),
                     endpoint(e["destination"], e["dport"]), e["state"], e["expires_in"],
-                    e["in_port"], e["out_port"]] for e in entries],
+                    e["in_port"], e["out_port"], e["charged_to"]] for e in entries],
                   ["NETWORK", "PROTO", "SOURCE", "DESTINATION", "STATE", "EXPIRES_IN", "IN",
-                   "OUT"])
+                   "OUT", "CHARGED_TO"])
 
 
 def run_policy(args, client: Client):

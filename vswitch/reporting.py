@@ -70,9 +70,17 @@ def conntrack(switch: Switch, port_name: str | None = None, limit: int = 0) -> l
     port_id = switch.port(port_name).port_id if port_name else -1
     entries = switch.dataplane.conntrack(port_id, limit)
     for e in entries:
-        for key in ("in_port", "out_port"):
+        for key in ("in_port", "out_port", "charged_to"):
             e[key] = "vxlan" if e[key] is None else port_label(switch, e[key])
     return entries
+
+
+def conntrack_per_pod(switch: Switch) -> dict[str, int]:
+    """Connections charged to each port (the pod that opened them, see
+    conntrack_max_per_pod), by name."""
+    return {"vxlan" if port is None else port_label(switch, port): n
+            for port, n in sorted(switch.dataplane.conntrack_usage().items(),
+                                  key=lambda item: -item[1])}
 
 
 def fdb(switch: Switch, network: str | None = None) -> list[dict]:
@@ -93,6 +101,7 @@ def stats(switch: Switch) -> dict:
     counters["capture"] = switch.captures.stats()
     counters["hooks"] = switch.hooks.stats() if switch.hooks else []
     counters["cluster"] = switch.cluster.metrics() if switch.cluster else None
+    counters["conntrack"]["per_pod"] = conntrack_per_pod(switch)
     return counters
 
 

@@ -230,7 +230,9 @@ class Switch:
             elif step.action == "tunnel":
                 self.overlay.set_tunnel(step.value)
             elif step.action == "remove_peer":
-                self.dataplane.remove_peer(step.value)
+                # A static peer that is also a live cluster node's VTEP stays a peer.
+                if not (self.cluster and self.cluster.is_node_vtep(step.value)):
+                    self.dataplane.remove_peer(step.value)
             elif step.action == "add_peer":
                 self.dataplane.add_peer(step.value)
         return [step.text for step in steps]

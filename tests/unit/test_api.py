@@ -136,3 +136,18 @@ def test_network_create_takes_known_fields_only():
         assert status == 400 and word in body["error"], bad
     assert len(switch.cluster.created) == 1
     assert request(b"GET /v1/nodes HTTP/1.1\r\n\r\n", switch) == (200, [{"name": "node1"}])
+
+
+def test_status_text_shows_the_warnings_its_json_carries():
+    from vswitch.ctl import show_status
+    status = {"node": "n", "mode": "bridge", "version": "0", "uptime": 1.0, "ports": 0,
+              "networks": ["blue"], "mtu": {"blue": {"mtu": 1500, "from": "config"}},
+              "fdb_entries": 0, "aging_time": 300.0, "vtep": None, "peers": 0, "cluster": None,
+              "masquerade": {"networks": ["blue"], "error": None,
+                             "warnings": ["net.ipv4.conf.eth0.forwarding is 0",
+                                          "net.ipv4.conf.all.send_redirects is 1"]}}
+    text = show_status(status)
+    assert "WARNING: net.ipv4.conf.eth0.forwarding is 0" in text
+    assert "WARNING: net.ipv4.conf.all.send_redirects is 1" in text
+    status["masquerade"] = {"networks": [], "error": None, "warnings": []}
+    assert "WARNING" not in show_status(status)

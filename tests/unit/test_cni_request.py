@@ -130,3 +130,14 @@ def test_check_compares_the_previous_result():
     prev["ips"] = [{"address": "198.18.0.77/16"}]
     status, out = cni.run(env("CHECK"), conf(prevResult=prev))
     assert status == 1 and out["code"] == cni.CHECK_FAILED
+
+
+def test_stdin_that_is_not_utf8_or_a_network_name_off_the_spec_is_refused():
+    bad_utf8 = conf().encode().replace(b'"pods"', b'"po\xffds"')
+    assert cni.run(env(), bad_utf8)[1]["code"] == 6
+    assert cni.run(env(), conf().encode())[0] == 0                  # bytes that are UTF-8: fine
+    for name in ("-pods", "po ds", "pöds", "", "a/b", 5):
+        code, out = cni.run(env(), conf(name=name))
+        assert (code, out["code"]) == (1, 7), name
+        assert "network name" in out["msg"]
+    assert FakeDaemon.calls == [FakeDaemon.calls[0]]                # only the good ADD reached it
