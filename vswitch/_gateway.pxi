@@ -25,12 +25,20 @@ cdef void gateway_track(ct_t *ct, const flow_t *f, uint16_t net, uint16_t gw_por
         return
     cdef bint src_is_a
     cdef int reason
+    cdef ct_key_t other
     cdef ct_key_t key = ct_key(net, f.proto, &f.src, f.sport, &f.dst, f.dport, &f.dst, &src_is_a)
     cdef ct_entry_t *e = ct_find(ct, &key, now_ms)
     if e == NULL and f.proto == IPPROTO_TCP and \
             (f.tcp_flags & (TCP_SYN | TCP_ACK)) != TCP_SYN:
         return
     if e == NULL:
+        # The node routing back a pod's answer to a connection it routed
+        # the other way (the leg on the source's side is known): no new one.
+        other = ct_key(net, f.proto, &f.src, f.sport, &f.dst, f.dport, &f.src, &src_is_a)
+        e = ct_find(ct, &other, now_ms)
+        if e != NULL:
+            ct_touch(e, f, src_is_a, now_ms)
+            return
         e = ct_insert(ct, &key, src_is_a, gw_port, pod_port, owner, now_ms, &reason)
         if e == NULL:
             return                      # full: this connection's replies go the plain way

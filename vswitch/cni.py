@@ -26,8 +26,8 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import re
 import os
+import re
 import sys
 
 from .client import Client, ClientError

@@ -501,20 +501,36 @@ def test_icmp_errors_pass_only_from_the_ends_of_the_connection_or_a_router():
 def test_a_pod_gets_its_share_of_the_connection_table_and_unanswered_ones_go_first():
     node = Node()
     dp = node.rig.dp
-    dp.conntrack_configure(8, 2)
+    dp.conntrack_configure(16, 3)
     dp.set_port_policy(node.ports["b"], ingress=(1, [([ALL], [])]))
-    assert node.send("a", "b", UDP(sport=1, dport=80))
-    assert node.send("a", "b", UDP(sport=2, dport=80))
-    assert not node.send("a", "b", UDP(sport=3, dport=80))
+    for sport in (1, 2, 3):
+        assert node.send("a", "b", UDP(sport=sport, dport=80))
+    assert not node.send("a", "b", UDP(sport=4, dport=80))
     assert node.drops("conntrack_pod_full") == 1
     assert node.send("c", "b", UDP(sport=1, dport=80))              # c has its own share
     # Through the gateway too: charged to the pod that opened it, not to the node.
     assert not node.routed(A, "b", UDP(sport=4, dport=80))
     assert node.drops("conntrack_pod_full") == 2
-    assert dp.conntrack_usage() == {node.ports["a"]: 2, node.ports["c"]: 1}
+    # A routed connection is one entry per leg, both the opener's; the
+    # answer the node routes back finds them and charges nobody new.
+    assert node.to_gateway("c", B, UDP(sport=7, dport=80))
+    assert node.routed(C, "b", UDP(sport=7, dport=80))
+    node.rig.send(node.ports["b"], node.frame("b", "c", UDP(sport=80, dport=7)))
+    assert len(node.rig.received(node.host)) == 1                   # steered to the node
+    assert node.routed(B, "c", UDP(sport=80, dport=7))
+    assert dp.conntrack_usage() == {node.ports["a"]: 3, node.ports["c"]: 3}
     assert {e[10] for e in dp.conntrack_entries()} == {node.ports["a"], node.ports["c"]}
+    assert len(dp.conntrack_entries()) == 6
+    # Without a policy on either end, the gateway's own tracking (Service
+    # replies) does the same.
+    dp.conntrack_configure(16, 3)
+    dp.set_port_policy(node.ports["b"])
+    assert node.routed(C, "a", UDP(sport=8, dport=80))
+    assert node.routed(A, "c", UDP(sport=80, dport=8))
+    assert dp.conntrack_usage() == {node.ports["c"]: 1}
     # A full table evicts a connection never answered before refusing.
     dp.conntrack_configure(2, 2)
+    dp.set_port_policy(node.ports["b"], ingress=(1, [([ALL], [])]))
     assert node.send("a", "b", UDP(sport=1, dport=80))
     assert node.send("b", "a", UDP(sport=80, dport=1))              # answered: it stays
     assert node.send("c", "b", UDP(sport=2, dport=80))
