@@ -189,6 +189,8 @@ def _service_cidrs(node: _Table) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6
     out = []
     for i, text in enumerate(texts):
         try:
+            if not isinstance(text, str):
+                raise TypeError(f"{text!r} is not a string")
             out.append(ipaddress.ip_network(text))
         except (TypeError, ValueError) as e:
             raise ConfigError(f"{node.key('service_cidrs')}[{i}]",
