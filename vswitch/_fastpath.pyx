@@ -1013,8 +1013,11 @@ cdef class Datapath:
         cdef bint sent = False, refused = False
         cdef int to_peers = -2          # policy's verdict on copies to peers, once asked
         cdef verdict_t v
+        # A pod's Router Solicitations and MLD reports go to the host port only.
+        cdef bint routers_only = not inp.router and for_routers(frame, n)
         for i in range(self.ports.limit):
-            if i != in_id and self.ports.slots[i].fd >= 0 and self.ports.slots[i].network == net:
+            if i != in_id and self.ports.slots[i].fd >= 0 and self.ports.slots[i].network == net \
+                    and (self.ports.slots[i].router or not routers_only):
                 if self._policy(in_id, inp, &self.ports.slots[i], net, frame, n, now, True,
                                 &v) >= 0:
                     self._policy_drop(in_id, inp, &self.ports.slots[i], &v, frame, n, False)
@@ -1022,7 +1025,7 @@ cdef class Datapath:
                     continue
                 self._send(&self.ports.slots[i], hdr, frame, n)
                 sent = True
-        if in_id < PEER_BASE:
+        if in_id < PEER_BASE and not routers_only:
             # Head-end replication: one copy per peer of the network. Local
             # copies went first: encapsulation may complete the checksum in place.
             for i in range(self.peers.n_members):

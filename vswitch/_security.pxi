@@ -5,6 +5,7 @@
 
 cdef enum:
     ICMPV6_MLD_REPORT = 131
+    ICMPV6_MLD_DONE = 132
     ICMPV6_ROUTER_SOLICITATION = 133
     ICMPV6_ROUTER_ADVERTISEMENT = 134
     ICMPV6_NEIGHBOR_SOLICITATION = 135
@@ -159,6 +160,20 @@ cdef inline bint csum_offload_ok(const unsigned char *hdr, const unsigned char *
     if proto == IPPROTO_UDP:
         return offset == 6 and l4 + 8 <= n
     return False
+
+
+cdef inline bint for_routers(const unsigned char *frame, ssize_t n) noexcept nogil:
+    """A multicast message only routers listen to: an IPv6 Router
+    Solicitation or MLD listener report or done. A switch delivers these
+    from pods to router ports alone, as a bridge with MLD snooping does:
+    flooded, every new pod's reports would cost a write to every port."""
+    cdef ssize_t l2 = eth_header_len(frame, n), icmp
+    if l2 < 0 or n < l2 + 40 or frame[0] != 0x33 or frame[1] != 0x33 or \
+            frame[l2 - 2] != 0x86 or frame[l2 - 1] != 0xDD:
+        return False
+    icmp = icmp6_offset(frame, n, l2)
+    return icmp >= 0 and frame[icmp] in (ICMPV6_MLD_REPORT, ICMPV6_MLD_DONE,
+                                         ICMPV6_ROUTER_SOLICITATION, ICMPV6_MLD2_REPORT)
 
 
 cdef inline bint router_message(const unsigned char *frame, ssize_t n, ssize_t l2) noexcept nogil:

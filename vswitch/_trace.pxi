@@ -51,9 +51,11 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
     if out == DEST_FLOOD:
         steps.append({"step": "fdb", "mac": dst,
                       "result": "multicast" if is_multicast(f) else "unknown"})
+        routers_only = not inp.router and for_routers(f, n)
         ports = [i for i in range(dp.ports.limit) if i != port_id and
-                 dp.ports.slots[i].fd >= 0 and dp.ports.slots[i].network == net]
-        peers = network_peers(&dp.peers, net)
+                 dp.ports.slots[i].fd >= 0 and dp.ports.slots[i].network == net
+                 and (dp.ports.slots[i].router or not routers_only)]
+        peers = [] if routers_only else network_peers(&dp.peers, net)
         if not ports and not peers:
             return steps + [{"step": "drop", "reason": DROP_NAMES[DROP_NO_ROUTE]}]
         output = {"step": "flood", "ports": ports, "peers": [PEER_BASE + p for p in peers]}

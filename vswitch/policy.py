@@ -236,6 +236,7 @@ class Policies:
         self.remote_pods: Callable[[], Iterable[PolicyPod]] = lambda: ()
         self.compiled = 0
         self._scheduled = False
+        self._enforced = False          # some port may hold tables (with no policy, none does)
         self._writes: set[asyncio.Task] = set()
 
     # -------------------------------------------------------- state
@@ -394,8 +395,13 @@ class Policies:
             self.switch.loop.call_soon(self.enforce)
 
     def enforce(self):
-        """Every local pod's tables, from the policies as they are now."""
+        """Every local pod's tables, from the policies as they are now. With
+        no policy at all nobody is isolated: nothing to compile, whatever
+        the number of pods (a node without policies adds a port in O(1))."""
         self._scheduled = False
+        if not self.policies and not self._enforced:
+            return
+        self._enforced = bool(self.policies)
         compiler = Compiler(self.policies.values(), self.ids, self.pods(), self.namespace_labels)
         dataplane = self.switch.dataplane
         for port in self.local_ports():
@@ -410,7 +416,10 @@ class Policies:
         self.compiled += 1
 
     def enforce_port(self, port: Port):
-        """One new port's tables, before it forwards its first frame."""
+        """One new port's tables, before it forwards its first frame (a new
+        port has none: with no policy, nothing to do)."""
+        if not self.policies:
+            return
         compiler = Compiler(self.policies.values(), self.ids, self.pods(), self.namespace_labels)
         pod = PolicyPod.of_port(port)
         self.switch.dataplane.set_port_policy(port.port_id, compiler.direction(pod, "ingress"),

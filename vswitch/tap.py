@@ -96,18 +96,23 @@ def _netlink(netns: int | None = None):
         yield ipr
 
 
-def no_dad(ifname: str):
+def quiet_ipv6(ifname: str):
     """No duplicate address detection on the device, for the link-local
     address the kernel forms either: port security already keeps every
     other port off it (it is derived from the port's pinned MAC), and DAD
     would hold it back for a second, in which the node cannot resolve a
     neighbour from the host port (the first IPv6 connections through it
-    would wait for a retransmission)."""
-    try:
-        with open(f"/proc/sys/net/ipv6/conf/{ifname}/accept_dad", "w") as f:
-            f.write("0")
-    except FileNotFoundError:           # no IPv6 in the namespace
-        pass
+    would wait for a retransmission). And no Router Solicitations: no
+    router answers them here (routes come with the address, RA guard
+    drops pods' RAs), and Linux sends them forever with backoff, each
+    flooded to every port of the network: with 1,000 pods, hundreds a
+    minute, a write to every port each."""
+    for key in ("accept_dad", "router_solicitations"):
+        try:
+            with open(f"/proc/sys/net/ipv6/conf/{ifname}/{key}", "w") as f:
+                f.write("0")
+        except FileNotFoundError:           # no IPv6 in the namespace
+            return
 
 
 class Tap:
@@ -156,7 +161,7 @@ class Tap:
                 self.offloads = self._enable_offloads(offloads) if offloads else []
                 index = target.link_lookup(ifname=ifname)[0]
                 with entered(fd) if fd is not None else nullcontext():
-                    no_dad(ifname)
+                    quiet_ipv6(ifname)
                 self._configure(target, index, mac, mtu, addresses, gateways)
                 self.device.persist(True)
             except NetlinkError as e:

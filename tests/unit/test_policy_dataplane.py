@@ -570,3 +570,23 @@ def test_later_fragments_take_their_first_fragments_verdict():
     assert dp.counters()["fragments_passed"] == 2
     steps = dp.trace(node.ports["a"], frag(b"r" * 8, 5, offset=6))
     assert any(s.get("how") == "a later fragment of an allowed first one" for s in steps), steps
+
+
+def test_solicitations_and_listener_reports_go_to_the_host_port_only():
+    """A pod's Router Solicitations and MLD reports are for routers: the
+    host port gets them, other pods do not (as a bridge with MLD snooping)."""
+    from scapy.layers.inet6 import ICMPv6MLReport2, ICMPv6ND_RS, IPv6ExtHdrHopByHop, RouterAlert
+    node = Node()
+    for l4 in (ICMPv6ND_RS(), IPv6ExtHdrHopByHop(options=[RouterAlert()]) / ICMPv6MLReport2()):
+        dst = "ff02::2" if isinstance(l4, ICMPv6ND_RS) else "ff02::16"
+        frame = bytes(Ether(src=node.mac("a"), dst="33:33:00:00:00:02") /
+                      IPv6(src=A6, dst=dst, hlim=255) / l4)
+        node.rig.send(node.ports["a"], frame)
+        assert len(node.rig.received(node.host)) == 1
+        assert node.rig.received(node.ports["b"]) == node.rig.received(node.ports["c"]) == []
+        steps = node.rig.dp.trace(node.ports["a"], frame)
+        assert {"step": "flood", "ports": [node.host], "peers": []} in steps
+    # Other multicast still floods.
+    node.rig.send(node.ports["a"], bytes(Ether(src=node.mac("a"), dst="33:33:00:00:00:01") /
+                                         IPv6(src=A6, dst="ff02::1") / UDP()))
+    assert len(node.rig.received(node.ports["b"])) == 1
