@@ -622,6 +622,26 @@ def test_cni_plugin_gives_the_pod_its_namespace_name_and_labels(plain, tmp_path)
         sh("ip", "netns", "del", pod_ns, check=False)
 
 
+def test_fragmented_udp_to_a_port_restricted_rule_gets_through(plain):
+    """A 4,000-byte datagram (three fragments at MTU 1500) to a port a rule
+    allows: its later fragments take the first's verdict, and the echo
+    (fragmented too) comes back; to a port the rule does not name, nothing."""
+    plain.apply(policy("udp-80", "x", {"podSelector": {"matchLabels": {"pod": "a"}}, "ingress": [
+        {"ports": [{"protocol": "UDP", "port": 80}]}]}))
+    before = plain.daemon.ctl_json("stats")["fragments_passed"]
+    for family in FAMILIES:
+        for port, ok in ((80, True), (81, False)):
+            r = in_ns(plain.ns["y/b"], sys.executable, "-c",
+                      "import socket\n"
+                      f"s=socket.socket(socket.AF_INET{'6' if family == 6 else ''},"
+                      "socket.SOCK_DGRAM)\ns.settimeout(1)\n"
+                      f"s.sendto(b'f'*4000,('{address('x/a', family)}',{port}))\n"
+                      "try:\n    print(len(s.recv(5000)))\nexcept OSError:\n    print(0)",
+                      check=False)
+            assert r.stdout.strip() == ("4000" if ok else "0"), (family, port, r.stdout)
+    assert plain.daemon.ctl_json("stats")["fragments_passed"] - before >= 4
+
+
 def test_an_icmp_error_from_a_third_pod_is_not_related(plain, tmp_path):
     """x/a isolates ingress and holds a connection to y/a; z/c (raw socket)
     sends x/a a port-unreachable quoting that connection, with a payload:
