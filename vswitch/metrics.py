@@ -76,8 +76,15 @@ def render(stats: dict) -> str:
                [({}, ct["max_entries"])])
     for key, text in (("created", "Connections tracked."),
                       ("expired", "Tracked connections that timed out."),
-                      ("revoked", "Tracked connections a policy change no longer allowed.")):
+                      ("revoked", "Tracked connections a policy change no longer allowed."),
+                      ("early_dropped", "Unanswered connections evicted from a full table.")):
         out.family(f"vswitch_conntrack_{key}_total", "counter", text, [({}, ct[key])])
+    out.family("vswitch_conntrack_pod_entries", "gauge",
+               "Connections charged to each pod (conntrack_max_per_pod bounds them).",
+               [({"port": port}, n) for port, n in ct.get("per_pod", {}).items()])
+    out.family("vswitch_fragments_passed_total", "counter",
+               "Later fragments let through on their first fragment's verdict.",
+               [({}, stats["fragments_passed"])])
     cluster = stats["cluster"]
     if cluster:
         for key, kind, text in (
