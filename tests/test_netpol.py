@@ -542,6 +542,7 @@ def test_no_pod_monopolises_the_connection_table(plain):
     usage = stats["conntrack"]["per_pod"]
     assert usage["y-c"] == share, usage
     assert f"y-c={share}" in plain.daemon.ctl("stats").stdout
+    assert f"at most {share} each" in plain.daemon.ctl("conntrack", "show", "--limit", "3").stdout
     assert {c["charged_to"] for c in plain.daemon.ctl_json("conntrack", "show")} == {"y-c"}
     assert len(plain.daemon.ctl_json("conntrack", "show", "--limit", "5")) == 5
     # Others still open new connections to the isolated pod, both ways.

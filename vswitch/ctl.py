@@ -451,6 +451,13 @@ def show_conntrack(entries):
                    "OUT", "CHARGED_TO"])
 
 
+def show_conntrack_usage(ct: dict) -> str:
+    """Each pod's share of the table in use (conntrack_max_per_pod)."""
+    per_pod = "  ".join(f"{k}={v}" for k, v in ct["per_pod"].items()) or "none"
+    return (f"connections per pod (at most {ct['max_per_pod']} each, "
+            f"{ct['entries']} of {ct['max_entries']} in all): {per_pod}")
+
+
 def run_policy(args, client: Client):
     """The policy, namespace and conntrack verbs."""
     verb, action = args.verb, args.action
@@ -473,7 +480,11 @@ def run_policy(args, client: Client):
             ["NAMESPACE", "LABELS"])
     if action == "flush":
         return client.conntrack_flush(), lambda r: f"{r['flushed']} connections flushed"
-    return client.conntrack(args.port, args.limit), show_conntrack
+    if getattr(args, "json", False):
+        return client.conntrack(args.port, args.limit), show_conntrack
+    table = client.conntrack(args.port, args.limit)
+    usage = client.stats()["conntrack"]
+    return table, lambda r: show_conntrack(r) + "\n\n" + show_conntrack_usage(usage)
 
 
 def run(args, client: Client):
