@@ -342,6 +342,11 @@ def test_with_etcd_down_pods_talk_adds_work_while_the_lease_is_proven_then_conve
     assert not status["connected"] and status["error"]
     code, out = cni_runtime(nodes[0]).run("ADD", cluster.make_ns("e"), "ctr-e")
     assert code != 0 and out["code"] == 11 and "lease" in out["msg"]
+    # A repeated ADD (the runtime's retry, in a new sandbox) brings no address up
+    # again either: the address may be another node's by now.
+    with pytest.raises(ClientError) as refused:
+        nodes[0].client.attach(f"c{RUN}c", "eth0", f"/run/netns/{cluster.make_ns('c2')}")
+    assert refused.value.kind == "busy" and "lease" in str(refused.value)
     assert " 0% packet loss" in ping(c["ns"], ip_of(a)).stdout
     # A restart while etcd is away: the node starts from what it last knew
     # (networks, peers) and its pod is back on the network at once.

@@ -21,6 +21,7 @@ from .errors import (
     Exhausted,
     InvalidRequest,
     NotFound,
+    Refused,
     ReloadRefused,
     Unsupported,
     VswitchError,
@@ -40,7 +41,8 @@ MAX_CONNECTIONS = 64         # at once; more are answered 503 at once and closed
 # The project's errors as HTTP statuses: the first class in this order that
 # an error is an instance of decides.
 HTTP_STATUS = ((InvalidRequest, 400), (NotFound, 404), (Conflict, 409), (ReloadRefused, 422),
-               (Unsupported, 501), (DeviceError, 500), (Busy, 503), (Exhausted, 507),
+               (Unsupported, 501), (DeviceError, 500), (Refused, 502), (Busy, 503),
+               (Exhausted, 507),
                (VswitchError, 400))
 
 

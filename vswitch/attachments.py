@@ -96,6 +96,14 @@ class Attachments:
                 port = self.port_of(key)
                 if port and port.state == "up" and port.netns == netns:
                     return self.result(alloc, port)
+                # Bringing its addresses up again: only while this node can
+                # prove it still holds their blocks (cluster mode: its lease;
+                # else a retryable error), never on the strength of the record.
+                await self.switch.addresses.blocks(net)
+                lost = [ip for ip in alloc.ips if not self.switch.addresses.holds(net, ip)]
+                if lost:
+                    raise Conflict(f"{key[0]}/{key[1]}: the block of {lost[0]} is no longer "
+                                   "this node's", kind="unavailable")
                 if port:                    # lost, or the pod has a new sandbox
                     await self.switch.detach_port(port)
                 if alloc.netns != netns:

@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING
 from . import __version__, state
 from .config import Config, NetworkConfig, node_address
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound, VswitchError
-from .etcd import Compacted, Etcd, EtcdUnavailable, Txn
+from .etcd import ETCD_FAILURES, Compacted, Etcd, EtcdUnavailable, Txn
 from .gateways import Gateways
 from .ipam import Block
 from .policy import PodIdentity, PolicyPod
@@ -237,7 +237,7 @@ class Cluster:
         except NameTaken:
             await self.etcd.close()
             raise
-        except (EtcdUnavailable, asyncio.TimeoutError) as e:
+        except (*ETCD_FAILURES, asyncio.TimeoutError) as e:
             self._disconnected(str(e) or "timed out")
             log.warning("etcd not reachable at start (%s); forwarding on what this node last "
                         "knew, retrying", self.error)

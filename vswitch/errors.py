@@ -44,6 +44,11 @@ class Busy(VswitchError):
     work is reached: try again."""
 
 
+class Refused(VswitchError):
+    """A service the node depends on (etcd) refused the request for good:
+    trying again will not help."""
+
+
 class Exhausted(VswitchError):
     """A table or an address block is full (version: the address family
     that ran out, when it is addresses)."""

@@ -18,6 +18,8 @@ from urllib.parse import urlsplit
 import grpc
 from aetcd import rpc
 
+from .errors import Busy, Refused
+
 log = logging.getLogger("vswitch.etcd")
 
 CALL_TIMEOUT = 3.0          # seconds an ordinary call may take
@@ -29,8 +31,36 @@ CHANNEL_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
 TLS_FAILURES = ("TSI_", "SSL", "ssl", "handshake", "certificate", "Unwrap failed")
 
 
-class EtcdUnavailable(Exception):
-    """etcd did not answer (down, partitioned, refused our certificate)."""
+class EtcdUnavailable(Busy):
+    """etcd did not answer or failed a call (down, partitioned, a leader
+    change, refused our certificate): a request that meets it may try again
+    (CNI 11)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, kind="busy")
+
+
+class EtcdRefused(Refused):
+    """etcd refused a call for good (permissions, a bad request): a retry
+    cannot cure it (CNI 100)."""
+
+    def __init__(self, message: str):
+        super().__init__(message, kind="etcd_refused")
+
+
+ETCD_FAILURES = (EtcdUnavailable, EtcdRefused)
+
+
+def rpc_failure(e: grpc.aio.AioRpcError) -> EtcdUnavailable | EtcdRefused:
+    """What a failed call means to the caller: try again, or give up."""
+    failure = EtcdRefused if e.code() in FINAL_CODES else EtcdUnavailable
+    return failure(f"etcd: {e.code().name}: {e.details()}")
+
+
+# gRPC codes of calls etcd refused for good (the rest: it may answer next time).
+FINAL_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
+               grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION,
+               grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED}
 
 
 class Compacted(Exception):
@@ -140,7 +170,7 @@ class Etcd:
                 await asyncio.wait_for(self.call(self.kv.Range, rpc.RangeRequest(
                     key=b"\0", limit=1), timeout), timeout)
                 return
-            except (asyncio.TimeoutError, EtcdUnavailable) as e:
+            except (asyncio.TimeoutError, *ETCD_FAILURES) as e:
                 why = str(e) if isinstance(e, EtcdUnavailable) else "timed out"
                 if self._credentials and any(m in why for m in TLS_FAILURES):
                     why = (f"TLS handshake failed: etcd refused this node's client certificate, "
@@ -161,7 +191,7 @@ class Etcd:
         try:
             return await method(request, timeout=timeout)
         except grpc.aio.AioRpcError as e:
-            raise EtcdUnavailable(f"{e.code().name}: {e.details()}") from None
+            raise rpc_failure(e) from None
 
     # ------------------------------------------------------------ key-value
 
@@ -212,7 +242,7 @@ class Etcd:
         except asyncio.TimeoutError:
             raise EtcdUnavailable("lease keep-alive timed out") from None
         except grpc.aio.AioRpcError as e:
-            raise EtcdUnavailable(f"{e.code().name}: {e.details()}") from None
+            raise rpc_failure(e) from None
 
     async def revoke(self, lease: int):
         await self.call(self.leases.LeaseRevoke, rpc.LeaseRevokeRequest(ID=lease))

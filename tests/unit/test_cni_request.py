@@ -141,3 +141,29 @@ def test_stdin_that_is_not_utf8_or_a_network_name_off_the_spec_is_refused():
         assert (code, out["code"]) == (1, 7), name
         assert "network name" in out["msg"]
     assert FakeDaemon.calls == [FakeDaemon.calls[0]]                # only the good ADD reached it
+
+
+@pytest.mark.parametrize("code, cni_code", [("UNAVAILABLE", 11), ("DEADLINE_EXCEEDED", 11),
+                                            ("PERMISSION_DENIED", 100)])
+def test_an_etcd_failure_a_retry_can_cure_is_code_11(code, cni_code, daemon):
+    """A leader change while a block is claimed reaches the plugin as
+    'try again later'; what etcd refuses for good stays 100."""
+    import asyncio
+
+    import grpc
+
+    from vswitch.api import http_status
+    from vswitch.etcd import Etcd
+
+    async def failing(request, timeout):
+        raise grpc.aio.AioRpcError(getattr(grpc.StatusCode, code), grpc.aio.Metadata(),
+                                   grpc.aio.Metadata(), details="etcdserver: leader changed")
+    etcd = Etcd(["http://192.0.2.250:2379"])
+    etcd.channel = object()
+    with pytest.raises(Exception) as failure:
+        asyncio.run(etcd.call(failing, None))
+    status = http_status(failure.value)
+    assert status == (503 if cni_code == 11 else 502) and code in str(failure.value)
+    daemon.error = ClientError(str(failure.value), status, failure.value.kind)
+    out = cni.run(env(), conf())[1]
+    assert out["code"] == cni_code and "leader changed" in out["msg"]
