@@ -784,3 +784,20 @@ def test_a_reload_keeps_a_static_peer_that_is_a_live_nodes_vtep(cluster):
     assert peers(nodes[0]) == {f"{UNDERLAY}.2"}
     a, b = cluster.pod(nodes[0], "a"), cluster.pod(nodes[1], "b")
     assert " 0% packet loss" in ping(a["ns"], ip_of(b)).stdout
+
+
+def test_a_node_restarted_while_cut_off_still_fences_after_its_grace_period(cluster):
+    """Restarted (SIGKILL) while etcd is away, a node has no proof of its
+    lease: it counts as unproven from its start, and fences itself after
+    the grace period as if it had not restarted."""
+    nodes = three_nodes(cluster, lease_ttl=2, grace_period=2)
+    a = cluster.pod(nodes[0], "a")
+    cluster.current.stop()
+    nodes[0].proc.kill()
+    nodes[0].proc.wait()
+    nodes[0] = cluster.node(1, config=nodes[0].config_path)
+    status = wait_for("fenced", lambda: (s := nodes[0].ctl_json("cluster", "status"))["fenced"]
+                      and s, timeout=15)
+    assert not status["can_allocate"]
+    assert [p["state"] for p in nodes[0].ctl_json("port", "list") if p["name"] == a["port"]] == \
+        ["lost"]

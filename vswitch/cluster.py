@@ -184,6 +184,7 @@ class Cluster:
         self.mine: dict[str, list[Block]] = {}
         self.lease = 0
         self.proven_until = 0.0      # monotonic time until which the lease is surely alive
+        self.started = time.monotonic()     # unproven since then, until a first proof
         self.connected = False
         self.since = time.time()     # of the last connect or disconnect
         self.error: str | None = None
@@ -853,10 +854,13 @@ class Cluster:
         """Housekeeping: a node that could not prove its lease for
         grace_period (less a margin) may have lost its blocks to others:
         it takes its pods down rather than risk an address live twice."""
-        if self.fenced or self.connected or not self.proven_until:
+        if self.fenced or self.connected:
             return
+        # A daemon that has not proven its lease since it started (restarted
+        # while cut off) counts from its start: unproven, never exempt.
+        proven = self.proven_until or self.started
         margin = min(self.cfg.grace_period / 10, 60.0)
-        if time.monotonic() < self.proven_until + self.cfg.grace_period - margin:
+        if time.monotonic() < proven + self.cfg.grace_period - margin:
             return
         self.fenced = True
         ports = [p for p in self.switch.ports.values() if p.state == "up" and not p.is_host]
