@@ -537,13 +537,16 @@ def test_no_pod_monopolises_the_connection_table(plain):
     stats = plain.daemon.ctl_json("stats")
     share = stats["conntrack"]["max_per_pod"]
     assert share == 4096 // 8
-    assert stats["conntrack"]["entries"] <= share + 16
+    # (x/b's echoes of flows y/c had no share left for come back through
+    # the node as new flows of x/b's: charged to x/b, within its own share.)
+    assert stats["conntrack"]["entries"] <= 2 * share + 16
     assert stats["drops"]["conntrack_pod_full"] - before["drops"]["conntrack_pod_full"] > 0
     usage = stats["conntrack"]["per_pod"]
     assert usage["y-c"] == share, usage
     assert f"y-c={share}" in plain.daemon.ctl("stats").stdout
     assert f"at most {share} each" in plain.daemon.ctl("conntrack", "show", "--limit", "3").stdout
-    assert {c["charged_to"] for c in plain.daemon.ctl_json("conntrack", "show")} == {"y-c"}
+    assert {c["charged_to"] for c in plain.daemon.ctl_json("conntrack", "show")} <= {"y-c", "x-b"}
+    assert usage.get("x-b", 0) <= share
     assert len(plain.daemon.ctl_json("conntrack", "show", "--limit", "5")) == 5
     # Others still open new connections to the isolated pod, both ways.
     assert plain.probe({"y/b": [(address("x/a"), "tcp", 80), (address("x/a", 6), "udp", 81)],
