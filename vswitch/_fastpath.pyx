@@ -81,10 +81,12 @@ cdef class Datapath:
 
     def __cinit__(self, uint64_t fdb_max_entries=65536, double aging_time=300.0,
                   int batch=64, double busy_poll_us=0, uint32_t fdb_max_per_port=0,
-                  uint32_t fdb_max_per_peer=0, uint64_t conntrack_max=262144):
+                  uint32_t fdb_max_per_peer=0, uint64_t conntrack_max=262144,
+                  uint64_t conntrack_max_per_pod=0):
         """fdb_max_per_port / _per_peer: learned entries one port / one peer
         may hold (0: no limit but the table's). conntrack_max: connections
-        tracked at once."""
+        tracked at once; conntrack_max_per_pod: of them charged to one port
+        (0: conntrack_max)."""
         if fdb_max_entries < 1 or aging_time <= 0 or not 1 <= batch <= 1024 or busy_poll_us < 0 \
                 or conntrack_max < 1:
             raise ValueError("fdb_max_entries, aging_time and conntrack_max must be positive, "
@@ -113,6 +115,8 @@ cdef class Datapath:
             self.fdb.max_per_port = fdb_max_per_port
         if fdb_max_per_peer:
             self.fdb.max_per_peer = fdb_max_per_peer
+        if conntrack_max_per_pod:
+            self.ct.max_per_owner = conntrack_max_per_pod
 
     def __dealloc__(self):
         cdef uint32_t i
@@ -984,12 +988,13 @@ cdef class Datapath:
         """A frame from host port in_id to a pod's port or (CT_NO_PORT) a
         peer: its connection is marked, unless the node itself sent it."""
         cdef flow_t f
+        cdef pol_end_t source
         flow_parse(&f, net, frame, n, eth_header_len(frame, n))
-        if f.kind != FLOW_IP or owns_address(&self.ports.slots[in_id], &f.src):
+        self._end(&source, &self.ports.slots[in_id], &f.src, net)
+        if f.kind != FLOW_IP or source.node:
             return
-        cdef uint64_t opener = neigh_lookup(&self.owners, net, &f.src)
-        gateway_track(&self.ct, &f, net, in_id, out, opener - 1 if opener else
-                      out if out != CT_NO_PORT else in_id, ms32(now))
+        gateway_track(&self.ct, &f, net, in_id, out, source.pod - self.ports.slots
+                      if source.pod != NULL else out if out != CT_NO_PORT else in_id, ms32(now))
 
     cdef void _policy_drop(self, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
                            const unsigned char *frame, ssize_t n, bint whole) noexcept nogil:

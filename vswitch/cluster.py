@@ -431,8 +431,6 @@ class Cluster:
             elif kind == "policies" and len(parts) == 3:
                 self.switch.policy.set_policy(f"{parts[1]}/{parts[2]}", rec)
             elif kind == "namespaces" and len(parts) == 2:
-                if rec is not None and not isinstance(rec, dict):
-                    raise ValueError("not an object")
                 self.switch.policy.set_namespace(parts[1], rec and rec.get("labels"))
         except Exception as e:      # whatever a record holds, the watch goes on
             self._ignored(key, str(e) if isinstance(e, (VswitchError, ValueError))
@@ -493,8 +491,7 @@ class Cluster:
         """Stop flooding to a node's VTEP (unless another node or the static
         config has it too); its FDB entries go with it."""
         static = self.switch.config.overlay.peers if self.switch.config.overlay else ()
-        if not isinstance(vtep, str) or vtep == self.vtep or \
-                any(n.get("vtep") == vtep for n in self.nodes.values()) or \
+        if not isinstance(vtep, str) or vtep == self.vtep or self.is_node_vtep(vtep) or \
                 ipaddress.ip_address(vtep) in static:
             return
         self.switch.dataplane.remove_peer(ipaddress.ip_address(vtep))

@@ -107,8 +107,7 @@ def show_stats(s):
             f"(neighbours {s['neighbours']})\n"
             f"drops: {drops}\nfdb: {fdb}\ncapture: {capture}\nconntrack: "
             + "  ".join(f"{k}={v}" for k, v in s["conntrack"].items() if k != "per_pod")
-            + "\nconntrack per pod: "
-            + ("  ".join(f"{k}={v}" for k, v in s["conntrack"]["per_pod"].items()) or "none"))
+            + "\n" + show_conntrack_usage(s["conntrack"]))
     for h in s["hooks"]:
         state = "enabled" if h["enabled"] else f"disabled ({h['error']})"
         text += f"\nhook {h['call']}: {state}  calls={h['calls']}  dropped={h['dropped']}"

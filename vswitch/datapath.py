@@ -64,6 +64,16 @@ class TunnelSettings:
     max_learned_peers: int
 
 
+def own_addresses(mac: str, addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
+                  ) -> tuple[list[int], list[int]]:
+    """A port's IPv4 and IPv6 addresses as the data plane binds them: the
+    IPv6 ones with the link-local address the kernel forms from mac (tap.py
+    sets EUI-64 address generation)."""
+    addresses = list(addresses)
+    return ([int(a.ip) for a in addresses if a.version == 4],
+            [int(a.ip) for a in addresses if a.version == 6] + [int(link_local(mac))])
+
+
 class DataPlane:
     """One node's data plane, addressed by names."""
 
@@ -73,9 +83,8 @@ class DataPlane:
         """conntrack_max_per_pod: connections one pod may be charged with
         (0: an eighth of the table), so that no pod fills it for others."""
         self.dp = Datapath(fdb_max_entries, aging_time, batch, busy_poll_us,
-                           fdb_max_per_port, fdb_max_per_peer, conntrack_max)
-        self.dp.conntrack_configure(conntrack_max, conntrack_max_per_pod
-                                    or max(conntrack_max // 8, 1))
+                           fdb_max_per_port, fdb_max_per_peer, conntrack_max,
+                           conntrack_max_per_pod or max(conntrack_max // 8, 1))
         self.network_ids: dict[str, int] = {}
         self.policy_names: dict[int, str] = {}     # data-plane policy ids -> "namespace/name"
 
@@ -126,19 +135,14 @@ class DataPlane:
         """Port security: the port may send only from mac, addresses and the
         link-local address the pod's kernel forms from mac (tap.py sets
         EUI-64 address generation), and mac is pinned to it."""
-        addresses = list(addresses)
         self._pinning(self.dp.set_port_security, port_id, mac_value(mac),
-                      [int(a.ip) for a in addresses if a.version == 4],
-                      [int(a.ip) for a in addresses if a.version == 6] + [int(link_local(mac))])
+                      *own_addresses(mac, addresses))
 
     def set_host_addresses(self, port_id: int, mac: str,
                            addresses: Iterable[ipaddress.IPv4Interface | ipaddress.IPv6Interface]):
         """The node's own addresses on its host port (and the link-local
         one its MAC gives it): what it sends from them is the node's."""
-        addresses = list(addresses)
-        self.dp.set_host_addresses(port_id, [int(a.ip) for a in addresses if a.version == 4],
-                                   [int(a.ip) for a in addresses if a.version == 6]
-                                   + [int(link_local(mac))])
+        self.dp.set_host_addresses(port_id, *own_addresses(mac, addresses))
 
     def pin_mac(self, port_id: int, mac: str):
         self._pinning(self.dp.pin_mac, port_id, mac_value(mac))

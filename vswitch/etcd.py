@@ -51,16 +51,16 @@ class EtcdRefused(Refused):
 ETCD_FAILURES = (EtcdUnavailable, EtcdRefused)
 
 
-def rpc_failure(e: grpc.aio.AioRpcError) -> EtcdUnavailable | EtcdRefused:
-    """What a failed call means to the caller: try again, or give up."""
-    failure = EtcdRefused if e.code() in FINAL_CODES else EtcdUnavailable
-    return failure(f"etcd: {e.code().name}: {e.details()}")
-
-
 # gRPC codes of calls etcd refused for good (the rest: it may answer next time).
 FINAL_CODES = {grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.PERMISSION_DENIED,
                grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.FAILED_PRECONDITION,
                grpc.StatusCode.OUT_OF_RANGE, grpc.StatusCode.UNIMPLEMENTED}
+
+
+def rpc_failure(e: grpc.aio.AioRpcError) -> EtcdUnavailable | EtcdRefused:
+    """What a failed call means to the caller: try again, or give up."""
+    failure = EtcdRefused if e.code() in FINAL_CODES else EtcdUnavailable
+    return failure(f"etcd: {e.code().name}: {e.details()}")
 
 
 class Compacted(Exception):
@@ -171,7 +171,7 @@ class Etcd:
                     key=b"\0", limit=1), timeout), timeout)
                 return
             except (asyncio.TimeoutError, *ETCD_FAILURES) as e:
-                why = str(e) if isinstance(e, EtcdUnavailable) else "timed out"
+                why = str(e) if isinstance(e, ETCD_FAILURES) else "timed out"
                 if self._credentials and any(m in why for m in TLS_FAILURES):
                     why = (f"TLS handshake failed: etcd refused this node's client certificate, "
                            f"or its own is not signed by cluster.ca_file ({why})")
