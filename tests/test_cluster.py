@@ -349,16 +349,24 @@ def test_with_etcd_down_pods_talk_adds_work_while_the_lease_is_proven_then_conve
     assert refused.value.kind == "busy" and "lease" in str(refused.value)
     assert " 0% packet loss" in ping(c["ns"], ip_of(a)).stdout
     # A restart while etcd is away: the node starts from what it last knew
-    # (networks, peers) and its pod is back on the network at once.
+    # (networks, peers) but fenced: its pod stays down until it has proven
+    # its lease again, and then comes back by itself.
     nodes[1].proc.kill()
     nodes[1].proc.wait()
     nodes[1] = cluster.node(2, config=nodes[1].config_path)
-    assert not nodes[1].ctl_json("cluster", "status")["connected"]
-    assert " 0% packet loss" in ping(b["ns"], ip_of(a)).stdout
+    status = nodes[1].ctl_json("cluster", "status")
+    assert not status["connected"] and status["fenced"] and not status["can_allocate"]
+    assert [p["state"] for p in nodes[1].ctl_json("port", "list") if p["name"] == b["port"]] \
+        == ["fenced"]
+    assert ping(b["ns"], ip_of(a), count=1, check=False).returncode != 0
     etcd.start("m0")
     for d in nodes:
         wait_for("reconnected", lambda d=d: d.ctl_json("cluster", "status")["connected"],
                  timeout=20)
+    wait_for("b back", lambda: [p["state"] for p in nodes[1].ctl_json("port", "list")
+                                if p["name"] == b["port"]] == ["up"])
+    assert not nodes[1].ctl_json("cluster", "status")["fenced"]
+    assert " 0% packet loss" in ping(b["ns"], ip_of(a)).stdout
     # c was published once etcd came back: node 2 has it, ahead of traffic.
     wait_for("c's endpoint on node 2", lambda: nodes[1].ctl_json("cluster", "status")[
         "endpoints"] == 3)
@@ -463,8 +471,10 @@ def test_a_node_that_finds_its_block_taken_detaches_those_pods(cluster):
     assert block not in status["blocks_held"].get("blue", [])
     text = " ".join(i["what"] for i in status["incidents"])
     assert "fenced" in text or block in text
-    wait_for("pod b detached", lambda: b["port"] not in
-             {p["name"] for p in nodes[1].ctl_json("port", "list")})
+    port = wait_for("pod b detached, listed as lost", lambda: [
+        p for p in nodes[1].ctl_json("port", "list") if p["name"] == b["port"]
+        and p["state"] == "lost"])[0]
+    assert block in port["error"]
     assert nodes[1].ctl_json("ipam", "show")["allocations"] == []
     assert in_ns(b["ns"], "ip", "link", "show", "eth0", check=False).returncode != 0
     assert status["counters"]["blocks_lost"] == 1
@@ -796,8 +806,11 @@ def test_a_node_restarted_while_cut_off_still_fences_after_its_grace_period(clus
     nodes[0].proc.kill()
     nodes[0].proc.wait()
     nodes[0] = cluster.node(1, config=nodes[0].config_path)
-    status = wait_for("fenced", lambda: (s := nodes[0].ctl_json("cluster", "status"))["fenced"]
-                      and s, timeout=15)
-    assert not status["can_allocate"]
+    status = nodes[0].ctl_json("cluster", "status")
+    assert status["fenced"] and not status["can_allocate"]       # from its start
     assert [p["state"] for p in nodes[0].ctl_json("port", "list") if p["name"] == a["port"]] == \
-        ["lost"]
+        ["fenced"]
+    wait_for("the interface it left cleared", lambda: in_ns(
+        a["ns"], "ip", "link", "show", "eth0", check=False).returncode != 0, timeout=15)
+    assert "fenced" in " ".join(i["what"] for i in
+                                nodes[0].ctl_json("cluster", "status")["incidents"])

@@ -43,6 +43,10 @@ class Attachments:
     def port_of(self, key) -> Port | None:
         return next((p for p in self.switch.ports.values() if p.attachment == key), None)
 
+    def _connected(self, key, netns: str) -> bool:
+        port = self.port_of(key)
+        return port is not None and port.state == "up" and port.netns == netns
+
     def _port_name(self, key) -> str:
         container_id, ifname = key
         name = f"{container_id[:12]}-{ifname}"
@@ -93,13 +97,14 @@ class Attachments:
             alloc, created = await self.db(self.ipam.get, *key), False
             if alloc:
                 self._same_request(alloc, net.name, requested_ip, requested_ip6, requested_mac)
-                port = self.port_of(key)
-                if port and port.state == "up" and port.netns == netns:
+                if not self._connected(key, netns):
+                    # Bringing its addresses up again: only while this node can
+                    # prove it still holds their blocks (cluster mode: its lease;
+                    # else a retryable error), never on the strength of the record.
+                    await self.switch.addresses.blocks(net)
+                port = self.port_of(key)        # (the wait may have brought it back)
+                if self._connected(key, netns):
                     return self.result(alloc, port)
-                # Bringing its addresses up again: only while this node can
-                # prove it still holds their blocks (cluster mode: its lease;
-                # else a retryable error), never on the strength of the record.
-                await self.switch.addresses.blocks(net)
                 lost = [ip for ip in alloc.ips if not self.switch.addresses.holds(net, ip)]
                 if lost:
                     raise Conflict(f"{key[0]}/{key[1]}: the block of {lost[0]} is no longer "
@@ -109,6 +114,9 @@ class Attachments:
                 if alloc.netns != netns:
                     await self.db(self.ipam.move, *key, netns)
             else:
+                stale = self.port_of(key)       # listed as lost, its address released
+                if stale:
+                    await self.switch.detach_port(stale)
                 mac = requested_mac or random_mac()
                 if self.switch.mac_in_use(net, mac):
                     raise Conflict(f"MAC {mac} is already used in network {net.name!r}",
@@ -116,6 +124,7 @@ class Attachments:
                 alloc = await self._allocate(net, key, netns, cni_network, mac, requested_ip,
                                              requested_ip6)
                 created = True
+            net = self.switch.network(net.name)     # as it is now (its gateway)
             addresses = [_interface(net, a) for a in alloc.ips]
             try:
                 port = await self.switch.create_port(self._port_name(key), netns, key[1], net,

@@ -49,10 +49,11 @@ from . import __version__, state
 from .config import Config, NetworkConfig, node_address
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound, VswitchError
 from .etcd import ETCD_FAILURES, Compacted, Etcd, EtcdUnavailable, Txn
-from .gateways import Gateways
+from .gateways import Gateways, host_port_name
 from .ipam import Block
 from .policy import PodIdentity, PolicyPod
 from .protocol import MAX_NETWORK_MTU, MIN_MTU, address_key
+from .tap import remove_device
 
 if TYPE_CHECKING:
     from .switch import Port, Switch
@@ -67,6 +68,12 @@ TXN_OPS = 100                           # operations per transaction (etcd allow
 INCIDENTS = 20                          # blocks lost or fencing, kept for `cluster status`
 LOGGED_BAD_RECORDS = 20                 # malformed records logged; the rest only counted
 RECORD_KINDS = ("networks", "nodes", "endpoints", "blocks", "graves", "policies", "namespaces")
+
+
+def boot_id() -> str:
+    """This boot's identity: monotonic times are comparable within it."""
+    with open("/proc/sys/kernel/random/boot_id") as f:
+        return f.read().strip()
 
 
 class NameTaken(VswitchError):
@@ -184,13 +191,18 @@ class Cluster:
         self.mine: dict[str, list[Block]] = {}
         self.lease = 0
         self.proven_until = 0.0      # monotonic time until which the lease is surely alive
-        self.started = time.monotonic()     # unproven since then, until a first proof
+        self.proof_before = 0.0      # the same, as the previous run left it (this boot)
         self.connected = False
         self.since = time.time()     # of the last connect or disconnect
         self.error: str | None = None
         self.last_event: dict | None = None
         self.events_applied = 0
-        self.fenced = False
+        # Fenced: the node's cluster ports and gateways are held down, from
+        # start until it has proven its lease and checked its blocks, and
+        # again once it could not prove it for grace_period (see check_fence).
+        self.fenced = True
+        self._cleared = False        # past the fence deadline: its devices are gone too
+        self._fencing = asyncio.Lock()      # fencing and unfencing, one at a time
         self.incidents: deque = deque(maxlen=INCIDENTS)
         self.counters = {"blocks_claimed": 0, "blocks_released": 0, "blocks_lost": 0,
                          "reconnects": 0, "relists": 0, "etcd_writes": 0, "records_ignored": 0}
@@ -216,6 +228,9 @@ class Cluster:
         so that their networks exist even while etcd is away)."""
         db = self.switch.state
         self.lease = await db.run(state.cached, db.db, "lease", 0)
+        proof = await db.run(state.cached, db.db, "proof", {})
+        if proof.get("boot") == boot_id() and not proof.get("fenced"):
+            self.proof_before = float(proof.get("until", 0.0))
         for name, rec in (await db.run(state.cached, db.db, "networks", {})).items():
             self.networks[name] = rec
         for name, rec in (await db.run(state.cached, db.db, "nodes", {})).items():
@@ -232,7 +247,9 @@ class Cluster:
     async def start(self):
         """Register and sync once (a name held by a live node raises
         NameTaken: the daemon exits), then keep at it in the background; an
-        unreachable etcd is not fatal."""
+        unreachable etcd is not fatal. The node starts fenced: what the
+        previous run left is cleared at once if its proof is over."""
+        self.check_fence()
         try:
             await asyncio.wait_for(self._connect_and_sync(), START_TIMEOUT)
         except NameTaken:
@@ -288,12 +305,12 @@ class Cluster:
         await self.etcd.connect()
         await self._register()
         await self._sync()
-        self.fenced = False         # its blocks were checked again by the sync
         self.connected, self.error, self.since = True, None, time.time()
         self._up.set()
         self.counters["reconnects"] += 1
         log.info("cluster: registered as %s (vtep %s) through %s, revision %d", self.name,
                  self.vtep, self.etcd.endpoint, self.revision)
+        await self._unfence()       # proven, and its blocks checked by the sync
 
     async def _follow(self):
         """Renew the lease every third of its TTL, and apply the watch's
@@ -307,6 +324,9 @@ class Cluster:
                 task.result()           # raises what ended it
             if self.name not in self.nodes:
                 raise EtcdUnavailable("this node's record is gone (its lease expired)")
+            if self.fenced:
+                raise EtcdUnavailable("fenced while connected (renewals stalled): "
+                                      "registering again")
             await self._sync()          # a re-list was asked for
         finally:
             for task in tasks:
@@ -319,7 +339,7 @@ class Cluster:
             ttl = await self.etcd.keepalive(self.lease)
             if ttl <= 0:
                 raise EtcdUnavailable("this node's lease expired; registering again")
-            self.proven_until = sent + ttl
+            await self._proven(sent + ttl)
 
     async def _watch(self):
         async for batch in self.etcd.watch(self.prefix, self.revision + 1):
@@ -361,7 +381,19 @@ class Cluster:
             txn = Txn().leased(key, self.lease)
             txn.success = [Txn.put(key, record, self.lease)]
             await self._commit(txn)
-        self.proven_until = sent + ttl
+        await self._proven(sent + ttl)
+
+    async def _proven(self, until: float):
+        """The lease is surely alive until then; kept in the state too, so
+        that a restarted daemon knows until when what this run left
+        configured may stay (check_fence)."""
+        self.proven_until = until
+        await self._save_proof()
+
+    async def _save_proof(self):
+        db = self.switch.state
+        await db.run(state.cache, db, "proof", {"boot": boot_id(), "until": self.proven_until,
+                                                "fenced": self._cleared})
 
     def can_allocate(self) -> bool:
         """Whether this node's lease is provably alive now (see the module's
@@ -680,8 +712,14 @@ class Cluster:
     # --------------------------------------------------------------- blocks
 
     async def blocks(self, net: NetworkConfig) -> list[Block]:
-        """The blocks to allocate from now: only while the lease is provably
-        alive (else a retryable error: CNI code 11)."""
+        """The blocks to allocate from (or bring an address of up) now: only
+        while the lease is provably alive (else a retryable error: CNI code
+        11). A request meeting the pods coming back after fencing waits for
+        them (its own among them)."""
+        async with self._fencing:
+            return self.proven_blocks(net)
+
+    def proven_blocks(self, net: NetworkConfig) -> list[Block]:
         if not self.can_allocate():
             raise Busy("this node cannot prove its cluster lease is alive (etcd unreachable "
                        f"since {time.ctime(self.since)}): no new addresses until it can",
@@ -787,9 +825,9 @@ class Cluster:
         await self._drop_block(network, block)
         self.counters["blocks_lost"] += 1
         ports = [p for p in list(self.switch.ports.values()) if p.network.name == network
-                 and any(a.ip in block for a in p.addresses)]
+                 and p.state != "lost" and any(a.ip in block for a in p.addresses)]
         for port in ports:
-            await self.switch.detach_port(port)
+            await self.switch.retire(port, f"block {block} lost ({why})")
         released = 0
         for alloc in await self.switch.state.run(self.switch.ipam.list, network):
             if any(ip in block for ip in alloc.ips):
@@ -847,24 +885,68 @@ class Cluster:
             self._releasing = asyncio.ensure_future(self.release_empty_blocks())
             self._releasing.add_done_callback(_log_failure(logging.DEBUG, "releasing empty blocks"))
 
+    def fence_deadline(self) -> float:
+        """When this node's blocks may start going to others, less a margin
+        (monotonic): grace_period after its last proof, or after the one the
+        previous run left (none: now)."""
+        proof = self.proven_until or self.proof_before
+        return proof + self.cfg.grace_period - min(self.cfg.grace_period / 10, 60.0) if proof \
+            else 0.0
+
     def check_fence(self):
-        """Housekeeping: a node that could not prove its lease for
-        grace_period (less a margin) may have lost its blocks to others:
-        it takes its pods down rather than risk an address live twice."""
-        if self.fenced or self.connected:
+        """Housekeeping: a node that could not prove its lease by its fence
+        deadline may have lost its blocks to others: it takes down every
+        address of theirs it has (pods' interfaces, gateways), rather than
+        risk one live twice."""
+        if self._cleared or time.monotonic() < self.fence_deadline():
             return
-        # A daemon that has not proven its lease since it started (restarted
-        # while cut off) counts from its start: unproven, never exempt.
-        proven = self.proven_until or self.started
-        margin = min(self.cfg.grace_period / 10, 60.0)
-        if time.monotonic() < proven + self.cfg.grace_period - margin:
+        self._cleared = self.fenced = True
+        task = asyncio.ensure_future(self._fence())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(_log_failure(logging.ERROR, "fencing"))
+
+    async def _fence(self):
+        async with self._fencing:
+            if not self._cleared:
+                return          # proven again meanwhile
+            await self._save_proof()        # a restart starts fenced, and cleared at once
+            ports = [p for p in list(self.switch.ports.values()) if not p.is_host and
+                     p.state in ("up", "fenced") and p.network.name in self.networks]
+            up = sum(p.state == "up" for p in ports)
+            for port in ports:
+                await self.switch.fence(port, "fenced: cluster lease unproven")
+            await self.sync_networks()      # (fenced: no host ports)
+            for network in self.gateways.addresses:     # one a previous run left
+                await self.switch.loop.run_in_executor(None, remove_device, None,
+                                                       host_port_name(network), None)
+            self._incident(f"fenced: no proof of this node's lease for "
+                           f"{self.cfg.grace_period:g} s; {up} pods and its gateways taken "
+                           f"down, {len(ports) - up} held since start cleared")
+            if self.connected:
+                self._resync.set()          # (registering again proves it anew)
+
+    async def _unfence(self):
+        """After a proof and the block check: gateways, then the pods held
+        down come back, from their records (those of blocks lost were
+        retired by the check)."""
+        held = [p for p in self.switch.ports.values() if p.state == "fenced" and not p.is_host]
+        if not self.fenced and not held:
             return
-        self.fenced = True
-        ports = [p for p in self.switch.ports.values() if p.state == "up" and not p.is_host]
-        for port in ports:
-            self.switch.lose(port, "fenced: cluster lease unproven for its grace period")
-        self._incident(f"fenced: no proof of this node's lease for {self.cfg.grace_period:g} s; "
-                       f"{len(ports)} pods taken down")
+        async with self._fencing:
+            self.fenced = self._cleared = False
+            await self._save_proof()
+            await self.sync_networks()      # host ports first: pods' routes point to them
+            for network in [n for n in self.networks if self.gateways.missing(n)]:
+                try:                        # (its block was lost: another one)
+                    await self.gateways.ensure(network)
+                except VswitchError as e:
+                    log.warning("cluster: no gateway in network %s yet: %s", network, e)
+            for port in held:
+                await self.switch.unfence(port)
+        if held:
+            log.warning("cluster: lease proven and blocks checked: the %d pods held down "
+                        "come back", len(held))
 
     # ------------------------------------------------------------ endpoints
 
@@ -1118,6 +1200,7 @@ class Cluster:
         return {"connected": self.connected, "nodes": len(self.nodes),
                 "endpoints": len(self.endpoints), "events_applied": self.events_applied,
                 "revision": self.revision, "can_allocate": self.can_allocate(),
+                "fenced": self.fenced,
                 "blocks_held": sum(len(b) for b in self.mine.values()), **self.counters}
 
     def status(self) -> dict:

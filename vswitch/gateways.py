@@ -73,8 +73,8 @@ class Gateways:
     def configure(self, net: NetworkConfig, rec: dict) -> NetworkConfig:
         """The network as this node runs it: with its host port and
         gateways once it has one per family (masquerading if the network
-        says so)."""
-        if not wants_gateway(rec) or self.missing(net.name, net):
+        says so), unless the node is fenced."""
+        if not wants_gateway(rec) or self.missing(net.name, net) or self.cluster.fenced:
             return net
         return dataclasses.replace(net, gateway=self.of(net.name, 4), gateway6=self.of(net.name, 6),
                                    host_port=host_port_name(net.name),
@@ -121,7 +121,7 @@ class Gateways:
             for version in families(net):
                 if self.of(network, version) is not None:
                     continue
-                blocks = await cluster.blocks(net)
+                blocks = cluster.proven_blocks(net)
                 while True:
                     in_use = set(switch.addresses_in_use(net))
                     ip = await switch.state.run(self._free, net, blocks, in_use, version)

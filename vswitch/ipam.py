@@ -89,7 +89,11 @@ def reserved6(net: NetworkConfig) -> set[ipaddress.IPv6Address]:
 
 
 class AddressBlocks(Protocol):
-    """Where a node's addresses come from (StaticBlocks, cluster.Cluster)."""
+    """Where a node's addresses come from (StaticBlocks, cluster.Cluster).
+    fenced: the node may not bring any address of its blocks up now (its
+    ports are held down)."""
+
+    fenced: bool
 
     async def ready(self, net: NetworkConfig) -> NetworkConfig: ...
     def held(self, net: NetworkConfig) -> list[Block]: ...
@@ -102,6 +106,8 @@ class StaticBlocks:
     """Where a network's addresses come from in static mode: its configured
     block, which never grows. (Cluster mode: cluster.Cluster, with the
     same methods.)"""
+
+    fenced = False
 
     async def ready(self, net: NetworkConfig) -> NetworkConfig:
         """The network, ready for a pod (cluster mode: with this node's gateway)."""

@@ -90,6 +90,8 @@ def render(stats: dict) -> str:
         for key, kind, text in (
                 ("connected", "gauge", "1 while connected to etcd."),
                 ("can_allocate", "gauge", "1 while this node's lease is provably alive."),
+                ("fenced", "gauge", "1 while this node's pods and gateways are held down "
+                 "(from start until its lease is proven, and once fenced)."),
                 ("nodes", "gauge", "Nodes registered in the cluster."),
                 ("endpoints", "gauge", "Pod addresses known cluster-wide."),
                 ("blocks_held", "gauge", "Address blocks this node holds."),

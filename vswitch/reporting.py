@@ -27,11 +27,20 @@ def port_label(switch: Switch, port_id: int) -> str:
     return f"#{port_id}"
 
 
+def up_port(switch: Switch, name: str) -> Port:
+    """A port that is in the data plane now (one fenced or lost is not:
+    Conflict)."""
+    port = switch.port(name)
+    if port.state != "up":
+        raise Conflict(f"port {name!r} is {port.state}")
+    return port
+
+
 def port_id_of(switch: Switch, name: str) -> int:
     """The data-plane id of a port name, or of "vxlan:IP" (a peer)."""
     if name.startswith("vxlan:"):
         return switch.overlay.peer_port_id(name[6:])
-    return switch.port(name).port_id
+    return up_port(switch, name).port_id
 
 
 def port_info(switch: Switch, port: Port) -> dict:
@@ -51,10 +60,7 @@ def port_info(switch: Switch, port: Port) -> dict:
 def trace(switch: Switch, port_name: str, frame: bytes) -> dict:
     """Where a frame from the port would go and why (nothing is learned or
     sent): the data plane's steps, with names for ids."""
-    port = switch.port(port_name)
-    if port.state != "up":
-        raise Conflict(f"port {port_name!r} is {port.state}")
-    steps = switch.dataplane.trace(port.port_id, frame)
+    steps = switch.dataplane.trace(up_port(switch, port_name).port_id, frame)
     for step in steps:
         for key in ("port", "peer", "known_at"):
             if isinstance(step.get(key), int):
@@ -67,7 +73,7 @@ def trace(switch: Switch, port_name: str, frame: bytes) -> dict:
 
 def conntrack(switch: Switch, port_name: str | None = None, limit: int = 0) -> list[dict]:
     """Tracked connections (of one port; at most limit, 0: all), ports by name."""
-    port_id = switch.port(port_name).port_id if port_name else -1
+    port_id = up_port(switch, port_name).port_id if port_name else -1
     entries = switch.dataplane.conntrack(port_id, limit)
     for e in entries:
         for key in ("in_port", "out_port", "charged_to"):
@@ -84,7 +90,7 @@ def conntrack_per_pod(switch: Switch) -> dict[str, int]:
 
 
 def fdb(switch: Switch, network: str | None = None) -> list[dict]:
-    by_id = {p.port_id: p.name for p in switch.ports.values()}
+    by_id = {p.port_id: p.name for p in switch.ports.values() if p.state == "up"}
     entries = switch.dataplane.fdb_entries(switch.network(network).name if network else None)
     return sorted(({"network": net, "mac": mac,
                     "port": by_id.get(pid, f"#{pid}") if peer is None else f"vxlan:{peer}",

@@ -34,6 +34,7 @@ from .tap import (
     normalize_mac,
     pod_namespace,
     random_mac,
+    remove_device,
     set_mtu,
 )
 
@@ -73,7 +74,12 @@ class Port:
     attachment: tuple[str, str] | None = None   # (container id, ifname) for CNI ports
     netns_id: tuple[int, int] | None = None     # the namespace's (st_dev, st_ino)
     rates: dict = field(default_factory=dict)    # RATE_KEYS -> bits/s or bits
-    state: str = "up"       # "lost" once its device or namespace disappeared under us
+    # "up": in the data plane. "fenced": held down (cluster mode: while the
+    # node cannot prove it still holds its addresses), its interface gone or
+    # never opened, its record and allocation kept: it comes back by itself.
+    # "lost": its device or namespace disappeared under us, or its address
+    # block went to another node; it stays listed until deleted.
+    state: str = "up"
     final_counters: dict | None = None          # once lost: its counters at that moment
     error: str | None = None                    # why it is lost, when it never came up
     identity: PodIdentity = field(default_factory=PodIdentity)   # who the pod is, for policy
@@ -149,28 +155,67 @@ class Switch:
                 await self._add_host_port(i, net)
         await self._egress()
         for name, record in await self.state.run(self.state.ports):
-            try:
-                if isinstance(record, Exception):
-                    raise InvalidRequest(f"unreadable record: {record}")
-                await self._restore(record)
-            except Exception as e:     # one bad record must not keep every other pod down
-                log.error("port %s: cannot re-attach, marked lost: %s", name, e)
-                self.ports[name] = self._unrestored(name, record, str(e))
+            if isinstance(record, PortRecord) and self.addresses.fenced:
+                self.ports[name] = self._held(record)   # until the node proves its blocks
+            else:
+                await self._reattach(name, record)
         self.hooks = Hooks(self.captures, self.config.hooks)
         await self.hooks.start()
+
+    async def _reattach(self, name: str, record: PortRecord | Exception):
+        try:
+            if isinstance(record, Exception):
+                raise InvalidRequest(f"unreadable record: {record}")
+            await self._restore(record)
+        except Exception as e:     # one bad record must not keep every other pod down
+            log.error("port %s: cannot re-attach, marked lost: %s", name, e)
+            self.ports[name] = self._unrestored(name, record, str(e))
+
+    def _held(self, rec: PortRecord) -> Port:
+        """A recorded port held down: listed as fenced, not re-attached (its
+        device, if a previous run left it, stays unopened: no carrier)."""
+        net = self.config.network(rec.network) or self._unknown_network()
+        return Port(rec.name, rec.netns, rec.ifname, net, rec.mac,
+                    [ipaddress.ip_interface(a) for a in rec.addresses], None, -1, rec.mtu,
+                    rec.secured, rec.attachment, rec.netns_id, rec.rates, state="fenced",
+                    final_counters=dict.fromkeys(PORT_COUNTERS, 0),
+                    identity=PodIdentity.from_json(rec.identity))
+
+    async def fence(self, port: Port, why: str):
+        """Hold a port down: out of the data plane, its interface (and with
+        it its addresses and routes) deleted, its record and allocation
+        kept for unfence. A port held since start has the device a
+        previous run left, if any, deleted."""
+        if port.state == "up":
+            self.lose(port, why)
+        else:
+            await self.loop.run_in_executor(None, remove_device, port.netns, port.ifname,
+                                            port.netns_id)
+        port.state, port.tap = "fenced", None
+
+    async def unfence(self, port: Port):
+        """Bring a fenced port back from its record (its namespace must be
+        the one it was made in; else it is forgotten, as at start)."""
+        if self.ports.get(port.name) is not port or port.state != "fenced":
+            return          # deleted, or made again by a repeated ADD, meanwhile
+        del self.ports[port.name]
+        await self._reattach(port.name, self._record(port))
 
     def _unrestored(self, name: str, rec: PortRecord | Exception, error: str) -> Port:
         """A recorded port that did not come back: listed as lost (with the
         error) until deleted; its record stays for the next start."""
         counters = dict.fromkeys(PORT_COUNTERS, 0)
-        unknown = NetworkConfig("?", 0, ipaddress.IPv4Network("0.0.0.0/32"),
-                                ipaddress.IPv4Network("0.0.0.0/32"), 0)
         if not isinstance(rec, PortRecord):
-            return Port(name, "?", "?", unknown, "?", [], None, -1, 0,
+            return Port(name, "?", "?", self._unknown_network(), "?", [], None, -1, 0,
                         state="lost", final_counters=counters, error=error)
-        net = self.config.network(rec.network) or unknown
+        net = self.config.network(rec.network) or self._unknown_network()
         return Port(name, rec.netns, rec.ifname, net, rec.mac, [], None, -1, 0,
                     attachment=rec.attachment, state="lost", final_counters=counters, error=error)
+
+    @staticmethod
+    def _unknown_network() -> NetworkConfig:
+        return NetworkConfig("?", 0, ipaddress.IPv4Network("0.0.0.0/32"),
+                             ipaddress.IPv4Network("0.0.0.0/32"), 0)
 
     async def _restore(self, rec: PortRecord):
         """Re-open a recorded port's TAP in its namespace; forget the port
@@ -385,6 +430,8 @@ class Switch:
         if not isinstance(name, str) or not PORT_NAME_RE.match(name):
             raise InvalidRequest(f"bad port name {name!r}: 1-64 letters, digits, '.', '_' or '-'")
         net = await self.addresses.ready(self.network(network))
+        if ip:                  # (cluster mode: only while the node proves it holds them)
+            await self.addresses.blocks(net)
         addresses = [self._address(net, a) for a in ip.split(",")] if ip else []
         if len({a.version for a in addresses}) != len(addresses):
             raise InvalidRequest("at most one address per family (IPv4, IPv6)")
@@ -539,7 +586,7 @@ class Switch:
     def _poll(self):
         """The data plane has frames: it serves every ready fd in C."""
         if self.dataplane.poll():
-            by_id = {p.port_id: p for p in self.ports.values() if p.state != "lost"}
+            by_id = {p.port_id: p for p in self.ports.values() if p.state == "up"}
             for port_id in self.dataplane.take_failed():
                 if port_id == PORT_TUNNEL:
                     log.error("VXLAN socket failed; tunnel traffic stops")
@@ -581,7 +628,7 @@ class Switch:
         await self.detach_port(port)
 
     def _take_off(self, port: Port, remove: bool):
-        if port.state != "lost":
+        if port.state == "up":
             if self.observer and remove:
                 self.observer.port_down(port)
             self.dataplane.remove_port(port.port_id)
@@ -594,10 +641,22 @@ class Switch:
     async def detach_port(self, port: Port):
         """Take any port off the switch (the host port too, which
         remove_port refuses), and delete its TAP and record."""
+        fenced = port.state == "fenced"
         self._take_off(port, True)
+        if fenced:          # (a device a previous run left, never opened)
+            await self.loop.run_in_executor(None, remove_device, port.netns, port.ifname,
+                                            port.netns_id)
         if not port.is_host:
             await self.state.run(self.state.delete_port, port.name)
         log.info("port %s removed", port.name)
+
+    async def retire(self, port: Port, why: str):
+        """Take a port off for good (detach_port) but keep it listed as lost,
+        with why, until it is deleted: its pod is cut off, visibly."""
+        counters = port.final_counters or self.dataplane.port_counters(port.port_id)
+        await self.detach_port(port)
+        port.state, port.tap, port.error, port.final_counters = "lost", None, why, counters
+        self.ports[port.name] = port
 
     def close(self, remove_ports: bool = False):
         """Stop switching. The pods' TAPs stay (and keep their addresses and

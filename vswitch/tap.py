@@ -259,6 +259,26 @@ def inspect(netns: str, ifname: str) -> dict | None:
             "addresses": addresses, "gateways": gateways}
 
 
+def remove_device(netns: str | None, ifname: str, netns_id: tuple[int, int] | None):
+    """Delete a port's TAP that we do not hold open (one a previous run
+    left), only in the namespace it was made in (netns_id) and only if it
+    is a TAP: whatever else has that name there is not ours. Nothing to
+    do if either is gone."""
+    try:
+        with pod_namespace(netns) as fd, _netlink(fd) as ipr:
+            if netns_id is not None and fd_identity(fd) != tuple(netns_id):
+                return
+            found = ipr.link_lookup(ifname=ifname)
+            if found and ipr.get_links(found[0])[0].get_nested(
+                    "IFLA_LINKINFO", "IFLA_INFO_KIND") == "tun":
+                ipr.link("del", index=found[0])
+    except NetlinkError as e:
+        if e.code != errno.ENODEV:
+            raise DeviceError(f"deleting {ifname!r}: {e}") from None
+    except NamespaceGone:
+        pass
+
+
 def set_mtu(netns: str | None, ifname: str, mtu: int):
     """Change the MTU of a pod's (or, netns=None, the host port's) interface."""
     try:
