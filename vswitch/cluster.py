@@ -257,8 +257,8 @@ class Cluster:
             raise
         except (*ETCD_FAILURES, asyncio.TimeoutError) as e:
             self._disconnected(str(e) or "timed out")
-            log.warning("etcd not reachable at start (%s); forwarding on what this node last "
-                        "knew, retrying", self.error)
+            log.warning("etcd not reachable at start (%s); retrying, and fenced until this "
+                        "node proves its lease: its pods and gateways stay down", self.error)
         self._task = asyncio.create_task(self._run())
 
     async def close(self):
@@ -920,9 +920,11 @@ class Cluster:
             for network in self.gateways.addresses:     # one a previous run left
                 await self.switch.loop.run_in_executor(None, remove_device, None,
                                                        host_port_name(network), None)
-            self._incident(f"fenced: no proof of this node's lease for "
-                           f"{self.cfg.grace_period:g} s; {up} pods and its gateways taken "
-                           f"down, {len(ports) - up} held since start cleared")
+            left = len(ports) - up
+            self._incident(f"fenced: this node's lease unproven past its grace period "
+                           f"({self.cfg.grace_period:g} s): {up} pods and its gateways taken "
+                           "down" + (f", {left} pod interfaces a previous run left cleared"
+                                     if left else ""))
             if self.connected:
                 self._resync.set()          # (registering again proves it anew)
 
