@@ -5,6 +5,7 @@ nothing but its name, its VTEP and the etcd endpoints."""
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -812,5 +813,11 @@ def test_a_node_restarted_while_cut_off_still_fences_after_its_grace_period(clus
         ["fenced"]
     wait_for("the interface it left cleared", lambda: in_ns(
         a["ns"], "ip", "link", "show", "eth0", check=False).returncode != 0, timeout=15)
+    # A port made by hand with one of its addresses needs the proof as well.
+    spare = str(ipaddress.ip_address(ip_of(a)) + 1)
+    with pytest.raises(ClientError) as refused:
+        nodes[0].client.add_port("byhand", f"/run/netns/{cluster.make_ns('h')}", ip=spare,
+                                 network="blue")
+    assert refused.value.kind == "busy" and "lease" in str(refused.value)
     assert "fenced" in " ".join(i["what"] for i in
                                 nodes[0].ctl_json("cluster", "status")["incidents"])

@@ -827,7 +827,10 @@ class Cluster:
         ports = [p for p in list(self.switch.ports.values()) if p.network.name == network
                  and p.state != "lost" and any(a.ip in block for a in p.addresses)]
         for port in ports:
-            await self.switch.retire(port, f"block {block} lost ({why})")
+            if port.is_host:        # (its gateway goes: another one comes)
+                await self.switch.detach_port(port)
+            else:
+                await self.switch.retire(port, f"block {block} lost ({why})")
         released = 0
         for alloc in await self.switch.state.run(self.switch.ipam.list, network):
             if any(ip in block for ip in alloc.ips):
@@ -932,10 +935,11 @@ class Cluster:
         """After a proof and the block check: gateways, then the pods held
         down come back, from their records (those of blocks lost were
         retired by the check)."""
-        held = [p for p in self.switch.ports.values() if p.state == "fenced" and not p.is_host]
-        if not self.fenced and not held:
-            return
         async with self._fencing:
+            held = [p for p in self.switch.ports.values() if p.state == "fenced"
+                    and not p.is_host]
+            if not self.fenced and not held:
+                return
             self.fenced = self._cleared = False
             await self._save_proof()
             await self.sync_networks()      # host ports first: pods' routes point to them

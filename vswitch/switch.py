@@ -189,9 +189,16 @@ class Switch:
         if port.state == "up":
             self.lose(port, why)
         else:
-            await self.loop.run_in_executor(None, remove_device, port.netns, port.ifname,
-                                            port.netns_id)
+            await self.loop.run_in_executor(None, self._remove_device, port)
         port.state, port.tap = "fenced", None
+
+    @staticmethod
+    def _remove_device(port: Port):
+        """Delete the device a previous run left for a port (not opened)."""
+        try:
+            remove_device(port.netns, port.ifname, port.netns_id)
+        except VswitchError as e:
+            log.error("port %s: %s", port.name, e)
 
     async def unfence(self, port: Port):
         """Bring a fenced port back from its record (its namespace must be
@@ -643,9 +650,8 @@ class Switch:
         remove_port refuses), and delete its TAP and record."""
         fenced = port.state == "fenced"
         self._take_off(port, True)
-        if fenced:          # (a device a previous run left, never opened)
-            await self.loop.run_in_executor(None, remove_device, port.netns, port.ifname,
-                                            port.netns_id)
+        if fenced:
+            await self.loop.run_in_executor(None, self._remove_device, port)
         if not port.is_host:
             await self.state.run(self.state.delete_port, port.name)
         log.info("port %s removed", port.name)
@@ -664,6 +670,8 @@ class Switch:
         if self.hooks:
             self.hooks.close()
         for port in list(self.ports.values()):
+            if remove_ports and port.state == "fenced":
+                self._remove_device(port)
             self._take_off(port, remove_ports)
             if remove_ports and not port.is_host:
                 self.state.run_sync(self.state.delete_port, port.name)

