@@ -252,7 +252,7 @@ class Api:
         return self.cluster.status()
 
     async def list_networks(self, query, body, arg):
-        return self.cluster.list_networks()
+        return self.cluster.admin.list_networks()
 
     async def create_network(self, query, body, arg):
         if not isinstance(body, dict):
@@ -266,19 +266,19 @@ class Api:
                 raise ApiError(f"field {key!r} is required")
         if body.get("subnet") is None and body.get("subnet6") is None:
             raise ApiError("field 'subnet' (IPv4) or 'subnet6' (IPv6 only) is required")
-        return await self.cluster.create_network(**body)
+        return await self.cluster.admin.create_network(**body)
 
     async def delete_network(self, query, body, name):
-        return await self.cluster.delete_network(name)
+        return await self.cluster.admin.delete_network(name)
 
     async def list_nodes(self, query, body, arg):
-        return self.cluster.node_list()
+        return self.cluster.admin.node_list()
 
     async def remove_node(self, query, body, name):
-        return await self.cluster.remove_node(name)
+        return await self.cluster.admin.remove_node(name)
 
     async def ipam_blocks(self, query, body, arg):
-        return self.cluster.block_list()
+        return self.cluster.admin.block_list()
 
     async def show_ipam(self, query, body, arg):
         return await self.attachments.show(query.get("network"))

@@ -93,7 +93,8 @@ class AddressBlocks(Protocol):
     fenced: the node may not bring any address of its blocks up now (its
     ports are held down)."""
 
-    fenced: bool
+    @property
+    def fenced(self) -> bool: ...
 
     async def ready(self, net: NetworkConfig) -> NetworkConfig: ...
     def held(self, net: NetworkConfig) -> list[Block]: ...

@@ -328,7 +328,7 @@ class Policies:
             except InvalidRequest as e:
                 raise InvalidRequest(f"document {i + 1}: {e}") from None
         if self.switch.cluster:
-            await self.switch.cluster.put_policies(
+            await self.switch.cluster.admin.put_policies(
                 {p.key: p.manifest for p in policies})
         results = [{"policy": p.key, "result": self.set_policy(p.key, p.manifest)}
                    for p in policies]
@@ -339,7 +339,7 @@ class Policies:
         if key not in self.policies:
             raise NotFound(f"no policy {key!r} (policy list)")
         if self.switch.cluster:
-            await self.switch.cluster.put_policies({key: None})
+            await self.switch.cluster.admin.put_policies({key: None})
         self.set_policy(key, None)
         await self.stored()
         return {"deleted": key}
@@ -353,7 +353,7 @@ class Policies:
         labels = {k: v for k, v in {**self.namespaces.get(name, {}), **sets}.items()
                   if k not in removes}
         if self.switch.cluster:
-            await self.switch.cluster.put_namespace(name, labels)
+            await self.switch.cluster.admin.put_namespace(name, labels)
         self.set_namespace(name, labels)
         await self.stored()
         return {"namespace": name, "labels": self.namespace_labels(name)}

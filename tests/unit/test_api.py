@@ -100,6 +100,7 @@ class FakeCluster:
 
     def __init__(self):
         self.created: list = []
+        self.admin = self           # (the admin verbs, here its own)
 
     async def create_network(self, **fields):
         self.created.append(fields)

@@ -20,14 +20,17 @@ import dataclasses
 import hashlib
 import ipaddress
 import logging
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from . import state
-from .config import NetworkConfig
-from .ipam import Block, reserved, reserved6
+from .. import state
+from ..config import NetworkConfig
+from ..ipam import Block, reserved, reserved6
+from .blocks import Blocks
+from .view import View
 
 if TYPE_CHECKING:
-    from .cluster import Cluster
+    from ..switch import Switch
 
 log = logging.getLogger("vswitch.gateways")
 
@@ -53,15 +56,17 @@ def families(net: NetworkConfig) -> tuple[int, ...]:
 
 
 class Gateways:
-    def __init__(self, cluster: Cluster):
-        self.cluster = cluster
+    def __init__(self, view: View, blocks: Blocks, switch: Switch):
+        self.view, self.blocks, self.switch = view, blocks, switch
+        # Makes the switch's networks those of the cluster again (set by Cluster).
+        self.sync_networks: Callable[[], Awaitable[None]] | None = None
         # network -> this node's gateway per family ({4: ip, 6: ip6} for dual-stack)
         self.addresses: dict[str, dict[int, ipaddress.IPv4Address | ipaddress.IPv6Address]] = {}
         self._lock = asyncio.Lock()
         self._task: asyncio.Future | None = None
 
     async def restore(self):
-        db = self.cluster.switch.state
+        db = self.switch.state
         for name, ips in (await db.run(state.cached, db.db, "gateways", {})).items():
             found = [ipaddress.ip_address(ip) for ip in ips]
             self.addresses[name] = {ip.version: ip for ip in found}
@@ -74,7 +79,8 @@ class Gateways:
         """The network as this node runs it: with its host port and
         gateways once it has one per family (masquerading if the network
         says so), unless the node is fenced."""
-        if not wants_gateway(rec) or self.missing(net.name, net) or self.cluster.fenced:
+        if not wants_gateway(rec) or self.missing(net.name, net) or \
+                self.blocks.fencing.fenced:
             return net
         return dataclasses.replace(net, gateway=self.of(net.name, 4), gateway6=self.of(net.name, 6),
                                    host_port=host_port_name(net.name),
@@ -89,7 +95,7 @@ class Gateways:
             for version, ip in list(ips.items()):
                 subnet = None if net is None else net.subnet_of(version)
                 if net is None or subnet is None or ip not in subnet or \
-                        not self.cluster.holds(net, ip):
+                        not self.blocks.holds(net, ip):
                     log.warning("cluster: gateway %s of network %s given up (%s)", ip, name,
                                 "network gone" if net is None else "block lost")
                     del ips[version]
@@ -104,8 +110,8 @@ class Gateways:
 
     def missing(self, network: str, net: NetworkConfig | None = None) -> bool:
         """Whether a network lacks a gateway of this node in some family."""
-        net = net or self.cluster.switch.config.network(network)
-        return net is not None and wants_gateway(self.cluster.networks.get(network)) and \
+        net = net or self.switch.config.network(network)
+        return net is not None and wants_gateway(self.view.networks.get(network)) and \
             any(self.of(network, v) is None for v in families(net))
 
     async def ensure(self, network: str):
@@ -116,30 +122,31 @@ class Gateways:
         async with self._lock:
             if not self.missing(network):
                 return
-            cluster, switch = self.cluster, self.cluster.switch
+            blocks, switch = self.blocks, self.switch
             net = switch.network(network)
             for version in families(net):
                 if self.of(network, version) is not None:
                     continue
-                blocks = cluster.proven_blocks(net)
+                held = blocks.proven_blocks(net)
                 while True:
                     in_use = set(switch.addresses_in_use(net))
-                    ip = await switch.state.run(self._free, net, blocks, in_use, version)
+                    ip = await switch.state.run(self._free, net, held, in_use, version)
                     if ip is not None:
                         break
-                    await cluster.more(net, blocks, version)
-                    blocks = cluster.held(net)
+                    await blocks.more(net, held, version)
+                    held = blocks.held(net)
                 self.addresses.setdefault(network, {})[version] = ip
                 log.info("cluster: gateway of network %s on this node: %s", network, ip)
             await self._save()
-            await cluster.sync_networks()
+            assert self.sync_networks is not None
+            await self.sync_networks()
 
     def keep_up(self):
         """Housekeeping: networks joined without a gateway get one (one at a
         time, in the background, while etcd is there)."""
-        if self._task is not None and not self._task.done() or not self.cluster.connected:
+        if self._task is not None and not self._task.done() or not self.blocks.session.connected:
             return
-        wanted = [n for n in self.cluster.networks if self.missing(n)]
+        wanted = [n for n in self.view.networks if self.missing(n)]
         if wanted:
             self._task = asyncio.ensure_future(self._ensure_all(wanted))
 
@@ -153,7 +160,7 @@ class Gateways:
     def _free(self, net: NetworkConfig, blocks, in_use, version: int):
         """The first address of the family's blocks that nothing uses
         (database thread)."""
-        ipam = self.cluster.switch.ipam
+        ipam = self.switch.ipam
         used = ipam.used(net.name, version) | in_use | \
             (reserved(net) if version == 4 else reserved6(net))
         for block in sorted(b for b in blocks if b.version == version):
@@ -163,6 +170,6 @@ class Gateways:
         return None
 
     async def _save(self):
-        db = self.cluster.switch.state
+        db = self.switch.state
         await db.run(state.cache, db, "gateways", {n: [str(ip) for ip in ips.values()]
                                                    for n, ips in self.addresses.items()})

@@ -1,0 +1,146 @@
+"""Other nodes and their pods, into this node's data plane: every live
+node is a VXLAN peer of every network; every endpoint of a live node is a
+neighbour entry (ARP and ND are answered here) and, for another node's
+pod, a static FDB entry behind that node's VTEP; and remote pods are
+policy peers. Only the holder of an address's block may say whose the
+address is."""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from ..config import NetworkConfig
+from ..errors import VswitchError
+from ..policy import PodIdentity, PolicyPod
+from ..protocol import address_key
+from .schema import Change, block_key_part, family
+from .view import View
+
+if TYPE_CHECKING:
+    from ..switch import Switch
+
+log = logging.getLogger("vswitch.cluster")
+
+
+class Remote:
+    def __init__(self, view: View, switch: Switch, name: str, vtep: str, arp_suppression: bool):
+        self.view, self.switch, self.name, self.vtep = view, switch, name, vtep
+        self.arp_suppression = arp_suppression
+        view.listen("nodes", self._node)
+        view.listen("endpoints", self._endpoint)
+
+    def _node(self, name: tuple[str, ...], before: dict | None, rec: dict | None):
+        if name[0] == self.name:
+            return
+        if before and (rec is None or before.get("vtep") != rec.get("vtep")):
+            self._forget_peer(before.get("vtep"))
+        if (before is None) != (rec is None):
+            self.switch.policy.schedule()       # its pods come or go as policy peers
+        if rec is not None:
+            self.add_peer(rec["vtep"])
+            self.program_each(self.view.by_node.get(name[0], ()))
+
+    def _endpoint(self, where: tuple[str, ...], before: dict | None, rec: dict | None):
+        network, ip = where
+        if before:
+            self._unprogram(network, ip, before)
+        self.switch.policy.schedule()           # who is where: policy peers
+        if rec is not None:
+            self._program(network, ip, rec)     # (raises: the view counts it ignored)
+
+    def add_peer(self, vtep: str):
+        """Flood every network to a node's VTEP (checked with its record)."""
+        networks = [n for n in self.view.networks if self.switch.dataplane.has_network(n)]
+        address = ipaddress.ip_address(vtep)
+        if address.version != ipaddress.ip_address(self.vtep).version:
+            log.error("cluster: a node's VTEP %s is not of this underlay's family (vtep %s): "
+                      "not a peer", vtep, self.vtep)
+        elif vtep != self.vtep and networks:
+            self.switch.dataplane.add_peer(address, networks)
+
+    def add_peers(self):
+        for name, node in self.view.nodes.items():
+            if name != self.name:
+                self.add_peer(node["vtep"])
+
+    def is_node_vtep(self, address) -> bool:
+        """Whether a live node (not this one) has this VTEP address."""
+        return any(n.get("vtep") == str(address) for name, n in self.view.nodes.items()
+                   if name != self.name)
+
+    def _forget_peer(self, vtep):
+        """Stop flooding to a node's VTEP (unless another node or the static
+        config has it too); its FDB entries go with it."""
+        static = self.switch.config.overlay.peers if self.switch.config.overlay else ()
+        if not isinstance(vtep, str) or vtep == self.vtep or self.is_node_vtep(vtep) or \
+                ipaddress.ip_address(vtep) in static:
+            return
+        self.switch.dataplane.remove_peer(ipaddress.ip_address(vtep))
+
+    def program_each(self, wheres: Iterable[tuple[str, str]]):
+        """Program these endpoints; one that cannot be is counted, not fatal."""
+        for where in wheres:
+            try:
+                self._program(*where, self.view.endpoints[where])
+            except (VswitchError, ValueError, KeyError, TypeError) as e:
+                self.view.ignore(Change("endpoints", where, None), str(e))
+
+    def _program(self, network: str, ip: str, ep: dict):
+        """An endpoint into the data plane, while its node is alive."""
+        dp = self.switch.dataplane
+        node = self.view.nodes.get(str(ep.get("node")))
+        net = self.switch.config.network(network)
+        if node is None or net is None or not dp.has_network(network):
+            return
+        address = ipaddress.ip_address(ip)
+        if not self.holds(net, address, ep["node"]):
+            raise ValueError(f"{ip} is outside the blocks of node {ep['node']}")
+        mac = ep["mac"]
+        if ep["node"] != self.name:
+            dp.fdb_add_remote(network, mac, node["vtep"])
+        if self.arp_suppression:
+            dp.neigh_set(network, address, mac)
+
+    def _unprogram(self, network: str, ip: str, ep: dict):
+        dp = self.switch.dataplane
+        if not dp.has_network(network):
+            return
+        dp.neigh_delete(network, ipaddress.ip_address(ip))
+        if ep.get("node") != self.name and isinstance(ep.get("mac"), str):
+            dp.fdb_delete(network, ep["mac"])
+
+    def holds(self, net: NetworkConfig, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+              node) -> bool:
+        """Only the holder of an address's block may say whose it is: a node
+        cannot divert another node's pod address to a MAC of its own (nor
+        claim it for a pod that policies let in)."""
+        size = family(net, address.version)[1]
+        if size is None:
+            return False
+        block = ipaddress.ip_network(f"{address}/{size}", strict=False)
+        return self.view.holder(net.name, block_key_part(block)) == node
+
+    def remote_pods(self) -> list[PolicyPod]:
+        """Pods of other live nodes, from their endpoint records, for
+        NetworkPolicy (a record with an unreadable identity, or for an
+        address outside its node's blocks, is left out)."""
+        pods: dict[tuple, tuple[PodIdentity, list[int]]] = {}
+        for (network, ip), ep in self.view.endpoints.items():
+            node = ep.get("node")
+            net = self.switch.config.network(network)
+            if node == self.name or node not in self.view.nodes or net is None:
+                continue
+            try:
+                address = ipaddress.ip_address(ip)
+                ident = PodIdentity.from_json(ep.get("pod"))
+            except (VswitchError, ValueError):
+                continue
+            if self.holds(net, address, node):
+                who = (node, network, ident.namespace, ident.name or ip)
+                pods.setdefault(who, (ident, []))[1].append(address_key(address))
+        return [PolicyPod(ns, name, ident.labels, ident.named_ports, tuple(addresses), network,
+                          None, node)
+                for (node, network, ns, name), (ident, addresses) in pods.items()]
