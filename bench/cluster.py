@@ -38,8 +38,8 @@ import sys
 import tempfile
 import time
 
-from run import namespaces, ns_exec, sh
-from scale import rss_mb
+from topology import namespaces, ns_exec, sh
+from workload import rss_mb
 
 from vswitch.client import Client, ClientError
 from vswitch.etcd import Etcd, Txn

@@ -23,13 +23,8 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(__file__))
-from run import (  # noqa: E402  (bench/ is not a package)
-    ADDR6_B,
-    linux_bridge_topology,
-    small_packets,
-    tcp_gbps,
-    vswitch_topology,
-)
+from topology import ADDR6_B, linux_bridge_topology, vswitch_topology  # noqa: E402
+from workload import small_packets, tcp_gbps  # noqa: E402  (bench/ is not a package)
 
 API = "networking.k8s.io/v1"
 

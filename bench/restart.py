@@ -22,7 +22,7 @@ import sys
 import tempfile
 import time
 
-from run import ADDR_A, ADDR_B, PLEN, namespaces, sh
+from topology import ADDR_A, ADDR_B, PLEN, namespaces, sh
 
 INTERVAL = 0.001      # seconds between pings
 

@@ -45,92 +45,31 @@ chart (bench-results.png). Everything it creates is removed at exit.
 from __future__ import annotations
 
 import argparse
-import atexit
 import contextlib
 import functools
 import json
 import os
-import re
-import secrets
 import shutil
-import signal
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
 
-PREFIX = "vb" + secrets.token_hex(2)
-ADDRS = [f"198.18.0.{i}" for i in range(1, 5)]      # pods a, b (and c, d: flooder, flooded)
-ADDR_A, ADDR_B, PLEN = ADDRS[0], ADDRS[1], 16
-ADDRS6 = [f"2001:db8:18::{i}" for i in range(1, 5)]    # dual-stack: IPv6 TCP is measured too
-ADDR6_B, PLEN6 = ADDRS6[1], 64
-MTU = 1450            # fits a 1500-byte underlay in overlay mode; the same for every topology
-DATAPATH = ""         # vswitchd's [datapath] settings (--datapath): the defaults unless asked
-
-
-def sh(*args, **kw) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True, **kw).stdout
-
-
-def ns_exec(ns: str, *args, **kw) -> str:
-    return sh("ip", "netns", "exec", ns, *args, **kw)
-
-
-@contextlib.contextmanager
-def namespaces(*tags):
-    names = [f"{PREFIX}-{t}" for t in tags]
-    try:
-        for n in names:
-            sh("ip", "netns", "add", n)
-            ns_exec(n, "ip", "link", "set", "lo", "up")
-        yield names
-    finally:
-        for n in names:
-            for pid in subprocess.run(["ip", "netns", "pids", n], capture_output=True,
-                                      text=True).stdout.split():
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(int(pid), signal.SIGKILL)
-            subprocess.run(["ip", "netns", "del", n], capture_output=True)
-
-
-@contextlib.contextmanager
-def vswitchd(tmp: str, name: str, node_ns: str | None = None, overlay: str = ""):
-    """A vswitchd (in node_ns if given); yields the vswitchctl command."""
-    sock = os.path.join(tmp, f"{name}.sock")
-    config = os.path.join(tmp, f"{name}.toml")
-    mode = "overlay" if overlay else "bridge"
-    with open(config, "w") as f:
-        f.write(f'[node]\nsocket = "{sock}"\nstate_dir = "{tmp}/{name}-state"\nmode = "{mode}"\n{overlay}'
-                f'[datapath]\n{DATAPATH}\n'
-                f'[[network]]\nname = "bench"\nvni = 1\nsubnet = "198.18.0.0/16"\nmtu = {MTU}\n'
-                f'subnet6 = "2001:db8:18::/64"\n')
-    where = ["ip", "netns", "exec", node_ns] if node_ns else []
-    daemon = subprocess.Popen(where + [sys.executable, "-m", "vswitch.daemon", "--config", config],
-                              stderr=open(os.path.join(tmp, f"{name}.log"), "w"))
-    ctl = [sys.executable, "-m", "vswitch.ctl", "--socket", sock]
-    try:
-        for _ in range(200):
-            if subprocess.run(ctl + ["status"], capture_output=True).returncode == 0:
-                break
-            time.sleep(0.05)
-        yield ctl
-    finally:
-        daemon.send_signal(signal.SIGTERM)
-        daemon.wait(10)
-
-
-@contextlib.contextmanager
-def vswitch_topology(with_ctl: bool = False, pods: int = 2):
-    """Pods on vswitchd; yields their namespaces, and vswitchctl's command."""
-    tags = ["va", "vb", "vc", "vd"][:pods]
-    with namespaces(*tags) as names, tempfile.TemporaryDirectory() as tmp, \
-            vswitchd(tmp, "node") as ctl:
-        for tag, ns, addr, addr6 in zip(tags, names, ADDRS, ADDRS6):
-            sh(*ctl, "port", "add", tag, "--netns", ns, "--ip", f"{addr}/{PLEN}",
-               "--ip", f"{addr6}/{PLEN6}")
-        yield (names, ctl) if with_ctl else names
-
+import topology
+from topology import (
+    ADDR6_B,
+    ADDR_B,
+    MTU,
+    kernel_vxlan_topology,
+    linux_bridge_topology,
+    ns_exec,
+    ovs_topology,
+    sh,
+    vde_topology,
+    vswitch_overlay_topology,
+    vswitch_topology,
+)
+from workload import measure, tcp_gbps, tcp_interleaved
 
 CAPTURES = (("capture off", None),
             ("one capture, filter matching nothing", "icmp"),
@@ -157,293 +96,6 @@ def capture_cost(duration: float) -> dict:
                     cap.terminate()
                     cap.wait()
     return out
-
-
-@contextlib.contextmanager
-def underlay(*tags):
-    """Node namespaces on a bridged veth underlay: node i is 192.0.2.(i+1)."""
-    with namespaces("u" + tags[0], *tags) as (hub, *nodes):
-        ns_exec(hub, "ip", "link", "add", "ul", "type", "bridge")
-        ns_exec(hub, "ip", "link", "set", "ul", "up")
-        for i, node in enumerate(nodes):
-            ns_exec(hub, "ip", "link", "add", f"ul{i}", "type", "veth", "peer", "name", "u0",
-                    "netns", node)
-            ns_exec(hub, "ip", "link", "set", f"ul{i}", "master", "ul", "up")
-            ns_exec(node, "ip", "addr", "add", f"192.0.2.{i + 1}/24", "dev", "u0")
-            ns_exec(node, "ip", "link", "set", "u0", "up")
-        yield nodes
-
-
-@contextlib.contextmanager
-def vswitch_overlay_topology():
-    """Two nodes running vswitchd in overlay mode, one pod each."""
-    with underlay("v1", "v2") as (n1, n2), namespaces("va", "vb") as (a, b), \
-            tempfile.TemporaryDirectory() as tmp, \
-            vswitchd(tmp, "n1", n1, '[overlay]\nvtep_ip = "192.0.2.1"\npeers = ["192.0.2.2"]\n') as c1, \
-            vswitchd(tmp, "n2", n2, '[overlay]\nvtep_ip = "192.0.2.2"\npeers = ["192.0.2.1"]\n') as c2:
-        sh(*c1, "port", "add", "a", "--netns", a, "--ip", f"{ADDR_A}/{PLEN}",
-           "--ip", f"{ADDRS6[0]}/{PLEN6}")
-        sh(*c2, "port", "add", "b", "--netns", b, "--ip", f"{ADDR_B}/{PLEN}",
-           "--ip", f"{ADDR6_B}/{PLEN6}")
-        yield a, b
-
-
-@contextlib.contextmanager
-def kernel_vxlan_topology():
-    """Two nodes with a Linux bridge and a kernel VXLAN device each."""
-    with underlay("k1", "k2") as nodes, namespaces("ka", "kb") as pods:
-        for i, (node, pod, addr) in enumerate(zip(nodes, pods, ADDRS)):
-            ns_exec(node, "ip", "link", "add", "vx0", "type", "vxlan", "id", "1", "dstport", "4789",
-                    "local", f"192.0.2.{i + 1}", "dev", "u0")
-            ns_exec(node, "ip", "link", "add", "br0", "type", "bridge")
-            ns_exec(node, "ip", "link", "set", "vx0", "master", "br0", "mtu", str(MTU), "up")
-            bridge_pod(node, pod, addr, "pk")
-            ns_exec(node, "ip", "link", "set", "br0", "up")
-            ns_exec(node, "bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0",
-                    "dst", f"192.0.2.{2 - i}")
-        yield pods
-
-
-def bridge_pod(bridge_ns: str, pod: str, addr: str, port: str):
-    """A veth from the bridge br0 in bridge_ns to eth0 in pod."""
-    ns_exec(bridge_ns, "ip", "link", "add", port, "mtu", str(MTU), "type", "veth",
-            "peer", "name", "eth0", "netns", pod)
-    ns_exec(bridge_ns, "ip", "link", "set", port, "master", "br0", "up")
-    ns_exec(pod, "ip", "link", "set", "eth0", "mtu", str(MTU), "up")
-    add_addresses(pod, addr)
-
-
-def add_addresses(pod: str, addr: str):
-    """A pod's IPv4 address and the IPv6 one of the same index (no DAD: at once)."""
-    ns_exec(pod, "ip", "addr", "add", f"{addr}/{PLEN}", "dev", "eth0")
-    ns_exec(pod, "ip", "addr", "add", f"{ADDRS6[ADDRS.index(addr)]}/{PLEN6}", "dev", "eth0",
-            "nodad")
-
-
-@contextlib.contextmanager
-def linux_bridge_topology(pods: int = 2):
-    """Pods on a Linux bridge (in its own namespace) over veth pairs."""
-    tags = ["ka", "kb", "kc", "kd"][:pods]
-    with namespaces("br", *tags) as (br, *names):
-        ns_exec(br, "ip", "link", "add", "br0", "type", "bridge")
-        ns_exec(br, "ip", "link", "set", "br0", "up")
-        for i, (ns, addr) in enumerate(zip(names, ADDRS)):
-            bridge_pod(br, ns, addr, f"p{i}")
-        yield names
-
-
-def wait_for_link(dev: str, timeout: float = 10.0):
-    """Wait until dev exists in this namespace (a daemonised switch creates
-    its TAPs after its parent returns)."""
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(f"/sys/class/net/{dev}"):
-        if time.monotonic() > deadline:
-            raise RuntimeError(f"{dev} did not appear within {timeout:g} s")
-        time.sleep(0.01)
-
-
-def pod_iface(pod: str, dev: str, addr: str):
-    """Move dev into pod as eth0 and address it."""
-    wait_for_link(dev)
-    sh("ip", "link", "set", dev, "netns", pod)
-    ns_exec(pod, "ip", "link", "set", dev, "name", "eth0", "mtu", str(MTU), "up")
-    add_addresses(pod, addr)
-
-
-@contextlib.contextmanager
-def vde_topology(pods: int = 2):
-    """Pods on vde_switch, each through a TAP of the switch's moved into it."""
-    tags = ["da", "db", "dc", "dd"][:pods]
-    with namespaces(*tags) as names, tempfile.TemporaryDirectory() as tmp:
-        taps = [f"{PREFIX}d{i}" for i in range(pods)]
-        sh("vde_switch", "-d", "-p", f"{tmp}/pid", "-s", f"{tmp}/sw", "-M", f"{tmp}/mgmt",
-           *[x for tap in taps for x in ("-t", tap)])
-        try:
-            for tap, ns, addr in zip(taps, names, ADDRS):
-                pod_iface(ns, tap, addr)
-            yield names
-        finally:
-            with contextlib.suppress(OSError, ValueError):
-                os.kill(int(open(f"{tmp}/pid").read()), signal.SIGTERM)
-
-
-@contextlib.contextmanager
-def ovs_topology(pods: int = 2):
-    """Pods on Open vSwitch's userspace datapath (a netdev bridge), over veth
-    pairs, with OVS's own database and daemons in a private directory. The
-    pods turn transmit checksum offload off: OVS's userspace datapath stalls
-    TCP between veths otherwise."""
-    tags = ["oa", "ob", "oc", "od"][:pods]
-    with namespaces(*tags) as names, tempfile.TemporaryDirectory() as tmp:
-        db = f"unix:{tmp}/db.sock"
-        vsctl = ["ovs-vsctl", f"--db={db}", "--timeout=30"]
-        bridge = f"{PREFIX}ob"
-        sh("ovsdb-tool", "create", f"{tmp}/conf.db", "/usr/share/openvswitch/vswitch.ovsschema")
-        sh("ovsdb-server", f"{tmp}/conf.db", f"--remote=p{db}", f"--pidfile={tmp}/db.pid",
-           f"--unixctl={tmp}/db.ctl", f"--log-file={tmp}/db.log", "--detach")
-        try:
-            sh(*vsctl, "--no-wait", "init")
-            sh("ovs-vswitchd", db, f"--pidfile={tmp}/vswitchd.pid", f"--unixctl={tmp}/vswitchd.ctl",
-               f"--log-file={tmp}/vswitchd.log", "--detach")
-            sh(*vsctl, "add-br", bridge, "--", "set", "bridge", bridge, "datapath_type=netdev")
-            for i, (ns, addr) in enumerate(zip(names, ADDRS)):
-                port = f"{PREFIX}o{i}"
-                sh("ip", "link", "add", port, "mtu", str(MTU), "type", "veth", "peer", "name",
-                   f"{port}p")
-                sh("ip", "link", "set", port, "up")
-                sh(*vsctl, "add-port", bridge, port)
-                pod_iface(ns, f"{port}p", addr)
-                ns_exec(ns, "ethtool", "-K", "eth0", "tx", "off")
-            yield names
-        finally:
-            subprocess.run([*vsctl, "--if-exists", "del-br", bridge], capture_output=True)
-            for i in range(pods):
-                subprocess.run(["ip", "link", "del", f"{PREFIX}o{i}"], capture_output=True)
-            for daemon in ("vswitchd", "db"):
-                subprocess.run(["ovs-appctl", "-t", f"{tmp}/{daemon}.ctl", "exit"], capture_output=True)
-
-
-def iperf(client_ns: str, server_ns: str, duration: float, *extra, server_addr=ADDR_B) -> dict:
-    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(50):                       # wait for the server to listen
-            if "5201" in ns_exec(server_ns, "ss", "-ltn"):
-                break
-            time.sleep(0.05)
-        out = ns_exec(client_ns, "iperf3", "-c", server_addr, "-t", str(duration), "-J", *extra,
-                      timeout=duration + 30)
-        return json.loads(out)
-    finally:
-        server.kill()
-        server.wait()
-
-
-def tcp_gbps(client_ns: str, server_ns: str, duration: float, *extra, server_addr=ADDR_B) -> float:
-    return iperf(client_ns, server_ns, duration, *extra, server_addr=server_addr)[
-        "end"]["sum_received"]["bits_per_second"] / 1e9
-
-
-def pktgen() -> str:
-    """bench/pktgen.c, built once per run with the system's cc."""
-    global _PKTGEN
-    if _PKTGEN is None:
-        where = tempfile.mkdtemp(prefix="vswitch-bench-")
-        atexit.register(shutil.rmtree, where, True)
-        out = os.path.join(where, "pktgen")
-        sh("cc", "-O2", "-o", out, os.path.join(os.path.dirname(__file__), "pktgen.c"))
-        _PKTGEN = out
-    return _PKTGEN
-
-
-_PKTGEN = None
-
-
-def pktgen_in(ns: str, *args) -> subprocess.Popen:
-    return subprocess.Popen(["ip", "netns", "exec", ns, pktgen(), *map(str, args)],
-                            stdout=subprocess.PIPE, text=True)
-
-
-def small_packets(a: str, b: str, duration: float, pps: float = 0) -> tuple[float, float, float]:
-    """64-byte frames (18-byte UDP payload) from a to b, flat out or paced
-    at pps: (delivered kpps, loss %, offered kpps)."""
-    receiver = pktgen_in(b, "recv", 9000, duration + 1)
-    time.sleep(0.3)
-    sent = int(ns_exec(a, pktgen(), "send", ADDR_B, "9000", str(duration), "18", str(int(pps)),
-                       timeout=duration + 30))
-    received = int(receiver.communicate(timeout=duration + 30)[0])
-    return (received / duration / 1e3, 100 * (1 - received / sent) if sent else 0.0,
-            sent / duration / 1e3)
-
-
-def rate_under_1pct_loss(a: str, b: str, duration: float, flat_out) -> float:
-    """The highest delivered 64-byte rate with under 1% loss, in kpps: flat
-    out if that loses under 1%, else bisection of the paced rate."""
-    delivered, loss, offered = flat_out
-    if loss < 1:
-        return delivered
-    lo, hi, best = 0.0, offered, 0.0
-    probe = max(1.0, min(duration, 3.0))
-    for _ in range(6):
-        mid = (lo + hi) / 2
-        got, loss, _ = small_packets(a, b, probe, mid * 1e3)
-        if loss < 1:
-            lo, best = mid, got
-        else:
-            hi = mid
-    return best
-
-
-def request_response(a: str, b: str, duration: float) -> tuple[float, float]:
-    """pktgen rr: (transactions/s, mean round trip in us)."""
-    echo = pktgen_in(b, "echo", 9001, duration + 2)
-    try:
-        time.sleep(0.3)
-        count, mean = ns_exec(a, pktgen(), "rr", ADDR_B, "9001", str(duration),
-                              timeout=duration + 30).split()
-        return int(count) / duration, float(mean)
-    finally:
-        echo.kill()
-        echo.wait()
-
-
-def tcp_interleaved(pods: dict, duration: float, rounds: int = 3, to: str = ADDR_B) -> dict:
-    """TCP throughput, one stream, of every side in turn, `rounds` times, so
-    that the machine's drift over minutes hits all sides alike (to: pod b's
-    IPv4 or IPv6 address)."""
-    runs = {side: [] for side in pods}
-    for a, *_ in pods.values():
-        ns_exec(a, "ping", "-c", "1", "-w", "10", to)    # bridge ports ready, ARP/ND, FDB warm
-    for _ in range(rounds):
-        for side, (a, b, *_) in pods.items():
-            runs[side].append(tcp_gbps(a, b, duration, server_addr=to))
-    return runs
-
-
-def measure(pods, duration: float, tcp_runs: list, tcp6_runs: list) -> dict:
-    """Every workload on one topology; TCP one stream is the median of
-    tcp_runs (tcp_interleaved), over IPv6 of tcp6_runs."""
-    a, b = pods[:2]
-    flat_out = small_packets(a, b, duration)
-    udp = iperf(a, b, duration, "-u", "-b", "0", "-l", "18")["end"]["sum"]
-    rr_tps, rr_us = request_response(a, b, duration)
-    count = max(100, int(duration / 0.002))
-    out = {"tcp_gbps": statistics.median(tcp_runs), "tcp_runs_gbps": tcp_runs,
-           "tcp6_gbps": statistics.median(tcp6_runs), "tcp6_runs_gbps": tcp6_runs,
-           "tcp4_gbps": tcp_gbps(a, b, duration, "-P", "4"),
-           "udp64_kpps": (udp["packets"] - udp["lost_packets"]) / udp["seconds"] / 1e3,
-           "udp64_loss_pct": udp.get("lost_percent", 0.0),
-           "gen64_kpps": flat_out[0], "gen64_loss_pct": flat_out[1],
-           "gen64_1pct_kpps": rate_under_1pct_loss(a, b, duration, flat_out),
-           "rtt_us": ping_rtt_us(a, count, "0.002", duration),
-           "rtt_busy_us": ping_rtt_us(a, count * 4, "0", duration),
-           "rr_us": rr_us, "rr_tps": rr_tps}
-    if len(pods) == 4:
-        out.update(victim(pods, duration, out["tcp_gbps"]))
-    return out
-
-
-def victim(pods, duration: float, unloaded_gbps: float) -> dict:
-    """Pod a's TCP throughput to b, and its RTT, while pod c floods pod d
-    with 64-byte frames flat out."""
-    a, b, c, d = pods
-    ns_exec(c, "ping", "-c", "1", "-w", "10", ADDRS[3])
-    sink = pktgen_in(d, "recv", 9000, 2 * duration + 4)
-    flood = pktgen_in(c, "send", ADDRS[3], 9000, 2 * duration + 3, 18)
-    try:
-        time.sleep(0.5)
-        gbps = tcp_gbps(a, b, duration)
-        rtt = ping_rtt_us(a, max(100, int(duration / 0.002)), "0.002", duration)
-    finally:
-        for p in (flood, sink):
-            p.kill()
-            p.wait()
-    return {"victim_tcp_gbps": gbps, "victim_share": gbps / unloaded_gbps, "victim_rtt_us": rtt}
-
-
-def ping_rtt_us(ns: str, count: int, interval: str, duration: float) -> float:
-    out = ns_exec(ns, "ping", "-q", "-c", str(count), "-i", interval, ADDR_B, timeout=duration + 60)
-    return float(re.search(r"= [\d.]+/([\d.]+)/", out).group(1)) * 1000
 
 
 ROWS = [("TCP throughput, 1 stream", "tcp_gbps", "Gbit/s", True),
@@ -602,8 +254,7 @@ def main() -> int:
     args = parser.parse_args()
     if os.geteuid() != 0:
         parser.error("run as root (it creates namespaces and TAP devices)")
-    global DATAPATH
-    DATAPATH = "\n".join(args.datapath)
+    topology.DATAPATH = "\n".join(args.datapath)
     results = {"machine": {"cpus": os.cpu_count(), "kernel": os.uname().release},
                "duration": args.duration, "mtu": MTU}
     for mode, sides in MODES.items():

@@ -19,15 +19,8 @@ import sys
 import tempfile
 import time
 
-from run import namespaces, sh
-
-
-def rss_mb(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024
-    raise RuntimeError("no VmRSS")
+from topology import namespaces, sh
+from workload import rss_mb
 
 
 def daemon_pid(sock: str) -> int:

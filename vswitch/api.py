@@ -10,6 +10,7 @@ import logging
 import os
 import socket
 from http import HTTPStatus
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qs, unquote, urlsplit
 
 from . import reporting
@@ -28,6 +29,9 @@ from .errors import (
 )
 from .protocol import ETH_HLEN, MAX_SNAPLEN, capture_chunks
 from .switch import Switch
+
+if TYPE_CHECKING:
+    from .cluster import Cluster
 
 log = logging.getLogger("vswitch.api")
 
@@ -242,11 +246,11 @@ class Api:
     # ------------------------------------------------------------- cluster
 
     @property
-    def cluster(self):
+    def cluster(self) -> Cluster:
         if self.switch.cluster is None:
             raise Conflict("this node runs in static mode: networks, nodes and blocks are "
                            "cluster-mode verbs (see [cluster] in the README)")
-        return self.switch.cluster
+        return cast("Cluster", self.switch.cluster)
 
     async def cluster_status(self, query, body, arg):
         return self.cluster.status()

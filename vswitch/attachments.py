@@ -13,9 +13,9 @@ import logging
 from .errors import Busy, CheckFailed, Conflict, Exhausted, InvalidRequest
 from .ipam import Allocation, gateway, gateway6
 from .netns import netns_id
-from .policy import PodIdentity
+from .port import PodIdentity, Port, check_rates
 from .protocol import CONTAINER_ID_RE, MIN_MTU
-from .switch import Port, Switch, check_rates
+from .switch import Switch
 from .tap import check_ifname, inspect, normalize_mac, random_mac
 
 log = logging.getLogger("vswitch.attachments")

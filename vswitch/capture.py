@@ -80,7 +80,7 @@ class Captures:
                    port: str | None = None, filter: str | None = None,
                    snaplen: int = MAX_SNAPLEN) -> int:
         mask = point_mask(points)
-        port_id = self.switch.capture_port_id(port) if port else -1
+        port_id = self.switch.port_id(port) if port else -1
         program = await asyncio.get_running_loop().run_in_executor(
             None, compile_filter, filter) if filter else []
         session = self.dataplane.capture_add(mask, port_id, snaplen, program)
@@ -106,7 +106,7 @@ class Captures:
             self._pump_task = None
 
     def drain(self):
-        label = self.switch.capture_port_label
+        label = self.switch.port_label
         while records := self.dataplane.capture_read():
             for ts_ns, mask, port, point, reason, orig_len, data, detail in records:
                 if detail:              # a policy drop: its direction and deciding policy

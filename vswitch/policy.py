@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol
 
 from . import netpol
 from .errors import InvalidRequest, NotFound
@@ -24,68 +24,13 @@ from .netpol import NAMESPACE_NAME_LABEL, PROTOCOLS, NetworkPolicy, Rule
 from .protocol import ALL_ADDRESSES, IPV4_MAPPED, address_key, address_str
 
 if TYPE_CHECKING:
-    from .switch import Port, Switch
+    from .datapath import DataPlane
+    from .port import Port
+    from .state import State
 
 log = logging.getLogger("vswitch.policy")
 
 ALL_PORTS = 65535
-
-
-# ------------------------------------------------------------- who a pod is
-
-@dataclass
-class PodIdentity:
-    """A pod as policies see it. Ports made by hand are pods of namespace
-    "default" named after the port unless told otherwise."""
-    namespace: str = "default"
-    name: str = ""
-    labels: dict[str, str] = field(default_factory=dict)
-    named_ports: dict[str, tuple[str, int]] = field(default_factory=dict)   # name -> (TCP, 80)
-
-    def to_json(self) -> dict:
-        return {"namespace": self.namespace, "name": self.name, "labels": self.labels,
-                "named_ports": {k: list(v) for k, v in self.named_ports.items()}}
-
-    @classmethod
-    def from_json(cls, obj, path: str = "pod") -> PodIdentity:
-        """From a request or a record; InvalidRequest names what is wrong."""
-        if obj is None:
-            return cls()
-        if not isinstance(obj, dict):
-            raise InvalidRequest(f"{path} must be an object")
-        name = obj.get("name") or ""
-        if not isinstance(name, str) or len(name) > 253:
-            raise InvalidRequest(f"{path}.name must be a string of at most 253 characters")
-        return cls(netpol.check_namespace(obj.get("namespace") or "default", f"{path}.namespace"),
-                   name, netpol.check_labels(obj.get("labels") or {}, f"{path}.labels"),
-                   named_ports(obj.get("named_ports") or {}, f"{path}.named_ports"))
-
-
-def named_ports(obj, path: str = "named_ports") -> dict[str, tuple[str, int]]:
-    """Container port names: {"http": 80, "dns": "UDP/53", "x": ["TCP", 81]}."""
-    if not isinstance(obj, dict):
-        raise InvalidRequest(f"{path} must be an object of port names")
-    out = {}
-    for name, value in obj.items():
-        where = f"{path}.{name}"
-        if not isinstance(name, str) or not netpol.PORT_NAME.match(name):
-            raise InvalidRequest(f"{where}: not a port name (1-15 lowercase letters, digits, '-')")
-        if isinstance(value, str):
-            protocol, _, number = value.rpartition("/")
-            protocol = protocol or "TCP"
-        elif isinstance(value, list) and len(value) == 2:
-            protocol, number = value
-        else:
-            protocol, number = "TCP", value
-        try:
-            port = int(number)
-        except (TypeError, ValueError):
-            port = 0
-        if protocol not in PROTOCOLS or not 1 <= port <= 65535 or isinstance(number, bool):
-            raise InvalidRequest(f"{where}: {value!r} is not PORT or PROTOCOL/PORT "
-                                 "(TCP, UDP or SCTP; 1..65535)")
-        out[name] = (protocol, port)
-    return out
 
 
 @dataclass(frozen=True)
@@ -221,19 +166,30 @@ class Compiler:
 
 # ----------------------------------------------------------------- engine
 
+class PolicyWriter(Protocol):
+    """Where policy changes are written before they are in force (cluster
+    mode: etcd, which every node follows)."""
+
+    async def put_policies(self, manifests: dict[str, dict | None]) -> None: ...
+    async def put_namespace(self, name: str, labels: dict[str, str]) -> None: ...
+
+
 class Policies:
     """The policies and namespace labels in force on this node, and their
     enforcement on its pods. In cluster mode the Cluster writes changes to
     etcd and tells this engine what etcd holds (set_policy, set_namespace)."""
 
-    def __init__(self, switch: Switch):
-        self.switch = switch
+    def __init__(self, dataplane: DataPlane, state: State, loop: asyncio.AbstractEventLoop,
+                 ports: dict[str, Port]):
+        self.dataplane, self.state, self.loop, self.ports = dataplane, state, loop, ports
         self.policies: dict[str, NetworkPolicy] = {}
         self.namespaces: dict[str, dict[str, str]] = {}     # labels given; the name label is added
         self.ids: dict[str, int] = {}                       # "ns/name" -> its data-plane id
         self.names: dict[int, str] = {}
         # Pods on other nodes (cluster mode sets it: from the endpoint records).
         self.remote_pods: Callable[[], Iterable[PolicyPod]] = lambda: ()
+        # Where changes are written first in cluster mode (etcd; cluster sets it).
+        self.writer: PolicyWriter | None = None
         self.compiled = 0
         self._scheduled = False
         self._enforced = False          # some port may hold tables (with no policy, none does)
@@ -243,7 +199,7 @@ class Policies:
 
     async def restore(self):
         """What the state database holds (cluster mode: etcd's last known)."""
-        rows = await self.switch.state.run(self.switch.state.policy_rows)
+        rows = await self.state.run(self.state.policy_rows)
         for kind, key, value in rows:
             try:
                 if kind == "policy":
@@ -296,8 +252,7 @@ class Policies:
     def _store(self, kind: str, key: str, value):
         """Into the state database (in order, on its thread); requests wait
         for it (stored()), changes from etcd do not."""
-        task = self.switch.loop.create_task(self.switch.state.run(
-            self.switch.state.save_policy_row, kind, key, value))
+        task = self.loop.create_task(self.state.run(self.state.save_policy_row, kind, key, value))
         self._writes.add(task)
         task.add_done_callback(self._written)
 
@@ -327,9 +282,8 @@ class Policies:
                 policies.append(netpol.parse(doc))
             except InvalidRequest as e:
                 raise InvalidRequest(f"document {i + 1}: {e}") from None
-        if self.switch.cluster:
-            await self.switch.cluster.admin.put_policies(
-                {p.key: p.manifest for p in policies})
+        if self.writer:
+            await self.writer.put_policies({p.key: p.manifest for p in policies})
         results = [{"policy": p.key, "result": self.set_policy(p.key, p.manifest)}
                    for p in policies]
         await self.stored()
@@ -338,8 +292,8 @@ class Policies:
     async def delete(self, key: str) -> dict:
         if key not in self.policies:
             raise NotFound(f"no policy {key!r} (policy list)")
-        if self.switch.cluster:
-            await self.switch.cluster.admin.put_policies({key: None})
+        if self.writer:
+            await self.writer.put_policies({key: None})
         self.set_policy(key, None)
         await self.stored()
         return {"deleted": key}
@@ -352,8 +306,8 @@ class Policies:
                                  "for you")
         labels = {k: v for k, v in {**self.namespaces.get(name, {}), **sets}.items()
                   if k not in removes}
-        if self.switch.cluster:
-            await self.switch.cluster.admin.put_namespace(name, labels)
+        if self.writer:
+            await self.writer.put_namespace(name, labels)
         self.set_namespace(name, labels)
         await self.stored()
         return {"namespace": name, "labels": self.namespace_labels(name)}
@@ -383,7 +337,7 @@ class Policies:
     # -------------------------------------------------------- enforcement
 
     def local_ports(self) -> list[Port]:
-        return [p for p in self.switch.ports.values() if not p.is_host and p.state == "up"]
+        return [p for p in self.ports.values() if not p.is_host and p.state == "up"]
 
     def pods(self) -> list[PolicyPod]:
         return [PolicyPod.of_port(p) for p in self.local_ports()] + list(self.remote_pods())
@@ -392,7 +346,7 @@ class Policies:
         """Recompile once, soon: changes that come together cost one pass."""
         if not self._scheduled:
             self._scheduled = True
-            self.switch.loop.call_soon(self.enforce)
+            self.loop.call_soon(self.enforce)
 
     def enforce(self):
         """Every local pod's tables, from the policies as they are now. With
@@ -403,7 +357,7 @@ class Policies:
             return
         self._enforced = bool(self.policies)
         compiler = Compiler(self.policies.values(), self.ids, self.pods(), self.namespace_labels)
-        dataplane = self.switch.dataplane
+        dataplane = self.dataplane
         for port in self.local_ports():
             pod = PolicyPod.of_port(port)
             try:
@@ -422,7 +376,7 @@ class Policies:
             return
         compiler = Compiler(self.policies.values(), self.ids, self.pods(), self.namespace_labels)
         pod = PolicyPod.of_port(port)
-        self.switch.dataplane.set_port_policy(port.port_id, compiler.direction(pod, "ingress"),
+        self.dataplane.set_port_policy(port.port_id, compiler.direction(pod, "ingress"),
                                               compiler.direction(pod, "egress"))
 
     def enforced(self, port: Port) -> dict:

@@ -7,40 +7,10 @@ import time
 from typing import TYPE_CHECKING
 
 from . import __version__
-from .datapath import PORT_PEER_BASE, PORT_TUNNEL
-from .errors import Conflict
 
 if TYPE_CHECKING:
-    from .switch import Port, Switch
-
-
-def port_label(switch: Switch, port_id: int) -> str:
-    """The name of a data-plane port id: a port's name, "vxlan:IP" for a
-    peer, "vxlan" for the tunnel itself, "#ID" for one nobody has now."""
-    if port_id == PORT_TUNNEL:
-        return "vxlan"
-    if port_id >= PORT_PEER_BASE:
-        return f"vxlan:{switch.dataplane.peer_address(port_id)}"
-    for port in switch.ports.values():
-        if port.port_id == port_id and port.state == "up":
-            return port.name
-    return f"#{port_id}"
-
-
-def up_port(switch: Switch, name: str) -> Port:
-    """A port that is in the data plane now (one fenced or lost is not:
-    Conflict)."""
-    port = switch.port(name)
-    if port.state != "up":
-        raise Conflict(f"port {name!r} is {port.state}")
-    return port
-
-
-def port_id_of(switch: Switch, name: str) -> int:
-    """The data-plane id of a port name, or of "vxlan:IP" (a peer)."""
-    if name.startswith("vxlan:"):
-        return switch.overlay.peer_port_id(name[6:])
-    return up_port(switch, name).port_id
+    from .port import Port
+    from .switch import Switch
 
 
 def port_info(switch: Switch, port: Port) -> dict:
@@ -60,31 +30,31 @@ def port_info(switch: Switch, port: Port) -> dict:
 def trace(switch: Switch, port_name: str, frame: bytes) -> dict:
     """Where a frame from the port would go and why (nothing is learned or
     sent): the data plane's steps, with names for ids."""
-    steps = switch.dataplane.trace(up_port(switch, port_name).port_id, frame)
+    steps = switch.dataplane.trace(switch.up_port(port_name).port_id, frame)
     for step in steps:
         for key in ("port", "peer", "known_at"):
             if isinstance(step.get(key), int):
-                step[key] = port_label(switch, step[key])
+                step[key] = switch.port_label(step[key])
         for key in ("ports", "peers"):
             if key in step:
-                step[key] = [port_label(switch, x) for x in step[key]]
+                step[key] = [switch.port_label(x) for x in step[key]]
     return {"port": port_name, "frame": frame.hex(), "steps": steps}
 
 
 def conntrack(switch: Switch, port_name: str | None = None, limit: int = 0) -> list[dict]:
     """Tracked connections (of one port; at most limit, 0: all), ports by name."""
-    port_id = up_port(switch, port_name).port_id if port_name else -1
+    port_id = switch.up_port(port_name).port_id if port_name else -1
     entries = switch.dataplane.conntrack(port_id, limit)
     for e in entries:
         for key in ("in_port", "out_port", "charged_to"):
-            e[key] = "vxlan" if e[key] is None else port_label(switch, e[key])
+            e[key] = "vxlan" if e[key] is None else switch.port_label(e[key])
     return entries
 
 
 def conntrack_per_pod(switch: Switch) -> dict[str, int]:
     """Connections charged to each port (the pod that opened them, see
     conntrack_max_per_pod), by name."""
-    return {"vxlan" if port is None else port_label(switch, port): n
+    return {"vxlan" if port is None else switch.port_label(port): n
             for port, n in sorted(switch.dataplane.conntrack_usage().items(),
                                   key=lambda item: -item[1])}
 

@@ -10,21 +10,21 @@ import ipaddress
 import logging
 import sqlite3
 import time
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
-from . import netpol, reconfig, reporting
+from . import netpol, reconfig
 from .capture import Captures
 from .config import Config, ConfigError, NetworkConfig
-from .datapath import PORT_TUNNEL, DataPlane
+from .datapath import PORT_PEER_BASE, PORT_TUNNEL, DataPlane
 from .errors import Conflict, Exhausted, InvalidRequest, NamespaceGone, NotFound, VswitchError
 from .hooks import Hooks
 from .ipam import AddressBlocks, Ipam, StaticBlocks, gateway, gateway6
 from .masquerade import Masquerade
 from .netns import fd_identity, netns_id
 from .overlay import Overlay
-from .policy import PodIdentity, Policies
-from .protocol import MAX_MTU, MAX_RATE, MIN_MTU, PORT_COUNTERS, PORT_NAME_RE, RATE_KEYS
+from .policy import Policies
+from .port import PodIdentity, Port, PortObserver, check_rates, unknown_network
+from .protocol import MAX_MTU, MIN_MTU, PORT_COUNTERS, PORT_NAME_RE
 from .state import PortRecord, State, StateInUse, Taken
 from .tap import (
     OFFLOADS_ALL,
@@ -38,63 +38,16 @@ from .tap import (
     set_mtu,
 )
 
-if TYPE_CHECKING:
-    from .cluster import Cluster
+
+class Membership(Protocol):
+    """Cluster mode as the switch and its reports see it (cluster.Cluster)."""
+
+    def is_node_vtep(self, address) -> bool: ...
+    def metrics(self) -> dict: ...
 
 log = logging.getLogger("vswitch.switch")
 
 FDB_SWEEP_SLOTS = 65536     # FDB slots the expiry sweep looks at per housekeeping step
-
-
-def check_rates(rates) -> dict:
-    """Rate limits: known keys, integers 0..MAX_RATE (0: none)."""
-    if not isinstance(rates, dict):
-        raise InvalidRequest("rates must be an object of rate limits")
-    for key, value in rates.items():
-        if key not in RATE_KEYS:
-            raise InvalidRequest(f"unknown rate {key!r} (known: {', '.join(RATE_KEYS)})")
-        if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= MAX_RATE:
-            raise InvalidRequest(f"{key} must be an integer 0..{MAX_RATE} (bits/s or bits), "
-                                 f"got {value!r}")
-    return {k: v for k, v in rates.items() if v}
-
-
-@dataclass
-class Port:
-    name: str
-    netns: str
-    ifname: str
-    network: NetworkConfig
-    mac: str
-    addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface]
-    tap: Tap | None         # None: a recorded port that could not be restored
-    port_id: int
-    mtu: int
-    secured: bool = False   # port security: bound to its MAC and addresses
-    attachment: tuple[str, str] | None = None   # (container id, ifname) for CNI ports
-    netns_id: tuple[int, int] | None = None     # the namespace's (st_dev, st_ino)
-    rates: dict = field(default_factory=dict)    # RATE_KEYS -> bits/s or bits
-    # "up": in the data plane. "fenced": held down (cluster mode: while the
-    # node cannot prove it still holds its addresses), its interface gone or
-    # never opened, its record and allocation kept: it comes back by itself.
-    # "lost": its device or namespace disappeared under us, or its address
-    # block went to another node; it stays listed until deleted.
-    state: str = "up"
-    final_counters: dict | None = None          # once lost: its counters at that moment
-    error: str | None = None                    # why it is lost, when it never came up
-    identity: PodIdentity = field(default_factory=PodIdentity)   # who the pod is, for policy
-
-    @property
-    def is_host(self) -> bool:
-        return self.netns is None
-
-
-class PortObserver(Protocol):
-    """Told when a port starts or stops forwarding for good (cluster mode
-    publishes its addresses)."""
-
-    def port_up(self, port: Port) -> None: ...
-    def port_down(self, port: Port) -> None: ...
 
 
 class Switch:
@@ -129,10 +82,10 @@ class Switch:
         # publishes ports; the rest of the switch works the same in both modes.
         self.addresses: AddressBlocks = StaticBlocks()
         self.observer: PortObserver | None = None
-        self.cluster: Cluster | None = None         # (for its API verbs)
+        self.cluster: Membership | None = None      # (cluster mode)
         self._reload_lock = asyncio.Lock()
         self.captures = Captures(self)
-        self.policy = Policies(self)
+        self.policy = Policies(self.dataplane, self.state, loop, self.ports)
         self.masquerade = Masquerade()
         self.egress_warnings: list[str] = []       # what keeps pods from reaching outside
         self.hooks: Hooks | None = None
@@ -174,7 +127,7 @@ class Switch:
     def _held(self, rec: PortRecord) -> Port:
         """A recorded port held down: listed as fenced, not re-attached (its
         device, if a previous run left it, stays unopened: no carrier)."""
-        net = self.config.network(rec.network) or self._unknown_network()
+        net = self.config.network(rec.network) or unknown_network()
         return Port(rec.name, rec.netns, rec.ifname, net, rec.mac,
                     [ipaddress.ip_interface(a) for a in rec.addresses], None, -1, rec.mtu,
                     rec.secured, rec.attachment, rec.netns_id, rec.rates, state="fenced",
@@ -213,16 +166,11 @@ class Switch:
         error) until deleted; its record stays for the next start."""
         counters = dict.fromkeys(PORT_COUNTERS, 0)
         if not isinstance(rec, PortRecord):
-            return Port(name, "?", "?", self._unknown_network(), "?", [], None, -1, 0,
+            return Port(name, "?", "?", unknown_network(), "?", [], None, -1, 0,
                         state="lost", final_counters=counters, error=error)
-        net = self.config.network(rec.network) or self._unknown_network()
+        net = self.config.network(rec.network) or unknown_network()
         return Port(name, rec.netns, rec.ifname, net, rec.mac, [], None, -1, 0,
                     attachment=rec.attachment, state="lost", final_counters=counters, error=error)
-
-    @staticmethod
-    def _unknown_network() -> NetworkConfig:
-        return NetworkConfig("?", 0, ipaddress.IPv4Network("0.0.0.0/32"),
-                             ipaddress.IPv4Network("0.0.0.0/32"), 0)
 
     async def _restore(self, rec: PortRecord):
         """Re-open a recorded port's TAP in its namespace; forget the port
@@ -698,13 +646,33 @@ class Switch:
         table would hold up forwarding)."""
         return self.dataplane.expire_fdb(FDB_SWEEP_SLOTS)
 
-    # ---------------------------------------------------------- inspection
+    # ----------------------------------------------------- names and ids
 
-    def capture_port_id(self, name: str) -> int:
-        return reporting.port_id_of(self, name)
+    def port_label(self, port_id: int) -> str:
+        """The name of a data-plane port id: a port's name, "vxlan:IP" for a
+        peer, "vxlan" for the tunnel itself, "#ID" for one nobody has now."""
+        if port_id == PORT_TUNNEL:
+            return "vxlan"
+        if port_id >= PORT_PEER_BASE:
+            return f"vxlan:{self.dataplane.peer_address(port_id)}"
+        for port in self.ports.values():
+            if port.port_id == port_id and port.state == "up":
+                return port.name
+        return f"#{port_id}"
 
-    def capture_port_label(self, port_id: int) -> str:
-        return reporting.port_label(self, port_id)
+    def up_port(self, name: str) -> Port:
+        """A port that is in the data plane now (one fenced or lost is not:
+        Conflict)."""
+        port = self.port(name)
+        if port.state != "up":
+            raise Conflict(f"port {name!r} is {port.state}")
+        return port
+
+    def port_id(self, name: str) -> int:
+        """The data-plane id of a port name, or of "vxlan:IP" (a peer)."""
+        if name.startswith("vxlan:"):
+            return self.overlay.peer_port_id(name[6:])
+        return self.up_port(name).port_id
 
 
 MAX_PORT_ADDRESSES = 8      # as many as port security binds to a port

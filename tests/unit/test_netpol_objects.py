@@ -8,7 +8,8 @@ import pytest
 
 from vswitch import netpol
 from vswitch.errors import InvalidRequest
-from vswitch.policy import Compiler, PodIdentity, PolicyPod, cidr_ranges, disjoint
+from vswitch.policy import Compiler, PolicyPod, cidr_ranges, disjoint
+from vswitch.port import PodIdentity
 from vswitch.protocol import address_key
 
 

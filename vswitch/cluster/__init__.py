@@ -113,7 +113,6 @@ class Cluster:
         ab = self.address_blocks
         self.held, self.blocks, self.more, self.holds = ab.held, ab.blocks, ab.more, ab.holds
         self.port_up, self.port_down = self.publisher.port_up, self.publisher.port_down
-        self.is_node_vtep = self.remote.is_node_vtep
 
     # -------------------------------------------------- AddressBlocks face
 
@@ -127,6 +126,9 @@ class Cluster:
         if self.gateways.missing(net.name):
             await self.gateways.ensure(net.name)
         return self.switch.network(net.name)
+
+    def is_node_vtep(self, address) -> bool:
+        return self.remote.is_node_vtep(address)
 
     # ------------------------------------------------------------ lifecycle
 
@@ -142,6 +144,7 @@ class Cluster:
         self.switch.observer = self
         self.switch.cluster = self
         self.switch.policy.remote_pods = self.remote.remote_pods
+        self.switch.policy.writer = self.admin
 
     async def start(self):
         """Register and sync once (a name held by a live node raises

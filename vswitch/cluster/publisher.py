@@ -18,7 +18,8 @@ from .session import Session
 from .view import View
 
 if TYPE_CHECKING:
-    from ..switch import Port, Switch
+    from ..port import Port
+    from ..switch import Switch
 
 TXN_OPS = 100                           # operations per transaction (etcd allows 128)
 

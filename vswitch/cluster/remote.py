@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING
 
 from ..config import NetworkConfig
 from ..errors import VswitchError
-from ..policy import PodIdentity, PolicyPod
+from ..policy import PolicyPod
+from ..port import PodIdentity
 from ..protocol import address_key
 from .schema import Change, block_key_part, family
 from .view import View
