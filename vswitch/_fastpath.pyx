@@ -625,7 +625,7 @@ cdef class Datapath:
 
     def capture_read(self, int max_records=4096):
         """Take records from the ring: [(ts_ns, mask, port, point, reason
-        (None or its name), orig_len, bytes)]."""
+        (None or its name), orig_len, bytes, detail)]."""
         return cap_read(&self.cap, max_records)
 
     @property

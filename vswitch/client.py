@@ -1,5 +1,5 @@
 """A small client for the daemon's control API (HTTP + JSON on a Unix
-socket). Shared by vswitchctl and, later, the CNI plugin; it imports
+socket). Shared by vswitchctl and the CNI plugin; it imports
 nothing of the daemon."""
 
 from __future__ import annotations

@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "network is IPv6 only: --subnet6 alone)")
     create.add_argument("--block-size", type=int, default=26,
                         help="prefix length of the blocks nodes claim (default 26: 64 addresses)")
-    create.add_argument("--mtu", type=int, help="pod MTU (default: underlay MTU - 50)")
+    create.add_argument("--mtu", type=int, help="pod MTU (default: the underlay MTU less the VXLAN "
+                        "overhead: 50 bytes on an IPv4 underlay, 70 on IPv6)")
     create.add_argument("--subnet6", help="IPv6 CIDR, carved into IPv6 blocks: dual-stack "
                         "with --subnet, else IPv6 only")
     create.add_argument("--block-size6", type=int,

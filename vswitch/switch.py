@@ -1,6 +1,8 @@
 """The control plane's model of the switch: networks, ports and the data
-plane that forwards between them. The API calls these methods; only they
-change data-plane state, through the Datapath's small API."""
+plane that forwards between them. The API calls these methods. The data
+plane's state is written through its small API (datapath.py) by the
+switch (networks, ports, peers), the policy engine (policy tables) and, in
+cluster mode, the cluster's reconcilers (peers, FDB and neighbour entries)."""
 
 from __future__ import annotations
 
@@ -423,7 +425,9 @@ class Switch:
             raise Conflict(f"port {name!r} already exists")
         check_ifname(ifname)
         rates = check_rates(rates or {})
-        if not MIN_MTU <= (mtu or net.mtu) <= MAX_MTU or len(addresses) > MAX_PORT_ADDRESSES:
+        if not MIN_MTU <= (mtu or net.mtu) <= MAX_MTU or \
+                sum(a.version == 4 for a in addresses) > MAX_PORT_IPV4 or \
+                sum(a.version == 6 for a in addresses) > MAX_PORT_IPV6:
             raise InvalidRequest(f"bad port record: mtu {mtu}, {len(addresses)} addresses")
         gateways = tuple(gw for gw in self.default_gateways(net)
                          if any(a.version == gw.version for a in addresses))
@@ -675,7 +679,9 @@ class Switch:
         return self.up_port(name).port_id
 
 
-MAX_PORT_ADDRESSES = 8      # as many as port security binds to a port
+# As many as port security binds to a port (_ports.pxd: 8 IPv4, and 4 IPv6
+# addresses with the link-local one the pod's kernel forms).
+MAX_PORT_IPV4, MAX_PORT_IPV6 = 8, 3
 
 
 def refuse_router_messages(ifname: str):

@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING
 from .. import state
 from ..config import NetworkConfig
 from ..ipam import Block, reserved, reserved6
+from ..protocol import MAX_IFNAME_LEN
 from .blocks import Blocks
 from .view import View
 
@@ -38,12 +39,13 @@ HOST_PORT_PREFIX = "vsh-"
 
 
 def host_port_name(network: str) -> str:
-    """The host port's interface name in a cluster network (IFNAMSIZ: 15)."""
+    """The host port's interface name in a cluster network (at most
+    MAX_IFNAME_LEN: a digest stands for the end of a long network name)."""
     name = HOST_PORT_PREFIX + network
-    if len(name) <= 15:
+    if len(name) <= MAX_IFNAME_LEN:
         return name
     digest = hashlib.sha256(network.encode()).hexdigest()[:4]
-    return f"{HOST_PORT_PREFIX}{network[:6]}-{digest}"
+    return f"{HOST_PORT_PREFIX}{network[:MAX_IFNAME_LEN - len(HOST_PORT_PREFIX) - 5]}-{digest}"
 
 
 def wants_gateway(rec: dict | None) -> bool:
