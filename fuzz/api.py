@@ -3,7 +3,8 @@ client sends them."""
 
 import asyncio
 
-from vswitch.api import MAX_HEAD, Api, ApiError, _string_fields
+from vswitch.api import Api, _string_fields
+from vswitch.httpd import MAX_HEAD, ApiError
 
 api: Api
 loop: asyncio.AbstractEventLoop

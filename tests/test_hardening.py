@@ -340,6 +340,7 @@ def test_absurd_rates_are_refused_before_anything_is_made(vswitchd, netns):
 def test_a_reload_removing_a_network_during_a_port_creation_leaves_nothing(netns, tmp_path):
     """The real Switch, TAP, namespace and state; the reload runs exactly
     while the TAP is being made (the Tap call is held there)."""
+    from vswitch import ports as ports_module
     from vswitch import switch as switch_module
     from vswitch.config import parse
     from vswitch.errors import Conflict
@@ -348,7 +349,7 @@ def test_a_reload_removing_a_network_during_a_port_creation_leaves_nothing(netns
                      "socket": str(tmp_path / "s.sock")}}
     both, blue_only = parse({**base, "network": [BLUE, RED]}), parse({**base, "network": [BLUE]})
     made, go_on = threading.Event(), threading.Event()
-    real_tap = switch_module.Tap
+    real_tap = ports_module.Tap       # (the Tap port creation makes)
 
     def held_tap(*args):
         tap = real_tap(*args)
@@ -359,7 +360,7 @@ def test_a_reload_removing_a_network_during_a_port_creation_leaves_nothing(netns
     async def run():
         sw = switch_module.Switch(both, asyncio.get_running_loop())
         await sw.start()
-        switch_module.Tap = held_tap
+        ports_module.Tap = held_tap
         try:
             adding = asyncio.create_task(sw.add_port("p", ns, network="red", ip="198.19.0.5/16"))
             await asyncio.get_running_loop().run_in_executor(None, made.wait, 10)
@@ -368,7 +369,7 @@ def test_a_reload_removing_a_network_during_a_port_creation_leaves_nothing(netns
             with pytest.raises(Conflict, match="was removed while"):
                 await adding
         finally:
-            switch_module.Tap = real_tap
+            ports_module.Tap = real_tap
         assert "eth0" not in in_ns(ns, "ip", "-o", "link").stdout     # no TAP left behind
         assert await sw.state.run(sw.state.ports) == []              # no record left behind
         port = await sw.add_port("p", ns, network="blue", ip="198.18.0.5/16")   # no 409
@@ -478,7 +479,7 @@ def test_a_capture_client_sending_garbage_is_not_buffered(vswitchd):
 
 
 def test_half_sent_requests_are_limited_and_timed_out(vswitchd):
-    from vswitch.api import MAX_CONNECTIONS, READ_TIMEOUT
+    from vswitch.httpd import MAX_CONNECTIONS, READ_TIMEOUT
     d = vswitchd()
     held = []
     for _ in range(MAX_CONNECTIONS):

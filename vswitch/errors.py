@@ -1,6 +1,6 @@
 """The errors a request to vswitch can end in, one hierarchy for the whole
 daemon. Each says what went wrong, not how to report it: the API maps the
-classes to HTTP statuses (api.HTTP_STATUS), the CNI plugin maps `kind`
+classes to HTTP statuses (httpd.HTTP_STATUS), the CNI plugin maps `kind`
 (carried in the API's answer) to CNI error codes (cni.KIND_CODES)."""
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """The control API's HTTP layer over an in-memory stream: routing, request
-limits, and the project's errors as HTTP statuses (api.HTTP_STATUS)."""
+limits, and the project's errors as HTTP statuses (httpd.HTTP_STATUS)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ import json
 import pytest
 
 from vswitch import errors
-from vswitch.api import MAX_HEAD, Api, http_status
+from vswitch.api import Api
+from vswitch.httpd import MAX_HEAD, http_status
 
 
 class FakeSwitch:

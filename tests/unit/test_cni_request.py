@@ -152,8 +152,8 @@ def test_an_etcd_failure_a_retry_can_cure_is_code_11(code, cni_code, daemon):
 
     import grpc
 
-    from vswitch.api import http_status
     from vswitch.etcd import Etcd
+    from vswitch.httpd import http_status
 
     async def failing(request, timeout):
         raise grpc.aio.AioRpcError(getattr(grpc.StatusCode, code), grpc.aio.Metadata(),
