@@ -14,7 +14,7 @@ from .errors import Busy, CheckFailed, Conflict, Exhausted, InvalidRequest
 from .ipam import Allocation, gateway, gateway6
 from .netns import netns_id
 from .port import PodIdentity, Port, check_rates
-from .protocol import CONTAINER_ID_RE, MIN_MTU
+from .protocol import CONTAINER_ID_RE, MIN_MTU, ErrorKind
 from .switch import Switch
 from .tap import check_ifname, inspect, normalize_mac, random_mac
 
@@ -37,7 +37,7 @@ class Attachments:
 
     def _claim(self, key):
         if key in self._busy:
-            raise Busy(f"{key[0]}/{key[1]}: another request for it is under way", kind="busy")
+            raise Busy(f"{key[0]}/{key[1]}: another request for it is under way", kind=ErrorKind.BUSY)
         self._busy.add(key)
 
     def port_of(self, key) -> Port | None:
@@ -84,12 +84,12 @@ class Attachments:
         net = await self.switch.addresses.ready(self.switch.network(network))
         if mtu is not None and not MIN_MTU <= mtu <= net.mtu:
             raise InvalidRequest(f"mtu {mtu} must be {MIN_MTU}..{net.mtu} (network {net.name!r})",
-                                 kind="invalid")
+                                 kind=ErrorKind.INVALID)
         rates = check_rates(rates or {})
         try:
             identity = PodIdentity.from_json(pod)
         except InvalidRequest as e:
-            raise InvalidRequest(str(e), kind="invalid") from None
+            raise InvalidRequest(str(e), kind=ErrorKind.INVALID) from None
         requested_ip, requested_ip6 = _parse_ips(ip)
         requested_mac = normalize_mac(mac) if mac else None
         self._claim(key)
@@ -108,7 +108,7 @@ class Attachments:
                 lost = [ip for ip in alloc.ips if not self.switch.addresses.holds(net, ip)]
                 if lost:
                     raise Conflict(f"{key[0]}/{key[1]}: the block of {lost[0]} is no longer "
-                                   "this node's", kind="unavailable")
+                                   "this node's", kind=ErrorKind.UNAVAILABLE)
                 if port:                    # lost, or the pod has a new sandbox
                     await self.switch.detach_port(port)
                 if alloc.netns != netns:
@@ -120,7 +120,7 @@ class Attachments:
                 mac = requested_mac or random_mac()
                 if self.switch.mac_in_use(net, mac):
                     raise Conflict(f"MAC {mac} is already used in network {net.name!r}",
-                                   kind="unavailable")
+                                   kind=ErrorKind.UNAVAILABLE)
                 alloc = await self._allocate(net, key, netns, cni_network, mac, requested_ip,
                                              requested_ip6)
                 created = True
@@ -161,14 +161,14 @@ class Attachments:
     def _same_request(alloc: Allocation, network: str, ip, ip6, mac):
         if alloc.network != network:
             raise Conflict(f"{alloc.container_id}/{alloc.ifname} is attached to network "
-                           f"{alloc.network!r}", kind="unavailable")
+                           f"{alloc.network!r}", kind=ErrorKind.UNAVAILABLE)
         for wanted, has in ((ip, alloc.ip), (ip6, alloc.ip6)):
             if wanted is not None and wanted != has:
                 raise Conflict(f"{alloc.container_id}/{alloc.ifname} already has address {has}",
-                               kind="unavailable")
+                               kind=ErrorKind.UNAVAILABLE)
         if mac is not None and mac != alloc.mac:
             raise Conflict(f"{alloc.container_id}/{alloc.ifname} already has MAC {alloc.mac}",
-                           kind="unavailable")
+                           kind=ErrorKind.UNAVAILABLE)
 
     async def delete(self, container_id: str, ifname: str) -> dict:
         """Disconnect a pod and release its address; fine if nothing is left."""
@@ -271,10 +271,10 @@ def _parse_ips(ips: str | None) -> tuple[ipaddress.IPv4Address | None,
             ip = ipaddress.ip_interface(text).ip
         except (ValueError, TypeError):
             raise InvalidRequest(f"bad address {text!r}: expected IPv4 or IPv6, optionally in "
-                                 "CIDR form", kind="invalid") from None
+                                 "CIDR form", kind=ErrorKind.INVALID) from None
         if ip.version in found:
             raise InvalidRequest(f"more than one IPv{ip.version} address requested",
-                                 kind="invalid")
+                                 kind=ErrorKind.INVALID)
         found[ip.version] = ip
     return found.get(4), found.get(6)  # type: ignore[return-value]
 

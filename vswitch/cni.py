@@ -31,7 +31,7 @@ import re
 import sys
 
 from .client import Client, ClientError
-from .protocol import CONTAINER_ID_RE, DEFAULT_SOCKET
+from .protocol import CONTAINER_ID_RE, DEFAULT_SOCKET, ErrorKind
 
 SUPPORTED_VERSIONS = ("0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0")
 LATEST = SUPPORTED_VERSIONS[-1]
@@ -41,8 +41,10 @@ INCOMPATIBLE_VERSION, UNKNOWN_CONTAINER, INVALID_ENV, BAD_CONTENT = 1, 3, 4, 6
 INVALID_CONFIG, TRY_AGAIN, NOT_READY = 7, 11, 50
 REFUSED, EXHAUSTED, UNAVAILABLE, CHECK_FAILED = 100, 101, 102, 103
 LAST_RESORT = "vswitch-cni failed on this input"      # an unforeseen error, still as the spec's JSON
-KIND_CODES = {"exhausted": EXHAUSTED, "unavailable": UNAVAILABLE, "invalid": INVALID_CONFIG,
-              "unknown_network": INVALID_CONFIG, "busy": TRY_AGAIN, "check": CHECK_FAILED}
+KIND_CODES: dict[str, int] = {
+    ErrorKind.EXHAUSTED: EXHAUSTED, ErrorKind.UNAVAILABLE: UNAVAILABLE,
+    ErrorKind.INVALID: INVALID_CONFIG, ErrorKind.UNKNOWN_NETWORK: INVALID_CONFIG,
+    ErrorKind.BUSY: TRY_AGAIN, ErrorKind.CHECK: CHECK_FAILED}
 
 
 class CniError(Exception):

@@ -5,6 +5,8 @@ classes to HTTP statuses (httpd.HTTP_STATUS), the CNI plugin maps `kind`
 
 from __future__ import annotations
 
+from .protocol import ErrorKind
+
 
 class VswitchError(Exception):
     """A request that cannot be satisfied. kind: an optional word for
@@ -36,7 +38,7 @@ class CheckFailed(Conflict):
     """A CNI CHECK found the attachment not as it was made."""
 
     def __init__(self, message: str):
-        super().__init__(message, kind="check")
+        super().__init__(message, kind=ErrorKind.CHECK)
 
 
 class Busy(VswitchError):

@@ -19,6 +19,7 @@ import grpc
 from aetcd import rpc
 
 from .errors import Busy, Refused
+from .protocol import ErrorKind
 
 log = logging.getLogger("vswitch.etcd")
 
@@ -37,7 +38,7 @@ class EtcdUnavailable(Busy):
     (CNI 11)."""
 
     def __init__(self, message: str):
-        super().__init__(message, kind="busy")
+        super().__init__(message, kind=ErrorKind.BUSY)
 
 
 class EtcdRefused(Refused):
@@ -45,7 +46,7 @@ class EtcdRefused(Refused):
     cannot cure it (CNI 100)."""
 
     def __init__(self, message: str):
-        super().__init__(message, kind="etcd_refused")
+        super().__init__(message, kind=ErrorKind.ETCD_REFUSED)
 
 
 ETCD_FAILURES = (EtcdUnavailable, EtcdRefused)

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from .config import NetworkConfig
 from .errors import Conflict, Exhausted, InvalidRequest
+from .protocol import ErrorKind
 from .state import State
 
 
@@ -202,21 +203,23 @@ class Ipam:
         in_use = set(in_use)
         with self._transaction():
             if self.get(container_id, ifname):
-                raise InvalidRequest(f"{container_id}/{ifname} already has an address", kind="invalid")
+                raise InvalidRequest(f"{container_id}/{ifname} already has an address",
+                                     kind=ErrorKind.INVALID)
             if self.mac_used(net.name, mac):
-                raise Conflict(f"MAC {mac} is already used in network {net.name!r}", kind="unavailable")
+                raise Conflict(f"MAC {mac} is already used in network {net.name!r}",
+                               kind=ErrorKind.UNAVAILABLE)
             if net.subnet is not None:
                 ip = self._pick(net.name, ip, blocks4, reserved(net),
                                 self.used(net.name) | {a for a in in_use if a.version == 4})
             elif ip is not None:
                 raise Conflict(f"network {net.name!r} is IPv6 only: no IPv4 address for {ip}",
-                               kind="unavailable")
+                               kind=ErrorKind.UNAVAILABLE)
             if net.block6 is not None:
                 ip6 = self._pick(f"{net.name}/6", ip6, blocks6, reserved6(net),
                                  self.used(net.name, 6) | {a for a in in_use if a.version == 6})
             elif ip6 is not None:
                 raise Conflict(f"network {net.name!r} has no IPv6 subnet (subnet6) for {ip6}",
-                               kind="unavailable")
+                               kind=ErrorKind.UNAVAILABLE)
             alloc = Allocation(container_id, ifname, net.name, ip, mac, netns, cni_network,
                                time.time(), ip6)
             self.db.execute(f"INSERT INTO allocations ({COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?)",
@@ -253,13 +256,13 @@ class Ipam:
         if not any(ip.version == b.version and ip in b for b in blocks):
             raise Conflict(f"address {ip} is outside this node's blocks "
                            f"({', '.join(map(str, blocks)) or 'none'}) of network {network!r}",
-                           kind="unavailable")
+                           kind=ErrorKind.UNAVAILABLE)
         if ip in reserved:
             raise Conflict(f"address {ip} is reserved (network, broadcast or gateway)",
-                           kind="unavailable")
+                           kind=ErrorKind.UNAVAILABLE)
         if ip in used:
             raise Conflict(f"address {ip} is already in use in network {network!r}",
-                           kind="unavailable")
+                           kind=ErrorKind.UNAVAILABLE)
 
     def _next_free(self, cursor_key: str, skip, blocks, version: int):
         """The first address not in skip after the cursor, going round the
@@ -282,7 +285,7 @@ class Ipam:
         network = cursor_key.split("/")[0]
         raise Exhausted(f"no free address left in block{'s' if len(blocks) > 1 else ''} "
                         f"{', '.join(map(str, blocks)) or '(none held)'} of network {network!r} "
-                        f"(IPv{version})", kind="exhausted", version=version)
+                        f"(IPv{version})", kind=ErrorKind.EXHAUSTED, version=version)
 
 
 def _nth(spans: list[tuple[int, int]], index: int) -> int:

@@ -7,6 +7,34 @@ from __future__ import annotations
 import ipaddress
 import re
 import struct
+from enum import StrEnum
+
+
+class ErrorKind(StrEnum):
+    """A failure's word for programs (an error answer's "kind"): the CNI
+    plugin turns it into a CNI error code (cni.KIND_CODES)."""
+    BUSY = "busy"                       # try again (CNI 11)
+    EXHAUSTED = "exhausted"             # no address or block left (CNI 101)
+    UNAVAILABLE = "unavailable"         # the request clashes with what exists (CNI 12)
+    INVALID = "invalid"                 # malformed configuration (CNI 7)
+    UNKNOWN_NETWORK = "unknown_network"
+    CHECK = "check"                     # CNI CHECK found the attachment changed
+    ETCD_REFUSED = "etcd_refused"       # etcd refused for good (CNI 100)
+
+
+class ReloadAction(StrEnum):
+    """The kinds of step a reload is made of (reconfig.plan)."""
+    REMOVE_NETWORK = "remove_network"
+    ADD_NETWORK = "add_network"
+    SET_MTU = "set_mtu"
+    HOST_PORT = "host_port"
+    MASQUERADE = "masquerade"
+    AGING_TIME = "aging_time"
+    BUSY_POLL_US = "busy_poll_us"
+    TUNNEL = "tunnel"
+    REMOVE_PEER = "remove_peer"
+    ADD_PEER = "add_peer"
+
 
 # The control socket (HTTP/1.1 with JSON bodies over AF_UNIX).
 DEFAULT_SOCKET = "/run/vswitch/vswitchd.sock"

@@ -12,7 +12,7 @@ from typing import Any
 from . import masquerade
 from .config import Config, NetworkConfig
 from .errors import ReloadRefused
-from .protocol import MAX_NETWORKS
+from .protocol import MAX_NETWORKS, ReloadAction
 
 # Config keys a reload cannot change (a restart can).
 FIXED_ON_RELOAD = {"node_name": "node.name", "mode": "node.mode", "socket": "node.socket",
@@ -33,11 +33,10 @@ TUNNEL_KEYS = ("underlay_mtu", "learn_peers", "max_learned_peers", "peer_aging_t
 
 @dataclass(frozen=True)
 class Step:
-    """One change. action: remove_network, add_network (index: its place in
-    the new config), set_mtu, host_port (a cluster network's; value: the
-    network as it was), masquerade, aging_time, busy_poll_us, tunnel (new
-    overlay settings), remove_peer, add_peer."""
-    action: str
+    """One change. add_network: index is its place in the new config;
+    host_port (a cluster network's): value is the network as it was;
+    tunnel: the new overlay settings; the peer steps: value is the peer."""
+    action: ReloadAction
     text: str                       # what the change log says
     network: NetworkConfig | None = None
     index: int = 0
@@ -76,36 +75,37 @@ def plan(old: Config, new: Config) -> list[Step]:
     go first (with their ports), then new networks and MTUs in the new
     config's order, the FDB and poller settings, the tunnel, the peers."""
     check(old, new)
-    steps = [Step("remove_network", f"network {net.name} removed", net)
+    steps = [Step(ReloadAction.REMOVE_NETWORK, f"network {net.name} removed", net)
              for net in old.networks if new.network(net.name) is None]
     for i, net in enumerate(new.networks):
         before = old.network(net.name)
         if before is None:
-            steps.append(Step("add_network", f"network {net.name} added", net, i))
+            steps.append(Step(ReloadAction.ADD_NETWORK, f"network {net.name} added", net, i))
             continue
         if before.mtu != net.mtu:
-            steps.append(Step("set_mtu", f"network {net.name} mtu {before.mtu} -> {net.mtu}", net))
+            steps.append(Step(ReloadAction.SET_MTU, f"network {net.name} mtu {before.mtu} -> {net.mtu}", net))
         if any(getattr(before, k) != getattr(net, k) for k in HOST_PORT_KEYS):
             now = f"{net.host_port} ({net.gateway})" if net.host_port else "none"
-            steps.append(Step("host_port", f"network {net.name} host port: {now}", net, i,
+            steps.append(Step(ReloadAction.HOST_PORT, f"network {net.name} host port: {now}", net, i,
                               value=before))
     if masquerade.ruleset(new.networks) != masquerade.ruleset(old.networks):
-        steps.append(Step("masquerade", "masquerade: " + (", ".join(
+        steps.append(Step(ReloadAction.MASQUERADE, "masquerade: " + (", ".join(
             n.name for n in new.networks if n.masquerade) or "none")))
     if new.aging_time != old.aging_time:
-        steps.append(Step("aging_time", f"aging_time {old.aging_time:g} -> {new.aging_time:g}",
+        steps.append(Step(ReloadAction.AGING_TIME, f"aging_time {old.aging_time:g} -> {new.aging_time:g}",
                           value=new.aging_time))
     if new.busy_poll_us != old.busy_poll_us:
-        steps.append(Step("busy_poll_us",
+        steps.append(Step(ReloadAction.BUSY_POLL_US,
                           f"busy_poll_us {old.busy_poll_us:g} -> {new.busy_poll_us:g}",
                           value=new.busy_poll_us))
     if old.overlay and new.overlay:             # (a mode change was refused above)
         ov_old, ov_new = old.overlay, new.overlay
         if any(getattr(ov_new, k) != getattr(ov_old, k) for k in TUNNEL_KEYS):
-            steps.append(Step("tunnel", ", ".join(f"{k} {getattr(ov_new, k)}" for k in TUNNEL_KEYS),
+            steps.append(Step(ReloadAction.TUNNEL, ", ".join(f"{k} {getattr(ov_new, k)}"
+                                                             for k in TUNNEL_KEYS),
                               value=ov_new))
-        steps += [Step("remove_peer", f"peer {ip} removed", value=ip)
+        steps += [Step(ReloadAction.REMOVE_PEER, f"peer {ip} removed", value=ip)
                   for ip in set(ov_old.peers) - set(ov_new.peers)]
-        steps += [Step("add_peer", f"peer {ip} added", value=ip)
+        steps += [Step(ReloadAction.ADD_PEER, f"peer {ip} added", value=ip)
                   for ip in sorted(set(ov_new.peers) - set(ov_old.peers))]
     return steps

@@ -27,6 +27,7 @@ from .overlay import Overlay
 from .policy import Policies
 from .port import Port, PortObserver
 from .ports import Ports
+from .protocol import ErrorKind, ReloadAction
 from .state import PortRecord, State, StateInUse
 from .tap import (
     Tap,
@@ -127,32 +128,33 @@ class Switch(Ports):
     async def _reload(self, new: Config) -> list[str]:
         steps = reconfig.plan(self.config, new)
         for step in steps:
-            if step.action == "remove_network":
+            if step.action is ReloadAction.REMOVE_NETWORK:
                 await self._remove_network(step.net)
         self.config = self.overlay.config = new
         for port in self.ports.values():        # the ports' networks, as now configured
             port.network = new.network(port.network.name) or port.network
         for step in steps:
-            if step.action == "add_network":
-                await self._add_network(step.index, step.net)
-            elif step.action == "set_mtu":
-                await self._set_mtu(step.net)
-            elif step.action == "host_port":
-                await self._replace_host_port(step.index, step.value, step.net)
-            elif step.action == "masquerade":
-                await self._egress()
-            elif step.action == "aging_time":
-                self.dataplane.aging_time = step.value
-            elif step.action == "busy_poll_us":
-                self.dataplane.busy_poll_us = step.value
-            elif step.action == "tunnel":
-                self.overlay.set_tunnel(step.value)
-            elif step.action == "remove_peer":
-                # A static peer that is also a live cluster node's VTEP stays a peer.
-                if not (self.cluster and self.cluster.is_node_vtep(step.value)):
-                    self.dataplane.remove_peer(step.value)
-            elif step.action == "add_peer":
-                self.dataplane.add_peer(step.value)
+            match step.action:
+                case ReloadAction.ADD_NETWORK:
+                    await self._add_network(step.index, step.net)
+                case ReloadAction.SET_MTU:
+                    await self._set_mtu(step.net)
+                case ReloadAction.HOST_PORT:
+                    await self._replace_host_port(step.index, step.value, step.net)
+                case ReloadAction.MASQUERADE:
+                    await self._egress()
+                case ReloadAction.AGING_TIME:
+                    self.dataplane.aging_time = step.value
+                case ReloadAction.BUSY_POLL_US:
+                    self.dataplane.busy_poll_us = step.value
+                case ReloadAction.TUNNEL:
+                    self.overlay.set_tunnel(step.value)
+                case ReloadAction.REMOVE_PEER:
+                    # A static peer that is also a live cluster node's VTEP stays a peer.
+                    if not (self.cluster and self.cluster.is_node_vtep(step.value)):
+                        self.dataplane.remove_peer(step.value)
+                case ReloadAction.ADD_PEER:
+                    self.dataplane.add_peer(step.value)
         return [step.text for step in steps]
 
     async def _remove_network(self, net: NetworkConfig):
@@ -246,11 +248,11 @@ class Switch(Ports):
     def network(self, name: str | None) -> NetworkConfig:
         if not name and not self.config.networks:
             raise NotFound("no network exists yet" + (" (create one with `vswitchctl network "
-                           "create`)" if self.config.cluster else ""), kind="unknown_network")
+                           "create`)" if self.config.cluster else ""), kind=ErrorKind.UNKNOWN_NETWORK)
         net = self.config.network(name) if name else self.config.networks[0]
         if net is None:
             known = ", ".join(n.name for n in self.config.networks)
-            raise NotFound(f"unknown network {name!r} (known: {known})", kind="unknown_network")
+            raise NotFound(f"unknown network {name!r} (known: {known})", kind=ErrorKind.UNKNOWN_NETWORK)
         return net
 
     def _poll(self):

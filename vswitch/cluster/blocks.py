@@ -21,6 +21,7 @@ from ..config import NetworkConfig
 from ..errors import Busy, Exhausted
 from ..etcd import Txn
 from ..ipam import Block
+from ..protocol import ErrorKind
 from .fencing import Fencing
 from .schema import block_key_part, block_of_key_part, family, parse_json
 from .session import Session
@@ -67,7 +68,7 @@ class Blocks:
         if not self.can_allocate():
             raise Busy("this node cannot prove its cluster lease is alive (etcd unreachable "
                        f"since {time.ctime(self.session.since)}): no new addresses until it can",
-                       kind="busy")
+                       kind=ErrorKind.BUSY)
         return self.held(net)
 
     def held(self, net: NetworkConfig) -> list[Block]:
@@ -92,7 +93,7 @@ class Blocks:
             if len(held) >= self.cfg.max_blocks:
                 raise Exhausted(f"node {self.name} holds {len(held)} IPv{version} blocks of "
                                 f"network {net.name!r}, its limit (cluster.max_blocks)",
-                                kind="exhausted", version=version)
+                                kind=ErrorKind.EXHAUSTED, version=version)
             await self.session.need_connection()
             kvs, _ = await self.session.etcd.get_prefix(self.session.keys.key("blocks", net.name)
                                                         + "/")
@@ -109,7 +110,7 @@ class Blocks:
                     log.info("cluster: claimed block %s of network %s", block, net.name)
                     return True
             raise Exhausted(f"network {net.name!r} ({subnet}) has no free /{size} block left",
-                            kind="exhausted", version=version)
+                            kind=ErrorKind.EXHAUSTED, version=version)
 
     async def _claim(self, network: str, block: Block) -> bool:
         """Take a block if nobody holds it (one transaction); whether we did."""

@@ -19,6 +19,7 @@ from .. import __version__, state
 from ..config import ClusterConfig
 from ..errors import Busy, VswitchError
 from ..etcd import Etcd, EtcdUnavailable, Txn
+from ..protocol import ErrorKind
 from .schema import Keys, parse_json
 
 log = logging.getLogger("vswitch.cluster")
@@ -144,4 +145,4 @@ class Session:
         try:
             await asyncio.wait_for(self._up.wait(), REQUEST_WAIT)
         except asyncio.TimeoutError:
-            raise Busy(f"etcd is unreachable ({self.error}); try again", kind="busy") from None
+            raise Busy(f"etcd is unreachable ({self.error}); try again", kind=ErrorKind.BUSY) from None
