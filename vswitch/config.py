@@ -15,6 +15,7 @@ import socket
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 from urllib.parse import urlsplit
 
 from .protocol import (
@@ -279,39 +280,46 @@ def _cidr6(t: _Table, key: str, text: str) -> ipaddress.IPv6Network:
     return net
 
 
+def _defaults(cls) -> SimpleNamespace:
+    """A config dataclass's defaults by field name: the one place a default
+    is written is the dataclass."""
+    return SimpleNamespace(**{f.name: f.default for f in dataclasses.fields(cls)})
+
+
 def parse(data: dict) -> Config:
+    dc = _defaults(Config)
     top = _Table(data, "")
     node = _Table(top.get("node", dict, {}), "node")
     fdb = _Table(top.get("fdb", dict, {}), "fdb")
     datapath = _Table(top.get("datapath", dict, {}), "datapath")
     cfg = dict(
         node_name=node.get("name", str, socket.gethostname(), bool, "must not be empty"),
-        mode=node.get("mode", str, "bridge", lambda v: v in ("bridge", "overlay"),
+        mode=node.get("mode", str, dc.mode, lambda v: v in ("bridge", "overlay"),
                       'must be "bridge" or "overlay"'),
-        socket=node.get("socket", str, DEFAULT_SOCKET, lambda v: v.startswith("/"),
+        socket=node.get("socket", str, dc.socket, lambda v: v.startswith("/"),
                         "must be an absolute path"),
-        state_dir=node.get("state_dir", str, DEFAULT_STATE_DIR, lambda v: v.startswith("/"),
+        state_dir=node.get("state_dir", str, dc.state_dir, lambda v: v.startswith("/"),
                            "must be an absolute path"),
-        log_level=node.get("log_level", str, "info",
+        log_level=node.get("log_level", str, dc.log_level,
                            lambda v: v in ("debug", "info", "warning", "error"),
                            "must be debug, info, warning or error"),
-        log_format=node.get("log_format", str, "text", lambda v: v in ("text", "json"),
+        log_format=node.get("log_format", str, dc.log_format, lambda v: v in ("text", "json"),
                             'must be "text" or "json"'),
-        aging_time=fdb.get("aging_time", float, 300.0, lambda v: 1 <= v <= 86400,
+        aging_time=fdb.get("aging_time", float, dc.aging_time, lambda v: 1 <= v <= 86400,
                            "must be 1..86400 seconds"),
-        fdb_max_entries=fdb.get("max_entries", int, 65536, lambda v: 1 <= v <= 1 << 24,
+        fdb_max_entries=fdb.get("max_entries", int, dc.fdb_max_entries, lambda v: 1 <= v <= 1 << 24,
                                 "must be 1..16777216"),
-        fdb_max_per_port=fdb.get("max_per_port", int, 1024, lambda v: 1 <= v <= 1 << 24,
+        fdb_max_per_port=fdb.get("max_per_port", int, dc.fdb_max_per_port, lambda v: 1 <= v <= 1 << 24,
                                  "must be 1..16777216"),
-        fdb_max_per_peer=fdb.get("max_per_peer", int, 16384, lambda v: 1 <= v <= 1 << 24,
+        fdb_max_per_peer=fdb.get("max_per_peer", int, dc.fdb_max_per_peer, lambda v: 1 <= v <= 1 << 24,
                                  "must be 1..16777216"),
-        batch=datapath.get("batch", int, 64, lambda v: 1 <= v <= 1024, "must be 1..1024"),
-        busy_poll_us=datapath.get("busy_poll_us", float, 50.0, lambda v: 0 <= v <= 10000,
+        batch=datapath.get("batch", int, dc.batch, lambda v: 1 <= v <= 1024, "must be 1..1024"),
+        busy_poll_us=datapath.get("busy_poll_us", float, dc.busy_poll_us, lambda v: 0 <= v <= 10000,
                                   "must be 0..10000 microseconds"),
-        offloads=datapath.get("offloads", bool, True),
-        conntrack_max=datapath.get("conntrack_max", int, 262144, lambda v: 1 <= v <= 1 << 24,
+        offloads=datapath.get("offloads", bool, dc.offloads),
+        conntrack_max=datapath.get("conntrack_max", int, dc.conntrack_max, lambda v: 1 <= v <= 1 << 24,
                                    "must be 1..16777216"),
-        conntrack_max_per_pod=datapath.get("conntrack_max_per_pod", int, 0,
+        conntrack_max_per_pod=datapath.get("conntrack_max_per_pod", int, dc.conntrack_max_per_pod,
                                            lambda v: 0 <= v <= 1 << 24, "must be 0..16777216"),
         service_cidrs=_service_cidrs(node),
     )
@@ -392,17 +400,18 @@ def _cluster(data) -> ClusterConfig:
         if tls != url.startswith("https://"):
             raise ConfigError(t.key("etcd"), f"{url!r}: use https:// URLs with ca_file, "
                               "cert_file and key_file, and http:// without them")
+    dc = _defaults(ClusterConfig)
     config = ClusterConfig(
         etcd=tuple(endpoints),
-        prefix=t.get("prefix", str, "/vswitch", PREFIX_RE.match,
+        prefix=t.get("prefix", str, dc.prefix, PREFIX_RE.match,
                      'must be a key prefix like "/vswitch" (letters, digits, "/", "-", "_")'),
-        lease_ttl=t.get("lease_ttl", int, 15, lambda v: 2 <= v <= 3600, "must be 2..3600 seconds"),
-        grace_period=t.get("grace_period", float, 86400.0, lambda v: 0 <= v <= 365 * 86400,
+        lease_ttl=t.get("lease_ttl", int, dc.lease_ttl, lambda v: 2 <= v <= 3600, "must be 2..3600 seconds"),
+        grace_period=t.get("grace_period", float, dc.grace_period, lambda v: 0 <= v <= 365 * 86400,
                            "must be 0..31536000 seconds"),
-        max_blocks=t.get("max_blocks", int, 16, lambda v: 1 <= v <= 4096, "must be 1..4096"),
-        block_release_after=t.get("block_release_after", float, 300.0,
+        max_blocks=t.get("max_blocks", int, dc.max_blocks, lambda v: 1 <= v <= 4096, "must be 1..4096"),
+        block_release_after=t.get("block_release_after", float, dc.block_release_after,
                                   lambda v: 0 <= v <= 86400 * 30, "must be 0..2592000 seconds"),
-        arp_suppression=t.get("arp_suppression", bool, True),
+        arp_suppression=t.get("arp_suppression", bool, dc.arp_suppression),
         **files)
     t.done()
     return config
@@ -475,16 +484,17 @@ def _overlay(data, cluster: bool = False) -> OverlayConfig:
     if vtep is None:
         raise ConfigError(t.key("vtep_ip"), "is required in overlay mode")
     peers = t.get("peers", list, [])
+    dc = _defaults(OverlayConfig)
     config = OverlayConfig(
         vtep_ip=_vtep_address(t, "vtep_ip", vtep),
-        udp_port=t.get("udp_port", int, 4789, lambda v: 1 <= v <= 65535, "must be 1..65535"),
+        udp_port=t.get("udp_port", int, dc.udp_port, lambda v: 1 <= v <= 65535, "must be 1..65535"),
         peers=tuple(_vtep_address(t, "peers", p) for p in peers),
         underlay_mtu=t.get("underlay_mtu", int, 0, lambda v: 576 <= v <= 65535,
                            "must be 576..65535"),
-        learn_peers=t.get("learn_peers", bool, False),
-        max_learned_peers=t.get("max_learned_peers", int, 64, lambda v: 1 <= v <= 1000,
+        learn_peers=t.get("learn_peers", bool, dc.learn_peers),
+        max_learned_peers=t.get("max_learned_peers", int, dc.max_learned_peers, lambda v: 1 <= v <= 1000,
                                 "must be 1..1000"),
-        peer_aging_time=t.get("peer_aging_time", float, 300.0, lambda v: 1 <= v <= 86400,
+        peer_aging_time=t.get("peer_aging_time", float, dc.peer_aging_time, lambda v: 1 <= v <= 86400,
                               "must be 1..86400 seconds"),
     )
     if any(p.version != config.vtep_ip.version for p in config.peers):
