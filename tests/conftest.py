@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -147,6 +148,9 @@ def netns():
         sh("ip", "netns", "del", name, check=False)
 
 
+UNDERLAY = "192.0.2"                      # the nodes' underlay (TEST-NET-1)
+ETCD_IP = f"{UNDERLAY}.250"
+RUN = secrets.token_hex(4)                # in container ids of this run
 BLUE = {"name": "blue", "vni": 100, "subnet": "198.18.0.0/16", "mtu": 1500}
 RED = {"name": "red", "vni": 200, "subnet": "198.19.0.0/16", "mtu": 1500}
 
@@ -227,3 +231,110 @@ class Capture:
         import scapy.layers.inet  # noqa: F401  (registers Ethernet/IP decoding)
         from scapy.utils import rdpcap
         return list(rdpcap(str(self.path)))
+
+
+# Whole set-ups several modules use (their helpers: helpers.py).
+
+@pytest.fixture
+def cni_path(tmp_path):
+    """A CNI_PATH holding the plugin under the name runtimes look for."""
+    path = tmp_path / "cni-bin"
+    path.mkdir()
+    (path / "vswitch").symlink_to(shutil.which("vswitch-cni"))
+    return path
+
+
+@pytest.fixture
+def underlay(netns):
+    """Factory: node(i) makes a namespace joined to the underlay as 192.0.2.i."""
+    hub = netns("ul")
+    in_ns(hub, "ip", "link", "add", "ul", "type", "bridge")
+    in_ns(hub, "ip", "link", "set", "ul", "up")
+
+    def node(i: int) -> str:
+        ns = netns(f"n{i}")
+        in_ns(hub, "ip", "link", "add", f"ul{i}", "type", "veth", "peer", "name", "u0", "netns", ns)
+        in_ns(hub, "ip", "link", "set", f"ul{i}", "master", "ul", "up")
+        in_ns(ns, "ip", "addr", "add", f"{UNDERLAY}.{i}/24", "dev", "u0")
+        in_ns(ns, "ip", "link", "set", "u0", "up")
+        return ns
+
+    return node
+
+
+@pytest.fixture
+def cluster(netns, tmp_path):
+    """A hub namespace with the underlay bridge and etcd; node(i, ...) starts
+    a vswitchd in a new namespace 192.0.2.i; pod(node, tag) attaches a pod
+    through the daemon's CNI API; etcd(members=N, tls=...) starts etcd."""
+    from helpers import Etcd  # (helpers imports conftest)
+    hub = netns("ul")
+    in_ns(hub, "ip", "link", "add", "ul", "type", "bridge")
+    in_ns(hub, "ip", "addr", "add", f"{ETCD_IP}/24", "dev", "ul")
+    in_ns(hub, "ip", "link", "set", "ul", "up")
+    state: dict = {"etcd": None, "daemons": [], "namespaces": {}}
+
+    class Cluster:
+        hub_ns = hub
+        make_ns = staticmethod(netns)
+
+        current: Etcd | None = None
+        ipv6 = False                # IPv6 on in the nodes' and pods' namespaces
+
+        @staticmethod
+        def etcd(members=1, tls=None) -> Etcd:
+            state["etcd"] = Cluster.current = Etcd(hub, tmp_path, members, tls)
+            return state["etcd"]
+
+        @staticmethod
+        def node_ns(i: int) -> str:
+            if i not in state["namespaces"]:
+                ns = netns(f"n{i}", Cluster.ipv6)
+                in_ns(hub, "ip", "link", "add", f"ul{i}", "type", "veth", "peer", "name", "u0",
+                      "netns", ns)
+                in_ns(hub, "ip", "link", "set", f"ul{i}", "master", "ul", "up")
+                in_ns(ns, "ip", "addr", "add", f"{UNDERLAY}.{i}/24", "dev", "u0")
+                in_ns(ns, "ip", "link", "set", "u0", "up")
+                state["namespaces"][i] = ns
+            return state["namespaces"][i]
+
+        @staticmethod
+        def config(i: int, extra: dict | None = None, **cluster_keys) -> Path:
+            path = tmp_path / f"node{i}.toml"
+            etcd = state["etcd"]
+            keys = {"etcd": [etcd.urls[n] for n in etcd.names], "lease_ttl": 3, **cluster_keys}
+            write_toml(path, {"node": {"name": f"node{i}", "socket": str(tmp_path / f"n{i}.sock"),
+                                       "state_dir": str(tmp_path / f"state{i}")},
+                              "overlay": {"vtep_ip": f"{UNDERLAY}.{i}"}, "cluster": keys,
+                              **(extra or {})})
+            return path
+
+        @staticmethod
+        def node(i: int, config: Path | None = None, **cluster_keys) -> Daemon:
+            ns = Cluster.node_ns(i)
+            path = config or Cluster.config(i, **cluster_keys)
+            d = Daemon(path, str(tmp_path / f"n{i}.sock"), tmp_path / f"node{i}.log", ns)
+            d.ns, d.name = ns, f"node{i}"
+            state["daemons"].append(d)
+            return d
+
+        @staticmethod
+        def pod(d: Daemon, tag: str, network: str = "blue", pod: dict | None = None) -> dict:
+            ns = netns(tag, Cluster.ipv6)
+            r = d.client.attach(f"c{RUN}{tag}", "eth0", f"/run/netns/{ns}", network=network,
+                                pod=pod)
+            r["ns"] = ns
+            return r
+
+    yield Cluster
+    for d in state["daemons"]:
+        d.stop()
+    if state["etcd"]:
+        state["etcd"].stop()
+
+
+@pytest.fixture
+def cni_runtime(cni_path):  # noqa: F811  (the fixture imported above)
+    """Factory: the real plugin, run as a runtime runs it, against a node."""
+    from helpers import Runtime  # (helpers imports conftest)
+    return lambda daemon: Runtime(cni_path, daemon)

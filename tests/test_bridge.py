@@ -3,19 +3,11 @@ eth0 is a TAP held by a real daemon, driven through the real vswitchctl."""
 
 from __future__ import annotations
 
-import hashlib
-import os
-import subprocess
 import sys
 import time
 
 from conftest import Capture, in_ns, packet_socket
-
-IPERF_PORT = "5201"
-
-
-def ping(ns: str, addr: str, count: int = 3, check=True, interval="0.05"):
-    return in_ns(ns, "ping", "-c", str(count), "-i", interval, "-W", "2", addr, check=check)
+from helpers import ping, tcp_transfer_50mb
 
 
 def counters(daemon, port: str) -> dict:
@@ -34,43 +26,6 @@ def test_two_pods_ping(vswitchd, pods):
     # The pods' MACs are learned on their ports.
     fdb = {e["mac"]: e["port"] for e in d.ctl_json("fdb", "show")}
     assert fdb[p["a"][1]["mac"]] == "pod-a" and fdb[p["b"][1]["mac"]] == "pod-b"
-
-
-SINK = """
-import hashlib, socket, sys
-srv = socket.create_server((sys.argv[2], int(sys.argv[1])),
-                           family=socket.AF_INET6 if ":" in sys.argv[2] else socket.AF_INET)
-print("ready", flush=True)
-conn, _ = srv.accept()
-h, n = hashlib.sha256(), 0
-while chunk := conn.recv(1 << 16):
-    h.update(chunk); n += len(chunk)
-print(n, h.hexdigest(), flush=True)
-"""
-
-
-def tcp_transfer_50mb(d, p, tmp_path, to: str = "198.18.0.2") -> dict:
-    """Send 50 MB of random data from pod a to pod b (at address `to`) over
-    TCP; check it arrives intact; returns pod a's port (with counters)."""
-    data = os.urandom(50 * 1024 * 1024)
-    src = tmp_path / "payload"
-    src.write_bytes(data)
-    sink = subprocess.Popen(["ip", "netns", "exec", p["b"][0], sys.executable, "-c", SINK, "7001",
-                             to], stdout=subprocess.PIPE, text=True)
-    try:
-        assert sink.stdout.readline().strip() == "ready"
-        send = (f"import socket,sys; s=socket.create_connection(('{to}',7001));"
-                "s.sendfile(open(sys.argv[1],'rb')); s.close()")
-        in_ns(p["a"][0], sys.executable, "-c", send, str(src), timeout=120)
-        size, digest = sink.stdout.readline().split()
-        sink.wait(30)
-    finally:
-        sink.kill()
-    assert int(size) == len(data)
-    assert digest == hashlib.sha256(data).hexdigest()
-    sender = d.ctl_json("port", "show", "pod-a")
-    assert sender["counters"]["rx_bytes"] > len(data)
-    return sender
 
 
 def test_50mb_tcp_transfer_arrives_intact_in_superframes(vswitchd, pods, tmp_path):

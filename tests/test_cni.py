@@ -7,59 +7,16 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
-import shutil
-import subprocess
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from conftest import BLUE, in_ns, sh
+from conftest import in_ns, sh
+from helpers import BLOCKED, Runtime
 
 # This node's block of BLUE, with room for a handful of pods.
 TINY = {"name": "tiny", "vni": 300, "subnet": "198.19.0.0/16", "block": "198.19.7.0/29",
         "mtu": 1500}
-BLOCKED = {**BLUE, "block": "198.18.4.0/24"}
-REFERENCE_PLUGINS = Path("/usr/lib/cni")      # Debian's containernetworking-plugins
-
-
-@pytest.fixture
-def cni_path(tmp_path):
-    """A CNI_PATH holding the plugin under the name runtimes look for."""
-    path = tmp_path / "cni-bin"
-    path.mkdir()
-    (path / "vswitch").symlink_to(shutil.which("vswitch-cni"))
-    return path
-
-
-class Runtime:
-    """Plays the container runtime: builds the environment and stdin."""
-
-    def __init__(self, cni_path: Path, daemon, network="blue", version="1.1.0", name="vsw-test"):
-        self.cni_path, self.daemon = cni_path, daemon
-        self.conf = {"cniVersion": version, "name": name, "type": "vswitch",
-                     "network": network, "socket": daemon.socket}
-
-    def run(self, command, ns=None, cid="ctr-1", ifname="eth0", conf=None, stdin=None,
-            env=None, plugin="vswitch"):
-        environ = {"PATH": os.environ["PATH"], "CNI_COMMAND": command, "CNI_CONTAINERID": cid,
-                   "CNI_IFNAME": ifname, "CNI_PATH": f"{self.cni_path}:{REFERENCE_PLUGINS}"}
-        if ns:
-            environ["CNI_NETNS"] = ns if ns.startswith("/") else f"/run/netns/{ns}"
-        environ.update(env or {})
-        environ = {k: v for k, v in environ.items() if v is not None}
-        if stdin is None:
-            stdin = json.dumps({**self.conf, **(conf or {})})
-        exe = self.cni_path / plugin if plugin == "vswitch" else REFERENCE_PLUGINS / plugin
-        r = subprocess.run([str(exe)], input=stdin, env=environ, capture_output=True, text=True,
-                           timeout=60)
-        out = json.loads(r.stdout) if r.stdout.strip() else None
-        return r.returncode, out
-
-    def add(self, ns, cid="ctr-1", **kw):
-        rc, out = self.run("ADD", ns, cid, **kw)
-        assert rc == 0, out
-        return out
 
 
 def addresses(ns, ifname="eth0"):

@@ -11,39 +11,8 @@ import time
 import urllib.request
 
 import pytest
-from conftest import CTL, in_ns, packet_socket
-from test_bridge import ping
-from test_overlay import UNDERLAY, overlay_node, underlay  # noqa: F401  (fixture)
-
-
-class CaptureRun:
-    """vswitchctl capture in the background."""
-
-    def __init__(self, daemon, *args, stdout=subprocess.PIPE):
-        before = daemon.ctl_json("stats")["capture"]["sessions"]
-        self.proc = subprocess.Popen(CTL + ["--socket", daemon.socket, "capture", *args],
-                                     stdout=stdout, stderr=subprocess.PIPE)
-        # Started once the daemon counts the session.
-        deadline = time.monotonic() + 10
-        while daemon.ctl_json("stats")["capture"]["sessions"] == before:
-            assert self.proc.poll() is None, self.proc.stderr.read()
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-
-    def wait(self, timeout=20):
-        out, err = self.proc.communicate(timeout=timeout)
-        return self.proc.returncode, out, err.decode()
-
-
-def tshark(path, *fields, display_filter=None):
-    """Rows of fields that tshark reads from a capture file."""
-    args = ["tshark", "-r", str(path), "-T", "fields", "-E", "separator=|"]
-    args += [x for f in fields for x in ("-e", f)]
-    if display_filter:
-        args += ["-Y", display_filter]
-    r = subprocess.run(args, capture_output=True, text=True, timeout=60)
-    assert r.returncode == 0, r.stderr
-    return [line.split("|") for line in r.stdout.splitlines()]
+from conftest import CTL, UNDERLAY, in_ns, packet_socket
+from helpers import CaptureRun, overlay_node, ping, tcp_bps, tshark
 
 
 def test_capture_file_of_a_ping_reads_back_in_tcpdump_and_tshark(vswitchd, pods, tmp_path):
@@ -321,11 +290,9 @@ def test_json_logs(vswitchd, pods):
     assert {"time", "level", "logger", "message"} <= set(entries[0])
 
 
-
 def test_a_slow_capture_client_loses_copies_not_traffic(vswitchd, pods):
     """A client that never reads: its queue fills, copies are dropped and
     counted, and forwarding goes on at full speed."""
-    from test_ratelimit import tcp_bps
     d = vswitchd()
     p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"))
     stalled = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

@@ -16,9 +16,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import Daemon, in_ns, write_toml
-from test_cluster import ETCD_IP, cluster, wait_for  # noqa: F401  (cluster: a fixture)
-from test_overlay import UNDERLAY
+from conftest import ETCD_IP, UNDERLAY, Daemon, in_ns, write_toml
+from helpers import wait_for
 
 WORLD, UPLINK = "203.0.113.1", "203.0.113.2"
 WORLD6, UPLINK6 = "2001:db8:ff::1", "2001:db8:ff::2"

@@ -14,27 +14,16 @@ import struct
 import subprocess
 import sys
 import threading
-import time
 
 import pytest
-from conftest import BLUE, DAEMON, RED, in_ns, sh, write_toml
+from conftest import BLUE, DAEMON, RED, UNDERLAY, in_ns, sh, write_toml
 from datapath_rig import BCAST, Rig, checksum, frame, mac
-from test_bridge import ping
-from test_cni import Runtime, cni_path  # noqa: F401 (a fixture)
-from test_overlay import UNDERLAY, overlay_node, send_udp, underlay, vxlan  # noqa: F401
+from helpers import NotifySocket, Runtime, overlay_node, ping, send_udp, vxlan, wait_for
 
 from vswitch.client import Client, ClientError
 from vswitch.netns import entered
 
 SOL_PACKET, PACKET_VNET_HDR = 263, 15
-
-
-def wait_for(condition, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def udp_frame(src_mac: bytes, src_ip: str, dst_ip: str, payload: bytes = b"x" * 32,
@@ -86,7 +75,7 @@ def test_checksum_offload_cannot_rewrite_a_checked_source(vswitchd, underlay, po
     s.send(struct.pack("<BBHHHH", 1, 0, 0, 0, forged_at, 2) + legit)
     s.send(struct.pack("<BBHHHH", 0, 0, 0, 0, 0, 0) + legit)
     s.close()
-    wait_for(lambda: d1.ctl_json("stats")["drops"]["bad_vnet_hdr"] == 1, what="the drop")
+    wait_for("the drop", lambda: d1.ctl_json("stats")["drops"]["bad_vnet_hdr"] == 1)
     inner = [d[8:] for d in peer.received() if d[20:22] == b"\x08\x00"]
     assert [socket.inet_ntoa(f[26:30]) for f in inner] == ["198.18.0.1"]   # only the legit one
     assert d1.ctl_json("stats")["tunnel"]["tx_packets"] >= 1
@@ -100,7 +89,7 @@ def test_vni_zero_is_refused_and_every_report_still_answers(vswitchd, underlay, 
     pods(d1, ("a", "198.18.0.1/16"))
     inner = bytes.fromhex("ffffffffffff020000000042") + b"\x08\x06" + bytes(28)
     send_udp(n2, f"{UNDERLAY}.2", [vxlan(0, inner)] * 3)
-    wait_for(lambda: d1.ctl_json("stats")["drops"]["unknown_vni"] == 3, what="unknown_vni")
+    wait_for("unknown_vni", lambda: d1.ctl_json("stats")["drops"]["unknown_vni"] == 3)
     assert d1.ctl_json("stats")["drops"]["oversize"] == 0
     assert d1.ctl_json("peer", "list") == []                  # no phantom membership
     for verb in (("status",), ("fdb", "show"), ("peer", "list"), ("stats",), ("port", "list")):
@@ -112,7 +101,6 @@ def test_the_watchdog_and_metrics_outlive_crafted_vnis(vswitchd, underlay, tmp_p
     """The attack that once stopped the watchdog and the metrics: datagrams
     with VNI 0 and with undeclared VNIs, learn_peers on; keep-alives keep
     coming and every report answers."""
-    from test_service import NotifySocket
     n1, n2 = underlay(1), underlay(2)
     notify = NotifySocket(tmp_path / "notify")
     d1 = vswitchd(netns=n1, mode="overlay", networks=[{**BLUE, "mtu": 1450}],
@@ -166,7 +154,7 @@ def test_the_tunnel_cannot_steal_a_secured_pods_mac(vswitchd, underlay, pods):  
     for mac_text in (victim, gateway):                 # a pod's MAC, and the node's gateway's
         inner = BCAST + bytes.fromhex(mac_text.replace(":", "")) + b"\x08\x06" + bytes(28)
         send_udp(n2, f"{UNDERLAY}.2", [vxlan(100, inner)] * 2)
-    wait_for(lambda: d1.ctl_json("stats")["drops"]["mac_pinned"] == 4, what="mac_pinned")
+    wait_for("mac_pinned", lambda: d1.ctl_json("stats")["drops"]["mac_pinned"] == 4)
     fdb = {e["mac"]: e for e in d1.ctl_json("fdb", "show")}
     assert fdb[victim]["port"] == "pod-a" and fdb[victim]["pinned"]
     assert fdb[gateway]["port"] == "host-blue" and fdb[gateway]["pinned"]
@@ -194,10 +182,10 @@ def test_a_peer_injects_only_into_its_own_networks(vswitchd, underlay, pods):  #
     p = pods(d1, ("a", "198.18.0.1/16"), ("r", "198.19.0.1/16", "red"))
     inner = bytes.fromhex("ffffffffffff020000000077") + b"\x08\x06" + bytes(28)
     send_udp(n2, f"{UNDERLAY}.2", [vxlan(200, inner)] * 3 + [vxlan(100, inner)])
-    wait_for(lambda: d1.ctl_json("stats")["drops"]["peer_not_member"] == 3, what="the drops")
+    wait_for("the drops", lambda: d1.ctl_json("stats")["drops"]["peer_not_member"] == 3)
     assert d1.ctl_json("port", "show", "pod-r")["counters"]["tx_packets"] == 0
-    wait_for(lambda: d1.ctl_json("port", "show", "pod-a")["counters"]["tx_packets"] == 1,
-             what="the blue frame")
+    wait_for("the blue frame",
+             lambda: d1.ctl_json("port", "show", "pod-a")["counters"]["tx_packets"] == 1)
     assert p
 
 
@@ -244,7 +232,7 @@ def test_learned_peers_are_capped_age_and_go_when_learning_stops(vswitchd, under
     assert sorted(p["ip"] for p in peers) == [f"{UNDERLAY}.7", f"{UNDERLAY}.8"]
     assert all(p["learned"] for p in peers)
     assert d1.ctl_json("stats")["drops"]["unknown_peer"] == 1
-    wait_for(lambda: d1.ctl_json("peer", "list") == [], what="learned peers to age out")
+    wait_for("learned peers to age out", lambda: d1.ctl_json("peer", "list") == [])
     send_udp(n2, f"{UNDERLAY}.7", [vxlan(100, inner)])
     assert [p["ip"] for p in d1.ctl_json("peer", "list")] == [f"{UNDERLAY}.7"]
     d1.config["overlay"]["learn_peers"] = False
@@ -487,12 +475,12 @@ def test_half_sent_requests_are_limited_and_timed_out(vswitchd):
         c.connect(d.socket)
         c.sendall(b"GET /v1/status HTTP/1.1\r\n")           # and never the rest
         held.append(c)
-    wait_for(lambda: b" 503 " in _raw_status(d.socket), what="the connection limit")
+    wait_for("the connection limit", lambda: b" 503 " in _raw_status(d.socket))
     held[0].settimeout(READ_TIMEOUT + 10)
     assert b" 408 " in held[0].recv(200)                    # timed out, answered, closed
     for c in held:
         c.close()
-    wait_for(lambda: b" 200 " in _raw_status(d.socket), what="the daemon to serve again")
+    wait_for("the daemon to serve again", lambda: b" 200 " in _raw_status(d.socket))
 
 
 def _raw_status(path: str) -> bytes:

@@ -12,14 +12,20 @@ import sys
 
 import pytest
 from conftest import BLUE, CTL, in_ns, packet_socket, sh
+from helpers import (
+    CaptureRun,
+    Runtime,
+    kernel_node,
+    overlay_node,
+    peers,
+    ping,
+    tcp_transfer_50mb,
+    tshark,
+    wait_for,
+)
 from scapy.layers.inet import UDP
 from scapy.layers.inet6 import ICMPv6ND_NA, ICMPv6ND_RA, ICMPv6NDOptDstLLAddr, IPv6
 from scapy.layers.l2 import Ether
-from test_bridge import ping, tcp_transfer_50mb
-from test_cluster import cluster, peers, wait_for  # noqa: F401  (cluster: a fixture)
-from test_cni import Runtime, cni_path  # noqa: F401  (a fixture)
-from test_debug import CaptureRun, tshark
-from test_overlay import kernel_node, overlay_node, underlay  # noqa: F401  (a fixture)
 
 from vswitch.protocol import link_local
 

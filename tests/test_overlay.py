@@ -4,41 +4,8 @@ its own vswitchd or the Linux kernel's bridge + VXLAN device."""
 
 from __future__ import annotations
 
-import socket
-import time
-
-import pytest
-from conftest import BLUE, RED, Capture, in_ns, sh
-from test_bridge import ping, tcp_transfer_50mb
-
-from vswitch.netns import entered
-
-UNDERLAY = "192.0.2"
-
-
-@pytest.fixture
-def underlay(netns):
-    """Factory: node(i) makes a namespace joined to the underlay as 192.0.2.i."""
-    hub = netns("ul")
-    in_ns(hub, "ip", "link", "add", "ul", "type", "bridge")
-    in_ns(hub, "ip", "link", "set", "ul", "up")
-
-    def node(i: int) -> str:
-        ns = netns(f"n{i}")
-        in_ns(hub, "ip", "link", "add", f"ul{i}", "type", "veth", "peer", "name", "u0", "netns", ns)
-        in_ns(hub, "ip", "link", "set", f"ul{i}", "master", "ul", "up")
-        in_ns(ns, "ip", "addr", "add", f"{UNDERLAY}.{i}/24", "dev", "u0")
-        in_ns(ns, "ip", "link", "set", "u0", "up")
-        return ns
-
-    return node
-
-
-def overlay_node(vswitchd, node_ns: str, i: int, peers=(), networks=(BLUE, RED), **overlay):
-    net = [{**n, "mtu": 1450} for n in networks]
-    return vswitchd(netns=node_ns, mode="overlay", networks=net,
-                    overlay={"vtep_ip": f"{UNDERLAY}.{i}",
-                             "peers": [f"{UNDERLAY}.{p}" for p in peers], **overlay})
+from conftest import BLUE, RED, UNDERLAY, Capture, in_ns, sh
+from helpers import kernel_node, overlay_node, ping, send_udp, tcp_transfer_50mb, vxlan
 
 
 def two_nodes(vswitchd, underlay, pods, networks=(BLUE, RED)):
@@ -143,20 +110,6 @@ def test_peers_at_run_time(vswitchd, underlay, pods):
     assert [e["port"] for e in d1.ctl_json("fdb", "show")] == ["pod-a"]     # only the pinned MAC
 
 
-def vxlan(vni: int, inner: bytes, flags: int = 0x08, reserved: bytes = b"\0\0\0") -> bytes:
-    return bytes([flags]) + reserved + vni.to_bytes(3, "big") + b"\0" + inner
-
-
-def send_udp(ns: str, src_ip: str, payloads, dst=f"{UNDERLAY}.1"):
-    with entered(ns):
-        s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    s.bind((src_ip, 0))
-    for data in payloads:
-        s.sendto(data, (dst, 4789))
-    s.close()
-    time.sleep(0.3)
-
-
 def test_unknown_peers_and_malformed_vxlan_are_dropped_and_counted(vswitchd, underlay, pods):
     n1, n2 = underlay(1), underlay(2)
     in_ns(n2, "ip", "addr", "add", f"{UNDERLAY}.9/24", "dev", "u0")
@@ -186,26 +139,6 @@ def test_learn_peers_accepts_new_sources_when_configured(vswitchd, underlay, pod
     assert [x["ip"] for x in d1.ctl_json("peer", "list")] == [f"{UNDERLAY}.2"]
     assert {"mac": "02:00:00:00:00:42", "port": f"vxlan:{UNDERLAY}.2"}.items() <= \
         next(e for e in d1.ctl_json("fdb", "show") if e["mac"] == "02:00:00:00:00:42").items()
-
-
-def kernel_node(node_ns: str, pod_ns: str, peer: str, vni=100, local=f"{UNDERLAY}.2",
-                mtu=1450):
-    """A node without vswitchd: Linux bridge + kernel VXLAN, one pod on a veth."""
-    run = lambda *a: in_ns(node_ns, *a)     # noqa: E731
-    run("ip", "link", "add", "vx0", "type", "vxlan", "id", str(vni), "dstport", "4789",
-        "local", local, "dev", "u0")
-    run("ip", "link", "add", "br0", "type", "bridge")
-    run("ip", "link", "set", "vx0", "master", "br0", "mtu", str(mtu), "up")
-    run("ip", "link", "add", "pk", "mtu", str(mtu), "type", "veth", "peer", "name", "eth0",
-        "netns", pod_ns)
-    run("ip", "link", "set", "pk", "master", "br0", "up")
-    run("ip", "link", "set", "br0", "up")
-    run("bridge", "fdb", "append", "00:00:00:00:00:00", "dev", "vx0", "dst", peer)
-    # A veth underlay hands partial inner checksums to the receiving socket
-    # as they are (a NIC would complete them): make the kernel complete them.
-    run("ethtool", "-K", "u0", "tx", "off")
-    in_ns(pod_ns, "ip", "link", "set", "eth0", "mtu", str(mtu), "up")
-    in_ns(pod_ns, "ip", "addr", "add", "198.18.0.2/16", "dev", "eth0")
 
 
 def test_interop_with_kernel_vxlan(vswitchd, underlay, pods, netns, tmp_path):

@@ -16,11 +16,9 @@ import socket
 import threading
 import time
 
-from conftest import in_ns
+from conftest import ETCD_IP, in_ns
+from helpers import ip_of, ping, wait_for
 from pyroute2 import IPRoute
-from test_bridge import ping
-from test_cluster import ETCD_IP, cluster, cni_runtime, ip_of, wait_for  # noqa: F401
-from test_cni import cni_path  # noqa: F401  (a fixture)
 
 from vswitch.client import ClientError
 from vswitch.netns import entered, open_netns

@@ -3,26 +3,7 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-
-from conftest import in_ns
-from test_cni import Runtime, cni_path  # noqa: F401  (fixture)
-
-
-def tcp_bps(client_ns: str, server_ns: str, server_ip: str, seconds: int = 2) -> float:
-    server = subprocess.Popen(["ip", "netns", "exec", server_ns, "iperf3", "-s", "-1"],
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    try:
-        for _ in range(100):
-            if "5201" in in_ns(server_ns, "ss", "-ltn").stdout:
-                break
-        out = in_ns(client_ns, "iperf3", "-c", server_ip, "-t", str(seconds), "-J",
-                    timeout=seconds + 30).stdout
-        return json.loads(out)["end"]["sum_received"]["bits_per_second"]
-    finally:
-        server.kill()
-        server.wait()
+from helpers import Runtime, tcp_bps
 
 
 def test_port_set_limits_a_pod_and_counts_the_drops(vswitchd, pods):

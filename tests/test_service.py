@@ -8,38 +8,15 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
-from conftest import BLUE, RED, in_ns, sh, write_toml
-from test_cni import BLOCKED, Runtime, cni_path  # noqa: F401  (fixture)
-from test_overlay import UNDERLAY, overlay_node, underlay  # noqa: F401  (fixture)
+from conftest import BLUE, RED, UNDERLAY, in_ns, sh, write_toml
+from helpers import BLOCKED, NotifySocket, Runtime, overlay_node
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-class NotifySocket:
-    """What systemd listens on: an AF_UNIX datagram socket."""
-
-    def __init__(self, path: Path):
-        self.path = str(path)
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
-        self.sock.settimeout(10)
-
-    def next(self) -> dict:
-        fields = self.sock.recv(4096).decode().split("\n")
-        return dict(f.split("=", 1) for f in fields)
-
-    def until(self, key: str) -> list[dict]:
-        """Messages up to and including the first that has `key`."""
-        seen = []
-        while not seen or key not in seen[-1]:
-            seen.append(self.next())
-        return seen
 
 
 class Pinger:
