@@ -1,0 +1,180 @@
+"""The cluster's seams without etcd or root: the key schema, the view (its
+tables, indices, listeners and what it refuses), the remote reconciler
+against a recording data plane, the fence deadline and fencing itself."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import time
+from types import SimpleNamespace
+
+from vswitch.cluster.fencing import Fencing
+from vswitch.cluster.remote import Remote
+from vswitch.cluster.schema import Change, Keys, network_from_record
+from vswitch.cluster.session import Session
+from vswitch.cluster.view import View
+from vswitch.config import ClusterConfig
+from vswitch.protocol import address_key
+
+KEYS = Keys("/vswitch")
+NET = {"vni": 100, "mtu": 1450, "subnet": "198.18.0.0/16", "block_size": 26}
+
+
+def put(view: View, key: str, rec):
+    view.apply(KEYS.change(KEYS.prefix + key, None if rec is None else json.dumps(rec).encode()))
+
+
+def test_keys_name_the_records_a_node_follows_and_nothing_else():
+    assert KEYS.change("/vswitch/endpoints/blue/198.18.0.5", b"{}") == \
+        Change("endpoints", ("blue", "198.18.0.5"), b"{}")
+    assert KEYS.change("/vswitch/nodes/n1", None) == Change("nodes", ("n1",), None)
+    for foreign in ("/vswitch/vnis/100", "/vswitch/endpoints/blue", "/vswitch/nodes/a/b",
+                    "/vswitch/other/x"):
+        assert KEYS.change(foreign, b"{}") is None, foreign
+    assert KEYS.block("blue", network_from_record("blue", NET).subnet) == \
+        "/vswitch/blocks/blue/198.18.0.0-16"
+
+
+def test_the_view_tells_listeners_before_and_after_and_keeps_its_indices():
+    view, heard = View(KEYS), []
+    view.listen("nodes", lambda name, before, rec: heard.append((name, before, rec)))
+    put(view, "nodes/n2", {"vtep": "192.0.2.2"})
+    put(view, "nodes/n2", {"vtep": "192.0.2.22"})
+    put(view, "nodes/n2", None)
+    assert heard == [(("n2",), None, {"vtep": "192.0.2.2"}),
+                     (("n2",), {"vtep": "192.0.2.2"}, {"vtep": "192.0.2.22"}),
+                     (("n2",), {"vtep": "192.0.2.22"}, None)]
+    put(view, "endpoints/blue/198.18.0.5", {"mac": "02:00:00:00:00:05", "node": "n2"})
+    put(view, "endpoints/blue/198.18.0.6", {"mac": "02:00:00:00:00:06", "node": "n2"})
+    assert view.by_node["n2"] == {("blue", "198.18.0.5"), ("blue", "198.18.0.6")}
+    assert view.mac_of[("blue", "02:00:00:00:00:05")] == ("blue", "198.18.0.5")
+    put(view, "endpoints/blue/198.18.0.5", None)
+    assert view.by_node["n2"] == {("blue", "198.18.0.6")}
+    assert ("blue", "02:00:00:00:00:05") not in view.mac_of
+    put(view, "blocks/blue/198.18.0.0-26", {"node": "n2"})
+    assert view.holder("blue", "198.18.0.0-26") == "n2"
+    assert set(view.known()) == {("endpoints", ("blue", "198.18.0.6")),
+                                 ("blocks", ("blue", "198.18.0.0-26"))}
+
+
+def test_the_view_refuses_what_a_writer_may_put_there_and_keeps_what_it_knew():
+    view = View(KEYS)
+    put(view, "nodes/n2", {"vtep": "192.0.2.2"})
+    for bad in (b"not json", b"[1, 2]", b"[" * 100000):
+        view.apply(Change("nodes", ("n2",), bad))
+    for vtep in ("0.0.0.0", "224.0.0.1", "x", None):
+        put(view, "nodes/n2", {"vtep": vtep})
+    put(view, "networks/blue", {"vni": 0, "mtu": 1450, "subnet": "198.18.0.0/16",
+                                "block_size": 26})
+    assert view.ignored == 8
+    assert view.nodes == {"n2": {"vtep": "192.0.2.2"}} and view.networks == {}
+    # Another node's pod MAC cannot be claimed: its frames would go there.
+    put(view, "endpoints/blue/198.18.0.5", {"mac": "02:00:00:00:00:05", "node": "n2"})
+    put(view, "endpoints/blue/198.18.0.9", {"mac": "02:00:00:00:00:05", "node": "n3"})
+    assert view.ignored == 9 and ("blue", "198.18.0.9") not in view.endpoints
+    put(view, "endpoints/blue/198.18.0.9", {"mac": "02:00:00:00:00:05", "node": "n2"})
+    assert view.endpoints[("blue", "198.18.0.9")]["node"] == "n2"      # its own: allowed
+
+
+class RecordingDataPlane:
+    def __init__(self):
+        self.calls: list = []
+
+    def has_network(self, name):
+        return name == "blue"
+
+    def __getattr__(self, name):
+        return lambda *args: self.calls.append((name, *map(str, args)))
+
+
+def fake_switch():
+    net = network_from_record("blue", NET)
+    return SimpleNamespace(dataplane=RecordingDataPlane(),
+                           config=SimpleNamespace(network=lambda n: net if n == "blue" else None,
+                                                  overlay=SimpleNamespace(peers=())),
+                           policy=SimpleNamespace(schedule=lambda: None))
+
+
+def test_remote_programs_only_what_the_holder_of_the_block_says():
+    view, switch = View(KEYS), fake_switch()
+    remote = Remote(view, switch, "n1", "192.0.2.1", arp_suppression=True)
+    put(view, "networks/blue", NET)
+    put(view, "blocks/blue/198.18.0.64-26", {"node": "n2"})
+    put(view, "nodes/n2", {"vtep": "192.0.2.2"})
+    assert ("add_peer", "192.0.2.2", "['blue']") in switch.dataplane.calls
+    put(view, "endpoints/blue/198.18.0.70", {"mac": "02:00:00:00:00:70", "node": "n2"})
+    put(view, "endpoints/blue/198.18.0.5", {"mac": "02:00:00:00:00:05", "node": "n2"})
+    programmed = [c for c in switch.dataplane.calls if c[0] in ("fdb_add_remote", "neigh_set")]
+    assert programmed == [("fdb_add_remote", "blue", "02:00:00:00:00:70", "192.0.2.2"),
+                          ("neigh_set", "blue", "198.18.0.70", "02:00:00:00:00:70")]
+    assert view.ignored == 1            # 198.18.0.5 is outside n2's blocks
+    assert [p.addresses for p in remote.remote_pods()] == [
+        (address_key(ipaddress.ip_address("198.18.0.70")),)]
+    put(view, "nodes/n2", None)
+    assert ("remove_peer", "192.0.2.2") in switch.dataplane.calls
+    assert remote.remote_pods() == []   # a gone node's pods are no policy peers
+
+
+def session(grace: float) -> Session:
+    cfg = ClusterConfig(etcd=("http://192.0.2.250:2379",), grace_period=grace)
+    return Session(cfg, "n1", "192.0.2.1", KEYS, db=None, started_at=0.0)  # type: ignore[arg-type]
+
+
+def test_the_fence_deadline_is_grace_after_the_last_proof_less_a_margin():
+    s = session(10.0)
+    assert s.deadline() == 0.0                  # never proven: at once
+    s.proof_before = 100.0                      # the previous run's proof
+    assert s.deadline() == 109.0
+    s.proven_until = 200.0                      # this run's own proof wins
+    assert s.deadline() == 209.0
+    assert session(86400.0 * 30).deadline() == 0.0
+    long = session(86400.0)
+    long.proven_until = 1000.0
+    assert long.deadline() == 1000.0 + 86400.0 - 60.0       # the margin is at most 60 s
+
+
+def test_fencing_takes_down_every_port_of_the_cluster_once_past_the_deadline():
+    class Switch:
+        loop = None
+
+        def __init__(self):
+            ports = [SimpleNamespace(name=n, state=st, is_host=False,
+                                     network=SimpleNamespace(name="blue"))
+                     for n, st in (("up", "up"), ("held", "fenced"), ("gone", "lost"))]
+            self.ports = {p.name: p for p in ports}
+            self.fenced: list = []
+
+        async def fence(self, port, why):
+            self.fenced.append(port.name)
+            port.state = "fenced"
+
+    async def run():
+        s, sw, incidents, synced = session(4.0), Switch(), [], []
+        sw.loop = asyncio.get_running_loop()
+        s.save_proof = _nothing
+        fencing = Fencing(s, sw, incidents.append)
+        fencing.networks = lambda: ["blue"]
+
+        async def sync():
+            synced.append(fencing.fenced)
+        fencing.sync_networks = sync
+        s.proven_until = time.monotonic() + 60         # proven: nothing happens
+        fencing.fenced = False
+        fencing.check()
+        assert fencing._task is None and not fencing.fenced
+        s.proven_until = time.monotonic() - 10         # past the deadline
+        fencing.check()
+        assert fencing.fenced and s.cleared            # at once: no new address from now
+        await fencing._task
+        fencing.check()                                # once
+        return sw.fenced, synced, incidents
+
+    fenced, synced, incidents = asyncio.run(run())
+    assert fenced == ["up", "held"] and synced == [True]
+    assert len(incidents) == 1 and "1 pods and its gateways taken down" in incidents[0]
+
+
+async def _nothing():
+    return None
