@@ -34,6 +34,44 @@ def check_peer(ip, own) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
     return addr
 
 
+Address = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class PeerTable:
+    """The one writer of the data plane's configured peers. Each peer is
+    held by the sources that want it: "config" (overlay.peers), "api"
+    (peer add), "node:NAME" (a cluster node's VTEP); it goes when the last
+    lets go, so that no source removes a peer another still needs. Learned
+    peers (learn_peers) are the data plane's own."""
+
+    def __init__(self, dataplane: DataPlane):
+        self.dataplane = dataplane
+        # peer -> source -> the networks it floods (None: every network)
+        self.holds: dict[Address, dict[str, tuple[str, ...] | None]] = {}
+
+    def hold(self, addr: Address, source: str, networks: list[str] | None = None):
+        self.holds.setdefault(addr, {})[source] = None if networks is None else tuple(networks)
+        self.dataplane.add_peer(addr, networks)
+
+    def release(self, addr: Address, source: str):
+        """source no longer wants addr: it goes if nobody else does."""
+        held = self.holds.get(addr, {})
+        if held.pop(source, False) is not False and not held:
+            del self.holds[addr]
+            self.dataplane.remove_peer(addr)
+
+    def remove(self, addr: Address) -> bool:
+        """The operator's word (peer del): gone, whoever held it."""
+        self.holds.pop(addr, None)
+        return self.dataplane.remove_peer(addr)
+
+    def network_added(self, name: str):
+        """A new network floods to the peers held for every network."""
+        for addr, held in self.holds.items():
+            if None in held.values():
+                self.dataplane.add_peer(addr, [name])
+
+
 class Overlay:
     """The tunnel and the peers (nothing to do in bridge mode: every
     request then says so)."""
@@ -44,6 +82,7 @@ class Overlay:
         self.dataplane = dataplane
         self.network_of = network_of    # a network by name (None: the default), or NotFound
         self.tunnel: Tunnel | None = None
+        self.peer_table = PeerTable(dataplane)
 
     def start(self):
         ov = self.config.overlay
@@ -56,7 +95,7 @@ class Overlay:
                               f"{e.strerror}") from None
         self.set_tunnel(ov)
         for peer in ov.peers:
-            self.dataplane.add_peer(peer)
+            self.peer_table.hold(peer, "config")
 
     def set_tunnel(self, ov: OverlayConfig):
         """(Re)program the data plane's tunnel; turning learn_peers off
@@ -67,10 +106,9 @@ class Overlay:
             ov.learn_peers, ov.vtep_ip, ov.max_learned_peers))
 
     def network_added(self, name: str):
-        """A new network floods to the configured peers too."""
+        """A new network floods to the peers held for every network too."""
         if self.tunnel:
-            for peer in self.settings.peers:
-                self.dataplane.add_peer(peer, [name])
+            self.peer_table.network_added(name)
 
     def close(self):
         if self.tunnel:
@@ -91,13 +129,13 @@ class Overlay:
     def add_peer(self, ip: str, network: str | None = None) -> dict:
         self._need_overlay()
         addr = check_peer(ip, self.settings.vtep_ip)
-        self.dataplane.add_peer(addr, [self.network_of(network).name] if network else None)
+        self.peer_table.hold(addr, "api", [self.network_of(network).name] if network else None)
         log.info("peer %s added for %s", addr, network or "all networks")
         return self.peer(ip)
 
     def del_peer(self, ip: str):
         self._need_overlay()
-        if not self.dataplane.remove_peer(check_peer(ip, self.settings.vtep_ip)):
+        if not self.peer_table.remove(check_peer(ip, self.settings.vtep_ip)):
             raise NotFound(f"no peer {ip}")
         log.info("peer %s removed", ip)
 

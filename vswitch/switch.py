@@ -39,7 +39,6 @@ from .tap import (
 class Membership(Protocol):
     """Cluster mode as the switch and its reports see it (cluster.Cluster)."""
 
-    def is_node_vtep(self, address) -> bool: ...
     def metrics(self) -> dict: ...
 
 log = logging.getLogger("vswitch.switch")
@@ -150,11 +149,10 @@ class Switch(Ports):
                 case ReloadAction.TUNNEL:
                     self.overlay.set_tunnel(step.value)
                 case ReloadAction.REMOVE_PEER:
-                    # A static peer that is also a live cluster node's VTEP stays a peer.
-                    if not (self.cluster and self.cluster.is_node_vtep(step.value)):
-                        self.dataplane.remove_peer(step.value)
+                    # (a peer a cluster node also holds stays: the peer table says so)
+                    self.overlay.peer_table.release(step.value, "config")
                 case ReloadAction.ADD_PEER:
-                    self.dataplane.add_peer(step.value)
+                    self.overlay.peer_table.hold(step.value, "config")
         return [step.text for step in steps]
 
     async def _remove_network(self, net: NetworkConfig):

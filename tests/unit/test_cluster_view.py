@@ -16,6 +16,7 @@ from vswitch.cluster.schema import Change, Keys, network_from_record
 from vswitch.cluster.session import Session
 from vswitch.cluster.view import View
 from vswitch.config import ClusterConfig
+from vswitch.overlay import PeerTable
 from vswitch.protocol import address_key
 
 KEYS = Keys("/vswitch")
@@ -91,9 +92,10 @@ class RecordingDataPlane:
 
 def fake_switch():
     net = network_from_record("blue", NET)
-    return SimpleNamespace(dataplane=RecordingDataPlane(),
-                           config=SimpleNamespace(network=lambda n: net if n == "blue" else None,
-                                                  overlay=SimpleNamespace(peers=())),
+    dataplane = RecordingDataPlane()
+    return SimpleNamespace(dataplane=dataplane, overlay=SimpleNamespace(
+                               peer_table=PeerTable(dataplane)),  # type: ignore[arg-type]
+                           config=SimpleNamespace(network=lambda n: net if n == "blue" else None),
                            policy=SimpleNamespace(schedule=lambda: None))
 
 
@@ -115,6 +117,27 @@ def test_remote_programs_only_what_the_holder_of_the_block_says():
     put(view, "nodes/n2", None)
     assert ("remove_peer", "192.0.2.2") in switch.dataplane.calls
     assert remote.remote_pods() == []   # a gone node's pods are no policy peers
+
+
+def test_a_peer_goes_only_when_the_last_source_that_holds_it_lets_go():
+    dataplane = RecordingDataPlane()
+    table = PeerTable(dataplane)  # type: ignore[arg-type]
+    a, b = ipaddress.ip_address("192.0.2.2"), ipaddress.ip_address("192.0.2.3")
+    table.hold(a, "config")                     # every network
+    table.hold(a, "node:n2", ["blue"])
+    table.hold(b, "node:n3", ["blue"])
+    table.release(a, "config")                  # a cluster node still needs it
+    table.release(a, "api")                     # (never held by the API: nothing)
+    assert ("remove_peer", "192.0.2.2") not in dataplane.calls
+    table.network_added("red")                  # nobody holds a for every network now
+    assert not any(c[0] == "add_peer" and "red" in c[2] for c in dataplane.calls)
+    table.hold(b, "config")
+    table.network_added("red")
+    assert ("add_peer", "192.0.2.3", "['red']") in dataplane.calls
+    table.release(a, "node:n2")
+    assert dataplane.calls[-1] == ("remove_peer", "192.0.2.2") and a not in table.holds
+    table.remove(b)                             # the operator's peer del: whoever held it
+    assert dataplane.calls[-1] == ("remove_peer", "192.0.2.3") and table.holds == {}
 
 
 def session(grace: float) -> Session:

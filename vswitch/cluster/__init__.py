@@ -127,9 +127,6 @@ class Cluster:
             await self.gateways.ensure(net.name)
         return self.switch.network(net.name)
 
-    def is_node_vtep(self, address) -> bool:
-        return self.remote.is_node_vtep(address)
-
     # ------------------------------------------------------------ lifecycle
 
     async def restore(self):

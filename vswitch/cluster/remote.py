@@ -37,11 +37,11 @@ class Remote:
         if name[0] == self.name:
             return
         if before and (rec is None or before.get("vtep") != rec.get("vtep")):
-            self._forget_peer(before.get("vtep"))
+            self._forget_peer(name[0], before.get("vtep"))
         if (before is None) != (rec is None):
             self.switch.policy.schedule()       # its pods come or go as policy peers
         if rec is not None:
-            self.add_peer(rec["vtep"])
+            self.add_peer(name[0], rec["vtep"])
             self.program_each(self.view.by_node.get(name[0], ()))
 
     def _endpoint(self, where: tuple[str, ...], before: dict | None, rec: dict | None):
@@ -52,7 +52,7 @@ class Remote:
         if rec is not None:
             self._program(network, ip, rec)     # (raises: the view counts it ignored)
 
-    def add_peer(self, vtep: str):
+    def add_peer(self, node: str, vtep: str):
         """Flood every network to a node's VTEP (checked with its record)."""
         networks = [n for n in self.view.networks if self.switch.dataplane.has_network(n)]
         address = ipaddress.ip_address(vtep)
@@ -60,26 +60,18 @@ class Remote:
             log.error("cluster: a node's VTEP %s is not of this underlay's family (vtep %s): "
                       "not a peer", vtep, self.vtep)
         elif vtep != self.vtep and networks:
-            self.switch.dataplane.add_peer(address, networks)
+            self.switch.overlay.peer_table.hold(address, f"node:{node}", networks)
 
     def add_peers(self):
         for name, node in self.view.nodes.items():
             if name != self.name:
-                self.add_peer(node["vtep"])
+                self.add_peer(name, node["vtep"])
 
-    def is_node_vtep(self, address) -> bool:
-        """Whether a live node (not this one) has this VTEP address."""
-        return any(n.get("vtep") == str(address) for name, n in self.view.nodes.items()
-                   if name != self.name)
-
-    def _forget_peer(self, vtep):
-        """Stop flooding to a node's VTEP (unless another node or the static
-        config has it too); its FDB entries go with it."""
-        static = self.switch.config.overlay.peers if self.switch.config.overlay else ()
-        if not isinstance(vtep, str) or vtep == self.vtep or self.is_node_vtep(vtep) or \
-                ipaddress.ip_address(vtep) in static:
-            return
-        self.switch.dataplane.remove_peer(ipaddress.ip_address(vtep))
+    def _forget_peer(self, node: str, vtep):
+        """Stop flooding to a node's VTEP, unless another source (another
+        node, the config) holds it too; its FDB entries go with it."""
+        if isinstance(vtep, str) and vtep != self.vtep:
+            self.switch.overlay.peer_table.release(ipaddress.ip_address(vtep), f"node:{node}")
 
     def program_each(self, wheres: Iterable[tuple[str, str]]):
         """Program these endpoints; one that cannot be is counted, not fatal."""
