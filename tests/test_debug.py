@@ -175,8 +175,13 @@ def test_bad_hook_config_exits_2(tmp_path, call, key):
 def test_trace_tells_where_a_frame_goes(vswitchd, pods):
     d = vswitchd()
     p = pods(d, ("a", "198.18.0.1/16"), ("b", "198.18.0.2/16"), ("c", "198.18.0.3/16"))
-    ping(p["a"][0], "198.18.0.2", count=1)
     mac = {tag: info["mac"] for tag, (_, info) in p.items()}
+    # Permanent neighbours: no ARP (nor the kernel's reachability probes a
+    # few seconds later) crosses the switch while the counters are compared.
+    for here, there, addr in (("a", "b", "198.18.0.2"), ("b", "a", "198.18.0.1")):
+        in_ns(p[here][0], "ip", "neigh", "replace", addr, "lladdr", mac[there], "dev", "eth0",
+              "nud", "permanent")
+    ping(p["a"][0], "198.18.0.2", count=1)
     before = d.ctl_json("stats")
 
     def trace(*args):
