@@ -43,8 +43,8 @@ class Attachments:
     def port_of(self, key) -> Port | None:
         return next((p for p in self.switch.ports.values() if p.attachment == key), None)
 
-    def _connected(self, key, netns: str) -> bool:
-        port = self.port_of(key)
+    @staticmethod
+    def _connected(port: Port | None, netns: str) -> bool:
         return port is not None and port.state == "up" and port.netns == netns
 
     def _port_name(self, key) -> str:
@@ -97,13 +97,14 @@ class Attachments:
             alloc, created = await self.db(self.ipam.get, *key), False
             if alloc:
                 self._same_request(alloc, net.name, requested_ip, requested_ip6, requested_mac)
-                if not self._connected(key, netns):
+                port = self.port_of(key)
+                if not self._connected(port, netns):
                     # Bringing its addresses up again: only while this node can
                     # prove it still holds their blocks (cluster mode: its lease;
                     # else a retryable error), never on the strength of the record.
                     await self.switch.addresses.blocks(net)
-                port = self.port_of(key)        # (the wait may have brought it back)
-                if self._connected(key, netns):
+                    port = self.port_of(key)    # (the wait may have brought it back)
+                if self._connected(port, netns):
                     return self.result(alloc, port)
                 lost = [ip for ip in alloc.ips if not self.switch.addresses.holds(net, ip)]
                 if lost:

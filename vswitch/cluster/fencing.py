@@ -15,6 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING
 
+from ..errors import VswitchError
 from ..tap import remove_device
 from .session import Session
 
@@ -59,7 +60,11 @@ class Fencing:
             assert self.sync_networks is not None
             await self.sync_networks()          # (fenced: no host ports)
             for ifname in self.host_ports():    # one a previous run left
-                await self.switch.loop.run_in_executor(None, remove_device, None, ifname, None)
+                try:
+                    await self.switch.loop.run_in_executor(None, remove_device, None, ifname,
+                                                           None)
+                except VswitchError as e:       # logged: the rest of the fence goes on
+                    log.error("cluster: host port %s: %s", ifname, e)
             left = len(ports) - up
             self.incident(f"fenced: this node's lease unproven past its grace period "
                           f"({self.session.cfg.grace_period:g} s): {up} pods and its gateways "
