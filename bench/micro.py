@@ -33,6 +33,7 @@ from vswitch.datapath import (
     conntrack_cost,
     decap_cost,
     encap_cost,
+    learn_sources,
     pipeline_cost,
     segment_cost,
 )
@@ -61,7 +62,7 @@ def learn_all(dp: Datapath, port: int, n_macs: int):
         chunk = bytearray()
         for i in range(base, min(base + step, n_macs)):
             chunk += mac(i) + mac(i) + b"\x08\x00" + bytes(FRAME_LEN - 14)
-        pipeline_cost(dp, port, bytes(chunk), FRAME_LEN)
+        learn_sources(dp, port, bytes(chunk), FRAME_LEN)
 
 
 def cython_ns(n_macs: int, frames: bytes) -> float:

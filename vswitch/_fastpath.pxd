@@ -24,6 +24,8 @@ include "_tunnel_tx.pxd"
 include "_tunnel_rx.pxd"
 include "_gro.pxd"
 include "_capture.pxd"
+include "_trace.pxd"
+include "_worker.pxd"
 
 
 cdef enum:
@@ -34,11 +36,13 @@ cdef enum:
 
 @cython.final
 cdef class Datapath:
+    # Shared by every forwarding thread (one today). Written by the control
+    # plane through the methods of _fastpath.pyx and the *_control.pxi files;
+    # the pipeline writes only the FDB (learning), conntrack and fragments
+    # (policy commits), the per-port and per-peer counters, token buckets
+    # and the capture ring. With one thread nothing else runs beside it: the
+    # event loop calls poll(), and the control plane runs between polls.
     cdef readonly int batch
-    # One buffer per frame of a batch: frames queued for the tunnel stay put
-    # until the round's flush.
-    cdef unsigned char *slots
-    cdef poller_t poller
     cdef ports_t ports
     cdef networks_t networks
     cdef fdb_t fdb
@@ -49,56 +53,57 @@ cdef class Datapath:
     cdef services_t services      # Service addresses: egress is judged after the node's DNAT
     cdef uint32_t policed         # ports a policy selects (host ports look up sources only then)
     cdef peers_t peers
-    cdef port_t tunnel            # the tunnel's own rx/tx counters
-    cdef tunnel_tx_t tx
-    cdef tunnel_rx_t rx
-    cdef gro_t gro
     cdef capture_t cap
-    cdef counters_t totals        # switch-wide counters
-    cdef uint64_t gateway_replies  # frames steered back through a host port (_gateway.pxi)
+    # Owned by the one forwarding thread (_worker.pxd): the pipeline takes it
+    # as `w` beside `self`.
+    cdef worker_t w
 
     cdef _declared(self, int network)
     cdef _own_addresses(self, uint32_t port_id, bint own)
     cdef port_t *_port(self, uint32_t port_id) except NULL
-    cdef int _drain(self, uint32_t port_id) noexcept nogil
-    cdef int _drain_tunnel(self) noexcept nogil
-    cdef void _flush_output(self) noexcept nogil
-    cdef void _flush_tunnel(self) noexcept nogil
-    cdef int64_t _decap(self, int i, int64_t peer, unsigned char *data, ssize_t n,
+    cdef int _drain(self, worker_t *w, uint32_t port_id) noexcept nogil
+    cdef int _drain_tunnel(self, worker_t *w) noexcept nogil
+    cdef void _flush_output(self, worker_t *w) noexcept nogil
+    cdef void _flush_tunnel(self, worker_t *w) noexcept nogil
+    cdef int64_t _decap(self, worker_t *w, int i, int64_t peer, unsigned char *data, ssize_t n,
                         uint64_t now) noexcept nogil
     cdef int _check(self, const port_t *inp, uint16_t net, const unsigned char *hdr,
                     const unsigned char *frame, ssize_t n) noexcept nogil
     cdef int64_t _destination(self, uint32_t in_id, uint16_t net, const unsigned char *frame,
                               uint64_t now) noexcept nogil
-    cdef void _switch(self, uint32_t in_id, port_t *inp, uint16_t net, unsigned char *hdr,
+    cdef void _switch(self, worker_t *w, uint32_t in_id, port_t *inp, uint16_t net, unsigned char *hdr,
                       unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil
-    cdef int _policy(self, uint32_t in_id, port_t *inp, port_t *out, uint16_t net,
+    cdef bint _take(self, worker_t *w, bucket_t *b, ssize_t n, uint64_t now,
+                    int64_t port) noexcept nogil
+    cdef int _learn(self, worker_t *w, uint32_t in_id, uint16_t net, const unsigned char *frame,
+                    uint64_t now) noexcept nogil
+    cdef int _policy(self, worker_t *w, uint32_t in_id, port_t *inp, port_t *out, uint16_t net,
                      const unsigned char *frame, ssize_t n, uint64_t now, bint commit,
                      verdict_t *v) noexcept nogil
     cdef void _end(self, pol_end_t *end, const port_t *p, const ip_key_t *address,
                    uint16_t net) noexcept nogil
-    cdef int64_t _gateway_of(self, uint32_t in_id, uint16_t net, const unsigned char *frame,
+    cdef int64_t _gateway_of(self, worker_t *w, uint32_t in_id, uint16_t net, const unsigned char *frame,
                              ssize_t n, uint64_t now) noexcept nogil
-    cdef int64_t _gateway_reply(self, uint32_t in_id, uint16_t net, unsigned char *frame,
+    cdef int64_t _gateway_reply(self, worker_t *w, uint32_t in_id, uint16_t net, unsigned char *frame,
                                 ssize_t n, uint64_t now) noexcept nogil
-    cdef void _gateway_track(self, uint32_t in_id, uint16_t out, uint16_t net,
+    cdef void _gateway_track(self, worker_t *w, uint32_t in_id, uint16_t out, uint16_t net,
                              const unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil
-    cdef void _policy_drop(self, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
+    cdef void _policy_drop(self, worker_t *w, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
                            const unsigned char *frame, ssize_t n, bint whole) noexcept nogil
-    cdef void _flood(self, uint32_t in_id, uint16_t net, port_t *inp, unsigned char *hdr,
+    cdef void _flood(self, worker_t *w, uint32_t in_id, uint16_t net, port_t *inp, unsigned char *hdr,
                      unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil
-    cdef void _send(self, port_t *out, unsigned char *hdr, unsigned char *frame,
+    cdef void _send(self, worker_t *w, port_t *out, unsigned char *hdr, unsigned char *frame,
                     ssize_t n) noexcept nogil
-    cdef void _to_gro(self, uint32_t out, unsigned char *hdr, unsigned char *frame,
+    cdef void _to_gro(self, worker_t *w, uint32_t out, unsigned char *hdr, unsigned char *frame,
                       ssize_t n) noexcept nogil
-    cdef void _to_peer(self, uint32_t peer, uint16_t net, unsigned char *hdr,
+    cdef void _to_peer(self, worker_t *w, uint32_t peer, uint16_t net, unsigned char *hdr,
                        unsigned char *frame, ssize_t n) noexcept nogil
-    cdef void _room_to_queue(self) noexcept nogil
-    cdef void _peer_drop(self, uint32_t peer, int reason, const unsigned char *frame,
+    cdef void _room_to_queue(self, worker_t *w) noexcept nogil
+    cdef void _peer_drop(self, worker_t *w, uint32_t peer, int reason, const unsigned char *frame,
                          ssize_t n) noexcept nogil
-    cdef void _egress_drop(self, port_t *out, uint32_t out_id, int reason,
+    cdef void _egress_drop(self, worker_t *w, port_t *out, uint32_t out_id, int reason,
                            const unsigned char *frame, ssize_t n) noexcept nogil
-    cdef void _drop_frame(self, port_t *inp, int reason, uint32_t in_id,
+    cdef void _drop_frame(self, worker_t *w, port_t *inp, int reason, uint32_t in_id,
                           const unsigned char *frame, ssize_t n) noexcept nogil
-    cdef void _drop_datagram(self, int i, int reason, unsigned char *payload,
+    cdef void _drop_datagram(self, worker_t *w, int i, int reason, unsigned char *payload,
                              ssize_t n) noexcept nogil

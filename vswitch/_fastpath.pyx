@@ -53,6 +53,7 @@ include "_tunnel_rx.pxi"
 include "_tunnel_tx.pxi"
 include "_underlay.pxi"
 include "_vxlan.pxi"
+include "_worker.pxi"
 
 PORT_PEER_BASE, PORT_TUNNEL, PEER_SLOTS = PEER_BASE, TUNNEL_PORT, MAX_PEERS
 
@@ -93,17 +94,10 @@ cdef class Datapath:
                              "batch 1..1024, busy_poll_us >= 0")
         seed = int.from_bytes(os.urandom(8), "little")
         self.batch = batch
-        memset(&self.totals, 0, sizeof(counters_t))
-        memset(&self.tunnel, 0, sizeof(port_t))
-        self.tunnel.fd = -1
-        gro_init(&self.gro)
-        self.slots = <unsigned char *>malloc(<size_t>batch * SLOT_SIZE)
-        if poller_init(&self.poller, busy_poll_us) < 0:
-            raise OSError(errno, "epoll_create1 failed")
-        if (self.slots == NULL or ports_init(&self.ports) < 0
+        if worker_init(&self.w, batch, busy_poll_us) < 0:
+            raise OSError(errno, "cannot set up the forwarding thread's state")
+        if (ports_init(&self.ports) < 0
                 or networks_init(&self.networks) < 0 or peers_init(&self.peers) < 0
-                or tunnel_tx_init(&self.tx) < 0
-                or tunnel_rx_init(&self.rx, self.slots, batch) < 0
                 or cap_init(&self.cap) < 0
                 or fdb_init(&self.fdb, fdb_max_entries, <uint64_t>(aging_time * 1e9), seed) < 0
                 or neigh_init(&self.neigh, int.from_bytes(os.urandom(8), "little")) < 0
@@ -124,18 +118,15 @@ cdef class Datapath:
             for i in range(self.ports.limit):
                 port_policy_free(self.ports.slots[i].policy)
         ct_free(&self.ct)
-        poller_free(&self.poller)
+        worker_free(&self.w)
         ports_free(&self.ports)
         networks_free(&self.networks)
         peers_free(&self.peers)
-        tunnel_tx_free(&self.tx)
-        tunnel_rx_free(&self.rx)
         cap_free(&self.cap)
         fdb_destroy(&self.fdb)
         neigh_free(&self.neigh)
         neigh_free(&self.owners)
         frags_free(&self.frags)
-        free(self.slots)
 
     # ------------------------------------------------------------- networks
 
@@ -179,7 +170,7 @@ cdef class Datapath:
         cdef int64_t port_id = ports_add(&self.ports, fd, network, vnet_hdr, router)
         if port_id < 0:
             raise OverflowError(f"all {MAX_PORTS} ports are in use")
-        if poller_watch(&self.poller, fd, port_id) < 0:
+        if poller_watch(&self.w.poller, fd, port_id) < 0:
             ports_remove(&self.ports, port_id)
             raise OSError(errno, f"cannot poll fd {fd}")
         return port_id
@@ -194,13 +185,13 @@ cdef class Datapath:
             self.policed -= 1
         port_policy_free(p.policy)
         p.policy = NULL
-        poller_unwatch(&self.poller, p.fd)
+        poller_unwatch(&self.w.poller, p.fd)
         ports_remove(&self.ports, port_id)
 
     def fileno(self):
         """An fd that is readable when any port or the tunnel has frames:
         the event loop watches it and calls poll()."""
-        return self.poller.epfd
+        return self.w.poller.epfd
 
     def set_port_security(self, uint32_t port_id, mac=None, ips=(), ip6s=()):
         """Bind a port to its MAC, IPv4 and IPv6 addresses (integers); frames
@@ -304,20 +295,20 @@ cdef class Datapath:
             raise ValueError("udp_port must be 1..65535 and underlay_mtu 576..65535")
         if not 0 < len(senders) <= MAX_SENDERS:
             raise ValueError(f"1..{MAX_SENDERS} sending sockets")
-        self._flush_output()
+        self._flush_output(&self.w)
         for i, (fd, sport) in enumerate(senders):
-            self.tx.fd[i], self.tx.sport[i] = fd, sport
-        self.tx.n_senders = len(senders)
-        if rx_fd != self.rx.fd:
-            if self.rx.fd >= 0:
-                poller_unwatch(&self.poller, self.rx.fd)
-            if poller_watch(&self.poller, rx_fd, TUNNEL_PORT) < 0:
+            self.w.tx.fd[i], self.w.tx.sport[i] = fd, sport
+        self.w.tx.n_senders = len(senders)
+        if rx_fd != self.w.rx.fd:
+            if self.w.rx.fd >= 0:
+                poller_unwatch(&self.w.poller, self.w.rx.fd)
+            if poller_watch(&self.w.poller, rx_fd, TUNNEL_PORT) < 0:
                 raise OSError(errno, f"cannot poll fd {rx_fd}")
-        self.rx.fd = rx_fd
+        self.w.rx.fd = rx_fd
         peers_set_port(&self.peers, udp_port)
-        self.tx.underlay_mtu, self.rx.learn_peers = underlay_mtu, learn_peers
-        self.rx.vtep, self.peers.max_learned = key_from_int(vtep), max_learned_peers
-        self.tx.outer_overhead = OUTER_OVERHEAD if key_is_v4(&self.rx.vtep) or not vtep \
+        self.w.tx.underlay_mtu, self.w.rx.learn_peers = underlay_mtu, learn_peers
+        self.w.rx.vtep, self.peers.max_learned = key_from_int(vtep), max_learned_peers
+        self.w.tx.outer_overhead = OUTER_OVERHEAD if key_is_v4(&self.w.rx.vtep) or not vtep \
             else OUTER_OVERHEAD6
         if not learn_peers:
             for ip, _, _, learned in self.peer_list():
@@ -395,13 +386,13 @@ cdef class Datapath:
 
     @property
     def busy_poll_us(self):
-        return self.poller.busy_poll_ns / 1e3
+        return self.w.poller.busy_poll_ns / 1e3
 
     @busy_poll_us.setter
     def busy_poll_us(self, double us):
         if us < 0:
             raise ValueError("busy_poll_us must be >= 0")
-        self.poller.busy_poll_ns = <uint64_t>(us * 1000)
+        self.w.poller.busy_poll_ns = <uint64_t>(us * 1000)
 
     def fdb_add_remote(self, int network, uint64_t mac, peer_ip):
         """A static entry: (network, mac) lives behind the peer peer_ip."""
@@ -587,14 +578,14 @@ cdef class Datapath:
 
     def counters(self):
         """Switch-wide counters: decisions, drops by reason, FDB, tunnel."""
-        out = counters_dict(&self.totals)
+        out = counters_dict(&self.w.totals)
         out["fdb"] = {"entries": self.fdb.count, "max_entries": self.fdb.max_entries,
                       "learned": self.fdb.learned, "moves": self.fdb.moves,
                       "full": self.fdb.full, "limited": self.fdb.limited,
                       "expired": self.fdb.expired,
                       "max_per_port": self.fdb.max_per_port, "max_per_peer": self.fdb.max_per_peer}
-        out["tunnel"] = port_counters(&self.tunnel)
-        out["gro_merged"] = self.gro.merged
+        out["tunnel"] = port_counters(&self.w.tunnel)
+        out["gro_merged"] = self.w.gro.merged
         out["arp_suppressed"] = self.neigh.answered
         out["nd_suppressed"] = self.neigh.answered6
         out["neighbours"] = self.neigh.count
@@ -603,13 +594,13 @@ cdef class Datapath:
                             "created": self.ct.created, "expired": self.ct.expired,
                             "revoked": self.ct.revoked, "early_dropped": self.ct.early_dropped}
         out["fragments_passed"] = self.frags.passed
-        out["gateway_replies"] = self.gateway_replies
+        out["gateway_replies"] = self.w.gateway_replies
         return out
 
     @property
     def gro_merged(self):
         """Segments that went out inside a GRO superframe."""
-        return self.gro.merged
+        return self.w.gro.merged
 
     # -------------------------------------------------------------- capture
 
@@ -636,8 +627,8 @@ cdef class Datapath:
     # ------------------------------------------------------- trace (_trace.pxi)
 
     def trace(self, uint32_t port_id, bytes frame):
-        """Run a frame from a port through the pipeline's own checks and
-        lookup, without learning, sending or counting: a list of steps."""
+        """Run a frame from a port through the pipeline, without learning,
+        sending, counting or tracking: a list of steps."""
         return trace_frame(self, port_id, frame)
 
     # ============================================================ the pipeline
@@ -649,36 +640,37 @@ cdef class Datapath:
         with busy polling, until busy_poll_us pass without a frame), for at
         most POLL_BUDGET_NS; then the event loop gets its turn. Returns the
         number of ports whose fd failed (take_failed() names them)."""
+        cdef worker_t *w = &self.w
         cdef int i, n, r
         cdef uint32_t key
         cdef uint64_t start = monotonic_ns(), last = start, now
         with nogil:
             while True:
-                n = epoll_wait(self.poller.epfd, self.poller.events, POLL_EVENTS, 0)
+                n = epoll_wait(w.poller.epfd, w.poller.events, POLL_EVENTS, 0)
                 for i in range(n):
-                    key = self.poller.events[i].data.u32
+                    key = w.poller.events[i].data.u32
                     if key == TUNNEL_PORT:
-                        r = self._drain_tunnel()
+                        r = self._drain_tunnel(&self.w)
                         if r < 0:
-                            poller_fail(&self.poller, key, self.rx.fd)
+                            poller_fail(&w.poller, key, w.rx.fd)
                     elif port_at(&self.ports, key) != NULL:
-                        r = self._drain(key)
+                        r = self._drain(w, key)
                         if r < 0:
-                            poller_fail(&self.poller, key, self.ports.slots[key].fd)
+                            poller_fail(&w.poller, key, self.ports.slots[key].fd)
                 now = monotonic_ns()
                 if n > 0:
                     last = now
-                elif now - last >= self.poller.busy_poll_ns:
+                elif now - last >= w.poller.busy_poll_ns:
                     break
                 if now - start >= POLL_BUDGET_NS:
                     break
-        return self.poller.n_failed
+        return w.poller.n_failed
 
     def take_failed(self):
         """Ids of the ports (PORT_TUNNEL: the tunnel) whose fd failed in
         poll() since the last call; they are no longer polled."""
-        out = [self.poller.failed[i] for i in range(self.poller.n_failed)]
-        self.poller.n_failed = 0
+        out = [self.w.poller.failed[i] for i in range(self.w.poller.n_failed)]
+        self.w.poller.n_failed = 0
         return out
 
     def drain(self, uint32_t port_id):
@@ -688,7 +680,7 @@ cdef class Datapath:
             return 0
         cdef int r
         with nogil:
-            r = self._drain(port_id)
+            r = self._drain(&self.w, port_id)
         return r
 
     def drain_tunnel(self):
@@ -696,10 +688,10 @@ cdef class Datapath:
         number received, or -errno."""
         cdef int r
         with nogil:
-            r = self._drain_tunnel()
+            r = self._drain_tunnel(&self.w)
         return r
 
-    cdef int _drain(self, uint32_t port_id) noexcept nogil:
+    cdef int _drain(self, worker_t *w, uint32_t port_id) noexcept nogil:
         cdef port_t *inp = &self.ports.slots[port_id]
         # The frame starts at `frame` and its virtio_net_hdr sits just
         # before it, so that any egress can write either without a copy.
@@ -708,8 +700,8 @@ cdef class Datapath:
         cdef uint64_t now = monotonic_ns()
         cdef ssize_t n
         cdef int count = 0, err = 0
-        while count < self.batch:
-            frame = slot_frame(self.slots, count)
+        while count < w.batch:
+            frame = slot_frame(w.slots, count)
             hdr = frame - VNET_HLEN
             if inp.vnet_hdr:
                 n = read(inp.fd, hdr, FRAME_BUF + VNET_HLEN)
@@ -726,13 +718,13 @@ cdef class Datapath:
                 n -= VNET_HLEN
             else:
                 memset(hdr, 0, VNET_HLEN)
-            self._switch(port_id, inp, inp.network, hdr, frame, n, now)
+            self._switch(w, port_id, inp, inp.network, hdr, frame, n, now)
             if monotonic_ns() - now >= POLL_QUANTUM_NS:
                 break                   # its time is up for this round
-        self._flush_output()
+        self._flush_output(w)
         return -err if err else count
 
-    cdef int _drain_tunnel(self) noexcept nogil:
+    cdef int _drain_tunnel(self, worker_t *w) noexcept nogil:
         """Receive up to `batch` VXLAN buffers (one recvmmsg; with UDP_GRO a
         buffer holds several datagrams of one flow, cut every gso_size
         bytes), check the datagrams and switch their inner frames to local
@@ -743,73 +735,73 @@ cdef class Datapath:
         cdef int64_t peer
         cdef ip_key_t source
         cdef uint64_t now = monotonic_ns()
-        got = recvmmsg(self.rx.fd, self.rx.msgs, self.batch, MSG_DONTWAIT, NULL)
+        got = recvmmsg(w.rx.fd, w.rx.msgs, w.batch, MSG_DONTWAIT, NULL)
         if got < 0:
             return 0 if errno == EAGAIN or errno == EINTR else -errno
         for i in range(got):
-            data = <unsigned char *>self.rx.iov[i].iov_base
-            total = self.rx.msgs[i].msg_len
-            seg = gro_segment_size(&self.rx.msgs[i].msg_hdr)
+            data = <unsigned char *>w.rx.iov[i].iov_base
+            total = w.rx.msgs[i].msg_len
+            seg = gro_segment_size(&w.rx.msgs[i].msg_hdr)
             if seg <= 0:
                 seg = total
-            tunnel_rx_rearm(&self.rx, i)
+            tunnel_rx_rearm(&w.rx, i)
             # Sources that are not peers are refused before anything is parsed.
-            source = key_of_sockaddr(&self.rx.addr[i])
+            source = key_of_sockaddr(&w.rx.addr[i])
             peer = peer_find(&self.peers, &source)
             off = 0
             while True:                 # an empty datagram is one (bad) datagram too
                 n = min(seg, total - off)
-                peer = self._decap(i, peer, data + off, n, now)
+                peer = self._decap(w, i, peer, data + off, n, now)
                 off += n
                 if off >= total:
                     break
-        self._flush_output()
+        self._flush_output(w)
         return got
 
-    cdef void _flush_output(self) noexcept nogil:
+    cdef void _flush_output(self, worker_t *w) noexcept nogil:
         """The round's one flush point: queued datagrams to the peers, and
         the held GRO superframe to its port (see the module's docstring)."""
-        if self.tx.n_msgs:
-            self._flush_tunnel()
-        gro_flush(&self.gro, &self.ports, &self.totals)
+        if w.tx.n_msgs:
+            self._flush_tunnel(w)
+        gro_flush(&w.gro, &self.ports, &w.totals)
 
-    cdef void _flush_tunnel(self) noexcept nogil:
-        tunnel_flush(&self.tx, &self.peers, &self.tunnel, &self.totals, &self.cap, &self.rx.vtep)
+    cdef void _flush_tunnel(self, worker_t *w) noexcept nogil:
+        tunnel_flush(&w.tx, &self.peers, &w.tunnel, &w.totals, &self.cap, &w.rx.vtep)
 
-    cdef int64_t _decap(self, int i, int64_t peer, unsigned char *data, ssize_t n,
+    cdef int64_t _decap(self, worker_t *w, int i, int64_t peer, unsigned char *data, ssize_t n,
                         uint64_t now) noexcept nogil:
         """Check one VXLAN datagram of received buffer i (from peer, -1 if
         unknown) and switch its inner frame. Returns the peer (learned)."""
         cdef int64_t vni, member
         cdef uint16_t net
-        self.tunnel.rx_packets += 1
-        self.tunnel.rx_bytes += n
-        if peer < 0 and not self.rx.learn_peers:
-            self._drop_datagram(i, DROP_UNKNOWN_PEER, data, n)
+        w.tunnel.rx_packets += 1
+        w.tunnel.rx_bytes += n
+        if peer < 0 and not w.rx.learn_peers:
+            self._drop_datagram(w, i, DROP_UNKNOWN_PEER, data, n)
             return peer
         vni = vxlan_vni(data) if n >= VXLAN_HLEN else -1
         if vni < 0:
-            self._drop_datagram(i, DROP_BAD_VXLAN, data, n)
+            self._drop_datagram(w, i, DROP_BAD_VXLAN, data, n)
             return peer
         net = network_of_vni(&self.networks, vni)
         if net == 0:
-            self._drop_datagram(i, DROP_UNKNOWN_VNI, data, n)
+            self._drop_datagram(w, i, DROP_UNKNOWN_VNI, data, n)
             return peer
         if peer < 0 or not peer_is_member(&self.peers, peer, net):
             # Configured peers inject only into their own networks; with
             # learn_peers, a new or learned source becomes a member of this one.
             member = -1
-            if self.rx.learn_peers and (peer < 0 or self.peers.slots[peer].learned):
-                member = peer_join(&self.peers, key_of_sockaddr(&self.rx.addr[i]), net, True)
+            if w.rx.learn_peers and (peer < 0 or self.peers.slots[peer].learned):
+                member = peer_join(&self.peers, key_of_sockaddr(&w.rx.addr[i]), net, True)
             if member < 0:                          # not ours to learn, or tables full
-                self._drop_datagram(i, DROP_UNKNOWN_PEER if peer < 0 else DROP_PEER_NOT_MEMBER,
+                self._drop_datagram(w, i, DROP_UNKNOWN_PEER if peer < 0 else DROP_PEER_NOT_MEMBER,
                                     data, n)
                 return peer
             peer = member
         self.peers.slots[peer].last_rx_ns = now
         self.peers.slots[peer].rx_packets += 1
         self.peers.slots[peer].rx_bytes += n
-        self._switch(PEER_BASE + peer, &self.tunnel, net, self.rx.zero_vhdr, data + VXLAN_HLEN,
+        self._switch(w, PEER_BASE + peer, &w.tunnel, net, w.rx.zero_vhdr, data + VXLAN_HLEN,
                      n - VXLAN_HLEN, now)
         return peer
 
@@ -855,69 +847,102 @@ cdef class Datapath:
             return DEST_LOOP
         return out if out >= 0 else DEST_FLOOD
 
-    cdef void _switch(self, uint32_t in_id, port_t *inp, uint16_t net, unsigned char *hdr,
+    cdef void _switch(self, worker_t *w, uint32_t in_id, port_t *inp, uint16_t net, unsigned char *hdr,
                       unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil:
         """Check, learn, look up, deliver: the pipeline for one frame. in_id
         is a port id, or PEER_BASE + peer index for frames from the tunnel."""
         cdef bint from_tunnel = in_id >= PEER_BASE
-        if self.cap.active:
-            cap_offer(&self.cap, CAP_DECAP if from_tunnel else CAP_INGRESS, in_id, -1, frame, n)
-        if not from_tunnel:
-            inp.rx_packets += 1
-            inp.rx_bytes += max(n, 0)
+        if w.trace == NULL:
+            if self.cap.active:
+                cap_offer(&self.cap, CAP_DECAP if from_tunnel else CAP_INGRESS, in_id, -1,
+                          frame, n)
+            if not from_tunnel:
+                inp.rx_packets += 1
+                inp.rx_bytes += max(n, 0)
         cdef int reason = self._check(inp, net, hdr, frame, n)
-        if reason < 0 and inp.ingress.rate > 0 and not bucket_take(&inp.ingress, n, now):
+        if reason < 0 and w.trace != NULL:
+            trace_step(w.trace, TRACE_CHECKS, -1, in_id, 0, 0)
+        if reason < 0 and inp.ingress.rate > 0 and not self._take(w, &inp.ingress, n, now, -1):
             reason = DROP_RATE_LIMITED
-        if reason < 0 and fdb_learn(&self.fdb, net, mac48(frame + 6), in_id, now) < 0:
+        if reason < 0 and self._learn(w, in_id, net, frame, now) < 0:
             reason = DROP_MAC_PINNED
         if reason >= 0:
-            self._drop_frame(inp, reason, in_id, frame, n)
+            self._drop_frame(w, inp, reason, in_id, frame, n)
             return
         cdef uint64_t known_mac
         if not from_tunnel:
             known_mac = arp_request_target(&self.neigh, net, frame, n)
             if known_mac:               # ARP suppression: answered here, nothing floods
+                if w.trace != NULL:
+                    trace_step(w.trace, TRACE_ARP, -1, in_id, known_mac, 0)
+                    return
                 self.neigh.answered += 1
-                self._send(inp, self.neigh.reply, arp_reply(&self.neigh, frame, known_mac),
+                self._send(w, inp, self.neigh.reply, arp_reply(&self.neigh, frame, known_mac),
                            ARP_FRAME_LEN)
                 return
             known_mac = nd_request_target(&self.neigh, net, frame, n)
             if known_mac:               # ... and ND suppression, the same for IPv6
+                if w.trace != NULL:
+                    trace_step(w.trace, TRACE_ND, -1, in_id, known_mac, 0)
+                    return
                 self.neigh.answered6 += 1
-                self._send(inp, self.neigh.reply, na_reply(&self.neigh, frame, known_mac),
+                self._send(w, inp, self.neigh.reply, na_reply(&self.neigh, frame, known_mac),
                            NA_FRAME_LEN)
                 return
         cdef int64_t out = -1
         cdef verdict_t v
         if not inp.router and ct_gateway_count(&self.ct, ct_port(in_id))[0]:
-            out = self._gateway_reply(in_id, net, frame, n, now)
+            out = self._gateway_reply(w, in_id, net, frame, n, now)
         if out < 0:
             out = self._destination(in_id, net, frame, now)
+            if w.trace != NULL:
+                out = trace_destination(w.trace, in_id, frame, out)
         if out == DEST_LOOP:
-            self._drop_frame(inp, DROP_LOOP, in_id, frame, n)
+            self._drop_frame(w, inp, DROP_LOOP, in_id, frame, n)
         elif out == DEST_FLOOD:
             if from_tunnel:
-                gro_flush(&self.gro, &self.ports, &self.totals)   # keep order with what is held
-            self._flood(in_id, net, inp, hdr, frame, n, now)
-        elif self._policy(in_id, inp, NULL if out >= PEER_BASE else &self.ports.slots[out], net,
+                gro_flush(&w.gro, &self.ports, &w.totals)   # keep order with what is held
+            self._flood(w, in_id, net, inp, hdr, frame, n, now)
+        elif self._policy(w, in_id, inp, NULL if out >= PEER_BASE else &self.ports.slots[out], net,
                           frame, n, now, True, &v) >= 0:
-            self._policy_drop(in_id, inp, NULL if out >= PEER_BASE else &self.ports.slots[out],
+            self._policy_drop(w, in_id, inp, NULL if out >= PEER_BASE else &self.ports.slots[out],
                               &v, frame, n, True)
         elif out >= PEER_BASE:
-            self.totals.unicast += 1
+            w.totals.unicast += 1
             if inp.router:
-                self._gateway_track(in_id, CT_NO_PORT, net, frame, n, now)
-            self._to_peer(out - PEER_BASE, net, hdr, frame, n)
+                self._gateway_track(w, in_id, CT_NO_PORT, net, frame, n, now)
+            self._to_peer(w, out - PEER_BASE, net, hdr, frame, n)
         else:
-            self.totals.unicast += 1
+            w.totals.unicast += 1
             if inp.router and not self.ports.slots[out].router:
-                self._gateway_track(in_id, out, net, frame, n, now)
+                self._gateway_track(w, in_id, out, net, frame, n, now)
             if from_tunnel and self.ports.slots[out].vnet_hdr:
-                self._to_gro(out, hdr, frame, n)
+                self._to_gro(w, out, hdr, frame, n)
             else:
-                self._send(&self.ports.slots[out], hdr, frame, n)
+                self._send(w, &self.ports.slots[out], hdr, frame, n)
 
-    cdef int _policy(self, uint32_t in_id, port_t *inp, port_t *out, uint16_t net,
+    cdef bint _take(self, worker_t *w, bucket_t *b, ssize_t n, uint64_t now,
+                    int64_t port) noexcept nogil:
+        """A rate limit's token bucket (ingress: port -1): may n bytes pass?
+        A trace looks without taking."""
+        if w.trace == NULL:
+            return bucket_take(b, n, now)
+        cdef bint ok = bucket_would_take(b, n, now)
+        trace_step(w.trace, TRACE_RATE, -1 if ok else DROP_RATE_LIMITED, port, 0, 0)
+        return ok
+
+    cdef int _learn(self, worker_t *w, uint32_t in_id, uint16_t net, const unsigned char *frame,
+                    uint64_t now) noexcept nogil:
+        """Learn the frame's source at in_id: -1 if it is pinned elsewhere.
+        A trace records what is known of it instead."""
+        if w.trace == NULL:
+            return fdb_learn(&self.fdb, net, mac48(frame + 6), in_id, now)
+        cdef uint64_t src = mac48(frame + 6)
+        cdef int64_t pinned = fdb_pinned_port(&self.fdb, net, src)
+        trace_step(w.trace, TRACE_LEARN, -1, fdb_lookup(&self.fdb, net, src, now), src, pinned)
+        return -1 if pinned >= 0 and pinned != in_id else 0
+
+    cdef int _policy(self, worker_t *w, uint32_t in_id, port_t *inp, port_t *out, uint16_t net,
                      const unsigned char *frame, ssize_t n, uint64_t now, bint commit,
                      verdict_t *v) noexcept nogil:
         """-1 when NetworkPolicy lets a frame from in_id go to out (NULL:
@@ -941,7 +966,10 @@ cdef class Datapath:
         # the one it reaches, else to where it came from.
         path.owner = (path.src.pod - self.ports.slots if path.src.pod != NULL else
                       path.dst.pod - self.ports.slots if path.dst.pod != NULL else path.in_port)
-        policy_decide(&self.ct, &self.frags, &path, &f, net, ms32(now), commit, v)
+        policy_decide(&self.ct, &self.frags, &path, &f, net, ms32(now),
+                      commit and w.trace == NULL, v)
+        if w.trace != NULL:
+            trace_verdict(w.trace, path.out_port if out != NULL else -1, v)
         return v.reason
 
     cdef void _end(self, pol_end_t *end, const port_t *p, const ip_key_t *address,
@@ -961,7 +989,7 @@ cdef class Datapath:
             end.node = owns_address(p, address)
             end.service = is_service(&self.services, address)
 
-    cdef int64_t _gateway_of(self, uint32_t in_id, uint16_t net, const unsigned char *frame,
+    cdef int64_t _gateway_of(self, worker_t *w, uint32_t in_id, uint16_t net, const unsigned char *frame,
                              ssize_t n, uint64_t now) noexcept nogil:
         """The host port a frame from pod port or peer in_id must go back
         through (a reply of a connection that came in through it), or -1
@@ -974,21 +1002,25 @@ cdef class Datapath:
             return -1
         return gw
 
-    cdef int64_t _gateway_reply(self, uint32_t in_id, uint16_t net, unsigned char *frame,
+    cdef int64_t _gateway_reply(self, worker_t *w, uint32_t in_id, uint16_t net, unsigned char *frame,
                                 ssize_t n, uint64_t now) noexcept nogil:
         """_gateway_of, with the frame's destination MAC made the host port's."""
-        cdef int64_t gw = self._gateway_of(in_id, net, frame, n, now)
+        cdef int64_t gw = self._gateway_of(w, in_id, net, frame, n, now)
         if gw >= 0:
             put_mac(frame, self.ports.slots[gw].mac)
-            self.gateway_replies += 1
+            w.gateway_replies += 1
+            if w.trace != NULL:
+                trace_step(w.trace, TRACE_GATEWAY_REPLY, -1, gw, self.ports.slots[gw].mac, 0)
         return gw
 
-    cdef void _gateway_track(self, uint32_t in_id, uint16_t out, uint16_t net,
+    cdef void _gateway_track(self, worker_t *w, uint32_t in_id, uint16_t out, uint16_t net,
                              const unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil:
         """A frame from host port in_id to a pod's port or (CT_NO_PORT) a
         peer: its connection is marked, unless the node itself sent it."""
         cdef flow_t f
         cdef pol_end_t source
+        if w.trace != NULL:
+            return
         flow_parse(&f, net, frame, n, eth_header_len(frame, n))
         self._end(&source, &self.ports.slots[in_id], &f.src, net)
         if f.kind != FLOW_IP or source.node:
@@ -996,14 +1028,16 @@ cdef class Datapath:
         gateway_track(&self.ct, &f, net, in_id, out, source.pod - self.ports.slots
                       if source.pod != NULL else out if out != CT_NO_PORT else in_id, ms32(now))
 
-    cdef void _policy_drop(self, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
+    cdef void _policy_drop(self, worker_t *w, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
                            const unsigned char *frame, ssize_t n, bint whole) noexcept nogil:
         """A frame (whole: all of it; else one copy, towards out or the
         peers) that policy refused: counted on the pod whose policy decided."""
         cdef port_t *decider = out if v.direction == POL_INGRESS else inp
+        if w.trace != NULL:             # its verdict is the trace's policy step
+            return
         if decider != NULL and v.reason == DROP_POLICY_DENIED:
             decider.policy_denied += 1
-        self.totals.drops[v.reason] += 1
+        w.totals.drops[v.reason] += 1
         if whole:
             inp.rx_dropped += 1
         elif out != NULL:
@@ -1012,7 +1046,7 @@ cdef class Datapath:
             cap_offer_detail(&self.cap, CAP_DROP, in_id, v.reason,
                              (<uint32_t>v.direction << 31) | v.policy, frame, n)
 
-    cdef void _flood(self, uint32_t in_id, uint16_t net, port_t *inp, unsigned char *hdr,
+    cdef void _flood(self, worker_t *w, uint32_t in_id, uint16_t net, port_t *inp, unsigned char *hdr,
                      unsigned char *frame, ssize_t n, uint64_t now) noexcept nogil:
         cdef uint32_t i
         cdef bint sent = False, refused = False
@@ -1023,12 +1057,12 @@ cdef class Datapath:
         for i in range(self.ports.limit):
             if i != in_id and self.ports.slots[i].fd >= 0 and self.ports.slots[i].network == net \
                     and (self.ports.slots[i].router or not routers_only):
-                if self._policy(in_id, inp, &self.ports.slots[i], net, frame, n, now, True,
+                if self._policy(w, in_id, inp, &self.ports.slots[i], net, frame, n, now, True,
                                 &v) >= 0:
-                    self._policy_drop(in_id, inp, &self.ports.slots[i], &v, frame, n, False)
+                    self._policy_drop(w, in_id, inp, &self.ports.slots[i], &v, frame, n, False)
                     refused = True
                     continue
-                self._send(&self.ports.slots[i], hdr, frame, n)
+                self._send(w, &self.ports.slots[i], hdr, frame, n)
                 sent = True
         if in_id < PEER_BASE and not routers_only:
             # Head-end replication: one copy per peer of the network. Local
@@ -1036,123 +1070,145 @@ cdef class Datapath:
             for i in range(self.peers.n_members):
                 if self.peers.member_net[i] == net:
                     if to_peers == -2:
-                        to_peers = self._policy(in_id, inp, NULL, net, frame, n, now, True, &v)
+                        to_peers = self._policy(w, in_id, inp, NULL, net, frame, n, now, True, &v)
                         if to_peers >= 0:
-                            self._policy_drop(in_id, inp, NULL, &v, frame, n, False)
+                            self._policy_drop(w, in_id, inp, NULL, &v, frame, n, False)
                             refused = True
                     if to_peers >= 0:
                         break
-                    self._to_peer(self.peers.member_peer[i], net, hdr, frame, n)
+                    self._to_peer(w, self.peers.member_peer[i], net, hdr, frame, n)
                     sent = True
         if refused and not sent:
-            inp.rx_dropped += 1
+            if w.trace == NULL:
+                inp.rx_dropped += 1
         elif sent:
-            self.totals.flooded += 1
+            w.totals.flooded += 1
         else:
-            self._drop_frame(inp, DROP_NO_ROUTE, in_id, frame, n)
+            self._drop_frame(w, inp, DROP_NO_ROUTE, in_id, frame, n)
 
-    cdef void _send(self, port_t *out, unsigned char *hdr, unsigned char *frame,
+    cdef void _send(self, worker_t *w, port_t *out, unsigned char *hdr, unsigned char *frame,
                     ssize_t n) noexcept nogil:
         """Write a frame to a port (rate limit, offload header or not)."""
-        cdef ssize_t w, want = n
+        cdef ssize_t written, want = n
         cdef uint32_t out_id = out - self.ports.slots
-        if out.egress.rate > 0 and not bucket_take(&out.egress, n, monotonic_ns()):
-            self._egress_drop(out, out_id, DROP_RATE_LIMITED, frame, n)
+        if out.egress.rate > 0 and not self._take(w, &out.egress, n, monotonic_ns(), out_id):
+            self._egress_drop(w, out, out_id, DROP_RATE_LIMITED, frame, n)
+            return
+        if not out.vnet_hdr and vnet_is_gso(hdr):
+            self._egress_drop(w, out, out_id, DROP_NEEDS_SEGMENTATION, frame, n)
+            return
+        if w.trace != NULL:
+            trace_step(w.trace, TRACE_SEND, -1, out_id, 0, 0)
             return
         cdef iovec parts[2]
         if out.vnet_hdr:
             want = n + VNET_HLEN
             if hdr + VNET_HLEN == frame:
-                w = write(out.fd, hdr, want)
+                written = write(out.fd, hdr, want)
             else:                                   # a decapsulated frame: header apart
                 parts[0].iov_base, parts[0].iov_len = hdr, VNET_HLEN
                 parts[1].iov_base, parts[1].iov_len = frame, n
-                w = writev(out.fd, parts, 2)
-        elif vnet_is_gso(hdr):
-            self._egress_drop(out, out_id, DROP_NEEDS_SEGMENTATION, frame, n)
-            return
+                written = writev(out.fd, parts, 2)
         else:
             if hdr[0] & VNET_F_NEEDS_CSUM:
                 complete_checksum(hdr, frame, n)    # in place, once: later copies reuse it
-            w = write(out.fd, frame, n)
-        if w != want:
-            self._egress_drop(out, out_id, write_error_reason(w), frame, n)
+            written = write(out.fd, frame, n)
+        if written != want:
+            self._egress_drop(w, out, out_id, write_error_reason(written), frame, n)
             return
         out.tx_packets += 1
         out.tx_bytes += n
         if self.cap.active:
             cap_offer(&self.cap, CAP_EGRESS, out_id, -1, frame, n)
 
-    cdef void _egress_drop(self, port_t *out, uint32_t out_id, int reason,
+    cdef void _egress_drop(self, worker_t *w, port_t *out, uint32_t out_id, int reason,
                            const unsigned char *frame, ssize_t n) noexcept nogil:
         """A copy towards a port that was not written."""
+        if w.trace != NULL:
+            trace_step(w.trace, TRACE_DROP, reason, out_id, 0, 0)
+            return
         out.tx_dropped += 1
-        self.totals.drops[reason] += 1
+        w.totals.drops[reason] += 1
         if self.cap.active:
             cap_offer(&self.cap, CAP_DROP, out_id, reason, frame, n)
 
-    cdef void _to_gro(self, uint32_t out, unsigned char *hdr, unsigned char *frame,
+    cdef void _to_gro(self, worker_t *w, uint32_t out, unsigned char *hdr, unsigned char *frame,
                       ssize_t n) noexcept nogil:
         """Deliver a decapsulated frame to an offload port through GRO."""
         cdef ssize_t hlen = tcp_gro_header_len(frame, n)
-        if hlen < 0 or self.ports.slots[out].egress.rate > 0:   # limited ports: frame by frame
-            gro_flush(&self.gro, &self.ports, &self.totals)
-            self._send(&self.ports.slots[out], hdr, frame, n)
+        # Limited ports (and a trace) take it frame by frame.
+        if hlen < 0 or w.trace != NULL or self.ports.slots[out].egress.rate > 0:
+            gro_flush(&w.gro, &self.ports, &w.totals)
+            self._send(w, &self.ports.slots[out], hdr, frame, n)
             return
         if self.cap.active:                     # each segment, as it goes into the superframe
             cap_offer(&self.cap, CAP_EGRESS, out, -1, frame, n)
-        gro_add(&self.gro, &self.ports, &self.totals, out, frame, n, hlen)
+        gro_add(&w.gro, &self.ports, &w.totals, out, frame, n, hlen)
 
-    cdef void _to_peer(self, uint32_t peer, uint16_t net, unsigned char *hdr,
+    cdef void _to_peer(self, worker_t *w, uint32_t peer, uint16_t net, unsigned char *hdr,
                        unsigned char *frame, ssize_t n) noexcept nogil:
         """Queue the frame, VXLAN-encapsulated, for the peer (cut into
         segments first if it is a TCP superframe); sent at the flush."""
-        cdef ssize_t l2, hlen, off, size, gso_size
+        cdef ssize_t l2 = 0, hlen = 0, off, size, gso_size = 0
         cdef uint32_t i = 0, k, vni = self.networks.vni_of[net]
-        if vnet_is_gso(hdr):
+        cdef bint gso = vnet_is_gso(hdr)
+        cdef int reason = -1
+        if gso:
             l2 = eth_header_len(frame, n)
             hlen = tso_header_len(hdr, frame, n, l2)
             gso_size = le16(hdr + 4)
             if hlen < 0 or hlen > SEG_HDR_MAX:
-                self._peer_drop(peer, DROP_NEEDS_SEGMENTATION, frame, n)
-            elif hlen + gso_size + self.tx.outer_overhead > self.tx.underlay_mtu:
-                self._peer_drop(peer, DROP_TOO_BIG, frame, n)
-            else:
-                off = hlen
-                while off < n:
-                    size = min(gso_size, n - off)
-                    self._room_to_queue()
-                    k = tunnel_queue(&self.tx, peer, vni, frame, NULL, hlen, frame + off, size)
-                    tso_segment_headers(<unsigned char *>self.tx.iov[3 * k + 1].iov_base,
-                                        hdr, frame, l2, hlen, i, frame + off, size, off + size >= n)
-                    off += size
-                    i += 1
+                reason = DROP_NEEDS_SEGMENTATION
+            elif hlen + gso_size + w.tx.outer_overhead > w.tx.underlay_mtu:
+                reason = DROP_TOO_BIG
+        elif n + w.tx.outer_overhead > w.tx.underlay_mtu:
+            reason = DROP_TOO_BIG
+        if reason >= 0:
+            self._peer_drop(w, peer, reason, frame, n)
             return
-        if n + self.tx.outer_overhead > self.tx.underlay_mtu:
-            self._peer_drop(peer, DROP_TOO_BIG, frame, n)
+        if w.trace != NULL:
+            trace_step(w.trace, TRACE_ENCAP, -1, PEER_BASE + peer, 0,
+                       w.tx.sport[tunnel_sender(&w.tx, frame, n)] if w.tx.n_senders else -1)
+            return
+        if gso:
+            off = hlen
+            while off < n:
+                size = min(gso_size, n - off)
+                self._room_to_queue(w)
+                k = tunnel_queue(&w.tx, peer, vni, frame, NULL, hlen, frame + off, size)
+                tso_segment_headers(<unsigned char *>w.tx.iov[3 * k + 1].iov_base,
+                                    hdr, frame, l2, hlen, i, frame + off, size, off + size >= n)
+                off += size
+                i += 1
             return
         if hdr[0] & VNET_F_NEEDS_CSUM:
             complete_checksum(hdr, frame, n)
-        self._room_to_queue()
-        tunnel_queue(&self.tx, peer, vni, frame, frame, n, NULL, 0)
+        self._room_to_queue(w)
+        tunnel_queue(&w.tx, peer, vni, frame, frame, n, NULL, 0)
 
-    cdef void _room_to_queue(self) noexcept nogil:
-        if self.tx.n_pending == MAX_PENDING:
-            self._flush_tunnel()
+    cdef void _room_to_queue(self, worker_t *w) noexcept nogil:
+        if w.tx.n_pending == MAX_PENDING:
+            self._flush_tunnel(w)
 
-    cdef void _peer_drop(self, uint32_t peer, int reason, const unsigned char *frame,
+    cdef void _peer_drop(self, worker_t *w, uint32_t peer, int reason, const unsigned char *frame,
                          ssize_t n) noexcept nogil:
-        tunnel_drop(&self.peers, &self.tunnel, &self.totals, &self.cap, peer, reason, frame, n)
+        if w.trace != NULL:
+            trace_step(w.trace, TRACE_DROP, reason, PEER_BASE + peer, 0, 0)
+            return
+        tunnel_drop(&self.peers, &w.tunnel, &w.totals, &self.cap, peer, reason, frame, n)
 
-    cdef void _drop_frame(self, port_t *inp, int reason, uint32_t in_id,
+    cdef void _drop_frame(self, worker_t *w, port_t *inp, int reason, uint32_t in_id,
                           const unsigned char *frame, ssize_t n) noexcept nogil:
-        count_drop(&self.totals, inp, reason)
+        if w.trace != NULL:             # the frame itself, not a copy: value 1
+            trace_step(w.trace, TRACE_DROP, reason, in_id, 0, 1)
+            return
+        count_drop(&w.totals, inp, reason)
         if self.cap.active:
             cap_offer(&self.cap, CAP_DROP, in_id, reason, frame, n)
 
-    cdef void _drop_datagram(self, int i, int reason, unsigned char *payload,
+    cdef void _drop_datagram(self, worker_t *w, int i, int reason, unsigned char *payload,
                              ssize_t n) noexcept nogil:
         """A tunnel-level drop of received datagram i (its UDP payload)."""
-        count_drop(&self.totals, &self.tunnel, reason)
+        count_drop(&w.totals, &w.tunnel, reason)
         if self.cap.active:
-            capture_received_drop(&self.cap, &self.rx, self.peers.udp_port, i, reason, payload, n)
+            capture_received_drop(&self.cap, &w.rx, self.peers.udp_port, i, reason, payload, n)

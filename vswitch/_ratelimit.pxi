@@ -18,3 +18,8 @@ cdef inline bint bucket_take(bucket_t *b, ssize_t n, uint64_t now) noexcept nogi
         return False
     b.tokens -= n
     return True
+
+
+cdef inline bint bucket_would_take(const bucket_t *b, ssize_t n, uint64_t now) noexcept nogil:
+    """bucket_take without taking (a trace)."""
+    return min(b.burst, b.tokens + (now - b.last_ns) * b.rate) >= n

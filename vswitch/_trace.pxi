@@ -1,87 +1,37 @@
-# Trace: a frame from a port through the pipeline's own checks and lookup
-# (Datapath._check, _destination), without learning, sending or counting,
-# reported step by step. Beside the pipeline, not in it: nothing here runs
-# per frame.
+# Trace: a frame from a port through the real pipeline (Datapath._switch) on
+# a worker of its own whose sink (trace_t, _trace.pxd) records each step
+# where the pipeline would learn, send, count or commit a connection: one
+# pipeline, so a trace cannot drift from what the switch does. The frame is
+# a copy; nothing is sent, learned, counted or tracked. Not per frame:
+# trace_frame runs once per `vswitchctl trace`.
 
 
-cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
-    cdef port_t *inp = dp._port(port_id)
-    cdef uint16_t net = inp.network
-    cdef unsigned char hdr[VNET_HLEN]
-    memset(hdr, 0, VNET_HLEN)
-    cdef const unsigned char *f = frame
-    cdef ssize_t n = len(frame)
-    steps = [{"step": "ingress", "port": port_id, "network": net, "length": n,
-              "port_security": bool(inp.secured)}]
-    cdef int reason = dp._check(inp, net, hdr, f, n)
-    if reason >= 0:
-        return steps + [{"step": "drop", "reason": DROP_NAMES[reason]}]
-    steps.append({"step": "checks", "verdict": "pass"})
-    cdef uint64_t src = mac48(f + 6)
-    cdef int64_t known = fdb_lookup(&dp.fdb, net, src, monotonic_ns())
-    cdef int64_t pinned = fdb_pinned_port(&dp.fdb, net, src)
-    if pinned >= 0 and pinned != port_id:
-        return steps + [{"step": "learn", "mac": mac_to_str(src), "pinned_to": pinned},
-                        {"step": "drop", "reason": DROP_NAMES[DROP_MAC_PINNED]}]
-    steps.append({"step": "learn", "mac": mac_to_str(src),
-                  "known_at": None if known < 0 else known, "moves": known >= 0 and known != port_id})
-    cdef uint64_t known_mac = arp_request_target(&dp.neigh, net, f, n)
-    if known_mac:
-        return steps + [{"step": "arp_suppression", "target": ".".join(map(str, f[38:42])),
-                         "mac": mac_to_str(known_mac), "verdict": "answered to the ingress port"}]
-    known_mac = nd_request_target(&dp.neigh, net, f, n)
-    if known_mac:
-        return steps + [{"step": "nd_suppression",
-                         "target": str(ipaddress.IPv6Address(bytes(f[62:78]))),
-                         "mac": mac_to_str(known_mac), "verdict": "answered to the ingress port"}]
-    cdef int64_t out = -1
-    if not inp.router and ct_gateway_count(&dp.ct, port_id)[0]:
-        out = dp._gateway_of(port_id, net, f, n, monotonic_ns())
-        if out >= 0:
-            steps.append({"step": "gateway_reply", "port": out,
-                          "mac": mac_to_str(dp.ports.slots[out].mac),
-                          "why": "a reply of a connection that came in through the host port"})
-            steps.append({"step": "output", "ports": [out], "peers": []})
-            return steps
-    out = dp._destination(port_id, net, f, monotonic_ns())
-    dst = mac_to_str(mac48(f))
-    if out == DEST_LOOP:
-        return steps + [{"step": "fdb", "mac": dst, "result": "learned on the ingress port"},
-                        {"step": "drop", "reason": DROP_NAMES[DROP_LOOP]}]
-    if out == DEST_FLOOD:
-        steps.append({"step": "fdb", "mac": dst,
-                      "result": "multicast" if is_multicast(f) else "unknown"})
-        routers_only = not inp.router and for_routers(f, n)
-        ports = [i for i in range(dp.ports.limit) if i != port_id and
-                 dp.ports.slots[i].fd >= 0 and dp.ports.slots[i].network == net
-                 and (dp.ports.slots[i].router or not routers_only)]
-        peers = [] if routers_only else network_peers(&dp.peers, net)
-        if not ports and not peers:
-            return steps + [{"step": "drop", "reason": DROP_NAMES[DROP_NO_ROUTE]}]
-        output = {"step": "flood", "ports": ports, "peers": [PEER_BASE + p for p in peers]}
-    else:
-        steps.append({"step": "fdb", "mac": dst, "result": "learned", "port": out})
-        output = {"step": "output", "ports": [out] if out < PEER_BASE else [],
-                  "peers": [out] if out >= PEER_BASE else []}
-    steps.append(output)
-    # NetworkPolicy, per destination (the peers share one verdict).
-    denied = 0
-    for dest in output["ports"] + output["peers"][:1]:
-        step = trace_policy(dp, port_id, NULL if dest >= PEER_BASE else &dp.ports.slots[dest], net,
-                            f, n)
-        if step is not None:
-            steps.append({**step, "to": "peers" if dest >= PEER_BASE else dest})
-            denied += step["verdict"] != "pass"
-    if denied and denied == len(output["ports"]) + bool(output["peers"]):
-        return steps + [{"step": "drop", "reason": DROP_NAMES[DROP_POLICY_DENIED]}]
-    for dest in output["peers"]:       # (not steps[-1]: wraparound is off here)
-        sport = dp.tx.sport[tunnel_sender(&dp.tx, f, n)] if dp.tx.n_senders else None
-        too_big = n + dp.tx.outer_overhead > dp.tx.underlay_mtu
-        steps.append({"step": "encap", "peer": dest, "vni": dp.networks.vni_of[net],
-                      "udp_src_port": sport, "udp_dst_port": dp.peers.udp_port,
-                      "outer_length": n + dp.tx.outer_overhead,
-                      "verdict": "drop: too_big" if too_big else "send"})
-    return steps
+cdef inline void trace_step(trace_t *t, int kind, int reason, int64_t port, uint64_t mac,
+                            int64_t value) noexcept nogil:
+    cdef trace_step_t *s
+    if t.n < t.size:
+        s = &t.steps[t.n]
+        s.kind, s.reason, s.port, s.mac, s.value = kind, reason, port, mac, value
+    t.n += 1
+
+
+cdef inline void trace_verdict(trace_t *t, int64_t port, const verdict_t *v) noexcept nogil:
+    """Policy's verdict towards port (-1: the peers), when a policy applies."""
+    if v.how != HOW_OPEN:
+        trace_step(t, TRACE_POLICY, v.reason, port, 0, 0)
+        if t.n <= t.size:
+            t.steps[t.n - 1].verdict = v[0]
+
+
+cdef inline int64_t trace_destination(trace_t *t, uint32_t in_id, const unsigned char *frame,
+                                      int64_t out) noexcept nogil:
+    """The FDB's answer as the pipeline has it: learning (which a trace does
+    not do) would have put the source at in_id, so a frame to its own
+    source MAC is a loop."""
+    if out != DEST_LOOP and not is_multicast(frame) and mac48(frame) == mac48(frame + 6):
+        out = DEST_LOOP
+    trace_step(t, TRACE_FDB, -1, out, mac48(frame), 0)
+    return out
 
 
 HOW_NAMES = {HOW_ALWAYS: "always (ARP, neighbour discovery)", HOW_CONNTRACK: "conntrack",
@@ -90,15 +40,125 @@ HOW_NAMES = {HOW_ALWAYS: "always (ARP, neighbour discovery)", HOW_CONNTRACK: "co
              HOW_FRAGMENT: "a later fragment of an allowed first one"}
 
 
-cdef object trace_policy(Datapath dp, uint32_t port_id, port_t *out, uint16_t net,
-                         const unsigned char *f, ssize_t n):
-    """The policy verdict on a frame from port_id to out (NULL: the
-    peers), as the pipeline reaches it; None when no policy applies."""
-    cdef verdict_t v
-    dp._policy(port_id, &dp.ports.slots[port_id], out, net, f, n, monotonic_ns(), False, &v)
-    if v.how == HOW_OPEN:
-        return None
-    return {"step": "policy", "verdict": "pass" if v.reason < 0 else DROP_NAMES[v.reason],
-            "how": HOW_NAMES[v.how],
-            "direction": ("ingress", "egress")[v.direction] if v.policy else None,
-            "policy": v.policy or None}
+cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
+    """The steps of `frame` from port_id, as `vswitchctl trace` shows them."""
+    cdef port_t *inp = dp._port(port_id)
+    cdef uint16_t net = inp.network
+    cdef ssize_t n = len(frame)
+    cdef unsigned char *buf = <unsigned char *>malloc(FRAME_HEADROOM + max(n, 1))
+    cdef int size = 2 * (dp.ports.limit + MAX_PEERS) + 16
+    cdef trace_t t
+    cdef worker_t tw
+    t.steps, t.n, t.size = <trace_step_t *>calloc(size, sizeof(trace_step_t)), 0, size
+    if buf == NULL or t.steps == NULL:
+        free(buf)
+        free(t.steps)
+        raise MemoryError()
+    # The trace's own worker: scratch counters and GRO, the tunnel's
+    # settings read (never its queues: a trace sends nothing).
+    memset(&tw, 0, sizeof(worker_t))
+    tw.tx, tw.rx, tw.trace = dp.w.tx, dp.w.rx, &t
+    cdef unsigned char *f = buf + FRAME_HEADROOM
+    memcpy(f, <const unsigned char *>frame, n)
+    memset(f - VNET_HLEN, 0, VNET_HLEN)
+    try:
+        dp._switch(&tw, port_id, inp, net, f - VNET_HLEN, f, n, monotonic_ns())
+        steps = [{"step": "ingress", "port": port_id, "network": net, "length": n,
+                  "port_security": bool(inp.secured)}]
+        return steps + trace_steps(dp, &t, port_id, net, frame)
+    finally:
+        free(buf)
+        free(t.steps)
+
+
+cdef list trace_steps(Datapath dp, const trace_t *t, uint32_t port_id, uint16_t net,
+                      bytes frame):
+    """The sink's records as steps: what happens to the frame itself in
+    order, then where its copies go (ports and peers), policy's verdicts on
+    them, and the encapsulation of those to peers."""
+    steps, policy, copy_drops, encaps = [], [], [], []
+    ports, peers, output, denied, delivered, fdb_out = [], [], None, [], 0, -1
+    cdef const trace_step_t *s
+    for i in range(min(t.n, t.size)):
+        s = &t.steps[i]
+        if s.kind == TRACE_CHECKS:
+            steps.append({"step": "checks", "verdict": "pass"})
+        elif s.kind == TRACE_RATE:
+            steps.append({"step": "rate_limit", "direction": "ingress" if s.port < 0 else "egress",
+                          "port": port_id if s.port < 0 else s.port,
+                          "verdict": "pass" if s.reason < 0 else DROP_NAMES[s.reason]})
+        elif s.kind == TRACE_LEARN:
+            if s.value >= 0 and s.value != port_id:
+                steps.append({"step": "learn", "mac": mac_to_str(s.mac), "pinned_to": s.value})
+            else:
+                steps.append({"step": "learn", "mac": mac_to_str(s.mac),
+                              "known_at": None if s.port < 0 else s.port,
+                              "moves": s.port >= 0 and s.port != port_id})
+        elif s.kind == TRACE_ARP:
+            steps.append({"step": "arp_suppression", "target": ".".join(map(str, frame[38:42])),
+                          "mac": mac_to_str(s.mac), "verdict": "answered to the ingress port"})
+        elif s.kind == TRACE_ND:
+            steps.append({"step": "nd_suppression",
+                          "target": str(ipaddress.IPv6Address(frame[62:78])),
+                          "mac": mac_to_str(s.mac), "verdict": "answered to the ingress port"})
+        elif s.kind == TRACE_GATEWAY_REPLY:
+            steps.append({"step": "gateway_reply", "port": s.port, "mac": mac_to_str(s.mac),
+                          "why": "a reply of a connection that came in through the host port"})
+            output = {"step": "output", "ports": ports, "peers": peers}
+        elif s.kind == TRACE_FDB:
+            dst, fdb_out = mac_to_str(s.mac), s.port
+            if s.port == DEST_LOOP:
+                steps.append({"step": "fdb", "mac": dst, "result": "learned on the ingress port"})
+            elif s.port == DEST_FLOOD:
+                steps.append({"step": "fdb", "mac": dst, "result": "multicast"
+                              if is_multicast(<const unsigned char *>frame) else "unknown"})
+                output = {"step": "flood", "ports": ports, "peers": peers}
+            else:
+                steps.append({"step": "fdb", "mac": dst, "result": "learned", "port": s.port})
+                output = {"step": "output", "ports": ports, "peers": peers}
+        elif s.kind == TRACE_POLICY:
+            to = "peers" if s.port < 0 else s.port
+            policy.append({"step": "policy",
+                           "verdict": "pass" if s.reason < 0 else DROP_NAMES[s.reason],
+                           "how": HOW_NAMES[s.verdict.how],
+                           "direction": ("ingress", "egress")[s.verdict.direction]
+                           if s.verdict.policy else None,
+                           "policy": s.verdict.policy or None, "to": to})
+            if s.reason >= 0:
+                denied.append(s.reason)
+                if s.port >= 0:
+                    ports.append(s.port)
+                elif fdb_out >= PEER_BASE:
+                    peers.append(fdb_out)
+                else:
+                    peers.extend(PEER_BASE + p for p in network_peers(&dp.peers, net))
+        elif s.kind == TRACE_SEND:
+            ports.append(s.port)
+            delivered += 1
+        elif s.kind == TRACE_ENCAP:
+            peers.append(s.port)
+            delivered += 1
+            encaps.append(trace_encap(dp, s.port, net, s.value, len(frame), "send"))
+        elif s.kind == TRACE_DROP and s.value:          # the frame itself
+            steps.append({"step": "drop", "reason": DROP_NAMES[s.reason]})
+        elif s.kind == TRACE_DROP and s.port >= PEER_BASE:
+            peers.append(s.port)
+            encaps.append(trace_encap(dp, s.port, net, -1, len(frame),
+                                      "drop: " + DROP_NAMES[s.reason]))
+        elif s.kind == TRACE_DROP:
+            ports.append(s.port)
+            copy_drops.append({"step": "drop", "reason": DROP_NAMES[s.reason], "port": s.port})
+    if output is not None and (ports or peers):
+        steps.append(output)
+    steps += policy + copy_drops
+    # (wraparound is off here: no steps[-1])
+    if denied and not delivered and not (steps and steps[len(steps) - 1]["step"] == "drop"):
+        steps.append({"step": "drop", "reason": DROP_NAMES[denied[len(denied) - 1]]})
+    return steps + encaps
+
+
+cdef dict trace_encap(Datapath dp, int64_t peer, uint16_t net, int64_t sport, ssize_t n,
+                      str verdict):
+    return {"step": "encap", "peer": peer, "vni": dp.networks.vni_of[net],
+            "udp_src_port": sport if sport >= 0 else None, "udp_dst_port": dp.peers.udp_port,
+            "outer_length": n + dp.w.tx.outer_overhead, "verdict": verdict}

@@ -22,6 +22,7 @@ from ._fastpath import (
     conntrack_cost,
     decap_cost,
     encap_cost,
+    learn_sources,
     pipeline_cost,
     segment_cost,
 )
@@ -29,7 +30,7 @@ from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound
 from .protocol import address_key, address_str, link_local
 
 __all__ = ["DataPlane", "Datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL",
-           "conntrack_cost", "decap_cost", "encap_cost", "pipeline_cost", "segment_cost",
+           "conntrack_cost", "decap_cost", "encap_cost", "learn_sources", "pipeline_cost", "segment_cost",
            "mac_value", "address_key", "address_str"]
 
 
