@@ -34,8 +34,7 @@ cdef enum:
     DEST_LOOP = -2            # Datapath._destination: back where it came from
 
 
-@cython.final
-cdef class Datapath:
+cdef class _Shared:
     # Shared by every forwarding thread (one today). Written by the control
     # plane through the methods of _fastpath.pyx and the *_control.pxi files;
     # the pipeline writes only the FDB (learning), conntrack and fragments
@@ -59,8 +58,29 @@ cdef class Datapath:
     cdef worker_t w
 
     cdef _declared(self, int network)
-    cdef _own_addresses(self, uint32_t port_id, bint own)
     cdef port_t *_port(self, uint32_t port_id) except NULL
+
+
+# The control methods, one concept per class (_<concept>_control.pxi), each
+# built on the one before: Datapath is them all, plus the pipeline.
+cdef class _PortsControl(_Shared):
+    cdef _own_addresses(self, uint32_t port_id, bint own)
+cdef class _PeersControl(_PortsControl):
+    pass
+cdef class _NetworksControl(_PeersControl):
+    pass
+cdef class _FdbControl(_NetworksControl):
+    pass
+cdef class _NeighControl(_FdbControl):
+    pass
+cdef class _PolicyControl(_NeighControl):
+    pass
+cdef class _CaptureControl(_PolicyControl):
+    pass
+
+
+@cython.final
+cdef class Datapath(_CaptureControl):
     cdef int _drain(self, worker_t *w, uint32_t port_id) noexcept nogil
     cdef int _drain_tunnel(self, worker_t *w) noexcept nogil
     cdef void _flush_output(self, worker_t *w) noexcept nogil

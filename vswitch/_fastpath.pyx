@@ -9,10 +9,14 @@ buffers and switching each without creating a Python object.
 
 Each concept keeps its C state and operations in files named after it: the
 state in `_<concept>.pxd` (included by _fastpath.pxd), the operations in
-`_<concept>.pxi` (included below, in any order). This file holds the
-`Datapath` that owns one of each, its control methods (which may use Python
-objects freely), and the pipeline, top to bottom: poll, drain, check,
-learn, look up, deliver, flush. The only Python importer of this module is
+`_<concept>.pxi` (included below, in any order), and its control methods,
+which may use Python objects freely, in `_<concept>_control.pxi`: one class
+each in a chain from `_Shared` (the tables every forwarding thread shares)
+to `Datapath`. This file holds `Datapath` itself: set-up, counters, the
+tunnel's settings, and the pipeline, top to bottom: poll, drain, check,
+learn, look up, deliver, flush. The pipeline takes the shared tables
+(`self`) and one forwarding thread's own state (`w`, a worker_t,
+_worker.pxd). The only Python importer of this module is
 vswitch/datapath.py.
 
 The flush rule: output to peers (queued VXLAN datagrams) and a held GRO
@@ -75,7 +79,32 @@ cdef inline unsigned char *slot_frame(unsigned char *slots, int i) noexcept nogi
     return slots + <size_t>i * SLOT_SIZE + FRAME_HEADROOM
 
 
-cdef class Datapath:
+cdef class _Shared:
+    """The tables every forwarding thread shares, and the one thread's own
+    state (_fastpath.pxd); the control methods are added by the chain of
+    classes between this and Datapath, one concept each (_*_control.pxi)."""
+
+    cdef _declared(self, int network):
+        if not network_declared(&self.networks, network):
+            raise ValueError(f"network {network} is not declared")
+
+    cdef port_t *_port(self, uint32_t port_id) except NULL:
+        cdef port_t *p = port_at(&self.ports, port_id)
+        if p == NULL:
+            raise KeyError(f"no port {port_id}")
+        return p
+
+
+include "_ports_control.pxi"
+include "_peers_control.pxi"
+include "_networks_control.pxi"
+include "_fdb_control.pxi"
+include "_neigh_control.pxi"
+include "_policy_control.pxi"
+include "_capture_control.pxi"
+
+
+cdef class Datapath(_CaptureControl):
     """A switch: ports (file descriptors carrying Ethernet frames), an
     optional VXLAN tunnel to peers, one FDB shared by all networks (keyed by
     network and MAC), and counters."""
@@ -128,160 +157,34 @@ cdef class Datapath:
         neigh_free(&self.owners)
         frags_free(&self.frags)
 
-    # ------------------------------------------------------------- networks
+    # ------------------------------------------------------------- counters
+    def counters(self):
+        """Switch-wide counters: decisions, drops by reason, FDB, tunnel."""
+        out = counters_dict(&self.w.totals)
+        out["fdb"] = {"entries": self.fdb.count, "max_entries": self.fdb.max_entries,
+                      "learned": self.fdb.learned, "moves": self.fdb.moves,
+                      "full": self.fdb.full, "limited": self.fdb.limited,
+                      "expired": self.fdb.expired,
+                      "max_per_port": self.fdb.max_per_port, "max_per_peer": self.fdb.max_per_peer}
+        out["tunnel"] = port_counters(&self.w.tunnel)
+        out["gro_merged"] = self.w.gro.merged
+        out["arp_suppressed"] = self.neigh.answered
+        out["nd_suppressed"] = self.neigh.answered6
+        out["neighbours"] = self.neigh.count
+        out["conntrack"] = {"entries": self.ct.count, "max_entries": self.ct.max_entries,
+                            "max_per_pod": self.ct.max_per_owner,
+                            "created": self.ct.created, "expired": self.ct.expired,
+                            "revoked": self.ct.revoked, "early_dropped": self.ct.early_dropped}
+        out["fragments_passed"] = self.frags.passed
+        out["gateway_replies"] = self.w.gateway_replies
+        return out
 
-    def set_network(self, int network, uint32_t vni, int mtu):
-        """Declare network id 1..4095 with its VNI and pod MTU."""
-        if not 0 < network < MAX_NETWORKS:
-            raise ValueError(f"network id must be 1..{MAX_NETWORKS - 1}")
-        if not 0 < vni <= 0xFFFFFF or not 68 <= mtu <= 65535:
-            raise ValueError("vni must be 1..16777215 and mtu 68..65535")
-        self.networks.vni_of[network] = vni
-        self.networks.mtu_of[network] = mtu
+    @property
+    def gro_merged(self):
+        """Segments that went out inside a GRO superframe."""
+        return self.w.gro.merged
 
-    def remove_network(self, int network):
-        """Forget a network whose ports are gone: its peers' memberships,
-        its FDB entries (static ones included) and its neighbours."""
-        self._declared(network)
-        for ip, nets, *_ in self.peer_list():
-            if network in nets:
-                self.remove_peer(ip, network)
-        fdb_sweep(&self.fdb, SWEEP_NETWORK, network, 0, 0)
-        cdef ip_key_t neighbour
-        for key in [key_to_int(&self.neigh.slots[i].ip) for i in range(self.neigh.mask + 1)
-                    if self.neigh.slots[i].network == <uint64_t>network]:
-            neighbour = key_from_int(key)
-            neigh_delete(&self.neigh, network, &neighbour)
-        self.networks.vni_of[network] = 0
-        self.networks.mtu_of[network] = 0
-
-    cdef _declared(self, int network):
-        if not network_declared(&self.networks, network):
-            raise ValueError(f"network {network} is not declared")
-
-    # ---------------------------------------------------------------- ports
-
-    def add_port(self, int fd, int network, bint vnet_hdr=False, bint router=False):
-        """Attach a non-blocking fd to a declared network; returns the port id.
-        vnet_hdr: frames on the fd are preceded by a virtio_net_hdr; router:
-        the port may send IPv6 Router Advertisements and Redirects (the
-        host port; every other port is RA-guarded)."""
-        self._declared(network)
-        cdef int64_t port_id = ports_add(&self.ports, fd, network, vnet_hdr, router)
-        if port_id < 0:
-            raise OverflowError(f"all {MAX_PORTS} ports are in use")
-        if poller_watch(&self.w.poller, fd, port_id) < 0:
-            ports_remove(&self.ports, port_id)
-            raise OSError(errno, f"cannot poll fd {fd}")
-        return port_id
-
-    def remove_port(self, uint32_t port_id):
-        """Detach a port (the caller closes its fd) and forget its FDB entries."""
-        cdef port_t *p = self._port(port_id)
-        fdb_sweep(&self.fdb, SWEEP_PORT, 0, port_id, 0)
-        self._own_addresses(port_id, False)
-        ct_forget_owner(&self.ct, port_id)
-        if p.policy != NULL:
-            self.policed -= 1
-        port_policy_free(p.policy)
-        p.policy = NULL
-        poller_unwatch(&self.w.poller, p.fd)
-        ports_remove(&self.ports, port_id)
-
-    def fileno(self):
-        """An fd that is readable when any port or the tunnel has frames:
-        the event loop watches it and calls poll()."""
-        return self.w.poller.epfd
-
-    def set_port_security(self, uint32_t port_id, mac=None, ips=(), ip6s=()):
-        """Bind a port to its MAC, IPv4 and IPv6 addresses (integers); frames
-        from other sources are dropped as spoofed_source, neighbour
-        discovery for other addresses or MACs as nd_spoofed. The MAC is pinned to
-        the port in the FDB: frames from anywhere else with it as source
-        (another port, a peer) are dropped as mac_pinned. mac=None turns it
-        off."""
-        cdef port_t *p = self._port(port_id)
-        if p.router:
-            raise ValueError("a host port is not port-secured (set_host_addresses)")
-        if p.secured:
-            fdb_delete(&self.fdb, p.network, p.sec_mac)
-            self._own_addresses(port_id, False)
-            p.secured = False
-        if mac is None:
-            return
-        if len(ips) > MAX_PORT_IPS or len(ip6s) > MAX_PORT_IP6S:
-            raise ValueError(f"at most {MAX_PORT_IPS} IPv4 and {MAX_PORT_IP6S} IPv6 addresses "
-                             "per port")
-        self.pin_mac(port_id, mac)
-        p.sec_mac = mac
-        p.n_sec_ips = len(ips)
-        for i, ip in enumerate(ips):
-            p.sec_ips[i] = ip
-        p.n_sec_ip6s = len(ip6s)
-        for i, ip in enumerate(ip6s):
-            p.sec_ip6s[i] = key_from_int(ip)
-        p.secured = True
-        self._own_addresses(port_id, True)
-
-    def set_host_addresses(self, uint32_t port_id, ips=(), ip6s=()):
-        """The node's own addresses on host port port_id (integers): what
-        it sends from them is the node's (kubelet's probes), let in whatever
-        pods' ingress rules say; what it routes from any other address is
-        judged as that address's (a local pod's egress rules included)."""
-        cdef port_t *p = self._port(port_id)
-        if not p.router:
-            raise ValueError(f"port {port_id} is not a host port")
-        if len(ips) > MAX_PORT_IPS or len(ip6s) > MAX_PORT_IP6S:
-            raise ValueError(f"at most {MAX_PORT_IPS} IPv4 and {MAX_PORT_IP6S} IPv6 addresses")
-        p.n_sec_ips, p.n_sec_ip6s = len(ips), len(ip6s)
-        for i, ip in enumerate(ips):
-            p.sec_ips[i] = ip
-        for i, ip in enumerate(ip6s):
-            p.sec_ip6s[i] = key_from_int(ip)
-
-    cdef _own_addresses(self, uint32_t port_id, bint own):
-        """Record (or forget) a secured port's addresses as its own, for
-        telling which pod a packet the node routes comes from."""
-        cdef port_t *p = &self.ports.slots[port_id]
-        cdef ip_key_t key
-        for i in range(p.n_sec_ips + p.n_sec_ip6s):
-            key = key_of_ip4(p.sec_ips[i]) if i < p.n_sec_ips else p.sec_ip6s[i - p.n_sec_ips]
-            if own:
-                if neigh_set(&self.owners, p.network, &key, port_id + 1) < 0:
-                    raise MemoryError()
-            elif neigh_lookup(&self.owners, p.network, &key) == port_id + 1:
-                neigh_delete(&self.owners, p.network, &key)
-
-    def pin_mac(self, uint32_t port_id, uint64_t mac):
-        """Pin a MAC to a port (a secured pod's, the host port's): it lives
-        there for good, and frames from anywhere else with it as source are
-        dropped as mac_pinned. Removing the port unpins it."""
-        cdef port_t *p = self._port(port_id)
-        cdef int64_t pinned = fdb_pinned_port(&self.fdb, p.network, mac)
-        if pinned >= 0 and pinned != port_id:
-            raise ValueError(f"MAC {mac_to_str(mac)} is bound to port {pinned} already")
-        if fdb_set_static(&self.fdb, p.network, mac, port_id, FDB_PINNED) < 0:
-            raise OverflowError("FDB is full")
-        p.mac = mac
-
-    def set_port_rates(self, uint32_t port_id, double ingress_bps=0, double ingress_burst=0,
-                       double egress_bps=0, double egress_burst=0):
-        """Token-bucket limits in bits/s and bits (rate 0: none). Ingress:
-        frames the port sends into the switch; egress: frames written to it."""
-        cdef port_t *p = self._port(port_id)
-        bucket_set(&p.ingress, ingress_bps, ingress_burst, monotonic_ns())
-        bucket_set(&p.egress, egress_bps, egress_burst, monotonic_ns())
-
-    def port_counters(self, uint32_t port_id):
-        return port_counters(self._port(port_id))
-
-    cdef port_t *_port(self, uint32_t port_id) except NULL:
-        cdef port_t *p = port_at(&self.ports, port_id)
-        if p == NULL:
-            raise KeyError(f"no port {port_id}")
-        return p
-
-    # ---------------------------------------------------------------- peers
+    # ---------------------------------------------------------------- tunnel
 
     def set_tunnel(self, int rx_fd, senders, int udp_port, int underlay_mtu,
                    bint learn_peers=False, vtep=0, uint32_t max_learned_peers=64):
@@ -315,74 +218,14 @@ cdef class Datapath:
                 if learned:
                     self.remove_peer(ip)
 
-    def add_peer(self, ip, int network):
-        """Flood `network` to the VTEP ip (an int: IPv6, or IPv4 mapped to
-        ::ffff:0:0/96; not 0); returns its index."""
-        self._declared(network)
-        if not ip:
-            raise ValueError("peer address 0")
-        cdef int64_t idx = peer_join(&self.peers, key_from_int(ip), network, False)
-        if idx < 0:
-            raise OverflowError("peer table is full")
-        return idx
+    # ------------------------------------------------------- trace (_trace.pxi)
 
-    def remove_peer(self, ip, int network=0):
-        """Stop flooding `network` (0: all) to ip; a peer left in no network
-        is forgotten with its FDB entries. Returns whether it was known."""
-        cdef ip_key_t key = key_from_int(ip)
-        cdef int64_t idx = peer_find(&self.peers, &key)
-        if idx < 0:
-            return False
-        if peer_leave(&self.peers, idx, network) == 0:
-            fdb_sweep(&self.fdb, SWEEP_PORT, 0, PEER_BASE + idx, 0)
-            peer_forget(&self.peers, idx)
-        return True
+    def trace(self, uint32_t port_id, bytes frame):
+        """Run a frame from a port through the pipeline, without learning,
+        sending, counting or tracking: a list of steps."""
+        return trace_frame(self, port_id, frame)
 
-    def peer_ip(self, uint32_t index):
-        """The address of peer `index` (as add_peer takes it), 0 if none."""
-        return key_to_int(&self.peers.slots[index].ip) if index < MAX_PEERS else 0
-
-    def expire_peers(self, double max_idle):
-        """Forget learned peers not heard from for max_idle seconds; returns
-        their addresses."""
-        cdef uint64_t now = monotonic_ns(), idle = <uint64_t>(max_idle * 1e9)
-        cdef peer_t *p
-        gone = []
-        for i in range(self.peers.limit):
-            p = &self.peers.slots[i]
-            if not key_is_zero(&p.ip) and p.learned and now - p.last_rx_ns > idle:
-                gone.append(key_to_int(&p.ip))
-        for ip in gone:
-            self.remove_peer(ip)
-        return gone
-
-    def peer_list(self, only=0):
-        """[(ip, [network ids], counters, learned)] of known peers (only: of
-        the peer with that address)."""
-        out = []
-        cdef uint32_t i
-        cdef peer_t *p
-        for i in range(self.peers.limit):
-            p = &self.peers.slots[i]
-            if key_is_zero(&p.ip) or only and key_to_int(&p.ip) != only:
-                continue
-            out.append((key_to_int(&p.ip), peer_networks(&self.peers, i),
-                        {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
-                         "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
-                         "tx_dropped": p.tx_dropped}, bool(p.learned)))
-        return out
-
-    # ------------------------------------------------------------------ FDB
-
-    @property
-    def aging_time(self):
-        return self.fdb.aging_ms / 1e3
-
-    @aging_time.setter
-    def aging_time(self, double seconds):
-        if seconds <= 0:
-            raise ValueError("aging_time must be positive")
-        self.fdb.aging_ms = <uint32_t>(seconds * 1e3)
+    # ============================================================ the pipeline
 
     @property
     def busy_poll_us(self):
@@ -394,244 +237,10 @@ cdef class Datapath:
             raise ValueError("busy_poll_us must be >= 0")
         self.w.poller.busy_poll_ns = <uint64_t>(us * 1000)
 
-    def fdb_add_remote(self, int network, uint64_t mac, peer_ip):
-        """A static entry: (network, mac) lives behind the peer peer_ip."""
-        self._declared(network)
-        cdef ip_key_t key = key_from_int(peer_ip)
-        cdef int64_t idx = peer_find(&self.peers, &key)
-        if idx < 0:
-            raise KeyError("no such peer")
-        if fdb_pinned_port(&self.fdb, network, mac) >= 0:
-            raise ValueError(f"MAC {mac_to_str(mac)} is a port-secured local port's")
-        if fdb_set_static(&self.fdb, network, mac, PEER_BASE + idx, FDB_STATIC) < 0:
-            raise OverflowError("FDB is full")
-
-    def fdb_delete(self, int network, uint64_t mac):
-        """Delete one learned or static entry (not a port's pinned MAC);
-        returns whether it existed."""
-        self._declared(network)
-        return fdb_pinned_port(&self.fdb, network, mac) < 0 and \
-            fdb_delete(&self.fdb, network, mac) == 0
-
-    def fdb_lookup(self, int network, uint64_t mac):
-        """Where a live entry sends (network, mac): a port id, PORT_PEER_BASE
-        + peer index, or -1."""
-        self._declared(network)
-        return fdb_lookup(&self.fdb, network, mac, monotonic_ns())
-
-    def fdb_flush(self, int network=0):
-        """Forget learned MACs of one network (0: all); returns how many."""
-        if network:
-            self._declared(network)
-        return fdb_sweep(&self.fdb, SWEEP_ALL, network, 0, 0)
-
-    def fdb_expire(self, uint64_t budget=0):
-        """Delete learned entries older than the aging time; returns how
-        many. budget: slots to look at, going on from the last call (0: the
-        whole table at once)."""
-        cdef uint64_t n = fdb_sweep(&self.fdb, SWEEP_EXPIRED, 0, 0, monotonic_ns(), budget)
-        self.fdb.expired += n
-        return n
-
-    def fdb_longest_probe(self):
-        """The farthest any entry lies from its home slot (hash flooding shows here)."""
-        cdef uint64_t i, longest = 0
-        for i in range(self.fdb.mask + 1):
-            if self.fdb.slots[i].key:
-                longest = max(longest, (i - fdb_slot_of(&self.fdb, self.fdb.slots[i].key))
-                              & self.fdb.mask)
-        return longest
-
-    def fdb_entries(self, int network=0):
-        """[(network, mac, port_id or None, peer ip or None, age, static,
-        pinned)] of live entries; peer ips in network byte order."""
-        cdef uint64_t i, now = monotonic_ns()
-        cdef fdb_entry_t *e
-        out = []
-        for i in range(self.fdb.mask + 1):
-            e = &self.fdb.slots[i]
-            if e.key == 0 or fdb_expired(&self.fdb, e, now):
-                continue
-            if network and (e.key >> 48) != <uint64_t>network:
-                continue
-            remote = e.port >= PEER_BASE
-            out.append((e.key >> 48, mac_to_str(e.key & 0xFFFFFFFFFFFF),
-                        None if remote else e.port,
-                        key_to_int(&self.peers.slots[e.port - PEER_BASE].ip) if remote else None,
-                        0.0 if e.kind != FDB_LEARNED else <uint32_t>(ms32(now) - e.seen_ms) / 1e3,
-                        e.kind != FDB_LEARNED, e.kind == FDB_PINNED))
-        return out
-
-    # ------------------------------------------------------ neighbour table
-
-    def neigh_set(self, int network, ip, uint64_t mac):
-        """(network, ip) has mac: ARP requests (IPv4) and Neighbor
-        Solicitations (IPv6) for ip from local ports are answered with it
-        (ip as an int, IPv4 mapped: as add_peer takes it)."""
-        self._declared(network)
-        if not ip or mac == 0:
-            raise ValueError("address and MAC must not be 0")
-        cdef ip_key_t key = key_from_int(ip)
-        if neigh_set(&self.neigh, network, &key, mac) < 0:
-            raise MemoryError()
-
-    def neigh_delete(self, int network, ip):
-        """Forget (network, ip); returns whether it was known."""
-        cdef ip_key_t key = key_from_int(ip)
-        return neigh_delete(&self.neigh, network, &key)
-
-    def neigh_lookup(self, int network, ip):
-        """The MAC of (network, ip), or 0."""
-        cdef ip_key_t key = key_from_int(ip)
-        return neigh_lookup(&self.neigh, network, &key)
-
-    @property
-    def neigh_count(self):
-        return self.neigh.count
-
-    # ------------------------------------------------- policy and conntrack
-
-    def set_port_policy(self, uint32_t port_id, ingress=None, egress=None):
-        """Swap in a pod's NetworkPolicy tables, one per direction: None (no
-        policy isolates it) or (isolating policy id, [(ranges, l4)]), see
-        pol_dir_build. Frames see the old tables or the new, never a mix;
-        call policy_changed() once every port has its new tables."""
-        cdef port_t *p = self._port(port_id)
-        cdef port_policy_t *new = port_policy_build(ingress, egress)
-        cdef port_policy_t *old = p.policy
-        p.policy = new
-        self.policed += (new != NULL) - (old != NULL)
-        port_policy_free(old)
-
-    def port_policy_enforced(self, uint32_t port_id):
-        return self._port(port_id).policy != NULL
-
-    def policy_changed(self):
-        """Policies changed: each tracked connection is checked against the
-        new tables on its next packet, and forgotten if no longer allowed."""
-        self.ct.generation += 1
-
-    def conntrack_configure(self, uint64_t max_entries, uint64_t max_per_pod=0):
-        """A new, empty table for max_entries connections, at most
-        max_per_pod (0: max_entries) of them charged to one port."""
-        if max_entries < 1:
-            raise ValueError("conntrack max_entries must be positive")
-        if ct_alloc(&self.ct, max_entries) < 0:
-            raise MemoryError()
-        self.ct.max_per_owner = max_per_pod or max_entries
-
-    def conntrack_usage(self):
-        """{port id (PORT_TUNNEL: the tunnel): connections charged to it}."""
-        return {(TUNNEL_PORT if i == MAX_PORTS else i): self.ct.owned[i]
-                for i in range(CT_OWNERS) if self.ct.owned[i]}
-
-    def set_service_ranges(self, ranges):
-        """[(lo, hi)] of Service addresses (integers, IPv4 mapped): a pod's
-        packet to one is judged by its egress rules only as the node sends
-        it on, DNATed, to a backend."""
-        if len(ranges) > MAX_SERVICE_RANGES:
-            raise ValueError(f"at most {MAX_SERVICE_RANGES} Service ranges")
-        for i, (lo, hi) in enumerate(ranges):
-            if not 0 <= lo <= hi < 1 << 128:
-                raise ValueError("a Service range is lo..hi")
-            self.services.lo[i], self.services.hi[i] = key_from_int(lo), key_from_int(hi)
-        self.services.n = len(ranges)
-
-    def conntrack_entries(self, int64_t port=-1, uint64_t limit=0):
-        """Live connections (of `port`: that went in or out there; -1: all),
-        each (network, protocol, source, sport, destination, dport, flags,
-        seconds left, in port, out port, owner: the port it is charged to) in
-        the direction it was opened,
-        addresses as 128-bit integers (IPv4 mapped), ports CT_NO_PORT beyond
-        the tunnel."""
-        cdef uint64_t i
-        cdef uint32_t now_ms = ms32(monotonic_ns())
-        cdef ct_entry_t *e
-        out = []
-        for i in range(self.ct.mask + 1):
-            e = &self.ct.slots[i]
-            if e.key.rest == 0 or not ct_live(e, now_ms):
-                continue
-            if port >= 0 and e.in_port != port and e.out_port != port:
-                continue
-            a = (key_to_int(&e.key.a), (e.key.rest >> 16) & 0xFFFF)
-            b = (key_to_int(&e.key.b), e.key.rest & 0xFFFF)
-            src, dst = (a, b) if e.flags & CT_ORIG_A else (b, a)
-            out.append(((e.key.rest >> 40) & 0xFFFF, (e.key.rest >> 32) & 0xFF, src[0], src[1],
-                        dst[0], dst[1], e.flags, <int32_t>(e.deadline_ms - now_ms) / 1e3,
-                        e.in_port, e.out_port, e.owner))
-            if limit and len(out) >= limit:
-                break
-        return out
-
-    def conntrack_flush(self):
-        """Forget every connection; returns how many there were."""
-        cdef uint64_t n = self.ct.count
-        ct_flush(&self.ct)
-        return n
-
-    def conntrack_expire(self, uint64_t budget=0):
-        """Sweep expired connections from `budget` slots on (0: all)."""
-        return ct_sweep(&self.ct, ms32(monotonic_ns()), budget)
-
-    # ------------------------------------------------------------- counters
-
-    def counters(self):
-        """Switch-wide counters: decisions, drops by reason, FDB, tunnel."""
-        out = counters_dict(&self.w.totals)
-        out["fdb"] = {"entries": self.fdb.count, "max_entries": self.fdb.max_entries,
-                      "learned": self.fdb.learned, "moves": self.fdb.moves,
-                      "full": self.fdb.full, "limited": self.fdb.limited,
-                      "expired": self.fdb.expired,
-                      "max_per_port": self.fdb.max_per_port, "max_per_peer": self.fdb.max_per_peer}
-        out["tunnel"] = port_counters(&self.w.tunnel)
-        out["gro_merged"] = self.w.gro.merged
-        out["arp_suppressed"] = self.neigh.answered
-        out["nd_suppressed"] = self.neigh.answered6
-        out["neighbours"] = self.neigh.count
-        out["conntrack"] = {"entries": self.ct.count, "max_entries": self.ct.max_entries,
-                            "max_per_pod": self.ct.max_per_owner,
-                            "created": self.ct.created, "expired": self.ct.expired,
-                            "revoked": self.ct.revoked, "early_dropped": self.ct.early_dropped}
-        out["fragments_passed"] = self.frags.passed
-        out["gateway_replies"] = self.w.gateway_replies
-        return out
-
-    @property
-    def gro_merged(self):
-        """Segments that went out inside a GRO superframe."""
-        return self.w.gro.merged
-
-    # -------------------------------------------------------------- capture
-
-    def capture_add(self, uint32_t points, int64_t port=-1, uint32_t snaplen=65535, program=()):
-        """Start a session: frames at `points` (CAP_* bits) on `port` (-1:
-        any) that the classic BPF `program` ([(code, jt, jf, k)], empty:
-        all) accepts. Returns its id (a bit of the records' masks)."""
-        return cap_add(&self.cap, points, port, snaplen, program)
-
-    def capture_remove(self, int session):
-        """Stop a session; with none left, capture costs nothing again."""
-        cap_remove(&self.cap, session)
-
-    def capture_read(self, int max_records=4096):
-        """Take records from the ring: [(ts_ns, mask, port, point, reason
-        (None or its name), orig_len, bytes, detail)]."""
-        return cap_read(&self.cap, max_records)
-
-    @property
-    def cap_dropped(self):
-        """Capture records lost because the ring was full."""
-        return self.cap.dropped
-
-    # ------------------------------------------------------- trace (_trace.pxi)
-
-    def trace(self, uint32_t port_id, bytes frame):
-        """Run a frame from a port through the pipeline, without learning,
-        sending, counting or tracking: a list of steps."""
-        return trace_frame(self, port_id, frame)
-
-    # ============================================================ the pipeline
+    def fileno(self):
+        """An fd that is readable when any port or the tunnel has frames:
+        the event loop watches it and calls poll()."""
+        return self.w.poller.epfd
 
     def poll(self):
         """Serve every ready port and the tunnel, round-robin: each ready fd

@@ -1,0 +1,62 @@
+# The control methods of VXLAN peers: added, removed, expired and listed.
+# One class of Datapath's chain of bases (_fastpath.pxd); they run on the
+# event loop's thread and may use Python objects freely.
+
+
+cdef class _PeersControl(_PortsControl):
+    def add_peer(self, ip, int network):
+        """Flood `network` to the VTEP ip (an int: IPv6, or IPv4 mapped to
+        ::ffff:0:0/96; not 0); returns its index."""
+        self._declared(network)
+        if not ip:
+            raise ValueError("peer address 0")
+        cdef int64_t idx = peer_join(&self.peers, key_from_int(ip), network, False)
+        if idx < 0:
+            raise OverflowError("peer table is full")
+        return idx
+
+    def remove_peer(self, ip, int network=0):
+        """Stop flooding `network` (0: all) to ip; a peer left in no network
+        is forgotten with its FDB entries. Returns whether it was known."""
+        cdef ip_key_t key = key_from_int(ip)
+        cdef int64_t idx = peer_find(&self.peers, &key)
+        if idx < 0:
+            return False
+        if peer_leave(&self.peers, idx, network) == 0:
+            fdb_sweep(&self.fdb, SWEEP_PORT, 0, PEER_BASE + idx, 0)
+            peer_forget(&self.peers, idx)
+        return True
+
+    def peer_ip(self, uint32_t index):
+        """The address of peer `index` (as add_peer takes it), 0 if none."""
+        return key_to_int(&self.peers.slots[index].ip) if index < MAX_PEERS else 0
+
+    def expire_peers(self, double max_idle):
+        """Forget learned peers not heard from for max_idle seconds; returns
+        their addresses."""
+        cdef uint64_t now = monotonic_ns(), idle = <uint64_t>(max_idle * 1e9)
+        cdef peer_t *p
+        gone = []
+        for i in range(self.peers.limit):
+            p = &self.peers.slots[i]
+            if not key_is_zero(&p.ip) and p.learned and now - p.last_rx_ns > idle:
+                gone.append(key_to_int(&p.ip))
+        for ip in gone:
+            self.remove_peer(ip)
+        return gone
+
+    def peer_list(self, only=0):
+        """[(ip, [network ids], counters, learned)] of known peers (only: of
+        the peer with that address)."""
+        out = []
+        cdef uint32_t i
+        cdef peer_t *p
+        for i in range(self.peers.limit):
+            p = &self.peers.slots[i]
+            if key_is_zero(&p.ip) or only and key_to_int(&p.ip) != only:
+                continue
+            out.append((key_to_int(&p.ip), peer_networks(&self.peers, i),
+                        {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
+                         "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
+                         "tx_dropped": p.tx_dropped}, bool(p.learned)))
+        return out
