@@ -34,6 +34,7 @@ from vswitch.datapath import (
     decap_cost,
     encap_cost,
     learn_sources,
+    new_datapath,
     pipeline_cost,
     segment_cost,
 )
@@ -56,6 +57,13 @@ def frames_for(n_macs: int, count: int, seed: int = 1) -> bytes:
     return bytes(out)
 
 
+def bench_datapath(**settings) -> Datapath:
+    """The daemon's data plane, but that one port may learn every MAC of
+    the table and nothing busy-polls."""
+    return new_datapath(**{"fdb_max_per_port": 0, "fdb_max_per_peer": 0, "busy_poll_us": 0,
+                           **settings})
+
+
 def learn_all(dp: Datapath, port: int, n_macs: int):
     step = 100_000
     for base in range(0, n_macs, step):
@@ -66,7 +74,7 @@ def learn_all(dp: Datapath, port: int, n_macs: int):
 
 
 def cython_ns(n_macs: int, frames: bytes) -> float:
-    dp = Datapath(fdb_max_entries=max(2 * n_macs, 1024))
+    dp = bench_datapath(fdb_max_entries=max(2 * n_macs, 1024))
     dp.set_network(1, 1, 1500)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     port = dp.add_port(ours.fileno(), 1)
@@ -240,7 +248,7 @@ def scapy_segment(sf: bytes) -> int:
 
 
 def tunnel_dp() -> Datapath:
-    dp = Datapath()
+    dp = bench_datapath()
     dp.set_network(1, VNI, 1500)
     dp.add_peer(PEER_IP, 1)
     return dp
@@ -283,7 +291,7 @@ def tunnel_costs(count: int) -> dict:
 def flood_ns(n_ports: int, rounds: int = 200) -> float:
     """One broadcast frame drained from a port and written to n_ports - 1
     others (socketpairs): the cost of a flood, syscalls included."""
-    dp = Datapath(batch=64)
+    dp = bench_datapath(batch=64)
     dp.set_network(1, 1, 1500)
     pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM) for _ in range(n_ports)]
     for ours, theirs in pairs:

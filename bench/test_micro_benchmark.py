@@ -19,7 +19,7 @@ FRAMES = 2_000
 @pytest.fixture(scope="module")
 def pipeline():
     """A Datapath with one port and 100k MACs learned, and frames among them."""
-    dp = micro.Datapath(fdb_max_entries=200_000)
+    dp = micro.bench_datapath(fdb_max_entries=200_000)
     dp.set_network(1, 1, 1500)
     ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
     port = dp.add_port(ours.fileno(), 1)

@@ -6,14 +6,16 @@ from __future__ import annotations
 
 import socket
 
-from vswitch.datapath import Datapath, address_key
+from vswitch.datapath import address_key, new_datapath
+from vswitch.encap import VXLAN
 from vswitch.tunnel import Tunnel
 
 
 class FuzzRig:
     def __init__(self):
-        self.dp = Datapath(fdb_max_entries=4096, aging_time=300, batch=16,
-                           fdb_max_per_port=256, fdb_max_per_peer=512, conntrack_max=64)
+        self.dp = new_datapath(fdb_max_entries=4096, batch=16, fdb_max_per_port=256,
+                               fdb_max_per_peer=512, conntrack_max=64, conntrack_max_per_pod=0,
+                               busy_poll_us=0)
         self.dp.set_network(1, 101, 1500)
         self.dp.set_network(2, 102, 9000)
         self.keep, self.pods, self.vnet = [], {}, {}
@@ -40,7 +42,8 @@ class FuzzRig:
         self.tunnel = Tunnel("127.0.0.1", 0)
         self.port = self.tunnel.rx.getsockname()[1]
         self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), self.port, 1500,
-                           learn_peers=False, vtep=address_key("127.0.0.1"), max_learned_peers=4)
+                           VXLAN.outer_overhead(4), learn_peers=False,
+                           vtep=address_key("127.0.0.1"), max_learned_peers=4)
         self.dp.add_peer(address_key("127.0.0.2"), 1)
         self.senders = []
         for ip in ("127.0.0.2", "127.0.0.3"):
@@ -62,7 +65,8 @@ class FuzzRig:
 
     def from_underlay(self, sender: int, data: bytes, learn: bool):
         self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), self.port, 1500,
-                           learn_peers=learn, vtep=address_key("127.0.0.1"), max_learned_peers=4)
+                           VXLAN.outer_overhead(4), learn_peers=learn,
+                           vtep=address_key("127.0.0.1"), max_learned_peers=4)
         try:
             self.senders[sender % 2].sendto(data, ("127.0.0.1", self.port))
         except OSError:

@@ -9,9 +9,14 @@ import struct
 
 from scapy.layers.inet import IP, TCP
 
-from vswitch.datapath import Datapath
+from vswitch.datapath import new_datapath
 
 BCAST = b"\xff" * 6
+# The daemon's settings, but for what would stand in the way of tests of
+# other rules: no FDB limit per port or peer, no share of conntrack per pod,
+# no busy polling (a rig drains by hand).
+RIG_SETTINGS = {"fdb_max_per_port": 0, "fdb_max_per_peer": 0, "conntrack_max_per_pod": 0,
+                "busy_poll_us": 0}
 
 
 def mac(n: int) -> bytes:
@@ -42,7 +47,7 @@ class Rig:
     """A Datapath with socketpair ports; `pod` ends are where frames go in/out."""
 
     def __init__(self, mtu=1500, **kw):
-        self.dp = Datapath(**kw)
+        self.dp = new_datapath(**{**RIG_SETTINGS, **kw})
         for network in (1, 2):
             self.dp.set_network(network, 100 + network, mtu)
         self.pods, self._keep = {}, []

@@ -23,6 +23,7 @@ from datapath_rig import (
 )
 
 from vswitch.datapath import address_key
+from vswitch.encap import VXLAN
 from vswitch.netns import entered
 from vswitch.tunnel import Tunnel
 
@@ -37,7 +38,8 @@ class OverlayRig(Rig):
             self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.peer.bind(("127.0.0.2", PORT))
         self.peer.settimeout(0.2)
-        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), PORT, underlay_mtu)
+        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), PORT, underlay_mtu,
+                           VXLAN.outer_overhead(4), False, 0, 64)
         self.dp.add_peer(address_key("127.0.0.2"), 1)
 
     def from_peer(self, data: bytes):

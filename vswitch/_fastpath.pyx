@@ -109,14 +109,14 @@ cdef class Datapath(_CaptureControl):
     optional VXLAN tunnel to peers, one FDB shared by all networks (keyed by
     network and MAC), and counters."""
 
-    def __cinit__(self, uint64_t fdb_max_entries=65536, double aging_time=300.0,
-                  int batch=64, double busy_poll_us=0, uint32_t fdb_max_per_port=0,
-                  uint32_t fdb_max_per_peer=0, uint64_t conntrack_max=262144,
-                  uint64_t conntrack_max_per_pod=0):
-        """fdb_max_per_port / _per_peer: learned entries one port / one peer
-        may hold (0: no limit but the table's). conntrack_max: connections
-        tracked at once; conntrack_max_per_pod: of them charged to one port
-        (0: conntrack_max)."""
+    def __cinit__(self, *, uint64_t fdb_max_entries, double aging_time, int batch,
+                  double busy_poll_us, uint32_t fdb_max_per_port, uint32_t fdb_max_per_peer,
+                  uint64_t conntrack_max, uint64_t conntrack_max_per_pod):
+        """Every setting given (the defaults are the config's: Config,
+        datapath.new_datapath). fdb_max_per_port / _per_peer: learned
+        entries one port / one peer may hold (0: no limit but the table's).
+        conntrack_max: connections tracked at once; conntrack_max_per_pod:
+        of them charged to one port (0: conntrack_max)."""
         if fdb_max_entries < 1 or aging_time <= 0 or not 1 <= batch <= 1024 or busy_poll_us < 0 \
                 or conntrack_max < 1:
             raise ValueError("fdb_max_entries, aging_time and conntrack_max must be positive, "
@@ -187,15 +187,19 @@ cdef class Datapath(_CaptureControl):
     # ---------------------------------------------------------------- tunnel
 
     def set_tunnel(self, int rx_fd, senders, int udp_port, int underlay_mtu,
-                   bint learn_peers=False, vtep=0, uint32_t max_learned_peers=64):
+                   int outer_overhead, bint learn_peers, vtep, uint32_t max_learned_peers):
         """Enable VXLAN: rx_fd a non-blocking UDP socket bound to the VTEP
         (UDP_GRO on), senders [(fd, source port)] of non-blocking UDP
         sockets bound to it, all of the family of vtep (its address, as
-        peers' are given: an int, IPv4 mapped). learn_peers: a datagram from an unknown source
+        peers' are given: an int, IPv4 mapped); outer_overhead: what the
+        encapsulation puts around a frame on that family (vswitch/encap.py,
+        which the MTU checks use). learn_peers: a datagram from an unknown source
         makes it a peer of that network (at most max_learned_peers such
         peers; they age, see expire_peers); turning it off forgets them."""
-        if not 0 < udp_port < 65536 or not 576 <= underlay_mtu <= 65535:
-            raise ValueError("udp_port must be 1..65535 and underlay_mtu 576..65535")
+        if not 0 < udp_port < 65536 or not 576 <= underlay_mtu <= 65535 \
+                or not 0 < outer_overhead < underlay_mtu:
+            raise ValueError("udp_port must be 1..65535, underlay_mtu 576..65535 and "
+                             "outer_overhead less")
         if not 0 < len(senders) <= MAX_SENDERS:
             raise ValueError(f"1..{MAX_SENDERS} sending sockets")
         self._flush_output(&self.w)
@@ -211,8 +215,7 @@ cdef class Datapath(_CaptureControl):
         peers_set_port(&self.peers, udp_port)
         self.w.tx.underlay_mtu, self.w.rx.learn_peers = underlay_mtu, learn_peers
         self.w.rx.vtep, self.peers.max_learned = key_from_int(vtep), max_learned_peers
-        self.w.tx.outer_overhead = OUTER_OVERHEAD if key_is_v4(&self.w.rx.vtep) or not vtep \
-            else OUTER_OVERHEAD6
+        self.w.tx.outer_overhead = outer_overhead
         if not learn_peers:
             for ip, _, _, learned in self.peer_list():
                 if learned:

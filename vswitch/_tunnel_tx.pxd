@@ -24,7 +24,7 @@ cdef struct tunnel_tx_t:
     uint16_t sport[MAX_SENDERS]   # port; a flow's hash picks one
     uint32_t n_senders
     uint16_t underlay_mtu
-    uint16_t outer_overhead   # what encapsulation adds: OUTER_OVERHEAD, or OUTER_OVERHEAD6
+    uint16_t outer_overhead   # what encapsulation adds around a frame (set_tunnel)
     # Each queued datagram is 3 iovecs (VXLAN header, headers, payload);
     # consecutive ones of the same peer and socket are grouped into messages
     # that the kernel cuts back into datagrams (UDP_SEGMENT).

@@ -15,7 +15,7 @@ cdef int tunnel_tx_init(tunnel_tx_t *t) noexcept nogil:
     t.ctrl = <unsigned char *>calloc(MAX_PENDING, CMSG_BUF)
     t.n_senders = t.n_pending = t.n_msgs = 0
     t.underlay_mtu = 0
-    t.outer_overhead = OUTER_OVERHEAD
+    t.outer_overhead = 0
     if t.iov == NULL or t.vxlan == NULL or t.seg == NULL or t.peer == NULL \
             or t.length == NULL or t.mmsg == NULL or t.msgs == NULL or t.ctrl == NULL:
         return -1

@@ -7,9 +7,6 @@
 
 from libc.stdint cimport uint64_t
 
-cdef enum:
-    OUTER_OVERHEAD6 = IP6_HLEN + UDP_HLEN + VXLAN_HLEN   # the tunnel's cost over IPv6
-
 
 cdef struct ip_key_t:
     uint64_t hi               # the address's first 64 bits (0 for IPv4)

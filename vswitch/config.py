@@ -18,6 +18,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from urllib.parse import urlsplit
 
+from .encap import VXLAN, Encapsulation
 from .protocol import (
     CAPTURE_POINTS,
     DEFAULT_SOCKET,
@@ -25,8 +26,6 @@ from .protocol import (
     IFNAME_RULE,
     MAX_NETWORK_MTU,
     MIN_MTU,
-    VXLAN_OVERHEAD,
-    VXLAN_OVERHEAD6,
 )
 
 DEFAULT_STATE_DIR = "/var/lib/vswitch"
@@ -82,10 +81,13 @@ class OverlayConfig:
     peer_aging_time: float = 300.0     # ... and how long they live unheard
 
     @property
+    def encapsulation(self) -> Encapsulation:
+        return VXLAN
+
+    @property
     def overhead(self) -> int:
-        """What a pod MTU loses to the underlay MTU: inner Ethernet, outer
-        IPv4 or IPv6, UDP and VXLAN headers."""
-        return VXLAN_OVERHEAD if self.vtep_ip.version == 4 else VXLAN_OVERHEAD6
+        """What a pod MTU loses to the underlay MTU (the encapsulation says)."""
+        return self.encapsulation.overhead(self.vtep_ip.version)
 
 
 @dataclass(frozen=True)
@@ -135,6 +137,16 @@ class Config:
     hooks: tuple[HookConfig, ...] = ()
     metrics_listen: str | None = None        # "HOST:PORT" of the Prometheus endpoint
     cluster: ClusterConfig | None = None     # cluster mode: networks and peers from etcd
+
+    def datapath_settings(self) -> dict:
+        """The data plane's construction arguments (Datapath), resolved:
+        conntrack_max_per_pod 0 is an eighth of the table."""
+        return {"fdb_max_entries": self.fdb_max_entries, "aging_time": self.aging_time,
+                "batch": self.batch, "busy_poll_us": self.busy_poll_us,
+                "fdb_max_per_port": self.fdb_max_per_port,
+                "fdb_max_per_peer": self.fdb_max_per_peer, "conntrack_max": self.conntrack_max,
+                "conntrack_max_per_pod": self.conntrack_max_per_pod
+                or max(self.conntrack_max // 8, 1)}
 
     def network(self, name: str) -> NetworkConfig | None:
         return next((n for n in self.networks if n.name == name), None)
@@ -357,8 +369,8 @@ def parse(data: dict) -> Config:
         for i, n in enumerate(networks):
             if n.mtu + overlay.overhead > overlay.underlay_mtu:
                 raise ConfigError(f"network[{i}].mtu", f"{n.mtu} + {overlay.overhead} bytes of "
-                                  f"VXLAN overhead exceeds overlay.underlay_mtu "
-                                  f"{overlay.underlay_mtu}")
+                                  f"{overlay.encapsulation.name.upper()} overhead exceeds "
+                                  f"overlay.underlay_mtu {overlay.underlay_mtu}")
     elif "overlay" in data:
         raise ConfigError("overlay", 'only used with node.mode = "overlay"')
     hooks = tuple(_hook(h, i) for i, h in enumerate(top.get("hook", list, [])))
@@ -521,7 +533,7 @@ def _derived_mtu(net: NetworkConfig, overlay: OverlayConfig | None) -> NetworkCo
     if overlay:
         mtu = overlay.underlay_mtu - overlay.overhead
         source = f"overlay.underlay_mtu {overlay.underlay_mtu} ({overlay.underlay_mtu_from}) " \
-                 f"less {overlay.overhead} of VXLAN"
+                 f"less {overlay.overhead} of {overlay.encapsulation.name.upper()}"
     else:
         found = interface_mtu(None)
         mtu = found[1] if found else 1500

@@ -26,12 +26,19 @@ from ._fastpath import (
     pipeline_cost,
     segment_cost,
 )
+from .config import Config
 from .errors import Busy, Conflict, Exhausted, InvalidRequest, NotFound
 from .protocol import address_key, address_str, link_local
 
-__all__ = ["DataPlane", "Datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL",
+__all__ = ["DataPlane", "Datapath", "new_datapath", "DROP_NAMES", "PORT_PEER_BASE", "PORT_TUNNEL",
            "conntrack_cost", "decap_cost", "encap_cost", "learn_sources", "pipeline_cost", "segment_cost",
            "mac_value", "address_key", "address_str"]
+
+
+def new_datapath(**overrides) -> Datapath:
+    """A Datapath with the daemon's default settings (Config's), but for
+    overrides: for rigs, benches and fuzzers."""
+    return Datapath(**{**Config(node_name="-").datapath_settings(), **overrides})
 
 
 def mac_value(mac: str) -> int:
@@ -60,6 +67,7 @@ class TunnelSettings:
     senders: list[tuple[int, int]]
     udp_port: int
     underlay_mtu: int
+    outer_overhead: int               # what the encapsulation puts around a frame (encap.py)
     learn_peers: bool
     vtep_ip: ipaddress.IPv4Address | ipaddress.IPv6Address
     max_learned_peers: int
@@ -78,14 +86,9 @@ def own_addresses(mac: str, addresses: Iterable[ipaddress.IPv4Interface | ipaddr
 class DataPlane:
     """One node's data plane, addressed by names."""
 
-    def __init__(self, fdb_max_entries: int, aging_time: float, batch: int,
-                 busy_poll_us: float, fdb_max_per_port: int, fdb_max_per_peer: int,
-                 conntrack_max: int = 262144, conntrack_max_per_pod: int = 0):
-        """conntrack_max_per_pod: connections one pod may be charged with
-        (0: an eighth of the table), so that no pod fills it for others."""
-        self.dp = Datapath(fdb_max_entries, aging_time, batch, busy_poll_us,
-                           fdb_max_per_port, fdb_max_per_peer, conntrack_max,
-                           conntrack_max_per_pod or max(conntrack_max // 8, 1))
+    def __init__(self, settings: dict):
+        """settings: Datapath's arguments (Config.datapath_settings)."""
+        self.dp = Datapath(**settings)
         self.network_ids: dict[str, int] = {}
         self.policy_names: dict[int, str] = {}     # data-plane policy ids -> "namespace/name"
 
@@ -224,8 +227,8 @@ class DataPlane:
     # ---------------------------------------------------------------- peers
 
     def set_tunnel(self, t: TunnelSettings):
-        self.dp.set_tunnel(t.rx_fd, t.senders, t.udp_port, t.underlay_mtu, t.learn_peers,
-                           address_key(t.vtep_ip), t.max_learned_peers)
+        self.dp.set_tunnel(t.rx_fd, t.senders, t.udp_port, t.underlay_mtu, t.outer_overhead,
+                           t.learn_peers, address_key(t.vtep_ip), t.max_learned_peers)
 
     def add_peer(self, ip, networks: Iterable[str] | None = None):
         """Flood the networks (None: all) to the VTEP ip."""

@@ -1,5 +1,5 @@
-"""Overlay mode: the VXLAN tunnel's sockets, the peers each network floods
-to, and static FDB entries behind peers."""
+"""Overlay mode: the tunnel (its encapsulation's sockets, vswitch/encap.py),
+the peers each network floods to, and static FDB entries behind peers."""
 
 from __future__ import annotations
 
@@ -89,7 +89,7 @@ class Overlay:
         if not ov:
             return
         try:
-            self.tunnel = Tunnel(ov.vtep_ip, ov.udp_port)
+            self.tunnel = ov.encapsulation.open(ov.vtep_ip, ov.udp_port)
         except OSError as e:       # the address is not this node's, or the port is in use
             raise ConfigError("overlay.vtep_ip", f"cannot bind {ov.vtep_ip}:{ov.udp_port}: "
                               f"{e.strerror}") from None
@@ -103,7 +103,8 @@ class Overlay:
         assert self.tunnel is not None
         self.dataplane.set_tunnel(TunnelSettings(
             self.tunnel.rx.fileno(), self.tunnel.senders(), ov.udp_port, ov.underlay_mtu,
-            ov.learn_peers, ov.vtep_ip, ov.max_learned_peers))
+            ov.encapsulation.outer_overhead(ov.vtep_ip.version), ov.learn_peers, ov.vtep_ip,
+            ov.max_learned_peers))
 
     def network_added(self, name: str):
         """A new network floods to the peers held for every network too."""

@@ -85,10 +85,9 @@ PORT_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 # Ethernet header and its own outer IPv4, UDP and VXLAN headers.
 ETH_HLEN = 14
 VXLAN_OUTER_OVERHEAD = 20 + 8 + 8            # outer IPv4 + UDP + VXLAN (the data plane's)
-VXLAN_OVERHEAD = ETH_HLEN + VXLAN_OUTER_OVERHEAD   # what a pod MTU loses to an underlay MTU
-VXLAN_OVERHEAD6 = VXLAN_OVERHEAD + 20        # ... over an IPv6 underlay (a 40-byte header)
 MIN_MTU, MAX_MTU = 68, 65535                 # IPv4's minimum; the data plane's maximum
-MAX_NETWORK_MTU = MAX_MTU - VXLAN_OVERHEAD   # a network's pod MTU: encapsulated, it still fits
+# A network's pod MTU: encapsulated (vswitch/encap.py says by how much), it still fits.
+MAX_NETWORK_MTU = MAX_MTU - ETH_HLEN - VXLAN_OUTER_OVERHEAD
 UDP_GRO = 104                                # linux/udp.h socket option
 MAX_NETWORKS = 4096                          # network ids a data plane has (1..4095)
 

@@ -54,10 +54,7 @@ class Switch(Ports):
     def __init__(self, config: Config, loop: asyncio.AbstractEventLoop):
         self.config = config
         self.loop = loop
-        self.dataplane = DataPlane(config.fdb_max_entries, config.aging_time, config.batch,
-                                   config.busy_poll_us, config.fdb_max_per_port,
-                                   config.fdb_max_per_peer, config.conntrack_max,
-                                   config.conntrack_max_per_pod)
+        self.dataplane = DataPlane(config.datapath_settings())
         self.dataplane.set_service_ranges(config.service_cidrs)
         for net in config.networks:             # data-plane ids 1.. in config order
             self.dataplane.add_network(net.name, net.vni, net.mtu)

@@ -7,7 +7,8 @@ import ipaddress
 import pytest
 
 from vswitch.config import DEFAULT_NETWORK, ConfigError, load, parse
-from vswitch.protocol import MAX_NETWORK_MTU, VXLAN_OVERHEAD
+from vswitch.encap import VXLAN
+from vswitch.protocol import MAX_NETWORK_MTU
 
 NET = {"name": "blue", "vni": 7, "subnet": "198.18.0.0/16", "block": "198.18.1.0/24"}
 OVERLAY = {"node": {"mode": "overlay"}, "overlay": {"vtep_ip": "192.0.2.1"}}
@@ -65,7 +66,7 @@ def test_bad_values_name_their_key(data, key):
 
 
 def test_the_vxlan_overhead_bounds_the_pod_mtu():
-    ok = parse({**OVERLAY, "network": [{**NET, "mtu": 1500 - VXLAN_OVERHEAD}]})
+    ok = parse({**OVERLAY, "network": [{**NET, "mtu": 1500 - VXLAN.overhead(4)}]})
     assert ok.networks[0].mtu == 1450 and ok.overlay.underlay_mtu == 1500
 
 

@@ -74,7 +74,8 @@ class Admin:
         if masquerade and not gateway:
             raise InvalidRequest("masquerade needs a gateway: pods leave through their node")
         if ov and mtu + ov.overhead > ov.underlay_mtu:
-            raise InvalidRequest(f"mtu {mtu} + {ov.overhead} bytes of VXLAN overhead exceeds "
+            raise InvalidRequest(f"mtu {mtu} + {ov.overhead} bytes of "
+                                 f"{ov.encapsulation.name.upper()} overhead exceeds "
                                  f"this node's underlay MTU {ov.underlay_mtu}")
         await self.session.need_connection()
         for other, rec in self.view.networks.items():
