@@ -1,5 +1,6 @@
-"""The control API's verbs: routes to the Switch's methods (and the
-cluster's, the policy engine's, the daemon's), served by http.py; every
+"""The control API's handlers, one per verb of verbs.VERBS (which declares
+its route) and named as it: each calls the Switch's methods (or the
+cluster's, the policy engine's, the daemon's); served by httpd.py, every
 failure is a JSON error answer and never takes the daemon down."""
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from .errors import (
 from .httpd import MAX_HEAD, ApiError, HttpServer, Stream, claim_socket_path
 from .protocol import ETH_HLEN, MAX_SNAPLEN, capture_chunks
 from .switch import Switch
+from .verbs import VERBS
 
 if TYPE_CHECKING:
     from .cluster import Cluster
@@ -27,61 +29,21 @@ log = logging.getLogger("vswitch.api")
 
 CAPTURE_QUEUE = 4096         # records a capture client may lag behind before losing some
 
+
 class Api(HttpServer):
     def __init__(self, switch: Switch, service=None):
         super().__init__()
         self.switch = switch
         self.service = service          # the daemon: reload and stop
         self.attachments = Attachments(switch)
-        self.routes = {
-            ("GET", "status"): self.status,
-            ("GET", "ports"): self.list_ports,
-            ("POST", "ports"): self.add_port,
-            ("GET", "ports/*"): self.show_port,
-            ("POST", "ports/*"): self.set_port,
-            ("DELETE", "ports/*"): self.del_port,
-            ("GET", "fdb"): self.show_fdb,
-            ("POST", "fdb"): self.add_fdb,
-            ("DELETE", "fdb/*"): self.del_fdb,
-            ("POST", "fdb/flush"): self.flush_fdb,
-            ("GET", "peers"): self.list_peers,
-            ("POST", "peers"): self.add_peer,
-            ("GET", "peers/*"): self.show_peer,
-            ("DELETE", "peers/*"): self.del_peer,
-            ("GET", "stats"): self.stats,
-            ("POST", "attachments"): self.attach,
-            ("POST", "attachments/delete"): self.detach,
-            ("POST", "attachments/check"): self.check_attachment,
-            ("GET", "ipam"): self.show_ipam,
-            ("POST", "ipam/gc"): self.ipam_gc,
-            ("POST", "capture"): self.capture,
-            ("POST", "trace"): self.trace,
-            ("POST", "reload"): self.reload,
-            ("GET", "cluster"): self.cluster_status,
-            ("GET", "networks"): self.list_networks,
-            ("POST", "networks"): self.create_network,
-            ("DELETE", "networks/*"): self.delete_network,
-            ("GET", "nodes"): self.list_nodes,
-            ("DELETE", "nodes/*"): self.remove_node,
-            ("GET", "ipam/blocks"): self.ipam_blocks,
-            ("POST", "stop"): self.stop,
-            ("POST", "policies"): self.apply_policies,
-            ("GET", "policies"): self.list_policies,
-            ("GET", "policies/*"): self.show_policy,
-            ("DELETE", "policies/*"): self.delete_policy,
-            ("POST", "labels/port"): self.label_port,
-            ("POST", "labels/namespace"): self.label_namespace,
-            ("GET", "namespaces"): self.list_namespaces,
-            ("GET", "conntrack"): self.show_conntrack,
-            ("POST", "conntrack/flush"): self.flush_conntrack,
-        }
+        self.routes = {verb.route: getattr(self, verb.name) for verb in VERBS}
 
     # ------------------------------------------------------------- handlers
 
     async def status(self, query, body, arg):
         return reporting.status(self.switch)
 
-    async def list_ports(self, query, body, arg):
+    async def ports(self, query, body, arg):
         return [reporting.port_info(self.switch, p) for p in self.switch.ports.values()]
 
     async def add_port(self, query, body, arg):
@@ -94,7 +56,7 @@ class Api(HttpServer):
         port = await self.switch.add_port(**fields, port_security=security, pod=pod)
         return reporting.port_info(self.switch, port)
 
-    async def show_port(self, query, body, name):
+    async def port(self, query, body, name):
         return reporting.port_info(self.switch, self.switch.port(name))
 
     async def set_port(self, query, body, name):
@@ -106,30 +68,30 @@ class Api(HttpServer):
         await self.switch.remove_port(name)
         return {"deleted": name}
 
-    async def show_fdb(self, query, body, arg):
+    async def fdb(self, query, body, arg):
         return reporting.fdb(self.switch, query.get("network"))
 
-    async def add_fdb(self, query, body, arg):
+    async def fdb_add(self, query, body, arg):
         return self.switch.overlay.fdb_add(**_string_fields(body, ("mac", "peer"), ("network",)))
 
-    async def del_fdb(self, query, body, mac):
+    async def fdb_del(self, query, body, mac):
         self.switch.fdb_del(mac, query.get("network"))
         return {"deleted": mac}
 
-    async def list_peers(self, query, body, arg):
+    async def peers(self, query, body, arg):
         return self.switch.overlay.peers()
 
     async def add_peer(self, query, body, arg):
         return self.switch.overlay.add_peer(**_string_fields(body, ("ip",), ("network",)))
 
-    async def show_peer(self, query, body, ip):
+    async def peer(self, query, body, ip):
         return self.switch.overlay.peer(ip)
 
     async def del_peer(self, query, body, ip):
         self.switch.overlay.del_peer(ip)
         return {"deleted": ip}
 
-    async def flush_fdb(self, query, body, arg):
+    async def fdb_flush(self, query, body, arg):
         network = body.get("network") if isinstance(body, dict) else None
         return {"flushed": self.switch.fdb_flush(network)}
 
@@ -162,10 +124,10 @@ class Api(HttpServer):
             raise ApiError("expected {\"manifests\": [NetworkPolicy objects]}")
         return await self.switch.policy.apply(body["manifests"])
 
-    async def list_policies(self, query, body, arg):
+    async def policies(self, query, body, arg):
         return self.switch.policy.summaries()
 
-    async def show_policy(self, query, body, key):
+    async def policy(self, query, body, key):
         return self.switch.policy.show(key)
 
     async def delete_policy(self, query, body, key):
@@ -186,18 +148,18 @@ class Api(HttpServer):
     async def label_namespace(self, query, body, arg):
         return await self.switch.policy.label_namespace(*self._label_changes(body, "namespace"))
 
-    async def list_namespaces(self, query, body, arg):
+    async def namespaces(self, query, body, arg):
         policy = self.switch.policy
         names = set(policy.namespaces) | {p.namespace for p in policy.pods()}
         return [{"namespace": n, "labels": policy.namespace_labels(n)} for n in sorted(names)]
 
-    async def show_conntrack(self, query, body, arg):
+    async def conntrack(self, query, body, arg):
         limit = query.get("limit", "1000")
         if not limit.isdigit():
             raise ApiError("limit must be a number (0: all)")
         return reporting.conntrack(self.switch, query.get("port"), int(limit))
 
-    async def flush_conntrack(self, query, body, arg):
+    async def conntrack_flush(self, query, body, arg):
         return {"flushed": self.switch.dataplane.conntrack_flush()}
 
     # ------------------------------------------------------------- cluster
@@ -212,7 +174,7 @@ class Api(HttpServer):
     async def cluster_status(self, query, body, arg):
         return self.cluster.status()
 
-    async def list_networks(self, query, body, arg):
+    async def networks(self, query, body, arg):
         return self.cluster.admin.list_networks()
 
     async def create_network(self, query, body, arg):
@@ -232,7 +194,7 @@ class Api(HttpServer):
     async def delete_network(self, query, body, name):
         return await self.cluster.admin.delete_network(name)
 
-    async def list_nodes(self, query, body, arg):
+    async def nodes(self, query, body, arg):
         return self.cluster.admin.node_list()
 
     async def remove_node(self, query, body, name):
@@ -241,7 +203,7 @@ class Api(HttpServer):
     async def ipam_blocks(self, query, body, arg):
         return self.cluster.admin.block_list()
 
-    async def show_ipam(self, query, body, arg):
+    async def ipam(self, query, body, arg):
         return await self.attachments.show(query.get("network"))
 
     async def ipam_gc(self, query, body, arg):

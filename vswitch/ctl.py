@@ -9,6 +9,7 @@ import sys
 
 from .client import Client, ClientError
 from .protocol import CAPTURE_POINTS, DEFAULT_SOCKET, MAX_SNAPLEN
+from .verbs import BY_NAME, GROUPS, VERBS
 
 
 def bits(text: str) -> int:
@@ -148,6 +149,129 @@ def show_cluster(s):
     return "\n".join(lines)
 
 
+def port_add_options(p):
+    p.add_argument("name")
+    p.add_argument("--netns", required=True, help="namespace name (ip netns) or path")
+    p.add_argument("--ifname", default="eth0", help="interface name in the pod (default eth0)")
+    p.add_argument("--network", help="network name (default: the first configured)")
+    p.add_argument("--ip", action="append",
+                   help="address in CIDR form, inside the network's subnet (or subnet6: "
+                        "give --ip once per family)")
+    p.add_argument("--mac", help="MAC address (default: random, locally administered)")
+    p.add_argument("--no-port-security", dest="port_security", action="store_false",
+                   default=None, help="let the pod send from any MAC or IP (the default "
+                   "without --ip; with --ip the port is bound to its MAC and address)")
+    p.add_argument("--namespace", help="the pod's namespace, for NetworkPolicy (default "
+                   "'default')")
+    p.add_argument("--pod-name", help="the pod's name (default: the port's)")
+    p.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                   help="a pod label (repeatable)")
+    p.add_argument("--named-port", action="append", default=[], metavar="NAME=[PROTO/]PORT",
+                   help="a container port name, e.g. http=80 or dns=UDP/53 (repeatable)")
+
+
+def port_set_options(p):
+    p.add_argument("name")
+    for key, what in (("ingress-rate", "what the pod sends into the switch, bits/s"),
+                      ("ingress-burst", "bits"),
+                      ("egress-rate", "what the switch sends to the pod, bits/s"),
+                      ("egress-burst", "bits")):
+        p.add_argument(f"--{key}", type=bits, metavar="N[k|M|G]", help=f"{what}; 0: no limit")
+
+
+def labels_options(who: str):
+    def add(p):
+        p.add_argument(who, metavar="name")
+        p.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
+    return add
+
+
+def capture_options(p):
+    p.add_argument("--port", help="one port (a name, or vxlan:IP for a peer); default all")
+    p.add_argument("--point", action="append", choices=CAPTURE_POINTS,
+                   help="a capture point (repeatable); default all")
+    p.add_argument("--filter", help="a tcpdump filter expression, e.g. 'icmp or arp'")
+    p.add_argument("-c", "--count", type=int, help="stop after this many frames")
+    p.add_argument("--duration", type=float, help="stop after this many seconds")
+    p.add_argument("-w", dest="write", metavar="FILE",
+                   help="write a capture file ('-': stream to stdout, e.g. into tcpdump -r -)")
+    p.add_argument("--format", choices=("pcapng", "pcap"), default="pcapng",
+                   help="file format for -w (default pcapng: per-port interfaces, drop "
+                   "reasons as comments)")
+    p.add_argument("-s", "--snaplen", type=int, default=MAX_SNAPLEN, help="bytes kept per frame")
+
+
+def trace_options(p):
+    p.add_argument("--in-port", dest="port", required=True,
+                   help="the port the frame comes from")
+    frame = p.add_mutually_exclusive_group(required=True)
+    frame.add_argument("--hex", help="the frame as hex")
+    frame.add_argument("--scapy", metavar="EXPR",
+                       help="the frame as a scapy expression, e.g. \"Ether(dst='ff:ff:ff:ff:ff:ff')"
+                       "/ARP(pdst='198.18.0.2')\"")
+
+
+def network_create_options(p):
+    p.add_argument("name")
+    p.add_argument("--vni", type=int, required=True)
+    p.add_argument("--subnet", help="IPv4 CIDR, carved into blocks (required unless the "
+                   "network is IPv6 only: --subnet6 alone)")
+    p.add_argument("--block-size", type=int, default=26,
+                   help="prefix length of the blocks nodes claim (default 26: 64 addresses)")
+    p.add_argument("--mtu", type=int, help="pod MTU (default: the underlay MTU less the "
+                   "encapsulation's overhead: 50 bytes for VXLAN on an IPv4 underlay, 70 on "
+                   "IPv6)")
+    p.add_argument("--subnet6", help="IPv6 CIDR, carved into IPv6 blocks: dual-stack "
+                   "with --subnet, else IPv6 only")
+    p.add_argument("--block-size6", type=int,
+                   help="prefix length of the IPv6 blocks (default 122: 64 addresses)")
+    p.add_argument("--no-gateway", dest="gateway", action="store_false",
+                   help="no host port on the nodes: pods reach only each other")
+    p.add_argument("--no-masquerade", dest="masquerade", action="store_false",
+                   help="pods' traffic to outside keeps their addresses")
+
+
+def positional(*names: str, **fixed):
+    """Options that are positional arguments (and fixed ones, e.g. metavars)."""
+    def add(p):
+        for name in names:
+            p.add_argument(name, **fixed)
+    return add
+
+
+def network_option(p):
+    p.add_argument("--network")
+
+
+# Each command's own options (by verb: verbs.VERBS gives its words and help).
+OPTIONS = {
+    "add_port": port_add_options, "label_port": labels_options("port"),
+    "set_port": port_set_options, "del_port": positional("name"), "port": positional("name"),
+    "fdb": network_option, "fdb_flush": network_option,
+    "fdb_add": lambda p: (p.add_argument("mac"), p.add_argument(
+        "--peer", required=True, help="the peer's VTEP address"), network_option(p)),
+    "fdb_del": lambda p: (p.add_argument("mac"), network_option(p)),
+    "add_peer": lambda p: (p.add_argument("ip"), p.add_argument(
+        "--network", help="one network (default: all)")),
+    "del_peer": positional("ip"), "peer": positional("ip"),
+    "capture": capture_options, "trace": trace_options,
+    "apply_policies": lambda p: p.add_argument(
+        "-f", "--filename", required=True, metavar="FILE", help="a manifest file ('-': "
+        "standard input): one object, several documents, or a List"),
+    "delete_policy": positional("key", metavar="NAMESPACE/NAME"),
+    "policy": positional("key", metavar="NAMESPACE/NAME"),
+    "label_namespace": labels_options("namespace"),
+    "conntrack": lambda p: (p.add_argument("--port", help="only those in or out of this port"),
+                            p.add_argument("--limit", type=int, default=1000,
+                                           help="at most this many (0: all)")),
+    "stop": lambda p: p.add_argument("--remove-ports", action="store_true",
+                                     help="delete every port's interface too (pods lose their "
+                                     "network)"),
+    "ipam": network_option, "create_network": network_create_options,
+    "delete_network": positional("name"), "remove_node": positional("name"),
+}
+
+
 def build_parser() -> argparse.ArgumentParser:
     common = argparse.ArgumentParser(add_help=False)
     # SUPPRESS: a verb's own --json must not reset one given before the verb.
@@ -158,165 +282,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--socket", default=os.environ.get("VSWITCH_SOCKET", DEFAULT_SOCKET),
                    help=f"daemon socket (default {DEFAULT_SOCKET}, or $VSWITCH_SOCKET)")
     sub = p.add_subparsers(dest="verb", required=True, metavar="VERB")
-    sub.add_parser("status", parents=[common], help="node, mode, version, uptime, counts")
-    sub.add_parser("stats", parents=[common], help="per-port and per-drop-reason counters")
-
-    port = sub.add_parser("port", help="add, delete, list and show ports").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    add = port.add_parser("add", parents=[common], help="attach a pod namespace")
-    add.add_argument("name")
-    add.add_argument("--netns", required=True, help="namespace name (ip netns) or path")
-    add.add_argument("--ifname", default="eth0", help="interface name in the pod (default eth0)")
-    add.add_argument("--network", help="network name (default: the first configured)")
-    add.add_argument("--ip", action="append",
-                     help="address in CIDR form, inside the network's subnet (or subnet6: "
-                          "give --ip once per family)")
-    add.add_argument("--mac", help="MAC address (default: random, locally administered)")
-    add.add_argument("--no-port-security", dest="port_security", action="store_false",
-                     default=None, help="let the pod send from any MAC or IP (the default "
-                     "without --ip; with --ip the port is bound to its MAC and address)")
-    add.add_argument("--namespace", help="the pod's namespace, for NetworkPolicy (default "
-                     "'default')")
-    add.add_argument("--pod-name", help="the pod's name (default: the port's)")
-    add.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
-                     help="a pod label (repeatable)")
-    add.add_argument("--named-port", action="append", default=[], metavar="NAME=[PROTO/]PORT",
-                     help="a container port name, e.g. http=80 or dns=UDP/53 (repeatable)")
-    label = port.add_parser("label", parents=[common],
-                            help="set (key=value) or remove (key-) a pod's labels")
-    label.add_argument("name")
-    label.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
-    pset = port.add_parser("set", parents=[common], help="rate limits (token buckets)")
-    pset.add_argument("name")
-    for key, what in (("ingress-rate", "what the pod sends into the switch, bits/s"),
-                      ("ingress-burst", "bits"),
-                      ("egress-rate", "what the switch sends to the pod, bits/s"),
-                      ("egress-burst", "bits")):
-        pset.add_argument(f"--{key}", type=bits, metavar="N[k|M|G]", help=f"{what}; 0: no limit")
-    port.add_parser("del", parents=[common], help="detach and delete a port").add_argument("name")
-    port.add_parser("list", parents=[common], help="all ports with counters")
-    port.add_parser("show", parents=[common], help="one port with counters").add_argument("name")
-
-    fdb = sub.add_parser("fdb", help="show, flush, add or delete MAC entries").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    for action in ("show", "flush"):
-        fdb.add_parser(action, parents=[common]).add_argument("--network")
-    fdb_add = fdb.add_parser("add", parents=[common], help="static entry: MAC behind a peer")
-    fdb_add.add_argument("mac")
-    fdb_add.add_argument("--peer", required=True, help="the peer's VTEP address")
-    fdb_add.add_argument("--network")
-    fdb_del = fdb.add_parser("del", parents=[common], help="delete one entry")
-    fdb_del.add_argument("mac")
-    fdb_del.add_argument("--network")
-
-    peer = sub.add_parser("peer", help="VXLAN peers (overlay mode)").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    peer_add = peer.add_parser("add", parents=[common], help="flood networks to a VTEP")
-    peer_add.add_argument("ip")
-    peer_add.add_argument("--network", help="one network (default: all)")
-    peer.add_parser("del", parents=[common], help="forget a peer").add_argument("ip")
-    peer.add_parser("list", parents=[common], help="peers with counters")
-    peer.add_parser("show", parents=[common], help="one peer with counters").add_argument("ip")
-
-    cap = sub.add_parser("capture", parents=[common],
-                         help="frames at the capture points, as lines or a pcapng/pcap file")
-    cap.add_argument("--port", help="one port (a name, or vxlan:IP for a peer); default all")
-    cap.add_argument("--point", action="append", choices=CAPTURE_POINTS,
-                     help="a capture point (repeatable); default all")
-    cap.add_argument("--filter", help="a tcpdump filter expression, e.g. 'icmp or arp'")
-    cap.add_argument("-c", "--count", type=int, help="stop after this many frames")
-    cap.add_argument("--duration", type=float, help="stop after this many seconds")
-    cap.add_argument("-w", dest="write", metavar="FILE",
-                     help="write a capture file ('-': stream to stdout, e.g. into tcpdump -r -)")
-    cap.add_argument("--format", choices=("pcapng", "pcap"), default="pcapng",
-                     help="file format for -w (default pcapng: per-port interfaces, drop "
-                     "reasons as comments)")
-    cap.add_argument("-s", "--snaplen", type=int, default=MAX_SNAPLEN, help="bytes kept per frame")
-
-    trace = sub.add_parser("trace", parents=[common],
-                           help="where a frame would go and why (nothing is sent or learned)")
-    trace.add_argument("--in-port", required=True, help="the port the frame comes from")
-    frame = trace.add_mutually_exclusive_group(required=True)
-    frame.add_argument("--hex", help="the frame as hex")
-    frame.add_argument("--scapy", metavar="EXPR",
-                      help="the frame as a scapy expression, e.g. \"Ether(dst='ff:ff:ff:ff:ff:ff')"
-                      "/ARP(pdst='198.18.0.2')\"")
-
-    policy = sub.add_parser("policy", help="Kubernetes NetworkPolicy").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    apply = policy.add_parser("apply", parents=[common],
-                              help="create or update policies from YAML or JSON manifests")
-    apply.add_argument("-f", "--filename", required=True, metavar="FILE",
-                       help="a manifest file ('-': standard input): one object, several "
-                       "documents, or a List")
-    policy.add_parser("delete", parents=[common], help="delete a policy").add_argument(
-        "name", metavar="NAMESPACE/NAME")
-    policy.add_parser("list", parents=[common], help="policies with the pods they select")
-    policy.add_parser("show", parents=[common], help="one policy: its manifest and pods"
-                      ).add_argument("name", metavar="NAMESPACE/NAME")
-    namespace = sub.add_parser("namespace", help="namespace labels (NetworkPolicy)"
-                               ).add_subparsers(dest="action", required=True, metavar="ACTION")
-    nslabel = namespace.add_parser("label", parents=[common],
-                                   help="set (key=value) or remove (key-) a namespace's labels")
-    nslabel.add_argument("name")
-    nslabel.add_argument("labels", nargs="+", metavar="KEY=VALUE|KEY-")
-    namespace.add_parser("list", parents=[common], help="namespaces and their labels")
-    conntrack = sub.add_parser("conntrack", help="connections NetworkPolicy tracks"
-                               ).add_subparsers(dest="action", required=True, metavar="ACTION")
-    ct_show = conntrack.add_parser("show", parents=[common], help="tracked connections")
-    ct_show.add_argument("--port", help="only those in or out of this port")
-    ct_show.add_argument("--limit", type=int, default=1000, help="at most this many (0: all)")
-    conntrack.add_parser("flush", parents=[common],
-                         help="forget every connection (each is checked anew on its next packet)")
-
-    sub.add_parser("reload", parents=[common],
-                   help="re-read the config file and apply it (as SIGHUP does)")
-    stop = sub.add_parser("stop", parents=[common],
-                          help="stop vswitchd; pods keep their interfaces for the next start")
-    stop.add_argument("--remove-ports", action="store_true",
-                      help="delete every port's interface too (pods lose their network)")
-
-    ipam = sub.add_parser("ipam", help="address allocations").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    ipam.add_parser("show", parents=[common], help="blocks and allocations").add_argument(
-        "--network")
-    ipam.add_parser("gc", parents=[common],
-                    help="release allocations whose pod namespace is gone")
-    ipam.add_parser("blocks", parents=[common], help="address blocks, cluster-wide (cluster)")
-
-    network = sub.add_parser("network", help="cluster-wide networks (cluster)").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    create = network.add_parser("create", parents=[common], help="create a network everywhere")
-    create.add_argument("name")
-    create.add_argument("--vni", type=int, required=True)
-    create.add_argument("--subnet", help="IPv4 CIDR, carved into blocks (required unless the "
-                        "network is IPv6 only: --subnet6 alone)")
-    create.add_argument("--block-size", type=int, default=26,
-                        help="prefix length of the blocks nodes claim (default 26: 64 addresses)")
-    create.add_argument("--mtu", type=int, help="pod MTU (default: the underlay MTU less the VXLAN "
-                        "overhead: 50 bytes on an IPv4 underlay, 70 on IPv6)")
-    create.add_argument("--subnet6", help="IPv6 CIDR, carved into IPv6 blocks: dual-stack "
-                        "with --subnet, else IPv6 only")
-    create.add_argument("--block-size6", type=int,
-                        help="prefix length of the IPv6 blocks (default 122: 64 addresses)")
-    create.add_argument("--no-gateway", dest="gateway", action="store_false",
-                        help="no host port on the nodes: pods reach only each other")
-    create.add_argument("--no-masquerade", dest="masquerade", action="store_false",
-                        help="pods' traffic to outside keeps their addresses")
-    network.add_parser("delete", parents=[common], help="delete a network everywhere").add_argument(
-        "name")
-    network.add_parser("list", parents=[common], help="networks of the cluster")
-
-    node = sub.add_parser("node", help="nodes of the cluster (cluster)").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    node.add_parser("list", parents=[common], help="every node, VTEP, blocks, pods")
-    node.add_parser("remove", parents=[common],
-                    help="a dead node is gone for good: free its blocks now").add_argument("name")
-
-    cluster = sub.add_parser("cluster", help="this node's view of the cluster").add_subparsers(
-        dest="action", required=True, metavar="ACTION")
-    cluster.add_parser("status", parents=[common],
-                       help="etcd connection, lease, revision, last event")
+    groups: dict = {}
+    for verb in VERBS:
+        if not verb.cli:
+            continue
+        words = verb.cli.split()
+        if len(words) == 1:
+            command = sub.add_parser(words[0], parents=[common], help=verb.help)
+        else:
+            if words[0] not in groups:
+                groups[words[0]] = sub.add_parser(words[0], help=GROUPS[words[0]]) \
+                    .add_subparsers(dest="action", required=True, metavar="ACTION")
+            command = groups[words[0]].add_parser(words[1], parents=[common], help=verb.help)
+        command.set_defaults(call=verb.name)
+        if verb.name in OPTIONS:
+            OPTIONS[verb.name](command)
     return p
 
 
@@ -458,123 +438,101 @@ def show_conntrack_usage(ct: dict) -> str:
             f"{ct['entries']} of {ct['max_entries']} in all): {per_pod}")
 
 
-def run_policy(args, client: Client):
-    """The policy, namespace and conntrack verbs."""
-    verb, action = args.verb, args.action
-    if verb == "policy":
-        if action == "apply":
-            return client.apply_policies(read_manifests(args.filename)), lambda r: "\n".join(
-                f"networkpolicy {x['policy']} {x['result']}" for x in r)
-        if action == "delete":
-            return client.delete_policy(args.name), lambda r: f"policy {r['deleted']} deleted"
-        if action == "show":
-            return client.policy(args.name), show_policy
-        return client.policies(), show_policies
-    if verb == "namespace":
-        if action == "label":
-            return client.label_namespace(args.name, args.labels), lambda r: (
-                f"namespace {r['namespace']}: " + ", ".join(
-                    f"{k}={v}" for k, v in r["labels"].items()))
-        return client.namespaces(), lambda r: _table(
-            [[n["namespace"], ", ".join(f"{k}={v}" for k, v in n["labels"].items())] for n in r],
-            ["NAMESPACE", "LABELS"])
-    if action == "flush":
-        return client.conntrack_flush(), lambda r: f"{r['flushed']} connections flushed"
-    if getattr(args, "json", False):
-        return client.conntrack(args.port, args.limit), show_conntrack
-    table = client.conntrack(args.port, args.limit)
-    usage = client.stats()["conntrack"]
-    return table, lambda r: show_conntrack(r) + "\n\n" + show_conntrack_usage(usage)
+def conntrack_table(r, usage: dict | None = None) -> str:
+    return show_conntrack(r) + ("\n\n" + show_conntrack_usage(usage) if usage else "")
+
+
+def network_rows(r):
+    return _table(
+        [[n["name"], n["vni"], ", ".join(x for x in (n["subnet"], n["subnet6"]) if x),
+          ", ".join(f"/{b}" for b in (n["block_size"], n["block_size6"]) if b), n["mtu"],
+          n["blocks"], n["endpoints"], n["gateway_here"] or ("-" if n["gateway"] else "none"),
+          "yes" if n["masquerade"] else "no", "yes" if n["joined"] else "no"] for n in r],
+        ["NAME", "VNI", "SUBNET", "BLOCKS_OF", "MTU", "BLOCKS", "ENDPOINTS", "GATEWAY",
+         "MASQUERADE", "JOINED"])
+
+
+# How each command prints its answer (without --json).
+RENDER = {
+    "status": show_status, "stats": show_stats, "add_port": show_port,
+    "label_port": show_port, "set_port": show_port, "port": show_port, "ports": _port_rows,
+    "del_port": lambda r: f"port {r['deleted']} deleted",
+    "fdb": show_fdb, "fdb_add": lambda r: f"{r['mac']} -> vxlan:{r['peer']} (static)",
+    "fdb_del": lambda r: f"{r['deleted']} deleted",
+    "fdb_flush": lambda r: f"{r['flushed']} entries flushed",
+    "add_peer": lambda r: show_peers([r]), "peer": lambda r: show_peers([r]),
+    "peers": show_peers, "del_peer": lambda r: f"peer {r['deleted']} deleted",
+    "trace": show_trace,
+    "apply_policies": lambda r: "\n".join(f"networkpolicy {x['policy']} {x['result']}"
+                                          for x in r),
+    "delete_policy": lambda r: f"policy {r['deleted']} deleted",
+    "policy": show_policy, "policies": show_policies,
+    "label_namespace": lambda r: f"namespace {r['namespace']}: " + ", ".join(
+        f"{k}={v}" for k, v in r["labels"].items()),
+    "namespaces": lambda r: _table(
+        [[n["namespace"], ", ".join(f"{k}={v}" for k, v in n["labels"].items())] for n in r],
+        ["NAMESPACE", "LABELS"]),
+    "conntrack": conntrack_table,
+    "conntrack_flush": lambda r: f"{r['flushed']} connections flushed",
+    "reload": lambda r: "reloaded: " + ("; ".join(r["changes"]) or "no changes"),
+    "stop": lambda r: "vswitchd stopping" + (", removing all ports" if r["remove_ports"]
+                                             else ""),
+    "ipam": show_ipam,
+    "ipam_blocks": lambda r: _table(
+        [[b["network"], b["block"], b["node"], b["endpoints"],
+          "alive" if b["alive"] else "gone"] for b in r],
+        ["NETWORK", "BLOCK", "NODE", "ENDPOINTS", "NODE_STATE"]),
+    "ipam_gc": lambda r: f"{len(r['released'])} allocations released" + "".join(
+        f"\n  {a['network']} {a['ip']} {a['container_id']}/{a['ifname']}"
+        for a in r["released"]),
+    "create_network": lambda r: f"network {r['name']} created",
+    "delete_network": lambda r: f"network {r['deleted']} deleted",
+    "networks": network_rows, "nodes": show_nodes,
+    "remove_node": lambda r: f"node {r['removed']} removed, "
+                             f"{r['blocks_released']} blocks released",
+    "cluster_status": show_cluster,
+}
+
+
+def port_add_call(args) -> tuple[tuple, dict]:
+    options = {k: getattr(args, k) for k in ("ifname", "network", "mac", "port_security")}
+    options["ip"] = ",".join(args.ip) if args.ip else None
+    return (args.name, args.netns), {**options, "pod": pod_identity(args)}
+
+
+# The commands whose call is more than their options under the verb's names.
+CALLS = {
+    "add_port": port_add_call,
+    "set_port": lambda args: ((args.name,), {k: getattr(args, k) for k in (
+        "ingress_rate", "ingress_burst", "egress_rate", "egress_burst")}),
+    "trace": lambda args: ((args.port, trace_frame(args).hex()), {}),
+    "apply_policies": lambda args: ((read_manifests(args.filename),), {}),
+    "create_network": lambda args: ((args.name, args.vni), {
+        "subnet": args.subnet, "block_size": args.block_size, "mtu": args.mtu,
+        "gateway": args.gateway, "masquerade": args.masquerade and args.gateway,
+        "subnet6": args.subnet6, "block_size6": args.block_size6}),
+}
 
 
 def run(args, client: Client):
     """(result, text renderer) for the parsed command."""
-    verb, action = args.verb, getattr(args, "action", None)
-    if verb == "trace":
-        return client.trace(args.in_port, trace_frame(args)), show_trace
-    if verb in ("policy", "namespace", "conntrack"):
-        return run_policy(args, client)
-    if verb == "status":
-        return client.status(), show_status
-    if verb == "stats":
-        return client.stats(), show_stats
-    if verb == "port":
-        if action == "add":
-            options = {k: getattr(args, k) for k in ("ifname", "network", "mac", "port_security")}
-            options["ip"] = ",".join(args.ip) if args.ip else None
-            return client.add_port(args.name, args.netns, pod=pod_identity(args), **options), \
-                show_port
-        if action == "label":
-            return client.label_port(args.name, args.labels), show_port
-        if action == "set":
-            rates = {k: getattr(args, k) for k in ("ingress_rate", "ingress_burst",
-                                                   "egress_rate", "egress_burst")}
-            return client.set_port(args.name, **rates), show_port
-        if action == "del":
-            return client.del_port(args.name), lambda r: f"port {r['deleted']} deleted"
-        if action == "list":
-            return client.ports(), _port_rows
-        return client.port(args.name), show_port
-    if verb == "peer":
-        if action == "add":
-            return client.add_peer(args.ip, args.network), lambda r: show_peers([r])
-        if action == "del":
-            return client.del_peer(args.ip), lambda r: f"peer {r['deleted']} deleted"
-        if action == "show":
-            return client.peer(args.ip), lambda r: show_peers([r])
-        return client.peers(), show_peers
-    if verb == "reload":
-        return client.reload(), lambda r: "reloaded: " + ("; ".join(r["changes"]) or "no changes")
-    if verb == "stop":
-        return client.stop(args.remove_ports), lambda r: "vswitchd stopping" + (
-            ", removing all ports" if r["remove_ports"] else "")
-    if verb == "ipam":
-        if action == "show":
-            return client.ipam(args.network), show_ipam
-        if action == "blocks":
-            return client.ipam_blocks(), lambda r: _table(
-                [[b["network"], b["block"], b["node"], b["endpoints"],
-                  "alive" if b["alive"] else "gone"] for b in r],
-                ["NETWORK", "BLOCK", "NODE", "ENDPOINTS", "NODE_STATE"])
-        return client.ipam_gc(), lambda r: f"{len(r['released'])} allocations released" + "".join(
-            f"\n  {a['network']} {a['ip']} {a['container_id']}/{a['ifname']}" for a in r["released"])
-    if verb == "network":
-        if action == "create":
-            return client.create_network(args.name, args.vni, args.subnet, args.block_size,
-                                         args.mtu, args.gateway, args.masquerade and args.gateway,
-                                         args.subnet6, args.block_size6
-                                         ), lambda r: f"network {r['name']} created"
-        if action == "delete":
-            return client.delete_network(args.name), lambda r: f"network {r['deleted']} deleted"
-        return client.networks(), lambda r: _table(
-            [[n["name"], n["vni"], ", ".join(x for x in (n["subnet"], n["subnet6"]) if x),
-              ", ".join(f"/{b}" for b in (n["block_size"], n["block_size6"]) if b), n["mtu"],
-              n["blocks"],
-              n["endpoints"], n["gateway_here"] or ("-" if n["gateway"] else "none"),
-              "yes" if n["masquerade"] else "no", "yes" if n["joined"] else "no"] for n in r],
-            ["NAME", "VNI", "SUBNET", "BLOCKS_OF", "MTU", "BLOCKS", "ENDPOINTS", "GATEWAY",
-             "MASQUERADE", "JOINED"])
-    if verb == "node":
-        if action == "remove":
-            return client.remove_node(args.name), \
-                lambda r: f"node {r['removed']} removed, {r['blocks_released']} blocks released"
-        return client.nodes(), show_nodes
-    if verb == "cluster":
-        return client.cluster_status(), show_cluster
-    if action == "show":
-        return client.fdb(args.network), show_fdb
-    if action == "add":
-        return client.fdb_add(args.mac, args.peer, args.network), \
-            lambda r: f"{r['mac']} -> vxlan:{r['peer']} (static)"
-    if action == "del":
-        return client.fdb_del(args.mac, args.network), lambda r: f"{r['deleted']} deleted"
-    return client.fdb_flush(args.network), lambda r: f"{r['flushed']} entries flushed"
+    verb = BY_NAME[args.call]
+    if verb.name in CALLS:
+        positional, keywords = CALLS[verb.name](args)
+    else:
+        positional, keywords = tuple(getattr(args, p, None) for p in verb.params), {}
+    result = client.call(verb.name, *positional, **keywords)
+    render = RENDER[verb.name]
+    if verb.name == "conntrack" and not getattr(args, "json", False):
+        usage = client.stats()["conntrack"]          # the shares, beside the table
+        return result, lambda r: conntrack_table(r, usage)
+    return result, render
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        if args.verb == "capture":
+        if args.call == "capture":
             return capture(args, Client(args.socket))
         result, render = run(args, Client(args.socket))
     except ClientError as e:

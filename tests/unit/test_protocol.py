@@ -48,8 +48,30 @@ def test_only_the_datapath_boundary_imports_the_extension():
     assert importers == ["datapath.py"]
 
 
-def test_protocol_imports_nothing_of_vswitch():
-    assert not [m for m in imports(PACKAGE / "protocol.py") if m.startswith((".", "vswitch"))]
+def test_protocol_and_verbs_import_nothing_of_vswitch():
+    for module in ("protocol.py", "verbs.py"):
+        assert not [m for m in imports(PACKAGE / module) if m.startswith((".", "vswitch"))]
+
+
+def test_every_verb_is_served_called_and_commanded_from_its_one_declaration():
+    from vswitch import ctl
+    from vswitch.api import Api
+    from vswitch.client import Client
+    from vswitch.verbs import VERBS
+
+    routes = [v.route for v in VERBS]
+    assert len(set(routes)) == len(routes)
+    for verb in VERBS:
+        assert callable(getattr(Api, verb.name)), verb.name
+        assert callable(getattr(Client(), verb.name)), verb.name
+        if verb.cli and verb.name != "capture":
+            assert verb.name in ctl.RENDER, verb.name
+    parsed = ctl.build_parser().parse_args(["fdb", "del", "02:00:00:00:00:01", "--network",
+                                            "n1"])
+    assert parsed.call == "fdb_del"
+    path, query, body = VERBS[[v.name for v in VERBS].index("fdb_del")].request(
+        ("02:00:00:00:00:01", "n1"), {})
+    assert (path, query, body) == ("fdb/02%3A00%3A00%3A00%3A00%3A01", {"network": "n1"}, None)
 
 
 def loaded_after(statement: str) -> set[str]:
@@ -60,8 +82,8 @@ def loaded_after(statement: str) -> set[str]:
 
 def test_clients_never_load_the_daemon():
     loaded = loaded_after("import vswitch.ctl, vswitch.cni")
-    assert loaded <= {"vswitch", "vswitch.protocol", "vswitch.client", "vswitch.ctl",
-                      "vswitch.cni", "vswitch.pcap"}, loaded
+    assert loaded <= {"vswitch", "vswitch.protocol", "vswitch.verbs", "vswitch.client",
+                      "vswitch.ctl", "vswitch.cni", "vswitch.pcap"}, loaded
 
 
 def test_the_daemon_never_loads_the_cni_plugin():
