@@ -86,9 +86,11 @@ def own_addresses(mac: str, addresses: Iterable[ipaddress.IPv4Interface | ipaddr
 class DataPlane:
     """One node's data plane, addressed by names."""
 
-    def __init__(self, settings: dict):
-        """settings: Datapath's arguments (Config.datapath_settings)."""
-        self.dp = Datapath(**settings)
+    def __init__(self, settings: dict, datapath=None):
+        """settings: Datapath's arguments (Config.datapath_settings);
+        datapath: another implementation of its interface (the unit tests'
+        model) instead."""
+        self.dp = Datapath(**settings) if datapath is None else datapath
         self.network_ids: dict[str, int] = {}
         self.policy_names: dict[int, str] = {}     # data-plane policy ids -> "namespace/name"
 

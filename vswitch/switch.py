@@ -48,13 +48,15 @@ FDB_SWEEP_SLOTS = 65536     # FDB slots the expiry sweep looks at per housekeepi
 
 class Switch(Ports):
     """One node: its networks, ports and state, the data plane they program,
-    the overlay, captures and hooks. The API calls these methods; only they
-    change data-plane state, through DataPlane (datapath.py)."""
+    the overlay, captures and hooks. The API calls these methods; they
+    change data-plane state through DataPlane (datapath.py), as the policy
+    engine and the cluster's reconcilers do."""
 
-    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop):
+    def __init__(self, config: Config, loop: asyncio.AbstractEventLoop,
+                 dataplane: DataPlane | None = None):
         self.config = config
         self.loop = loop
-        self.dataplane = DataPlane(config.datapath_settings())
+        self.dataplane = dataplane or DataPlane(config.datapath_settings())
         self.dataplane.set_service_ranges(config.service_cidrs)
         for net in config.networks:             # data-plane ids 1.. in config order
             self.dataplane.add_network(net.name, net.vni, net.mtu)

@@ -58,3 +58,131 @@ class Model:
 
     def decisions(self) -> dict:
         return {"unicast": self.unicast, "flooded": self.flooded, "drops": dict(self.drops)}
+
+
+class ModelDatapath:
+    """A Python model of the data plane's control interface (the Cython
+    Datapath's methods the control plane calls, through DataPlane): its
+    tables as dicts, nothing forwarded. The control-plane objects (Switch,
+    Policies, Attachments, Gateways, the cluster's reconcilers) run on it
+    without root or TAPs; the tests then read what they programmed."""
+
+    def __init__(self):
+        import os
+        self.networks: dict[int, tuple[int, int]] = {}      # id -> (vni, mtu)
+        self.ports: dict[int, dict] = {}
+        self.peers: dict[int, set[int]] = {}                # address key -> network ids
+        self.fdb: dict[tuple[int, int], int] = {}           # (network, mac) -> peer address
+        self.neighbours: dict[tuple[int, int], int] = {}    # (network, address) -> mac
+        self.policies: dict[int, tuple] = {}                # port id -> (ingress, egress)
+        self.policy_changes = 0
+        self.service_ranges: list = []
+        self.aging_time, self.busy_poll_us = 300.0, 0.0
+        self._wakeup = os.pipe()                            # never readable: nothing to poll
+
+    # networks
+    def set_network(self, network: int, vni: int, mtu: int):
+        self.networks[network] = (vni, mtu)
+
+    def remove_network(self, network: int):
+        del self.networks[network]
+        for nets in self.peers.values():
+            nets.discard(network)
+        self.fdb = {k: v for k, v in self.fdb.items() if k[0] != network}
+        self.neighbours = {k: v for k, v in self.neighbours.items() if k[0] != network}
+
+    # ports
+    def add_port(self, fd: int, network: int, vnet_hdr: bool = False, router: bool = False):
+        assert network in self.networks, "a port in an undeclared network"
+        port_id = min(set(range(len(self.ports) + 1)) - set(self.ports))
+        self.ports[port_id] = {"fd": fd, "network": network, "router": router}
+        return port_id
+
+    def remove_port(self, port_id: int):
+        del self.ports[port_id]
+        self.policies.pop(port_id, None)
+
+    def set_port_security(self, port_id, mac=None, ips=(), ip6s=()):
+        self.ports[port_id]["security"] = (mac, list(ips), list(ip6s))
+
+    def set_host_addresses(self, port_id, ips=(), ip6s=()):
+        self.ports[port_id]["host_addresses"] = (list(ips), list(ip6s))
+
+    def pin_mac(self, port_id, mac):
+        self.ports[port_id]["mac"] = mac
+
+    def set_port_rates(self, port_id, *rates):
+        self.ports[port_id]["rates"] = rates
+
+    def port_counters(self, port_id):
+        return dict.fromkeys(("rx_packets", "rx_bytes", "rx_dropped", "tx_packets", "tx_bytes",
+                              "tx_dropped", "policy_denied"), 0)
+
+    # peers and the FDB
+    def set_tunnel(self, *settings):
+        self.tunnel = settings
+
+    def add_peer(self, ip: int, network: int):
+        assert network in self.networks
+        self.peers.setdefault(ip, set()).add(network)
+        return list(self.peers).index(ip)
+
+    def remove_peer(self, ip: int, network: int = 0) -> bool:
+        if ip not in self.peers:
+            return False
+        self.peers[ip].discard(network) if network else self.peers[ip].clear()
+        if not self.peers[ip]:
+            del self.peers[ip]
+            self.fdb = {k: v for k, v in self.fdb.items() if v != ip}
+        return True
+
+    def peer_list(self, only=0):
+        return [(ip, sorted(nets), {}, False) for ip, nets in self.peers.items()
+                if not only or ip == only]
+
+    def fdb_add_remote(self, network: int, mac: int, peer_ip: int):
+        if peer_ip not in self.peers:
+            raise KeyError("no such peer")
+        self.fdb[(network, mac)] = peer_ip
+
+    def fdb_delete(self, network: int, mac: int) -> bool:
+        return self.fdb.pop((network, mac), None) is not None
+
+    def fdb_lookup(self, network: int, mac: int) -> int:
+        return -1 if (network, mac) not in self.fdb else 1 << 20
+
+    def fdb_entries(self, network: int = 0):
+        return []
+
+    def fdb_flush(self, network: int = 0) -> int:
+        return 0
+
+    # the neighbour table
+    def neigh_set(self, network: int, ip: int, mac: int):
+        self.neighbours[(network, ip)] = mac
+
+    def neigh_delete(self, network: int, ip: int) -> bool:
+        return self.neighbours.pop((network, ip), None) is not None
+
+    # policy
+    def set_port_policy(self, port_id: int, ingress=None, egress=None):
+        self.policies[port_id] = (ingress, egress)
+
+    def policy_changed(self):
+        self.policy_changes += 1
+
+    def set_service_ranges(self, ranges):
+        self.service_ranges = list(ranges)
+
+    def conntrack_entries(self, port: int = -1, limit: int = 0):
+        return []
+
+    # polling: nothing ever arrives
+    def fileno(self) -> int:
+        return self._wakeup[0]
+
+    def poll(self) -> int:
+        return 0
+
+    def take_failed(self) -> list:
+        return []
