@@ -1,12 +1,13 @@
 # Peers: remote VTEPs, and which networks each is a member of (flooded to,
 # accepted from). FDB entries name a peer as PEER_BASE + its index.
 
-from libc.stdint cimport uint8_t, uint16_t, uint32_t, uint64_t
+from libc.stdint cimport int32_t, uint8_t, uint16_t, uint32_t, uint64_t
 
 cdef enum:
-    MAX_PEERS = 1024
+    MAX_PEERS = 8192          # nodes a cluster may have beside this one (Kubernetes: 5,000)
     PEER_BASE = MAX_PORTS
-    MAX_MEMBERS = 8192        # (network, peer) pairs
+    PEER_INDEX = 2 * MAX_PEERS    # slots of the address -> peer hash index (half full at most)
+    MAX_MEMBERS = 65536       # (network, peer) pairs
     MEMBER_BYTES = MAX_NETWORKS // 8     # one peer's row of the (peer, network) bitmap
 
 
@@ -23,6 +24,7 @@ cdef struct peer_t:
 
 cdef struct peers_t:
     peer_t *slots             # MAX_PEERS of them
+    int32_t *index            # PEER_INDEX slots: a peer's index (open addressing), -1: none
     sockaddr_in6 *addr        # each one's socket address (of its family) and the UDP port
     uint32_t *addr_len        # ... and that sockaddr's length
     uint32_t limit            # highest index in use + 1

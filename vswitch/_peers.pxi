@@ -8,11 +8,13 @@ cdef int peers_init(peers_t *t) noexcept nogil:
     t.member_net = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
     t.member_peer = <uint16_t *>calloc(MAX_MEMBERS, sizeof(uint16_t))
     t.member_bits = <uint8_t *>calloc(MAX_PEERS, MEMBER_BYTES)
+    t.index = <int32_t *>malloc(PEER_INDEX * sizeof(int32_t))
     t.limit = t.n_members = t.n_learned = t.max_learned = 0
     t.udp_port = 0
     if t.slots == NULL or t.addr == NULL or t.addr_len == NULL or t.member_net == NULL \
-            or t.member_peer == NULL or t.member_bits == NULL:
+            or t.member_peer == NULL or t.member_bits == NULL or t.index == NULL:
         return -1
+    memset(t.index, 0xFF, PEER_INDEX * sizeof(int32_t))
     return 0
 
 
@@ -23,6 +25,8 @@ cdef void peers_free(peers_t *t) noexcept nogil:
     free(t.member_net)
     free(t.member_peer)
     free(t.member_bits)
+    free(t.index)
+    t.index = NULL
     t.slots = NULL
     t.addr = NULL
     t.addr_len = NULL
@@ -37,13 +41,40 @@ cdef void peers_set_port(peers_t *t, uint16_t udp_port) noexcept nogil:
         t.addr[i].sin6_port = htons(udp_port)     # (where sin_port is, too)
 
 
+cdef inline uint32_t peer_slot(const ip_key_t *ip) noexcept nogil:
+    """Where an address's search in the index starts (multiplicative hash)."""
+    return <uint32_t>(((ip.hi ^ ip.lo) * <uint64_t>0x9E3779B97F4A7C15ULL) >> 40) & (PEER_INDEX - 1)
+
+
 cdef inline int64_t peer_find(const peers_t *t, const ip_key_t *ip) noexcept nogil:
-    # Linear: peers are nodes of one cluster, and this runs once per batch entry.
-    cdef uint32_t i
-    for i in range(t.limit):
+    """A peer's index, or -1: once per datagram received, in constant time
+    whatever the number of nodes."""
+    cdef uint32_t h = peer_slot(ip)
+    cdef int32_t i
+    while True:
+        i = t.index[h]
+        if i < 0:
+            return -1
         if key_eq(&t.slots[i].ip, ip):
             return i
-    return -1
+        h = (h + 1) & (PEER_INDEX - 1)
+
+
+cdef void peer_index_add(peers_t *t, uint32_t idx) noexcept nogil:
+    cdef uint32_t h = peer_slot(&t.slots[idx].ip)
+    while t.index[h] >= 0:
+        h = (h + 1) & (PEER_INDEX - 1)
+    t.index[h] = idx
+
+
+cdef void peer_index_rebuild(peers_t *t) noexcept nogil:
+    """The index anew (after a peer is forgotten: open addressing has no
+    simple delete; forgetting is the control plane's, and rare)."""
+    cdef uint32_t i
+    memset(t.index, 0xFF, PEER_INDEX * sizeof(int32_t))
+    for i in range(t.limit):
+        if not key_is_zero(&t.slots[i].ip):
+            peer_index_add(t, i)
 
 
 cdef inline bint peer_is_member(const peers_t *t, uint32_t peer, uint16_t network) noexcept nogil:
@@ -80,6 +111,7 @@ cdef int64_t peer_join(peers_t *t, ip_key_t ip, uint16_t network, bint learned) 
         t.addr_len[idx] = sockaddr_of_key(&t.addr[idx], &ip, t.udp_port)
         if idx >= t.limit:
             t.limit = idx + 1
+        peer_index_add(t, idx)
     elif not learned and t.slots[idx].learned:
         t.slots[idx].learned = False        # configured now: no longer ages
         t.n_learned -= 1
@@ -117,16 +149,7 @@ cdef void peer_forget(peers_t *t, uint32_t idx) noexcept nogil:
     t.slots[idx].ip.hi = t.slots[idx].ip.lo = 0
     while t.limit > 0 and key_is_zero(&t.slots[t.limit - 1].ip):
         t.limit -= 1
-
-
-cdef list peer_networks(const peers_t *t, uint32_t idx):
-    """The networks a peer is a member of, sorted."""
-    cdef uint32_t m
-    out = []
-    for m in range(t.n_members):
-        if t.member_peer[m] == idx:
-            out.append(t.member_net[m])
-    return sorted(out)
+    peer_index_rebuild(t)
 
 
 cdef list network_peers(const peers_t *t, uint16_t network):

@@ -49,13 +49,24 @@ cdef class _PeersControl(_PortsControl):
         """[(ip, [network ids], counters, learned)] of known peers (only: of
         the peer with that address)."""
         out = []
-        cdef uint32_t i
+        cdef uint32_t i, m
         cdef peer_t *p
-        for i in range(self.peers.limit):
+        cdef ip_key_t key
+        cdef int64_t found
+        if only:
+            key = key_from_int(only)
+            found = peer_find(&self.peers, &key)
+            indexes = [] if found < 0 else [found]
+        else:
+            indexes = range(self.peers.limit)
+        networks: dict = {}             # one pass over the memberships, for every peer
+        for m in range(self.peers.n_members):
+            networks.setdefault(self.peers.member_peer[m], []).append(self.peers.member_net[m])
+        for i in indexes:
             p = &self.peers.slots[i]
-            if key_is_zero(&p.ip) or only and key_to_int(&p.ip) != only:
+            if key_is_zero(&p.ip):
                 continue
-            out.append((key_to_int(&p.ip), peer_networks(&self.peers, i),
+            out.append((key_to_int(&p.ip), sorted(networks.get(i, ())),
                         {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
                          "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
                          "tx_dropped": p.tx_dropped}, bool(p.learned)))

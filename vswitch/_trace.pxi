@@ -46,7 +46,7 @@ cdef list trace_frame(Datapath dp, uint32_t port_id, bytes frame):
     cdef uint16_t net = inp.network
     cdef ssize_t n = len(frame)
     cdef unsigned char *buf = <unsigned char *>malloc(FRAME_HEADROOM + max(n, 1))
-    cdef int size = 2 * (dp.ports.limit + MAX_PEERS) + 16
+    cdef int size = 2 * (dp.ports.limit + dp.peers.n_members) + 16
     cdef trace_t t
     cdef worker_t tw
     t.steps, t.n, t.size = <trace_step_t *>calloc(size, sizeof(trace_step_t)), 0, size

@@ -163,7 +163,8 @@ class Service:
             loop.add_signal_handler(sig, self.stop)
         loop.add_signal_handler(signal.SIGHUP, self._reload_signal)
         switch = self.switch
-        tasks = [asyncio.create_task(periodic("fdb sweep", FDB_SWEEP_INTERVAL, switch.expire_fdb,
+        tasks = [asyncio.create_task(switch.loop_lag.run()),
+                 asyncio.create_task(periodic("fdb sweep", FDB_SWEEP_INTERVAL, switch.expire_fdb,
                                               switch.expire_conntrack)),
                  asyncio.create_task(periodic("housekeeping", HOUSEKEEPING_INTERVAL,
                                               switch.check_namespaces, switch.overlay.expire_peers))]

@@ -192,6 +192,7 @@ class Policies:
         self.writer: PolicyWriter | None = None
         self.compiled = 0
         self._scheduled = False
+        self._next_pass = 0.0           # (loop time) the next pass, at the soonest
         self._enforced = False          # some port may hold tables (with no policy, none does)
         self._writes: set[asyncio.Task] = set()
 
@@ -343,10 +344,13 @@ class Policies:
         return [PolicyPod.of_port(p) for p in self.local_ports()] + list(self.remote_pods())
 
     def schedule(self):
-        """Recompile once, soon: changes that come together cost one pass."""
+        """Recompile once, soon: changes that come together cost one pass,
+        and a stream of them (a cluster's records coming in) at most a third
+        of the event loop's time: the next pass waits twice as long as the
+        last one took."""
         if not self._scheduled:
             self._scheduled = True
-            self.loop.call_soon(self.enforce)
+            self.loop.call_at(max(self.loop.time(), self._next_pass), self.enforce)
 
     def enforce(self):
         """Every local pod's tables, from the policies as they are now. With
@@ -355,6 +359,7 @@ class Policies:
         self._scheduled = False
         if not self.policies and not self._enforced:
             return
+        started = self.loop.time()
         self._enforced = bool(self.policies)
         compiler = Compiler(self.policies.values(), self.ids, self.pods(), self.namespace_labels)
         dataplane = self.dataplane
@@ -368,6 +373,8 @@ class Policies:
         dataplane.policy_names = dict(self.names)
         dataplane.policy_changed()
         self.compiled += 1
+        ended = self.loop.time()
+        self._next_pass = ended + 2 * (ended - started)
 
     def enforce_port(self, port: Port):
         """One new port's tables, before it forwards its first frame (a new

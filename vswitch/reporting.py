@@ -77,6 +77,7 @@ def stats(switch: Switch) -> dict:
     counters["capture"] = switch.captures.stats()
     counters["hooks"] = switch.hooks.stats() if switch.hooks else []
     counters["cluster"] = switch.cluster.metrics() if switch.cluster else None
+    counters["loop_lag"] = switch.loop_lag.report()
     counters["conntrack"]["per_pod"] = conntrack_per_pod(switch)
     return counters
 
@@ -92,5 +93,6 @@ def status(switch: Switch) -> dict:
             "vtep": str(config.overlay.vtep_ip) if config.overlay else None,
             "peers": len(switch.overlay.peers()),
             "cluster": switch.cluster.metrics() if switch.cluster else None,
+            "loop_lag": switch.loop_lag.report(),
             "masquerade": {"networks": switch.masquerade.rules, "error": switch.masquerade.error,
                            "warnings": switch.egress_warnings}}

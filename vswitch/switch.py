@@ -22,6 +22,7 @@ from .egress import egress_checks, refuse_router_messages, route_for_pods
 from .errors import NotFound, VswitchError
 from .hooks import Hooks
 from .ipam import AddressBlocks, Ipam, StaticBlocks, gateway, gateway6
+from .looplag import LoopLag
 from .masquerade import Masquerade
 from .overlay import Overlay
 from .policy import Policies
@@ -89,6 +90,7 @@ class Switch(Ports):
             self.close()
             raise
         loop.add_reader(self.dataplane.fileno(), self._poll)
+        self.loop_lag = LoopLag()                   # (the daemon runs it)
         self.started = time.monotonic()
         self.started_at = time.time()
 

@@ -10,6 +10,9 @@ import json
 import time
 from types import SimpleNamespace
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from vswitch.cluster.fencing import Fencing
 from vswitch.cluster.remote import Remote
 from vswitch.cluster.schema import Change, Keys, network_from_record
@@ -201,3 +204,49 @@ def test_fencing_takes_down_every_port_of_the_cluster_once_past_the_deadline():
 
 async def _nothing():
     return None
+
+
+def pods_from_scratch(view: View, me: str) -> set:
+    """Remote pods as they were once computed on every event: from every
+    endpoint (the reference the incremental index must always equal)."""
+    pods: dict = {}
+    for (network, ip), ep in view.endpoints.items():
+        node = ep.get("node")
+        if node == me or node not in view.nodes or network != "blue":
+            continue
+        block = ipaddress.ip_network(f"{ip}/26", strict=False)
+        if view.holder("blue", f"{block.network_address}-26") != node:
+            continue
+        pod = ep.get("pod") or {}
+        who = (node, network, pod.get("namespace", "default"), pod.get("name") or ip)
+        pods.setdefault(who, [json.dumps(pod.get("labels", {}), sort_keys=True), set()])[1].add(
+            address_key(ipaddress.ip_address(ip)))
+    return {(who, labels, frozenset(addresses)) for who, (labels, addresses) in pods.items()}
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["endpoint", "node"]), st.integers(0, 2),
+                          st.integers(0, 5), st.sampled_from([None, "a", "b"]),
+                          st.booleans()), max_size=40))
+def test_remote_pods_kept_one_event_at_a_time_equal_them_computed_from_scratch(events):
+    view, switch = View(KEYS), fake_switch()
+    remote = Remote(view, switch, "n0", "192.0.2.100", arp_suppression=False)
+    put(view, "networks/blue", NET)
+    for n in range(3):
+        put(view, f"blocks/blue/198.18.{n}.0-26", {"node": f"n{n}"})
+    for kind, n, k, label, alive in events:
+        if kind == "node":
+            put(view, f"nodes/n{n}", {"vtep": f"192.0.2.{n + 1}"} if alive else None)
+        else:
+            owner = n if k < 4 else (n + 1) % 3       # k 4, 5: outside its node's block
+            rec = {"mac": f"02:00:00:00:{n:02x}:{k:02x}", "node": f"n{n}",
+                   "pod": {"namespace": "shop", "name": f"pod{k % 2}",
+                           "labels": {"app": label} if label else {}, "named_ports": {}}}
+            put(view, f"endpoints/blue/198.18.{owner}.{k + 1}", rec if alive else None)
+            for where, ep in list(view.endpoints.items()):      # a pod's records agree
+                if alive and ep["node"] == rec["node"] and ep["pod"]["name"] == f"pod{k % 2}":
+                    put(view, f"endpoints/{where[0]}/{where[1]}", {**ep, "pod": rec["pod"]})
+        got = {((p.node, p.network, p.namespace, p.name),
+                json.dumps(p.labels, sort_keys=True), frozenset(p.addresses))
+               for p in remote.remote_pods()}
+        assert got == pods_from_scratch(view, "n0")

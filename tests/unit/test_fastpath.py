@@ -14,7 +14,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from vswitch.datapath import DROP_NAMES
-from vswitch.protocol import link_local
+from vswitch.protocol import address_key, link_local
 
 INGRESS_DROPS = ("runt", "oversize", "bad_source", "loop", "no_route", "bad_vnet_hdr")
 
@@ -436,3 +436,24 @@ def test_poll_serves_ready_ports_round_robin():
     assert sorted(order) == [busy] * 10 + [quiet] * 2
     assert order.index(quiet) <= 2 and order[:4].count(quiet) == 2
     assert len(r.received(sink)) >= 10                    # and everything was switched
+
+
+def test_the_peer_table_holds_a_5000_node_cluster_and_finds_each_peer():
+    """Peers are found through a hash index (once per datagram received):
+    every one of 6,000 is found after others are forgotten and come back."""
+    rig = Rig()
+    peers = [address_key(f"198.19.{k // 250}.{k % 250 + 1}") for k in range(6000)]
+    for ip in peers:
+        rig.dp.add_peer(ip, 1)
+    for ip in peers[::2]:
+        assert rig.dp.remove_peer(ip)
+    for ip in peers[::4]:
+        rig.dp.add_peer(ip, 1)
+    for k, ip in enumerate(peers):
+        there = k % 2 == 1 or k % 4 == 0
+        if there:
+            rig.dp.fdb_add_remote(1, 0x020000000000 + k, ip)
+        else:
+            with pytest.raises(KeyError):
+                rig.dp.fdb_add_remote(1, 0x020000000000 + k, ip)
+    assert len(rig.dp.peer_list()) == 4500

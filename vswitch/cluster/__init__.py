@@ -57,6 +57,7 @@ __all__ = ["Cluster", "NameTaken", "network_from_record"]
 log = logging.getLogger("vswitch.cluster")
 
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0     # seconds between reconnection attempts
+SLICE = 0.02                            # seconds of record work before the loop gets a turn
 START_TIMEOUT = 3.0                     # how long start-up waits for etcd before going on
 INCIDENTS = 20                          # blocks lost or fencing, kept for `cluster status`
 
@@ -92,6 +93,7 @@ class Cluster:
                                  switch)
         self.admin = Admin(self.session, self.view, self.gateways, self.graves, switch)
         self._task: asyncio.Task | None = None
+        self._keeping: asyncio.Task | None = None     # the lease's renewals, while connected
         self._releasing: asyncio.Task | None = None
         self._resync = asyncio.Event()       # set: stop following, list everything again
         self._relist = False                 # the watch fell behind compaction
@@ -150,11 +152,13 @@ class Cluster:
         previous run left is cleared at once if its proof is over."""
         self.fencing.check()
         try:
-            await asyncio.wait_for(self._connect_and_sync(), START_TIMEOUT)
+            await asyncio.wait_for(self._connect(), START_TIMEOUT)
+            await self._sync_and_up()       # (renewals go on beside it, however long it takes)
         except NameTaken:
             await self.session.etcd.close()
             raise
         except (*ETCD_FAILURES, asyncio.TimeoutError) as e:
+            self._stop_keeping()
             self.session.down(str(e) or "timed out")
             log.warning("etcd not reachable at start (%s); retrying, and fenced until this "
                         "node proves its lease: its pods and gateways stay down",
@@ -162,7 +166,7 @@ class Cluster:
         self._task = asyncio.create_task(self._run())
 
     async def close(self):
-        for task in [self._task, self._releasing, *self._background]:
+        for task in [self._task, self._keeping, self._releasing, *self._background]:
             if task:
                 task.cancel()
         await self.session.etcd.close()
@@ -186,6 +190,7 @@ class Cluster:
                 log.warning("cluster: watch fell behind (%s): listing everything again", e)
                 self._relist = True
             except Exception as e:      # etcd away, a name conflict, a bug: retry, never die
+                self._stop_keeping()
                 if self.session.connected or self.session.error != str(e):
                     log.warning("cluster: %s; retrying", e)
                 if not isinstance(e, (EtcdUnavailable, NameTaken)):
@@ -195,8 +200,23 @@ class Cluster:
                 backoff = min(backoff * 2, BACKOFF_MAX)
 
     async def _connect_and_sync(self):
+        await self._connect()
+        await self._sync_and_up()
+
+    async def _connect(self):
+        """Register, and renew the lease from then on: the first re-list, at
+        any size, and every record after it never hold renewals back."""
         await self.session.etcd.connect()
         await self.session.register()
+        self._stop_keeping()
+        self._keeping = asyncio.create_task(self.session.keep_alive())
+
+    def _stop_keeping(self):
+        if self._keeping is not None:
+            self._keeping.cancel()
+            self._keeping = None
+
+    async def _sync_and_up(self):
         await self._sync()
         self.session.up()
         self.counters["reconnects"] += 1
@@ -208,10 +228,11 @@ class Cluster:
         """Renew the lease every third of its TTL, and apply the watch's
         events, until one of them fails or a full re-list is due."""
         self._resync.clear()
-        tasks = [asyncio.create_task(self.session.keep_alive()),
-                 asyncio.create_task(self._watch()), asyncio.create_task(self._resync.wait())]
+        assert self._keeping is not None
+        tasks = [asyncio.create_task(self._watch()), asyncio.create_task(self._resync.wait())]
         try:
-            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait([self._keeping, *tasks],
+                                         return_when=asyncio.FIRST_COMPLETED)
             for task in done:
                 task.result()           # raises what ended it
             if self.name not in self.view.nodes:
@@ -225,11 +246,18 @@ class Cluster:
                 task.cancel()
 
     async def _watch(self):
+        loop = asyncio.get_running_loop()
         async for batch in self.session.etcd.watch(self.keys.prefix, self.view.revision + 1):
+            start = loop.time()
             for event in batch:
                 self._apply(event.key, event.value)
                 self.view.revision = event.revision
                 self.events_applied += 1
+                if loop.time() - start > SLICE:
+                    await asyncio.sleep(0)      # a large batch is applied in slices
+                    start = loop.time()
+            if batch:
+                event = batch[-1]
                 self.last_event = {"key": event.key, "deleted": event.value is None,
                                    "revision": event.revision, "time": time.time()}
             await self.networks.after_events()
@@ -245,11 +273,17 @@ class Cluster:
         kvs, revision = await self.session.etcd.get_prefix(self.keys.prefix)
         self.counters["relists"] += 1
         listed = {kv.key: kv.value for kv in kvs}
-        for kind, name in self.view.known():
-            if self.keys.key(kind, *name) not in listed:
-                self._apply(self.keys.key(kind, *name), None)
-        for key, value in listed.items():
+        gone = [self.keys.key(kind, *name) for kind, name in self.view.known()
+                if self.keys.key(kind, *name) not in listed]
+        # What the node holds already is passed over (View.apply): a re-list
+        # costs the records that changed, applied in slices.
+        loop = asyncio.get_running_loop()
+        start = loop.time()
+        for key, value in [*((k, None) for k in gone), *listed.items()]:
             self._apply(key, value)
+            if loop.time() - start > SLICE:
+                await asyncio.sleep(0)
+                start = loop.time()
         self.view.revision = revision
         await self.networks.after_events(force=True)
         await self.address_blocks.check()

@@ -101,3 +101,5 @@ class Networks:
             if net.name not in before:
                 self.remote.add_peers()
                 self.remote.program_each([w for w in self.view.endpoints if w[0] == net.name])
+        for name in before - set(current):      # its pods are no longer policy peers here
+            self.remote.reindex([w for w in self.view.endpoints if w[0] == name])

@@ -26,10 +26,19 @@ if TYPE_CHECKING:
 log = logging.getLogger("vswitch.cluster")
 
 
+Who = tuple[str, str, str, str]          # a remote pod: (node, network, namespace, name)
+
+
 class Remote:
     def __init__(self, view: View, switch: Switch, name: str, vtep: str, arp_suppression: bool):
         self.view, self.switch, self.name, self.vtep = view, switch, name, vtep
         self.arp_suppression = arp_suppression
+        # Remote pods for NetworkPolicy, kept up to date one endpoint at a
+        # time (never rebuilt from every endpoint): endpoint -> its pod and
+        # address, pod -> its identity and addresses.
+        self._pod_of: dict[tuple[str, str], tuple[Who, int]] = {}
+        self._pods: dict[Who, tuple[PodIdentity, dict[int, None]]] = {}
+        self._listed: list[PolicyPod] | None = []
         view.listen("nodes", self._node)
         view.listen("endpoints", self._endpoint)
 
@@ -39,7 +48,8 @@ class Remote:
         if before and (rec is None or before.get("vtep") != rec.get("vtep")):
             self._forget_peer(name[0], before.get("vtep"))
         if (before is None) != (rec is None):
-            self.switch.policy.schedule()       # its pods come or go as policy peers
+            for where in self.view.by_node.get(name[0], ()):     # its pods come or go
+                self._index(where)
         if rec is not None:
             self.add_peer(name[0], rec["vtep"])
             self.program_each(self.view.by_node.get(name[0], ()))
@@ -48,7 +58,7 @@ class Remote:
         network, ip = where
         if before:
             self._unprogram(network, ip, before)
-        self.switch.policy.schedule()           # who is where: policy peers
+        self._index((network, ip))              # who is where: policy peers
         if rec is not None:
             self._program(network, ip, rec)     # (raises: the view counts it ignored)
 
@@ -76,6 +86,7 @@ class Remote:
     def program_each(self, wheres: Iterable[tuple[str, str]]):
         """Program these endpoints; one that cannot be is counted, not fatal."""
         for where in wheres:
+            self._index(where)
             try:
                 self._program(*where, self.view.endpoints[where])
             except (VswitchError, ValueError, KeyError, TypeError) as e:
@@ -116,24 +127,64 @@ class Remote:
         block = ipaddress.ip_network(f"{address}/{size}", strict=False)
         return self.view.holder(net.name, block_key_part(block)) == node
 
+    def reindex(self, wheres: Iterable[tuple[str, str]]):
+        for where in wheres:
+            self._index(where)
+
+    def _index(self, where: tuple[str, str]):
+        """An endpoint's part in the remote pods, as its record, its node and
+        its block's holder now say; policy recompiles (soon) if it changed."""
+        now = self._pod(where)
+        was = self._pod_of.get(where)
+        if now is not None and was is not None and now[0] == was[0] and now[1] == was[1] \
+                and self._pods[was[0]][0] == now[2]:
+            return
+        if was is not None:
+            del self._pod_of[where]
+            addresses = self._pods[was[0]][1]
+            addresses.pop(was[1], None)
+            if not addresses:
+                del self._pods[was[0]]
+        if now is not None:
+            who, key, ident = now
+            self._pod_of[where] = (who, key)
+            addresses = self._pods[who][1] if who in self._pods else {}
+            addresses[key] = None
+            self._pods[who] = (ident, addresses)     # (a pod's identity: its latest record's)
+        if now is not None or was is not None:
+            self._listed = None
+            self.switch.policy.schedule()
+
+    def _pod(self, where: tuple[str, str]) -> tuple[Who, int, PodIdentity] | None:
+        """(pod, address key, identity) of an endpoint of another live node;
+        None if it is not one (an unreadable identity, an address outside
+        its node's blocks, a network this node does not run)."""
+        ep = self.view.endpoints.get(where)
+        if ep is None:
+            return None
+        network, ip = where
+        node = ep.get("node")
+        net = self.switch.config.network(network)
+        if node == self.name or node not in self.view.nodes or net is None:
+            return None
+        try:
+            address = ipaddress.ip_address(ip)
+            ident = PodIdentity.from_json(ep.get("pod"))
+        except (VswitchError, ValueError):
+            return None
+        if not self.holds(net, address, node):
+            return None
+        return (str(node), network, ident.namespace, ident.name or ip), address_key(address), \
+            ident
+
     def remote_pods(self) -> list[PolicyPod]:
         """Pods of other live nodes, from their endpoint records, for
         NetworkPolicy (a record with an unreadable identity, or for an
-        address outside its node's blocks, is left out)."""
-        pods: dict[tuple, tuple[PodIdentity, list[int]]] = {}
-        for (network, ip), ep in self.view.endpoints.items():
-            node = ep.get("node")
-            net = self.switch.config.network(network)
-            if node == self.name or node not in self.view.nodes or net is None:
-                continue
-            try:
-                address = ipaddress.ip_address(ip)
-                ident = PodIdentity.from_json(ep.get("pod"))
-            except (VswitchError, ValueError):
-                continue
-            if self.holds(net, address, node):
-                who = (node, network, ident.namespace, ident.name or ip)
-                pods.setdefault(who, (ident, []))[1].append(address_key(address))
-        return [PolicyPod(ns, name, ident.labels, ident.named_ports, tuple(addresses), network,
-                          None, node)
-                for (node, network, ns, name), (ident, addresses) in pods.items()]
+        address outside its node's blocks, is left out). Listed again only
+        after a change."""
+        if self._listed is None:
+            self._listed = [PolicyPod(ns, name, ident.labels, ident.named_ports,
+                                      tuple(addresses), network, None, node)
+                            for (node, network, ns, name), (ident, addresses)
+                            in self._pods.items()]
+        return self._listed

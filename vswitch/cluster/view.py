@@ -34,6 +34,7 @@ class View:
         self.namespaces: dict[str, dict] = {}
         self.revision = 0
         self.ignored = 0
+        self.failed: set[tuple[str, tuple[str, ...]]] = set()   # records a listener refused
         self.listeners: dict[str, list[Listener]] = {kind: [] for kind in PARTS}
 
     def listen(self, kind: str, listener: Listener):
@@ -58,11 +59,19 @@ class View:
             # Every kind's record is an object.
             self.ignore(change, "not JSON" if rec is None else "not a JSON object")
             return
+        which = (change.kind, change.name)
+        if rec is not None and which not in self.failed and self.current(*which) == rec:
+            return      # as the node has it (a re-list, a put of the same value): nothing to do
         try:
             before = self._store(change.kind, change.name, rec)
             for listener in self.listeners[change.kind]:
                 listener(change.name, before, rec)
+            self.failed.discard(which)
         except Exception as e:      # whatever a record holds, the source goes on
+            if rec is not None:
+                self.failed.add(which)      # tried again when it comes again
+            else:
+                self.failed.discard(which)
             self.ignore(change, str(e) if isinstance(e, (VswitchError, ValueError))
                         else f"{type(e).__name__}: {e}")
 
@@ -117,6 +126,19 @@ class View:
             self.mac_of[mac_key] = where
             self.by_node.setdefault(str(rec.get("node")), set()).add(where)
         return before
+
+    def current(self, kind: str, name: tuple[str, ...]) -> dict | None:
+        """The record the view holds under a name (blocks: never, as only
+        their holder is kept)."""
+        table = {"networks": self.networks, "nodes": self.nodes, "graves": self.graves,
+                 "namespaces": self.namespaces}.get(kind)
+        if table is not None:
+            return table.get(name[0])
+        if kind == "endpoints":
+            return self.endpoints.get((name[0], name[1]))
+        if kind == "policies":
+            return self.policies.get((name[0], name[1]))
+        return None
 
     def holder(self, network: str, cidr: str) -> str | None:
         return self.holders.get((network, cidr))
