@@ -47,8 +47,17 @@ from vswitch.etcd import Etcd, Txn
 UNDERLAY = "192.0.2"
 ETCD_IP = f"{UNDERLAY}.250"
 ETCD_URL = f"http://{ETCD_IP}:2379"
-SUBNET, BLOCK = "198.18.0.0/16", 27          # 2,048 blocks of 32: room for 1,000+ nodes
+SUBNET, BLOCK = "198.18.0.0/16", 27          # the real nodes' pods
+# The simulated nodes' pods: IPv6 blocks of 64, room for any size (IPv4's
+# 198.18.0.0/15 holds no 5,000 blocks of 32).
+SUBNET6, BLOCK6 = "2001:db8:18::/48", 122
 PODS_PER_NODE = 30
+POLL = 0.05                                  # seconds between the real nodes' status polls
+# Targets (issue 26): endpoints applied by every real node within these
+# seconds (30,000 and 150,000 remote pods), programmed everywhere within 1 s,
+# the event loop never late by more than 100 ms, connected throughout.
+APPLY_TARGET_S = {1000: 15.0, 5000: 60.0}
+PROGRAMMED_TARGET_S, LAG_TARGET_MS = 1.0, 100.0
 
 
 def cpu_seconds(pid: int) -> float:
@@ -171,7 +180,7 @@ async def add_simulated(first: int, last: int):
     kvs, _ = await etcd.get_prefix("/vswitch/blocks/bench/")
     taken = {kv.key.rsplit("/", 1)[1] for kv in kvs}
     import ipaddress
-    free = (b for b in ipaddress.IPv4Network(SUBNET).subnets(new_prefix=BLOCK)
+    free = (b for b in ipaddress.IPv6Network(SUBNET6).subnets(new_prefix=BLOCK6)
             if f"{b.network_address}-{b.prefixlen}" not in taken)
 
     async def one(k: int, block):
@@ -183,15 +192,15 @@ async def add_simulated(first: int, last: int):
              "lease": lease}).encode(), lease),
             Txn.put(f"/vswitch/blocks/bench/{block.network_address}-{block.prefixlen}",
                     json.dumps({"node": name, "claimed": time.time()}).encode())]
-        for ip in list(block.hosts())[:PODS_PER_NODE]:
+        for ip in [block.network_address + 1 + i for i in range(PODS_PER_NODE)]:
             mac = "02:" + ":".join(f"{rnd.randrange(256):02x}" for _ in range(5))
             txn.success.append(Txn.put(f"/vswitch/endpoints/bench/{ip}", json.dumps(
                 {"mac": mac, "node": name}).encode(), lease))
         await etcd.commit(txn)
 
     ks = list(range(first, last))
-    for i in range(0, len(ks), 50):             # 50 nodes at a time
-        await asyncio.gather(*(one(k, next(free)) for k in ks[i:i + 50]))
+    for i in range(0, len(ks), 100):            # 100 nodes at a time
+        await asyncio.gather(*(one(k, next(free)) for k in ks[i:i + 100]))
     await etcd.close()
 
 
@@ -253,6 +262,37 @@ def join(tmp: str, underlay: Underlay, reals: list[Node], origin_pod: dict, i: i
             watcher.wait(10)
 
 
+def apply_simulated(hub: str, reals: list[Node], done: int, n: int, expected: int) -> dict:
+    """Write simulated nodes done..n-1 and poll every real node until each
+    holds `expected` endpoints: the time from the first write, whether each
+    stayed connected at every poll, its event loop's longest delay, and the
+    re-lists it needed."""
+    before = {r.name: r.cluster()["relists"] for r in reals}
+    started = time.monotonic()
+    writer = in_hub(hub, "--simulate", str(done), str(n))
+    applied: dict[str, float] = {}
+    connected, lag = True, 0.0
+    deadline = started + 600
+    while len(applied) < len(reals) or writer.poll() is None:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {n} simulated nodes "
+                               f"(applied on {sorted(applied)})")
+        for r in reals:
+            status = r.client.status()
+            c = status["cluster"]
+            connected &= c["connected"]
+            lag = max(lag, status["loop_lag"]["recent_ms"])
+            if r.name not in applied and c["endpoints"] >= expected:
+                applied[r.name] = time.monotonic() - started
+        time.sleep(POLL)
+    written = time.monotonic() - started
+    if writer.wait() != 0:
+        raise RuntimeError("writing simulated nodes failed")
+    return {"applied_s": max(applied.values()), "written_s": written,
+            "connected_throughout": connected, "loop_lag_ms": lag,
+            "relists": max(r.cluster()["relists"] - before[r.name] for r in reals)}
+
+
 def usage(reals: list[Node]) -> dict:
     return {r.name: {"rss_mb": rss_mb(r.proc.pid), "cpu_s": cpu_seconds(r.proc.pid)}
             for r in reals}
@@ -293,7 +333,7 @@ def arp_on_underlay(tmp: str, underlay: Underlay, suppression: bool) -> dict:
                 underlay.attach(ns, 20 + k + (0 if suppression else 3))
                 nodes.append(Node(tmp, ns, 20 + k + (0 if suppression else 3), f"arp{tag}{k}",
                                   prefix=f"/arp-{tag}", arp_suppression=suppression))
-            nodes[0].client.create_network("bench", 7, SUBNET, BLOCK)
+            nodes[0].client.create_network("bench", 7, subnet=SUBNET, block_size=BLOCK)
             for n in nodes:
                 wait("bench network", lambda n=n: n.client.networks() and
                      n.client.networks()[0]["joined"], timeout=10)
@@ -332,7 +372,7 @@ def arp_on_underlay(tmp: str, underlay: Underlay, suppression: bool) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--nodes", type=int, nargs="+", default=[10, 100, 1000],
+    parser.add_argument("--nodes", type=int, nargs="+", default=[10, 100, 1000, 5000],
                         help="simulated cluster sizes, in increasing order")
     parser.add_argument("--json", metavar="FILE")
     parser.add_argument("--simulate", nargs=2, type=int, help=argparse.SUPPRESS)
@@ -358,7 +398,8 @@ def main() -> int:
             for k, ns in enumerate(node_ns, 1):
                 underlay.attach(ns, k)
                 reals.append(Node(tmp, ns, k, f"node{k}"))
-            reals[0].client.create_network("bench", 7, SUBNET, BLOCK)
+            reals[0].client.create_network("bench", 7, subnet=SUBNET, block_size=BLOCK,
+                                           subnet6=SUBNET6, block_size6=BLOCK6)
             for r in reals:
                 wait("bench network", lambda r=r: r.client.networks() and
                      r.client.networks()[0]["joined"], timeout=10)
@@ -369,21 +410,14 @@ def main() -> int:
             results["idle"] = base
             done = 0
             for level, n in enumerate(args.nodes):
-                started = time.monotonic()
-                if in_hub(hub, "--simulate", str(done), str(n)).wait() != 0:
-                    raise RuntimeError("writing simulated nodes failed")
                 expected = base_endpoints + n * PODS_PER_NODE
-                for r in reals:
-                    wait(f"{n} simulated nodes on {r.name}",
-                         lambda r=r, expected=expected: r.cluster()["endpoints"] >= expected,
-                         timeout=120, interval=0.01)
-                applied = time.monotonic() - started
+                applied = apply_simulated(hub, reals, done, n, expected)
                 done = n
                 now = usage(reals)
                 conv = join(tmp, underlay, reals, origin, 10 + level, str(n))
                 remote = n * PODS_PER_NODE
                 results["sizes"][str(n)] = {
-                    "simulated_nodes": n, "remote_pods": remote, "written_and_applied_s": applied,
+                    "simulated_nodes": n, "remote_pods": remote, **applied,
                     **conv, "usage": now,
                     "kb_per_remote_pod": max((now[r.name]["rss_mb"] - base[r.name]["rss_mb"])
                                              * 1024 / remote for r in reals)}
@@ -400,16 +434,30 @@ def main() -> int:
 
 def table(results: dict) -> str:
     lines = ["cluster mode (bench/cluster.py): 3 real nodes + N simulated (30 pods each)",
-             f"{'N':>6} {'programmed':>11} {'pod pinged':>11} {'RSS MB':>8} {'KB/remote pod':>14}"
+             f"{'N':>6} {'applied':>9} {'connected':>9} {'loop lag':>9} {'relists':>7}"
+             f" {'programmed':>11} {'pod pinged':>11} {'RSS MB':>8} {'KB/remote pod':>14}"
              f" {'CPU s':>7}"]
+    missed = []
     for n, r in results["sizes"].items():
         rss = max(u["rss_mb"] for u in r["usage"].values())
         cpu = max(u["cpu_s"] for u in r["usage"].values())
         prog = "-" if r["programmed_s"] is None else "<1 ms" if r["programmed_s"] < 1e-3 else \
             f"{r['programmed_s'] * 1e3:.0f} ms"
         ping = f"{r['ping_s'] * 1e3:.0f} ms" if r["ping_s"] is not None else "-"
-        lines.append(f"{n:>6} {prog:>11} {ping:>11} {rss:>8.1f} {r['kb_per_remote_pod']:>14.2f}"
+        lines.append(f"{n:>6} {r['applied_s']:>8.1f}s {'yes' if r['connected_throughout'] else 'NO':>9}"
+                     f" {r['loop_lag_ms']:>6.0f} ms {r['relists']:>7}"
+                     f" {prog:>11} {ping:>11} {rss:>8.1f} {r['kb_per_remote_pod']:>14.2f}"
                      f" {cpu:>7.2f}")
+        target = APPLY_TARGET_S.get(int(n))
+        if target and r["applied_s"] > target:
+            missed.append(f"{n} nodes applied in {r['applied_s']:.1f} s (target {target:g} s)")
+        if r["programmed_s"] is None or r["programmed_s"] > PROGRAMMED_TARGET_S:
+            missed.append(f"{n} nodes: a joining node programmed everywhere in {prog} "
+                          f"(target {PROGRAMMED_TARGET_S:g} s)")
+        if r["loop_lag_ms"] > LAG_TARGET_MS or not r["connected_throughout"]:
+            missed.append(f"{n} nodes: loop lag {r['loop_lag_ms']:.0f} ms (target "
+                          f"{LAG_TARGET_MS:g}), connected throughout: {r['connected_throughout']}")
+    lines.append("targets: " + ("all met" if not missed else "MISSED: " + "; ".join(missed)))
     w = results["etcd_writes"]
     lines.append(f"etcd writes per ADD {w['writes_per_add']:.2f} (revisions {w['revisions_per_add']:.2f}),"
                  f" per DEL {w['revisions_per_del']:.2f}")

@@ -45,6 +45,12 @@ cdef class _PeersControl(_PortsControl):
             self.remove_peer(ip)
         return gone
 
+    def peer_count(self):
+        cdef uint32_t i, n = 0
+        for i in range(self.peers.limit):
+            n += not key_is_zero(&self.peers.slots[i].ip)
+        return n
+
     def peer_list(self, only=0):
         """[(ip, [network ids], counters, learned)] of known peers (only: of
         the peer with that address)."""

@@ -243,6 +243,9 @@ class DataPlane:
     def remove_peer(self, ip) -> bool:
         return self.dp.remove_peer(address_key(ip))
 
+    def peer_count(self) -> int:
+        return self.dp.peer_count()
+
     def peers(self, only=None) -> list[dict]:
         """Every peer, or (only: an address) that one."""
         return [{"ip": address_str(ip), "networks": [self.network_name(n) for n in nets],

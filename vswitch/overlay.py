@@ -143,6 +143,9 @@ class Overlay:
     def peers(self) -> list[dict]:
         return self.dataplane.peers() if self.tunnel else []
 
+    def peer_count(self) -> int:
+        return self.dataplane.peer_count() if self.tunnel else 0
+
     def peer(self, ip: str) -> dict:
         found = self.dataplane.peers(check_peer(ip, self.settings.vtep_ip)) if self.tunnel else []
         if not found:

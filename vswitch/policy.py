@@ -50,7 +50,8 @@ class PolicyPod:
     @classmethod
     def of_port(cls, port: Port) -> PolicyPod:
         ident = port.identity
-        return cls(ident.namespace, ident.name or port.name, ident.labels, ident.named_ports,
+        return cls(ident.namespace, ident.name or port.name, dict(ident.labels),
+                   dict(ident.named_ports),
                    tuple(address_key(a.ip) for a in port.addresses), port.network.name,
                    port.port_id)
 
@@ -95,6 +96,9 @@ class Compiler:
         self.ids = ids
         self.pods = pods
         self.namespace_labels = namespace_labels
+        # A rule's peers depend on the pod's network only: found once per
+        # pass, not once per local pod (each search goes over every pod).
+        self._peers: dict[tuple[int, str], list[tuple[int, int]]] = {}
 
     def selecting(self, pod: PolicyPod, direction: str) -> list[NetworkPolicy]:
         return [p for p in self.policies if p.namespace == pod.namespace
@@ -103,6 +107,12 @@ class Compiler:
     def peers(self, pod: PolicyPod, policy: NetworkPolicy, rule: Rule) -> list[tuple[int, int]]:
         if not rule.peers:
             return [ALL_ADDRESSES]
+        found = self._peers.get((id(rule), pod.network))
+        if found is None:
+            found = self._peers[(id(rule), pod.network)] = self._search(pod, policy, rule)
+        return found
+
+    def _search(self, pod: PolicyPod, policy: NetworkPolicy, rule: Rule) -> list[tuple[int, int]]:
         out = []
         for peer in rule.peers:
             if peer.ip_block:
@@ -164,6 +174,12 @@ class Compiler:
                 allow(((proto, found[1], found[1]),), mine, pid)
 
 
+def _compile(compiler: Compiler, ports: list[tuple[Port, PolicyPod]]) -> list[tuple]:
+    """(port, its id, ingress, egress tables) of each local pod (in a thread)."""
+    return [(port, pod.port_id, compiler.direction(pod, "ingress"),
+             compiler.direction(pod, "egress")) for port, pod in ports]
+
+
 # ----------------------------------------------------------------- engine
 
 class PolicyWriter(Protocol):
@@ -192,6 +208,7 @@ class Policies:
         self.writer: PolicyWriter | None = None
         self.compiled = 0
         self._scheduled = False
+        self._compiling = self._again = False     # a pass in its thread; another due after it
         self._next_pass = 0.0           # (loop time) the next pass, at the soonest
         self._enforced = False          # some port may hold tables (with no policy, none does)
         self._writes: set[asyncio.Task] = set()
@@ -355,26 +372,49 @@ class Policies:
     def enforce(self):
         """Every local pod's tables, from the policies as they are now. With
         no policy at all nobody is isolated: nothing to compile, whatever
-        the number of pods (a node without policies adds a port in O(1))."""
+        the number of pods (a node without policies adds a port in O(1)).
+        The compiling (over every pod of the cluster) runs in a thread, on
+        a snapshot, so that the event loop is never held by it; one pass at
+        a time, and one more if something changed meanwhile."""
         self._scheduled = False
         if not self.policies and not self._enforced:
             return
-        started = self.loop.time()
+        if self._compiling:
+            self._again = True
+            return
         self._enforced = bool(self.policies)
-        compiler = Compiler(self.policies.values(), self.ids, self.pods(), self.namespace_labels)
-        dataplane = self.dataplane
-        for port in self.local_ports():
-            pod = PolicyPod.of_port(port)
+        self._compiling, self._again = True, False
+        namespaces = dict(self.namespaces)
+        compiler = Compiler(list(self.policies.values()), dict(self.ids), self.pods(),
+                            lambda name: {**namespaces.get(name, {}), NAMESPACE_NAME_LABEL: name})
+        ports = [(port, PolicyPod.of_port(port)) for port in self.local_ports()]
+        names = dict(self.names)
+        started = self.loop.time()
+        done = self.loop.run_in_executor(None, _compile, compiler, ports)
+        done.add_done_callback(lambda f: self._compiled(f, names, started))
+
+    def _compiled(self, done: asyncio.Future, names: dict[int, str], started: float):
+        self._compiling = False
+        tables: list[tuple[Port, int, object, object]] = []
+        try:
+            tables = done.result()
+        except Exception:           # a bug: logged, and the next change tries again
+            log.exception("compiling policy tables")
+        for port, port_id, ingress, egress in tables:
+            # A port gone meanwhile, or its id now another's (it has its own tables).
+            if self.ports.get(port.name) is not port or port.port_id != port_id:
+                continue
             try:
-                dataplane.set_port_policy(port.port_id, compiler.direction(pod, "ingress"),
-                                          compiler.direction(pod, "egress"))
-            except (KeyError, ValueError) as e:     # a port going away meanwhile
+                self.dataplane.set_port_policy(port_id, ingress, egress)
+            except (KeyError, ValueError) as e:
                 log.warning("policy tables for port %s: %s", port.name, e)
-        dataplane.policy_names = dict(self.names)
-        dataplane.policy_changed()
+        self.dataplane.policy_names = names
+        self.dataplane.policy_changed()
         self.compiled += 1
         ended = self.loop.time()
         self._next_pass = ended + 2 * (ended - started)
+        if self._again:
+            self.schedule()
 
     def enforce_port(self, port: Port):
         """One new port's tables, before it forwards its first frame (a new

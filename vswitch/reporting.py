@@ -91,7 +91,7 @@ def status(switch: Switch) -> dict:
             "fdb_entries": switch.dataplane.counters()["fdb"]["entries"],
             "aging_time": switch.dataplane.aging_time,
             "vtep": str(config.overlay.vtep_ip) if config.overlay else None,
-            "peers": len(switch.overlay.peers()),
+            "peers": switch.overlay.peer_count(),
             "cluster": switch.cluster.metrics() if switch.cluster else None,
             "loop_lag": switch.loop_lag.report(),
             "masquerade": {"networks": switch.masquerade.rules, "error": switch.masquerade.error,

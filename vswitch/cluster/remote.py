@@ -38,6 +38,7 @@ class Remote:
         # address, pod -> its identity and addresses.
         self._pod_of: dict[tuple[str, str], tuple[Who, int]] = {}
         self._pods: dict[Who, tuple[PodIdentity, dict[int, None]]] = {}
+        self._policy_pods: dict[Who, PolicyPod] = {}
         self._listed: list[PolicyPod] | None = []
         view.listen("nodes", self._node)
         view.listen("endpoints", self._endpoint)
@@ -145,15 +146,27 @@ class Remote:
             addresses.pop(was[1], None)
             if not addresses:
                 del self._pods[was[0]]
+            self._relist(was[0])
         if now is not None:
             who, key, ident = now
             self._pod_of[where] = (who, key)
             addresses = self._pods[who][1] if who in self._pods else {}
             addresses[key] = None
             self._pods[who] = (ident, addresses)     # (a pod's identity: its latest record's)
+            self._relist(who)
         if now is not None or was is not None:
             self._listed = None
             self.switch.policy.schedule()
+
+    def _relist(self, who: Who):
+        """The PolicyPod of one pod, anew (or gone)."""
+        if who not in self._pods:
+            self._policy_pods.pop(who, None)
+            return
+        node, network, ns, name = who
+        ident, addresses = self._pods[who]
+        self._policy_pods[who] = PolicyPod(ns, name, ident.labels, ident.named_ports,
+                                           tuple(addresses), network, None, node)
 
     def _pod(self, where: tuple[str, str]) -> tuple[Who, int, PodIdentity] | None:
         """(pod, address key, identity) of an endpoint of another live node;
@@ -183,8 +196,5 @@ class Remote:
         address outside its node's blocks, is left out). Listed again only
         after a change."""
         if self._listed is None:
-            self._listed = [PolicyPod(ns, name, ident.labels, ident.named_ports,
-                                      tuple(addresses), network, None, node)
-                            for (node, network, ns, name), (ident, addresses)
-                            in self._pods.items()]
+            self._listed = list(self._policy_pods.values())
         return self._listed
