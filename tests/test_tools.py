@@ -110,6 +110,8 @@ def test_cluster_bench_measures_convergence_memory_writes_and_arp(tmp_path):
         row = results["sizes"][n]
         assert row["programmed_s"] < 10 and 0 < row["ping_s"] < 30
         assert row["remote_pods"] == int(n) * 30 and row["kb_per_remote_pod"] is not None
+        assert row["connected_throughout"] and 0 < row["applied_s"] and row["relists"] == 0
+        assert row["loop_lag_ms"] >= 0
         assert all(u["rss_mb"] > 0 and u["cpu_s"] > 0 for u in row["usage"].values())
     assert results["etcd_writes"]["revisions_per_add"] >= 1       # the endpoint, at least
     on, off = results["arp_with_suppression"], results["arp_without_suppression"]
