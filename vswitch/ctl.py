@@ -50,6 +50,10 @@ def show_status(s):
     masquerade = s.get("masquerade") or {}
     problems = ([f"masquerade: {masquerade['error']}"] if masquerade.get("error") else []) \
         + list(masquerade.get("warnings") or ())
+    lag = s.get("loop_lag")
+    if lag:
+        overlay += f"\nevent loop late by at most {lag['max_ms']:g} ms ({lag['recent_ms']:g} ms " \
+                   "in the last 10 s)"
     return (f"node {s['node']}  mode {s['mode']}  version {s['version']}  uptime {s['uptime']}s\n"
             f"ports {s['ports']}  networks {networks}  "
             f"fdb entries {s['fdb_entries']} (aging {s['aging_time']:g}s){overlay}"

@@ -246,16 +246,11 @@ class Cluster:
                 task.cancel()
 
     async def _watch(self):
-        loop = asyncio.get_running_loop()
         async for batch in self.session.etcd.watch(self.keys.prefix, self.view.revision + 1):
-            start = loop.time()
-            for event in batch:
+            async for event in sliced(batch):
                 self._apply(event.key, event.value)
                 self.view.revision = event.revision
                 self.events_applied += 1
-                if loop.time() - start > SLICE:
-                    await asyncio.sleep(0)      # a large batch is applied in slices
-                    start = loop.time()
             if batch:
                 event = batch[-1]
                 self.last_event = {"key": event.key, "deleted": event.value is None,
@@ -276,14 +271,9 @@ class Cluster:
         gone = [self.keys.key(kind, *name) for kind, name in self.view.known()
                 if self.keys.key(kind, *name) not in listed]
         # What the node holds already is passed over (View.apply): a re-list
-        # costs the records that changed, applied in slices.
-        loop = asyncio.get_running_loop()
-        start = loop.time()
-        for key, value in [*((k, None) for k in gone), *listed.items()]:
+        # costs the records that changed.
+        async for key, value in sliced([*((k, None) for k in gone), *listed.items()]):
             self._apply(key, value)
-            if loop.time() - start > SLICE:
-                await asyncio.sleep(0)
-                start = loop.time()
         self.view.revision = revision
         await self.networks.after_events(force=True)
         await self.address_blocks.check()
@@ -364,6 +354,19 @@ class Cluster:
                 "blocks_held": {n: [str(b) for b in bs]
                                 for n, bs in self.address_blocks.mine.items()},
                 "counters": self._counters(), "incidents": list(self.incidents)}
+
+
+async def sliced(items):
+    """The items, with the event loop given a turn after every SLICE seconds
+    of work on them: a large batch of records never holds the lease's
+    renewals, the watch or the API back."""
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+    for item in items:
+        yield item
+        if loop.time() - start > SLICE:
+            await asyncio.sleep(0)
+            start = loop.time()
 
 
 def _log_failure(level: int, what: str):
