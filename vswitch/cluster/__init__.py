@@ -47,6 +47,7 @@ from .publisher import Publisher
 from .remote import Remote
 from .schema import Keys, network_from_record
 from .session import NameTaken, Session
+from .slices import sliced
 from .view import View
 
 if TYPE_CHECKING:
@@ -57,7 +58,6 @@ __all__ = ["Cluster", "NameTaken", "network_from_record"]
 log = logging.getLogger("vswitch.cluster")
 
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0     # seconds between reconnection attempts
-SLICE = 0.02                            # seconds of record work before the loop gets a turn
 START_TIMEOUT = 3.0                     # how long start-up waits for etcd before going on
 INCIDENTS = 20                          # blocks lost or fencing, kept for `cluster status`
 
@@ -354,19 +354,6 @@ class Cluster:
                 "blocks_held": {n: [str(b) for b in bs]
                                 for n, bs in self.address_blocks.mine.items()},
                 "counters": self._counters(), "incidents": list(self.incidents)}
-
-
-async def sliced(items):
-    """The items, with the event loop given a turn after every SLICE seconds
-    of work on them: a large batch of records never holds the lease's
-    renewals, the watch or the API back."""
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    for item in items:
-        yield item
-        if loop.time() - start > SLICE:
-            await asyncio.sleep(0)
-            start = loop.time()
 
 
 def _log_failure(level: int, what: str):

@@ -99,7 +99,8 @@ class Networks:
         await db.run(state.cache, db, "nodes", self.view.nodes)
         for net in nets:
             if net.name not in before:
-                self.remote.add_peers()
-                self.remote.program_each([w for w in self.view.endpoints if w[0] == net.name])
+                await self.remote.add_peers()
+                await self.remote.program_all([w for w in self.view.endpoints
+                                               if w[0] == net.name])
         for name in before - set(current):      # its pods are no longer policy peers here
-            self.remote.reindex([w for w in self.view.endpoints if w[0] == name])
+            await self.remote.reindex([w for w in self.view.endpoints if w[0] == name])

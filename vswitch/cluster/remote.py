@@ -18,6 +18,7 @@ from ..policy import PolicyPod
 from ..port import PodIdentity
 from ..protocol import address_key
 from .schema import Change, block_key_part, family
+from .slices import sliced
 from .view import View
 
 if TYPE_CHECKING:
@@ -73,8 +74,8 @@ class Remote:
         elif vtep != self.vtep and networks:
             self.switch.overlay.peer_table.hold(address, f"node:{node}", networks)
 
-    def add_peers(self):
-        for name, node in self.view.nodes.items():
+    async def add_peers(self):
+        async for name, node in sliced(list(self.view.nodes.items())):
             if name != self.name:
                 self.add_peer(name, node["vtep"])
 
@@ -83,6 +84,12 @@ class Remote:
         node, the config) holds it too; its FDB entries go with it."""
         if isinstance(vtep, str) and vtep != self.vtep:
             self.switch.overlay.peer_table.release(ipaddress.ip_address(vtep), f"node:{node}")
+
+    async def program_all(self, wheres: Iterable[tuple[str, str]]):
+        """program_each, for many (a network joined): in slices."""
+        async for where in sliced(wheres):
+            if where in self.view.endpoints:        # (not gone meanwhile)
+                self.program_each((where,))
 
     def program_each(self, wheres: Iterable[tuple[str, str]]):
         """Program these endpoints; one that cannot be is counted, not fatal."""
@@ -128,8 +135,8 @@ class Remote:
         block = ipaddress.ip_network(f"{address}/{size}", strict=False)
         return self.view.holder(net.name, block_key_part(block)) == node
 
-    def reindex(self, wheres: Iterable[tuple[str, str]]):
-        for where in wheres:
+    async def reindex(self, wheres: Iterable[tuple[str, str]]):
+        async for where in sliced(wheres):
             self._index(where)
 
     def _index(self, where: tuple[str, str]):
