@@ -276,7 +276,7 @@ def apply_simulated(hub: str, reals: list[Node], done: int, n: int, expected: in
     holds `expected` endpoints: the time from the first write, whether each
     stayed connected at every poll, its event loop's longest delay, and the
     re-lists it needed."""
-    before = {r.name: r.cluster()["relists"] for r in reals}
+    before = {r.name: r.cluster() for r in reals}
     started = time.monotonic()
     writer = in_hub(hub, "--simulate", str(done), str(n))
     applied: dict[str, float] = {}
@@ -297,9 +297,12 @@ def apply_simulated(hub: str, reals: list[Node], done: int, n: int, expected: in
     written = time.monotonic() - started
     if writer.wait() != 0:
         raise RuntimeError("writing simulated nodes failed")
+    after = {r.name: r.cluster() for r in reals}
     return {"applied_s": max(applied.values()), "written_s": written,
             "connected_throughout": connected, "loop_lag_ms": lag,
-            "relists": max(r.cluster()["relists"] - before[r.name] for r in reals)}
+            "relists": max(after[r]["relists"] - before[r]["relists"] for r in after),
+            "records_ignored": max(after[r]["records_ignored"]
+                                   - before[r]["records_ignored"] for r in after)}
 
 
 def usage(reals: list[Node]) -> dict:
@@ -463,6 +466,8 @@ def table(results: dict) -> str:
         if r["programmed_s"] is None or r["programmed_s"] > PROGRAMMED_TARGET_S:
             missed.append(f"{n} nodes: a joining node programmed everywhere in {prog} "
                           f"(target {PROGRAMMED_TARGET_S:g} s)")
+        if r["records_ignored"]:
+            missed.append(f"{n} nodes: {r['records_ignored']} records not applied")
         if r["loop_lag_ms"] > LAG_TARGET_MS or not r["connected_throughout"]:
             missed.append(f"{n} nodes: loop lag {r['loop_lag_ms']:.0f} ms (target "
                           f"{LAG_TARGET_MS:g}), connected throughout: {r['connected_throughout']}")

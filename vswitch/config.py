@@ -112,6 +112,11 @@ class HookConfig:
     filter: str | None = None                 # tcpdump syntax
 
 
+# Cluster mode's FDB holds a static entry per remote pod: 5,000 nodes of 30
+# pods each, with room (the table's memory is touched only as it fills).
+CLUSTER_FDB_MAX_ENTRIES = 1 << 20
+
+
 @dataclass(frozen=True)
 class Config:
     node_name: str
@@ -319,7 +324,8 @@ def parse(data: dict) -> Config:
                             'must be "text" or "json"'),
         aging_time=fdb.get("aging_time", float, dc.aging_time, lambda v: 1 <= v <= 86400,
                            "must be 1..86400 seconds"),
-        fdb_max_entries=fdb.get("max_entries", int, dc.fdb_max_entries, lambda v: 1 <= v <= 1 << 24,
+        fdb_max_entries=fdb.get("max_entries", int, CLUSTER_FDB_MAX_ENTRIES if "cluster" in data
+                                else dc.fdb_max_entries, lambda v: 1 <= v <= 1 << 24,
                                 "must be 1..16777216"),
         fdb_max_per_port=fdb.get("max_per_port", int, dc.fdb_max_per_port, lambda v: 1 <= v <= 1 << 24,
                                  "must be 1..16777216"),
