@@ -255,7 +255,7 @@ def join(tmp: str, underlay: Underlay, reals: list[Node], origin_pod: dict, i: i
                         seen[r.name] = time.monotonic()
             registered = float(watcher.stdout.readline())
             node.ready()
-            wait(f"{node.name} connected", lambda: node.cluster()["connected"], timeout=30)
+            wait(f"{node.name} connected", lambda: node.cluster()["connected"], timeout=180)
             pod = node.pod(pod_ns, f"join{label}pod")
             while True:
                 ok = subprocess.run(["ip", "netns", "exec", origin_pod["ns"], "ping", "-c", "1",

@@ -94,6 +94,7 @@ class Cluster:
         self.admin = Admin(self.session, self.view, self.gateways, self.graves, switch)
         self._task: asyncio.Task | None = None
         self._keeping: asyncio.Task | None = None     # the lease's renewals, while connected
+        self._first_sync: asyncio.Task | None = None  # start's sync, if it outlasts start
         self._releasing: asyncio.Task | None = None
         self._resync = asyncio.Event()       # set: stop following, list everything again
         self._relist = False                 # the watch fell behind compaction
@@ -146,14 +147,17 @@ class Cluster:
         self.switch.policy.writer = self.admin
 
     async def start(self):
-        """Register and sync once (a name held by a live node raises
-        NameTaken: the daemon exits), then keep at it in the background; an
-        unreachable etcd is not fatal. The node starts fenced: what the
-        previous run left is cleared at once if its proof is over."""
+        """Register and sync (a name held by a live node raises NameTaken:
+        the daemon exits), waiting at most START_TIMEOUT, then keep at it in
+        the background: a first sync that takes longer (a large cluster)
+        goes on there, and an unreachable etcd is not fatal. The node starts
+        fenced: what the previous run left is cleared at once if its proof
+        is over, and its pods come back once the sync is done."""
         self.fencing.check()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + START_TIMEOUT
         try:
             await asyncio.wait_for(self._connect(), START_TIMEOUT)
-            await self._sync_and_up()       # (renewals go on beside it, however long it takes)
         except NameTaken:
             await self.session.etcd.close()
             raise
@@ -163,10 +167,19 @@ class Cluster:
             log.warning("etcd not reachable at start (%s); retrying, and fenced until this "
                         "node proves its lease: its pods and gateways stay down",
                         self.session.error)
+        else:
+            # (its failure, if any, is _run's to handle)
+            self._first_sync = asyncio.create_task(self._sync_and_up())
+            done, _ = await asyncio.wait([self._first_sync],
+                                         timeout=max(0.0, deadline - loop.time()))
+            if not done:
+                log.info("cluster: still reading the cluster's records; going on, fenced "
+                         "until done")
         self._task = asyncio.create_task(self._run())
 
     async def close(self):
-        for task in [self._task, self._keeping, self._releasing, *self._background]:
+        for task in [self._task, self._first_sync, self._keeping, self._releasing,
+                     *self._background]:
             if task:
                 task.cancel()
         await self.session.etcd.close()
@@ -177,6 +190,9 @@ class Cluster:
         backoff = BACKOFF_MIN
         while True:
             try:
+                if self._first_sync is not None:      # (start's, still going or failed)
+                    first, self._first_sync = self._first_sync, None
+                    await first
                 if not self.session.connected:
                     await self._connect_and_sync()
                     backoff = BACKOFF_MIN
