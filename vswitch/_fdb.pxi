@@ -193,10 +193,11 @@ cdef enum FdbSweep:
     SWEEP_PORT = 1       # entries pointing at one port (or peer)
     SWEEP_EXPIRED = 2    # entries older than the aging time
     SWEEP_NETWORK = 3    # every entry of the network, static ones too
+    SWEEP_PEERS = 4      # entries pointing at any of a set of peers (gone[index] set)
 
 
 cdef uint64_t fdb_sweep(fdb_t *t, int kind, uint16_t network, uint32_t port, uint64_t now,
-                        uint64_t budget=0) noexcept nogil:
+                        uint64_t budget=0, const uint8_t *gone=NULL) noexcept nogil:
     """Delete matching entries; returns how many. budget > 0: look at that
     many slots from where the last budgeted sweep stopped (so that a large
     table is swept in slices between polling rounds), else the whole table.
@@ -219,6 +220,8 @@ cdef uint64_t fdb_sweep(fdb_t *t, int kind, uint16_t network, uint32_t port, uin
                 match = fdb_expired(t, e, now)
             elif kind == SWEEP_NETWORK:
                 match = (e.key >> 48) == network
+            elif kind == SWEEP_PEERS:
+                match = e.port >= PEER_BASE and gone[e.port - PEER_BASE]
             else:               # learned entries only: static ones stay until deleted
                 match = e.kind == FDB_LEARNED and (network == 0 or (e.key >> 48) == network)
             if match:

@@ -143,13 +143,15 @@ cdef uint32_t peer_leave(peers_t *t, uint32_t idx, uint16_t network) noexcept no
     return left
 
 
-cdef void peer_forget(peers_t *t, uint32_t idx) noexcept nogil:
-    """Free a peer's slot (it is in no network any more)."""
+cdef void peer_forget(peers_t *t, uint32_t idx, bint rebuild=True) noexcept nogil:
+    """Free a peer's slot (it is in no network any more); rebuild False:
+    the caller rebuilds the index once, after forgetting many."""
     t.n_learned -= t.slots[idx].learned
     t.slots[idx].ip.hi = t.slots[idx].ip.lo = 0
     while t.limit > 0 and key_is_zero(&t.slots[t.limit - 1].ip):
         t.limit -= 1
-    peer_index_rebuild(t)
+    if rebuild:
+        peer_index_rebuild(t)
 
 
 cdef list network_peers(const peers_t *t, uint16_t network):

@@ -29,7 +29,7 @@ def in_place(old: NetworkConfig | None, new: NetworkConfig) -> bool:
     """Whether a network can go from old to new in place: new, or only its
     MTU or this node's gateway (its host port, masquerade) changed."""
     return old is None or dataclasses.replace(old, mtu=new.mtu, gateway=new.gateway,
-                                              host_port=new.host_port,
+                                              gateway6=new.gateway6, host_port=new.host_port,
                                               masquerade=new.masquerade) == new
 
 
