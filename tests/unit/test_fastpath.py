@@ -457,3 +457,22 @@ def test_the_peer_table_holds_a_5000_node_cluster_and_finds_each_peer():
             with pytest.raises(KeyError):
                 rig.dp.fdb_add_remote(1, 0x020000000000 + k, ip)
     assert len(rig.dp.peer_list()) == 4500
+
+
+def test_removing_a_network_forgets_its_peers_and_their_entries_only():
+    rig = Rig()
+    only1 = [address_key(f"198.19.1.{k}") for k in range(1, 200)]
+    both = address_key("198.19.2.1")
+    for ip in only1:
+        rig.dp.add_peer(ip, 1)
+    rig.dp.add_peer(both, 1)
+    rig.dp.add_peer(both, 2)
+    rig.dp.fdb_add_remote(1, 0x020000000001, only1[0])
+    rig.dp.fdb_add_remote(2, 0x020000000002, both)
+    rig.dp.remove_network(1)
+    assert [p[0] for p in rig.dp.peer_list()] == [both]
+    assert rig.dp.peer_list()[0][1] == [2]
+    assert rig.dp.fdb_lookup(2, 0x020000000002) >= 0
+    rig.dp.set_network(1, 101, 1500)
+    rig.dp.add_peer(only1[5], 1)            # the index finds peers added after
+    assert rig.dp.peer_list(only1[5])[0][1] == [1]
