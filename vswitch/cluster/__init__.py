@@ -27,6 +27,7 @@ pods: the README has the argument; fencing.py and blocks.py hold it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections import deque
@@ -58,6 +59,10 @@ __all__ = ["Cluster", "NameTaken", "network_from_record"]
 log = logging.getLogger("vswitch.cluster")
 
 BACKOFF_MIN, BACKOFF_MAX = 0.2, 5.0     # seconds between reconnection attempts
+# Records applied after which what the view holds is moved out of the
+# garbage collector's way (gc.freeze): at 150,000 records a full collection
+# over them holds the event loop for half a second, and they live for long.
+FREEZE_AFTER = 10000
 START_TIMEOUT = 3.0                     # how long start-up waits for etcd before going on
 INCIDENTS = 20                          # blocks lost or fencing, kept for `cluster status`
 
@@ -95,6 +100,7 @@ class Cluster:
         self._task: asyncio.Task | None = None
         self._keeping: asyncio.Task | None = None     # the lease's renewals, while connected
         self._first_sync: asyncio.Task | None = None  # start's sync, if it outlasts start
+        self._unfrozen = 0                   # records applied since the last gc.freeze
         self._releasing: asyncio.Task | None = None
         self._resync = asyncio.Event()       # set: stop following, list everything again
         self._relist = False                 # the watch fell behind compaction
@@ -267,6 +273,7 @@ class Cluster:
                 self._apply(event.key, event.value)
                 self.view.revision = event.revision
                 self.events_applied += 1
+            self._settle(len(batch))
             if batch:
                 event = batch[-1]
                 self.last_event = {"key": event.key, "deleted": event.value is None,
@@ -291,10 +298,18 @@ class Cluster:
         async for key, value in sliced([*((k, None) for k in gone), *listed.items()]):
             self._apply(key, value)
         self.view.revision = revision
+        self._settle(len(listed))
         await self.networks.after_events(force=True)
         await self.address_blocks.check()
         await self.publisher.publish_all()
         await self.graves.bury_orphans()
+
+    def _settle(self, applied: int):
+        """Every FREEZE_AFTER records, freeze what is alive (gc.freeze)."""
+        self._unfrozen += applied
+        if self._unfrozen >= FREEZE_AFTER:
+            self._unfrozen = 0
+            gc.freeze()
 
     def _policy(self, name: tuple[str, ...], before: dict | None, rec: dict | None):
         self.switch.policy.set_policy("/".join(name), rec)
