@@ -53,7 +53,8 @@ def show_status(s):
     lag = s.get("loop_lag")
     if lag:
         overlay += f"\nevent loop late by at most {lag['max_ms']:g} ms ({lag['recent_ms']:g} ms " \
-                   "in the last 10 s)"
+                   f"in the last 10 s), held by its own work {lag['held_max_ms']:g} ms " \
+                   f"({lag['held_recent_ms']:g} ms)"
     return (f"node {s['node']}  mode {s['mode']}  version {s['version']}  uptime {s['uptime']}s\n"
             f"ports {s['ports']}  networks {networks}  "
             f"fdb entries {s['fdb_entries']} (aging {s['aging_time']:g}s){overlay}"

@@ -106,10 +106,14 @@ def render(stats: dict) -> str:
                 ("etcd_writes", "counter", "Writes (puts and transactions) sent to etcd.")):
             name = f"vswitch_cluster_{key}" + ("_total" if kind == "counter" else "")
             out.family(name, kind, text, [({}, int(cluster[key]))])
+    lag = stats["loop_lag"]
     out.family("vswitch_loop_lag_max_seconds", "gauge",
-               "The longest an event-loop timer woke late: since the start, and over the "
-               "last 10 s.", [({"over": "start"}, stats["loop_lag"]["max_ms"] / 1e3),
-                              ({"over": "recent"}, stats["loop_lag"]["recent_ms"] / 1e3)])
+               "The longest an event-loop timer woke late (since the start, over the last "
+               "10 s), and of that the time its thread was running (held).",
+               [({"over": "start", "kind": "lag"}, lag["max_ms"] / 1e3),
+                ({"over": "recent", "kind": "lag"}, lag["recent_ms"] / 1e3),
+                ({"over": "start", "kind": "held"}, lag["held_max_ms"] / 1e3),
+                ({"over": "recent", "kind": "held"}, lag["held_recent_ms"] / 1e3)])
     capture = stats["capture"]
     out.family("vswitch_capture_sessions", "gauge", "Captures and hooks running.",
                [({}, capture["sessions"])])

@@ -113,10 +113,13 @@ def test_a_gateway_makes_the_host_port_unless_the_node_is_fenced(tmp_path):
 def test_the_loop_lag_keeps_the_longest_delay_and_that_of_its_window():
     from vswitch.looplag import WINDOW, LoopLag
     lag = LoopLag()
-    for when, delay in ((0.0, 0.01), (1.0, 0.30), (2.0, 0.02), (3.0, 0.05)):
-        lag.note(when, delay)
-    assert lag.report() == {"max_ms": 300.0, "recent_ms": 300.0}
-    lag.note(1.0 + WINDOW + 0.5, 0.001)         # the 300 ms left the window
-    assert lag.report() == {"max_ms": 300.0, "recent_ms": 50.0}
+    for when, delay, cpu in ((0.0, 0.01, 0.06), (1.0, 0.30, 0.35), (2.0, 0.02, 0.0),
+                             (3.0, 0.05, 0.01)):
+        lag.note(when, delay, cpu)
+    assert lag.report() == {"max_ms": 300.0, "recent_ms": 300.0, "held_max_ms": 300.0,
+                            "held_recent_ms": 300.0}
+    lag.note(1.0 + WINDOW + 0.5, 0.001, 0.0)     # the 300 ms left the window
+    assert lag.report() == {"max_ms": 300.0, "recent_ms": 50.0, "held_max_ms": 300.0,
+                            "held_recent_ms": 10.0}
     lag.note(3.0 + WINDOW + 0.5, 0.0)
-    assert lag.report()["recent_ms"] == 1.0
+    assert lag.report()["recent_ms"] == 1.0 and lag.report()["held_recent_ms"] == 0.0
