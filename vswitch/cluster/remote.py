@@ -17,7 +17,7 @@ from ..errors import VswitchError
 from ..policy import PolicyPod
 from ..port import PodIdentity
 from ..protocol import address_key
-from .schema import Change, block_key_part, family
+from .schema import Change, family
 from .slices import sliced
 from .view import View
 
@@ -130,10 +130,7 @@ class Remote:
         cannot divert another node's pod address to a MAC of its own (nor
         claim it for a pod that policies let in)."""
         size = family(net, address.version)[1]
-        if size is None:
-            return False
-        block = ipaddress.ip_network(f"{address}/{size}", strict=False)
-        return self.view.holder(net.name, block_key_part(block)) == node
+        return size is not None and self.view.holder_of(net.name, address, size) == node
 
     async def reindex(self, wheres: Iterable[tuple[str, str]]):
         async for where in sliced(wheres):

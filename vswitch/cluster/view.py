@@ -6,11 +6,20 @@ of their key as it was."""
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from collections.abc import Callable
 
 from ..errors import VswitchError
-from .schema import PARTS, Change, Keys, network_from_record, parse_json, vtep_of
+from .schema import (
+    PARTS,
+    Change,
+    Keys,
+    block_of_key_part,
+    network_from_record,
+    parse_json,
+    vtep_of,
+)
 
 log = logging.getLogger("vswitch.cluster")
 
@@ -29,6 +38,9 @@ class View:
         self.by_node: dict[str, set[tuple[str, str]]] = {}   # node -> its endpoints
         self.mac_of: dict[tuple[str, str], tuple[str, str]] = {}   # (network, MAC) -> endpoint
         self.holders: dict[tuple[str, str], str] = {}         # (network, cidr) -> holder
+        # ... and by (network, IP version, prefix length, first address as an
+        # int): whose an address's block is, without formatting the block.
+        self.block_holders: dict[tuple[str, int, int, int], str] = {}
         self.graves: dict[str, dict] = {}
         self.policies: dict[tuple[str, str], dict] = {}
         self.namespaces: dict[str, dict] = {}
@@ -97,8 +109,18 @@ class View:
         if kind == "endpoints":
             return self._endpoint((name[0], name[1]), rec)
         if kind == "blocks":
+            try:
+                block = block_of_key_part(name[1])
+            except ValueError:
+                if rec is not None:
+                    raise ValueError(f"{name[1]!r} names no block") from None
+                block = None
             before = self.holders.get((name[0], name[1]))
             _set(self.holders, (name[0], name[1]), rec.get("node") if rec else None)
+            if block is not None:
+                _set(self.block_holders, (name[0], block.version, block.prefixlen,
+                                          int(block.network_address)),
+                     rec.get("node") if rec else None)
             return {"node": before} if before else None
         if kind == "graves":
             return _set(self.graves, name[0], rec)
@@ -142,6 +164,13 @@ class View:
 
     def holder(self, network: str, cidr: str) -> str | None:
         return self.holders.get((network, cidr))
+
+    def holder_of(self, network: str, address: ipaddress.IPv4Address | ipaddress.IPv6Address,
+                  prefixlen: int) -> str | None:
+        """Who holds the block (of prefixlen) an address is in."""
+        host_bits = address.max_prefixlen - prefixlen
+        return self.block_holders.get((network, address.version, prefixlen,
+                                       int(address) >> host_bits << host_bits))
 
 
 def _set(table: dict, name, rec):
