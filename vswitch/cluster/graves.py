@@ -8,6 +8,7 @@ grave again: a grace period is never skipped."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import time
@@ -20,11 +21,16 @@ from .view import View
 
 log = logging.getLogger("vswitch.cluster")
 
+# Graves dug (or blocks reclaimed) at once: when a thousand nodes go together,
+# their graves' writes must not queue the lease's renewals behind them.
+DIGGERS = 4
+
 
 class Graves:
     def __init__(self, session: Session, view: View, spawn: Callable[[Coroutine], None]):
         self.session, self.view, self.spawn = session, view, spawn
         self.keys = session.keys
+        self._diggers = asyncio.Semaphore(DIGGERS)
         view.listen("nodes", self._node)
         view.listen("graves", self._grave)
 
@@ -37,6 +43,10 @@ class Graves:
             self.spawn(self.reclaim(name[0]))      # its grace period is over
 
     async def bury(self, name: str):
+        async with self._diggers:
+            await self._bury(name)
+
+    async def _bury(self, name: str):
         if name in self.view.graves or not any(h == name for h in self.view.holders.values()):
             return
         grace = self.session.cfg.grace_period
@@ -52,6 +62,10 @@ class Graves:
     async def reclaim(self, name: str) -> tuple[bool, int]:
         """Free a dead node's blocks (its grace is over, or an operator said
         it is gone); whether it held, and how many."""
+        async with self._diggers:
+            return await self._reclaim(name)
+
+    async def _reclaim(self, name: str) -> tuple[bool, int]:
         kvs, _ = await self.session.etcd.get_prefix(self.keys.key("blocks") + "/")
         theirs = [kv for kv in kvs if (parse_json(kv.value) or {}).get("node") == name]
         txn = Txn().absent(self.keys.key("nodes", name))
