@@ -523,15 +523,14 @@ def run(args, client: Client):
     """(result, text renderer) for the parsed command."""
     verb = BY_NAME[args.call]
     if verb.name in CALLS:
-        positional, keywords = CALLS[verb.name](args)
+        arguments, keywords = CALLS[verb.name](args)
     else:
-        positional, keywords = tuple(getattr(args, p, None) for p in verb.params), {}
-    result = client.call(verb.name, *positional, **keywords)
-    render = RENDER[verb.name]
+        arguments, keywords = tuple(getattr(args, p, None) for p in verb.params), {}
+    result = client.call(verb.name, *arguments, **keywords)
     if verb.name == "conntrack" and not getattr(args, "json", False):
         usage = client.stats()["conntrack"]          # the shares, beside the table
         return result, lambda r: conntrack_table(r, usage)
-    return result, render
+    return result, RENDER[verb.name]
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -36,11 +36,10 @@ class Remote:
         self.arp_suppression = arp_suppression
         # Remote pods for NetworkPolicy, kept up to date one endpoint at a
         # time (never rebuilt from every endpoint): endpoint -> its pod and
-        # address, pod -> its identity and addresses.
+        # address, pod -> its addresses and its PolicyPod.
         self._pod_of: dict[tuple[str, str], tuple[Who, int]] = {}
-        self._pods: dict[Who, tuple[PodIdentity, dict[int, None]]] = {}
-        self._policy_pods: dict[Who, PolicyPod] = {}
-        self._listed: list[PolicyPod] | None = []
+        self._addresses: dict[Who, dict[int, None]] = {}
+        self._pods: dict[Who, PolicyPod] = {}
         view.listen("nodes", self._node)
         view.listen("endpoints", self._endpoint)
 
@@ -140,37 +139,32 @@ class Remote:
         """An endpoint's part in the remote pods, as its record, its node and
         its block's holder now say; policy recompiles (soon) if it changed."""
         now = self._pod(where)
-        was = self._pod_of.get(where)
-        if now is not None and was is not None and now[0] == was[0] and now[1] == was[1] \
-                and self._pods[was[0]][0] == now[2]:
+        was = self._pod_of.pop(where, None)
+        if now is not None and was is not None and now[:2] == was and \
+                self._pods[was[0]].labels == now[2].labels and \
+                self._pods[was[0]].named_ports == now[2].named_ports:
+            self._pod_of[where] = was
             return
         if was is not None:
-            del self._pod_of[where]
-            addresses = self._pods[was[0]][1]
-            addresses.pop(was[1], None)
-            if not addresses:
-                del self._pods[was[0]]
-            self._relist(was[0])
+            who, key = was
+            self._addresses[who].pop(key, None)
+            self._update(who, self._pods[who].labels, self._pods[who].named_ports)
         if now is not None:
-            who, key, ident = now
+            who, key, ident = now       # (a pod's identity: its latest record's)
             self._pod_of[where] = (who, key)
-            addresses = self._pods[who][1] if who in self._pods else {}
-            addresses[key] = None
-            self._pods[who] = (ident, addresses)     # (a pod's identity: its latest record's)
-            self._relist(who)
+            self._addresses.setdefault(who, {})[key] = None
+            self._update(who, ident.labels, ident.named_ports)
         if now is not None or was is not None:
-            self._listed = None
             self.switch.policy.schedule()
 
-    def _relist(self, who: Who):
-        """The PolicyPod of one pod, anew (or gone)."""
-        if who not in self._pods:
-            self._policy_pods.pop(who, None)
+    def _update(self, who: Who, labels: dict, named_ports: dict):
+        """A pod's PolicyPod anew from its addresses (gone with the last)."""
+        if not self._addresses[who]:
+            del self._addresses[who], self._pods[who]
             return
         node, network, ns, name = who
-        ident, addresses = self._pods[who]
-        self._policy_pods[who] = PolicyPod(ns, name, ident.labels, ident.named_ports,
-                                           tuple(addresses), network, None, node)
+        self._pods[who] = PolicyPod(ns, name, labels, named_ports,
+                                    tuple(self._addresses[who]), network, None, node)
 
     def _pod(self, where: tuple[str, str]) -> tuple[Who, int, PodIdentity] | None:
         """(pod, address key, identity) of an endpoint of another live node;
@@ -197,8 +191,5 @@ class Remote:
     def remote_pods(self) -> list[PolicyPod]:
         """Pods of other live nodes, from their endpoint records, for
         NetworkPolicy (a record with an unreadable identity, or for an
-        address outside its node's blocks, is left out). Listed again only
-        after a change."""
-        if self._listed is None:
-            self._listed = list(self._policy_pods.values())
-        return self._listed
+        address outside its node's blocks, is left out)."""
+        return list(self._pods.values())
