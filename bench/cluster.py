@@ -39,7 +39,6 @@ import argparse
 import asyncio
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -179,31 +178,36 @@ def sim_vtep(k: int) -> str:
     return f"198.19.{k // 250}.{k % 250 + 1}"
 
 
-async def add_simulated(first: int, last: int):
+async def add_simulated(first: int, last: int, url: str = ETCD_URL, network: str = "bench",
+                        subnet: str = SUBNET6, block: int = BLOCK6,
+                        pods: int = PODS_PER_NODE):
     """Nodes sim<first>..sim<last-1>, written as real nodes write themselves:
-    a lease, the node record on it, a claimed block, 30 endpoints on the lease."""
-    etcd = Etcd([ETCD_URL])
-    await etcd.connect()
-    rnd = random.Random(first)
-    kvs, _ = await etcd.get_prefix("/vswitch/blocks/bench/")
-    taken = {kv.key.rsplit("/", 1)[1] for kv in kvs}
+    a lease, the node record on it, a claimed block, an endpoint per pod on
+    the lease (pod shop/simK-i, labelled app=web or app=db; MACs unique)."""
     import ipaddress
-    free = (b for b in ipaddress.IPv6Network(SUBNET6).subnets(new_prefix=BLOCK6)
+    etcd = Etcd([url])
+    await etcd.connect()
+    kvs, _ = await etcd.get_prefix(f"/vswitch/blocks/{network}/")
+    taken = {kv.key.rsplit("/", 1)[1] for kv in kvs}
+    free = (b for b in ipaddress.ip_network(subnet).subnets(new_prefix=block)
             if f"{b.network_address}-{b.prefixlen}" not in taken)
 
-    async def one(k: int, block):
+    async def one(k: int, b):
         lease = await etcd.grant(3600)
         name = f"sim{k}"
         txn = Txn()
         txn.success = [Txn.put(f"/vswitch/nodes/{name}", json.dumps(
             {"vtep": sim_vtep(k), "version": "sim", "started": time.time(),
              "lease": lease}).encode(), lease),
-            Txn.put(f"/vswitch/blocks/bench/{block.network_address}-{block.prefixlen}",
+            Txn.put(f"/vswitch/blocks/{network}/{b.network_address}-{b.prefixlen}",
                     json.dumps({"node": name, "claimed": time.time()}).encode())]
-        for ip in [block.network_address + 1 + i for i in range(PODS_PER_NODE)]:
-            mac = "02:" + ":".join(f"{rnd.randrange(256):02x}" for _ in range(5))
-            txn.success.append(Txn.put(f"/vswitch/endpoints/bench/{ip}", json.dumps(
-                {"mac": mac, "node": name}).encode(), lease))
+        for i in range(pods):
+            pod = {"namespace": "shop", "name": f"{name}-{i}",
+                   "labels": {"app": "web" if i % 2 else "db"}, "named_ports": {}}
+            txn.success.append(Txn.put(
+                f"/vswitch/endpoints/{network}/{b.network_address + 1 + i}",
+                json.dumps({"mac": f"02:5e:{k >> 8:02x}:{k & 255:02x}:00:{i:02x}",
+                            "node": name, "pod": pod}).encode(), lease))
         await etcd.commit(txn)
 
     ks = list(range(first, last))
@@ -388,11 +392,19 @@ def main() -> int:
     parser.add_argument("--nodes", type=int, nargs="+", default=[10, 100, 1000, 5000],
                         help="simulated cluster sizes, in increasing order")
     parser.add_argument("--json", metavar="FILE")
+    # The simulated nodes' writer, run in the hub's namespace (the system
+    # tests run it too: tests/helpers.simulate_nodes).
     parser.add_argument("--simulate", nargs=2, type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--etcd", default=ETCD_URL, help=argparse.SUPPRESS)
+    parser.add_argument("--network", default="bench", help=argparse.SUPPRESS)
+    parser.add_argument("--subnet", default=SUBNET6, help=argparse.SUPPRESS)
+    parser.add_argument("--block", type=int, default=BLOCK6, help=argparse.SUPPRESS)
+    parser.add_argument("--pods", type=int, default=PODS_PER_NODE, help=argparse.SUPPRESS)
     parser.add_argument("--watch", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.simulate:                   # helpers, run in the hub's namespace
-        asyncio.run(add_simulated(*args.simulate))
+        asyncio.run(add_simulated(*args.simulate, args.etcd, args.network, args.subnet,
+                                  args.block, args.pods))
         return 0
     if args.watch:
         asyncio.run(watch_registration(args.watch))

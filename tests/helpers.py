@@ -290,56 +290,14 @@ class NotifySocket:
         return seen
 
 
-# Simulated nodes: written into etcd as real nodes write themselves (a node
-# record on its own lease, a claimed block, an endpoint per pod on the lease),
-# by a process in the hub namespace (etcd's client runs threads of its own:
-# entering the namespace from this one is not enough).
-SIMULATE = r"""
-import asyncio, ipaddress, json, sys, time
-from vswitch.etcd import Etcd, Txn
-
-async def main(url, network, subnet, block, pods, first, last):
-    etcd = Etcd([url])
-    await etcd.connect()
-    blocks = ipaddress.ip_network(subnet).subnets(new_prefix=block)
-    taken = {kv.key.rsplit("/", 1)[1] for kv in
-             (await etcd.get_prefix(f"/vswitch/blocks/{network}/"))[0]}
-    free = (b for b in blocks if f"{b.network_address}-{b.prefixlen}" not in taken)
-
-    async def one(k, b):
-        lease = await etcd.grant(3600)
-        name = f"sim{k}"
-        txn = Txn()
-        txn.success = [
-            Txn.put(f"/vswitch/nodes/{name}", json.dumps(
-                {"vtep": f"198.19.{k // 250}.{k % 250 + 1}", "version": "sim",
-                 "started": time.time(), "lease": lease}).encode(), lease),
-            Txn.put(f"/vswitch/blocks/{network}/{b.network_address}-{b.prefixlen}",
-                    json.dumps({"node": name, "claimed": time.time()}).encode())]
-        for i in range(pods):
-            pod = {"namespace": "shop", "name": f"{name}-{i}",
-                   "labels": {"app": "web" if i % 2 else "db"}, "named_ports": {}}
-            txn.success.append(Txn.put(f"/vswitch/endpoints/{network}/{b.network_address + 1 + i}",
-                json.dumps({"mac": f"02:5e:{k >> 8:02x}:{k & 255:02x}:00:{i:02x}",
-                            "node": name, "pod": pod}).encode(), lease))
-        await etcd.commit(txn)
-        print(lease, flush=True)
-
-    ks = list(range(first, last))
-    for i in range(0, len(ks), 100):
-        await asyncio.gather(*(one(k, next(free)) for k in ks[i:i + 100]))
-    await etcd.close()
-
-asyncio.run(main(sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5]),
-                 int(sys.argv[6]), int(sys.argv[7])))
-"""
-
-
 def simulate_nodes(hub: str, url: str, network: str, subnet: str, block: int, pods: int,
                    count: int) -> subprocess.Popen:
     """Start writing `count` simulated nodes with `pods` endpoints each (pod
-    shop/simK-i, labelled app=web or app=db); the process prints each node's
-    lease as it is written."""
-    return subprocess.Popen(["ip", "netns", "exec", hub, sys.executable, "-c", SIMULATE, url,
-                             network, subnet, str(block), str(pods), "0", str(count)],
-                            stdout=subprocess.PIPE, text=True)
+    shop/simK-i, labelled app=web or app=db), as real nodes write themselves:
+    bench/cluster.py's writer, in the hub namespace (etcd's client runs
+    threads of its own: entering the namespace from this one is not enough)."""
+    bench = Path(__file__).resolve().parent.parent / "bench" / "cluster.py"
+    return subprocess.Popen(["ip", "netns", "exec", hub, sys.executable, str(bench), "--simulate",
+                             "0", str(count), "--etcd", url, "--network", network, "--subnet",
+                             subnet, "--block", str(block), "--pods", str(pods)],
+                            stdout=subprocess.DEVNULL)
