@@ -40,8 +40,8 @@ class FuzzRig:
         self.dp.set_port_policy(pids[3], egress=(4, [([(0, (1 << 128) - 1, 5)],
                                                              [(6, 1, 1024)])]))
         self.tunnel = Tunnel("127.0.0.1", 0)
-        self.port = self.tunnel.rx.getsockname()[1]
-        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), self.port, 1500,
+        self.port = self.tunnel.rx[0].getsockname()[1]
+        self.dp.set_tunnel(self.tunnel.rx[0].fileno(), self.tunnel.senders(), self.port, 1500,
                            VXLAN.outer_overhead(4), learn_peers=False,
                            vtep=address_key("127.0.0.1"), max_learned_peers=4)
         self.dp.add_peer(address_key("127.0.0.2"), 1)
@@ -64,7 +64,7 @@ class FuzzRig:
         self.dp.trace(pid, data[10:] if self.vnet[pid] else data)
 
     def from_underlay(self, sender: int, data: bytes, learn: bool):
-        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), self.port, 1500,
+        self.dp.set_tunnel(self.tunnel.rx[0].fileno(), self.tunnel.senders(), self.port, 1500,
                            VXLAN.outer_overhead(4), learn_peers=learn,
                            vtep=address_key("127.0.0.1"), max_learned_peers=4)
         try:

@@ -14,9 +14,9 @@ from vswitch.datapath import new_datapath
 BCAST = b"\xff" * 6
 # The daemon's settings, but for what would stand in the way of tests of
 # other rules: no FDB limit per port or peer, no share of conntrack per pod,
-# no busy polling (a rig drains by hand).
+# no busy polling, one worker and no thread (a rig drains by hand).
 RIG_SETTINGS = {"fdb_max_per_port": 0, "fdb_max_per_peer": 0, "conntrack_max_per_pod": 0,
-                "busy_poll_us": 0}
+                "busy_poll_us": 0, "workers": 1}
 
 
 def mac(n: int) -> bytes:

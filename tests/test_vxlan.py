@@ -38,7 +38,7 @@ class OverlayRig(Rig):
             self.peer = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self.peer.bind(("127.0.0.2", PORT))
         self.peer.settimeout(0.2)
-        self.dp.set_tunnel(self.tunnel.rx.fileno(), self.tunnel.senders(), PORT, underlay_mtu,
+        self.dp.set_tunnel([s.fileno() for s in self.tunnel.rx], self.tunnel.senders(), PORT, underlay_mtu,
                            VXLAN.outer_overhead(4), False, 0, 64)
         self.dp.add_peer(address_key("127.0.0.2"), 1)
 

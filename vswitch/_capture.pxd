@@ -43,6 +43,9 @@ cdef struct cap_rec_t:       # a record in the capture ring, followed by its byt
 
 
 cdef struct capture_t:
+    # Shared by all workers: everything past the `active` test is under `lock`
+    # (sessions, ring, scratch): capture is for debugging, one lock suffices.
+    pthread_mutex_t lock
     cap_session_t sessions[MAX_CAPTURES]
     uint32_t active           # bitmask of sessions; 0: capture costs this test only
     unsigned char *ring

@@ -173,6 +173,7 @@ cdef int cap_init(capture_t *c) noexcept nogil:
     c.head = c.tail = c.dropped = 0
     c.ring = <unsigned char *>malloc(CAP_RING_BYTES)
     c.scratch = <unsigned char *>malloc(CAP_SCRATCH)
+    pthread_mutex_init(&c.lock, NULL)
     return 0 if c.ring != NULL and c.scratch != NULL else -1
 
 
@@ -189,12 +190,21 @@ cdef void cap_free(capture_t *c) noexcept nogil:
 cdef inline void cap_offer(capture_t *c, uint32_t point, uint32_t port, int reason,
                            const unsigned char *data, ssize_t n) noexcept nogil:
     """Offer a frame to the active sessions (the caller tested c.active)."""
-    cap_offer_detail(c, point, port, reason, 0, data, n)
+    pthread_mutex_lock(&c.lock)
+    cap_offer_locked(c, point, port, reason, 0, data, n)
+    pthread_mutex_unlock(&c.lock)
 
 
 cdef void cap_offer_detail(capture_t *c, uint32_t point, uint32_t port, int reason,
                            uint32_t detail, const unsigned char *data, ssize_t n) noexcept nogil:
     """cap_offer, with a drop's detail (the policy that denied it)."""
+    pthread_mutex_lock(&c.lock)
+    cap_offer_locked(c, point, port, reason, detail, data, n)
+    pthread_mutex_unlock(&c.lock)
+
+
+cdef void cap_offer_locked(capture_t *c, uint32_t point, uint32_t port, int reason,
+                           uint32_t detail, const unsigned char *data, ssize_t n) noexcept nogil:
     cdef uint32_t i, mask = 0, snap = 0, want
     cdef cap_session_t *s
     if n <= 0:
@@ -222,9 +232,11 @@ cdef void cap_offer_datagram(capture_t *c, uint32_t point, uint32_t port, int re
                              const unsigned char *udp,
                              const iovec *parts, int n_parts) noexcept nogil:
     """Offer a tunnel datagram, as the outer packet the wire carries."""
+    pthread_mutex_lock(&c.lock)
     cdef ssize_t n = outer_packet(c.scratch, src, dst, udp, parts, n_parts)
     if n > 0:
-        cap_offer(c, point, port, reason, c.scratch, n)
+        cap_offer_locked(c, point, port, reason, 0, c.scratch, n)
+    pthread_mutex_unlock(&c.lock)
 
 
 cdef int cap_add(capture_t *c, uint32_t points, int64_t port, uint32_t snaplen,
@@ -247,25 +259,40 @@ cdef int cap_add(capture_t *c, uint32_t points, int64_t port, uint32_t snaplen,
             free(prog)
             raise ValueError(f"BPF instruction {j} jumps out of the program")
         prog[j].code, prog[j].jt, prog[j].jf, prog[j].k = code, jt, jf, k
-    free(c.sessions[i].prog)
+    pthread_mutex_lock(&c.lock)
+    cdef bpf_insn_t *old = c.sessions[i].prog
     c.sessions[i].points, c.sessions[i].port = points, port
     c.sessions[i].snaplen, c.sessions[i].prog = snaplen, prog
     c.sessions[i].prog_len = n
     c.active |= 1u << i
+    pthread_mutex_unlock(&c.lock)
+    free(old)
     return i
 
 
 cdef void cap_remove(capture_t *c, int session) noexcept nogil:
+    pthread_mutex_lock(&c.lock)
     if 0 <= session < MAX_CAPTURES:
         c.active &= ~(1u << session)
     if c.active == 0:
         c.tail = c.head         # nobody will read what is left
+    pthread_mutex_unlock(&c.lock)
 
 
 cdef list cap_read(capture_t *c, int max_records):
     """Take records from the ring: [(ts_ns, mask, port, point, reason
     (None or its name), orig_len, bytes, detail)]."""
     out = []
+    with nogil:                 # (a worker holding it never waits for the GIL)
+        pthread_mutex_lock(&c.lock)
+    try:
+        _cap_take(c, max_records, out)
+    finally:
+        pthread_mutex_unlock(&c.lock)
+    return out
+
+
+cdef _cap_take(capture_t *c, int max_records, list out):
     cdef uint64_t pos, room
     cdef cap_rec_t *rec
     while c.tail < c.head and len(out) < max_records:
@@ -280,4 +307,3 @@ cdef list cap_read(capture_t *c, int max_records):
                     DROP_NAMES[rec.reason - 1] if rec.reason else None, rec.orig_len, data,
                     rec.detail))
         c.tail += _align8(sizeof(cap_rec_t) + rec.cap_len)
-    return out

@@ -61,6 +61,11 @@ cdef struct ct_entry_t:           # 64 bytes: one cache line
 
 
 cdef struct ct_t:
+    # Shared by all workers, entirely under `lock` (the fragments table and
+    # the gateway marks too): only frames of pods a policy selects, or that
+    # cross a host port while some pod is, take it. One lock, not striped:
+    # a connection's packets are few lookups next to their copies.
+    pthread_mutex_t lock
     ct_entry_t *slots
     uint64_t mask                 # capacity - 1, a power of two, >= 2 * max_entries
     uint64_t count                # entries, expired ones not yet swept included

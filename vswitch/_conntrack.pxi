@@ -83,6 +83,7 @@ cdef int ct_init(ct_t *t, uint64_t max_entries, uint64_t seed) noexcept nogil:
     if t.via_gateway == NULL or t.owned == NULL:
         return -1
     t.max_per_owner = max_entries
+    pthread_mutex_init(&t.lock, NULL)
     return ct_alloc(t, max_entries)
 
 

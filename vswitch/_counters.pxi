@@ -6,10 +6,10 @@ from vswitch.protocol import DROP_NAMES
 assert len(DROP_NAMES) == N_DROP_REASONS
 
 
-cdef inline void count_drop(counters_t *c, port_t *inp, int reason) noexcept nogil:
-    """A frame from inp dropped at ingress."""
-    c.drops[reason] += 1
-    inp.rx_dropped += 1
+cdef inline void count_drop(worker_t *w, uint32_t in_id, int reason) noexcept nogil:
+    """A frame from port (or peer) in_id dropped at ingress, on worker w."""
+    w.totals.drops[reason] += 1
+    stats_of(w, in_id).rx_dropped += 1
 
 
 cdef inline int write_error_reason(ssize_t w) noexcept nogil:
@@ -21,7 +21,7 @@ cdef inline int write_error_reason(ssize_t w) noexcept nogil:
     return DROP_WRITE_ERROR
 
 
-cdef dict port_counters(const port_t *p):
+cdef dict port_counters(const port_stats_t *p):
     return {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes, "rx_dropped": p.rx_dropped,
             "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes, "tx_dropped": p.tx_dropped,
             "policy_denied": p.policy_denied}

@@ -4,8 +4,9 @@
 # path touches only these structs and never a Python object.
 
 cimport cython
-from libc.stdint cimport uint16_t, uint32_t, uint64_t, int64_t
+from libc.stdint cimport uint16_t, uint32_t, uint64_t, int64_t, uintptr_t
 
+include "_sync.pxd"
 include "_syscalls.pxd"
 include "_frame.pxd"
 include "_offload.pxd"
@@ -34,31 +35,52 @@ cdef enum:
     DEST_LOOP = -2            # Datapath._destination: back where it came from
 
 
+cdef enum:                    # what Datapath._retire keeps until no worker can hold it
+    RETIRE_FREE = 0           # memory to free() (a grown table's old slots)
+    RETIRE_POLICY = 1         # a port's replaced NetworkPolicy tables
+    RETIRE_PORT = 2           # a removed port's slot: its fds, counters and tables
+    RETIRE_PEER = 3           # a forgotten peer's slot and counters
+
+
 cdef class _Shared:
-    # Shared by every forwarding thread (one today). Written by the control
-    # plane through the methods of _fastpath.pyx and the *_control.pxi files;
-    # the pipeline writes only the FDB (learning), conntrack and fragments
-    # (policy commits), the per-port and per-peer counters, token buckets
-    # and the capture ring. With one thread nothing else runs beside it: the
-    # event loop calls poll(), and the control plane runs between polls.
+    # Shared by every forwarding thread: each table's .pxd says who writes
+    # it and how readers stay safe. In short: the control plane (the event
+    # loop's thread, through the methods of _fastpath.pyx and the
+    # *_control.pxi files) is the only writer of ports, networks, services,
+    # neighbours and owners; workers write the FDB (learning), conntrack and
+    # fragments (policy commits), peers (learn_peers), token buckets and the
+    # capture ring, each under that table's lock or atomically, and their
+    # counters in their own worker_t. Readers on the frame path take no lock
+    # but conntrack's. What a writer unlinks is freed (or its slot reused)
+    # only after every worker passed a quiescent point (_retire, reclaim).
     cdef readonly int batch
     cdef ports_t ports
-    cdef networks_t networks
+    cdef networks_t networks      # one word per network id: written and read atomically
     cdef fdb_t fdb
     cdef neigh_t neigh            # pod addresses the cluster knows: ARP answered here
     cdef neigh_t owners           # local secured pods' addresses -> their port id + 1
     cdef ct_t ct                  # connections NetworkPolicy allowed
-    cdef frags_t frags            # first fragments policy allowed
+    cdef frags_t frags            # first fragments policy allowed (under ct.lock)
     cdef services_t services      # Service addresses: egress is judged after the node's DNAT
     cdef uint32_t policed         # ports a policy selects (host ports look up sources only then)
     cdef peers_t peers
     cdef capture_t cap
-    # Owned by the one forwarding thread (_worker.pxd): the pipeline takes it
-    # as `w` beside `self`.
-    cdef worker_t w
+    # The forwarding threads' own state (_worker.pxd), one each; the pipeline
+    # takes one as `w` beside `self`. w is workers[0], which poll() and
+    # drain() run on the caller's thread when no thread is started (rigs).
+    cdef worker_t *workers
+    cdef readonly int n_workers
+    cdef worker_t *w
+    cdef int notify_fd            # eventfd: readable when a worker saw an fd fail
+    cdef list _threads            # started worker threads (empty: none)
+    cdef list _retired            # [(epochs when retired, RETIRE_*, value)]
 
     cdef _declared(self, int network)
     cdef port_t *_port(self, uint32_t port_id) except NULL
+    cdef _retire(self, int kind, uintptr_t value)
+    cdef _neigh_set(self, neigh_t *t, uint16_t network, const ip_key_t *ip, uint64_t mac)
+    cdef dict _port_counters(self, uint32_t port_id)
+    cdef dict _peer_counters(self, uint32_t peer)
 
 
 # The control methods, one concept per class (_<concept>_control.pxi), each
@@ -81,6 +103,8 @@ cdef class _CaptureControl(_PolicyControl):
 
 @cython.final
 cdef class Datapath(_CaptureControl):
+    cdef void _serve(self, worker_t *w) noexcept nogil
+    cdef int _serve_ready(self, worker_t *w, int n) noexcept nogil
     cdef int _drain(self, worker_t *w, uint32_t port_id) noexcept nogil
     cdef int _drain_tunnel(self, worker_t *w) noexcept nogil
     cdef void _flush_output(self, worker_t *w) noexcept nogil

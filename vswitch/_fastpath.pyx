@@ -30,6 +30,7 @@ reconfigured.
 
 import ipaddress
 import os
+import threading
 
 from libc.errno cimport errno, EAGAIN, EINTR, EIO
 from libc.stdlib cimport calloc, malloc, free
@@ -69,6 +70,7 @@ assert protocol.VXLAN_OUTER_OVERHEAD == OUTER_OVERHEAD
 assert protocol.UDP_GRO == UDP_GRO
 assert protocol.ETH_HLEN == ETH_HLEN
 assert protocol.MAX_NETWORKS == MAX_NETWORKS
+assert protocol.MAX_WORKERS == MAX_WORKERS
 
 
 def mac_to_str(uint64_t mac):
@@ -80,7 +82,7 @@ cdef inline unsigned char *slot_frame(unsigned char *slots, int i) noexcept nogi
 
 
 cdef class _Shared:
-    """The tables every forwarding thread shares, and the one thread's own
+    """The tables every forwarding thread shares, and each thread's own
     state (_fastpath.pxd); the control methods are added by the chain of
     classes between this and Datapath, one concept each (_*_control.pxi)."""
 
@@ -93,6 +95,94 @@ cdef class _Shared:
         if p == NULL:
             raise KeyError(f"no port {port_id}")
         return p
+
+    # ------------------------------------------------ quiescence (reclaim)
+    # What the control plane unlinks from a shared table may still be in a
+    # worker's hands until that worker finishes its round: it is kept here
+    # with every worker's epoch, and freed once each worker has moved on (or
+    # waits in epoll_wait, holding nothing). The control plane never waits
+    # for that: reclaim() runs on its timer, and after each retirement.
+
+    cdef _retire(self, int kind, uintptr_t value):
+        epochs = tuple(load_u64(&self.workers[k].epoch) for k in range(self.n_workers))
+        self._retired.append((epochs, kind, value))
+        self.reclaim()
+
+    def reclaim(self):
+        """Free what no worker can hold any more; returns how many are left."""
+        full_fence()
+        cdef int k
+        passed = [not self._threads or not load_acquire_int(&self.workers[k].online)
+                  for k in range(self.n_workers)]
+        epochs = [load_u64(&self.workers[k].epoch) for k in range(self.n_workers)]
+        left = []
+        for item in self._retired:
+            if all(passed[k] or epochs[k] != item[0][k] for k in range(self.n_workers)):
+                self._free_retired(item[1], item[2])
+            else:
+                left.append(item)
+        self._retired = left
+        return len(left)
+
+    def _free_retired(self, int kind, uintptr_t value):
+        cdef port_t *p
+        cdef int k
+        if kind == RETIRE_FREE:
+            free(<void *>value)
+        elif kind == RETIRE_POLICY:
+            port_policy_free(<port_policy_t *>value)
+        elif kind == RETIRE_PORT:
+            p = &self.ports.slots[value]
+            port_policy_free(p.policy)
+            p.policy = NULL
+            for k in range(p.n_queues):
+                close(p.fds[k])
+            for k in range(self.n_workers):
+                memset(&self.workers[k].stats[value], 0, sizeof(port_stats_t))
+            p.retiring = False
+        elif kind == RETIRE_PEER:
+            for k in range(self.n_workers):
+                memset(&self.workers[k].peer_stats[value], 0, sizeof(peer_stats_t))
+            pthread_mutex_lock(&self.peers.lock)
+            self.peers.slots[value].retiring = False
+            pthread_mutex_unlock(&self.peers.lock)
+
+    cdef _neigh_set(self, neigh_t *t, uint16_t network, const ip_key_t *ip, uint64_t mac):
+        cdef neigh_entry_t *old
+        if neigh_set(t, network, ip, mac, &old) < 0:
+            raise MemoryError()
+        if old != NULL:
+            self._retire(RETIRE_FREE, <uintptr_t>old)
+
+    # ------------------------------------------------ counters, summed
+    cdef dict _port_counters(self, uint32_t port_id):
+        cdef port_stats_t sum
+        cdef port_stats_t *s
+        cdef int k
+        memset(&sum, 0, sizeof(sum))
+        for k in range(self.n_workers):
+            s = &self.workers[k].stats[port_id]
+            sum.rx_packets += s.rx_packets
+            sum.rx_bytes += s.rx_bytes
+            sum.rx_dropped += s.rx_dropped
+            sum.tx_packets += s.tx_packets
+            sum.tx_bytes += s.tx_bytes
+            sum.tx_dropped += s.tx_dropped
+            sum.policy_denied += s.policy_denied
+        return port_counters(&sum)
+
+    cdef dict _peer_counters(self, uint32_t peer):
+        cdef peer_stats_t *s
+        cdef int k
+        out = dict.fromkeys(("rx_packets", "rx_bytes", "tx_packets", "tx_bytes", "tx_dropped"), 0)
+        for k in range(self.n_workers):
+            s = &self.workers[k].peer_stats[peer]
+            out["rx_packets"] += s.rx_packets
+            out["rx_bytes"] += s.rx_bytes
+            out["tx_packets"] += s.tx_packets
+            out["tx_bytes"] += s.tx_bytes
+            out["tx_dropped"] += s.tx_dropped
+        return out
 
 
 include "_ports_control.pxi"
@@ -109,22 +199,30 @@ cdef class Datapath(_CaptureControl):
     optional VXLAN tunnel to peers, one FDB shared by all networks (keyed by
     network and MAC), and counters."""
 
-    def __cinit__(self, *, uint64_t fdb_max_entries, double aging_time, int batch,
+    def __cinit__(self, *, int workers, uint64_t fdb_max_entries, double aging_time, int batch,
                   double busy_poll_us, uint32_t fdb_max_per_port, uint32_t fdb_max_per_peer,
                   uint64_t conntrack_max, uint64_t conntrack_max_per_pod):
         """Every setting given (the defaults are the config's: Config,
-        datapath.new_datapath). fdb_max_per_port / _per_peer: learned
-        entries one port / one peer may hold (0: no limit but the table's).
-        conntrack_max: connections tracked at once; conntrack_max_per_pod:
-        of them charged to one port (0: conntrack_max)."""
+        datapath.new_datapath). workers: forwarding threads (start() starts
+        them). fdb_max_per_port / _per_peer: learned entries one port / one
+        peer may hold (0: no limit but the table's). conntrack_max:
+        connections tracked at once; conntrack_max_per_pod: of them charged
+        to one port (0: conntrack_max)."""
         if fdb_max_entries < 1 or aging_time <= 0 or not 1 <= batch <= 1024 or busy_poll_us < 0 \
-                or conntrack_max < 1:
+                or conntrack_max < 1 or not 1 <= workers <= MAX_WORKERS:
             raise ValueError("fdb_max_entries, aging_time and conntrack_max must be positive, "
-                             "batch 1..1024, busy_poll_us >= 0")
+                             f"batch 1..1024, busy_poll_us >= 0, workers 1..{MAX_WORKERS}")
         seed = int.from_bytes(os.urandom(8), "little")
         self.batch = batch
-        if worker_init(&self.w, batch, busy_poll_us) < 0:
-            raise OSError(errno, "cannot set up the forwarding thread's state")
+        self._threads, self._retired = [], []
+        self.notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC)
+        self.workers = <worker_t *>calloc(workers, sizeof(worker_t))
+        if self.workers == NULL or self.notify_fd < 0:
+            raise MemoryError()
+        self.n_workers, self.w = workers, self.workers
+        for k in range(workers):
+            if worker_init(&self.workers[k], k, batch, busy_poll_us) < 0:
+                raise OSError(errno, "cannot set up a forwarding thread's state")
         if (ports_init(&self.ports) < 0
                 or networks_init(&self.networks) < 0 or peers_init(&self.peers) < 0
                 or cap_init(&self.cap) < 0
@@ -142,12 +240,24 @@ cdef class Datapath(_CaptureControl):
             self.ct.max_per_owner = conntrack_max_per_pod
 
     def __dealloc__(self):
+        # (no worker thread runs: each holds a reference to self)
         cdef uint32_t i
+        cdef int k
+        for _, kind, value in self._retired or ():
+            self._free_retired(kind, value)
         if self.ports.slots != NULL:
             for i in range(self.ports.limit):
-                port_policy_free(self.ports.slots[i].policy)
+                if self.ports.slots[i].fd >= 0:
+                    port_policy_free(self.ports.slots[i].policy)
+                    for k in range(self.ports.slots[i].n_queues):
+                        close(self.ports.slots[i].fds[k])
         ct_free(&self.ct)
-        worker_free(&self.w)
+        if self.workers != NULL:
+            for k in range(self.n_workers):
+                worker_free(&self.workers[k])
+            free(self.workers)
+        if self.notify_fd >= 0:
+            close(self.notify_fd)
         ports_free(&self.ports)
         networks_free(&self.networks)
         peers_free(&self.peers)
@@ -159,63 +269,114 @@ cdef class Datapath(_CaptureControl):
 
     # ------------------------------------------------------------- counters
     def counters(self):
-        """Switch-wide counters: decisions, drops by reason, FDB, tunnel."""
-        out = counters_dict(&self.w.totals)
+        """Switch-wide counters: decisions, drops by reason, FDB, tunnel
+        (each worker's share, summed)."""
+        cdef counters_t totals
+        cdef port_stats_t tunnel
+        cdef worker_t *w
+        cdef int k, r
+        memset(&totals, 0, sizeof(totals))
+        memset(&tunnel, 0, sizeof(tunnel))
+        gro_merged = gateway_replies = arp = nd = 0
+        for k in range(self.n_workers):
+            w = &self.workers[k]
+            totals.unicast += w.totals.unicast
+            totals.flooded += w.totals.flooded
+            for r in range(N_DROP_REASONS):
+                totals.drops[r] += w.totals.drops[r]
+            tunnel.rx_packets += w.stats[TUNNEL_STATS].rx_packets
+            tunnel.rx_bytes += w.stats[TUNNEL_STATS].rx_bytes
+            tunnel.rx_dropped += w.stats[TUNNEL_STATS].rx_dropped
+            tunnel.tx_packets += w.stats[TUNNEL_STATS].tx_packets
+            tunnel.tx_bytes += w.stats[TUNNEL_STATS].tx_bytes
+            tunnel.tx_dropped += w.stats[TUNNEL_STATS].tx_dropped
+            gro_merged += w.gro.merged
+            gateway_replies += w.gateway_replies
+            arp += w.arp_answered
+            nd += w.nd_answered
+        out = counters_dict(&totals)
         out["fdb"] = {"entries": self.fdb.count, "max_entries": self.fdb.max_entries,
                       "learned": self.fdb.learned, "moves": self.fdb.moves,
                       "full": self.fdb.full, "limited": self.fdb.limited,
-                      "expired": self.fdb.expired,
+                      "expired": self.fdb.expired, "busy": self.fdb.busy,
                       "max_per_port": self.fdb.max_per_port, "max_per_peer": self.fdb.max_per_peer}
-        out["tunnel"] = port_counters(&self.w.tunnel)
-        out["gro_merged"] = self.w.gro.merged
-        out["arp_suppressed"] = self.neigh.answered
-        out["nd_suppressed"] = self.neigh.answered6
+        out["tunnel"] = port_counters(&tunnel)
+        out["gro_merged"] = gro_merged
+        out["arp_suppressed"] = arp
+        out["nd_suppressed"] = nd
         out["neighbours"] = self.neigh.count
         out["conntrack"] = {"entries": self.ct.count, "max_entries": self.ct.max_entries,
                             "max_per_pod": self.ct.max_per_owner,
                             "created": self.ct.created, "expired": self.ct.expired,
                             "revoked": self.ct.revoked, "early_dropped": self.ct.early_dropped}
         out["fragments_passed"] = self.frags.passed
-        out["gateway_replies"] = self.w.gateway_replies
+        out["gateway_replies"] = gateway_replies
         return out
+
+    def worker_counters(self):
+        """Per worker: frames it switched and its share of the decisions
+        (how the load spreads over the threads)."""
+        return [{"frames": self.workers[k].frames, "unicast": self.workers[k].totals.unicast,
+                 "flooded": self.workers[k].totals.flooded} for k in range(self.n_workers)]
 
     @property
     def gro_merged(self):
         """Segments that went out inside a GRO superframe."""
-        return self.w.gro.merged
+        return sum(self.workers[k].gro.merged for k in range(self.n_workers))
 
     # ---------------------------------------------------------------- tunnel
 
-    def set_tunnel(self, int rx_fd, senders, int udp_port, int underlay_mtu,
+    def set_tunnel(self, rx_fds, senders, int udp_port, int underlay_mtu,
                    int outer_overhead, bint learn_peers, vtep, uint32_t max_learned_peers):
-        """Enable VXLAN: rx_fd a non-blocking UDP socket bound to the VTEP
-        (UDP_GRO on), senders [(fd, source port)] of non-blocking UDP
-        sockets bound to it, all of the family of vtep (its address, as
-        peers' are given: an int, IPv4 mapped); outer_overhead: what the
+        """Enable VXLAN: rx_fds non-blocking UDP sockets bound to the VTEP
+        (UDP_GRO on; SO_REUSEPORT, one per worker: worker k receives on the
+        k-th; an int: one socket, worker 0's), senders per worker [[(fd,
+        source port)]] of non-blocking UDP sockets bound to it (a flat list:
+        one pool for all), all of the family of vtep (its address, as peers'
+        are given: an int, IPv4 mapped); outer_overhead: what the
         encapsulation puts around a frame on that family (vswitch/encap.py,
-        which the MTU checks use). learn_peers: a datagram from an unknown source
-        makes it a peer of that network (at most max_learned_peers such
-        peers; they age, see expire_peers); turning it off forgets them."""
+        which the MTU checks use). learn_peers: a datagram from an unknown
+        source makes it a peer of that network (at most max_learned_peers
+        such peers; they age, see expire_peers); turning it off forgets
+        them. Once workers run, only the settings may change, not the sockets."""
         if not 0 < udp_port < 65536 or not 576 <= underlay_mtu <= 65535 \
                 or not 0 < outer_overhead < underlay_mtu:
             raise ValueError("udp_port must be 1..65535, underlay_mtu 576..65535 and "
                              "outer_overhead less")
-        if not 0 < len(senders) <= MAX_SENDERS:
-            raise ValueError(f"1..{MAX_SENDERS} sending sockets")
-        self._flush_output(&self.w)
-        for i, (fd, sport) in enumerate(senders):
-            self.w.tx.fd[i], self.w.tx.sport[i] = fd, sport
-        self.w.tx.n_senders = len(senders)
-        if rx_fd != self.w.rx.fd:
-            if self.w.rx.fd >= 0:
-                poller_unwatch(&self.w.poller, self.w.rx.fd)
-            if poller_watch(&self.w.poller, rx_fd, TUNNEL_PORT) < 0:
-                raise OSError(errno, f"cannot poll fd {rx_fd}")
-        self.w.rx.fd = rx_fd
+        rx_fds = [rx_fds] if isinstance(rx_fds, int) else list(rx_fds)
+        pools = [senders] if senders and isinstance(senders[0], tuple) else list(senders)
+        if not 0 < len(rx_fds) <= self.n_workers or not pools \
+                or not all(0 < len(pool) <= MAX_SENDERS for pool in pools):
+            raise ValueError(f"1..{self.n_workers} receiving sockets and pools of "
+                             f"1..{MAX_SENDERS} sending sockets")
+        cdef worker_t *w
+        cdef int k
+        for k in range(self.n_workers):
+            w = &self.workers[k]
+            pool = pools[k % len(pools)]
+            rx_fd = rx_fds[k] if k < len(rx_fds) else -1
+            same = rx_fd == w.rx.fd and [(w.tx.fd[i], w.tx.sport[i]) for i in
+                                         range(w.tx.n_senders)] == list(pool)
+            if self._threads and not same:
+                raise ValueError("the tunnel's sockets cannot change while workers run")
+            if not same:
+                self._flush_output(w)
+                for i, (fd, sport) in enumerate(pool):
+                    w.tx.fd[i], w.tx.sport[i] = fd, sport
+                w.tx.n_senders = len(pool)
+                if rx_fd != w.rx.fd:
+                    if w.rx.fd >= 0:
+                        poller_unwatch(&w.poller, w.rx.fd)
+                    if rx_fd >= 0 and poller_watch(&w.poller, rx_fd, TUNNEL_PORT) < 0:
+                        raise OSError(errno, f"cannot poll fd {rx_fd}")
+                w.rx.fd = rx_fd
+            w.tx.underlay_mtu, w.rx.learn_peers = underlay_mtu, learn_peers
+            w.rx.vtep = key_from_int(vtep)
+            w.tx.outer_overhead = outer_overhead
+        pthread_mutex_lock(&self.peers.lock)
         peers_set_port(&self.peers, udp_port)
-        self.w.tx.underlay_mtu, self.w.rx.learn_peers = underlay_mtu, learn_peers
-        self.w.rx.vtep, self.peers.max_learned = key_from_int(vtep), max_learned_peers
-        self.w.tx.outer_overhead = outer_overhead
+        self.peers.max_learned = max_learned_peers
+        pthread_mutex_unlock(&self.peers.lock)
         if not learn_peers:
             for ip, _, _, learned in self.peer_list():
                 if learned:
@@ -238,37 +399,110 @@ cdef class Datapath(_CaptureControl):
     def busy_poll_us(self, double us):
         if us < 0:
             raise ValueError("busy_poll_us must be >= 0")
-        self.w.poller.busy_poll_ns = <uint64_t>(us * 1000)
+        for k in range(self.n_workers):
+            store_u64(&self.workers[k].poller.busy_poll_ns, <uint64_t>(us * 1000))
 
-    def fileno(self):
-        """An fd that is readable when any port or the tunnel has frames:
-        the event loop watches it and calls poll()."""
-        return self.w.poller.epfd
+    # ----------------------------------------------------- forwarding threads
+
+    def start(self):
+        """Start the forwarding threads, one per worker, each serving its
+        epoll set without the GIL until stop(). The control plane goes on
+        on the caller's thread: it learns of failed fds through
+        failures_fd(), and calls reclaim() now and then."""
+        if self._threads:
+            return
+        for k in range(self.n_workers):
+            t = threading.Thread(target=self._run, args=(k,), name=f"vswitch-worker-{k}",
+                                 daemon=True)
+            self._threads.append(t)
+            t.start()
+
+    def stop(self):
+        """Stop the forwarding threads (each finishes its round) and wait for them."""
+        cdef uint64_t one = 1
+        for k in range(len(self._threads)):
+            write(self.workers[k].stop_fd, &one, sizeof(one))
+        for t in self._threads:
+            t.join()
+        self._threads = []
+        for k in range(self.n_workers):
+            read(self.workers[k].stop_fd, &one, sizeof(one))
+        self.reclaim()
+
+    @property
+    def running(self):
+        return bool(self._threads)
+
+    def _run(self, int k):
+        with nogil:
+            self._serve(&self.workers[k])
+
+    def failures_fd(self):
+        """An fd that is readable when a worker stopped polling a failed fd
+        (take_failed() names them)."""
+        return self.notify_fd
+
+    cdef void _serve(self, worker_t *w) noexcept nogil:
+        """A forwarding thread: serve the ready fds, round after round,
+        sleeping in epoll_wait when busy_poll_us pass without a frame, until
+        the stop eventfd is readable."""
+        cdef int n
+        cdef uint64_t last = monotonic_ns(), now
+        store_release_int(&w.online, 1)
+        full_fence()
+        while True:
+            n = epoll_wait(w.poller.epfd, w.poller.events, POLL_EVENTS, 0)
+            if n == 0 and monotonic_ns() - last >= load_u64(&w.poller.busy_poll_ns):
+                store_release_int(&w.online, 0)     # holds nothing while it waits
+                n = epoll_wait(w.poller.epfd, w.poller.events, POLL_EVENTS, -1)
+                store_release_int(&w.online, 1)
+                full_fence()
+            if n > 0 and self._serve_ready(w, n) < 0:
+                break
+            now = monotonic_ns()
+            if n > 0:
+                last = now
+            store_release_u64(&w.epoch, w.epoch + 1)     # a quiescent point
+        store_release_int(&w.online, 0)
+
+    cdef int _serve_ready(self, worker_t *w, int n) noexcept nogil:
+        """Serve the n ready fds of w's last epoll_wait; -1: told to stop."""
+        cdef int i, r
+        cdef uint32_t key
+        cdef uint64_t one = 1
+        for i in range(n):
+            key = w.poller.events[i].data.u32
+            if key == STOP_KEY:
+                return -1
+            if key == TUNNEL_PORT:
+                r = self._drain_tunnel(w)
+                if r < 0:
+                    poller_fail(&w.poller, key, w.rx.fd)
+                    write(self.notify_fd, &one, sizeof(one))
+            elif port_at(&self.ports, key) != NULL:
+                r = self._drain(w, key)
+                if r < 0:
+                    poller_fail(&w.poller, key, self.ports.slots[key].fds[w.index])
+                    write(self.notify_fd, &one, sizeof(one))
+        return 0
 
     def poll(self):
-        """Serve every ready port and the tunnel, round-robin: each ready fd
+        """With no thread started (rigs, benches): serve every ready fd of
+        the first worker on the caller's thread, round-robin: each ready fd
         gets up to `batch` frames or POLL_QUANTUM_NS per round, so a flooding
         port cannot starve the others. Rounds go on while fds are ready (and,
         with busy polling, until busy_poll_us pass without a frame), for at
-        most POLL_BUDGET_NS; then the event loop gets its turn. Returns the
-        number of ports whose fd failed (take_failed() names them)."""
-        cdef worker_t *w = &self.w
-        cdef int i, n, r
-        cdef uint32_t key
+        most POLL_BUDGET_NS. Returns the number of ports whose fd failed
+        (take_failed() names them)."""
+        if self._threads:
+            raise RuntimeError("the workers are running: they poll")
+        cdef worker_t *w = self.w
+        cdef int n
         cdef uint64_t start = monotonic_ns(), last = start, now
         with nogil:
             while True:
                 n = epoll_wait(w.poller.epfd, w.poller.events, POLL_EVENTS, 0)
-                for i in range(n):
-                    key = w.poller.events[i].data.u32
-                    if key == TUNNEL_PORT:
-                        r = self._drain_tunnel(&self.w)
-                        if r < 0:
-                            poller_fail(&w.poller, key, w.rx.fd)
-                    elif port_at(&self.ports, key) != NULL:
-                        r = self._drain(w, key)
-                        if r < 0:
-                            poller_fail(&w.poller, key, self.ports.slots[key].fd)
+                self._serve_ready(w, n)
                 now = monotonic_ns()
                 if n > 0:
                     last = now
@@ -279,20 +513,30 @@ cdef class Datapath(_CaptureControl):
         return w.poller.n_failed
 
     def take_failed(self):
-        """Ids of the ports (PORT_TUNNEL: the tunnel) whose fd failed in
-        poll() since the last call; they are no longer polled."""
-        out = [self.w.poller.failed[i] for i in range(self.w.poller.n_failed)]
-        self.w.poller.n_failed = 0
-        return out
+        """Ids of the ports (PORT_TUNNEL: the tunnel) whose fd failed since
+        the last call; no worker polls them any more."""
+        cdef uint64_t count
+        read(self.notify_fd, &count, sizeof(count))
+        out = []
+        cdef poller_t *p
+        for k in range(self.n_workers):
+            p = &self.workers[k].poller
+            with nogil:
+                pthread_mutex_lock(&p.failed_lock)
+            out += [p.failed[i] for i in range(p.n_failed)]
+            p.n_failed = 0
+            pthread_mutex_unlock(&p.failed_lock)
+        return sorted(set(out))
 
     def drain(self, uint32_t port_id):
-        """Read and switch up to `batch` frames from one port: the number
-        read, or -errno when its fd failed."""
+        """Read and switch up to `batch` frames from one port (on the first
+        worker, with no thread started): the number read, or -errno when
+        its fd failed."""
         if port_at(&self.ports, port_id) == NULL:
             return 0
         cdef int r
         with nogil:
-            r = self._drain(&self.w, port_id)
+            r = self._drain(self.w, port_id)
         return r
 
     def drain_tunnel(self):
@@ -300,11 +544,12 @@ cdef class Datapath(_CaptureControl):
         number received, or -errno."""
         cdef int r
         with nogil:
-            r = self._drain_tunnel(&self.w)
+            r = self._drain_tunnel(self.w)
         return r
 
     cdef int _drain(self, worker_t *w, uint32_t port_id) noexcept nogil:
         cdef port_t *inp = &self.ports.slots[port_id]
+        cdef int fd = inp.fds[w.index]
         # The frame starts at `frame` and its virtio_net_hdr sits just
         # before it, so that any egress can write either without a copy.
         cdef unsigned char *frame
@@ -316,9 +561,9 @@ cdef class Datapath(_CaptureControl):
             frame = slot_frame(w.slots, count)
             hdr = frame - VNET_HLEN
             if inp.vnet_hdr:
-                n = read(inp.fd, hdr, FRAME_BUF + VNET_HLEN)
+                n = read(fd, hdr, FRAME_BUF + VNET_HLEN)
             else:
-                n = read(inp.fd, frame, FRAME_BUF)
+                n = read(fd, frame, FRAME_BUF)
             if n < 0:
                 if errno == EINTR:
                     continue
@@ -331,6 +576,7 @@ cdef class Datapath(_CaptureControl):
             else:
                 memset(hdr, 0, VNET_HLEN)
             self._switch(w, port_id, inp, inp.network, hdr, frame, n, now)
+            w.frames += 1
             if monotonic_ns() - now >= POLL_QUANTUM_NS:
                 break                   # its time is up for this round
         self._flush_output(w)
@@ -368,6 +614,7 @@ cdef class Datapath(_CaptureControl):
                 if off >= total:
                     break
         self._flush_output(w)
+        w.frames += got
         return got
 
     cdef void _flush_output(self, worker_t *w) noexcept nogil:
@@ -375,10 +622,10 @@ cdef class Datapath(_CaptureControl):
         the held GRO superframe to its port (see the module's docstring)."""
         if w.tx.n_msgs:
             self._flush_tunnel(w)
-        gro_flush(&w.gro, &self.ports, &w.totals)
+        gro_flush(w, &self.ports)
 
     cdef void _flush_tunnel(self, worker_t *w) noexcept nogil:
-        tunnel_flush(&w.tx, &self.peers, &w.tunnel, &w.totals, &self.cap, &w.rx.vtep)
+        tunnel_flush(w, &self.peers, &self.cap)
 
     cdef int64_t _decap(self, worker_t *w, int i, int64_t peer, unsigned char *data, ssize_t n,
                         uint64_t now) noexcept nogil:
@@ -386,8 +633,8 @@ cdef class Datapath(_CaptureControl):
         unknown) and switch its inner frame. Returns the peer (learned)."""
         cdef int64_t vni, member
         cdef uint16_t net
-        w.tunnel.rx_packets += 1
-        w.tunnel.rx_bytes += n
+        w.stats[TUNNEL_STATS].rx_packets += 1
+        w.stats[TUNNEL_STATS].rx_bytes += n
         if peer < 0 and not w.rx.learn_peers:
             self._drop_datagram(w, i, DROP_UNKNOWN_PEER, data, n)
             return peer
@@ -403,16 +650,19 @@ cdef class Datapath(_CaptureControl):
             # Configured peers inject only into their own networks; with
             # learn_peers, a new or learned source becomes a member of this one.
             member = -1
-            if w.rx.learn_peers and (peer < 0 or self.peers.slots[peer].learned):
+            if w.rx.learn_peers and (peer < 0 or self.peers.slots[peer].learned) \
+                    and pthread_mutex_trylock(&self.peers.lock) == 0:    # busy: learned later
                 member = peer_join(&self.peers, key_of_sockaddr(&w.rx.addr[i]), net, True)
+                pthread_mutex_unlock(&self.peers.lock)
             if member < 0:                          # not ours to learn, or tables full
                 self._drop_datagram(w, i, DROP_UNKNOWN_PEER if peer < 0 else DROP_PEER_NOT_MEMBER,
                                     data, n)
                 return peer
             peer = member
-        self.peers.slots[peer].last_rx_ns = now
-        self.peers.slots[peer].rx_packets += 1
-        self.peers.slots[peer].rx_bytes += n
+        if now - load_u64(&self.peers.slots[peer].last_rx_ns) > 1000000:   # (a line few write)
+            store_u64(&self.peers.slots[peer].last_rx_ns, now)
+        w.peer_stats[peer].rx_packets += 1
+        w.peer_stats[peer].rx_bytes += n
         self._switch(w, PEER_BASE + peer, &w.tunnel, net, w.rx.zero_vhdr, data + VXLAN_HLEN,
                      n - VXLAN_HLEN, now)
         return peer
@@ -438,13 +688,20 @@ cdef class Datapath(_CaptureControl):
             return DROP_OVERSIZE
         if is_multicast(frame + 6):
             return DROP_BAD_SOURCE
-        if inp.secured and spoofed(inp, frame, n, l2):
-            return DROP_SPOOFED_SOURCE
-        if inp.secured and nd_spoofed(inp, frame, n, l2):
-            return DROP_ND_SPOOFED
-        if not inp.router and router_message(frame, n, l2):
+        cdef int reason
+        cdef unsigned seq
+        while True:                 # the port's addresses as one whole (ports.seq)
+            seq = seq_read_begin(&self.ports.seq)
+            reason = -1
+            if inp.secured and spoofed(inp, frame, n, l2):
+                reason = DROP_SPOOFED_SOURCE
+            elif inp.secured and nd_spoofed(inp, frame, n, l2):
+                reason = DROP_ND_SPOOFED
+            if not seq_read_retry(&self.ports.seq, seq):
+                break
+        if reason < 0 and not inp.router and router_message(frame, n, l2):
             return DROP_RA_GUARD
-        return -1
+        return reason
 
     cdef int64_t _destination(self, uint32_t in_id, uint16_t net, const unsigned char *frame,
                               uint64_t now) noexcept nogil:
@@ -469,8 +726,8 @@ cdef class Datapath(_CaptureControl):
                 cap_offer(&self.cap, CAP_DECAP if from_tunnel else CAP_INGRESS, in_id, -1,
                           frame, n)
             if not from_tunnel:
-                inp.rx_packets += 1
-                inp.rx_bytes += max(n, 0)
+                w.stats[in_id].rx_packets += 1
+                w.stats[in_id].rx_bytes += max(n, 0)
         cdef int reason = self._check(inp, net, hdr, frame, n)
         if reason < 0 and w.trace != NULL:
             trace_step(w.trace, TRACE_CHECKS, -1, in_id, 0, 0)
@@ -488,22 +745,20 @@ cdef class Datapath(_CaptureControl):
                 if w.trace != NULL:
                     trace_step(w.trace, TRACE_ARP, -1, in_id, known_mac, 0)
                     return
-                self.neigh.answered += 1
-                self._send(w, inp, self.neigh.reply, arp_reply(&self.neigh, frame, known_mac),
-                           ARP_FRAME_LEN)
+                w.arp_answered += 1
+                self._send(w, inp, w.reply, arp_reply(w.reply, frame, known_mac), ARP_FRAME_LEN)
                 return
             known_mac = nd_request_target(&self.neigh, net, frame, n)
             if known_mac:               # ... and ND suppression, the same for IPv6
                 if w.trace != NULL:
                     trace_step(w.trace, TRACE_ND, -1, in_id, known_mac, 0)
                     return
-                self.neigh.answered6 += 1
-                self._send(w, inp, self.neigh.reply, na_reply(&self.neigh, frame, known_mac),
-                           NA_FRAME_LEN)
+                w.nd_answered += 1
+                self._send(w, inp, w.reply, na_reply(w.reply, frame, known_mac), NA_FRAME_LEN)
                 return
         cdef int64_t out = -1
         cdef verdict_t v
-        if not inp.router and ct_gateway_count(&self.ct, ct_port(in_id))[0]:
+        if not inp.router and load_u32(ct_gateway_count(&self.ct, ct_port(in_id))):
             out = self._gateway_reply(w, in_id, net, frame, n, now)
         if out < 0:
             out = self._destination(in_id, net, frame, now)
@@ -513,7 +768,7 @@ cdef class Datapath(_CaptureControl):
             self._drop_frame(w, inp, DROP_LOOP, in_id, frame, n)
         elif out == DEST_FLOOD:
             if from_tunnel:
-                gro_flush(&w.gro, &self.ports, &w.totals)   # keep order with what is held
+                gro_flush(w, &self.ports)       # keep order with what is held
             self._flood(w, in_id, net, inp, hdr, frame, n, now)
         elif self._policy(w, in_id, inp, NULL if out >= PEER_BASE else &self.ports.slots[out], net,
                           frame, n, now, True, &v) >= 0:
@@ -578,8 +833,10 @@ cdef class Datapath(_CaptureControl):
         # the one it reaches, else to where it came from.
         path.owner = (path.src.pod - self.ports.slots if path.src.pod != NULL else
                       path.dst.pod - self.ports.slots if path.dst.pod != NULL else path.in_port)
+        pthread_mutex_lock(&self.ct.lock)
         policy_decide(&self.ct, &self.frags, &path, &f, net, ms32(now),
                       commit and w.trace == NULL, v)
+        pthread_mutex_unlock(&self.ct.lock)
         if w.trace != NULL:
             trace_verdict(w.trace, path.out_port if out != NULL else -1, v)
         return v.reason
@@ -590,16 +847,23 @@ cdef class Datapath(_CaptureControl):
         (NULL) is beyond, and behind a host port is the local pod that holds
         the address, or the node itself, or a Service, or anyone else."""
         cdef uint64_t owner
+        cdef unsigned seq
         end.pod, end.host, end.node, end.service = p, False, False, False
-        if p == NULL or not p.router:
-            return
-        end.host, end.pod = True, NULL
-        owner = neigh_lookup(&self.owners, net, address) if not key_is_zero(address) else 0
-        if owner:
-            end.pod = &self.ports.slots[owner - 1]
-        else:
-            end.node = owns_address(p, address)
-            end.service = is_service(&self.services, address)
+        if p != NULL and p.router:
+            end.host, end.pod = True, NULL
+            owner = neigh_lookup(&self.owners, net, address) if not key_is_zero(address) else 0
+            if owner:
+                end.pod = &self.ports.slots[owner - 1]
+            else:
+                while True:
+                    seq = seq_read_begin(&self.ports.seq)
+                    end.node = owns_address(p, address)
+                    if not seq_read_retry(&self.ports.seq, seq):
+                        break
+                end.service = is_service(&self.services, address)
+        # Its tables, read once: the control plane swaps them whole.
+        end.policy = <const port_policy_t *>load_acquire_ptr(<void **>&end.pod.policy) \
+            if end.pod != NULL else NULL
 
     cdef int64_t _gateway_of(self, worker_t *w, uint32_t in_id, uint16_t net, const unsigned char *frame,
                              ssize_t n, uint64_t now) noexcept nogil:
@@ -608,7 +872,9 @@ cdef class Datapath(_CaptureControl):
         (_gateway.pxi). Shared by the pipeline and trace."""
         cdef flow_t f
         flow_parse(&f, net, frame, n, eth_header_len(frame, n))
+        pthread_mutex_lock(&self.ct.lock)
         cdef int64_t gw = gateway_of_reply(&self.ct, &f, net, ct_port(in_id), ms32(now))
+        pthread_mutex_unlock(&self.ct.lock)
         if gw < 0 or port_at(&self.ports, gw) == NULL or not self.ports.slots[gw].router \
                 or self.ports.slots[gw].network != net:
             return -1
@@ -637,8 +903,10 @@ cdef class Datapath(_CaptureControl):
         self._end(&source, &self.ports.slots[in_id], &f.src, net)
         if f.kind != FLOW_IP or source.node:
             return
+        pthread_mutex_lock(&self.ct.lock)
         gateway_track(&self.ct, &f, net, in_id, out, source.pod - self.ports.slots
                       if source.pod != NULL else out if out != CT_NO_PORT else in_id, ms32(now))
+        pthread_mutex_unlock(&self.ct.lock)
 
     cdef void _policy_drop(self, worker_t *w, uint32_t in_id, port_t *inp, port_t *out, const verdict_t *v,
                            const unsigned char *frame, ssize_t n, bint whole) noexcept nogil:
@@ -647,13 +915,13 @@ cdef class Datapath(_CaptureControl):
         cdef port_t *decider = out if v.direction == POL_INGRESS else inp
         if w.trace != NULL:             # its verdict is the trace's policy step
             return
-        if decider != NULL and v.reason == DROP_POLICY_DENIED:
-            decider.policy_denied += 1
+        if decider != NULL and decider != &w.tunnel and v.reason == DROP_POLICY_DENIED:
+            w.stats[decider - self.ports.slots].policy_denied += 1
         w.totals.drops[v.reason] += 1
         if whole:
-            inp.rx_dropped += 1
+            stats_of(w, in_id).rx_dropped += 1
         elif out != NULL:
-            out.tx_dropped += 1
+            w.stats[out - self.ports.slots].tx_dropped += 1
         if self.cap.active:
             cap_offer_detail(&self.cap, CAP_DROP, in_id, v.reason,
                              (<uint32_t>v.direction << 31) | v.policy, frame, n)
@@ -666,7 +934,7 @@ cdef class Datapath(_CaptureControl):
         cdef verdict_t v
         # A pod's Router Solicitations and MLD reports go to the host port only.
         cdef bint routers_only = not inp.router and for_routers(frame, n)
-        for i in range(self.ports.limit):
+        for i in range(load_u32(&self.ports.limit)):
             if i != in_id and self.ports.slots[i].fd >= 0 and self.ports.slots[i].network == net \
                     and (self.ports.slots[i].router or not routers_only):
                 if self._policy(w, in_id, inp, &self.ports.slots[i], net, frame, n, now, True,
@@ -679,8 +947,10 @@ cdef class Datapath(_CaptureControl):
         if in_id < PEER_BASE and not routers_only:
             # Head-end replication: one copy per peer of the network. Local
             # copies went first: encapsulation may complete the checksum in place.
-            for i in range(self.peers.n_members):
-                if self.peers.member_net[i] == net:
+            for i in range(load_u32(&self.peers.n_members)):
+                # (the member's bit too: the list may be changing under us)
+                if self.peers.member_net[i] == net and \
+                        peer_is_member(&self.peers, self.peers.member_peer[i], net):
                     if to_peers == -2:
                         to_peers = self._policy(w, in_id, inp, NULL, net, frame, n, now, True, &v)
                         if to_peers >= 0:
@@ -692,7 +962,7 @@ cdef class Datapath(_CaptureControl):
                     sent = True
         if refused and not sent:
             if w.trace == NULL:
-                inp.rx_dropped += 1
+                stats_of(w, in_id).rx_dropped += 1
         elif sent:
             w.totals.flooded += 1
         else:
@@ -713,23 +983,24 @@ cdef class Datapath(_CaptureControl):
             trace_step(w.trace, TRACE_SEND, -1, out_id, 0, 0)
             return
         cdef iovec parts[2]
+        cdef int fd = out.fds[w.index]      # the worker's queue: the pod's replies come back to it
         if out.vnet_hdr:
             want = n + VNET_HLEN
             if hdr + VNET_HLEN == frame:
-                written = write(out.fd, hdr, want)
+                written = write(fd, hdr, want)
             else:                                   # a decapsulated frame: header apart
                 parts[0].iov_base, parts[0].iov_len = hdr, VNET_HLEN
                 parts[1].iov_base, parts[1].iov_len = frame, n
-                written = writev(out.fd, parts, 2)
+                written = writev(fd, parts, 2)
         else:
             if hdr[0] & VNET_F_NEEDS_CSUM:
                 complete_checksum(hdr, frame, n)    # in place, once: later copies reuse it
-            written = write(out.fd, frame, n)
+            written = write(fd, frame, n)
         if written != want:
             self._egress_drop(w, out, out_id, write_error_reason(written), frame, n)
             return
-        out.tx_packets += 1
-        out.tx_bytes += n
+        w.stats[out_id].tx_packets += 1
+        w.stats[out_id].tx_bytes += n
         if self.cap.active:
             cap_offer(&self.cap, CAP_EGRESS, out_id, -1, frame, n)
 
@@ -739,7 +1010,7 @@ cdef class Datapath(_CaptureControl):
         if w.trace != NULL:
             trace_step(w.trace, TRACE_DROP, reason, out_id, 0, 0)
             return
-        out.tx_dropped += 1
+        w.stats[out_id].tx_dropped += 1
         w.totals.drops[reason] += 1
         if self.cap.active:
             cap_offer(&self.cap, CAP_DROP, out_id, reason, frame, n)
@@ -750,12 +1021,12 @@ cdef class Datapath(_CaptureControl):
         cdef ssize_t hlen = tcp_gro_header_len(frame, n)
         # Limited ports (and a trace) take it frame by frame.
         if hlen < 0 or w.trace != NULL or self.ports.slots[out].egress.rate > 0:
-            gro_flush(&w.gro, &self.ports, &w.totals)
+            gro_flush(w, &self.ports)
             self._send(w, &self.ports.slots[out], hdr, frame, n)
             return
         if self.cap.active:                     # each segment, as it goes into the superframe
             cap_offer(&self.cap, CAP_EGRESS, out, -1, frame, n)
-        gro_add(&w.gro, &self.ports, &w.totals, out, frame, n, hlen)
+        gro_add(w, &self.ports, out, frame, n, hlen)
 
     cdef void _to_peer(self, worker_t *w, uint32_t peer, uint16_t net, unsigned char *hdr,
                        unsigned char *frame, ssize_t n) noexcept nogil:
@@ -807,20 +1078,20 @@ cdef class Datapath(_CaptureControl):
         if w.trace != NULL:
             trace_step(w.trace, TRACE_DROP, reason, PEER_BASE + peer, 0, 0)
             return
-        tunnel_drop(&self.peers, &w.tunnel, &w.totals, &self.cap, peer, reason, frame, n)
+        tunnel_drop(w, &self.cap, peer, reason, frame, n)
 
     cdef void _drop_frame(self, worker_t *w, port_t *inp, int reason, uint32_t in_id,
                           const unsigned char *frame, ssize_t n) noexcept nogil:
         if w.trace != NULL:             # the frame itself, not a copy: value 1
             trace_step(w.trace, TRACE_DROP, reason, in_id, 0, 1)
             return
-        count_drop(&w.totals, inp, reason)
+        count_drop(w, in_id, reason)
         if self.cap.active:
             cap_offer(&self.cap, CAP_DROP, in_id, reason, frame, n)
 
     cdef void _drop_datagram(self, worker_t *w, int i, int reason, unsigned char *payload,
                              ssize_t n) noexcept nogil:
         """A tunnel-level drop of received datagram i (its UDP payload)."""
-        count_drop(&w.totals, &w.tunnel, reason)
+        count_drop(w, PEER_BASE, reason)
         if self.cap.active:
             capture_received_drop(&self.cap, &w.rx, self.peers.udp_port, i, reason, payload, n)

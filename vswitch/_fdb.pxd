@@ -22,6 +22,13 @@ cdef struct fdb_entry_t:      # 16 bytes: a million entries in 32 MB of table (l
 
 
 cdef struct fdb_t:
+    # Shared by all workers. Writers (a worker learning a new or moved MAC,
+    # the control plane) hold `lock` and wrap each change in `seq`; readers
+    # take no lock (the seqcount protocol, _sync.pxd). A worker refreshing
+    # the entry of a MAC seen where it lives stores its seen_ms only (one
+    # word, atomically), and a worker that finds the lock held learns later.
+    pthread_mutex_t lock
+    seqcount_t seq
     fdb_entry_t *slots
     uint64_t mask             # capacity - 1, capacity a power of two
     uint64_t count
@@ -33,8 +40,9 @@ cdef struct fdb_t:
     uint32_t max_per_port     # learned entries one port may hold
     uint32_t max_per_peer     # ... and one peer
     uint64_t sweep_at         # where the incremental expiry sweep goes on
-    uint64_t learned          # new entries
+    uint64_t learned          # new entries (these four: written under the lock, or atomically)
     uint64_t moves            # a MAC seen on another port than before
     uint64_t full             # learn attempts refused: table full, or no slot within FDB_MAX_PROBE
     uint64_t limited          # learn attempts refused: the port or peer holds its maximum
+    uint64_t busy             # learn attempts put off: another writer held the table
     uint64_t expired

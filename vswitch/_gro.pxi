@@ -88,40 +88,43 @@ cdef void gro_finish(unsigned char *vhdr, unsigned char *first, ssize_t total, s
     vhdr[9] = 0
 
 
-cdef void gro_flush(gro_t *g, ports_t *ports, counters_t *c) noexcept nogil:
-    """Write the held train (if any) to its port."""
+cdef void gro_flush(worker_t *w, ports_t *ports) noexcept nogil:
+    """Write the worker's held train (if any) to its port (the worker's queue)."""
+    cdef gro_t *g = &w.gro
     if g.n == 0:
         return
     cdef port_t *out = &ports.slots[g.out]
+    cdef port_stats_t *st = &w.stats[g.out]
     cdef int segments = g.n - 1
     if segments == 1:
         memset(g.vhdr, 0, VNET_HLEN)        # a plain frame, checksums complete
     else:
         gro_finish(g.vhdr, <unsigned char *>g.iov[1].iov_base, g.total, g.hlen, g.mss)
-    cdef ssize_t w = writev(out.fd, g.iov, g.n)
+    cdef ssize_t written = writev(out.fds[w.index], g.iov, g.n)
     g.n = 0
-    if w == g.total + VNET_HLEN:
-        out.tx_packets += 1
-        out.tx_bytes += g.total
+    if written == g.total + VNET_HLEN:
+        st.tx_packets += 1
+        st.tx_bytes += g.total
         if segments > 1:
             g.merged += segments
         return
-    out.tx_dropped += 1
-    c.drops[write_error_reason(w)] += 1
+    st.tx_dropped += 1
+    w.totals.drops[write_error_reason(written)] += 1
 
 
-cdef void gro_add(gro_t *g, ports_t *ports, counters_t *c, uint32_t out, unsigned char *frame,
+cdef void gro_add(worker_t *w, ports_t *ports, uint32_t out, unsigned char *frame,
                   ssize_t n, ssize_t hlen) noexcept nogil:
     """Hold a mergeable frame (hlen: tcp_gro_header_len) for port out: it
     continues the held train or starts a new one (the old one is written)."""
     cdef ssize_t payload = n - hlen, l4 = gro_l4(frame)
     cdef uint32_t seq = be32(frame + l4 + 4)
     cdef unsigned char *first
+    cdef gro_t *g = &w.gro
     if g.n and (out != g.out or g.n == GRO_MAX_IOV + 2 or hlen != g.hlen
                 or frame[12] != (<unsigned char *>g.iov[1].iov_base)[12]
                 or seq != g.next_seq or payload > g.mss or g.total + payload > 65535
                 or not gro_same_flow(<unsigned char *>g.iov[1].iov_base, frame, hlen)):
-        gro_flush(g, ports, c)
+        gro_flush(w, ports)
     if g.n == 0:
         g.out, g.hlen, g.mss = out, hlen, payload
         g.total = n
@@ -141,4 +144,4 @@ cdef void gro_add(gro_t *g, ports_t *ports, counters_t *c, uint32_t out, unsigne
         first[l4 + 13] |= frame[l4 + 13] & 0x08     # PSH
     g.next_seq = seq + payload
     if payload < g.mss or frame[l4 + 13] & 0x08:
-        gro_flush(g, ports, c)              # a short or pushed segment ends the train
+        gro_flush(w, ports)              # a short or pushed segment ends the train

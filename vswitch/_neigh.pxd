@@ -18,11 +18,12 @@ cdef struct neigh_entry_t:    # 32 bytes
 
 
 cdef struct neigh_t:
+    # Written by the control plane only, each change inside `seq`; workers
+    # read without a lock (the seqcount protocol, _sync.pxd). A grown
+    # table's old slots are freed after a grace period (Datapath.reclaim).
+    seqcount_t seq
     neigh_entry_t *slots
     uint64_t mask             # capacity - 1, a power of two; kept at most half full
     uint64_t count
     uint64_t multiplier       # the hash's secret (random, odd), as the FDB's
     uint32_t shift
-    uint64_t answered         # ARP requests answered from the table
-    uint64_t answered6        # Neighbor Solicitations answered from it
-    unsigned char reply[VNET_HLEN + NA_FRAME_LEN]    # the answer being written (zero vnet header)

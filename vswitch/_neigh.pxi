@@ -34,6 +34,7 @@ cdef int neigh_init(neigh_t *t, uint64_t seed) noexcept nogil:
 
 
 cdef void neigh_free(neigh_t *t) noexcept nogil:
+    """(The table is neigh_alloc's; old ones neigh_set left are the caller's.)"""
     free(t.slots)
     t.slots = NULL
 
@@ -49,16 +50,27 @@ cdef inline int64_t neigh_slot(const neigh_t *t, uint64_t network, const ip_key_
 
 cdef inline uint64_t neigh_lookup(const neigh_t *t, uint16_t network,
                                   const ip_key_t *ip) noexcept nogil:
-    """The MAC of (network, ip), or 0 when unknown."""
-    cdef neigh_entry_t *e = &t.slots[neigh_slot(t, network, ip)]
-    return e.mac if e.network != 0 else 0
+    """The MAC of (network, ip), or 0 when unknown (lock-free)."""
+    cdef unsigned s
+    cdef uint64_t mac
+    cdef neigh_entry_t *e
+    while True:
+        s = seq_read_begin(&t.seq)
+        e = &t.slots[neigh_slot(t, network, ip)]
+        mac = e.mac if e.network != 0 else 0
+        if not seq_read_retry(&t.seq, s):
+            return mac
 
 
-cdef int neigh_set(neigh_t *t, uint16_t network, const ip_key_t *ip, uint64_t mac) noexcept nogil:
-    """Add or overwrite an entry (doubling the table past half full); -1: no memory."""
+cdef int neigh_set(neigh_t *t, uint16_t network, const ip_key_t *ip, uint64_t mac,
+                   neigh_entry_t **old) noexcept nogil:
+    """Add or overwrite an entry (doubling the table past half full: the
+    old slots are left in *old, for the caller to free once no worker reads
+    them); -1: no memory."""
     cdef neigh_t bigger
     cdef uint64_t i
     cdef neigh_entry_t *e
+    old[0] = NULL
     if 2 * (t.count + 1) > t.mask + 1:
         bigger = t[0]
         if neigh_alloc(&bigger, 2 * (t.mask + 1)) < 0:
@@ -67,12 +79,16 @@ cdef int neigh_set(neigh_t *t, uint16_t network, const ip_key_t *ip, uint64_t ma
             if t.slots[i].network != 0:
                 bigger.slots[neigh_slot(&bigger, t.slots[i].network, &t.slots[i].ip)] = t.slots[i]
                 bigger.count += 1
-        free(t.slots)
-        t[0] = bigger
+        old[0] = t.slots
+        seq_write_begin(&t.seq)
+        t.slots, t.mask, t.shift, t.count = bigger.slots, bigger.mask, bigger.shift, bigger.count
+        seq_write_end(&t.seq)
     e = &t.slots[neigh_slot(t, network, ip)]
     if e.network == 0:
         t.count += 1
-    e.network, e.ip, e.mac = network, ip[0], mac
+    seq_write_begin(&t.seq)
+    e.ip, e.mac, e.network = ip[0], mac, network
+    seq_write_end(&t.seq)
     return 0
 
 
@@ -82,6 +98,7 @@ cdef bint neigh_delete(neigh_t *t, uint16_t network, const ip_key_t *ip) noexcep
     if t.slots[i].network == 0:
         return False
     j = i
+    seq_write_begin(&t.seq)
     while True:
         j = (j + 1) & t.mask
         if t.slots[j].network == 0:
@@ -92,6 +109,7 @@ cdef bint neigh_delete(neigh_t *t, uint16_t network, const ip_key_t *ip) noexcep
             t.slots[i] = t.slots[j]
             i = j
     memset(&t.slots[i], 0, sizeof(neigh_entry_t))
+    seq_write_end(&t.seq)
     t.count -= 1
     return True
 
@@ -114,14 +132,14 @@ cdef inline uint64_t arp_request_target(const neigh_t *t, uint16_t network,
     return neigh_lookup(t, network, &target)
 
 
-cdef unsigned char *arp_reply(neigh_t *t, const unsigned char *request,
+cdef unsigned char *arp_reply(unsigned char *reply, const unsigned char *request,
                               uint64_t target_mac) noexcept nogil:
     """The answer to an ARP request (checked by arp_request_target) in
-    t.reply, after its zero virtio-net header: target_mac has the target
-    address. Returns where the Ethernet frame starts."""
-    cdef unsigned char *f = t.reply + VNET_HLEN
+    reply (a worker's), after its zero virtio-net header: target_mac has the
+    target address. Returns where the Ethernet frame starts."""
+    cdef unsigned char *f = reply + VNET_HLEN
     cdef const unsigned char *req = request + ETH_HLEN
-    memset(t.reply, 0, VNET_HLEN)
+    memset(reply, 0, VNET_HLEN)
     memcpy(f, request + 6, 6)                   # to the asker
     put_mac(f + 6, target_mac)
     put16(f + 12, ETH_P_ARP)
@@ -151,15 +169,15 @@ cdef inline uint64_t nd_request_target(const neigh_t *t, uint16_t network,
     return neigh_lookup(t, network, &target)
 
 
-cdef unsigned char *na_reply(neigh_t *t, const unsigned char *request,
+cdef unsigned char *na_reply(unsigned char *reply, const unsigned char *request,
                              uint64_t target_mac) noexcept nogil:
     """The Neighbor Advertisement answering a solicitation (checked by
-    nd_request_target) in t.reply, after its zero virtio-net header:
+    nd_request_target) in reply, after its zero virtio-net header:
     solicited and override, from the target to the asker, with the
     target's MAC as its link-layer address. Returns where the frame starts."""
-    cdef unsigned char *f = t.reply + VNET_HLEN
+    cdef unsigned char *f = reply + VNET_HLEN
     cdef const unsigned char *req = request + ETH_HLEN
-    memset(t.reply, 0, VNET_HLEN + NA_FRAME_LEN)
+    memset(reply, 0, VNET_HLEN + NA_FRAME_LEN)
     memcpy(f, request + 6, 6)                   # to the asker
     put_mac(f + 6, target_mac)
     put16(f + 12, ETH_P_IPV6)

@@ -13,8 +13,7 @@ cdef class _NeighControl(_FdbControl):
         if not ip or mac == 0:
             raise ValueError("address and MAC must not be 0")
         cdef ip_key_t key = key_from_int(ip)
-        if neigh_set(&self.neigh, network, &key, mac) < 0:
-            raise MemoryError()
+        self._neigh_set(&self.neigh, network, &key, mac)
 
     def neigh_delete(self, int network, ip):
         """Forget (network, ip); returns whether it was known."""

@@ -24,15 +24,22 @@ cdef class _NetworksControl(_PeersControl):
         cdef uint32_t i
         if gone == NULL:
             raise MemoryError()
+        pthread_mutex_lock(&self.peers.lock)
         for i in range(self.peers.limit):
             if not key_is_zero(&self.peers.slots[i].ip) and peer_is_member(&self.peers, i, network):
                 gone[i] = peer_leave(&self.peers, i, network) == 0
+        pthread_mutex_unlock(&self.peers.lock)
         fdb_sweep(&self.fdb, SWEEP_NETWORK, network, 0, 0)
         fdb_sweep(&self.fdb, SWEEP_PEERS, 0, 0, 0, 0, gone)
+        pthread_mutex_lock(&self.peers.lock)
         for i in range(self.peers.limit):
             if gone[i]:
                 peer_forget(&self.peers, i, False)
         peer_index_rebuild(&self.peers)
+        pthread_mutex_unlock(&self.peers.lock)
+        for i in range(MAX_PEERS):
+            if gone[i]:
+                self._retire(RETIRE_PEER, i)
         free(gone)
         cdef ip_key_t neighbour
         for key in [key_to_int(&self.neigh.slots[i].ip) for i in range(self.neigh.mask + 1)

@@ -11,18 +11,23 @@ cdef enum:
     MEMBER_BYTES = MAX_NETWORKS // 8     # one peer's row of the (peer, network) bitmap
 
 
-cdef struct peer_t:
+cdef struct peer_t:           # (its counters: peer_stats_t, one per worker)
     ip_key_t ip               # its VTEP (_underlay.pxd); all zero: a free slot
     bint learned              # added by learn_peers (ages, capped), not configured
-    uint64_t last_rx_ns       # the last datagram accepted from it
-    uint64_t rx_packets
-    uint64_t rx_bytes
-    uint64_t tx_packets
-    uint64_t tx_bytes
-    uint64_t tx_dropped
+    bint retiring             # forgotten, not yet reclaimed: not to be reused
+    uint64_t last_rx_ns       # the last datagram accepted from it (stored atomically)
 
 
 cdef struct peers_t:
+    # Shared by all workers. Writers (the control plane; a worker learning a
+    # peer, with learn_peers) hold `lock` and wrap changes of the index and
+    # of a slot's address in `seq`; workers read without a lock (_sync.pxd).
+    # A forgotten slot is reused only after a grace period (Datapath.reclaim),
+    # and flooding checks member_bits (one byte, read atomically) for each
+    # member it sends to, so a change of the member list never sends a
+    # network's frame to a peer outside it.
+    pthread_mutex_t lock
+    seqcount_t seq
     peer_t *slots             # MAX_PEERS of them
     int32_t *index            # PEER_INDEX slots: a peer's index (open addressing), -1: none
     sockaddr_in6 *addr        # each one's socket address (of its family) and the UDP port

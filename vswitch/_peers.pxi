@@ -15,7 +15,7 @@ cdef int peers_init(peers_t *t) noexcept nogil:
             or t.member_peer == NULL or t.member_bits == NULL or t.index == NULL:
         return -1
     memset(t.index, 0xFF, PEER_INDEX * sizeof(int32_t))
-    return 0
+    return pthread_mutex_init(&t.lock, NULL)
 
 
 cdef void peers_free(peers_t *t) noexcept nogil:
@@ -48,16 +48,27 @@ cdef inline uint32_t peer_slot(const ip_key_t *ip) noexcept nogil:
 
 cdef inline int64_t peer_find(const peers_t *t, const ip_key_t *ip) noexcept nogil:
     """A peer's index, or -1: once per datagram received, in constant time
-    whatever the number of nodes."""
-    cdef uint32_t h = peer_slot(ip)
-    cdef int32_t i
+    whatever the number of nodes; lock-free."""
+    cdef unsigned s
+    cdef int64_t found
     while True:
+        s = seq_read_begin(&t.seq)
+        found = _peer_find(t, ip)
+        if not seq_read_retry(&t.seq, s):
+            return found
+
+
+cdef inline int64_t _peer_find(const peers_t *t, const ip_key_t *ip) noexcept nogil:
+    cdef uint32_t h = peer_slot(ip), probes
+    cdef int32_t i
+    for probes in range(PEER_INDEX):
         i = t.index[h]
         if i < 0:
             return -1
         if key_eq(&t.slots[i].ip, ip):
             return i
         h = (h + 1) & (PEER_INDEX - 1)
+    return -1
 
 
 cdef void peer_index_add(peers_t *t, uint32_t idx) noexcept nogil:
@@ -71,10 +82,12 @@ cdef void peer_index_rebuild(peers_t *t) noexcept nogil:
     """The index anew (after a peer is forgotten: open addressing has no
     simple delete; forgetting is the control plane's, and rare)."""
     cdef uint32_t i
+    seq_write_begin(&t.seq)
     memset(t.index, 0xFF, PEER_INDEX * sizeof(int32_t))
     for i in range(t.limit):
         if not key_is_zero(&t.slots[i].ip):
             peer_index_add(t, i)
+    seq_write_end(&t.seq)
 
 
 cdef inline bint peer_is_member(const peers_t *t, uint32_t peer, uint16_t network) noexcept nogil:
@@ -89,8 +102,9 @@ cdef inline void _set_member(peers_t *t, uint32_t peer, uint16_t network,
 
 cdef int64_t peer_join(peers_t *t, ip_key_t ip, uint16_t network, bint learned) noexcept nogil:
     """Peer index of ip, created if new (learned: by learn_peers, within
-    max_learned), now a member of network; -1 if a table is full."""
-    cdef int64_t idx = peer_find(t, &ip)
+    max_learned), now a member of network; -1 if a table is full. Writers'
+    functions from here on: the caller holds the lock."""
+    cdef int64_t idx = _peer_find(t, &ip)
     cdef uint32_t i
     if key_is_zero(&ip):            # zero marks a free slot
         return -1
@@ -98,20 +112,22 @@ cdef int64_t peer_join(peers_t *t, ip_key_t ip, uint16_t network, bint learned) 
         return -1
     if idx < 0:
         for i in range(MAX_PEERS):
-            if key_is_zero(&t.slots[i].ip):
+            if key_is_zero(&t.slots[i].ip) and not t.slots[i].retiring:
                 idx = i
                 break
         if idx < 0:
             return -1
+        seq_write_begin(&t.seq)
         memset(&t.slots[idx], 0, sizeof(peer_t))
         memset(t.member_bits + idx * MEMBER_BYTES, 0, MEMBER_BYTES)
         t.slots[idx].ip = ip
         t.slots[idx].learned = learned
-        t.n_learned += learned
         t.addr_len[idx] = sockaddr_of_key(&t.addr[idx], &ip, t.udp_port)
         if idx >= t.limit:
             t.limit = idx + 1
         peer_index_add(t, idx)
+        seq_write_end(&t.seq)
+        t.n_learned += learned
     elif not learned and t.slots[idx].learned:
         t.slots[idx].learned = False        # configured now: no longer ages
         t.n_learned -= 1
@@ -121,8 +137,8 @@ cdef int64_t peer_join(peers_t *t, ip_key_t ip, uint16_t network, bint learned) 
         return -1
     t.member_net[t.n_members] = network
     t.member_peer[t.n_members] = idx
-    t.n_members += 1
     _set_member(t, idx, network, True)
+    store_u32(&t.n_members, t.n_members + 1)     # after the entry: a reader sees it whole
     return idx
 
 
@@ -133,7 +149,7 @@ cdef uint32_t peer_leave(peers_t *t, uint32_t idx, uint16_t network) noexcept no
     while i < t.n_members:
         if t.member_peer[i] == idx and (network == 0 or t.member_net[i] == network):
             _set_member(t, idx, t.member_net[i], False)
-            t.n_members -= 1
+            store_u32(&t.n_members, t.n_members - 1)
             t.member_net[i] = t.member_net[t.n_members]
             t.member_peer[i] = t.member_peer[t.n_members]
             continue
@@ -144,10 +160,14 @@ cdef uint32_t peer_leave(peers_t *t, uint32_t idx, uint16_t network) noexcept no
 
 
 cdef void peer_forget(peers_t *t, uint32_t idx, bint rebuild=True) noexcept nogil:
-    """Free a peer's slot (it is in no network any more); rebuild False:
-    the caller rebuilds the index once, after forgetting many."""
+    """Free a peer's slot (it is in no network any more; reused after
+    Datapath.reclaim); rebuild False: the caller rebuilds the index once,
+    after forgetting many."""
     t.n_learned -= t.slots[idx].learned
+    t.slots[idx].retiring = True
+    seq_write_begin(&t.seq)
     t.slots[idx].ip.hi = t.slots[idx].ip.lo = 0
+    seq_write_end(&t.seq)
     while t.limit > 0 and key_is_zero(&t.slots[t.limit - 1].ip):
         t.limit -= 1
     if rebuild:

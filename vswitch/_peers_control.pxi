@@ -10,7 +10,9 @@ cdef class _PeersControl(_PortsControl):
         self._declared(network)
         if not ip:
             raise ValueError("peer address 0")
+        pthread_mutex_lock(&self.peers.lock)
         cdef int64_t idx = peer_join(&self.peers, key_from_int(ip), network, False)
+        pthread_mutex_unlock(&self.peers.lock)
         if idx < 0:
             raise OverflowError("peer table is full")
         return idx
@@ -22,9 +24,15 @@ cdef class _PeersControl(_PortsControl):
         cdef int64_t idx = peer_find(&self.peers, &key)
         if idx < 0:
             return False
-        if peer_leave(&self.peers, idx, network) == 0:
+        pthread_mutex_lock(&self.peers.lock)
+        cdef bint forget = peer_leave(&self.peers, idx, network) == 0
+        pthread_mutex_unlock(&self.peers.lock)
+        if forget:
             fdb_sweep(&self.fdb, SWEEP_PORT, 0, PEER_BASE + idx, 0)
+            pthread_mutex_lock(&self.peers.lock)
             peer_forget(&self.peers, idx)
+            pthread_mutex_unlock(&self.peers.lock)
+            self._retire(RETIRE_PEER, idx)
         return True
 
     def peer_ip(self, uint32_t index):
@@ -39,7 +47,7 @@ cdef class _PeersControl(_PortsControl):
         gone = []
         for i in range(self.peers.limit):
             p = &self.peers.slots[i]
-            if not key_is_zero(&p.ip) and p.learned and now - p.last_rx_ns > idle:
+            if not key_is_zero(&p.ip) and p.learned and now - load_u64(&p.last_rx_ns) > idle:
                 gone.append(key_to_int(&p.ip))
         for ip in gone:
             self.remove_peer(ip)
@@ -72,8 +80,6 @@ cdef class _PeersControl(_PortsControl):
             p = &self.peers.slots[i]
             if key_is_zero(&p.ip):
                 continue
-            out.append((key_to_int(&p.ip), sorted(networks.get(i, ())),
-                        {"rx_packets": p.rx_packets, "rx_bytes": p.rx_bytes,
-                         "tx_packets": p.tx_packets, "tx_bytes": p.tx_bytes,
-                         "tx_dropped": p.tx_dropped}, bool(p.learned)))
+            out.append((key_to_int(&p.ip), sorted(networks.get(i, ())), self._peer_counters(i),
+                        bool(p.learned)))
         return out

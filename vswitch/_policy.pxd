@@ -77,6 +77,7 @@ cdef struct flow_t:               # one packet, as policy and conntrack see it
 
 cdef struct pol_end_t:            # one end of a packet's path, as policy sees it
     const port_t *pod             # the local pod whose tables judge this end (NULL: none)
+    const port_policy_t *policy   # its tables, read once (the control plane swaps them whole)
     bint host                     # the end is a host port: the node routed the packet
     bint node                     # ... from the node's own address: ingress rules let it in
     bint service                  # ... to a Service address: egress is judged after its DNAT
@@ -91,6 +92,7 @@ cdef struct pol_path_t:           # where a packet goes, for policy_decide
 
 
 cdef struct services_t:           # the addresses kube-proxy DNATs (ClusterIPs)
+    seqcount_t seq                # written by the control plane; workers read lock-free
     uint32_t n
     ip_key_t lo[MAX_SERVICE_RANGES]
     ip_key_t hi[MAX_SERVICE_RANGES]

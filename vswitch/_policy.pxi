@@ -141,8 +141,7 @@ cdef inline uint32_t pol_match(const pol_dir_t *d, const ip_key_t *peer,
 
 
 cdef inline bint pol_isolates(const pol_end_t *end, int direction) noexcept nogil:
-    return end.pod != NULL and end.pod.policy != NULL and \
-        end.pod.policy.dirs[direction].isolating != 0
+    return end.policy != NULL and end.policy.dirs[direction].isolating != 0
 
 
 cdef void pol_rules(const pol_end_t *src, const pol_end_t *dst, const flow_t *f,
@@ -156,14 +155,14 @@ cdef void pol_rules(const pol_end_t *src, const pol_end_t *dst, const flow_t *f,
     cdef const pol_dir_t *d
     v.reason, v.policy, v.direction = -1, 0, POL_INGRESS
     if pol_isolates(src, POL_EGRESS) and not dst.service:
-        d = &src.pod.policy.dirs[POL_EGRESS]
+        d = &src.policy.dirs[POL_EGRESS]
         m = pol_match(d, &f.dst, f) if f.kind == FLOW_IP else 0
         v.direction, v.policy = POL_EGRESS, m if m else d.isolating
         if m == 0:
             v.reason = DROP_POLICY_DENIED
             return
     if pol_isolates(dst, POL_INGRESS) and not src.node:
-        d = &dst.pod.policy.dirs[POL_INGRESS]
+        d = &dst.policy.dirs[POL_INGRESS]
         m = pol_match(d, &f.src, f) if f.kind == FLOW_IP else 0
         v.direction, v.policy = POL_INGRESS, m if m else d.isolating
         if m == 0:
@@ -186,7 +185,7 @@ cdef void policy_decide(ct_t *ct, frags_t *frags, const pol_path_t *path, const 
     v.reason, v.how, v.policy, v.direction = -1, HOW_OPEN, 0, POL_INGRESS
     cdef const pol_end_t *src = &path.src
     cdef const pol_end_t *dst = &path.dst
-    if (src.pod == NULL or src.pod.policy == NULL) and (dst.pod == NULL or dst.pod.policy == NULL):
+    if src.policy == NULL and dst.policy == NULL:
         return
     if f.kind == FLOW_ALWAYS:
         v.how = HOW_ALWAYS
@@ -240,11 +239,17 @@ cdef void policy_decide(ct_t *ct, frags_t *frags, const pol_path_t *path, const 
 
 
 cdef inline bint is_service(const services_t *s, const ip_key_t *k) noexcept nogil:
-    cdef uint32_t i
-    for i in range(s.n):
-        if not key_lt(k, &s.lo[i]) and not key_lt(&s.hi[i], k):
-            return True
-    return False
+    cdef uint32_t i, seq
+    cdef bint found
+    while True:
+        seq = seq_read_begin(&s.seq)
+        found = False
+        for i in range(min(s.n, MAX_SERVICE_RANGES)):
+            if not key_lt(k, &s.lo[i]) and not key_lt(&s.hi[i], k):
+                found = True
+                break
+        if not seq_read_retry(&s.seq, seq):
+            return found
 
 
 cdef inline bint ct_related(const ct_t *ct, const flow_t *f, uint16_t net, const ip_key_t *beside,

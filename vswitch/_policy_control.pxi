@@ -4,6 +4,26 @@
 # event loop's thread and may use Python objects freely.
 
 
+cdef ct_list(ct_t *ct, int64_t port, uint64_t limit, uint32_t now_ms, list out):
+    """Datapath.conntrack_entries' list (under ct.lock)."""
+    cdef uint64_t i
+    cdef ct_entry_t *e
+    for i in range(ct.mask + 1):
+        e = &ct.slots[i]
+        if e.key.rest == 0 or not ct_live(e, now_ms):
+            continue
+        if port >= 0 and e.in_port != port and e.out_port != port:
+            continue
+        a = (key_to_int(&e.key.a), (e.key.rest >> 16) & 0xFFFF)
+        b = (key_to_int(&e.key.b), e.key.rest & 0xFFFF)
+        src, dst = (a, b) if e.flags & CT_ORIG_A else (b, a)
+        out.append(((e.key.rest >> 40) & 0xFFFF, (e.key.rest >> 32) & 0xFF, src[0], src[1],
+                    dst[0], dst[1], e.flags, <int32_t>(e.deadline_ms - now_ms) / 1e3,
+                    e.in_port, e.out_port, e.owner))
+        if limit and len(out) >= limit:
+            break
+
+
 cdef class _PolicyControl(_NeighControl):
     def set_port_policy(self, uint32_t port_id, ingress=None, egress=None):
         """Swap in a pod's NetworkPolicy tables, one per direction: None (no
@@ -13,9 +33,10 @@ cdef class _PolicyControl(_NeighControl):
         cdef port_t *p = self._port(port_id)
         cdef port_policy_t *new = port_policy_build(ingress, egress)
         cdef port_policy_t *old = p.policy
-        p.policy = new
+        store_release_ptr(<void **>&p.policy, new)
         self.policed += (new != NULL) - (old != NULL)
-        port_policy_free(old)
+        if old != NULL:
+            self._retire(RETIRE_POLICY, <uintptr_t>old)
 
     def port_policy_enforced(self, uint32_t port_id):
         return self._port(port_id).policy != NULL
@@ -23,16 +44,22 @@ cdef class _PolicyControl(_NeighControl):
     def policy_changed(self):
         """Policies changed: each tracked connection is checked against the
         new tables on its next packet, and forgotten if no longer allowed."""
+        pthread_mutex_lock(&self.ct.lock)
         self.ct.generation += 1
+        pthread_mutex_unlock(&self.ct.lock)
 
     def conntrack_configure(self, uint64_t max_entries, uint64_t max_per_pod=0):
         """A new, empty table for max_entries connections, at most
         max_per_pod (0: max_entries) of them charged to one port."""
         if max_entries < 1:
             raise ValueError("conntrack max_entries must be positive")
-        if ct_alloc(&self.ct, max_entries) < 0:
+        pthread_mutex_lock(&self.ct.lock)
+        cdef int r = ct_alloc(&self.ct, max_entries)
+        if r == 0:
+            self.ct.max_per_owner = max_per_pod or max_entries
+        pthread_mutex_unlock(&self.ct.lock)
+        if r < 0:
             raise MemoryError()
-        self.ct.max_per_owner = max_per_pod or max_entries
 
     def conntrack_usage(self):
         """{port id (PORT_TUNNEL: the tunnel): connections charged to it}."""
@@ -45,11 +72,14 @@ cdef class _PolicyControl(_NeighControl):
         it on, DNATed, to a backend."""
         if len(ranges) > MAX_SERVICE_RANGES:
             raise ValueError(f"at most {MAX_SERVICE_RANGES} Service ranges")
-        for i, (lo, hi) in enumerate(ranges):
+        for lo, hi in ranges:
             if not 0 <= lo <= hi < 1 << 128:
                 raise ValueError("a Service range is lo..hi")
+        seq_write_begin(&self.services.seq)
+        for i, (lo, hi) in enumerate(ranges):
             self.services.lo[i], self.services.hi[i] = key_from_int(lo), key_from_int(hi)
         self.services.n = len(ranges)
+        seq_write_end(&self.services.seq)
 
     def conntrack_entries(self, int64_t port=-1, uint64_t limit=0):
         """Live connections (of `port`: that went in or out there; -1: all),
@@ -62,28 +92,27 @@ cdef class _PolicyControl(_NeighControl):
         cdef uint32_t now_ms = ms32(monotonic_ns())
         cdef ct_entry_t *e
         out = []
-        for i in range(self.ct.mask + 1):
-            e = &self.ct.slots[i]
-            if e.key.rest == 0 or not ct_live(e, now_ms):
-                continue
-            if port >= 0 and e.in_port != port and e.out_port != port:
-                continue
-            a = (key_to_int(&e.key.a), (e.key.rest >> 16) & 0xFFFF)
-            b = (key_to_int(&e.key.b), e.key.rest & 0xFFFF)
-            src, dst = (a, b) if e.flags & CT_ORIG_A else (b, a)
-            out.append(((e.key.rest >> 40) & 0xFFFF, (e.key.rest >> 32) & 0xFF, src[0], src[1],
-                        dst[0], dst[1], e.flags, <int32_t>(e.deadline_ms - now_ms) / 1e3,
-                        e.in_port, e.out_port, e.owner))
-            if limit and len(out) >= limit:
-                break
+        with nogil:
+            pthread_mutex_lock(&self.ct.lock)
+        try:
+            ct_list(&self.ct, port, limit, now_ms, out)
+        finally:
+            pthread_mutex_unlock(&self.ct.lock)
         return out
 
     def conntrack_flush(self):
         """Forget every connection; returns how many there were."""
+        pthread_mutex_lock(&self.ct.lock)
         cdef uint64_t n = self.ct.count
         ct_flush(&self.ct)
+        pthread_mutex_unlock(&self.ct.lock)
         return n
 
     def conntrack_expire(self, uint64_t budget=0):
         """Sweep expired connections from `budget` slots on (0: all)."""
-        return ct_sweep(&self.ct, ms32(monotonic_ns()), budget)
+        cdef uint64_t n
+        with nogil:
+            pthread_mutex_lock(&self.ct.lock)
+            n = ct_sweep(&self.ct, ms32(monotonic_ns()), budget)
+            pthread_mutex_unlock(&self.ct.lock)
+        return n

@@ -5,32 +5,50 @@
 
 
 cdef class _PortsControl(_Shared):
-    def add_port(self, int fd, int network, bint vnet_hdr=False, bint router=False):
-        """Attach a non-blocking fd to a declared network; returns the port id.
-        vnet_hdr: frames on the fd are preceded by a virtio_net_hdr; router:
-        the port may send IPv6 Router Advertisements and Redirects (the
-        host port; every other port is RA-guarded)."""
+    def add_port(self, fds, int network, bint vnet_hdr=False, bint router=False):
+        """Attach non-blocking fds (an int, or a TAP's queues: a list) to a
+        declared network; returns the port id. Worker k reads queue k (if
+        there is one) and writes to queue k modulo their number. The data
+        plane keeps duplicates of them: the caller may close its own at any
+        time after remove_port. vnet_hdr: frames on the fds are preceded by a
+        virtio_net_hdr; router: the port may send IPv6 Router Advertisements
+        and Redirects (the host port; every other port is RA-guarded)."""
         self._declared(network)
-        cdef int64_t port_id = ports_add(&self.ports, fd, network, vnet_hdr, router)
+        fds = [fds] if isinstance(fds, int) else list(fds)
+        if not 0 < len(fds) <= MAX_WORKERS:
+            raise ValueError(f"a port has 1..{MAX_WORKERS} queues")
+        cdef int own[MAX_WORKERS]
+        cdef int k, n = len(fds)
+        dups = [os.dup(fd) for fd in fds]       # ours: closed after a grace period
+        for k in range(n):
+            own[k] = dups[k]
+        cdef int64_t port_id = ports_add(&self.ports, own, n, network, vnet_hdr, router)
         if port_id < 0:
+            for fd in dups:
+                os.close(fd)
             raise OverflowError(f"all {MAX_PORTS} ports are in use")
-        if poller_watch(&self.w.poller, fd, port_id) < 0:
-            ports_remove(&self.ports, port_id)
-            raise OSError(errno, f"cannot poll fd {fd}")
+        for k in range(min(n, self.n_workers)):
+            if poller_watch(&self.workers[k].poller, own[k], port_id) < 0:
+                err = errno
+                self.remove_port(port_id)
+                raise OSError(err, f"cannot poll fd {fds[k]}")
         return port_id
 
     def remove_port(self, uint32_t port_id):
-        """Detach a port (the caller closes its fd) and forget its FDB entries."""
+        """Detach a port and forget its FDB entries and connections."""
         cdef port_t *p = self._port(port_id)
+        cdef int k
+        for k in range(min(p.n_queues, self.n_workers)):
+            poller_unwatch(&self.workers[k].poller, p.fds[k])
+        ports_remove(&self.ports, port_id)
         fdb_sweep(&self.fdb, SWEEP_PORT, 0, port_id, 0)
         self._own_addresses(port_id, False)
+        pthread_mutex_lock(&self.ct.lock)
         ct_forget_owner(&self.ct, port_id)
+        pthread_mutex_unlock(&self.ct.lock)
         if p.policy != NULL:
             self.policed -= 1
-        port_policy_free(p.policy)
-        p.policy = NULL
-        poller_unwatch(&self.w.poller, p.fd)
-        ports_remove(&self.ports, port_id)
+        self._retire(RETIRE_PORT, port_id)
 
     def set_port_security(self, uint32_t port_id, mac=None, ips=(), ip6s=()):
         """Bind a port to its MAC, IPv4 and IPv6 addresses (integers); frames
@@ -45,13 +63,16 @@ cdef class _PortsControl(_Shared):
         if p.secured:
             fdb_delete(&self.fdb, p.network, p.sec_mac)
             self._own_addresses(port_id, False)
+            seq_write_begin(&self.ports.seq)
             p.secured = False
+            seq_write_end(&self.ports.seq)
         if mac is None:
             return
         if len(ips) > MAX_PORT_IPS or len(ip6s) > MAX_PORT_IP6S:
             raise ValueError(f"at most {MAX_PORT_IPS} IPv4 and {MAX_PORT_IP6S} IPv6 addresses "
                              "per port")
         self.pin_mac(port_id, mac)
+        seq_write_begin(&self.ports.seq)
         p.sec_mac = mac
         p.n_sec_ips = len(ips)
         for i, ip in enumerate(ips):
@@ -60,6 +81,7 @@ cdef class _PortsControl(_Shared):
         for i, ip in enumerate(ip6s):
             p.sec_ip6s[i] = key_from_int(ip)
         p.secured = True
+        seq_write_end(&self.ports.seq)
         self._own_addresses(port_id, True)
 
     def set_host_addresses(self, uint32_t port_id, ips=(), ip6s=()):
@@ -72,11 +94,13 @@ cdef class _PortsControl(_Shared):
             raise ValueError(f"port {port_id} is not a host port")
         if len(ips) > MAX_PORT_IPS or len(ip6s) > MAX_PORT_IP6S:
             raise ValueError(f"at most {MAX_PORT_IPS} IPv4 and {MAX_PORT_IP6S} IPv6 addresses")
+        seq_write_begin(&self.ports.seq)
         p.n_sec_ips, p.n_sec_ip6s = len(ips), len(ip6s)
         for i, ip in enumerate(ips):
             p.sec_ips[i] = ip
         for i, ip in enumerate(ip6s):
             p.sec_ip6s[i] = key_from_int(ip)
+        seq_write_end(&self.ports.seq)
 
     cdef _own_addresses(self, uint32_t port_id, bint own):
         """Record (or forget) a secured port's addresses as its own, for
@@ -86,8 +110,7 @@ cdef class _PortsControl(_Shared):
         for i in range(p.n_sec_ips + p.n_sec_ip6s):
             key = key_of_ip4(p.sec_ips[i]) if i < p.n_sec_ips else p.sec_ip6s[i - p.n_sec_ips]
             if own:
-                if neigh_set(&self.owners, p.network, &key, port_id + 1) < 0:
-                    raise MemoryError()
+                self._neigh_set(&self.owners, p.network, &key, port_id + 1)
             elif neigh_lookup(&self.owners, p.network, &key) == port_id + 1:
                 neigh_delete(&self.owners, p.network, &key)
 
@@ -112,4 +135,6 @@ cdef class _PortsControl(_Shared):
         bucket_set(&p.egress, egress_bps, egress_burst, monotonic_ns())
 
     def port_counters(self, uint32_t port_id):
-        return port_counters(self._port(port_id))
+        """The port's counters, summed over the workers."""
+        self._port(port_id)
+        return self._port_counters(port_id)

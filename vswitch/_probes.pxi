@@ -61,7 +61,7 @@ def encap_cost(Datapath dp, int network, bytes frames, int frame_len, int rounds
     cdef uint32_t saved = dp.w.tx.n_senders, vni = dp.networks.vni_of[network]
     cdef uint64_t start, end
     cdef int r
-    dp._flush_output(&dp.w)
+    dp._flush_output(dp.w)
     dp.w.tx.n_senders = saved or 1
     with nogil:
         start = monotonic_ns()

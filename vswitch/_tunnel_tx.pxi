@@ -87,36 +87,35 @@ cdef inline uint32_t tunnel_queue(tunnel_tx_t *t, uint32_t peer, uint32_t vni,
     return k
 
 
-cdef inline void tunnel_drop(peers_t *peers, port_t *tunnel, counters_t *c, capture_t *cap,
-                             uint32_t peer, int reason, const unsigned char *frame,
-                             ssize_t n) noexcept nogil:
+cdef inline void tunnel_drop(worker_t *w, capture_t *cap, uint32_t peer, int reason,
+                             const unsigned char *frame, ssize_t n) noexcept nogil:
     """A copy for a peer that was not sent (frame NULL: not captured)."""
-    peers.slots[peer].tx_dropped += 1
-    tunnel.tx_dropped += 1
-    c.drops[reason] += 1
+    w.peer_stats[peer].tx_dropped += 1
+    w.stats[TUNNEL_STATS].tx_dropped += 1
+    w.totals.drops[reason] += 1
     if cap.active and frame != NULL:
         cap_offer(cap, CAP_DROP, PEER_BASE + peer, reason, frame, n)
 
 
-cdef void _tunnel_done(tunnel_tx_t *t, peers_t *peers, port_t *tunnel, counters_t *c,
-                       capture_t *cap, tx_msg_t *m, int reason) noexcept nogil:
+cdef void _tunnel_done(worker_t *w, capture_t *cap, tx_msg_t *m, int reason) noexcept nogil:
     """Count a message's datagrams as sent (reason -1) or dropped. Bytes
     are UDP payload (VXLAN header + frame), as on receipt."""
     cdef uint32_t k
-    cdef peer_t *p = &peers.slots[m.peer]
+    cdef peer_stats_t *p = &w.peer_stats[m.peer]
+    cdef port_stats_t *tunnel = &w.stats[TUNNEL_STATS]
     for k in range(m.first, m.first + m.count):
         if reason >= 0:
-            tunnel_drop(peers, tunnel, c, cap, m.peer, reason, NULL, 0)
+            tunnel_drop(w, cap, m.peer, reason, NULL, 0)
             continue
         p.tx_packets += 1
-        p.tx_bytes += t.length[k]
+        p.tx_bytes += w.tx.length[k]
         tunnel.tx_packets += 1
-        tunnel.tx_bytes += t.length[k]
+        tunnel.tx_bytes += w.tx.length[k]
 
 
-cdef void tunnel_flush(tunnel_tx_t *t, peers_t *peers, port_t *tunnel, counters_t *c,
-                       capture_t *cap, const ip_key_t *vtep) noexcept nogil:
-    """Send the queued datagrams."""
+cdef void tunnel_flush(worker_t *w, peers_t *peers, capture_t *cap) noexcept nogil:
+    """Send the worker's queued datagrams."""
+    cdef tunnel_tx_t *t = &w.tx
     cdef uint32_t i, j, k
     cdef int r
     cdef tx_msg_t *m
@@ -143,7 +142,7 @@ cdef void tunnel_flush(tunnel_tx_t *t, peers_t *peers, port_t *tunnel, counters_
         if cap.active:
             for k in range(m.first, m.first + m.count):
                 udp_header(udp, t.sport[m.sock], peers.udp_port, t.length[k])
-                cap_offer_datagram(cap, CAP_ENCAP, PEER_BASE + m.peer, -1, vtep,
+                cap_offer_datagram(cap, CAP_ENCAP, PEER_BASE + m.peer, -1, &w.rx.vtep,
                                    &peers.slots[m.peer].ip, udp, &t.iov[3 * k], 3)
     i = 0
     while i < t.n_msgs:
@@ -154,10 +153,10 @@ cdef void tunnel_flush(tunnel_tx_t *t, peers_t *peers, port_t *tunnel, counters_
         if r < 0:
             if errno == EINTR:
                 continue
-            _tunnel_done(t, peers, tunnel, c, cap, &t.msgs[i], write_error_reason(-1))
+            _tunnel_done(w, cap, &t.msgs[i], write_error_reason(-1))
             i += 1                      # that one failed: counted, go on
             continue
         for k in range(i, i + r):
-            _tunnel_done(t, peers, tunnel, c, cap, &t.msgs[k], -1)
+            _tunnel_done(w, cap, &t.msgs[k], -1)
         i += r
     t.n_pending = t.n_msgs = 0

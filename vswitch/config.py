@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import os
 import re
 import socket
 import tomllib
@@ -25,6 +26,7 @@ from .protocol import (
     IFNAME_RE,
     IFNAME_RULE,
     MAX_NETWORK_MTU,
+    MAX_WORKERS,
     MIN_MTU,
 )
 
@@ -129,6 +131,7 @@ class Config:
     fdb_max_entries: int = 65536
     fdb_max_per_port: int = 1024     # learned MACs one port may hold (a pod has one)
     fdb_max_per_peer: int = 16384    # ... and one peer (a node's pods)
+    workers: int = 0                 # forwarding threads; 0: the CPUs the daemon may run on
     batch: int = 64
     busy_poll_us: float = 50.0
     offloads: bool = True
@@ -145,8 +148,11 @@ class Config:
 
     def datapath_settings(self) -> dict:
         """The data plane's construction arguments (Datapath), resolved:
-        conntrack_max_per_pod 0 is an eighth of the table."""
-        return {"fdb_max_entries": self.fdb_max_entries, "aging_time": self.aging_time,
+        conntrack_max_per_pod 0 is an eighth of the table, workers 0 the
+        CPUs this process may run on (a systemd CPUAffinity= or a cgroup
+        cpuset sizes it)."""
+        return {"workers": min(self.workers or len(os.sched_getaffinity(0)), MAX_WORKERS),
+                "fdb_max_entries": self.fdb_max_entries, "aging_time": self.aging_time,
                 "batch": self.batch, "busy_poll_us": self.busy_poll_us,
                 "fdb_max_per_port": self.fdb_max_per_port,
                 "fdb_max_per_peer": self.fdb_max_per_peer, "conntrack_max": self.conntrack_max,
@@ -331,6 +337,8 @@ def parse(data: dict) -> Config:
                                  "must be 1..16777216"),
         fdb_max_per_peer=fdb.get("max_per_peer", int, dc.fdb_max_per_peer, lambda v: 1 <= v <= 1 << 24,
                                  "must be 1..16777216"),
+        workers=datapath.get("workers", int, dc.workers, lambda v: 1 <= v <= MAX_WORKERS,
+                             f"must be 1..{MAX_WORKERS}"),
         batch=datapath.get("batch", int, dc.batch, lambda v: 1 <= v <= 1024, "must be 1..1024"),
         busy_poll_us=datapath.get("busy_poll_us", float, dc.busy_poll_us, lambda v: 0 <= v <= 10000,
                                   "must be 0..10000 microseconds"),

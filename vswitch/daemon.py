@@ -165,7 +165,7 @@ class Service:
         switch = self.switch
         tasks = [asyncio.create_task(switch.loop_lag.run()),
                  asyncio.create_task(periodic("fdb sweep", FDB_SWEEP_INTERVAL, switch.expire_fdb,
-                                              switch.expire_conntrack)),
+                                              switch.expire_conntrack, switch.dataplane.reclaim)),
                  asyncio.create_task(periodic("housekeeping", HOUSEKEEPING_INTERVAL,
                                               switch.check_namespaces, switch.overlay.expire_peers))]
         if self.cluster:

@@ -63,8 +63,8 @@ def ct_state(proto: int, flags: int) -> str:
 
 @dataclass(frozen=True)
 class TunnelSettings:
-    rx_fd: int
-    senders: list[tuple[int, int]]
+    rx_fds: list[int]                 # one receiving socket per worker (SO_REUSEPORT)
+    senders: list[list[tuple[int, int]]]      # a pool of (fd, source port) per worker
     udp_port: int
     underlay_mtu: int
     outer_overhead: int               # what the encapsulation puts around a frame (encap.py)
@@ -127,9 +127,10 @@ class DataPlane:
 
     # ---------------------------------------------------------------- ports
 
-    def add_port(self, fd: int, network: str, vnet_hdr: bool, router: bool) -> int:
+    def add_port(self, fds: list[int], network: str, vnet_hdr: bool, router: bool) -> int:
+        """A port on a TAP's queues (worker k reads the k-th)."""
         try:
-            return self.dp.add_port(fd, self.network_ids[network], vnet_hdr, router)
+            return self.dp.add_port(fds, self.network_ids[network], vnet_hdr, router)
         except OverflowError as e:
             raise Exhausted(str(e)) from None
 
@@ -229,7 +230,7 @@ class DataPlane:
     # ---------------------------------------------------------------- peers
 
     def set_tunnel(self, t: TunnelSettings):
-        self.dp.set_tunnel(t.rx_fd, t.senders, t.udp_port, t.underlay_mtu, t.outer_overhead,
+        self.dp.set_tunnel(t.rx_fds, t.senders, t.udp_port, t.underlay_mtu, t.outer_overhead,
                            t.learn_peers, address_key(t.vtep_ip), t.max_learned_peers)
 
     def add_peer(self, ip, networks: Iterable[str] | None = None):
@@ -317,14 +318,30 @@ class DataPlane:
 
     # ------------------------------------------------------- frames and records
 
-    def fileno(self) -> int:
-        return self.dp.fileno()
+    @property
+    def workers(self) -> int:
+        return self.dp.n_workers
 
-    def poll(self) -> int:
-        return self.dp.poll()
+    def start(self):
+        """Start the forwarding threads."""
+        self.dp.start()
+
+    def stop(self):
+        self.dp.stop()
+
+    def failures_fd(self) -> int:
+        """Readable when a worker stopped polling a failed fd (take_failed)."""
+        return self.dp.failures_fd()
 
     def take_failed(self) -> list[int]:
         return self.dp.take_failed()
+
+    def reclaim(self) -> int:
+        """Free what the control plane unlinked and no worker holds any more."""
+        return self.dp.reclaim()
+
+    def worker_counters(self) -> list[dict]:
+        return self.dp.worker_counters()
 
     def trace(self, port_id: int, frame: bytes) -> list[dict]:
         steps = self.dp.trace(port_id, frame)

@@ -30,8 +30,9 @@ class Encapsulation(Protocol):
         ...
 
     def open(self, vtep_ip: ipaddress.IPv4Address | ipaddress.IPv6Address,
-             udp_port: int) -> Tunnel:
-        """Its sockets, bound to this node's VTEP address."""
+             udp_port: int, workers: int = 1) -> Tunnel:
+        """Its sockets, bound to this node's VTEP address: a set per
+        forwarding thread."""
         ...
 
 
@@ -47,8 +48,8 @@ class Vxlan:
         """The inner Ethernet header, and the outer headers around it."""
         return ETH_HLEN + self.outer_overhead(version)
 
-    def open(self, vtep_ip, udp_port: int) -> Tunnel:
-        return Tunnel(vtep_ip, udp_port)
+    def open(self, vtep_ip, udp_port: int, workers: int = 1) -> Tunnel:
+        return Tunnel(vtep_ip, udp_port, workers)
 
 
 VXLAN = Vxlan()

@@ -89,7 +89,7 @@ class Overlay:
         if not ov:
             return
         try:
-            self.tunnel = ov.encapsulation.open(ov.vtep_ip, ov.udp_port)
+            self.tunnel = ov.encapsulation.open(ov.vtep_ip, ov.udp_port, self.dataplane.workers)
         except OSError as e:       # the address is not this node's, or the port is in use
             raise ConfigError("overlay.vtep_ip", f"cannot bind {ov.vtep_ip}:{ov.udp_port}: "
                               f"{e.strerror}") from None
@@ -102,7 +102,7 @@ class Overlay:
         forgets learned peers."""
         assert self.tunnel is not None
         self.dataplane.set_tunnel(TunnelSettings(
-            self.tunnel.rx.fileno(), self.tunnel.senders(), ov.udp_port, ov.underlay_mtu,
+            [s.fileno() for s in self.tunnel.rx], self.tunnel.senders(), ov.udp_port, ov.underlay_mtu,
             ov.encapsulation.outer_overhead(ov.vtep_ip.version), ov.learn_peers, ov.vtep_ip,
             ov.max_learned_peers))
 

@@ -7,6 +7,7 @@ the switch's tables and data plane, declared here."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 from typing import TYPE_CHECKING
@@ -248,8 +249,9 @@ class Ports:
                 raise Conflict(str(e)) from None
             # Netlink work runs off the loop so forwarding goes on meanwhile.
             tap = await self.loop.run_in_executor(
-                None, Tap, netns, ifname, mac, mtu, addresses, self._offloads(), gateways, reattach,
-                netns_identity)
+                None, functools.partial(Tap, netns, ifname, mac, mtu, addresses, self._offloads(),
+                                        gateways, reattach, netns_identity,
+                                        queues=self.dataplane.workers))
             # A reload may have removed the network while the TAP was being made.
             net = self.config.network(net.name) or net
             if not self.dataplane.has_network(net.name):
@@ -309,7 +311,7 @@ class Ports:
                   ifname=None, mtu=None, how="added", router=False,
                   identity: PodIdentity | None = None) -> Port:
         try:
-            port_id = self.dataplane.add_port(tap.fileno(), net.name, tap.vnet_hdr, router)
+            port_id = self.dataplane.add_port(tap.fds(), net.name, tap.vnet_hdr, router)
         except Exhausted:
             tap.close()
             raise

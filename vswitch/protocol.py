@@ -90,6 +90,7 @@ MIN_MTU, MAX_MTU = 68, 65535                 # IPv4's minimum; the data plane's 
 MAX_NETWORK_MTU = MAX_MTU - ETH_HLEN - VXLAN_OUTER_OVERHEAD
 UDP_GRO = 104                                # linux/udp.h socket option
 MAX_NETWORKS = 4096                          # network ids a data plane has (1..4095)
+MAX_WORKERS = 64                             # its forwarding threads, and queues of a port
 
 
 def link_local(mac: str) -> ipaddress.IPv6Address:

@@ -7,6 +7,7 @@ cluster mode, the cluster's reconcilers (peers, FDB and neighbour entries)."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -89,7 +90,9 @@ class Switch(Ports):
         except BaseException:
             self.close()
             raise
-        loop.add_reader(self.dataplane.fileno(), self._poll)
+        # The forwarding threads poll; the event loop hears of failed fds.
+        loop.add_reader(self.dataplane.failures_fd(), self._failed)
+        self.dataplane.start()
         self.loop_lag = LoopLag()                   # (the daemon runs it)
         self.started = time.monotonic()
         self.started_at = time.time()
@@ -214,7 +217,8 @@ class Switch(Ports):
         assert ifname is not None
         try:
             tap = await self.loop.run_in_executor(
-                None, Tap, None, ifname, mac, net.mtu, addresses, self._offloads(), (), True)
+                None, functools.partial(Tap, None, ifname, mac, net.mtu, addresses, self._offloads(),
+                                        (), True, queues=self.dataplane.workers))
         except VswitchError as e:
             raise ConfigError(f"network[{index}].host_port", str(e)) from None
         await self.loop.run_in_executor(None, refuse_router_messages, ifname)
@@ -254,15 +258,14 @@ class Switch(Ports):
             raise NotFound(f"unknown network {name!r} (known: {known})", kind=ErrorKind.UNKNOWN_NETWORK)
         return net
 
-    def _poll(self):
-        """The data plane has frames: it serves every ready fd in C."""
-        if self.dataplane.poll():
-            by_id = {p.port_id: p for p in self.ports.values() if p.state == "up"}
-            for port_id in self.dataplane.take_failed():
-                if port_id == PORT_TUNNEL:
-                    log.error("VXLAN socket failed; tunnel traffic stops")
-                elif port_id in by_id:
-                    self.lose(by_id[port_id], "device gone")
+    def _failed(self):
+        """A worker stopped polling an fd that failed."""
+        by_id = {p.port_id: p for p in self.ports.values() if p.state == "up"}
+        for port_id in self.dataplane.take_failed():
+            if port_id == PORT_TUNNEL:
+                log.error("VXLAN socket failed; tunnel traffic stops")
+            elif port_id in by_id:
+                self.lose(by_id[port_id], "device gone")
 
     def close(self, remove_ports: bool = False):
         """Stop switching. The pods' TAPs stay (and keep their addresses and
@@ -276,7 +279,8 @@ class Switch(Ports):
             if remove_ports and not port.is_host:
                 self.state.run_sync(self.state.delete_port, port.name)
         self.masquerade.remove()        # without the data plane, pods go nowhere anyway
-        self.loop.remove_reader(self.dataplane.fileno())
+        self.loop.remove_reader(self.dataplane.failures_fd())
+        self.dataplane.stop()
         self.overlay.close()
         self.state.close()
 

@@ -127,20 +127,47 @@ class Tap:
     opens the existing device of that name again (or makes it anew if it is
     gone). close(remove=True) deletes it. `netns_id`: the identity the
     namespace must have (that of the one the port was made in); the
-    identity it has is kept as `self.netns_id`."""
+    identity it has is kept as `self.netns_id`.
+
+    `queues`: the device is multi-queue (IFF_MULTI_QUEUE) and this many of
+    its queues are opened (one per forwarding thread: the pod's kernel
+    spreads its flows over them). A device an older daemon made with one
+    queue is re-attached with that one."""
 
     def __init__(self, netns: str | None, ifname: str, mac: str, mtu: int,
                  addresses: list[ipaddress.IPv4Interface | ipaddress.IPv6Interface],
                  offloads: tuple[str, ...] = OFFLOADS_ALL,
                  gateways: tuple[ipaddress.IPv4Address | ipaddress.IPv6Address, ...] = (),
-                 reattach: bool = False, netns_id: tuple[int, int] | None = None):
+                 reattach: bool = False, netns_id: tuple[int, int] | None = None,
+                 queues: int = 1):
         with pod_namespace(netns) as fd:
             self.netns_id = fd_identity(fd) if fd is not None else None
             if netns_id is not None and self.netns_id != tuple(netns_id):
                 raise NamespaceGone(f"namespace {netns!r} is not the one the port was made in")
-            self._open(fd, netns, ifname, mac, mtu, addresses, offloads, gateways, reattach)
+            self._open(fd, netns, ifname, mac, mtu, addresses, offloads, gateways, reattach,
+                       queues)
 
-    def _open(self, fd, netns, ifname, mac, mtu, addresses, offloads, gateways, reattach):
+    @staticmethod
+    def _queues(ifname: str, flags: int, n: int) -> list[pytun.TunTapDevice]:
+        """n queues of the device (made multi-queue if it is new); one if it
+        exists with a single queue (EINVAL for IFF_MULTI_QUEUE)."""
+        try:
+            first = pytun.TunTapDevice(name=ifname, flags=flags | pytun.IFF_MULTI_QUEUE)
+        except pytun.Error as e:
+            if e.args[0] != errno.EINVAL:
+                raise
+            return [pytun.TunTapDevice(name=ifname, flags=flags)]
+        opened = [first]
+        try:
+            for _ in range(n - 1):
+                opened.append(pytun.TunTapDevice(name=ifname, flags=flags | pytun.IFF_MULTI_QUEUE))
+        except BaseException:
+            for q in opened:
+                q.close()
+            raise
+        return opened
+
+    def _open(self, fd, netns, ifname, mac, mtu, addresses, offloads, gateways, reattach, queues):
         self.vnet_hdr = bool(offloads)      # frames on the fd carry a virtio_net_hdr
         flags = pytun.IFF_TAP | pytun.IFF_NO_PI | (pytun.IFF_VNET_HDR if offloads else 0)
         where = f"namespace {netns!r}" if netns else "the host namespace"
@@ -152,12 +179,14 @@ class Tap:
             try:
                 # /dev/net/tun opened inside the namespace makes the device there.
                 with entered(fd) if fd is not None else nullcontext():
-                    self.device = pytun.TunTapDevice(name=ifname, flags=flags)
+                    self.queues = self._queues(ifname, flags, queues)
+                self.device = self.queues[0]
             except pytun.Error as e:
                 raise Conflict(f"cannot open TAP {ifname!r} in {where}: {e} (an interface of "
                                "that name already exists and is not a TAP?)") from None
             try:
-                os.set_blocking(self.device.fileno(), False)
+                for q in self.queues:
+                    os.set_blocking(q.fileno(), False)
                 self.offloads = self._enable_offloads(offloads) if offloads else []
                 index = target.link_lookup(ifname=ifname)[0]
                 with entered(fd) if fd is not None else nullcontext():
@@ -216,6 +245,10 @@ class Tap:
     def fileno(self) -> int:
         return self.device.fileno()
 
+    def fds(self) -> list[int]:
+        """Its queues' fds (the first is fileno())."""
+        return [q.fileno() for q in self.queues]
+
     def close(self, remove: bool = True):
         """Let go of the device; it stays (for a restart) unless `remove`."""
         if remove:
@@ -223,7 +256,8 @@ class Tap:
                 self.device.persist(False)
             except pytun.Error:
                 pass
-        self.device.close()
+        for q in self.queues:
+            q.close()
 
 
 def _exists_ok(call, *args, **kwargs):

@@ -1,6 +1,9 @@
-"""The VXLAN tunnel's sockets.
+"""The VXLAN tunnel's sockets, a set per forwarding thread.
 
-Receiving: one UDP socket bound to the VTEP address and port, drained with
+Receiving: one UDP socket per worker bound to the VTEP address and port
+(SO_REUSEPORT: the kernel spreads datagrams over them by a hash of their
+addresses and ports, and the outer source port carries each inner flow's
+hash, so flows spread over workers and each keeps to one), drained with
 recvmmsg, with UDP_GRO on, so a burst of equal-size datagrams of one flow
 arrives as one buffer.
 
@@ -36,27 +39,32 @@ SO_SNDBUFFORCE, SO_RCVBUFFORCE = 32, 33          # asm-generic/socket.h; not in 
 
 class Tunnel:
     def __init__(self, vtep_ip: ipaddress.IPv4Address | ipaddress.IPv6Address | str,
-                 udp_port: int):
+                 udp_port: int, workers: int = 1):
         vtep_ip = ipaddress.ip_address(vtep_ip)
         self.family = socket.AF_INET if vtep_ip.version == 4 else socket.AF_INET6
-        self.rx = socket.socket(self.family, socket.SOCK_DGRAM)
+        self.rx: list[socket.socket] = []
         self.tx: list[socket.socket] = []
+        self.workers = workers
         try:
-            self.rx.bind((str(vtep_ip), udp_port))
-            self.rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER)
-            self.rx.setsockopt(socket.SOL_UDP, protocol.UDP_GRO, 1)
-            self.rx.setblocking(False)
-            self._bind_senders(str(vtep_ip))
+            for _ in range(workers):
+                rx = socket.socket(self.family, socket.SOCK_DGRAM)
+                self.rx.append(rx)
+                rx.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+                rx.bind((str(vtep_ip), udp_port))
+                rx.setsockopt(socket.SOL_SOCKET, SO_RCVBUFFORCE, SOCKET_BUFFER)
+                rx.setsockopt(socket.SOL_UDP, protocol.UDP_GRO, 1)
+                rx.setblocking(False)
+            self._bind_senders(str(vtep_ip), SENDERS * workers)
         except OSError:
             self.close()
             raise
 
-    def _bind_senders(self, vtep_ip: str):
-        """SENDERS sockets on free ports of 49152-65535, from a random start."""
+    def _bind_senders(self, vtep_ip: str, count: int):
+        """count sockets on free ports of 49152-65535, from a random start."""
         start = random.randrange(SPORT_MIN, SPORT_MAX + 1)
         span = SPORT_MAX - SPORT_MIN + 1
         for i in range(span):
-            if len(self.tx) == SENDERS:
+            if len(self.tx) == count:
                 return
             port = SPORT_MIN + (start - SPORT_MIN + i * 997) % span     # 997: spread, coprime
             sock = socket.socket(self.family, socket.SOCK_DGRAM)
@@ -72,13 +80,15 @@ class Tunnel:
         if not self.tx:
             raise OSError(98, "no free UDP source port in 49152-65535")
 
-    def senders(self) -> list[tuple[int, int]]:
-        """(fd, source port) of each sending socket, for the data plane."""
-        return [(s.fileno(), s.getsockname()[1]) for s in self.tx]
+    def senders(self) -> list[list[tuple[int, int]]]:
+        """Per worker, (fd, source port) of each of its sending sockets,
+        for the data plane."""
+        each = max(len(self.tx) // self.workers, 1)
+        pool = [(s.fileno(), s.getsockname()[1]) for s in self.tx]
+        return [pool[k * each:(k + 1) * each] or pool for k in range(self.workers)]
 
     def close(self):
-        self.rx.close()
-        for s in self.tx:
+        for s in self.rx + self.tx:
             s.close()
 
 

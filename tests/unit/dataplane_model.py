@@ -92,10 +92,10 @@ class ModelDatapath:
         self.neighbours = {k: v for k, v in self.neighbours.items() if k[0] != network}
 
     # ports
-    def add_port(self, fd: int, network: int, vnet_hdr: bool = False, router: bool = False):
+    def add_port(self, fds, network: int, vnet_hdr: bool = False, router: bool = False):
         assert network in self.networks, "a port in an undeclared network"
         port_id = min(set(range(len(self.ports) + 1)) - set(self.ports))
-        self.ports[port_id] = {"fd": fd, "network": network, "router": router}
+        self.ports[port_id] = {"fds": fds, "network": network, "router": router}
         return port_id
 
     def remove_port(self, port_id: int):
@@ -177,12 +177,20 @@ class ModelDatapath:
     def conntrack_entries(self, port: int = -1, limit: int = 0):
         return []
 
-    # polling: nothing ever arrives
-    def fileno(self) -> int:
-        return self._wakeup[0]
+    # forwarding threads: none, and no fd ever fails
+    n_workers = 1
 
-    def poll(self) -> int:
-        return 0
+    def start(self):
+        pass
+
+    def stop(self):
+        pass
+
+    def failures_fd(self) -> int:
+        return self._wakeup[0]
 
     def take_failed(self) -> list:
         return []
+
+    def reclaim(self) -> int:
+        return 0
