@@ -59,9 +59,9 @@ def frames_for(n_macs: int, count: int, seed: int = 1) -> bytes:
 
 def bench_datapath(**settings) -> Datapath:
     """The daemon's data plane, but that one port may learn every MAC of
-    the table and nothing busy-polls."""
+    the table, nothing busy-polls, and one worker is driven by hand."""
     return new_datapath(**{"fdb_max_per_port": 0, "fdb_max_per_peer": 0, "busy_poll_us": 0,
-                           **settings})
+                           "workers": 1, **settings})
 
 
 def learn_all(dp: Datapath, port: int, n_macs: int):

@@ -22,6 +22,11 @@ workloads run against each:
   an idle machine (vswitchd must be woken up, the kernel bridge needs no
   thread at all), and back to back (-i 0), where the switch is awake;
   and a UDP request/response test (pktgen rr: one 18-byte request at a time)
+* many flows (bridge mode, four pods): A to B and C to D, four TCP streams
+  each, at once: their total, the whole machine's CPU per forwarded gigabit
+  (/proc/stat), and the largest share of vswitchd's forwarding threads'
+  CPU one thread used; with --workers-sweep, vswitch's total for 1, 2, ...
+  up to the CPUs present forwarding threads
 * a victim under a flooding neighbour (bridge mode, four pods): pod A's TCP
   throughput to B and its ping RTT while pod C floods pod D flat out, against
   A's own figures without the flood
@@ -37,7 +42,8 @@ workloads run against each:
   remote pod, etcd writes per ADD, ARP on the underlay), unless --skip-cluster
 
 and the table shows vswitch / kernel ratios. Run as root:
-    python3 bench/run.py [--mode bridge|overlay|all] [--duration 10] [--json FILE] [--png FILE]
+    python3 bench/run.py [--mode bridge|overlay|all] [--duration 10] [--workers-sweep]
+                         [--json FILE] [--png FILE]
 It prints a table, and writes the results as JSON (bench-results.json) and a
 chart (bench-results.png). Everything it creates is removed at exit.
 """
@@ -69,11 +75,25 @@ from topology import (
     vswitch_overlay_topology,
     vswitch_topology,
 )
-from workload import measure, tcp_gbps, tcp_interleaved
+from workload import many_flows, measure, tcp_gbps, tcp_interleaved
 
 CAPTURES = (("capture off", None),
             ("one capture, filter matching nothing", "icmp"),
             ("one capture, filter matching all", "tcp"))
+
+
+def workers_sweep(duration: float) -> dict:
+    """vswitch's many-flows throughput with 1, 2, ... forwarding threads."""
+    out = {}
+    saved = topology.DATAPATH
+    try:
+        for n in range(1, len(os.sched_getaffinity(0)) + 1):
+            topology.DATAPATH = f"{saved}\nworkers = {n}"
+            with vswitch_topology(pods=4) as pods:
+                out[str(n)] = many_flows(pods, duration)["many_gbps"]
+    finally:
+        topology.DATAPATH = saved
+    return out
 
 
 def capture_cost(duration: float) -> dict:
@@ -107,7 +127,9 @@ ROWS = [("TCP throughput, 1 stream", "tcp_gbps", "Gbit/s", True),
         ("RTT, ping every 2 ms", "rtt_us", "us", False),
         ("RTT, ping back to back", "rtt_busy_us", "us", False),
         ("RTT, UDP request/response", "rr_us", "us", False)]
-VICTIM_ROWS = [("victim TCP while a neighbour floods", "victim_tcp_gbps", "Gbit/s", True),
+VICTIM_ROWS = [("TCP, 2 pod pairs x 4 streams at once", "many_gbps", "Gbit/s", True),
+               ("  CPU (all cores) per Gbit forwarded", "many_cpu_ms_per_gbit", "ms", False),
+               ("victim TCP while a neighbour floods", "victim_tcp_gbps", "Gbit/s", True),
                ("  share of its unloaded TCP", "victim_share", "", True),
                ("victim RTT while a neighbour floods", "victim_rtt_us", "us", False)]
 
@@ -151,6 +173,15 @@ def table(results: dict) -> str:
                      f"{k['gen64_loss_pct']:.1f}%")
     lines.append("(ratio = vswitch / kernel, or / the switch left of it; higher is better except "
                  "for round-trip times)")
+    if "bridge" in results and results["bridge"]["vswitch"].get("many_top_worker_share"):
+        lines.append(f"many flows: the busiest forwarding thread did "
+                     f"{100 * results['bridge']['vswitch']['many_top_worker_share']:.0f}% of "
+                     "the forwarding threads' CPU")
+    if "workers_sweep" in results:
+        lines += ["", "many flows (2 pod pairs x 4 streams) by forwarding threads (bridge mode)"]
+        base = results["workers_sweep"]["1"]
+        lines += [f"workers {n:>2}: {gbps:6.2f} Gbit/s  {gbps / base:5.2f}x one worker"
+                  for n, gbps in results["workers_sweep"].items()]
     if "capture_tcp_gbps" in results:
         cap = results["capture_tcp_gbps"]
         off = cap["capture off"]
@@ -242,6 +273,8 @@ def main() -> int:
     parser.add_argument("--png", metavar="FILE", default="bench-results.png")
     parser.add_argument("--datapath", metavar="KEY=VALUE", action="append", default=[],
                         help="a vswitchd [datapath] setting to measure, e.g. busy_poll_us=0")
+    parser.add_argument("--workers-sweep", action="store_true",
+                        help="also the many-flows workload with 1, 2, ... forwarding threads")
     parser.add_argument("--skip-micro", action="store_true",
                         help="leave out bench/micro.py and bench/scale.py")
     parser.add_argument("--scale-ports", type=int, default=1000)
@@ -273,6 +306,8 @@ def main() -> int:
         results[mode]["ratio"] = {key: v[key] / ref[key] for _, key, _, _ in rows(mode)}
     if args.mode in ("bridge", "all"):
         results["capture_tcp_gbps"] = capture_cost(args.duration)
+        if args.workers_sweep:
+            results["workers_sweep"] = workers_sweep(args.duration)
     if not args.skip_micro:
         results["micro"] = sub_bench("micro.py")
         results["scale"] = sub_bench("scale.py", "--ports", str(args.scale_ports),

@@ -1,6 +1,7 @@
 """What the benches measure between two pods: iperf3 TCP and UDP, 64-byte
 frames from bench/pktgen.c (flat out, paced, request/response), ping
-RTT, and the victim of a flooding neighbour."""
+RTT, the victim of a flooding neighbour, and many flows at once (two pod
+pairs, four streams each) with the CPU they cost the whole machine."""
 
 from __future__ import annotations
 
@@ -36,6 +37,65 @@ def iperf(client_ns: str, server_ns: str, duration: float, *extra, server_addr=A
 def tcp_gbps(client_ns: str, server_ns: str, duration: float, *extra, server_addr=ADDR_B) -> float:
     return iperf(client_ns, server_ns, duration, *extra, server_addr=server_addr)[
         "end"]["sum_received"]["bits_per_second"] / 1e9
+
+
+def busy_jiffies() -> tuple[int, int]:
+    """(busy, all) jiffies of every CPU since boot (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(v) for v in f.readline().split()[1:]]
+    idle = fields[3] + fields[4]                    # idle, iowait
+    return sum(fields[:8]) - idle, sum(fields[:8])
+
+
+def worker_cpu() -> dict[str, int]:
+    """Jiffies each vswitchd forwarding thread (named vswitch-wN) has used."""
+    out = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for tid in os.listdir(f"/proc/{pid}/task"):
+                with open(f"/proc/{pid}/task/{tid}/comm") as f:
+                    name = f.read().strip()
+                if name.startswith("vswitch-w"):
+                    with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                        fields = f.read().rsplit(")", 1)[1].split()
+                    out[f"{pid}/{name}"] = int(fields[11]) + int(fields[12])    # utime + stime
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+    return out
+
+
+def many_flows(pods, duration: float) -> dict:
+    """Two pod pairs (a to b, c to d), four TCP streams each, at once: their
+    total throughput, the CPU of the whole machine per forwarded gigabit
+    (vswitch's, the pods' stacks and iperf3's alike), and the largest share
+    of the forwarding threads' CPU that one of them used."""
+    a, b, c, d = pods
+    servers = [subprocess.Popen(["ip", "netns", "exec", ns, "iperf3", "-s", "-1"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for ns in (b, d)]
+    try:
+        for ns in (b, d):
+            while "5201" not in ns_exec(ns, "ss", "-ltn"):
+                time.sleep(0.05)
+        ns_exec(c, "ping", "-c", "1", "-w", "10", ADDRS[3])
+        busy0, all0 = busy_jiffies()
+        threads0 = worker_cpu()
+        clients = [subprocess.Popen(["ip", "netns", "exec", ns, "iperf3", "-c", to, "-t",
+                                     str(duration), "-P", "4", "-J"], stdout=subprocess.PIPE,
+                                    text=True) for ns, to in ((a, ADDR_B), (c, ADDRS[3]))]
+        results = [json.loads(client.communicate(timeout=duration + 30)[0]) for client in clients]
+        busy1, all1 = busy_jiffies()
+        threads1 = worker_cpu()
+    finally:
+        for server in servers:
+            server.kill()
+            server.wait()
+    gbps = sum(r["end"]["sum_received"]["bits_per_second"] for r in results) / 1e9
+    seconds = min(r["end"]["sum_received"]["seconds"] for r in results)
+    cpu_seconds = (busy1 - busy0) / os.sysconf("SC_CLK_TCK")
+    used = [threads1[t] - threads0.get(t, 0) for t in threads1]
+    return {"many_gbps": gbps, "many_cpu_ms_per_gbit": 1e3 * cpu_seconds / (gbps * seconds),
+            "many_cpu_busy_pct": 100 * (busy1 - busy0) / max(all1 - all0, 1),
+            "many_top_worker_share": max(used) / sum(used) if used and sum(used) else None}
 
 
 def pktgen() -> str:
@@ -133,6 +193,7 @@ def measure(pods, duration: float, tcp_runs: list, tcp6_runs: list) -> dict:
            "rtt_busy_us": ping_rtt_us(a, count * 4, "0", duration),
            "rr_us": rr_us, "rr_tps": rr_tps}
     if len(pods) == 4:
+        out.update(many_flows(pods, duration))
         out.update(victim(pods, duration, out["tcp_gbps"]))
     return out
 

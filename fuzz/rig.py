@@ -13,7 +13,7 @@ from vswitch.tunnel import Tunnel
 
 class FuzzRig:
     def __init__(self):
-        self.dp = new_datapath(fdb_max_entries=4096, batch=16, fdb_max_per_port=256,
+        self.dp = new_datapath(workers=1, fdb_max_entries=4096, batch=16, fdb_max_per_port=256,
                                fdb_max_per_peer=512, conntrack_max=64, conntrack_max_per_pod=0,
                                busy_poll_us=0)
         self.dp.set_network(1, 101, 1500)

@@ -22,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 DATAPLANE_TESTS = ["tests/unit/test_fastpath.py", "tests/unit/test_offload.py",
                    "tests/unit/test_dataplane.py", "tests/unit/test_policy_dataplane.py",
+                   "tests/unit/test_workers.py",
                    "tests/test_vxlan.py"]
 # Timing, not correctness: a port's 50 us quantum per round cuts a batch short
 # at -O0 with sanitizers. The release-build run covers it.

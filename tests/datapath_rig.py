@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import socket
 import struct
+import time
 
 from scapy.layers.inet import IP, TCP
 
@@ -44,35 +45,66 @@ def checksum(data: bytes) -> int:
 
 
 class Rig:
-    """A Datapath with socketpair ports; `pod` ends are where frames go in/out."""
+    """A Datapath with socketpair ports; `pod` ends are where frames go in/out.
 
-    def __init__(self, mtu=1500, **kw):
-        self.dp = new_datapath(**{**RIG_SETTINGS, **kw})
+    workers > 1: each port has a queue (socketpair) per worker, the workers'
+    threads run, and send() waits until the frame has been switched (close()
+    stops them; start=False: the caller starts them). With one worker the
+    rig drains by hand."""
+
+    def __init__(self, mtu=1500, workers=1, start=True, **kw):
+        self.dp = new_datapath(**{**RIG_SETTINGS, **kw, "workers": workers})
         for network in (1, 2):
             self.dp.set_network(network, 100 + network, mtu)
-        self.pods, self._keep = {}, []
+        self.pods: dict[int, list[socket.socket]] = {}
+        self._next = 0
+        if workers > 1 and start:
+            self.dp.start()
 
     def port(self, network=1, vnet_hdr=False, router=False) -> int:
-        sw, pod = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-        sw.setblocking(False)
-        pod.setblocking(False)
-        self._keep.append(sw)              # the switch end must outlive the port
-        pid = self.dp.add_port(sw.fileno(), network, vnet_hdr, router)
-        self.pods[pid] = pod
+        pairs = [socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
+                 for _ in range(self.dp.n_workers)]
+        for sw, pod in pairs:
+            sw.setblocking(False)
+            pod.setblocking(False)
+        pid = self.dp.add_port([sw.fileno() for sw, _ in pairs], network, vnet_hdr, router)
+        for sw, _ in pairs:
+            sw.close()                      # the data plane holds its own copies
+        self.pods[pid] = [pod for _, pod in pairs]
         return pid
 
-    def send(self, pid: int, data: bytes):
-        self.pods[pid].send(data)
-        while self.dp.drain(pid) > 0:
-            pass
+    def send(self, pid: int, data: bytes, queue: int | None = None):
+        """Into one of the port's queues (None: each in turn)."""
+        queues = self.pods[pid]
+        if queue is None:
+            queue, self._next = self._next % len(queues), self._next + 1
+        if not self.dp.running:
+            queues[queue].send(data)
+            while self.dp.drain(pid) > 0:
+                pass
+            return
+        done = self.switched() + 1
+        queues[queue].send(data)
+        deadline = time.monotonic() + 5
+        while self.switched() < done:
+            assert time.monotonic() < deadline, "the frame was not switched"
+            time.sleep(0.0002)
+
+    def switched(self) -> int:
+        return sum(w["frames"] for w in self.dp.worker_counters())
 
     def received(self, pid: int) -> list[bytes]:
         out = []
-        while True:
-            try:
-                out.append(self.pods[pid].recv(70000))
-            except BlockingIOError:
-                return out
+        for q in self.pods[pid]:
+            while True:
+                try:
+                    out.append(q.recv(70000))
+                except BlockingIOError:
+                    break
+        return out
+
+    def close(self):
+        self.dp.stop()
 
 
 # virtio_net_hdr (offload ports)

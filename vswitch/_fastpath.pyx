@@ -434,6 +434,8 @@ cdef class Datapath(_CaptureControl):
         return bool(self._threads)
 
     def _run(self, int k):
+        name = f"vswitch-w{k}".encode()       # what top -H and /proc/*/task/*/comm show
+        pthread_setname_np(pthread_self(), name)
         with nogil:
             self._serve(&self.workers[k])
 

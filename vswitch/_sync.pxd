@@ -85,6 +85,9 @@ cdef extern from *:
 cdef extern from "<pthread.h>":
     ctypedef struct pthread_mutex_t:
         pass
+    ctypedef unsigned long pthread_t
+    pthread_t pthread_self() nogil
+    int pthread_setname_np(pthread_t thread, const char *name) nogil
     int pthread_mutex_init(pthread_mutex_t *m, const void *attr) nogil
     int pthread_mutex_destroy(pthread_mutex_t *m) nogil
     int pthread_mutex_lock(pthread_mutex_t *m) nogil

@@ -113,7 +113,9 @@ def show_stats(s):
             f"(neighbours {s['neighbours']})\n"
             f"drops: {drops}\nfdb: {fdb}\ncapture: {capture}\nconntrack: "
             + "  ".join(f"{k}={v}" for k, v in s["conntrack"].items() if k != "per_pod")
-            + "\n" + show_conntrack_usage(s["conntrack"]))
+            + "\n" + show_conntrack_usage(s["conntrack"])
+            + "\nworkers (frames switched): "
+            + "  ".join(f"{k}={w['frames']}" for k, w in enumerate(s["workers"])))
     for h in s["hooks"]:
         state = "enabled" if h["enabled"] else f"disabled ({h['error']})"
         text += f"\nhook {h['call']}: {state}  calls={h['calls']}  dropped={h['dropped']}"

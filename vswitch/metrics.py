@@ -60,6 +60,9 @@ def render(stats: dict) -> str:
         out.family("vswitch_gro_merged_total", "counter",
                    "Received TCP segments delivered inside a superframe.",
                    [({}, stats["gro_merged"])])
+    out.family("vswitch_worker_frames_total", "counter",
+               "Frames each forwarding thread read and switched.",
+               [({"worker": str(k)}, w["frames"]) for k, w in enumerate(stats["workers"])])
     out.family("vswitch_arp_suppressed_total", "counter",
                "ARP requests for known pod addresses answered by the switch itself.",
                [({}, stats["arp_suppressed"])])

@@ -79,6 +79,7 @@ def stats(switch: Switch) -> dict:
     counters["cluster"] = switch.cluster.metrics() if switch.cluster else None
     counters["loop_lag"] = switch.loop_lag.report()
     counters["conntrack"]["per_pod"] = conntrack_per_pod(switch)
+    counters["workers"] = switch.dataplane.worker_counters()
     return counters
 
 
@@ -87,6 +88,7 @@ def status(switch: Switch) -> dict:
     return {"node": config.node_name, "mode": config.mode,
             "version": __version__, "uptime": round(time.monotonic() - switch.started, 1),
             "ports": len(switch.ports), "networks": [n.name for n in config.networks],
+            "workers": switch.dataplane.workers,
             "mtu": {n.name: {"mtu": n.mtu, "from": n.mtu_from} for n in config.networks},
             "fdb_entries": switch.dataplane.counters()["fdb"]["entries"],
             "aging_time": switch.dataplane.aging_time,

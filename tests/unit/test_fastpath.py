@@ -161,7 +161,7 @@ def test_batch_limit_per_drain():
     r = Rig(batch=8)
     a, b = r.port(), r.port()
     for _ in range(20):
-        r.pods[a].send(frame(BCAST, mac(1)))
+        r.pods[a][0].send(frame(BCAST, mac(1)))
     # (A drain may also stop early at its time quantum: a preempted test.)
     counts = []
     while (n := r.dp.drain(a)) > 0:
@@ -427,9 +427,9 @@ def test_poll_serves_ready_ports_round_robin():
     busy, quiet, sink = r.port(), r.port(), r.port()
     session = r.dp.capture_add(1)                         # ingress: the order frames are read
     for _ in range(10):                                    # an AF_UNIX pair queues 10 at most
-        r.pods[busy].send(frame(BCAST, mac(1)))
+        r.pods[busy][0].send(frame(BCAST, mac(1)))
     for _ in range(2):
-        r.pods[quiet].send(frame(BCAST, mac(2)))
+        r.pods[quiet][0].send(frame(BCAST, mac(2)))
     assert r.dp.poll() == 0
     order = [rec[2] for rec in r.dp.capture_read()]
     r.dp.capture_remove(session)

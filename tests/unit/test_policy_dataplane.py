@@ -287,15 +287,9 @@ def test_replies_of_connections_from_the_gateway_go_back_through_it():
     """A Service's DNAT in the node: the host port brings a connection from
     client a to backend b (a's address, the gateway's MAC); b's replies go
     back to the host port, rewritten to its MAC, not straight to a."""
-    import socket
     pods = Pods()
     dp, rig = pods.rig.dp, pods.rig
-    sw, host = socket.socketpair(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sw.setblocking(False)
-    host.setblocking(False)
-    rig._keep.append(sw)
-    gw = dp.add_port(sw.fileno(), 1, False, True)
-    rig.pods[gw] = host
+    gw = rig.port(1, router=True)
     gw_mac = 0x0E0000000099
     dp.pin_mac(gw, gw_mac)
     syn = bytes(Ether(src="0e:00:00:00:00:99", dst=pods.mac("b")) / IP(src=A, dst=B) /
