@@ -132,6 +132,14 @@ cdef class _Shared:
         elif kind == RETIRE_POLICY:
             port_policy_free(<port_policy_t *>value)
         elif kind == RETIRE_PORT:
+            # What a worker learned or committed for it after remove_port's
+            # sweeps (it was switching one of its frames) goes now: its id
+            # will be another pod's.
+            if self.fdb.owned[value]:
+                fdb_sweep(&self.fdb, SWEEP_PORT, 0, value, 0)
+            pthread_mutex_lock(&self.ct.lock)
+            ct_forget_owner(&self.ct, value)
+            pthread_mutex_unlock(&self.ct.lock)
             p = &self.ports.slots[value]
             port_policy_free(p.policy)
             p.policy = NULL
@@ -141,6 +149,8 @@ cdef class _Shared:
                 memset(&self.workers[k].stats[value], 0, sizeof(port_stats_t))
             p.retiring = False
         elif kind == RETIRE_PEER:
+            if self.fdb.owned[PEER_BASE + value]:       # (as for a port)
+                fdb_sweep(&self.fdb, SWEEP_PORT, 0, PEER_BASE + value, 0)
             for k in range(self.n_workers):
                 memset(&self.workers[k].peer_stats[value], 0, sizeof(peer_stats_t))
             pthread_mutex_lock(&self.peers.lock)

@@ -18,6 +18,7 @@ from .protocol import MAX_NETWORKS, ReloadAction
 FIXED_ON_RELOAD = {"node_name": "node.name", "mode": "node.mode", "socket": "node.socket",
                    "state_dir": "node.state_dir", "log_format": "node.log_format",
                    "fdb_max_entries": "fdb.max_entries", "batch": "datapath.batch",
+                   "workers": "datapath.workers",
                    "conntrack_max": "datapath.conntrack_max",
                    "conntrack_max_per_pod": "datapath.conntrack_max_per_pod",
                    "service_cidrs": "node.service_cidrs",

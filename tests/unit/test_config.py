@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+import os
 
 import pytest
 
@@ -27,6 +28,8 @@ def test_built_in_defaults_are_single_node_bridge_mode():
     ({"node": {"colour": "red"}}, "node.colour"),
     ({"fdb": {"aging_time": 0}}, "fdb.aging_time"),
     ({"datapath": {"batch": 5000}}, "datapath.batch"),
+    ({"datapath": {"workers": 0}}, "datapath.workers"),
+    ({"datapath": {"workers": 65}}, "datapath.workers"),
     ({"network": []}, "network"),
     ({"network": [{**NET, "mtu": MAX_NETWORK_MTU + 1}]}, "network[0].mtu"),
     ({"network": [{**NET, "host_port": "-bad"}]}, "network[0].host_port"),
@@ -63,6 +66,11 @@ def test_bad_values_name_their_key(data, key):
     with pytest.raises(ConfigError) as e:
         parse(data)
     assert e.value.key == key
+
+
+def test_workers_default_to_the_cpus_the_daemon_may_use():
+    assert parse({}).datapath_settings()["workers"] == len(os.sched_getaffinity(0))
+    assert parse({"datapath": {"workers": 3}}).datapath_settings()["workers"] == 3
 
 
 def test_the_vxlan_overhead_bounds_the_pod_mtu():
