@@ -339,8 +339,8 @@ def test_a_reload_removing_a_network_during_a_port_creation_leaves_nothing(netns
     made, go_on = threading.Event(), threading.Event()
     real_tap = ports_module.Tap       # (the Tap port creation makes)
 
-    def held_tap(*args):
-        tap = real_tap(*args)
+    def held_tap(*args, **kwargs):
+        tap = real_tap(*args, **kwargs)
         made.set()
         go_on.wait(10)
         return tap
