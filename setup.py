@@ -1,9 +1,9 @@
 """Cython build of the data plane; everything else is in pyproject.toml.
 
 VSWITCH_DEBUG=1 builds the checked variant the fuzzers run: -O0 -g, Cython's
-bounds, wraparound and initialization checks and line tracing (of code that
-holds the GIL only: traced, the forwarding threads would take the GIL in the
-middle of the pipeline, with a table's lock held), and
+bounds, wraparound and initialization checks (no line tracing: Cython's
+traced GIL-free functions take the GIL on return, and a forwarding thread
+would then wait for it with a table's lock held), and
 AddressSanitizer + UndefinedBehaviorSanitizer on the C code, so that an
 out-of-bounds access is reported instead of silently read (run Python with
 the sanitizer runtime preloaded: fuzz/run.py does). With CC=clang it also
@@ -21,18 +21,16 @@ CLANG = "clang" in os.environ.get("CC", "")
 
 directives = {"language_level": 3, "cdivision": True, "boundscheck": DEBUG,
               "wraparound": DEBUG, "initializedcheck": DEBUG}
-compile_args, link_args, macros = ["-O2"], [], []
+compile_args, link_args = ["-O2"], []
 if DEBUG:
     sanitizers = "address,undefined" + (",fuzzer-no-link" if CLANG else "")
-    directives["linetrace"] = True
-    macros = [("CYTHON_TRACE", "1")]
     compile_args = ["-O0", "-g", "-fno-omit-frame-pointer", f"-fsanitize={sanitizers}"]
     # The sanitizer runtime is not linked in: Python preloads it (fuzz/run.py).
     link_args = [f"-fsanitize={sanitizers}"]
 
 setup(
     ext_modules=cythonize(
-        [Extension("vswitch._fastpath", ["vswitch/_fastpath.pyx"], define_macros=macros,
+        [Extension("vswitch._fastpath", ["vswitch/_fastpath.pyx"],
                    extra_compile_args=compile_args, extra_link_args=link_args)],
         compiler_directives=directives,
         annotate=os.environ.get("VSWITCH_ANNOTATE") == "1",

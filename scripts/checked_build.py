@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The checked data plane: a VSWITCH_DEBUG=1 build (-O0 -g, Cython's bounds,
-wraparound and initialization checks, line tracing, AddressSanitizer and
+wraparound and initialization checks, AddressSanitizer and
 UndefinedBehaviorSanitizer; see setup.py) in a directory of its own, and
 the environment to run Python against it (the sanitizer runtime preloaded).
 
