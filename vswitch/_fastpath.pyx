@@ -2,10 +2,12 @@
 """The data plane: ports, FDB and the per-frame pipeline, in C.
 
 The control plane owns file descriptors and hands them to the data plane,
-which polls them all through one epoll set: when the event loop reports that
-set readable, one call to `poll()` serves every ready port and the VXLAN
-socket in turn, reading up to `batch` frames at a time into preallocated
-buffers and switching each without creating a Python object.
+whose forwarding threads (one per worker, `start()`) each poll their own
+epoll set (their queue of every port, their tunnel socket) without the GIL:
+a round serves every ready fd in turn, reading up to `batch` frames at a
+time into preallocated buffers and switching each without creating a Python
+object. With no thread started, `poll()` runs the first worker's round on
+the caller's thread (rigs, benches).
 
 Each concept keeps its C state and operations in files named after it: the
 state in `_<concept>.pxd` (included by _fastpath.pxd), the operations in

@@ -4,24 +4,30 @@
 # event loop's thread and may use Python objects freely.
 
 
-cdef ct_list(ct_t *ct, int64_t port, uint64_t limit, uint32_t now_ms, list out):
-    """Datapath.conntrack_entries' list (under ct.lock)."""
-    cdef uint64_t i
+cdef enum:
+    CT_LIST_SLICE = 4096          # slots copied out under the lock at a time
+
+
+cdef uint64_t ct_copy_slice(ct_t *ct, uint64_t start, int64_t port, uint32_t now_ms,
+                            ct_entry_t *out, uint64_t *n) noexcept nogil:
+    """Copy the live entries (of port; -1: all) of CT_LIST_SLICE slots from
+    start into out, under the lock (held that long only: a policed frame's
+    worker may wait for it); returns where the next slice starts."""
+    cdef uint64_t i, end
     cdef ct_entry_t *e
-    for i in range(ct.mask + 1):
+    n[0] = 0
+    pthread_mutex_lock(&ct.lock)
+    end = min(start + CT_LIST_SLICE, ct.mask + 1)
+    for i in range(start, end):
         e = &ct.slots[i]
-        if e.key.rest == 0 or not ct_live(e, now_ms):
-            continue
-        if port >= 0 and e.in_port != port and e.out_port != port:
-            continue
-        a = (key_to_int(&e.key.a), (e.key.rest >> 16) & 0xFFFF)
-        b = (key_to_int(&e.key.b), e.key.rest & 0xFFFF)
-        src, dst = (a, b) if e.flags & CT_ORIG_A else (b, a)
-        out.append(((e.key.rest >> 40) & 0xFFFF, (e.key.rest >> 32) & 0xFF, src[0], src[1],
-                    dst[0], dst[1], e.flags, <int32_t>(e.deadline_ms - now_ms) / 1e3,
-                    e.in_port, e.out_port, e.owner))
-        if limit and len(out) >= limit:
-            break
+        if e.key.rest != 0 and ct_live(e, now_ms) and \
+                (port < 0 or e.in_port == port or e.out_port == port):
+            out[n[0]] = e[0]
+            n[0] += 1
+    if end == ct.mask + 1:
+        end = 0                     # (a table that grew meanwhile: the listing ends)
+    pthread_mutex_unlock(&ct.lock)
+    return end
 
 
 cdef class _PolicyControl(_NeighControl):
@@ -88,17 +94,32 @@ cdef class _PolicyControl(_NeighControl):
         the direction it was opened,
         addresses as 128-bit integers (IPv4 mapped), ports CT_NO_PORT beyond
         the tunnel."""
-        cdef uint64_t i
+        cdef uint64_t i, n, at = 0
         cdef uint32_t now_ms = ms32(monotonic_ns())
         cdef ct_entry_t *e
+        cdef ct_entry_t *buf = <ct_entry_t *>malloc(CT_LIST_SLICE * sizeof(ct_entry_t))
+        if buf == NULL:
+            raise MemoryError()
         out = []
-        with nogil:
-            pthread_mutex_lock(&self.ct.lock)
         try:
-            ct_list(&self.ct, port, limit, now_ms, out)
+            while True:
+                with nogil:
+                    at = ct_copy_slice(&self.ct, at, port, now_ms, buf, &n)
+                for i in range(n):
+                    e = &buf[i]
+                    a = (key_to_int(&e.key.a), (e.key.rest >> 16) & 0xFFFF)
+                    b = (key_to_int(&e.key.b), e.key.rest & 0xFFFF)
+                    src, dst = (a, b) if e.flags & CT_ORIG_A else (b, a)
+                    out.append(((e.key.rest >> 40) & 0xFFFF, (e.key.rest >> 32) & 0xFF, src[0],
+                                src[1], dst[0], dst[1], e.flags,
+                                <int32_t>(e.deadline_ms - now_ms) / 1e3,
+                                e.in_port, e.out_port, e.owner))
+                    if limit and len(out) >= limit:
+                        return out
+                if at == 0:
+                    return out
         finally:
-            pthread_mutex_unlock(&self.ct.lock)
-        return out
+            free(buf)
 
     def conntrack_flush(self):
         """Forget every connection; returns how many there were."""

@@ -40,3 +40,4 @@ cdef struct worker_t:
     int online
     int stop_fd               # eventfd in its epoll set: the thread returns when it is readable
     trace_t *trace            # not NULL: a trace run, nothing is sent, learned or counted
+    unsigned char pad[128]    # the next worker's first lines are not ours (workers are an array)
