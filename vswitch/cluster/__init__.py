@@ -362,9 +362,14 @@ class Cluster:
         return {**self.address_blocks.counters, **self.counters, "etcd_writes": self.session.writes,
                 "records_ignored": self.view.ignored}
 
+    @property
+    def connected(self) -> bool:
+        """Registered, following the watch, and its lease proven alive."""
+        return self.session.connected and self.session.is_proven()
+
     def metrics(self) -> dict:
         """The figures `status`, `stats` and Prometheus show."""
-        return {"connected": self.session.connected, "nodes": len(self.view.nodes),
+        return {"connected": self.connected, "nodes": len(self.view.nodes),
                 "endpoints": len(self.view.endpoints), "events_applied": self.events_applied,
                 "revision": self.view.revision, "can_allocate": self.can_allocate(),
                 "fenced": self.fenced,
@@ -375,7 +380,7 @@ class Cluster:
         s = self.session
         return {"node": self.name, "vtep": s.vtep, "etcd": list(self.cfg.etcd),
                 "endpoint": s.etcd.endpoint if s.connected else None,
-                "connected": s.connected,
+                "connected": self.connected,
                 "since": s.since, "error": s.error, "lease": f"{s.lease:x}",
                 "lease_proven_for": max(0.0, round(s.proven_until - time.monotonic(), 3)),
                 "can_allocate": self.can_allocate(), "fenced": self.fenced,
