@@ -106,6 +106,7 @@ cdef class _Shared:
     # for that: reclaim() runs on its timer, and after each retirement.
 
     cdef _retire(self, int kind, uintptr_t value):
+        full_fence()                # the unlinking first, then the epochs it is kept against
         epochs = tuple(load_u64(&self.workers[k].epoch) for k in range(self.n_workers))
         self._retired.append((epochs, kind, value))
         self.reclaim()
@@ -476,7 +477,11 @@ cdef class Datapath(_CaptureControl):
             now = monotonic_ns()
             if n > 0:
                 last = now
-            store_release_u64(&w.epoch, w.epoch + 1)     # a quiescent point
+            # A quiescent point; the fence orders it before the next round's
+            # reads (what the control plane unlinked before it saw this epoch
+            # move is not read any more).
+            store_release_u64(&w.epoch, w.epoch + 1)
+            full_fence()
         store_release_int(&w.online, 0)
 
     cdef int _serve_ready(self, worker_t *w, int n) noexcept nogil:
