@@ -190,9 +190,7 @@ cdef void cap_free(capture_t *c) noexcept nogil:
 cdef inline void cap_offer(capture_t *c, uint32_t point, uint32_t port, int reason,
                            const unsigned char *data, ssize_t n) noexcept nogil:
     """Offer a frame to the active sessions (the caller tested c.active)."""
-    pthread_mutex_lock(&c.lock)
-    cap_offer_locked(c, point, port, reason, 0, data, n)
-    pthread_mutex_unlock(&c.lock)
+    cap_offer_detail(c, point, port, reason, 0, data, n)
 
 
 cdef void cap_offer_detail(capture_t *c, uint32_t point, uint32_t port, int reason,

@@ -77,9 +77,9 @@ cdef class _Shared:
 
     cdef _declared(self, int network)
     cdef port_t *_port(self, uint32_t port_id) except NULL
-    cdef _retire(self, int kind, uintptr_t value)
+    cdef _retire(self, int kind, values)
     cdef _neigh_set(self, neigh_t *t, uint16_t network, const ip_key_t *ip, uint64_t mac)
-    cdef dict _port_counters(self, uint32_t port_id)
+    cdef dict _port_counters(self, uint32_t row)
     cdef dict _peer_counters(self, uint32_t peer)
 
 

@@ -105,10 +105,12 @@ cdef class _Shared:
     # waits in epoll_wait, holding nothing). The control plane never waits
     # for that: reclaim() runs on its timer, and after each retirement.
 
-    cdef _retire(self, int kind, uintptr_t value):
+    cdef _retire(self, int kind, values):
+        """Keep `values` (of one kind) until no worker can hold them: one
+        snapshot of the epochs and one reclaim for however many."""
         full_fence()                # the unlinking first, then the epochs it is kept against
         epochs = tuple(load_u64(&self.workers[k].epoch) for k in range(self.n_workers))
-        self._retired.append((epochs, kind, value))
+        self._retired += [(epochs, kind, value) for value in values]
         self.reclaim()
 
     def reclaim(self):
@@ -165,16 +167,17 @@ cdef class _Shared:
         if neigh_set(t, network, ip, mac, &old) < 0:
             raise MemoryError()
         if old != NULL:
-            self._retire(RETIRE_FREE, <uintptr_t>old)
+            self._retire(RETIRE_FREE, (<uintptr_t>old,))
 
     # ------------------------------------------------ counters, summed
-    cdef dict _port_counters(self, uint32_t port_id):
+    cdef dict _port_counters(self, uint32_t row):
+        """A port's counters (row TUNNEL_STATS: the tunnel's), summed over the workers."""
         cdef port_stats_t sum
         cdef port_stats_t *s
         cdef int k
         memset(&sum, 0, sizeof(sum))
         for k in range(self.n_workers):
-            s = &self.workers[k].stats[port_id]
+            s = &self.workers[k].stats[row]
             sum.rx_packets += s.rx_packets
             sum.rx_bytes += s.rx_bytes
             sum.rx_dropped += s.rx_dropped
@@ -285,11 +288,9 @@ cdef class Datapath(_CaptureControl):
         """Switch-wide counters: decisions, drops by reason, FDB, tunnel
         (each worker's share, summed)."""
         cdef counters_t totals
-        cdef port_stats_t tunnel
         cdef worker_t *w
         cdef int k, r
         memset(&totals, 0, sizeof(totals))
-        memset(&tunnel, 0, sizeof(tunnel))
         gro_merged = gateway_replies = arp = nd = 0
         for k in range(self.n_workers):
             w = &self.workers[k]
@@ -297,12 +298,6 @@ cdef class Datapath(_CaptureControl):
             totals.flooded += w.totals.flooded
             for r in range(N_DROP_REASONS):
                 totals.drops[r] += w.totals.drops[r]
-            tunnel.rx_packets += w.stats[TUNNEL_STATS].rx_packets
-            tunnel.rx_bytes += w.stats[TUNNEL_STATS].rx_bytes
-            tunnel.rx_dropped += w.stats[TUNNEL_STATS].rx_dropped
-            tunnel.tx_packets += w.stats[TUNNEL_STATS].tx_packets
-            tunnel.tx_bytes += w.stats[TUNNEL_STATS].tx_bytes
-            tunnel.tx_dropped += w.stats[TUNNEL_STATS].tx_dropped
             gro_merged += w.gro.merged
             gateway_replies += w.gateway_replies
             arp += w.arp_answered
@@ -313,7 +308,7 @@ cdef class Datapath(_CaptureControl):
                       "full": self.fdb.full, "limited": self.fdb.limited,
                       "expired": self.fdb.expired, "busy": self.fdb.busy,
                       "max_per_port": self.fdb.max_per_port, "max_per_peer": self.fdb.max_per_peer}
-        out["tunnel"] = port_counters(&tunnel)
+        out["tunnel"] = self._port_counters(TUNNEL_STATS)
         out["gro_merged"] = gro_merged
         out["arp_suppressed"] = arp
         out["nd_suppressed"] = nd
@@ -633,7 +628,6 @@ cdef class Datapath(_CaptureControl):
                 if off >= total:
                     break
         self._flush_output(w)
-        w.frames += got
         return got
 
     cdef void _flush_output(self, worker_t *w) noexcept nogil:
@@ -652,6 +646,7 @@ cdef class Datapath(_CaptureControl):
         unknown) and switch its inner frame. Returns the peer (learned)."""
         cdef int64_t vni, member
         cdef uint16_t net
+        w.frames += 1
         w.stats[TUNNEL_STATS].rx_packets += 1
         w.stats[TUNNEL_STATS].rx_bytes += n
         if peer < 0 and not w.rx.learn_peers:

@@ -37,9 +37,7 @@ cdef class _NetworksControl(_PeersControl):
                 peer_forget(&self.peers, i, False)
         peer_index_rebuild(&self.peers)
         pthread_mutex_unlock(&self.peers.lock)
-        for i in range(MAX_PEERS):
-            if gone[i]:
-                self._retire(RETIRE_PEER, i)
+        self._retire(RETIRE_PEER, [i for i in range(MAX_PEERS) if gone[i]])
         free(gone)
         cdef ip_key_t neighbour
         for key in [key_to_int(&self.neigh.slots[i].ip) for i in range(self.neigh.mask + 1)

@@ -32,7 +32,7 @@ cdef class _PeersControl(_PortsControl):
             pthread_mutex_lock(&self.peers.lock)
             peer_forget(&self.peers, idx)
             pthread_mutex_unlock(&self.peers.lock)
-            self._retire(RETIRE_PEER, idx)
+            self._retire(RETIRE_PEER, (idx,))
         return True
 
     def peer_ip(self, uint32_t index):

@@ -42,7 +42,7 @@ cdef class _PolicyControl(_NeighControl):
         store_release_ptr(<void **>&p.policy, new)
         self.policed += (new != NULL) - (old != NULL)
         if old != NULL:
-            self._retire(RETIRE_POLICY, <uintptr_t>old)
+            self._retire(RETIRE_POLICY, (<uintptr_t>old,))
 
     def port_policy_enforced(self, uint32_t port_id):
         return self._port(port_id).policy != NULL

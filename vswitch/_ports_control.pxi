@@ -48,7 +48,7 @@ cdef class _PortsControl(_Shared):
         pthread_mutex_unlock(&self.ct.lock)
         if p.policy != NULL:
             self.policed -= 1
-        self._retire(RETIRE_PORT, port_id)
+        self._retire(RETIRE_PORT, (port_id,))
 
     def set_port_security(self, uint32_t port_id, mac=None, ips=(), ip6s=()):
         """Bind a port to its MAC, IPv4 and IPv6 addresses (integers); frames

@@ -32,7 +32,7 @@ cdef struct worker_t:
     uint64_t gateway_replies  # frames steered back through a host port (_gateway.pxi)
     uint64_t arp_answered     # ARP requests answered from the neighbour table
     uint64_t nd_answered      # ... and Neighbor Solicitations
-    uint64_t frames           # frames read and switched (a rig waits on it)
+    uint64_t frames           # frames and tunnel datagrams it read (a rig waits on it)
     unsigned char reply[VNET_HLEN + NA_FRAME_LEN]    # an ARP or ND answer being written
     # Quiescence (Datapath.reclaim): epoch moves after every round, and
     # online is 0 while the thread waits in epoll_wait holding nothing.
